@@ -1,0 +1,48 @@
+# v2x-suite: `make run` starts the whole suite, `make test` runs every test. Both set up what they need.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint typecheck protos check-protos deps postgis models bench-parking clean help
+
+help:
+	@echo "make run      the whole suite on embedded PostGIS + Redis (Ctrl-C stops it)"
+	@echo "make test     every test against real PostgreSQL/PostGIS and Redis"
+	@echo "make lint     ruff + mypy"
+	@echo "make protos   regenerate the Python stubs from protos/"
+	@echo "make bench-parking   load/bench_parking.py (100,000 lots)"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,embedded]'
+	touch $@
+
+deps: $(STAMP) postgis
+
+postgis:
+	@infra/ensure-postgis.sh
+
+protos: $(STAMP)
+	$(PY) protos/gen.py
+
+run: deps
+	$(VENV)/bin/v2x run
+
+test: deps
+	@infra/ensure-test-services.sh
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench-parking: deps
+	@infra/ensure-test-services.sh
+	$(PY) load/bench_parking.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

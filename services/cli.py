@@ -1,0 +1,105 @@
+"""`v2x`: the suite's one command line.
+
+  v2x run                      the whole suite on embedded defaults (or DATABASE_URL / REDIS_URL)
+  v2x serve parking            one service (needs DATABASE_URL and REDIS_URL, migrated schema)
+  v2x migrate                  bring the database schema to the newest revision
+  v2x keys create --role R     issue an API key (printed once; stored hashed)
+  v2x keys revoke KEY_ID       revoke a key
+  v2x seed                     load the demo district into DATABASE_URL
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from services.common.config import ConfigError, Settings
+from services.common.errors import DomainError
+from services.common.jsonlog import configure_logging
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="v2x", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the whole suite")
+    run.add_argument("--no-sim", action="store_true", help="do not simulate occupancy changes in the demo district")
+    serve = sub.add_parser("serve", help="run one service")
+    serve.add_argument("service", help="service name, e.g. parking")
+    sub.add_parser("migrate", help="migrate the database to the newest schema")
+    keys = sub.add_parser("keys", help="manage API keys")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    create = ksub.add_parser("create", help="issue a key")
+    create.add_argument("--role", required=True, help="operator:<id>, camera:<id>, police, driver, admin, platform")
+    create.add_argument("--label", default="", help="what the key is for")
+    revoke = ksub.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("key_id")
+    sub.add_parser("seed", help="load the demo district")
+    return p
+
+
+async def _keys(ns: argparse.Namespace, settings: Settings) -> None:
+    from services.common.apikeys import create_key, revoke_key
+    from services.common.db import create_engine
+
+    engine = create_engine(settings.require_database_url(), pool_size=1)
+    try:
+        if ns.keys_command == "create":
+            issued = await create_key(engine, ns.role, ns.label)
+            print(f"{issued.key}\t{issued.principal}\t(shown once; only its hash is stored)")
+        elif not await revoke_key(engine, ns.key_id):
+            raise SystemExit(f"no active key {ns.key_id}")
+    finally:
+        await engine.dispose()
+
+
+async def _migrate(settings: Settings) -> None:
+    from services.common.db import migrate
+
+    await migrate(settings.require_database_url())
+
+
+async def _seed(settings: Settings) -> None:
+    from services.common.db import create_engine
+    from services.parking.demo import seed_district
+
+    engine = create_engine(settings.require_database_url(), pool_size=2)
+    try:
+        lots = await seed_district(engine)
+        print(f"seeded {lots} lots")
+    finally:
+        await engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ns = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        configure_logging(f"v2x-{ns.command}" if ns.command != "serve" else ns.service, settings.log_level)
+        if ns.command == "run":
+            from services.runner.suite import run_suite
+
+            asyncio.run(run_suite(settings, simulate=not ns.no_sim))
+        elif ns.command == "serve":
+            from services.common.runtime import serve
+            from services.registry import builders
+
+            known = builders()
+            if ns.service not in known:
+                raise SystemExit(f"unknown service {ns.service!r}; this build serves: {', '.join(sorted(known))}")
+            asyncio.run(serve(ns.service, known[ns.service], settings))
+        elif ns.command == "migrate":
+            asyncio.run(_migrate(settings))
+        elif ns.command == "keys":
+            asyncio.run(_keys(ns, settings))
+        elif ns.command == "seed":
+            asyncio.run(_seed(settings))
+    except (ConfigError, DomainError) as exc:
+        print(f"v2x: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

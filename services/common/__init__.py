@@ -1,0 +1,1 @@
+"""What every v2x service shares: config, server factory, interceptors, auth, storage helpers."""

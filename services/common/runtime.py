@@ -1,0 +1,92 @@
+"""Running a service process: shared resources, the server, and a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common.apikeys import KeyVerifier
+from services.common.config import Settings
+from services.common.db import create_engine, require_current_schema
+from services.common.redis_streams import create_redis
+from services.common.server import RunningServer, ServiceDefinition, create_server, wait_for_stop_signal
+
+log = logging.getLogger("v2x.runtime")
+
+
+@dataclass
+class Resources:
+    """One engine, one Redis client and one key verifier per process."""
+
+    settings: Settings
+    engine: AsyncEngine
+    redis: Redis
+    verifier: KeyVerifier
+
+    @classmethod
+    def open(cls, settings: Settings, name: str) -> Resources:
+        engine = create_engine(settings.require_database_url(), pool_size=settings.db_pool_size,
+                               application_name=f"v2x-{name}")
+        return cls(settings, engine, create_redis(settings.require_redis_url()),
+                   KeyVerifier(engine, settings.api_key_cache_s))
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.engine.dispose()
+
+
+@dataclass
+class ServiceParts:
+    """What a service builder returns: gRPC services and background tasks (e.g. a drainer)."""
+
+    definitions: list[ServiceDefinition]
+    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+Builder = Callable[[Resources], ServiceParts]
+
+
+@dataclass
+class RunningService:
+    server: RunningServer
+    parts: ServiceParts
+    tasks: list[asyncio.Task[None]]
+
+    async def stop(self, grace_s: float) -> None:
+        await self.server.stop(grace_s)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for hook in self.parts.on_stop:
+            await hook()
+
+
+async def start_service(builder: Builder, resources: Resources, *, port: int, host: str | None = None,
+                        metrics_port: int | None = None) -> RunningService:
+    parts = builder(resources)
+    server = await create_server(parts.definitions, resources.settings, resources.verifier, port=port, host=host,
+                                 metrics_port=metrics_port)
+    tasks = [asyncio.create_task(job()) for job in parts.background]
+    return RunningService(server, parts, tasks)
+
+
+async def serve(name: str, builder: Builder, settings: Settings) -> None:
+    """`v2x serve NAME`: run one service until SIGTERM / SIGINT."""
+    resources = Resources.open(settings, name)
+    try:
+        await require_current_schema(resources.engine)
+        running = await start_service(builder, resources, port=settings.ports[name],
+                                      metrics_port=settings.metrics_ports[name])
+        log.info("serving", extra={"service": name, "port": running.server.port,
+                                   "metrics_port": running.server.metrics_port})
+        await wait_for_stop_signal()
+        log.info("stopping", extra={"service": name, "grace_s": settings.grace_s})
+        await running.stop(settings.grace_s)
+    finally:
+        await resources.close()

@@ -1,0 +1,140 @@
+"""The one server factory: every v2x service is built and stopped here.
+
+It adds the standard health service (per-service status), reflection for the listed services, the
+interceptor chain, TLS / mutual TLS from config, a Prometheus /metrics port, and a graceful stop on
+SIGTERM / SIGINT (health turns NOT_SERVING, in-flight rpcs get `grace_s` to finish).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from services.common.apikeys import KeyVerifier
+from services.common.config import Settings, TlsConfig
+from services.common.interceptors import (
+    AuthInterceptor,
+    ErrorMappingInterceptor,
+    MetricsInterceptor,
+    RequestLogInterceptor,
+)
+from services.common.principal import Role
+
+log = logging.getLogger("v2x.server")
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """One gRPC service to serve: how to add it and who may call each of its methods."""
+
+    descriptor: ServiceDescriptor
+    register: Callable[[aio.Server], None]
+    policy: Mapping[str, frozenset[Role]]
+
+    def full_policy(self) -> dict[str, frozenset[Role]]:
+        missing = [m.name for m in self.descriptor.methods if m.name not in self.policy]
+        unknown = set(self.policy) - {m.name for m in self.descriptor.methods}
+        if missing or unknown:
+            raise ValueError(f"{self.descriptor.full_name}: no policy for {missing}, policy for unknown {unknown}")
+        return {f"/{self.descriptor.full_name}/{name}": roles for name, roles in self.policy.items()}
+
+
+@dataclass
+class RunningServer:
+    server: aio.Server
+    port: int
+    health: HealthServicer
+    service_names: tuple[str, ...]
+    metrics_port: int | None = None
+    _metrics_server: Any = field(default=None, repr=False)
+
+    async def stop(self, grace_s: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+
+
+def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
+    ca = tls.client_ca_file.read_bytes() if tls.client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
+
+
+async def create_server(
+    definitions: Sequence[ServiceDefinition],
+    settings: Settings,
+    verifier: KeyVerifier,
+    *,
+    port: int,
+    host: str | None = None,
+    metrics_port: int | None = None,
+) -> RunningServer:
+    """Builds and starts a server. `port=0` picks a free port (tests); the bound port is returned."""
+    policy: dict[str, frozenset[Role]] = {}
+    for d in definitions:
+        policy.update(d.full_policy())
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 1),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ]
+    server = aio.server(
+        interceptors=[RequestLogInterceptor(), MetricsInterceptor(), ErrorMappingInterceptor(),
+                      AuthInterceptor(verifier, policy)],
+        options=options,
+    )
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    names = tuple(d.descriptor.full_name for d in definitions)
+    for d in definitions:
+        d.register(server)
+    reflection.enable_server_reflection((*names, reflection.SERVICE_NAME, "grpc.health.v1.Health"), server)
+    address = f"{host or settings.bind_host}:{port}"
+    bound = (
+        server.add_secure_port(address, server_credentials(settings.tls)) if settings.tls
+        else server.add_insecure_port(address)
+    )
+    if bound == 0:
+        raise OSError(f"could not bind gRPC port {address}")
+    await server.start()
+    for name in names:
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    running = RunningServer(server, bound, health, names)
+    if metrics_port is not None:
+        http, _thread = start_http_server(metrics_port, addr=host or settings.bind_host)
+        running.metrics_port = http.server_port
+        running._metrics_server = http
+    return running
+
+
+async def wait_for_stop_signal() -> None:
+    """Returns on the first SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,41 @@
+"""Assembles the parking service: store, feed, servicer, and who may call what."""
+
+from __future__ import annotations
+
+from services.common.principal import Role
+from services.common.runtime import Resources, ServiceParts
+from services.common.server import ServiceDefinition
+from services.parking.feed import AvailabilityFeed
+from services.parking.servicer import ParkingServicer
+from services.parking.store import ParkingStore
+from v2x.parking.v1 import parking_pb2, parking_pb2_grpc
+
+ALL = frozenset(Role)
+WRITERS = frozenset({Role.ADMIN, Role.OPERATOR})
+
+POLICY = {
+    "RegisterLot": frozenset({Role.ADMIN}),
+    "UpdateLot": WRITERS,
+    "GetLot": ALL,
+    "ListLots": frozenset({Role.ADMIN, Role.OPERATOR, Role.POLICE, Role.PLATFORM}),
+    "UpsertSpots": WRITERS,
+    "ListSpots": ALL,
+    "PushOccupancy": frozenset({Role.OPERATOR}),
+    "StreamOccupancy": frozenset({Role.OPERATOR}),
+    "RecordPassage": frozenset({Role.OPERATOR}),
+    "ListPassages": frozenset({Role.ADMIN, Role.OPERATOR, Role.POLICE}),
+    "FindAvailable": ALL,
+    "WatchAvailability": ALL,
+}
+
+
+def build(resources: Resources) -> ServiceParts:
+    store = ParkingStore(resources.engine)
+    feed = AvailabilityFeed(resources.redis, store, resources.settings.redis_stream_maxlen)
+    servicer = ParkingServicer(store, feed, resources.settings)
+    definition = ServiceDefinition(
+        descriptor=parking_pb2.DESCRIPTOR.services_by_name["ParkingService"],
+        register=lambda server: parking_pb2_grpc.add_ParkingServiceServicer_to_server(servicer, server),
+        policy=POLICY,
+    )
+    return ServiceParts([definition])

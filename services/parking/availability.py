@@ -1,0 +1,157 @@
+"""Pure rules of availability: opening hours, freshness, DATEX II status and occupancy trend.
+
+No I/O here; the store and the servicer both call these so that a lot reads the same everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from v2x.parking.v1 import parking_pb2 as pb
+
+# China has kept UTC+8 without daylight saving since 1991; opening hours are local wall-clock time.
+LOCAL_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
+MINUTES_PER_WEEK = 7 * 1440
+TREND_WINDOW_S = 15 * 60
+TREND_MIN_SPAN_S = 120
+TREND_THRESHOLD = 0.03
+SAMPLE_SPACING_S = 30
+MAX_SAMPLES = 40
+
+CLASSES: tuple[int, ...] = (pb.SPACE_CLASS_GENERAL, pb.SPACE_CLASS_EV, pb.SPACE_CLASS_DISABLED,
+                            pb.SPACE_CLASS_RESERVED)
+CLASS_NAMES = {pb.SPACE_CLASS_GENERAL: "general", pb.SPACE_CLASS_EV: "ev",
+               pb.SPACE_CLASS_DISABLED: "disabled", pb.SPACE_CLASS_RESERVED: "reserved"}
+
+
+@dataclass(frozen=True)
+class Period:
+    weekday: int  # ISO 1..7
+    open_minute: int
+    close_minute: int
+
+
+def week_ranges(always_open: bool, periods: Sequence[Period]) -> list[tuple[int, int]]:
+    """Opening hours as half-open minute-of-week ranges (Monday 00:00 = 0), overnight periods split."""
+    if always_open:
+        return [(0, MINUTES_PER_WEEK)]
+    ranges: list[tuple[int, int]] = []
+    for p in periods:
+        start = (p.weekday - 1) * 1440 + p.open_minute
+        end = (p.weekday - 1) * 1440 + p.close_minute + (1440 if p.close_minute <= p.open_minute else 0)
+        if end > MINUTES_PER_WEEK:
+            ranges += [(start, MINUTES_PER_WEEK), (0, end - MINUTES_PER_WEEK)]
+        else:
+            ranges.append((start, end))
+    return sorted(ranges)
+
+
+def multirange_literal(ranges: Sequence[tuple[int, int]]) -> str:
+    return "{" + ",".join(f"[{a},{b})" for a, b in ranges) + "}"
+
+
+def minute_of_week(at: datetime) -> int:
+    local = at.astimezone(LOCAL_TZ)
+    return (local.isoweekday() - 1) * 1440 + local.hour * 60 + local.minute
+
+
+def is_open(ranges: Sequence[tuple[int, int]], at: datetime) -> bool:
+    m = minute_of_week(at)
+    return any(a <= m < b for a, b in ranges)
+
+
+@dataclass(frozen=True)
+class LotState:
+    """The live part of a lot, as stored."""
+
+    sequence: int
+    observed_at: datetime | None
+    received_at: datetime | None
+    free: dict[int, int | None]
+    closed: bool
+    full_at_entrance: bool
+    trend: int
+    samples: list[list[float]]
+
+
+def expires_at(state: LotState, ttl_s: int) -> datetime | None:
+    return state.observed_at + timedelta(seconds=ttl_s) if state.observed_at else None
+
+
+def is_fresh(state: LotState, ttl_s: int, now: datetime) -> bool:
+    exp = expires_at(state, ttl_s)
+    return exp is not None and now < exp
+
+
+def almost_full_threshold(capacity: int) -> int:
+    return max(2, math.ceil(capacity * 0.1))
+
+
+def site_status(state: LotState, capacity: dict[int, int], ttl_s: int, open_now: bool, now: datetime) -> int:
+    """DATEX II status. General spaces decide full / almost full; a lot without general spaces
+    is judged on all its spaces."""
+    if not is_fresh(state, ttl_s, now):
+        return pb.SITE_STATUS_UNKNOWN
+    if state.closed or not open_now:
+        return pb.SITE_STATUS_CLOSED
+    if state.full_at_entrance:
+        return pb.SITE_STATUS_FULL_AT_ENTRANCE
+    classes = [pb.SPACE_CLASS_GENERAL] if capacity.get(pb.SPACE_CLASS_GENERAL, 0) > 0 else list(CLASSES)
+    cap = sum(capacity.get(c, 0) for c in classes)
+    frees = [state.free.get(c) for c in classes if capacity.get(c, 0) > 0]
+    if not frees or any(f is None for f in frees):
+        return pb.SITE_STATUS_UNKNOWN
+    free = sum(f for f in frees if f is not None)
+    if free <= 0:
+        return pb.SITE_STATUS_FULL
+    if free <= almost_full_threshold(cap):
+        return pb.SITE_STATUS_ALMOST_FULL
+    return pb.SITE_STATUS_SPACES_AVAILABLE
+
+
+def occupied(free: dict[int, int | None], capacity: dict[int, int]) -> int | None:
+    total = 0
+    for c in CLASSES:
+        if capacity.get(c, 0) == 0:
+            continue
+        f = free.get(c)
+        if f is None:
+            return None
+        total += capacity[c] - f
+    return total
+
+
+def next_samples(samples: list[list[float]], at: datetime, occupied_now: int | None) -> list[list[float]]:
+    """Recent (epoch seconds, occupied) samples, at most one per 30 s, within the trend window."""
+    if occupied_now is None:
+        return samples
+    t = at.timestamp()
+    kept = [s for s in samples if t - TREND_WINDOW_S <= s[0] <= t]
+    sample = [t, float(occupied_now)]
+    # Keep the newest value always, but thin the history to one sample per spacing interval.
+    if len(kept) >= 2 and t - kept[-2][0] < SAMPLE_SPACING_S:
+        kept[-1] = sample
+    else:
+        kept.append(sample)
+    return kept[-MAX_SAMPLES:]
+
+
+def trend(samples: list[list[float]], total_capacity: int) -> int:
+    """Least-squares slope of occupancy over the window, projected over the window's span, compared
+    with 3 % of capacity. Fewer than two samples or under two minutes of history → UNKNOWN."""
+    if len(samples) < 2 or samples[-1][0] - samples[0][0] < TREND_MIN_SPAN_S or total_capacity <= 0:
+        return pb.OCCUPANCY_TREND_UNKNOWN
+    n = len(samples)
+    mt = sum(s[0] for s in samples) / n
+    mo = sum(s[1] for s in samples) / n
+    var = sum((s[0] - mt) ** 2 for s in samples)
+    slope = sum((s[0] - mt) * (s[1] - mo) for s in samples) / var
+    change = slope * (samples[-1][0] - samples[0][0])
+    if change > TREND_THRESHOLD * total_capacity:
+        return pb.OCCUPANCY_TREND_INCREASING
+    if change < -TREND_THRESHOLD * total_capacity:
+        return pb.OCCUPANCY_TREND_DECREASING
+    return pb.OCCUPANCY_TREND_STABLE

@@ -1,0 +1,372 @@
+"""Between the parking protos and the domain: validate what comes in, build what goes out."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.common.config import Settings
+from services.common.error_mapping import to_status_proto
+from services.common.validation import Validator
+from services.parking.availability import (
+    CLASS_NAMES,
+    CLASSES,
+    Period,
+    expires_at,
+    is_fresh,
+    site_status,
+)
+from services.parking.model import (
+    AreaQuery,
+    EntranceSpec,
+    FindQuery,
+    LotRecord,
+    LotSpec,
+    LotSummary,
+    LotView,
+    Outcome,
+    PassageRecord,
+    PassageSpec,
+    PriceSpec,
+    Report,
+    SpotRecord,
+    SpotSpec,
+)
+from v2x.common.v1 import common_pb2 as cpb
+from v2x.parking.v1 import parking_pb2 as pb
+
+MAX_SPOTS = 2000
+MAX_REPORT_SPOTS = 2000
+MAX_ENTRANCES = 32
+MAX_PERIODS = 28
+MAX_LINE_POINTS = 500
+MAX_RADIUS_M = 50_000.0
+MAX_LIMIT = 200
+DEFAULT_LIMIT = 20
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+_CAPACITY_FIELDS = {pb.SPACE_CLASS_GENERAL: "general", pb.SPACE_CLASS_EV: "ev",
+                    pb.SPACE_CLASS_DISABLED: "disabled", pb.SPACE_CLASS_RESERVED: "reserved"}
+
+
+def ts(at: datetime | None) -> Timestamp | None:
+    if at is None:
+        return None
+    t = Timestamp()
+    t.FromDatetime(at)
+    return t
+
+
+# ----- in -------------------------------------------------------------------------------------
+
+
+def lot_spec(lot: pb.Lot, settings: Settings) -> LotSpec:
+    v = Validator()
+    v.ident("lot.id", lot.id)
+    v.ident("lot.operator_id", lot.operator_id)
+    v.text("lot.name", lot.name, 200, required=True)
+    v.text("lot.address", lot.address, 500)
+    if lot.region_code and not (len(lot.region_code) in (6, 9, 12) and lot.region_code.isdigit()):
+        v.fail("lot.region_code", "must be a 6, 9 or 12 digit administrative code (e.g. 310113)")
+    v.enum("lot.kind", lot.kind, pb.LotKind.DESCRIPTOR)
+    if not lot.HasField("location"):
+        v.fail("lot.location", "is required")
+    v.lat_lon("lot.location", lot.location.lat, lot.location.lon)
+    line: list[tuple[float, float]] | None = None
+    if lot.line.points:
+        if not 2 <= len(lot.line.points) <= MAX_LINE_POINTS:
+            v.fail("lot.line.points", f"needs 2..{MAX_LINE_POINTS} points")
+        line = [v.lat_lon(f"lot.line.points[{i}]", p.lat, p.lon) for i, p in enumerate(lot.line.points)]
+    elif lot.kind == pb.LOT_KIND_ON_STREET_SEGMENT:
+        v.fail("lot.line", "is required for an on-street segment (its kerb line)")
+    capacity = {c: getattr(lot.capacity, name) for c, name in _CAPACITY_FIELDS.items()}
+    for c, value in capacity.items():
+        v.integer(f"lot.capacity.{_CAPACITY_FIELDS[c]}", value, 0, 100_000)
+    if sum(capacity.values()) <= 0:
+        v.fail("lot.capacity", "the lot needs at least one space")
+    p = lot.price
+    for name in ("free_minutes", "first_hour_fen", "per_hour_fen", "daily_cap_fen"):
+        v.integer(f"lot.price.{name}", getattr(p, name), 0, 10_000_000)
+    v.text("lot.price.description", p.description, 500)
+    if len(lot.opening_hours.periods) > MAX_PERIODS:
+        v.fail("lot.opening_hours.periods", f"at most {MAX_PERIODS}")
+    periods: list[Period] = []
+    for i, op in enumerate(lot.opening_hours.periods[:MAX_PERIODS]):
+        f = f"lot.opening_hours.periods[{i}]"
+        v.integer(f"{f}.weekday", op.weekday, 1, 7)
+        v.integer(f"{f}.open_minute", op.open_minute, 0, 1439)
+        v.integer(f"{f}.close_minute", op.close_minute, 1, 1440)
+        periods.append(Period(op.weekday, op.open_minute, op.close_minute))
+    if not lot.opening_hours.always_open and not periods:
+        v.fail("lot.opening_hours", "set always_open or give opening periods")
+    if len(lot.entrances) > MAX_ENTRANCES:
+        v.fail("lot.entrances", f"at most {MAX_ENTRANCES}")
+    entrances = []
+    for i, e in enumerate(lot.entrances[:MAX_ENTRANCES]):
+        v.ident(f"lot.entrances[{i}].id", e.id)
+        v.lat_lon(f"lot.entrances[{i}].location", e.location.lat, e.location.lon)
+        entrances.append(EntranceSpec(e.id, e.location.lat, e.location.lon, e.entry, e.exit))
+    v.enum("lot.detection_type", lot.detection_type, pb.DetectionType.DESCRIPTOR)
+    ttl = lot.occupancy_ttl_s or settings.occupancy_default_ttl_s
+    v.integer("lot.occupancy_ttl_s", ttl, 10, 86_400)
+    v.text("lot.phone", lot.phone, 40)
+    v.check()
+    return LotSpec(
+        id=lot.id, operator_id=lot.operator_id, name=lot.name, kind=lot.kind,
+        lat=lot.location.lat, lon=lot.location.lon, capacity=capacity, detection_type=lot.detection_type,
+        ttl_s=ttl, address=lot.address, region_code=lot.region_code, line=line,
+        price=PriceSpec(p.free_minutes, p.first_hour_fen, p.per_hour_fen, p.daily_cap_fen, p.description),
+        always_open=lot.opening_hours.always_open, periods=periods, entrances=entrances, phone=lot.phone,
+    )
+
+
+def lot_id(value: str, field: str = "lot_id") -> str:
+    v = Validator()
+    v.ident(field, value)
+    v.check()
+    return value
+
+
+def spot_specs(req: pb.UpsertSpotsRequest) -> list[SpotSpec]:
+    v = Validator()
+    v.ident("lot_id", req.lot_id)
+    if not req.spots:
+        v.fail("spots", "at least one spot")
+    if len(req.spots) > MAX_SPOTS:
+        v.fail("spots", f"{len(req.spots)} spots; at most {MAX_SPOTS} per request")
+        v.check()
+    seen: set[str] = set()
+    out = []
+    for i, s in enumerate(req.spots):
+        v.ident(f"spots[{i}].id", s.id)
+        if s.id in seen:
+            v.fail(f"spots[{i}].id", f"{s.id!r} appears twice")
+        seen.add(s.id)
+        v.enum(f"spots[{i}].space_class", s.space_class, pb.SpaceClass.DESCRIPTOR)
+        v.ident(f"spots[{i}].connector_id", s.connector_id, required=False)
+        lat = lon = None
+        if s.HasField("location"):
+            lat, lon = v.lat_lon(f"spots[{i}].location", s.location.lat, s.location.lon)
+        out.append(SpotSpec(s.id, s.space_class, s.connector_id, lat, lon))
+    v.check()
+    return out
+
+
+def report(r: pb.OccupancyReport, settings: Settings, now: datetime) -> Report:
+    """Checks everything that does not need the stored lot; capacity is checked by the store."""
+    v = Validator()
+    v.ident("lot_id", r.lot_id)
+    if r.sequence < 1:
+        v.fail("sequence", f"must be >= 1, not {r.sequence}")
+    observed = v.timestamp("observed_at", r.observed_at, max_future_s=settings.max_future_skew_s, now=now)
+    v.text("report_id", r.report_id, 64)
+    if r.counts and r.spots:
+        v.fail("counts", "give class counts or spot states, not both")
+    if not r.counts and not r.spots and not r.closed and not r.full_at_entrance:
+        v.fail("counts", "a report needs class counts, spot states, or a closed / full flag")
+    counts: dict[int, int] = {}
+    for i, c in enumerate(r.counts):
+        v.enum(f"counts[{i}].space_class", c.space_class, pb.SpaceClass.DESCRIPTOR)
+        if c.space_class in counts:
+            v.fail(f"counts[{i}].space_class", f"{CLASS_NAMES.get(c.space_class, c.space_class)} appears twice")
+        name = CLASS_NAMES.get(c.space_class, str(c.space_class))
+        if c.free < 0:
+            v.fail(f"counts[{i}].free", f"free {name} spaces must be >= 0, not {c.free}")
+        counts[c.space_class] = c.free
+    if len(r.spots) > MAX_REPORT_SPOTS:
+        v.fail("spots", f"{len(r.spots)} spot states; at most {MAX_REPORT_SPOTS} per report")
+        v.check()
+    spots: dict[str, int] = {}
+    for i, s in enumerate(r.spots):
+        v.ident(f"spots[{i}].spot_id", s.spot_id)
+        v.enum(f"spots[{i}].status", s.status, pb.SpotStatus.DESCRIPTOR)
+        if s.spot_id in spots:
+            v.fail(f"spots[{i}].spot_id", f"{s.spot_id!r} appears twice")
+        spots[s.spot_id] = s.status
+    v.check()
+    assert observed is not None
+    return Report(r.lot_id, r.sequence, observed, counts, spots, r.closed, r.full_at_entrance, r.report_id)
+
+
+def passage(req: pb.RecordPassageRequest, settings: Settings, now: datetime) -> PassageSpec:
+    v = Validator()
+    v.ident("lot_id", req.lot_id)
+    v.ident("passage_id", req.passage_id)
+    v.enum("direction", req.direction, pb.PassageDirection.DESCRIPTOR)
+    v.text("plate", req.plate, 16, required=True)
+    if req.plate and not all(ch.isalnum() or ch in "·-" for ch in req.plate):
+        v.fail("plate", "letters, digits, '·' and '-' only")
+    v.enum("plate_colour", req.plate_colour, pb.PlateColour.DESCRIPTOR, required=False)
+    v.text("lane", req.lane, 64)
+    passed = v.timestamp("passed_at", req.passed_at, max_future_s=settings.max_future_skew_s, now=now)
+    v.enum("space_class", req.space_class, pb.SpaceClass.DESCRIPTOR, required=False)
+    v.check()
+    assert passed is not None
+    return PassageSpec(req.lot_id, req.passage_id, req.direction, req.plate, req.plate_colour, req.lane, passed,
+                       req.space_class or pb.SPACE_CLASS_GENERAL)
+
+
+def find_query(req: pb.FindAvailableRequest) -> FindQuery:
+    v = Validator()
+    if not req.HasField("location"):
+        v.fail("location", "is required")
+    v.lat_lon("location", req.location.lat, req.location.lon)
+    v.number("radius_m", req.radius_m, 1, MAX_RADIUS_M)
+    v.integer("limit", req.limit, 0, MAX_LIMIT)
+    v.enum("space_class", req.space_class, pb.SpaceClass.DESCRIPTOR, required=False)
+    v.integer("min_free", req.min_free, 0, 100_000)
+    for i, k in enumerate(req.kinds):
+        v.enum(f"kinds[{i}]", k, pb.LotKind.DESCRIPTOR)
+    v.integer("max_price_per_hour_fen", req.max_price_per_hour_fen, 0, 10_000_000)
+    v.check()
+    min_free = max(req.min_free, 1) if req.only_available else req.min_free
+    return FindQuery(req.location.lat, req.location.lon, req.radius_m, req.limit or DEFAULT_LIMIT,
+                     req.space_class or pb.SPACE_CLASS_GENERAL, min_free, sorted(set(req.kinds)), req.open_now,
+                     req.max_price_per_hour_fen)
+
+
+def area(a: cpb.Area, field: str = "area") -> AreaQuery:
+    v = Validator()
+    which = a.WhichOneof("shape")
+    if which == "box":
+        sw, ne = a.box.south_west, a.box.north_east
+        v.lat_lon(f"{field}.box.south_west", sw.lat, sw.lon)
+        v.lat_lon(f"{field}.box.north_east", ne.lat, ne.lon)
+        if not v.violations and (sw.lat > ne.lat or sw.lon > ne.lon):
+            v.fail(f"{field}.box", "south_west must be south-west of north_east")
+        if not v.violations and (ne.lat - sw.lat > 1.0 or ne.lon - sw.lon > 1.0):
+            v.fail(f"{field}.box", "at most 1 degree on a side")
+        v.check()
+        return AreaQuery(box=(sw.lat, sw.lon, ne.lat, ne.lon))
+    if which == "circle":
+        c = a.circle
+        v.lat_lon(f"{field}.circle.center", c.center.lat, c.center.lon)
+        v.number(f"{field}.circle.radius_m", c.radius_m, 1, MAX_RADIUS_M)
+        v.check()
+        return AreaQuery(circle=(c.center.lat, c.center.lon, c.radius_m))
+    v.fail(field, "give a box or a circle")
+    v.check()
+    raise AssertionError("unreachable")
+
+
+def page(p: cpb.PageRequest) -> tuple[int, str]:
+    v = Validator()
+    v.integer("page.page_size", p.page_size, 0, MAX_PAGE)
+    v.text("page.page_token", p.page_token, 200)
+    v.check()
+    return p.page_size or DEFAULT_PAGE, p.page_token
+
+
+# ----- out ------------------------------------------------------------------------------------
+
+
+def lot_proto(record: LotRecord) -> pb.Lot:
+    s = record.spec
+    lot = pb.Lot(
+        id=s.id, operator_id=s.operator_id, name=s.name, address=s.address, region_code=s.region_code,
+        kind=s.kind,  # type: ignore[arg-type]
+        location=cpb.LatLon(lat=s.lat, lon=s.lon),
+        capacity=pb.Capacity(**{name: s.capacity.get(c, 0) for c, name in _CAPACITY_FIELDS.items()}),
+        price=pb.PriceRule(free_minutes=s.price.free_minutes, first_hour_fen=s.price.first_hour_fen,
+                           per_hour_fen=s.price.per_hour_fen, daily_cap_fen=s.price.daily_cap_fen,
+                           description=s.price.description),
+        opening_hours=pb.OpeningHours(
+            always_open=s.always_open,
+            periods=[pb.OpeningPeriod(weekday=p.weekday, open_minute=p.open_minute, close_minute=p.close_minute)
+                     for p in s.periods]),
+        entrances=[pb.Entrance(id=e.id, location=cpb.LatLon(lat=e.lat, lon=e.lon), entry=e.entry, exit=e.exit)
+                   for e in s.entrances],
+        detection_type=s.detection_type,  # type: ignore[arg-type]
+        occupancy_ttl_s=s.ttl_s, phone=s.phone, version=record.version,
+        created_at=ts(record.created_at), updated_at=ts(record.updated_at),
+    )
+    if s.line:
+        lot.line.points.extend(cpb.LatLon(lat=a, lon=b) for a, b in s.line)
+    return lot
+
+
+def availability_proto(view: LotView, now: datetime) -> pb.Availability:
+    summary, state = view.summary, view.state
+    fresh = is_fresh(state, summary.ttl_s, now)
+    out = pb.Availability(
+        status=site_status(state, summary.capacity, summary.ttl_s, summary.open_now, now),  # type: ignore[arg-type]
+        trend=state.trend if fresh else pb.OCCUPANCY_TREND_UNKNOWN,  # type: ignore[arg-type]
+        sequence=state.sequence,
+    )
+    total: int | None = 0
+    for c in CLASSES:
+        cap = summary.capacity.get(c, 0)
+        if cap <= 0:
+            continue
+        entry = out.classes.add(space_class=c, capacity=cap)  # type: ignore[arg-type]
+        free = state.free.get(c) if fresh else None
+        if free is None:
+            total = None
+        else:
+            entry.free = free
+            if total is not None:
+                total += free
+    if total is not None and fresh:
+        out.total_free = total
+    f = out.freshness
+    f.ttl_s = summary.ttl_s
+    f.stale = not fresh
+    if state.observed_at:
+        f.observed_at.FromDatetime(state.observed_at)
+        exp = expires_at(state, summary.ttl_s)
+        assert exp is not None
+        f.expires_at.FromDatetime(exp)
+    if state.received_at:
+        f.received_at.FromDatetime(state.received_at)
+    return out
+
+
+def lot_availability_proto(view: LotView, now: datetime) -> pb.LotAvailability:
+    s = view.summary
+    p = s.price
+    return pb.LotAvailability(
+        lot_id=s.id, name=s.name, kind=s.kind,  # type: ignore[arg-type]
+        location=cpb.LatLon(lat=s.lat, lon=s.lon),
+        distance_m=round(view.distance_m, 2) if math.isfinite(view.distance_m) else 0.0,
+        availability=availability_proto(view, now),
+        price=pb.PriceRule(free_minutes=p.free_minutes, first_hour_fen=p.first_hour_fen,
+                           per_hour_fen=p.per_hour_fen, daily_cap_fen=p.daily_cap_fen, description=p.description),
+        operator_id=s.operator_id,
+    )
+
+
+def summary_from(record: LotRecord, open_now: bool) -> LotSummary:
+    s = record.spec
+    return LotSummary(s.id, s.operator_id, s.name, s.kind, s.lat, s.lon, s.capacity, s.price, s.ttl_s,
+                      s.detection_type, open_now)
+
+
+def spot_proto(spot: SpotRecord, fresh: bool) -> pb.Spot:
+    s = spot.spec
+    out = pb.Spot(id=s.id, space_class=s.space_class,  # type: ignore[arg-type]
+                  status=spot.status if fresh else pb.SPOT_STATUS_UNKNOWN,  # type: ignore[arg-type]
+                  connector_id=s.connector_id, observed_at=ts(spot.observed_at))
+    if s.lat is not None and s.lon is not None:
+        out.location.CopyFrom(cpb.LatLon(lat=s.lat, lon=s.lon))
+    return out
+
+
+def passage_proto(p: PassageRecord, redact: bool) -> pb.Passage:
+    s = p.spec
+    return pb.Passage(
+        lot_id=s.lot_id, passage_id=s.passage_id, direction=s.direction,  # type: ignore[arg-type]
+        plate="***" if redact else s.plate, plate_colour=s.plate_colour,  # type: ignore[arg-type]
+        lane=s.lane, passed_at=ts(s.passed_at), received_at=ts(p.received_at),
+        space_class=s.space_class,  # type: ignore[arg-type]
+    )
+
+
+def ack_proto(r: pb.OccupancyReport, outcome: Outcome) -> pb.OccupancyAck:
+    ack = pb.OccupancyAck(lot_id=r.lot_id, sequence=r.sequence, report_id=r.report_id[:64],
+                          result=outcome.result, stored_sequence=outcome.stored_sequence)  # type: ignore[arg-type]
+    if outcome.error is not None:
+        ack.error.CopyFrom(to_status_proto(outcome.error))
+    return ack

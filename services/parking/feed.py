@@ -1,0 +1,100 @@
+"""The live availability feed: changes go to a Redis Stream; watchers follow it for their area.
+
+The stream carries each changed lot's availability as serialized at commit time, so a watcher
+needs no database read per change. Watchers also turn a lot UNKNOWN when its reading expires,
+which no write announces.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.common.redis_streams import follow, last_id, publish
+from services.parking import convert
+from services.parking.availability import expires_at
+from services.parking.geo import haversine_m
+from services.parking.model import AreaQuery, LotView
+from services.parking.store import ParkingStore
+from v2x.parking.v1 import parking_pb2 as pb
+
+log = logging.getLogger("v2x.parking.feed")
+STREAM = "v2x:{parking}:changes"
+Update = pb.AvailabilityUpdate
+
+
+class AvailabilityFeed:
+    def __init__(self, redis: Redis, store: ParkingStore, maxlen: int) -> None:
+        self.redis = redis
+        self.store = store
+        self.maxlen = maxlen
+
+    async def publish(self, views: Sequence[LotView], now: datetime) -> None:
+        """Best effort: the change is already committed (and in the outbox); a Redis outage only
+        delays live watchers, who get a fresh snapshot when they reconnect."""
+        if not views:
+            return
+        entries = []
+        for v in views:
+            exp = expires_at(v.state, v.summary.ttl_s)
+            entries.append({"lot": v.summary.id, "lat": repr(v.summary.lat), "lon": repr(v.summary.lon),
+                            "exp": repr(exp.timestamp()) if exp else "0",
+                            "data": convert.lot_availability_proto(v, now).SerializeToString()})
+        try:
+            await publish(self.redis, STREAM, entries, self.maxlen)
+        except RedisError:
+            log.warning("could not publish availability changes", exc_info=True)
+
+    async def watch(self, area: AreaQuery, snapshot: bool) -> AsyncIterator[pb.AvailabilityUpdate]:
+        clat, clon = _center(area)
+        cursor = await last_id(self.redis, STREAM)
+        sent: dict[str, tuple[float, pb.LotAvailability]] = {}
+        if snapshot:
+            now = datetime.now(UTC)
+            for v in await self.store.lots_in_area(area, now):
+                lot = convert.lot_availability_proto(v, now)
+                lot.distance_m = round(haversine_m(clat, clon, v.summary.lat, v.summary.lon), 2)
+                exp = expires_at(v.state, v.summary.ttl_s)
+                sent[v.summary.id] = (exp.timestamp() if exp else 0.0, lot)
+                yield Update(reason=Update.REASON_SNAPSHOT, lot=lot)
+            yield Update(reason=Update.REASON_SNAPSHOT_END)
+        async for batch in follow(self.redis, STREAM, cursor, block_ms=500):
+            for _id, fields in batch:
+                lat, lon = float(fields[b"lat"]), float(fields[b"lon"])
+                if not area.contains(lat, lon):
+                    continue
+                lot = pb.LotAvailability.FromString(fields[b"data"])
+                lot.distance_m = round(haversine_m(clat, clon, lat, lon), 2)
+                sent[lot.lot_id] = (float(fields[b"exp"]), lot)
+                yield Update(reason=Update.REASON_CHANGED, lot=lot)
+            now_s = datetime.now(UTC).timestamp()
+            for lot_id, (exp_s, lot) in list(sent.items()):
+                if exp_s and exp_s <= now_s and lot.availability.status != pb.SITE_STATUS_UNKNOWN:
+                    expired = _expired(lot)
+                    sent[lot_id] = (0.0, expired)
+                    yield Update(reason=Update.REASON_EXPIRED, lot=expired)
+
+
+def _center(area: AreaQuery) -> tuple[float, float]:
+    if area.box is not None:
+        s, w, n, e = area.box
+        return (s + n) / 2, (w + e) / 2
+    assert area.circle is not None
+    return area.circle[0], area.circle[1]
+
+
+def _expired(lot: pb.LotAvailability) -> pb.LotAvailability:
+    out = pb.LotAvailability()
+    out.CopyFrom(lot)
+    a = out.availability
+    a.status = pb.SITE_STATUS_UNKNOWN
+    a.trend = pb.OCCUPANCY_TREND_UNKNOWN
+    a.ClearField("total_free")
+    for c in a.classes:
+        c.ClearField("free")
+    a.freshness.stale = True
+    return out

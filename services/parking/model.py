@@ -1,0 +1,176 @@
+"""Parking domain types: validated lot data, reports, passages and what the store answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from services.common.errors import DomainError
+from services.parking.availability import LotState, Period
+
+
+@dataclass(frozen=True)
+class PriceSpec:
+    free_minutes: int = 0
+    first_hour_fen: int = 0
+    per_hour_fen: int = 0
+    daily_cap_fen: int = 0
+    description: str = ""
+
+    @property
+    def hourly_fen(self) -> int:
+        return max(self.first_hour_fen, self.per_hour_fen)
+
+
+@dataclass(frozen=True)
+class EntranceSpec:
+    id: str
+    lat: float
+    lon: float
+    entry: bool
+    exit: bool
+
+
+@dataclass(frozen=True)
+class LotSpec:
+    """A lot's static data, validated."""
+
+    id: str
+    operator_id: str
+    name: str
+    kind: int
+    lat: float
+    lon: float
+    capacity: dict[int, int]
+    detection_type: int
+    ttl_s: int
+    address: str = ""
+    region_code: str = ""
+    line: list[tuple[float, float]] | None = None  # (lat, lon)
+    price: PriceSpec = field(default_factory=PriceSpec)
+    always_open: bool = True
+    periods: list[Period] = field(default_factory=list)
+    entrances: list[EntranceSpec] = field(default_factory=list)
+    phone: str = ""
+
+
+@dataclass(frozen=True)
+class LotRecord:
+    spec: LotSpec
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class LotSummary:
+    """What availability answers need of a lot: identity, place, capacity, tariff, freshness rules."""
+
+    id: str
+    operator_id: str
+    name: str
+    kind: int
+    lat: float
+    lon: float
+    capacity: dict[int, int]
+    price: PriceSpec
+    ttl_s: int
+    detection_type: int
+    open_now: bool
+
+
+@dataclass(frozen=True)
+class LotView:
+    summary: LotSummary
+    state: LotState
+    distance_m: float = 0.0
+
+
+@dataclass(frozen=True)
+class Report:
+    lot_id: str
+    sequence: int
+    observed_at: datetime
+    counts: dict[int, int]
+    spots: dict[str, int]
+    closed: bool
+    full_at_entrance: bool
+    report_id: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The answer to one report: ACCEPTED / STALE / DUPLICATE / REJECTED (with `error`)."""
+
+    result: int
+    stored_sequence: int
+    error: DomainError | None = None
+
+
+@dataclass(frozen=True)
+class SpotSpec:
+    id: str
+    space_class: int
+    connector_id: str = ""
+    lat: float | None = None
+    lon: float | None = None
+
+
+@dataclass(frozen=True)
+class SpotRecord:
+    spec: SpotSpec
+    status: int
+    observed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class PassageSpec:
+    lot_id: str
+    passage_id: str
+    direction: int
+    plate: str
+    plate_colour: int
+    lane: str
+    passed_at: datetime
+    space_class: int
+
+
+@dataclass(frozen=True)
+class PassageRecord:
+    spec: PassageSpec
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class FindQuery:
+    lat: float
+    lon: float
+    radius_m: float
+    limit: int
+    space_class: int
+    min_free: int
+    kinds: list[int]
+    open_now: bool
+    max_price_per_hour_fen: int
+
+
+@dataclass(frozen=True)
+class AreaQuery:
+    """A bounding box (south, west, north, east) or a circle (lat, lon, radius_m)."""
+
+    box: tuple[float, float, float, float] | None = None
+    circle: tuple[float, float, float] | None = None
+
+    def contains(self, lat: float, lon: float) -> bool:
+        from services.parking.geo import haversine_m
+
+        if self.box is not None:
+            s, w, n, e = self.box
+            return s <= lat <= n and w <= lon <= e
+        assert self.circle is not None
+        clat, clon, r = self.circle
+        return haversine_m(clat, clon, lat, lon) <= r
+
+
+JsonDict = dict[str, Any]

@@ -1,0 +1,57 @@
+"""Outbox payloads for parking changes: the suite's canonical record of each change.
+
+Field names follow the platform's kinds of data (DOMAIN.md "City platform uploads"); the municipal
+adapter maps them to each destination's profile. Coordinates are WGS-84 and say so.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from services.parking.availability import CLASS_NAMES, CLASSES, LotState, site_status
+from services.parking.model import LotSpec, LotSummary, PassageSpec
+from v2x.parking.v1 import parking_pb2 as pb
+
+
+def lot_static(spec: LotSpec) -> dict[str, Any]:
+    return {
+        "lot_id": spec.id, "name": spec.name, "address": spec.address, "region_code": spec.region_code,
+        "coordinate_system": "WGS-84", "lat": spec.lat, "lon": spec.lon,
+        "line": [[lat, lon] for lat, lon in spec.line] if spec.line else None,
+        "lot_kind": pb.LotKind.Name(spec.kind), "operator_id": spec.operator_id,  # type: ignore[arg-type]
+        "entrances": [e.__dict__ for e in spec.entrances],
+        "capacity": {CLASS_NAMES[c]: spec.capacity.get(c, 0) for c in CLASSES},
+        "total_spaces": sum(spec.capacity.values()),
+        "always_open": spec.always_open, "opening_periods": [p.__dict__ for p in spec.periods],
+        "price": spec.price.__dict__, "detection_type": pb.DetectionType.Name(spec.detection_type),  # type: ignore[arg-type]
+        "phone": spec.phone,
+    }
+
+
+def lot_dynamic(summary: LotSummary, state: LotState, now: datetime) -> dict[str, Any]:
+    return {
+        "lot_id": summary.id, "sequence": state.sequence,
+        "observed_at": state.observed_at.isoformat() if state.observed_at else None,
+        "received_at": now.isoformat(),
+        "capacity": {CLASS_NAMES[c]: summary.capacity.get(c, 0) for c in CLASSES},
+        "free": {CLASS_NAMES[c]: state.free.get(c) for c in CLASSES if summary.capacity.get(c, 0) > 0},
+        "status": pb.SiteStatus.Name(site_status(state, summary.capacity, summary.ttl_s,  # type: ignore[arg-type]
+                                                 summary.open_now, now)),
+        "ttl_s": summary.ttl_s,
+    }
+
+
+def spot_status(lot_id: str, spot_id: str, space_class: int, status: int, observed_at: datetime) -> dict[str, Any]:
+    return {"lot_id": lot_id, "spot_id": spot_id, "space_class": CLASS_NAMES[space_class],
+            "status": pb.SpotStatus.Name(status), "observed_at": observed_at.isoformat()}  # type: ignore[arg-type]
+
+
+def passage(p: PassageSpec, now: datetime) -> dict[str, Any]:
+    return {"lot_id": p.lot_id, "passage_id": p.passage_id, "direction": pb.PassageDirection.Name(p.direction),  # type: ignore[arg-type]
+            "plate": p.plate, "plate_colour": pb.PlateColour.Name(p.plate_colour),  # type: ignore[arg-type]
+            "lane": p.lane, "passed_at": p.passed_at.isoformat(), "received_at": now.isoformat(),
+            "space_class": CLASS_NAMES[p.space_class]}
+
+
+

@@ -1,0 +1,194 @@
+"""The gRPC adapter of the parking service: validate, call the store, map the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from grpc import aio
+from prometheus_client import Counter
+
+from services.common.config import Settings
+from services.common.errors import DomainError, InvalidArgument
+from services.common.principal import Principal, Role, current_principal
+from services.parking import convert
+from services.parking.feed import AvailabilityFeed
+from services.parking.model import Outcome, Report
+from services.parking.store import ParkingStore
+from v2x.parking.v1 import parking_pb2 as pb
+from v2x.parking.v1 import parking_pb2_grpc
+
+REPORTS = Counter("v2x_parking_reports_total", "Occupancy reports by result", ["result"])
+MAX_BATCH = 500
+Context = aio.ServicerContext[Any, Any]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _token(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode() if value else ""
+
+
+def _untoken(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode() if token else ""
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument("page.page_token is not a token this service issued") from None
+
+
+class ParkingServicer(parking_pb2_grpc.ParkingServiceServicer):
+    def __init__(self, store: ParkingStore, feed: AvailabilityFeed, settings: Settings) -> None:
+        self.store = store
+        self.feed = feed
+        self.settings = settings
+
+    # ----- lots and spots -------------------------------------------------------------------
+
+    async def RegisterLot(self, request: pb.RegisterLotRequest, context: Context) -> pb.Lot:
+        spec = convert.lot_spec(request.lot, self.settings)
+        return convert.lot_proto(await self.store.register_lot(spec))
+
+    async def UpdateLot(self, request: pb.UpdateLotRequest, context: Context) -> pb.Lot:
+        spec = convert.lot_spec(request.lot, self.settings)
+        record = await self.store.update_lot(current_principal(), spec, request.expected_version)
+        return convert.lot_proto(record)
+
+    async def GetLot(self, request: pb.GetLotRequest, context: Context) -> pb.LotView:
+        now = _now()
+        record, view = await self.store.get_lot(convert.lot_id(request.lot_id), now)
+        return pb.LotView(lot=convert.lot_proto(record), availability=convert.availability_proto(view, now))
+
+    async def ListLots(self, request: pb.ListLotsRequest, context: Context) -> pb.ListLotsResponse:
+        principal = current_principal()
+        size, token = convert.page(request.page)
+        operator = request.operator_id or None
+        if operator:
+            convert.lot_id(operator, "operator_id")
+        if principal.role is Role.OPERATOR:
+            operator = principal.scope
+        now = _now()
+        rows = await self.store.list_lots(operator, _untoken(token), size + 1, now)
+        more = len(rows) > size
+        rows = rows[:size]
+        out = pb.ListLotsResponse(lots=[pb.LotView(lot=convert.lot_proto(r), availability=convert.availability_proto(
+            v, now)) for r, v in rows])
+        if more:
+            out.page.next_page_token = _token(rows[-1][0].spec.id)
+        return out
+
+    async def UpsertSpots(self, request: pb.UpsertSpotsRequest, context: Context) -> pb.UpsertSpotsResponse:
+        specs = convert.spot_specs(request)
+        count = await self.store.upsert_spots(current_principal(), request.lot_id, specs)
+        return pb.UpsertSpotsResponse(spot_count=count)
+
+    async def ListSpots(self, request: pb.ListSpotsRequest, context: Context) -> pb.ListSpotsResponse:
+        spots, view = await self.store.list_spots(convert.lot_id(request.lot_id))
+        fresh = convert.availability_proto(view, _now()).status != pb.SITE_STATUS_UNKNOWN
+        return pb.ListSpotsResponse(spots=[convert.spot_proto(s, fresh) for s in spots])
+
+    # ----- occupancy ------------------------------------------------------------------------
+
+    async def _process(self, principal: Principal, batch: Sequence[pb.OccupancyReport]) -> list[Outcome]:
+        """One outcome per report, in order; valid reports are applied in one transaction."""
+        now = _now()
+        outcomes: list[Outcome | None] = []
+        valid: list[Report] = []
+        for r in batch:
+            try:
+                valid.append(convert.report(r, self.settings, now))
+                outcomes.append(None)
+            except DomainError as exc:
+                outcomes.append(Outcome(pb.ACK_RESULT_REJECTED, 0, exc))
+        applied: list[Outcome] = []
+        if valid:
+            applied, changed = await self.store.apply_reports(principal, valid, now)
+            await self.feed.publish(changed, now)
+        it = iter(applied)
+        final = [o if o is not None else next(it) for o in outcomes]
+        for o in final:
+            REPORTS.labels(pb.AckResult.Name(o.result)).inc()  # type: ignore[arg-type]
+        return final
+
+    async def PushOccupancy(self, request: pb.OccupancyReport, context: Context) -> pb.OccupancyAck:
+        outcome = (await self._process(current_principal(), [request]))[0]
+        if outcome.error is not None:
+            # The unary form answers a refusal with the status itself.
+            raise outcome.error
+        return convert.ack_proto(request, outcome)
+
+    async def StreamOccupancy(self, request_iterator: AsyncIterator[pb.OccupancyReport],
+                              context: Context) -> AsyncIterator[pb.OccupancyAck]:
+        principal = current_principal()
+        queue: asyncio.Queue[pb.OccupancyReport | None] = asyncio.Queue(maxsize=4 * MAX_BATCH)
+
+        async def read() -> None:
+            try:
+                async for report in request_iterator:
+                    await queue.put(report)
+            finally:
+                await queue.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            ended = False
+            while not ended:
+                first = await queue.get()
+                if first is None:
+                    break
+                # Whatever queued up while the last batch committed goes into one transaction.
+                batch = [first]
+                while len(batch) < MAX_BATCH and not queue.empty():
+                    item = queue.get_nowait()
+                    if item is None:
+                        ended = True
+                        break
+                    batch.append(item)
+                for report, outcome in zip(batch, await self._process(principal, batch), strict=True):
+                    yield convert.ack_proto(report, outcome)
+        finally:
+            reader.cancel()
+
+    # ----- passages -------------------------------------------------------------------------
+
+    async def RecordPassage(self, request: pb.RecordPassageRequest, context: Context) -> pb.RecordPassageResponse:
+        now = _now()
+        spec = convert.passage(request, self.settings, now)
+        created, view, changed = await self.store.record_passage(current_principal(), spec, now)
+        if changed is not None:
+            await self.feed.publish([changed], now)
+        return pb.RecordPassageResponse(created=created, availability=convert.availability_proto(view, now))
+
+    async def ListPassages(self, request: pb.ListPassagesRequest, context: Context) -> pb.ListPassagesResponse:
+        principal = current_principal()
+        lot_id = convert.lot_id(request.lot_id)
+        size, token = convert.page(request.page)
+        since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else None
+        after = _untoken(token)
+        if after and not after.isdigit():
+            raise InvalidArgument("page.page_token is not a token this service issued")
+        rows, redact = await self.store.list_passages(principal, lot_id, since, int(after or 0), size + 1)
+        out = pb.ListPassagesResponse(passages=[convert.passage_proto(p, redact) for _, p in rows[:size]],
+                                      plates_redacted=redact)
+        if len(rows) > size:
+            out.page.next_page_token = _token(str(rows[size - 1][0]))
+        return out
+
+    # ----- drivers --------------------------------------------------------------------------
+
+    async def FindAvailable(self, request: pb.FindAvailableRequest, context: Context) -> pb.FindAvailableResponse:
+        query = convert.find_query(request)
+        now = _now()
+        views = await self.store.find_available(query, now)
+        return pb.FindAvailableResponse(lots=[convert.lot_availability_proto(v, now) for v in views])
+
+    async def WatchAvailability(self, request: pb.WatchAvailabilityRequest,
+                                context: Context) -> AsyncIterator[pb.AvailabilityUpdate]:
+        area = convert.area(request.area)
+        async for update in self.feed.watch(area, request.snapshot):
+            yield update

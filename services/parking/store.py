@@ -1,0 +1,490 @@
+"""Parking persistence: every read and write of lots, spots, state and passages.
+
+State changes and their outbox rows commit in one transaction; writers of one lot serialise on
+its state row (`FOR UPDATE`, in lot id order so that batches never deadlock).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.common.errors import (
+    Aborted,
+    AlreadyExists,
+    DomainError,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from services.common.outbox import OutboxKind, OutboxRow, write_outbox
+from services.common.principal import Principal, Role
+from services.parking import payloads
+from services.parking.availability import (
+    CLASS_NAMES,
+    CLASSES,
+    LotState,
+    Period,
+    minute_of_week,
+    multirange_literal,
+    next_samples,
+    occupied,
+    trend,
+    week_ranges,
+)
+from services.parking.model import (
+    AreaQuery,
+    EntranceSpec,
+    FindQuery,
+    LotRecord,
+    LotSpec,
+    LotSummary,
+    LotView,
+    Outcome,
+    PassageRecord,
+    PassageSpec,
+    PriceSpec,
+    Report,
+    SpotRecord,
+    SpotSpec,
+)
+from v2x.parking.v1 import parking_pb2 as pb
+
+_FREE_COLUMN = {pb.SPACE_CLASS_GENERAL: "free_general", pb.SPACE_CLASS_EV: "free_ev",
+                pb.SPACE_CLASS_DISABLED: "free_disabled", pb.SPACE_CLASS_RESERVED: "free_reserved"}
+_CAP_COLUMN = {pb.SPACE_CLASS_GENERAL: "cap_general", pb.SPACE_CLASS_EV: "cap_ev",
+               pb.SPACE_CLASS_DISABLED: "cap_disabled", pb.SPACE_CLASS_RESERVED: "cap_reserved"}
+
+# What every availability answer selects: the lot summary and its live state.
+_VIEW_COLUMNS = """
+    l.id, l.operator_id, l.name, l.kind, ST_Y(l.location::geometry) AS lat, ST_X(l.location::geometry) AS lon,
+    l.cap_general, l.cap_ev, l.cap_disabled, l.cap_reserved, l.price, l.ttl_s, l.detection_type,
+    (l.always_open OR l.open_minutes @> CAST(:mow AS integer)) AS open_now,
+    s.seq, s.observed_at, s.received_at, s.free_general, s.free_ev, s.free_disabled, s.free_reserved,
+    s.closed, s.full_at_entrance, s.trend, s.samples"""
+_STATIC_COLUMNS = """
+    l.address, l.region_code, ST_AsGeoJSON(l.line::geometry) AS line, l.opening, l.always_open, l.entrances,
+    l.phone, l.version, l.created_at, l.updated_at"""
+_FROM = "FROM parking_lots l JOIN parking_lot_state s ON s.lot_id = l.id"
+
+_LOCK = text(f"SELECT {_VIEW_COLUMNS} {_FROM} WHERE s.lot_id = ANY(:ids) ORDER BY s.lot_id FOR UPDATE OF s")
+_GET = text(f"SELECT {_VIEW_COLUMNS}, {_STATIC_COLUMNS} {_FROM} WHERE l.id = :id")
+_LIST = text(
+    f"SELECT {_VIEW_COLUMNS}, {_STATIC_COLUMNS} {_FROM} "
+    "WHERE (CAST(:operator AS text) IS NULL OR l.operator_id = :operator) AND l.id > :after ORDER BY l.id LIMIT :n"
+)
+_AREA = text(
+    f"SELECT {_VIEW_COLUMNS}, ST_Distance(l.location, ST_MakePoint(:lon, :lat)::geography, false) AS distance_m "
+    f"{_FROM} WHERE l.location && ST_MakeEnvelope(:w, :s, :e, :n, 4326)::geography ORDER BY l.id LIMIT :n_max"
+)
+_UPDATE_STATE = text(
+    "UPDATE parking_lot_state SET seq = :seq, observed_at = :observed_at, received_at = :received_at, "
+    "free_general = :free_general, free_ev = :free_ev, free_disabled = :free_disabled, "
+    "free_reserved = :free_reserved, closed = :closed, full_at_entrance = :full_at_entrance, trend = :trend, "
+    "samples = CAST(:samples AS jsonb) WHERE lot_id = :lot_id"
+)
+
+
+def _find_sql(space_class: int) -> Any:
+    free = _FREE_COLUMN[space_class]
+    return text(
+        f"SELECT {_VIEW_COLUMNS}, ST_Distance(l.location, ST_MakePoint(:lon, :lat)::geography, false) AS distance_m "
+        f"{_FROM} WHERE ST_DWithin(l.location, ST_MakePoint(:lon, :lat)::geography, :radius, false) "
+        "AND (:any_kind OR l.kind = ANY(:kinds)) "
+        "AND (:max_price = 0 OR l.hourly_price_fen <= :max_price) "
+        "AND (NOT :open_now OR l.always_open OR l.open_minutes @> CAST(:mow AS integer)) "
+        f"AND (:min_free = 0 OR (s.{free} >= :min_free AND NOT s.closed "
+        "AND s.observed_at + make_interval(secs => l.ttl_s) > :now "
+        "AND (l.always_open OR l.open_minutes @> CAST(:mow AS integer)))) "
+        "ORDER BY distance_m, l.id LIMIT :limit"
+    )
+
+
+_FIND = {c: _find_sql(c) for c in CLASSES}
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _state(row: Row[Any]) -> LotState:
+    return LotState(
+        sequence=row.seq, observed_at=row.observed_at, received_at=row.received_at,
+        free={c: getattr(row, _FREE_COLUMN[c]) for c in CLASSES},
+        closed=row.closed, full_at_entrance=row.full_at_entrance, trend=row.trend, samples=_json(row.samples),
+    )
+
+
+def _summary(row: Row[Any]) -> LotSummary:
+    price = _json(row.price)
+    return LotSummary(
+        id=row.id, operator_id=row.operator_id, name=row.name, kind=row.kind, lat=row.lat, lon=row.lon,
+        capacity={c: getattr(row, _CAP_COLUMN[c]) for c in CLASSES}, price=PriceSpec(**price), ttl_s=row.ttl_s,
+        detection_type=row.detection_type, open_now=row.open_now,
+    )
+
+
+def _view(row: Row[Any]) -> LotView:
+    return LotView(_summary(row), _state(row), getattr(row, "distance_m", 0.0) or 0.0)
+
+
+def _record(row: Row[Any]) -> LotRecord:
+    s = _summary(row)
+    opening = _json(row.opening)
+    line = _json(row.line)
+    spec = LotSpec(
+        id=s.id, operator_id=s.operator_id, name=s.name, kind=s.kind, lat=s.lat, lon=s.lon, capacity=s.capacity,
+        detection_type=s.detection_type, ttl_s=s.ttl_s, address=row.address, region_code=row.region_code,
+        line=[(lat, lon) for lon, lat in line["coordinates"]] if line else None, price=s.price,
+        always_open=row.always_open, periods=[Period(**p) for p in opening],
+        entrances=[EntranceSpec(**e) for e in _json(row.entrances)], phone=row.phone,
+    )
+    return LotRecord(spec, row.version, row.created_at, row.updated_at)
+
+
+def _lot_params(spec: LotSpec) -> dict[str, Any]:
+    line = None
+    if spec.line:
+        line = "LINESTRING(" + ",".join(f"{lon!r} {lat!r}" for lat, lon in spec.line) + ")"
+    return {
+        "id": spec.id, "operator_id": spec.operator_id, "name": spec.name, "address": spec.address,
+        "region_code": spec.region_code, "kind": spec.kind, "lat": spec.lat, "lon": spec.lon, "line": line,
+        **{_CAP_COLUMN[c]: spec.capacity.get(c, 0) for c in CLASSES},
+        "price": json.dumps(spec.price.__dict__, ensure_ascii=False), "hourly": spec.price.hourly_fen,
+        "opening": json.dumps([p.__dict__ for p in spec.periods]), "always_open": spec.always_open,
+        "open_minutes": multirange_literal(week_ranges(spec.always_open, spec.periods)),
+        "entrances": json.dumps([e.__dict__ for e in spec.entrances]), "detection_type": spec.detection_type,
+        "ttl_s": spec.ttl_s, "phone": spec.phone,
+    }
+
+
+_LOT_VALUES = """:id, :operator_id, :name, :address, :region_code, :kind,
+    ST_MakePoint(:lon, :lat)::geography, CAST(:line AS text)::geography,
+    :cap_general, :cap_ev, :cap_disabled, :cap_reserved, CAST(:price AS jsonb), :hourly, CAST(:opening AS jsonb),
+    :always_open, CAST(CAST(:open_minutes AS text) AS int4multirange), CAST(:entrances AS jsonb), :detection_type, :ttl_s, :phone"""
+_LOT_COLUMNS = """id, operator_id, name, address, region_code, kind, location, line,
+    cap_general, cap_ev, cap_disabled, cap_reserved, price, hourly_price_fen, opening,
+    always_open, open_minutes, entrances, detection_type, ttl_s, phone"""
+
+
+@dataclass
+class _Working:
+    """A locked lot during a batch: its summary and the state as the batch has changed it so far."""
+
+    summary: LotSummary
+    state: LotState
+    dirty: bool = False
+
+
+class ParkingStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    # ----- lots ---------------------------------------------------------------------------
+
+    async def register_lot(self, spec: LotSpec) -> LotRecord:
+        async with self.engine.begin() as conn:
+            try:
+                await conn.execute(text(f"INSERT INTO parking_lots ({_LOT_COLUMNS}) VALUES ({_LOT_VALUES})"),
+                                   _lot_params(spec))
+            except IntegrityError:
+                raise AlreadyExists(f"lot {spec.id} already exists") from None
+            await conn.execute(text("INSERT INTO parking_lot_state (lot_id) VALUES (:id)"), {"id": spec.id})
+            await write_outbox(conn, [OutboxRow(OutboxKind.LOT_STATIC, spec.id, payloads.lot_static(spec))])
+            return await self._get_record(conn, spec.id)
+
+    async def update_lot(self, principal: Principal, spec: LotSpec, expected_version: int) -> LotRecord:
+        async with self.engine.begin() as conn:
+            current = (await conn.execute(
+                text("SELECT operator_id, version FROM parking_lots WHERE id = :id FOR UPDATE"), {"id": spec.id}
+            )).first()
+            if current is None:
+                raise NotFound(f"lot {spec.id} does not exist")
+            if principal.role is not Role.ADMIN:
+                _require_owner(principal, current.operator_id, spec.id)
+                if spec.operator_id != current.operator_id:
+                    raise PermissionDenied("only an admin can move a lot to another operator")
+            if expected_version and expected_version != current.version:
+                raise Aborted(f"lot {spec.id} is at version {current.version}, not {expected_version}: re-read it")
+            await conn.execute(
+                text(f"UPDATE parking_lots SET ({_LOT_COLUMNS}) = ({_LOT_VALUES}), version = version + 1, "
+                     "updated_at = now() WHERE id = :id"),
+                _lot_params(spec),
+            )
+            # A smaller capacity must not leave more free spaces than spaces.
+            await conn.execute(text(
+                "UPDATE parking_lot_state SET " + ", ".join(
+                    f"{_FREE_COLUMN[c]} = LEAST({_FREE_COLUMN[c]}, :{_CAP_COLUMN[c]})" for c in CLASSES)
+                + " WHERE lot_id = :id"), {"id": spec.id, **{_CAP_COLUMN[c]: spec.capacity[c] for c in CLASSES}})
+            await write_outbox(conn, [OutboxRow(OutboxKind.LOT_STATIC, spec.id, payloads.lot_static(spec))])
+            return await self._get_record(conn, spec.id)
+
+    async def _get_record(self, conn: AsyncConnection, lot_id: str) -> LotRecord:
+        row = (await conn.execute(_GET, {"id": lot_id, "mow": minute_of_week(datetime.now().astimezone())})).first()
+        if row is None:
+            raise NotFound(f"lot {lot_id} does not exist")
+        return _record(row)
+
+    async def get_lot(self, lot_id: str, now: datetime) -> tuple[LotRecord, LotView]:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(_GET, {"id": lot_id, "mow": minute_of_week(now)})).first()
+        if row is None:
+            raise NotFound(f"lot {lot_id} does not exist")
+        return _record(row), _view(row)
+
+    async def list_lots(self, operator_id: str | None, after: str, n: int,
+                        now: datetime) -> list[tuple[LotRecord, LotView]]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                _LIST, {"operator": operator_id, "after": after, "n": n, "mow": minute_of_week(now)})).all()
+        return [(_record(r), _view(r)) for r in rows]
+
+    # ----- spots --------------------------------------------------------------------------
+
+    async def upsert_spots(self, principal: Principal, lot_id: str, spots: Sequence[SpotSpec]) -> int:
+        async with self.engine.begin() as conn:
+            lot = (await conn.execute(_LOCK, {"ids": [lot_id], "mow": 0})).first()
+            if lot is None:
+                raise NotFound(f"lot {lot_id} does not exist")
+            _require_owner_or_admin(principal, lot.operator_id, lot_id)
+            if lot.detection_type != pb.DETECTION_TYPE_SINGLE_SPACE:
+                raise InvalidArgument(FieldViolation("lot_id", f"lot {lot_id} does not detect single spaces "
+                                                               "(detection_type must be SINGLE_SPACE)"))
+            await conn.execute(text(
+                "INSERT INTO parking_spots (lot_id, spot_id, space_class, connector_id, location) "
+                "VALUES (:lot_id, :spot_id, :space_class, :connector_id, "
+                "CASE WHEN CAST(:lat AS float8) IS NULL THEN NULL "
+                "ELSE ST_MakePoint(:lon, :lat)::geography END) "
+                "ON CONFLICT (lot_id, spot_id) DO UPDATE SET space_class = excluded.space_class, "
+                "connector_id = excluded.connector_id, location = excluded.location"),
+                [{"lot_id": lot_id, "spot_id": s.id, "space_class": s.space_class, "connector_id": s.connector_id,
+                  "lat": s.lat, "lon": s.lon} for s in spots])
+            per_class = (await conn.execute(text(
+                "SELECT space_class, count(*) AS n FROM parking_spots WHERE lot_id = :id GROUP BY space_class"),
+                {"id": lot_id})).all()
+            for r in per_class:
+                cap = getattr(lot, _CAP_COLUMN[r.space_class])
+                if r.n > cap:
+                    # Raising rolls the whole request back: nothing is half-written.
+                    raise InvalidArgument(FieldViolation(
+                        "spots", f"lot {lot_id} would have {r.n} {CLASS_NAMES[r.space_class]} spots "
+                                 f"but a {CLASS_NAMES[r.space_class]} capacity of {cap}"))
+            return sum(r.n for r in per_class)
+
+    async def list_spots(self, lot_id: str) -> tuple[list[SpotRecord], LotView]:
+        async with self.engine.connect() as conn:
+            lot = (await conn.execute(_GET, {"id": lot_id, "mow": 0})).first()
+            if lot is None:
+                raise NotFound(f"lot {lot_id} does not exist")
+            rows = (await conn.execute(text(
+                "SELECT spot_id, space_class, status, observed_at, connector_id, "
+                "ST_Y(location::geometry) AS lat, ST_X(location::geometry) AS lon "
+                "FROM parking_spots WHERE lot_id = :id ORDER BY spot_id"), {"id": lot_id})).all()
+        return ([SpotRecord(SpotSpec(r.spot_id, r.space_class, r.connector_id, r.lat, r.lon), r.status, r.observed_at)
+                 for r in rows], _view(lot))
+
+    # ----- occupancy ----------------------------------------------------------------------
+
+    async def apply_reports(self, principal: Principal, reports: Sequence[Report],
+                            now: datetime) -> tuple[list[Outcome], list[LotView]]:
+        """Applies a batch in one transaction. Returns one outcome per report (in order) and the
+        final view of every lot that changed."""
+        ids = sorted({r.lot_id for r in reports})
+        async with self.engine.begin() as conn:
+            working = {row.id: _Working(_summary(row), _state(row))
+                       for row in (await conn.execute(_LOCK, {"ids": ids, "mow": minute_of_week(now)})).all()}
+            spot_lots = sorted({r.lot_id for r in reports if r.spots and r.lot_id in working})
+            spots: dict[str, dict[str, list[int]]] = {lid: {} for lid in spot_lots}
+            if spot_lots:
+                for srow in (await conn.execute(text(
+                        "SELECT lot_id, spot_id, space_class, status FROM parking_spots WHERE lot_id = ANY(:ids)"),
+                        {"ids": spot_lots})).all():
+                    spots[srow.lot_id][srow.spot_id] = [srow.space_class, srow.status]
+            outcomes: list[Outcome] = []
+            outbox: list[OutboxRow] = []
+            spot_updates: list[dict[str, Any]] = []
+            for r in reports:
+                try:
+                    outcomes.append(self._apply_one(principal, r, working, spots, now, outbox, spot_updates))
+                except DomainError as exc:
+                    stored = working[r.lot_id].state.sequence if r.lot_id in working else 0
+                    outcomes.append(Outcome(pb.ACK_RESULT_REJECTED, stored, exc))
+            changed = [w for w in working.values() if w.dirty]
+            if changed:
+                await conn.execute(_UPDATE_STATE, [_state_params(w) for w in changed])
+            if spot_updates:
+                await conn.execute(text(
+                    "UPDATE parking_spots SET status = :status, observed_at = :observed_at "
+                    "WHERE lot_id = :lot_id AND spot_id = :spot_id"), spot_updates)
+            await write_outbox(conn, outbox)
+        return outcomes, [LotView(w.summary, w.state) for w in changed]
+
+    def _apply_one(self, principal: Principal, r: Report, working: dict[str, _Working],
+                   spots: dict[str, dict[str, list[int]]], now: datetime, outbox: list[OutboxRow],
+                   spot_updates: list[dict[str, Any]]) -> Outcome:
+        w = working.get(r.lot_id)
+        if w is None:
+            raise NotFound(f"lot {r.lot_id} does not exist")
+        _require_owner(principal, w.summary.operator_id, r.lot_id)
+        cap = w.summary.capacity
+        for c, free in r.counts.items():
+            if free > cap.get(c, 0):
+                raise InvalidArgument(FieldViolation(
+                    "counts", f"free {CLASS_NAMES[c]} spaces {free} exceed the {CLASS_NAMES[c]} capacity {cap[c]}"))
+        lot_spots = spots.get(r.lot_id, {})
+        if r.spots:
+            if w.summary.detection_type != pb.DETECTION_TYPE_SINGLE_SPACE:
+                raise InvalidArgument(FieldViolation("spots", f"lot {r.lot_id} does not detect single spaces"))
+            unknown = [s for s in r.spots if s not in lot_spots]
+            if unknown:
+                raise InvalidArgument(FieldViolation("spots", f"lot {r.lot_id} has no spot {unknown[0]!r}"
+                                                              + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1
+                                                                 else "")))
+        state = w.state
+        if r.sequence == state.sequence:
+            return Outcome(pb.ACK_RESULT_DUPLICATE, state.sequence)
+        if r.sequence < state.sequence or (state.observed_at is not None and r.observed_at < state.observed_at):
+            return Outcome(pb.ACK_RESULT_STALE, state.sequence)
+        free = dict(state.free)
+        free.update(r.counts)
+        if r.spots:
+            for spot_id, status in r.spots.items():
+                if lot_spots[spot_id][1] != status:
+                    lot_spots[spot_id][1] = status
+                    spot_updates.append({"lot_id": r.lot_id, "spot_id": spot_id, "status": status,
+                                         "observed_at": r.observed_at})
+                    outbox.append(OutboxRow(OutboxKind.SPOT_STATUS, r.lot_id, payloads.spot_status(
+                        r.lot_id, spot_id, lot_spots[spot_id][0], status, r.observed_at)))
+            for c in CLASSES:
+                if any(sc == c for sc, _ in lot_spots.values()):
+                    free[c] = sum(1 for sc, st in lot_spots.values() if sc == c and st == pb.SPOT_STATUS_FREE)
+        w.state = _advance(state, w.summary, free, r.sequence, r.observed_at, now, r.closed, r.full_at_entrance)
+        w.dirty = True
+        outbox.append(OutboxRow(OutboxKind.LOT_DYNAMIC, r.lot_id, payloads.lot_dynamic(w.summary, w.state, now)))
+        return Outcome(pb.ACK_RESULT_ACCEPTED, r.sequence)
+
+    # ----- passages -----------------------------------------------------------------------
+
+    async def record_passage(self, principal: Principal, p: PassageSpec,
+                             now: datetime) -> tuple[bool, LotView, LotView | None]:
+        """Returns (created, current view, view to publish if the state changed)."""
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(_LOCK, {"ids": [p.lot_id], "mow": minute_of_week(now)})).first()
+            if row is None:
+                raise NotFound(f"lot {p.lot_id} does not exist")
+            _require_owner(principal, row.operator_id, p.lot_id)
+            summary, state = _summary(row), _state(row)
+            cap = summary.capacity.get(p.space_class, 0)
+            if cap <= 0:
+                raise InvalidArgument(FieldViolation(
+                    "space_class", f"lot {p.lot_id} has no {CLASS_NAMES[p.space_class]} spaces"))
+            inserted = (await conn.execute(text(
+                "INSERT INTO parking_passages (lot_id, passage_id, direction, plate, plate_colour, lane, space_class, "
+                "passed_at, received_at) VALUES (:lot_id, :passage_id, :direction, :plate, :plate_colour, :lane, "
+                ":space_class, :passed_at, :now) ON CONFLICT (lot_id, passage_id) DO NOTHING RETURNING id"),
+                {**p.__dict__, "now": now})).first()
+            if inserted is None:
+                return False, LotView(summary, state), None
+            outbox = [OutboxRow(OutboxKind.PASSAGE, p.lot_id, payloads.passage(p, now))]
+            changed = None
+            if summary.detection_type == pb.DETECTION_TYPE_BALANCING:
+                # Passages are deltas: a late one still counts, but does not move observed_at back.
+                # Before any count, the lot is taken as empty; an absolute count corrects it.
+                base = state.free.get(p.space_class)
+                base = cap if base is None else base
+                delta = -1 if p.direction == pb.PASSAGE_DIRECTION_ENTRY else 1
+                free = dict(state.free)
+                for c in CLASSES:
+                    if free.get(c) is None and summary.capacity.get(c, 0) > 0:
+                        free[c] = summary.capacity[c]
+                free[p.space_class] = min(cap, max(0, base + delta))
+                observed = max(state.observed_at, p.passed_at) if state.observed_at else p.passed_at
+                state = _advance(state, summary, free, state.sequence, observed, now, state.closed,
+                                 state.full_at_entrance)
+                await conn.execute(_UPDATE_STATE, _state_params(_Working(summary, state)))
+                outbox.append(OutboxRow(OutboxKind.LOT_DYNAMIC, p.lot_id, payloads.lot_dynamic(summary, state, now)))
+                changed = LotView(summary, state)
+            await write_outbox(conn, outbox)
+            return True, LotView(summary, state), changed
+
+    async def list_passages(self, principal: Principal, lot_id: str, since: datetime | None, after_id: int,
+                            n: int) -> tuple[list[tuple[int, PassageRecord]], bool]:
+        """Newest first. Returns the passages (with their row ids for paging) and whether plates are
+        to be redacted for this caller."""
+        async with self.engine.connect() as conn:
+            lot = (await conn.execute(text("SELECT operator_id FROM parking_lots WHERE id = :id"),
+                                      {"id": lot_id})).first()
+            if lot is None:
+                raise NotFound(f"lot {lot_id} does not exist")
+            if principal.role is Role.OPERATOR:
+                _require_owner(principal, lot.operator_id, lot_id)
+            rows = (await conn.execute(text(
+                "SELECT id, lot_id, passage_id, direction, plate, plate_colour, lane, passed_at, space_class, "
+                "received_at FROM parking_passages WHERE lot_id = :lot_id "
+                "AND (CAST(:since AS timestamptz) IS NULL OR passed_at >= :since) "
+                "AND (:after = 0 OR id < :after) ORDER BY id DESC LIMIT :n"),
+                {"lot_id": lot_id, "since": since, "after": after_id, "n": n})).all()
+        redact = not (principal.role is Role.POLICE or principal.is_operator(lot.operator_id))
+        return [(r.id, PassageRecord(PassageSpec(r.lot_id, r.passage_id, r.direction, r.plate, r.plate_colour,
+                                                 r.lane, r.passed_at, r.space_class), r.received_at))
+                for r in rows], redact
+
+    # ----- queries ------------------------------------------------------------------------
+
+    async def find_available(self, q: FindQuery, now: datetime) -> list[LotView]:
+        params = {"lat": q.lat, "lon": q.lon, "radius": q.radius_m, "any_kind": not q.kinds, "kinds": q.kinds,
+                  "max_price": q.max_price_per_hour_fen, "open_now": q.open_now, "mow": minute_of_week(now),
+                  "min_free": q.min_free, "now": now, "limit": q.limit}
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(_FIND[q.space_class], params)).all()
+        return [_view(r) for r in rows]
+
+    async def lots_in_area(self, area: AreaQuery, now: datetime, limit: int = 5000) -> list[LotView]:
+        if area.box is not None:
+            s, w, n, e = area.box
+            lat, lon = (s + n) / 2, (w + e) / 2
+        else:
+            assert area.circle is not None
+            lat, lon, r = area.circle
+            dlat = r / 111_000
+            dlon = r / (111_000 * max(0.01, math.cos(math.radians(lat))))
+            s, w, n, e = lat - dlat, lon - dlon, lat + dlat, lon + dlon
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(_AREA, {"s": s, "w": w, "n": n, "e": e, "lat": lat, "lon": lon,
+                                               "mow": minute_of_week(now), "n_max": limit})).all()
+        views = [_view(r) for r in rows]
+        return [v for v in views if area.contains(v.summary.lat, v.summary.lon)]
+
+
+def _advance(state: LotState, summary: LotSummary, free: dict[int, int | None], sequence: int,
+             observed_at: datetime, now: datetime, closed: bool, full_at_entrance: bool) -> LotState:
+    samples = next_samples(state.samples, observed_at, occupied(free, summary.capacity))
+    return replace(state, sequence=sequence, observed_at=observed_at, received_at=now, free=free, closed=closed,
+                   full_at_entrance=full_at_entrance, samples=samples,
+                   trend=trend(samples, sum(summary.capacity.values())))
+
+
+def _state_params(w: _Working) -> dict[str, Any]:
+    s = w.state
+    return {"lot_id": w.summary.id, "seq": s.sequence, "observed_at": s.observed_at, "received_at": s.received_at,
+            **{_FREE_COLUMN[c]: s.free.get(c) for c in CLASSES}, "closed": s.closed,
+            "full_at_entrance": s.full_at_entrance, "trend": s.trend, "samples": json.dumps(s.samples)}
+
+
+def _require_owner(principal: Principal, operator_id: str, lot_id: str) -> None:
+    if not principal.is_operator(operator_id):
+        raise PermissionDenied(f"lot {lot_id} belongs to another operator")
+
+
+def _require_owner_or_admin(principal: Principal, operator_id: str, lot_id: str) -> None:
+    if principal.role is not Role.ADMIN:
+        _require_owner(principal, operator_id, lot_id)

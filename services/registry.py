@@ -1,0 +1,11 @@
+"""The services this build implements, by name (the names of ARCHITECTURE.md's table)."""
+
+from __future__ import annotations
+
+from services.common.runtime import Builder
+
+
+def builders() -> dict[str, Builder]:
+    from services.parking.app import build as parking
+
+    return {"parking": parking}

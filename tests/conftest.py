@@ -1,0 +1,119 @@
+"""Fixtures: a fresh PostGIS database and a Redis database for the session, real servers on port 0.
+
+The database comes from V2X_TEST_PG (an admin URL, default: the local cluster on 5432 as postgres);
+Redis from V2X_TEST_REDIS (default redis://127.0.0.1:6379/13, flushed at the start).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import asyncpg
+import grpc
+import pytest
+from grpc import aio
+from redis.asyncio import Redis
+
+from services.common.apikeys import create_key
+from services.common.config import Settings
+from services.common.db import migrate
+from services.common.runtime import Resources, RunningService, start_service
+
+PG_ADMIN = os.environ.get("V2X_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("V2X_TEST_REDIS", "redis://127.0.0.1:6379/13")
+
+
+def _with_db(url: str, db: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{db}"
+
+
+@pytest.fixture(scope="session")
+def db_name() -> str:
+    return f"v2x_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="session")
+async def database_url(db_name: str) -> AsyncIterator[str]:
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{db_name}"')
+    url = _with_db(PG_ADMIN, db_name)
+    try:
+        await migrate(url)
+        yield url
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def redis_url() -> AsyncIterator[str]:
+    r = Redis.from_url(REDIS_URL)
+    await r.flushdb()
+    await r.aclose()
+    yield REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_url: str) -> Settings:
+    return Settings.from_env({"DATABASE_URL": database_url, "REDIS_URL": redis_url, "V2X_API_KEY_CACHE_S": "1"})
+
+
+@pytest.fixture(scope="session")
+async def resources(settings: Settings) -> AsyncIterator[Resources]:
+    res = Resources.open(settings, "test")
+    yield res
+    await res.close()
+
+
+@dataclass(frozen=True)
+class Keys:
+    admin: str
+    police: str
+    driver: str
+    platform: str
+    op_a: str
+    op_b: str
+    camera: str
+
+    @staticmethod
+    def md(key: str) -> tuple[tuple[str, str]]:
+        return (("authorization", f"Bearer {key}"),)
+
+
+@pytest.fixture(scope="session")
+async def keys(resources: Resources) -> Keys:
+    async def k(role: str) -> str:
+        return (await create_key(resources.engine, role, "test")).key
+
+    return Keys(await k("admin"), await k("police"), await k("driver"), await k("platform"),
+                await k("operator:OPA"), await k("operator:OPB"), await k("camera:cam-1"))
+
+
+@pytest.fixture(scope="session")
+async def parking_service(resources: Resources) -> AsyncIterator[RunningService]:
+    from services.parking.app import build
+
+    running = await start_service(build, resources, port=0, host="127.0.0.1")
+    yield running
+    await running.stop(0.5)
+
+
+@pytest.fixture(scope="session")
+async def parking_channel(parking_service: RunningService) -> AsyncIterator[aio.Channel]:
+    channel = aio.insecure_channel(f"127.0.0.1:{parking_service.server.port}")
+    yield channel
+    await channel.close()
+
+
+@pytest.fixture
+def unique() -> Iterator[str]:
+    yield uuid.uuid4().hex[:10]
+
+
+def status_code(exc: BaseException) -> grpc.StatusCode:
+    assert isinstance(exc, aio.AioRpcError), exc
+    return exc.code()
