@@ -12,11 +12,6 @@ from v2x.parking.v1 import parking_pb2 as pb
 from v2x.parking.v1.parking_pb2_grpc import ParkingServiceStub
 
 
-@pytest.fixture
-def stub(parking_channel: aio.Channel) -> ParkingServiceStub:
-    return ParkingServiceStub(parking_channel)
-
-
 async def test_admin_registers_and_anyone_reads_a_lot(stub: ParkingServiceStub, keys: Keys, unique: str) -> None:
     created = await stub.RegisterLot(pb.RegisterLotRequest(lot=lot(f"L-{unique}")), metadata=keys.md(keys.admin))
     assert created.version == 1
