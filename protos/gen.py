@@ -6,7 +6,6 @@ Run with `make protos`. `--check DIR` writes into DIR instead, so a test can com
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from importlib import resources
 from pathlib import Path

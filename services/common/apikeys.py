@@ -60,7 +60,7 @@ async def revoke_key(engine: AsyncEngine, key_id: str) -> bool:
         result = await conn.execute(
             text("UPDATE api_keys SET revoked_at = now() WHERE key_id = :k AND revoked_at IS NULL"), {"k": key_id}
         )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(result.rowcount)
 
 
 class KeyVerifier:

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from grpc import aio
@@ -37,6 +37,10 @@ RPC_SECONDS = Histogram(
 )
 
 Around = Callable[[str, aio.ServicerContext[Any, Any]], AbstractAsyncContextManager[None]]
+if TYPE_CHECKING:
+    Handler = grpc.RpcMethodHandler[Any, Any]  # generic only in the type stubs
+else:
+    Handler = grpc.RpcMethodHandler
 
 
 def split_method(full: str) -> tuple[str, str]:
@@ -44,12 +48,12 @@ def split_method(full: str) -> tuple[str, str]:
     return service, method
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str, around: Around) -> grpc.RpcMethodHandler:
+def _wrap(handler: Handler, method: str, around: Around) -> Handler:
     """A handler equal to `handler` but with its behaviour run inside `around(method, context)`."""
     kwargs = {"request_deserializer": handler.request_deserializer,
               "response_serializer": handler.response_serializer}
     if handler.unary_unary or handler.stream_unary:
-        inner_u: Callable[[Any, Any], Awaitable[Any]] = handler.unary_unary or handler.stream_unary
+        inner_u = cast(Callable[[Any, Any], Awaitable[Any]], handler.unary_unary or handler.stream_unary)
 
         async def unary_response(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
             async with around(method, context):
@@ -58,7 +62,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, around: Around) -> grpc.R
         make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
         return make(unary_response, **kwargs)
 
-    inner_s: Callable[[Any, Any], AsyncIterator[Any]] = handler.unary_stream or handler.stream_stream
+    inner_s = cast(Callable[[Any, Any], AsyncIterator[Any]], handler.unary_stream or handler.stream_stream)
 
     async def stream_response(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         async with around(method, context):
@@ -69,7 +73,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, around: Around) -> grpc.R
     return make_s(stream_response, **kwargs)
 
 
-class _AroundInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
+class _AroundInterceptor(aio.ServerInterceptor):
     def around(self, method: str, context: aio.ServicerContext[Any, Any]) -> AbstractAsyncContextManager[None]:
         raise NotImplementedError
 
@@ -78,9 +82,9 @@ class _AroundInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or not self.applies_to(method):

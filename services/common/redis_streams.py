@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
 Fields = Mapping[str | bytes, bytes | str | int | float]
+Entry = tuple[bytes, dict[bytes, bytes]]
 
 
 def create_redis(url: str) -> Redis:
@@ -19,25 +21,25 @@ async def publish(redis: Redis, stream: str, entries: Sequence[Fields], maxlen: 
         return []
     async with redis.pipeline(transaction=False) as pipe:
         for fields in entries:
-            pipe.xadd(stream, dict(fields), maxlen=maxlen, approximate=True)
+            pipe.xadd(stream, cast(Any, dict(fields)), maxlen=maxlen, approximate=True)
         ids: list[bytes] = await pipe.execute()
     return ids
 
 
 async def last_id(redis: Redis, stream: str) -> bytes:
     """The id of the newest entry ("0-0" for an empty stream), to follow from without a gap."""
-    newest = await redis.xrevrange(stream, count=1)
+    newest = cast(list[Entry], await redis.xrevrange(stream, count=1))
     return newest[0][0] if newest else b"0-0"
 
 
 async def follow(
     redis: Redis, stream: str, after: bytes | str, *, block_ms: int = 1000, count: int = 500
-) -> AsyncIterator[list[tuple[bytes, dict[bytes, bytes]]]]:
+) -> AsyncIterator[list[Entry]]:
     """Yields batches of entries after `after`, forever; an empty batch when `block_ms` passes idle,
     so callers get a chance to do timed work."""
     cursor = after
     while True:
-        reply = await redis.xread({stream: cursor}, count=count, block=block_ms)
+        reply = cast(list[tuple[bytes, list[Entry]]], await redis.xread({stream: cursor}, count=count, block=block_ms))
         if not reply:
             yield []
             continue

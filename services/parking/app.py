@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from v2x.parking.v1 import parking_pb2, parking_pb2_grpc
+
 from services.common.principal import Role
 from services.common.runtime import Resources, ServiceParts
 from services.common.server import ServiceDefinition
 from services.parking.feed import AvailabilityFeed
 from services.parking.servicer import ParkingServicer
 from services.parking.store import ParkingStore
-from v2x.parking.v1 import parking_pb2, parking_pb2_grpc
 
 ALL = frozenset(Role)
 WRITERS = frozenset({Role.ADMIN, Role.OPERATOR})

@@ -23,7 +23,7 @@ MAX_SAMPLES = 40
 
 CLASSES: tuple[int, ...] = (pb.SPACE_CLASS_GENERAL, pb.SPACE_CLASS_EV, pb.SPACE_CLASS_DISABLED,
                             pb.SPACE_CLASS_RESERVED)
-CLASS_NAMES = {pb.SPACE_CLASS_GENERAL: "general", pb.SPACE_CLASS_EV: "ev",
+CLASS_NAMES: dict[int, str] = {pb.SPACE_CLASS_GENERAL: "general", pb.SPACE_CLASS_EV: "ev",
                pb.SPACE_CLASS_DISABLED: "disabled", pb.SPACE_CLASS_RESERVED: "reserved"}
 
 

@@ -6,6 +6,8 @@ import math
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from v2x.common.v1 import common_pb2 as cpb
+from v2x.parking.v1 import parking_pb2 as pb
 
 from services.common.config import Settings
 from services.common.error_mapping import to_status_proto
@@ -34,8 +36,6 @@ from services.parking.model import (
     SpotRecord,
     SpotSpec,
 )
-from v2x.common.v1 import common_pb2 as cpb
-from v2x.parking.v1 import parking_pb2 as pb
 
 MAX_SPOTS = 2000
 MAX_REPORT_SPOTS = 2000
@@ -48,7 +48,7 @@ DEFAULT_LIMIT = 20
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
-_CAPACITY_FIELDS = {pb.SPACE_CLASS_GENERAL: "general", pb.SPACE_CLASS_EV: "ev",
+_CAPACITY_FIELDS: dict[int, str] = {pb.SPACE_CLASS_GENERAL: "general", pb.SPACE_CLASS_EV: "ev",
                     pb.SPACE_CLASS_DISABLED: "disabled", pb.SPACE_CLASS_RESERVED: "reserved"}
 
 
@@ -82,7 +82,7 @@ def lot_spec(lot: pb.Lot, settings: Settings) -> LotSpec:
         line = [v.lat_lon(f"lot.line.points[{i}]", p.lat, p.lon) for i, p in enumerate(lot.line.points)]
     elif lot.kind == pb.LOT_KIND_ON_STREET_SEGMENT:
         v.fail("lot.line", "is required for an on-street segment (its kerb line)")
-    capacity = {c: getattr(lot.capacity, name) for c, name in _CAPACITY_FIELDS.items()}
+    capacity: dict[int, int] = {c: getattr(lot.capacity, name) for c, name in _CAPACITY_FIELDS.items()}
     for c, value in capacity.items():
         v.integer(f"lot.capacity.{_CAPACITY_FIELDS[c]}", value, 0, 100_000)
     if sum(capacity.values()) <= 0:
@@ -301,7 +301,7 @@ def availability_proto(view: LotView, now: datetime) -> pb.Availability:
         cap = summary.capacity.get(c, 0)
         if cap <= 0:
             continue
-        entry = out.classes.add(space_class=c, capacity=cap)  # type: ignore[arg-type]
+        entry = out.classes.add(space_class=c, capacity=cap)
         free = state.free.get(c) if fresh else None
         if free is None:
             total = None

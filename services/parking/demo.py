@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from v2x.parking.v1 import parking_pb2 as pb
 
 from services.common.principal import Principal, Role
 from services.parking.availability import Period
 from services.parking.model import EntranceSpec, LotSpec, PriceSpec, Report, SpotSpec
 from services.parking.store import ParkingStore
-from v2x.parking.v1 import parking_pb2 as pb
 
 CENTER = (31.40, 121.49)
 REGION = "310113"  # Baoshan district
@@ -129,7 +129,7 @@ def occupancy_report(lot: DemoLot, rng: random.Random, sequence: int, at: dateti
     """A plausible reading: an occupancy level around `level` (or a random one) for each class."""
     base = rng.uniform(0.3, 0.98) if level is None else level
     if lot.spots:
-        states = {s.id: pb.SPOT_STATUS_OCCUPIED if rng.random() < base else pb.SPOT_STATUS_FREE for s in lot.spots}
+        states: dict[str, int] = {s.id: pb.SPOT_STATUS_OCCUPIED if rng.random() < base else pb.SPOT_STATUS_FREE for s in lot.spots}
         return Report(lot.spec.id, sequence, at, {}, states, False, False)
     counts = {c: cap - min(cap, round(cap * min(1.0, max(0.0, base + rng.uniform(-0.1, 0.1)))))
               for c, cap in lot.spec.capacity.items() if cap > 0}

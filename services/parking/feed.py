@@ -13,14 +13,14 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from v2x.parking.v1 import parking_pb2 as pb
 
-from services.common.redis_streams import follow, last_id, publish
+from services.common.redis_streams import Fields, follow, last_id, publish
 from services.parking import convert
 from services.parking.availability import expires_at
 from services.parking.geo import haversine_m
 from services.parking.model import AreaQuery, LotView
 from services.parking.store import ParkingStore
-from v2x.parking.v1 import parking_pb2 as pb
 
 log = logging.getLogger("v2x.parking.feed")
 STREAM = "v2x:{parking}:changes"
@@ -38,7 +38,7 @@ class AvailabilityFeed:
         delays live watchers, who get a fresh snapshot when they reconnect."""
         if not views:
             return
-        entries = []
+        entries: list[Fields] = []
         for v in views:
             exp = expires_at(v.state, v.summary.ttl_s)
             entries.append({"lot": v.summary.id, "lat": repr(v.summary.lat), "lon": repr(v.summary.lon),

@@ -9,9 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from v2x.parking.v1 import parking_pb2 as pb
+
 from services.parking.availability import CLASS_NAMES, CLASSES, LotState, site_status
 from services.parking.model import LotSpec, LotSummary, PassageSpec
-from v2x.parking.v1 import parking_pb2 as pb
 
 
 def lot_static(spec: LotSpec) -> dict[str, Any]:

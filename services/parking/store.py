@@ -59,9 +59,9 @@ from services.parking.model import (
 )
 from v2x.parking.v1 import parking_pb2 as pb
 
-_FREE_COLUMN = {pb.SPACE_CLASS_GENERAL: "free_general", pb.SPACE_CLASS_EV: "free_ev",
+_FREE_COLUMN: dict[int, str] = {pb.SPACE_CLASS_GENERAL: "free_general", pb.SPACE_CLASS_EV: "free_ev",
                 pb.SPACE_CLASS_DISABLED: "free_disabled", pb.SPACE_CLASS_RESERVED: "free_reserved"}
-_CAP_COLUMN = {pb.SPACE_CLASS_GENERAL: "cap_general", pb.SPACE_CLASS_EV: "cap_ev",
+_CAP_COLUMN: dict[int, str] = {pb.SPACE_CLASS_GENERAL: "cap_general", pb.SPACE_CLASS_EV: "cap_ev",
                pb.SPACE_CLASS_DISABLED: "cap_disabled", pb.SPACE_CLASS_RESERVED: "cap_reserved"}
 
 # What every availability answer selects: the lot summary and its live state.
@@ -336,10 +336,10 @@ class ParkingStore:
             raise NotFound(f"lot {r.lot_id} does not exist")
         _require_owner(principal, w.summary.operator_id, r.lot_id)
         cap = w.summary.capacity
-        for c, free in r.counts.items():
-            if free > cap.get(c, 0):
+        for c, reported in r.counts.items():
+            if reported > cap.get(c, 0):
                 raise InvalidArgument(FieldViolation(
-                    "counts", f"free {CLASS_NAMES[c]} spaces {free} exceed the {CLASS_NAMES[c]} capacity {cap[c]}"))
+                    "counts", f"free {CLASS_NAMES[c]} spaces {reported} exceed the {CLASS_NAMES[c]} capacity {cap[c]}"))
         lot_spots = spots.get(r.lot_id, {})
         if r.spots:
             if w.summary.detection_type != pb.DETECTION_TYPE_SINGLE_SPACE:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import grpc
 import pytest
 from grpc import aio
+from v2x.parking.v1 import parking_pb2 as pb
 
 from tests.conftest import Keys
+from tests.parking.conftest import Stub
 from tests.parking.helpers import lot
-from v2x.parking.v1 import parking_pb2 as pb
-from v2x.parking.v1.parking_pb2_grpc import ParkingServiceStub
 
 
-async def test_admin_registers_and_anyone_reads_a_lot(stub: ParkingServiceStub, keys: Keys, unique: str) -> None:
+async def test_admin_registers_and_anyone_reads_a_lot(stub: Stub, keys: Keys, unique: str) -> None:
     created = await stub.RegisterLot(pb.RegisterLotRequest(lot=lot(f"L-{unique}")), metadata=keys.md(keys.admin))
     assert created.version == 1
     assert created.capacity.general == 100
@@ -23,7 +23,7 @@ async def test_admin_registers_and_anyone_reads_a_lot(stub: ParkingServiceStub, 
     assert not view.availability.HasField("total_free")
 
 
-async def test_registering_an_existing_id_is_already_exists(stub: ParkingServiceStub, keys: Keys,
+async def test_registering_an_existing_id_is_already_exists(stub: Stub, keys: Keys,
                                                               unique: str) -> None:
     await stub.RegisterLot(pb.RegisterLotRequest(lot=lot(f"L-{unique}")), metadata=keys.md(keys.admin))
     with pytest.raises(aio.AioRpcError) as err:
@@ -31,7 +31,7 @@ async def test_registering_an_existing_id_is_already_exists(stub: ParkingService
     assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
 
 
-async def test_operator_updates_own_lot_with_version_check(stub: ParkingServiceStub, keys: Keys,
+async def test_operator_updates_own_lot_with_version_check(stub: Stub, keys: Keys,
                                                            unique: str) -> None:
     await stub.RegisterLot(pb.RegisterLotRequest(lot=lot(f"L-{unique}")), metadata=keys.md(keys.admin))
     changed = lot(f"L-{unique}", general=120)
@@ -42,7 +42,7 @@ async def test_operator_updates_own_lot_with_version_check(stub: ParkingServiceS
     assert err.value.code() == grpc.StatusCode.ABORTED
 
 
-async def test_other_operator_cannot_update_or_steal_a_lot(stub: ParkingServiceStub, keys: Keys,
+async def test_other_operator_cannot_update_or_steal_a_lot(stub: Stub, keys: Keys,
                                                            unique: str) -> None:
     await stub.RegisterLot(pb.RegisterLotRequest(lot=lot(f"L-{unique}")), metadata=keys.md(keys.admin))
     with pytest.raises(aio.AioRpcError) as err:
@@ -55,7 +55,7 @@ async def test_other_operator_cannot_update_or_steal_a_lot(stub: ParkingServiceS
     assert view.lot.version == 1 and view.lot.operator_id == "OPA"
 
 
-async def test_operator_lists_only_its_own_lots(stub: ParkingServiceStub, keys: Keys, unique: str) -> None:
+async def test_operator_lists_only_its_own_lots(stub: Stub, keys: Keys, unique: str) -> None:
     await stub.RegisterLot(pb.RegisterLotRequest(lot=lot(f"LA-{unique}")), metadata=keys.md(keys.admin))
     await stub.RegisterLot(pb.RegisterLotRequest(lot=lot(f"LB-{unique}", operator="OPB")),
                            metadata=keys.md(keys.admin))
@@ -73,7 +73,7 @@ async def test_operator_lists_only_its_own_lots(stub: ParkingServiceStub, keys: 
     assert seen == sorted(seen)
 
 
-async def test_on_street_segment_keeps_its_kerb_line(stub: ParkingServiceStub, keys: Keys, unique: str) -> None:
+async def test_on_street_segment_keeps_its_kerb_line(stub: Stub, keys: Keys, unique: str) -> None:
     seg = lot(f"R-{unique}", kind=pb.LOT_KIND_ON_STREET_SEGMENT, detection=pb.DETECTION_TYPE_SINGLE_SPACE)
     created = await stub.RegisterLot(pb.RegisterLotRequest(lot=seg), metadata=keys.md(keys.admin))
     assert len(created.line.points) == 2

@@ -9,13 +9,12 @@ import grpc
 import pytest
 from grpc import aio
 from sqlalchemy import text
+from v2x.parking.v1 import parking_pb2 as pb
 
 from services.common.runtime import Resources
 from tests.conftest import Keys
-from tests.parking.conftest import NewLot
+from tests.parking.conftest import NewLot, Stub
 from tests.parking.helpers import free_of, report
-from v2x.parking.v1 import parking_pb2 as pb
-from v2x.parking.v1.parking_pb2_grpc import ParkingServiceStub
 
 
 async def _outbox_count(resources: Resources, lot_id: str) -> int:
@@ -24,7 +23,7 @@ async def _outbox_count(resources: Resources, lot_id: str) -> int:
                                        {"id": lot_id})).scalar_one())
 
 
-async def test_push_is_visible_to_drivers(stub: ParkingServiceStub, keys: Keys, new_lot: NewLot) -> None:
+async def test_push_is_visible_to_drivers(stub: Stub, keys: Keys, new_lot: NewLot) -> None:
     lot_id = await new_lot()
     ack = await stub.PushOccupancy(report(lot_id, 1, general=40, ev=3), metadata=keys.md(keys.op_a))
     assert ack.result == pb.ACK_RESULT_ACCEPTED and ack.stored_sequence == 1 and ack.report_id == "r1"
@@ -35,7 +34,7 @@ async def test_push_is_visible_to_drivers(stub: ParkingServiceStub, keys: Keys, 
     assert not view.availability.freshness.stale
 
 
-async def test_each_accepted_change_writes_an_outbox_row(stub: ParkingServiceStub, keys: Keys, new_lot: NewLot,
+async def test_each_accepted_change_writes_an_outbox_row(stub: Stub, keys: Keys, new_lot: NewLot,
                                                          resources: Resources) -> None:
     lot_id = await new_lot()
     assert await _outbox_count(resources, lot_id) == 1  # lot_static
@@ -45,7 +44,7 @@ async def test_each_accepted_change_writes_an_outbox_row(stub: ParkingServiceStu
     assert await _outbox_count(resources, lot_id) == 3
 
 
-async def test_free_over_capacity_is_invalid_and_names_the_class(stub: ParkingServiceStub, keys: Keys,
+async def test_free_over_capacity_is_invalid_and_names_the_class(stub: Stub, keys: Keys,
                                                                  new_lot: NewLot, resources: Resources) -> None:
     lot_id = await new_lot(ev=10)
     with pytest.raises(aio.AioRpcError) as err:
@@ -57,7 +56,7 @@ async def test_free_over_capacity_is_invalid_and_names_the_class(stub: ParkingSe
     assert await _outbox_count(resources, lot_id) == 1
 
 
-async def test_older_report_is_acknowledged_stale_and_ignored(stub: ParkingServiceStub, keys: Keys,
+async def test_older_report_is_acknowledged_stale_and_ignored(stub: Stub, keys: Keys,
                                                               new_lot: NewLot) -> None:
     lot_id = await new_lot()
     md = keys.md(keys.op_a)
@@ -68,7 +67,7 @@ async def test_older_report_is_acknowledged_stale_and_ignored(stub: ParkingServi
     assert free_of(view.availability) == 10
 
 
-async def test_newer_sequence_with_older_observation_is_stale(stub: ParkingServiceStub, keys: Keys,
+async def test_newer_sequence_with_older_observation_is_stale(stub: Stub, keys: Keys,
                                                               new_lot: NewLot) -> None:
     lot_id = await new_lot()
     md = keys.md(keys.op_a)
@@ -77,7 +76,7 @@ async def test_newer_sequence_with_older_observation_is_stale(stub: ParkingServi
     assert ack.result == pb.ACK_RESULT_STALE
 
 
-async def test_repeated_sequence_is_idempotent(stub: ParkingServiceStub, keys: Keys, new_lot: NewLot) -> None:
+async def test_repeated_sequence_is_idempotent(stub: Stub, keys: Keys, new_lot: NewLot) -> None:
     lot_id = await new_lot()
     md = keys.md(keys.op_a)
     first = await stub.PushOccupancy(report(lot_id, 3, general=10), metadata=md)
@@ -86,7 +85,7 @@ async def test_repeated_sequence_is_idempotent(stub: ParkingServiceStub, keys: K
     assert again.stored_sequence == 3
 
 
-async def test_observation_more_than_60s_ahead_is_rejected(stub: ParkingServiceStub, keys: Keys,
+async def test_observation_more_than_60s_ahead_is_rejected(stub: Stub, keys: Keys,
                                                            new_lot: NewLot) -> None:
     lot_id = await new_lot()
     with pytest.raises(aio.AioRpcError) as err:
@@ -97,7 +96,7 @@ async def test_observation_more_than_60s_ahead_is_rejected(stub: ParkingServiceS
     assert ok.result == pb.ACK_RESULT_ACCEPTED
 
 
-async def test_operator_cannot_report_for_another_operators_lot(stub: ParkingServiceStub, keys: Keys,
+async def test_operator_cannot_report_for_another_operators_lot(stub: Stub, keys: Keys,
                                                                 new_lot: NewLot) -> None:
     lot_id = await new_lot(operator="OPA")
     with pytest.raises(aio.AioRpcError) as err:
@@ -113,7 +112,7 @@ async def _stream(reports: list[pb.OccupancyReport]) -> AsyncIterator[pb.Occupan
         await asyncio.sleep(0)
 
 
-async def test_stream_acks_each_report_in_order_and_survives_bad_ones(stub: ParkingServiceStub, keys: Keys,
+async def test_stream_acks_each_report_in_order_and_survives_bad_ones(stub: Stub, keys: Keys,
                                                                       new_lot: NewLot) -> None:
     mine, theirs = await new_lot(), await new_lot(operator="OPB")
     reports = [
@@ -136,7 +135,7 @@ async def test_stream_acks_each_report_in_order_and_survives_bad_ones(stub: Park
     assert free_of(view.availability) == 48 and view.availability.sequence == 3
 
 
-async def test_spot_states_drive_counts(stub: ParkingServiceStub, keys: Keys, new_lot: NewLot) -> None:
+async def test_spot_states_drive_counts(stub: Stub, keys: Keys, new_lot: NewLot) -> None:
     lot_id = await new_lot(general=3, ev=1, disabled=0, detection=pb.DETECTION_TYPE_SINGLE_SPACE)
     await stub.UpsertSpots(pb.UpsertSpotsRequest(lot_id=lot_id, spots=[
         pb.Spot(id="S1", space_class=pb.SPACE_CLASS_GENERAL), pb.Spot(id="S2", space_class=pb.SPACE_CLASS_GENERAL),
@@ -155,7 +154,7 @@ async def test_spot_states_drive_counts(stub: ParkingServiceStub, keys: Keys, ne
     assert [s.connector_id for s in spots.spots if s.id == "E1"] == ["CP1-1"]
 
 
-async def test_unknown_spot_is_rejected_and_nothing_changes(stub: ParkingServiceStub, keys: Keys,
+async def test_unknown_spot_is_rejected_and_nothing_changes(stub: Stub, keys: Keys,
                                                             new_lot: NewLot) -> None:
     lot_id = await new_lot(general=2, ev=0, disabled=0, detection=pb.DETECTION_TYPE_SINGLE_SPACE)
     await stub.UpsertSpots(pb.UpsertSpotsRequest(lot_id=lot_id, spots=[
@@ -168,7 +167,7 @@ async def test_unknown_spot_is_rejected_and_nothing_changes(stub: ParkingService
     assert [s.status for s in spots.spots] == [pb.SPOT_STATUS_UNKNOWN]
 
 
-async def test_status_full_almost_full_and_closed(stub: ParkingServiceStub, keys: Keys, new_lot: NewLot) -> None:
+async def test_status_full_almost_full_and_closed(stub: Stub, keys: Keys, new_lot: NewLot) -> None:
     lot_id = await new_lot(general=100, ev=0, disabled=0)
     md = keys.md(keys.op_a)
 
@@ -182,7 +181,7 @@ async def test_status_full_almost_full_and_closed(stub: ParkingServiceStub, keys
     assert await status_after(4, general=11, closed=True) == pb.SITE_STATUS_CLOSED
 
 
-async def test_trend_follows_recent_history(stub: ParkingServiceStub, keys: Keys, new_lot: NewLot) -> None:
+async def test_trend_follows_recent_history(stub: Stub, keys: Keys, new_lot: NewLot) -> None:
     lot_id = await new_lot(general=100, ev=0, disabled=0)
     md = keys.md(keys.op_a)
     for i, free in enumerate([80, 70, 60, 50, 40]):

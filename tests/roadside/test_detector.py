@@ -272,3 +272,12 @@ def test_single_output_layouts_decode_to_source_pixels(
         car = detections[0]
         assert (car.x1, car.y1, car.x2, car.y2) == pytest.approx((25.0, 37.5, 75.0, 62.5), abs=1e-3)
         assert car.score == pytest.approx(0.9)
+
+
+def test_config_reads_model_path_and_threads_from_the_environment() -> None:
+    config = DetectorConfig.from_env({"V2X_DETECTOR_MODEL": "/srv/m.onnx", "V2X_DETECTOR_THREADS": "1"})
+
+    assert config.model_path == Path("/srv/m.onnx")
+    assert config.resolved_metadata_path == Path("/srv/m.json")
+    assert config.intra_op_threads == 1
+    assert DetectorConfig.from_env({}).intra_op_threads == 2

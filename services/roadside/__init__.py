@@ -1,0 +1,1 @@
+"""Roadside perception: vehicle detection on camera frames."""

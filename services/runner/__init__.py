@@ -1,0 +1,1 @@
+"""`v2x run`: the whole suite on one machine, with embedded PostgreSQL/PostGIS and Redis by default."""
