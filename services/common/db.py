@@ -42,7 +42,8 @@ def alembic_config(url: str) -> Config:
 
 
 def _upgrade(url: str) -> None:
-    command.upgrade(alembic_config(url), "head")
+    # Each service owns a branch of the history (branched off the foundation); upgrade them all.
+    command.upgrade(alembic_config(url), "heads")
 
 
 async def migrate(url: str) -> None:
@@ -50,22 +51,22 @@ async def migrate(url: str) -> None:
     await asyncio.to_thread(_upgrade, url)
 
 
-def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config("postgresql://x/x")).get_current_head()
-    assert head is not None
-    return head
+def head_revisions() -> set[str]:
+    return set(ScriptDirectory.from_config(alembic_config("postgresql://x/x")).get_heads())
 
 
 async def require_current_schema(engine: AsyncEngine) -> None:
     """Fails fast when the database was not migrated to what this code expects."""
 
-    def current(conn: Connection) -> str | None:
-        return MigrationContext.configure(conn).get_current_revision()
+    def current(conn: Connection) -> set[str]:
+        return set(MigrationContext.configure(conn).get_current_heads())
 
     async with engine.connect() as conn:
-        revision = await conn.run_sync(current)
-    expected = head_revision()
-    if revision != expected:
+        revisions = await conn.run_sync(current)
+    expected = head_revisions()
+    if revisions != expected:
+        have = ", ".join(sorted(revisions)) or "none"
         raise FailedPrecondition(
-            f"database schema is at revision {revision or 'none'}, this code needs {expected}: run `v2x migrate`"
+            f"database schema is at revision {have}, this code needs {', '.join(sorted(expected))}: "
+            "run `v2x migrate`"
         )

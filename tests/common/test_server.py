@@ -1,0 +1,104 @@
+"""The server factory: health, reflection, metrics, request ids, error mapping, method policy."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from services.common.runtime import Resources, RunningService, ServiceParts, start_service
+from services.common.server import ServiceDefinition
+from services.parking.app import POLICY
+from tests.conftest import Keys
+from v2x.parking.v1 import parking_pb2 as pb
+from v2x.parking.v1 import parking_pb2_grpc
+
+
+class _Broken(parking_pb2_grpc.ParkingServiceServicer):
+    async def GetLot(self, request: pb.GetLotRequest, context: Any) -> pb.LotView:
+        raise RuntimeError("boom: this must not reach the client")
+
+
+def _broken_parts(resources: Resources) -> ServiceParts:
+    return ServiceParts([ServiceDefinition(
+        descriptor=pb.DESCRIPTOR.services_by_name["ParkingService"],
+        register=lambda s: parking_pb2_grpc.add_ParkingServiceServicer_to_server(_Broken(), s),
+        policy=POLICY)])
+
+
+@pytest.fixture(scope="module")
+async def broken(resources: Resources) -> AsyncIterator[RunningService]:
+    running = await start_service(_broken_parts, resources, port=0, host="127.0.0.1", metrics_port=0)
+    yield running
+    await running.stop(0)
+
+
+async def test_health_reports_serving_per_service(parking_service: RunningService) -> None:
+    async with aio.insecure_channel(f"127.0.0.1:{parking_service.server.port}") as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        for name in ("", "v2x.parking.v1.ParkingService"):
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=name))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(aio.AioRpcError) as err:
+            await stub.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_reflection_lists_the_service(parking_service: RunningService) -> None:
+    async with aio.insecure_channel(f"127.0.0.1:{parking_service.server.port}") as ch:
+        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+
+        async def one() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+        names = [s.name async for r in stub.ServerReflectionInfo(one()) for s in r.list_services_response.service]
+    assert "v2x.parking.v1.ParkingService" in names and "grpc.health.v1.Health" in names
+
+
+async def test_unhandled_error_is_internal_with_request_id_and_no_leak(broken: RunningService, keys: Keys) -> None:
+    async with aio.insecure_channel(f"127.0.0.1:{broken.server.port}") as ch:
+        stub = parking_pb2_grpc.ParkingServiceStub(ch)
+        with pytest.raises(aio.AioRpcError) as err:
+            await stub.GetLot(pb.GetLotRequest(lot_id="x"),
+                              metadata=(*keys.md(keys.driver), ("x-request-id", "req-123")))
+    assert err.value.code() == grpc.StatusCode.INTERNAL
+    assert "req-123" in (err.value.details() or "") and "boom" not in (err.value.details() or "")
+
+
+async def test_domain_error_carries_google_rpc_details_and_request_id(parking_channel: aio.Channel,
+                                                                      keys: Keys) -> None:
+    stub = parking_pb2_grpc.ParkingServiceStub(parking_channel)
+    with pytest.raises(aio.AioRpcError) as err:
+        await stub.GetLot(pb.GetLotRequest(lot_id="bad id!"), metadata=(*keys.md(keys.driver), ("x-request-id", "r-9")))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    trailers = dict(err.value.trailing_metadata() or ())
+    assert trailers["x-request-id"] == "r-9"
+    status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+    infos, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(infos) and infos.reason == "INVALID_ARGUMENT" and infos.domain == "v2x.city"
+    assert status.details[1].Unpack(bad) and bad.field_violations[0].field == "lot_id"
+
+
+async def test_metrics_count_rpcs_by_method_and_code(broken: RunningService, keys: Keys) -> None:
+    async with aio.insecure_channel(f"127.0.0.1:{broken.server.port}") as ch:
+        stub = parking_pb2_grpc.ParkingServiceStub(ch)
+        with pytest.raises(aio.AioRpcError):
+            await stub.GetLot(pb.GetLotRequest(lot_id="x"), metadata=keys.md(keys.driver))
+    assert broken.server.metrics_port
+    body = urllib.request.urlopen(f"http://127.0.0.1:{broken.server.metrics_port}/metrics", timeout=5).read().decode()
+    assert 'v2x_rpc_handled_total{code="INTERNAL",method="GetLot",service="v2x.parking.v1.ParkingService"}' in body
+    assert "v2x_rpc_handling_seconds_bucket" in body
+
+
+def test_a_method_without_policy_fails_at_start() -> None:
+    incomplete = {k: v for k, v in POLICY.items() if k != "GetLot"}
+    definition = ServiceDefinition(pb.DESCRIPTOR.services_by_name["ParkingService"], lambda s: None, incomplete)
+    with pytest.raises(ValueError, match="GetLot"):
+        definition.full_policy()
