@@ -98,7 +98,9 @@ def _final_code(context: aio.ServicerContext[Any, Any], error: BaseException | N
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return code
-    return grpc.StatusCode.UNKNOWN if error is not None and not isinstance(error, aio.AbortError) else grpc.StatusCode.OK
+    if error is not None and not isinstance(error, aio.AbortError):
+        return grpc.StatusCode.UNKNOWN
+    return grpc.StatusCode.OK
 
 
 class RequestLogInterceptor(_AroundInterceptor):
@@ -163,7 +165,7 @@ async def abort_with(context: aio.ServicerContext[Any, Any], exc: DomainError) -
     status = to_status_proto(exc)
     await context.abort(
         grpc_code(exc),
-        exc.message,
+        status.message,  # bounded, as the details are
         trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),
                            ("x-request-id", request_id_var.get())),
     )

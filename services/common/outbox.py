@@ -31,7 +31,9 @@ class OutboxRow:
     payload: Mapping[str, Any]
 
 
-_INSERT = text("INSERT INTO outbox (kind, aggregate_id, payload) VALUES (:kind, :aggregate_id, CAST(:payload AS jsonb))")
+_INSERT = text(
+    "INSERT INTO outbox (kind, aggregate_id, payload) VALUES (:kind, :aggregate_id, CAST(:payload AS jsonb))"
+)
 
 
 async def write_outbox(conn: AsyncConnection, rows: Sequence[OutboxRow]) -> None:

@@ -31,7 +31,7 @@ class Validator:
         if not value:
             if required:
                 self.fail(field, "is required")
-        elif not ID_RE.match(value):
+        elif not ID_RE.fullmatch(value):  # `$` alone would let a trailing newline through
             self.fail(field, "must be 1..64 characters of A-Z a-z 0-9 . _ : -")
         return value
 

@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
+from v2x.parking.v1 import parking_pb2 as pb
+from v2x.parking.v1.parking_pb2_grpc import ParkingServiceStub
 
 from services.parking.demo import DemoLot, district, occupancy_report
 from services.parking.model import Report
-from v2x.parking.v1 import parking_pb2 as pb
-from v2x.parking.v1.parking_pb2_grpc import ParkingServiceStub
 
 log = logging.getLogger("v2x.sim")
 

@@ -101,7 +101,9 @@ async def run_suite(settings: Settings, *, simulate: bool = True) -> None:
             await engine.dispose()
         env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
         for name in builders():
-            suite.children[name] = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name], env=env)
+            # Spawning returns at once (no waiting on the child), so it does not stall the loop.
+            suite.children[name] = subprocess.Popen(  # noqa: ASYNC220
+                [sys.executable, "-m", "services.cli", "serve", name], env=env)
         deadline = time.monotonic() + READY_TIMEOUT_S
         for name in suite.children:
             if not await _healthy(settings.ports[name], deadline):

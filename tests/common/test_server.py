@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,13 +13,13 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from v2x.parking.v1 import parking_pb2 as pb
+from v2x.parking.v1 import parking_pb2_grpc
 
 from services.common.runtime import Resources, RunningService, ServiceParts, start_service
 from services.common.server import ServiceDefinition
 from services.parking.app import POLICY
 from tests.conftest import Keys
-from v2x.parking.v1 import parking_pb2 as pb
-from v2x.parking.v1 import parking_pb2_grpc
 
 
 class _Broken(parking_pb2_grpc.ParkingServiceServicer):
@@ -92,7 +93,8 @@ async def test_metrics_count_rpcs_by_method_and_code(broken: RunningService, key
         with pytest.raises(aio.AioRpcError):
             await stub.GetLot(pb.GetLotRequest(lot_id="x"), metadata=keys.md(keys.driver))
     assert broken.server.metrics_port
-    body = urllib.request.urlopen(f"http://127.0.0.1:{broken.server.metrics_port}/metrics", timeout=5).read().decode()
+    url = f"http://127.0.0.1:{broken.server.metrics_port}/metrics"
+    body = (await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())).decode()
     assert 'v2x_rpc_handled_total{code="INTERNAL",method="GetLot",service="v2x.parking.v1.ParkingService"}' in body
     assert "v2x_rpc_handling_seconds_bucket" in body
 
