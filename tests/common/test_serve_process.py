@@ -43,19 +43,19 @@ async def test_serve_stops_cleanly_on_signal(settings: Settings, sig: signal.Sig
     env = {**os.environ, "DATABASE_URL": settings.database_url or "", "REDIS_URL": settings.redis_url or "",
            "V2X_PARKING_PORT": str(port), "V2X_PARKING_METRICS_PORT": str(metrics), "V2X_BIND_HOST": "127.0.0.1",
            "LOG_LEVEL": "WARNING", "V2X_GRACE_S": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "parking"], env=env,
-                            stderr=subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.cli", "serve", "parking", env=env,
+                                                stderr=subprocess.PIPE)
     try:
         assert await _serving(port, 30), "parking did not become healthy"
         proc.send_signal(sig)
-        code = await asyncio.to_thread(proc.wait, 15)
-        assert code == 0, proc.stderr.read().decode() if proc.stderr else ""
+        code = await asyncio.wait_for(proc.wait(), 15)
+        assert code == 0, (await proc.stderr.read()).decode() if proc.stderr else ""
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, "the port still accepts connections"
     finally:
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.kill()
-            proc.wait()
+            await proc.wait()
 
 
 async def test_serve_without_database_url_fails_fast_with_a_clear_message() -> None:

@@ -10,7 +10,11 @@ from v2x.parking.v1.parking_pb2_grpc import ParkingServiceStub
 
 if TYPE_CHECKING:
     # The async flavour of the stub exists only in the generated .pyi.
-    from v2x.parking.v1.parking_pb2_grpc import ParkingServiceAsyncStub as Stub
+    from typing import TypeAlias
+
+    from v2x.parking.v1.parking_pb2_grpc import ParkingServiceAsyncStub
+
+    Stub: TypeAlias = ParkingServiceAsyncStub
 else:
     Stub = ParkingServiceStub
 

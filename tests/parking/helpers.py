@@ -43,7 +43,7 @@ def report(lot_id: str, seq: int, *, general: int | None = None, ev: int | None 
     if ev is not None:
         r.counts.add(space_class=pb.SPACE_CLASS_EV, free=ev)
     for spot_id, status in (spots or {}).items():
-        r.spots.add(spot_id=spot_id, status=status)  # type: ignore[arg-type]
+        r.spots.add(spot_id=spot_id, status=status)
     return r
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 from grpc import aio
+from v2x.common.v1 import common_pb2 as cpb
 from v2x.parking.v1 import parking_pb2 as pb
 
 from tests.conftest import Keys
@@ -62,7 +63,7 @@ async def test_operator_lists_only_its_own_lots(stub: Stub, keys: Keys, unique: 
     seen: list[str] = []
     token = ""
     while True:
-        page = await stub.ListLots(pb.ListLotsRequest(page={"page_size": 3, "page_token": token}),
+        page = await stub.ListLots(pb.ListLotsRequest(page=cpb.PageRequest(page_size=3, page_token=token)),
                                    metadata=keys.md(keys.op_b))
         seen += [v.lot.id for v in page.lots]
         token = page.page.next_page_token
