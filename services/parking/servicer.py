@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -13,9 +14,11 @@ from grpc import aio
 from prometheus_client import Counter
 
 from services.common.config import Settings
-from services.common.errors import DomainError, InvalidArgument
+from services.common.errors import DomainError, FieldViolation, InvalidArgument
 from services.common.principal import Principal, Role, current_principal
+from services.common.validation import ID_RE
 from services.parking import convert
+from services.parking.availability import is_fresh
 from services.parking.feed import AvailabilityFeed
 from services.parking.model import Outcome, Report
 from services.parking.store import ParkingStore
@@ -35,11 +38,21 @@ def _token(value: str) -> str:
     return base64.urlsafe_b64encode(value.encode()).decode() if value else ""
 
 
-def _untoken(token: str) -> str:
+# The cursor inside a ListPassages page token: a passage row id (ListLots' cursor is a lot id, ID_RE).
+_PASSAGE_CURSOR = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def _untoken(token: str, cursor: re.Pattern[str]) -> str:
+    if not token:
+        return ""
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode() if token else ""
+        # Strict: the lenient decoder drops unknown characters, so garbage could read as "first page".
+        value = base64.b64decode(token, altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument("page.page_token is not a token this service issued") from None
+        value = ""
+    if not cursor.fullmatch(value):
+        raise InvalidArgument(FieldViolation("page.page_token", "is not a token this service issued"))
+    return value
 
 
 class ParkingServicer(parking_pb2_grpc.ParkingServiceServicer):
@@ -73,7 +86,7 @@ class ParkingServicer(parking_pb2_grpc.ParkingServiceServicer):
         if principal.role is Role.OPERATOR:
             operator = principal.scope
         now = _now()
-        rows = await self.store.list_lots(operator, _untoken(token), size + 1, now)
+        rows = await self.store.list_lots(operator, _untoken(token, ID_RE), size + 1, now)
         more = len(rows) > size
         rows = rows[:size]
         out = pb.ListLotsResponse(lots=[pb.LotView(lot=convert.lot_proto(r), availability=convert.availability_proto(
@@ -89,7 +102,7 @@ class ParkingServicer(parking_pb2_grpc.ParkingServiceServicer):
 
     async def ListSpots(self, request: pb.ListSpotsRequest, context: Context) -> pb.ListSpotsResponse:
         spots, view = await self.store.list_spots(convert.lot_id(request.lot_id))
-        fresh = convert.availability_proto(view, _now()).status != pb.SITE_STATUS_UNKNOWN
+        fresh = is_fresh(view.state, view.summary.ttl_s, _now())
         return pb.ListSpotsResponse(spots=[convert.spot_proto(s, fresh) for s in spots])
 
     # ----- occupancy ------------------------------------------------------------------------
@@ -168,10 +181,13 @@ class ParkingServicer(parking_pb2_grpc.ParkingServiceServicer):
         principal = current_principal()
         lot_id = convert.lot_id(request.lot_id)
         size, token = convert.page(request.page)
-        since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else None
-        after = _untoken(token)
-        if after and not after.isdigit():
-            raise InvalidArgument("page.page_token is not a token this service issued")
+        since = None
+        if request.HasField("since"):
+            try:
+                since = request.since.ToDatetime(tzinfo=UTC)
+            except (ValueError, OverflowError):
+                raise InvalidArgument(FieldViolation("since", "is not a valid timestamp")) from None
+        after = _untoken(token, _PASSAGE_CURSOR)
         rows, redact = await self.store.list_passages(principal, lot_id, since, int(after or 0), size + 1)
         out = pb.ListPassagesResponse(passages=[convert.passage_proto(p, redact) for _, p in rows[:size]],
                                       plates_redacted=redact)

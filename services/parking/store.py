@@ -101,7 +101,9 @@ def _find_sql(space_class: int) -> Any:
         f"{_FROM} WHERE ST_DWithin(l.location, ST_MakePoint(:lon, :lat)::geography, :radius, false) "
         "AND (:any_kind OR l.kind = ANY(:kinds)) "
         "AND (:max_price = 0 OR l.hourly_price_fen <= :max_price) "
-        "AND (NOT :open_now OR l.always_open OR l.open_minutes @> CAST(:mow AS integer)) "
+        # Open now: by opening hours, and not reported closed by a reading that is still fresh.
+        "AND (NOT :open_now OR ((l.always_open OR l.open_minutes @> CAST(:mow AS integer)) "
+        "AND NOT (s.closed AND s.observed_at + make_interval(secs => l.ttl_s) > :now))) "
         f"AND (:min_free = 0 OR (s.{free} >= :min_free AND NOT s.closed "
         "AND s.observed_at + make_interval(secs => l.ttl_s) > :now "
         "AND (l.always_open OR l.open_minutes @> CAST(:mow AS integer)))) "
@@ -337,7 +339,9 @@ class ParkingStore:
         _require_owner(principal, w.summary.operator_id, r.lot_id)
         cap = w.summary.capacity
         for c, reported in r.counts.items():
-            if reported > cap.get(c, 0):
+            if cap.get(c, 0) <= 0:  # the proto: "the class must have capacity on the lot"
+                raise InvalidArgument(FieldViolation("counts", f"lot {r.lot_id} has no {CLASS_NAMES[c]} spaces"))
+            if reported > cap[c]:
                 raise InvalidArgument(FieldViolation(
                     "counts", f"free {CLASS_NAMES[c]} spaces {reported} exceed the {CLASS_NAMES[c]} capacity {cap[c]}"))
         lot_spots = spots.get(r.lot_id, {})
@@ -418,8 +422,9 @@ class ParkingStore:
 
     async def list_passages(self, principal: Principal, lot_id: str, since: datetime | None, after_id: int,
                             n: int) -> tuple[list[tuple[int, PassageRecord]], bool]:
-        """Newest first. Returns the passages (with their row ids for paging) and whether plates are
-        to be redacted for this caller."""
+        """Newest first (by passed_at; late passages take their place in time). Returns the passages
+        (with their row ids: the page token is the last row's id) and whether plates are to be
+        redacted for this caller."""
         async with self.engine.connect() as conn:
             lot = (await conn.execute(text("SELECT operator_id FROM parking_lots WHERE id = :id"),
                                       {"id": lot_id})).first()
@@ -431,7 +436,8 @@ class ParkingStore:
                 "SELECT id, lot_id, passage_id, direction, plate, plate_colour, lane, passed_at, space_class, "
                 "received_at FROM parking_passages WHERE lot_id = :lot_id "
                 "AND (CAST(:since AS timestamptz) IS NULL OR passed_at >= :since) "
-                "AND (:after = 0 OR id < :after) ORDER BY id DESC LIMIT :n"),
+                "AND (:after = 0 OR (passed_at, id) < (SELECT a.passed_at, a.id FROM parking_passages a "
+                "WHERE a.id = :after)) ORDER BY passed_at DESC, id DESC LIMIT :n"),
                 {"lot_id": lot_id, "since": since, "after": after_id, "n": n})).all()
         redact = not (principal.role is Role.POLICE or principal.is_operator(lot.operator_id))
         return [(r.id, PassageRecord(PassageSpec(r.lot_id, r.passage_id, r.direction, r.plate, r.plate_colour,

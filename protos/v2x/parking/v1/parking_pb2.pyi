@@ -1360,7 +1360,7 @@ class FindAvailableRequest(_message.Message):
     min_free: _builtins.int
     """Minimum free spaces of `space_class`, >= 0 (0 = 1 when `only_available`)."""
     open_now: _builtins.bool
-    """Only lots open now."""
+    """Only lots open now: inside their opening hours and not reported closed by a fresh reading."""
     max_price_per_hour_fen: _builtins.int
     """Only lots whose hourly price is at most this, in fen (0 = no limit)."""
     only_available: _builtins.bool
