@@ -345,6 +345,38 @@ AUDIT_ACTION_AUTO_CLOSED: AuditAction.ValueType  # 8
 """The service closed a cleared incident after the reactivation window."""
 Global___AuditAction: _TypeAlias = AuditAction  # noqa: Y015
 
+class _LinkKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LinkKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LinkKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LINK_KIND_UNSPECIFIED: _LinkKind.ValueType  # 0
+    """Not set."""
+    LINK_KIND_OPENED: _LinkKind.ValueType  # 1
+    """The report opened the incident."""
+    LINK_KIND_JOINED: _LinkKind.ValueType  # 2
+    """The report joined the open incident by correlation."""
+    LINK_KIND_MERGED: _LinkKind.ValueType  # 3
+    """The report moved from one incident to another by MergeIncidents."""
+    LINK_KIND_SPLIT: _LinkKind.ValueType  # 4
+    """The report moved out of an incident into a new one by SplitSource."""
+
+class LinkKind(_LinkKind, metaclass=_LinkKindEnumTypeWrapper):
+    """How a report came to belong to an incident, or moved between incidents. Links are never deleted."""
+
+LINK_KIND_UNSPECIFIED: LinkKind.ValueType  # 0
+"""Not set."""
+LINK_KIND_OPENED: LinkKind.ValueType  # 1
+"""The report opened the incident."""
+LINK_KIND_JOINED: LinkKind.ValueType  # 2
+"""The report joined the open incident by correlation."""
+LINK_KIND_MERGED: LinkKind.ValueType  # 3
+"""The report moved from one incident to another by MergeIncidents."""
+LINK_KIND_SPLIT: LinkKind.ValueType  # 4
+"""The report moved out of an incident into a new one by SplitSource."""
+Global___LinkKind: _TypeAlias = LinkKind  # noqa: Y015
+
 @_typing.final
 class Evidence(_message.Message):
     """Evidence attached to a report."""
@@ -354,26 +386,78 @@ class Evidence(_message.Message):
     SNAPSHOT_JPEG_FIELD_NUMBER: _builtins.int
     PLATE_FIELD_NUMBER: _builtins.int
     PLATE_COLOUR_FIELD_NUMBER: _builtins.int
+    HAS_SNAPSHOT_FIELD_NUMBER: _builtins.int
+    REDACTED_FIELD_NUMBER: _builtins.int
     snapshot_jpeg: _builtins.bytes
-    """Snapshot image (JPEG), <= 2 MiB. Shown to the police only."""
+    """Snapshot image (JPEG), <= 2 MiB. Returned by GetEvidence only (police)."""
     plate: _builtins.str
-    """Plate of the vehicle involved (e.g. 沪A12345); shown to the police only."""
+    """Plate of the vehicle involved (e.g. 沪A12345), <= 16 characters; shown to the police only."""
     plate_colour: _parking_pb2.PlateColour.ValueType
     """Plate colour."""
+    has_snapshot: _builtins.bool
+    """True when the report has a snapshot (fetch it with GetEvidence)."""
+    redacted: _builtins.bool
+    """True when evidence exists but the caller may not see it (every role but police)."""
     def __init__(
         self,
         *,
         snapshot_jpeg: _builtins.bytes = ...,
         plate: _builtins.str = ...,
         plate_colour: _parking_pb2.PlateColour.ValueType = ...,
+        has_snapshot: _builtins.bool = ...,
+        redacted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["plate", b"plate", "plate_colour", b"plate_colour", "snapshot_jpeg", b"snapshot_jpeg"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_snapshot", b"has_snapshot", "plate", b"plate", "plate_colour", b"plate_colour", "redacted", b"redacted", "snapshot_jpeg", b"snapshot_jpeg"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Evidence: _TypeAlias = Evidence  # noqa: Y015
+
+@_typing.final
+class SourceLink(_message.Message):
+    """One link of a report to an incident."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    FROM_INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    TO_INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    report_id: _builtins.str
+    """The report."""
+    kind: Global___LinkKind.ValueType
+    """What happened."""
+    from_incident_id: _builtins.str
+    """The incident the report left (MERGED, SPLIT); empty otherwise."""
+    to_incident_id: _builtins.str
+    """The incident the report belongs to from then on."""
+    actor: _builtins.str
+    """Who: the caller's principal, or `system`."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When."""
+
+    def __init__(
+        self,
+        *,
+        report_id: _builtins.str = ...,
+        kind: Global___LinkKind.ValueType = ...,
+        from_incident_id: _builtins.str = ...,
+        to_incident_id: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "at", b"at", "from_incident_id", b"from_incident_id", "kind", b"kind", "report_id", b"report_id", "to_incident_id", b"to_incident_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SourceLink: _TypeAlias = SourceLink  # noqa: Y015
 
 @_typing.final
 class LaneImpact(_message.Message):
@@ -420,6 +504,7 @@ class ReportEventRequest(_message.Message):
     HEADING_DEG_FIELD_NUMBER: _builtins.int
     EVIDENCE_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    DENM_CAUSE_CODE_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """Client's key for this report, 1..128 characters, unique per source_id; a repeat is idempotent."""
     source_id: _builtins.str
@@ -440,6 +525,10 @@ class ReportEventRequest(_message.Message):
     """Direction of travel affected, degrees clockwise from north, 0..360; absent when both or unknown."""
     description: _builtins.str
     """Free text, <= 1000 characters."""
+    denm_cause_code: _builtins.int
+    """An ETSI DENM cause code given instead of `type` (external feeds), 1..255; it is mapped to a type,
+    or to UNMAPPED (keeping "denm:<code>" in external_code) when the suite has none for it.
+    """
     @_builtins.property
     def position(self) -> _common_pb2.LatLon:
         """Where (WGS-84)."""
@@ -468,10 +557,11 @@ class ReportEventRequest(_message.Message):
         heading_deg: _builtins.float | None = ...,
         evidence: Global___Evidence | None = ...,
         description: _builtins.str = ...,
+        denm_cause_code: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_heading_deg", b"_heading_deg", "evidence", b"evidence", "heading_deg", b"heading_deg", "observed_at", b"observed_at", "position", b"position"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_heading_deg", b"_heading_deg", "confidence", b"confidence", "description", b"description", "evidence", b"evidence", "external_code", b"external_code", "heading_deg", b"heading_deg", "idempotency_key", b"idempotency_key", "lane_id", b"lane_id", "observed_at", b"observed_at", "position", b"position", "radius_m", b"radius_m", "source_id", b"source_id", "source_kind", b"source_kind", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_heading_deg", b"_heading_deg", "confidence", b"confidence", "denm_cause_code", b"denm_cause_code", "description", b"description", "evidence", b"evidence", "external_code", b"external_code", "heading_deg", b"heading_deg", "idempotency_key", b"idempotency_key", "lane_id", b"lane_id", "observed_at", b"observed_at", "position", b"position", "radius_m", b"radius_m", "source_id", b"source_id", "source_kind", b"source_kind", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__heading_deg: _TypeAlias = _typing.Literal["heading_deg"]  # noqa: Y015
     _WhichOneofArgType__heading_deg: _TypeAlias = _typing.Literal["_heading_deg", b"_heading_deg"]  # noqa: Y015
@@ -629,6 +719,7 @@ class Incident(_message.Message):
     CLOSED_AT_FIELD_NUMBER: _builtins.int
     MERGED_INTO_ID_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    DENM_CAUSE_CODE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Incident id (server-assigned)."""
     type: Global___EventType.ValueType
@@ -652,7 +743,9 @@ class Incident(_message.Message):
     merged_into_id: _builtins.str
     """The incident it was merged into (then CLOSED); empty otherwise."""
     description: _builtins.str
-    """Free text (from the first report, or the latest police note)."""
+    """Free text (from the first report that had one)."""
+    denm_cause_code: _builtins.int
+    """The ETSI DENM cause code of `type`; 0 when the type has none (UNMAPPED)."""
     @_builtins.property
     def lane_impacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___LaneImpact]:
         """Effect per lane."""
@@ -718,10 +811,11 @@ class Incident(_message.Message):
         closed_at: _timestamp_pb2.Timestamp | None = ...,
         merged_into_id: _builtins.str = ...,
         description: _builtins.str = ...,
+        denm_cause_code: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_heading_deg", b"_heading_deg", "cleared_at", b"cleared_at", "closed_at", b"closed_at", "created_at", b"created_at", "first_observed_at", b"first_observed_at", "heading_deg", b"heading_deg", "last_observed_at", b"last_observed_at", "position", b"position", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_heading_deg", b"_heading_deg", "cleared_at", b"cleared_at", "closed_at", b"closed_at", "confidence", b"confidence", "created_at", b"created_at", "description", b"description", "first_observed_at", b"first_observed_at", "heading_deg", b"heading_deg", "id", b"id", "lane_impacts", b"lane_impacts", "last_observed_at", b"last_observed_at", "merged_into_id", b"merged_into_id", "position", b"position", "radius_m", b"radius_m", "severity", b"severity", "severity_derived", b"severity_derived", "source_count", b"source_count", "source_kinds", b"source_kinds", "sources", b"sources", "status", b"status", "type", b"type", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_heading_deg", b"_heading_deg", "cleared_at", b"cleared_at", "closed_at", b"closed_at", "confidence", b"confidence", "created_at", b"created_at", "denm_cause_code", b"denm_cause_code", "description", b"description", "first_observed_at", b"first_observed_at", "heading_deg", b"heading_deg", "id", b"id", "lane_impacts", b"lane_impacts", "last_observed_at", b"last_observed_at", "merged_into_id", b"merged_into_id", "position", b"position", "radius_m", b"radius_m", "severity", b"severity", "severity_derived", b"severity_derived", "source_count", b"source_count", "source_kinds", b"source_kinds", "sources", b"sources", "status", b"status", "type", b"type", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__heading_deg: _TypeAlias = _typing.Literal["heading_deg"]  # noqa: Y015
     _WhichOneofArgType__heading_deg: _TypeAlias = _typing.Literal["_heading_deg", b"_heading_deg"]  # noqa: Y015
@@ -1003,6 +1097,7 @@ class GetIncidentResponse(_message.Message):
 
     INCIDENT_FIELD_NUMBER: _builtins.int
     AUDIT_FIELD_NUMBER: _builtins.int
+    LINKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def incident(self) -> Global___Incident:
         """The incident, with its sources."""
@@ -1011,19 +1106,46 @@ class GetIncidentResponse(_message.Message):
     def audit(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditRecord]:
         """Audit trail, oldest first."""
 
+    @_builtins.property
+    def links(self) -> _containers.RepeatedCompositeFieldContainer[Global___SourceLink]:
+        """Every link of a report to or from this incident, oldest first."""
+
     def __init__(
         self,
         *,
         incident: Global___Incident | None = ...,
         audit: _abc.Iterable[Global___AuditRecord] | None = ...,
+        links: _abc.Iterable[Global___SourceLink] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["incident", b"incident"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit", "incident", b"incident"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit", "incident", b"incident", "links", b"links"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetIncidentResponse: _TypeAlias = GetIncidentResponse  # noqa: Y015
+
+@_typing.final
+class GetEvidenceRequest(_message.Message):
+    """GetEvidence input."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_ID_FIELD_NUMBER: _builtins.int
+    report_id: _builtins.str
+    """Report id (IncidentSource.report_id)."""
+    def __init__(
+        self,
+        *,
+        report_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report_id", b"report_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEvidenceRequest: _TypeAlias = GetEvidenceRequest  # noqa: Y015
 
 @_typing.final
 class ListIncidentsRequest(_message.Message):
@@ -1133,7 +1255,9 @@ class IncidentFilter(_message.Message):
 
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___IncidentStatus.ValueType]:
-        """Only these statuses (empty = all)."""
+        """Only these statuses (empty = every open status). Terminal statuses (CLOSED, FALSE_ALARM) are
+        refused: an incident that ends is announced by an END message.
+        """
 
     def __init__(
         self,
@@ -1213,6 +1337,10 @@ class IncidentMessage(_message.Message):
         """
         KIND_HEARTBEAT: IncidentMessage._Kind.ValueType  # 5
         """Nothing happened; carries the latest cursor."""
+        KIND_SNAPSHOT_END: IncidentMessage._Kind.ValueType  # 6
+        """The snapshot after a RESYNC is complete; live changes follow. Carries the cursor to resume from
+        (the RESYNC and the snapshot's NEW messages carry none: resuming inside a snapshot is not possible).
+        """
 
     class Kind(_Kind, metaclass=_KindEnumTypeWrapper):
         """Why this message was sent."""
@@ -1233,6 +1361,10 @@ class IncidentMessage(_message.Message):
     """
     KIND_HEARTBEAT: IncidentMessage.Kind.ValueType  # 5
     """Nothing happened; carries the latest cursor."""
+    KIND_SNAPSHOT_END: IncidentMessage.Kind.ValueType  # 6
+    """The snapshot after a RESYNC is complete; live changes follow. Carries the cursor to resume from
+    (the RESYNC and the snapshot's NEW messages carry none: resuming inside a snapshot is not possible).
+    """
 
     KIND_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
@@ -1241,7 +1373,9 @@ class IncidentMessage(_message.Message):
     kind: Global___IncidentMessage.Kind.ValueType
     """Why."""
     cursor: _builtins.str
-    """Resume point: pass it as SubscribeRequest.cursor to continue after this message."""
+    """Resume point: pass it as SubscribeRequest.cursor to continue after this message (empty on RESYNC
+    and snapshot messages: keep the last cursor you had).
+    """
     @_builtins.property
     def incident(self) -> Global___Incident:
         """The incident, without sources (absent for RESYNC and HEARTBEAT)."""
@@ -1265,3 +1399,27 @@ class IncidentMessage(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IncidentMessage: _TypeAlias = IncidentMessage  # noqa: Y015
+
+@_typing.final
+class SubscribeResponse(_message.Message):
+    """One response of a Subscribe stream: the messages ready when it was sent, in stream order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___IncidentMessage]:
+        """At least one message."""
+
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___IncidentMessage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribeResponse: _TypeAlias = SubscribeResponse  # noqa: Y015

@@ -65,6 +65,11 @@ class IdpsServiceStub:
                 request_serializer=v2x_dot_idps_dot_v1_dot_idps__pb2.GetIncidentRequest.SerializeToString,
                 response_deserializer=v2x_dot_idps_dot_v1_dot_idps__pb2.GetIncidentResponse.FromString,
                 _registered_method=True)
+        self.GetEvidence = channel.unary_unary(
+                '/v2x.idps.v1.IdpsService/GetEvidence',
+                request_serializer=v2x_dot_idps_dot_v1_dot_idps__pb2.GetEvidenceRequest.SerializeToString,
+                response_deserializer=v2x_dot_idps_dot_v1_dot_idps__pb2.Evidence.FromString,
+                _registered_method=True)
         self.ListIncidents = channel.unary_unary(
                 '/v2x.idps.v1.IdpsService/ListIncidents',
                 request_serializer=v2x_dot_idps_dot_v1_dot_idps__pb2.ListIncidentsRequest.SerializeToString,
@@ -73,7 +78,7 @@ class IdpsServiceStub:
         self.Subscribe = channel.unary_stream(
                 '/v2x.idps.v1.IdpsService/Subscribe',
                 request_serializer=v2x_dot_idps_dot_v1_dot_idps__pb2.SubscribeRequest.SerializeToString,
-                response_deserializer=v2x_dot_idps_dot_v1_dot_idps__pb2.IncidentMessage.FromString,
+                response_deserializer=v2x_dot_idps_dot_v1_dot_idps__pb2.SubscribeResponse.FromString,
                 _registered_method=True)
 
 
@@ -120,7 +125,15 @@ class IdpsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetIncident(self, request, context):
-        """Returns one incident with its sources and audit trail.
+        """Returns one incident with its sources, audit trail and source links. Plates are shown to the
+        police only; other roles see the evidence redacted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEvidence(self, request, context):
+        """Returns the evidence of one report, snapshot image included (police only).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,7 +148,8 @@ class IdpsServiceServicer:
 
     def Subscribe(self, request, context):
         """Streams incident changes matching a filter, resumable from a cursor. Starts with a RESYNC and a
-        snapshot when no cursor (or an expired one) is given; heartbeats keep idle streams alive.
+        snapshot when no cursor (or an expired one) is given; heartbeats keep idle streams alive. Each
+        response carries the messages ready at the time, in order (one when idle, more under load).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -174,6 +188,11 @@ def add_IdpsServiceServicer_to_server(servicer, server):
                     request_deserializer=v2x_dot_idps_dot_v1_dot_idps__pb2.GetIncidentRequest.FromString,
                     response_serializer=v2x_dot_idps_dot_v1_dot_idps__pb2.GetIncidentResponse.SerializeToString,
             ),
+            'GetEvidence': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEvidence,
+                    request_deserializer=v2x_dot_idps_dot_v1_dot_idps__pb2.GetEvidenceRequest.FromString,
+                    response_serializer=v2x_dot_idps_dot_v1_dot_idps__pb2.Evidence.SerializeToString,
+            ),
             'ListIncidents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListIncidents,
                     request_deserializer=v2x_dot_idps_dot_v1_dot_idps__pb2.ListIncidentsRequest.FromString,
@@ -182,7 +201,7 @@ def add_IdpsServiceServicer_to_server(servicer, server):
             'Subscribe': grpc.unary_stream_rpc_method_handler(
                     servicer.Subscribe,
                     request_deserializer=v2x_dot_idps_dot_v1_dot_idps__pb2.SubscribeRequest.FromString,
-                    response_serializer=v2x_dot_idps_dot_v1_dot_idps__pb2.IncidentMessage.SerializeToString,
+                    response_serializer=v2x_dot_idps_dot_v1_dot_idps__pb2.SubscribeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -359,6 +378,33 @@ class IdpsService:
             _registered_method=True)
 
     @staticmethod
+    def GetEvidence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/v2x.idps.v1.IdpsService/GetEvidence',
+            v2x_dot_idps_dot_v1_dot_idps__pb2.GetEvidenceRequest.SerializeToString,
+            v2x_dot_idps_dot_v1_dot_idps__pb2.Evidence.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListIncidents(request,
             target,
             options=(),
@@ -401,7 +447,7 @@ class IdpsService:
             target,
             '/v2x.idps.v1.IdpsService/Subscribe',
             v2x_dot_idps_dot_v1_dot_idps__pb2.SubscribeRequest.SerializeToString,
-            v2x_dot_idps_dot_v1_dot_idps__pb2.IncidentMessage.FromString,
+            v2x_dot_idps_dot_v1_dot_idps__pb2.SubscribeResponse.FromString,
             options,
             channel_credentials,
             insecure,

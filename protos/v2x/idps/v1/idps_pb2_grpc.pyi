@@ -52,12 +52,17 @@ class IdpsServiceStub:
     SplitSource: _grpc.UnaryUnaryMultiCallable[_idps_pb2.SplitSourceRequest, _idps_pb2.SplitSourceResponse]
     """Moves sources out of an incident into a new incident (police), e.g. two crashes joined by mistake."""
     GetIncident: _grpc.UnaryUnaryMultiCallable[_idps_pb2.GetIncidentRequest, _idps_pb2.GetIncidentResponse]
-    """Returns one incident with its sources and audit trail."""
+    """Returns one incident with its sources, audit trail and source links. Plates are shown to the
+    police only; other roles see the evidence redacted.
+    """
+    GetEvidence: _grpc.UnaryUnaryMultiCallable[_idps_pb2.GetEvidenceRequest, _idps_pb2.Evidence]
+    """Returns the evidence of one report, snapshot image included (police only)."""
     ListIncidents: _grpc.UnaryUnaryMultiCallable[_idps_pb2.ListIncidentsRequest, _idps_pb2.ListIncidentsResponse]
     """Lists incidents by area, time range, types and statuses, newest first."""
-    Subscribe: _grpc.UnaryStreamMultiCallable[_idps_pb2.SubscribeRequest, _idps_pb2.IncidentMessage]
+    Subscribe: _grpc.UnaryStreamMultiCallable[_idps_pb2.SubscribeRequest, _idps_pb2.SubscribeResponse]
     """Streams incident changes matching a filter, resumable from a cursor. Starts with a RESYNC and a
-    snapshot when no cursor (or an expired one) is given; heartbeats keep idle streams alive.
+    snapshot when no cursor (or an expired one) is given; heartbeats keep idle streams alive. Each
+    response carries the messages ready at the time, in order (one when idle, more under load).
     """
 
 @_typing.type_check_only
@@ -82,12 +87,17 @@ class IdpsServiceAsyncStub(IdpsServiceStub):
     SplitSource: _aio.UnaryUnaryMultiCallable[_idps_pb2.SplitSourceRequest, _idps_pb2.SplitSourceResponse]  # type: ignore[assignment]
     """Moves sources out of an incident into a new incident (police), e.g. two crashes joined by mistake."""
     GetIncident: _aio.UnaryUnaryMultiCallable[_idps_pb2.GetIncidentRequest, _idps_pb2.GetIncidentResponse]  # type: ignore[assignment]
-    """Returns one incident with its sources and audit trail."""
+    """Returns one incident with its sources, audit trail and source links. Plates are shown to the
+    police only; other roles see the evidence redacted.
+    """
+    GetEvidence: _aio.UnaryUnaryMultiCallable[_idps_pb2.GetEvidenceRequest, _idps_pb2.Evidence]  # type: ignore[assignment]
+    """Returns the evidence of one report, snapshot image included (police only)."""
     ListIncidents: _aio.UnaryUnaryMultiCallable[_idps_pb2.ListIncidentsRequest, _idps_pb2.ListIncidentsResponse]  # type: ignore[assignment]
     """Lists incidents by area, time range, types and statuses, newest first."""
-    Subscribe: _aio.UnaryStreamMultiCallable[_idps_pb2.SubscribeRequest, _idps_pb2.IncidentMessage]  # type: ignore[assignment]
+    Subscribe: _aio.UnaryStreamMultiCallable[_idps_pb2.SubscribeRequest, _idps_pb2.SubscribeResponse]  # type: ignore[assignment]
     """Streams incident changes matching a filter, resumable from a cursor. Starts with a RESYNC and a
-    snapshot when no cursor (or an expired one) is given; heartbeats keep idle streams alive.
+    snapshot when no cursor (or an expired one) is given; heartbeats keep idle streams alive. Each
+    response carries the messages ready at the time, in order (one when idle, more under load).
     """
 
 class IdpsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -145,7 +155,17 @@ class IdpsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _idps_pb2.GetIncidentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_idps_pb2.GetIncidentResponse, _abc.Awaitable[_idps_pb2.GetIncidentResponse]]:
-        """Returns one incident with its sources and audit trail."""
+        """Returns one incident with its sources, audit trail and source links. Plates are shown to the
+        police only; other roles see the evidence redacted.
+        """
+
+    @_abc_1.abstractmethod
+    def GetEvidence(
+        self,
+        request: _idps_pb2.GetEvidenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_idps_pb2.Evidence, _abc.Awaitable[_idps_pb2.Evidence]]:
+        """Returns the evidence of one report, snapshot image included (police only)."""
 
     @_abc_1.abstractmethod
     def ListIncidents(
@@ -160,9 +180,10 @@ class IdpsServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _idps_pb2.SubscribeRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_idps_pb2.IncidentMessage], _abc.AsyncIterator[_idps_pb2.IncidentMessage]]:
+    ) -> _typing.Union[_abc.Iterator[_idps_pb2.SubscribeResponse], _abc.AsyncIterator[_idps_pb2.SubscribeResponse]]:
         """Streams incident changes matching a filter, resumable from a cursor. Starts with a RESYNC and a
-        snapshot when no cursor (or an expired one) is given; heartbeats keep idle streams alive.
+        snapshot when no cursor (or an expired one) is given; heartbeats keep idle streams alive. Each
+        response carries the messages ready at the time, in order (one when idle, more under load).
         """
 
 def add_IdpsServiceServicer_to_server(servicer: IdpsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

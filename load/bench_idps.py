@@ -1,0 +1,620 @@
+"""IDPS benchmark: sustained ReportEvent rate with correlation on, and report -> console latency.
+
+    .venv/bin/python load/bench_idps.py [--rate 1000] [--subscribers 50] [--json results.json]
+
+What it does, all in one run (about a minute and a half; bounded by --deadline, 180 s by default):
+
+1. creates a fresh database `v2x_bench_idps_<pid>` on the local PostgreSQL/PostGIS cluster and migrates
+   it; clears the IDPS keys of the benchmark's Redis database (db 15 unless --redis-url says otherwise);
+2. starts the IDPS service as a separate process (`v2x serve idps`), as in production;
+3. starts a subscriber process with `--subscribers` Subscribe streams, each on its own connection (like
+   separate police consoles), unfiltered, and measures in the same run:
+   - raw: Redis XADD -> XREAD latency to the same number of readers at the same rate, no service;
+   - paced: ReportEvent at `--rate` per second (open loop) for `--seconds`; the event mix is a city
+     district of 10 km x 10 km with `--sites` places where something happens again and again (two cameras
+     and officers reporting one crash, 30 m apart, mixed types of one family) plus one report in five at
+     a place of its own, so most reports join an incident (correlation on, default windows 100 m / 120 s);
+   - max: ReportEvent with `--concurrency` calls in flight for `--max-seconds`: the sustained rate;
+   end-to-end latency is from just before a ReportEvent is sent to the moment each subscriber has the
+   message with that incident version; "all" is, per report, the latency to the last of the subscribers;
+4. stops the service with SIGTERM and drops the database (also on error or Ctrl-C).
+
+Latencies are sampled (one report version in four, the same in both processes). Clocks: one machine,
+`time.time()` in both client processes. The CPU columns say how much of a core each party used; the
+machine column is the whole machine, other engineers' work included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import multiprocessing as mp
+import os
+import pickle
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, cast
+
+import asyncpg
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from redis.asyncio import Redis
+from v2x.common.v1 import common_pb2 as cpb
+from v2x.idps.v1 import idps_pb2 as pb
+from v2x.idps.v1.idps_pb2_grpc import IdpsServiceStub
+
+from services.common.apikeys import create_key
+from services.common.db import create_engine, migrate
+
+SERVICE = "v2x.idps.v1.IdpsService"
+CENTER = (31.30, 121.50)
+HALF_SIDE_M = 5_000.0
+GOAL_RATE = 1000.0
+GOAL_P99_MS = 100.0
+RAW_STREAM = "v2x:{idpsbench}:raw"
+SAMPLE = 4
+# Paced phase: reports in flight at most; beyond it a due report is counted as skipped, not sent.
+MAX_IN_FLIGHT = 256
+FAMILIES = [
+    (pb.EVENT_TYPE_ACCIDENT, pb.EVENT_TYPE_STOPPED_VEHICLE),
+    (pb.EVENT_TYPE_STOPPED_VEHICLE,),
+    (pb.EVENT_TYPE_THROWN_OBJECT,),
+    (pb.EVENT_TYPE_TRAFFIC_JAM,),
+    (pb.EVENT_TYPE_ROADWORKS,),
+    (pb.EVENT_TYPE_SLIPPERY, pb.EVENT_TYPE_ICY),
+]
+
+
+def sampled(incident_id: str, version: int) -> bool:
+    return zlib.crc32(f"{incident_id}:{version}".encode()) % SAMPLE == 0
+
+
+def _offset(north_m: float, east_m: float) -> tuple[float, float]:
+    lat, lon = CENTER
+    return lat + north_m / 111_320, lon + east_m / (111_320 * math.cos(math.radians(lat)))
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
+
+
+# ----- CPU accounting ---------------------------------------------------------------------------
+
+
+def _proc_cpu_s(pid: int | str) -> tuple[str, float]:
+    with open(f"/proc/{pid}/stat") as f:
+        raw = f.read()
+    comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return comm, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Cpu:
+    wall: float
+    parties: dict[str, float]
+
+    @classmethod
+    def take(cls, pids: dict[str, int]) -> Cpu:
+        parties = {"postgres": 0.0, "redis": 0.0}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    comm, cpu = _proc_cpu_s(entry)
+                    if comm.startswith("postgres"):
+                        parties["postgres"] += cpu
+                    elif comm.startswith("redis-server"):
+                        parties["redis"] += cpu
+        for name, pid in pids.items():
+            with contextlib.suppress(OSError):
+                parties[name] = _proc_cpu_s(pid)[1]
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        parties["machine"] = (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+        return cls(time.perf_counter(), parties)
+
+    def since(self, start: Cpu) -> dict[str, float]:
+        wall = self.wall - start.wall
+        return {k: round((v - start.parties.get(k, 0.0)) / wall, 2) for k, v in self.parties.items()}
+
+
+# ----- the subscriber process -------------------------------------------------------------------
+
+
+def subscriber_process(port: int, redis_url: str, key: str, n: int, conn: Connection, out_path: str) -> None:
+    """Runs in its own process: n Subscribe streams (or n raw XREAD readers), recording arrival times."""
+    asyncio.run(_subscribers(port, redis_url, key, n, conn, out_path))
+
+
+async def _subscribers(port: int, redis_url: str, key: str, n: int, conn: Connection, out_path: str) -> None:
+    loop = asyncio.get_running_loop()
+    results: dict[str, Any] = {}
+
+    async def command() -> str:
+        return cast(str, await loop.run_in_executor(None, conn.recv))
+
+    # Raw baseline: n readers of a plain stream, entries carry their XADD time.
+    raw_lat: list[float] = []
+    readers = [Redis.from_url(redis_url) for _ in range(n)]
+    stop_raw = asyncio.Event()
+
+    async def raw_reader(r: Redis) -> None:
+        cursor: Any = b"$"
+        while not stop_raw.is_set():
+            reply = cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
+                         await r.xread({RAW_STREAM: cursor}, count=1000, block=200))
+            now = time.time()
+            for _, entries in reply or []:
+                for entry_id, fields in entries:
+                    cursor = entry_id
+                    raw_lat.append(now - float(fields[b"t"]))
+
+    tasks = [asyncio.create_task(raw_reader(r)) for r in readers]
+    await asyncio.sleep(0.3)
+    conn.send("raw-ready")
+    assert await command() == "raw-stop"
+    stop_raw.set()
+    await asyncio.gather(*tasks)
+    for r in readers:
+        await r.aclose()
+    results["raw"] = raw_lat
+
+    # The consoles.
+    arrivals: list[dict[str, float]] = [{} for _ in range(n)]
+    counts = [0] * n
+    resyncs = [0] * n
+    live = [asyncio.Event() for _ in range(n)]
+    channels = [aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(n)]
+
+    async def console(i: int) -> None:
+        stub = IdpsServiceStub(channels[i])
+        call = stub.Subscribe(pb.SubscribeRequest(), metadata=(("authorization", f"Bearer {key}"),))
+        mine = arrivals[i]
+        async for response in call:
+            now = time.time()
+            for m in response.messages:
+                kind = m.kind
+                if kind == pb.IncidentMessage.KIND_NEW or kind == pb.IncidentMessage.KIND_UPDATE:
+                    counts[i] += 1
+                    inc = m.incident
+                    if sampled(inc.id, inc.version):
+                        mine[f"{inc.id}:{inc.version}"] = now
+                elif kind == pb.IncidentMessage.KIND_SNAPSHOT_END:
+                    live[i].set()
+                elif kind == pb.IncidentMessage.KIND_RESYNC and live[i].is_set():
+                    resyncs[i] += 1
+
+    consoles = [asyncio.create_task(console(i)) for i in range(n)]
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in live)), 30)
+    conn.send("live")
+    assert await command() == "stop"
+    await asyncio.sleep(1.0)  # the last messages in flight
+    for t in consoles:
+        t.cancel()
+    await asyncio.gather(*consoles, return_exceptions=True)
+    for ch in channels:
+        await ch.close()
+    results.update(arrivals=arrivals, counts=counts, resyncs=resyncs)
+    await asyncio.to_thread(Path(out_path).write_bytes, pickle.dumps(results))
+    conn.send("done")
+
+
+# ----- the reports ------------------------------------------------------------------------------
+
+
+class EventMix:
+    """Reports of a district: repeated happenings at `sites` places, and one in five somewhere new."""
+
+    def __init__(self, sites: int, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.sites = [(_offset(self.rng.uniform(-HALF_SIDE_M, HALF_SIDE_M), self.rng.uniform(-HALF_SIDE_M,
+                                                                                           HALF_SIDE_M)),
+                       FAMILIES[self.rng.randrange(len(FAMILIES))]) for _ in range(sites)]
+        self.sources = [(pb.SOURCE_KIND_ROADSIDE_DETECTION, f"cam-{i}") for i in range(40)] + \
+                       [(pb.SOURCE_KIND_POLICE_OFFICER, f"officer-{i}") for i in range(20)] + \
+                       [(pb.SOURCE_KIND_EMERGENCY_CALL, f"call-{i}") for i in range(20)]
+
+    def next(self) -> pb.ReportEventRequest:
+        rng = self.rng
+        if rng.random() < 0.2:
+            (lat, lon), family = _offset(rng.uniform(-HALF_SIDE_M, HALF_SIDE_M),
+                                         rng.uniform(-HALF_SIDE_M, HALF_SIDE_M)), FAMILIES[rng.randrange(6)]
+        else:
+            (lat, lon), family = self.sites[rng.randrange(len(self.sites))]
+            lat += rng.uniform(-15, 15) / 111_320
+            lon += rng.uniform(-15, 15) / 95_000
+        kind, source = self.sources[rng.randrange(len(self.sources))]
+        r = pb.ReportEventRequest(
+            idempotency_key=uuid.uuid4().hex, source_id=source, source_kind=kind,
+            type=family[rng.randrange(len(family))], position=cpb.LatLon(lat=lat, lon=lon),
+            confidence=round(rng.uniform(0.4, 0.9), 2), lane_id=f"L{rng.randint(1, 3)}")
+        r.observed_at.FromNanoseconds(time.time_ns())
+        return r
+
+
+@dataclass
+class ReportLog:
+    recording: bool = False
+    sent: dict[str, float] = field(default_factory=dict)  # sampled "incident:version" -> send time
+    rpc: list[float] = field(default_factory=list)
+    done: int = 0
+    opened: int = 0
+    errors: int = 0
+    first_error: str = ""
+    skipped: int = 0
+
+
+async def report_once(stub: Any, md: Any, mix: EventMix, log: ReportLog) -> None:
+    request = mix.next()
+    t0 = time.time()
+    try:
+        answer = await stub.ReportEvent(request, metadata=md)
+    except aio.AioRpcError as exc:
+        log.errors += 1
+        log.first_error = log.first_error or f"{exc.code().name}: {exc.details()}"
+        return
+    if log.recording:
+        log.done += 1
+        log.opened += answer.opened
+        log.rpc.append(time.time() - t0)
+        if sampled(answer.incident_id, answer.incident_version):
+            log.sent[f"{answer.incident_id}:{answer.incident_version}"] = t0
+
+
+async def paced(stubs: list[Any], md: Any, mix: EventMix, log: ReportLog, rate: float, warmup: float,
+                seconds: float) -> float:
+    """Open loop at `rate` per second; returns the measured seconds."""
+    pending: set[asyncio.Task[None]] = set()
+    start = time.perf_counter()
+    sent = 0
+    measured_from = measured_to = 0.0
+    while True:
+        now = time.perf_counter() - start
+        if now >= warmup and not log.recording and measured_from == 0.0:
+            log.recording, measured_from = True, now
+        if now >= warmup + seconds:
+            log.recording, measured_to = False, now
+            break
+        due = int(now * rate) - sent
+        for _ in range(max(0, due)):
+            sent += 1
+            if len(pending) >= MAX_IN_FLIGHT:  # the service is behind: the report is not sent
+                log.skipped += log.recording
+                continue
+            task = asyncio.create_task(report_once(stubs[sent % len(stubs)], md, mix, log))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        await asyncio.sleep(0.002)
+    await asyncio.gather(*pending)
+    return measured_to - measured_from
+
+
+async def closed_loop(stubs: list[Any], md: Any, mix: EventMix, log: ReportLog, concurrency: int, warmup: float,
+                      seconds: float) -> float:
+    stop = False
+
+    async def worker(i: int) -> None:
+        while not stop:
+            await report_once(stubs[i % len(stubs)], md, mix, log)
+
+    tasks = [asyncio.create_task(worker(i)) for i in range(concurrency)]
+    await asyncio.sleep(warmup)
+    log.recording = True
+    t0 = time.perf_counter()
+    await asyncio.sleep(seconds)
+    log.recording = False
+    elapsed = time.perf_counter() - t0
+    stop = True
+    await asyncio.gather(*tasks)
+    return elapsed
+
+
+# ----- the service process ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return cast(int, s.getsockname()[1])
+
+
+def start_service(database_url: str, redis_url: str, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    exe = Path(sys.executable).with_name("v2x")
+    cmd = [str(exe), "serve", "idps"] if exe.exists() else [sys.executable, "-m", "services.cli", "serve", "idps"]
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "V2X_IDPS_PORT": str(port),
+           "V2X_IDPS_METRICS_PORT": str(free_port()), "V2X_BIND_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING"}
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+
+
+async def wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if proc.poll() is not None:
+                tail = (await asyncio.to_thread(log_path.read_bytes))[-3000:].decode(errors="replace")
+                raise RuntimeError(f"the idps service exited:\n{tail}")
+            with contextlib.suppress(aio.AioRpcError):
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError("the idps service was not healthy in time")
+            await asyncio.sleep(0.2)
+
+
+async def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 15) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(proc.wait, grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+    return proc.returncode
+
+
+async def clear_keys(redis: Redis) -> None:
+    for pattern in ("v2x:{idps}:*", "v2x:{idpsbench}:*"):
+        keys = [k async for k in redis.scan_iter(match=pattern, count=1000)]
+        for start in range(0, len(keys), 1000):
+            await redis.delete(*keys[start:start + 1000])
+
+
+# ----- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    name: str
+    rate: float
+    seconds: float
+    cpu: dict[str, float]
+    rpc_p50_ms: float | None = None
+    rpc_p99_ms: float | None = None
+    e2e_p50_ms: float | None = None
+    e2e_p99_ms: float | None = None
+    e2e_all_p50_ms: float | None = None
+    e2e_all_p99_ms: float | None = None
+    deliveries: int = 0
+    missing: int = 0
+    joined_pct: float | None = None
+    errors: int = 0
+    first_error: str = ""
+    skipped: int = 0
+
+
+def e2e(phase: Phase, log: ReportLog, arrivals: list[dict[str, float]]) -> None:
+    per: list[float] = []
+    worst: list[float] = []
+    missing = 0
+    for key, t0 in log.sent.items():
+        times = [a[key] for a in arrivals if key in a]
+        missing += len(arrivals) - len(times)
+        per += [t - t0 for t in times]
+        if len(times) == len(arrivals):
+            worst.append(max(times) - t0)
+    ms = 1000.0
+    phase.e2e_p50_ms, phase.e2e_p99_ms = round(percentile(per, 0.5) * ms, 2), round(percentile(per, 0.99) * ms, 2)
+    phase.e2e_all_p50_ms = round(percentile(worst, 0.5) * ms, 2)
+    phase.e2e_all_p99_ms = round(percentile(worst, 0.99) * ms, 2)
+    phase.deliveries, phase.missing = len(per), missing
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    db = f"v2x_bench_idps_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    base, _, _ = args.pg_admin.rpartition("/")
+    db_url = f"{base}/{db}"
+    load_before = os.getloadavg()
+    admin = await asyncpg.connect(args.pg_admin)
+    await admin.execute(f'CREATE DATABASE "{db}"')
+    proc: subprocess.Popen[bytes] | None = None
+    sub: Any = None
+    redis = Redis.from_url(args.redis_url)
+    log_path = Path(tempfile.gettempdir()) / f"v2x_bench_{os.getpid()}_idps.log"
+    out_path = Path(tempfile.gettempdir()) / f"v2x_bench_{os.getpid()}_idps_subs.pickle"
+    channels: list[aio.Channel] = []
+    try:
+        await clear_keys(redis)
+        await migrate(db_url)
+        engine = create_engine(db_url, pool_size=2)
+        police = (await create_key(engine, "police", "bench")).key
+        await engine.dispose()
+        port = free_port()
+        proc = start_service(db_url, args.redis_url, port, log_path)
+        await wait_healthy(proc, port, log_path)
+        parent, child = mp.Pipe()
+        sub = mp.get_context("spawn").Process(target=subscriber_process, args=(
+            port, args.redis_url, police, args.subscribers, child, str(out_path)), daemon=True)
+        sub.start()
+        assert sub.pid is not None
+        pids = {"client": os.getpid(), "subscribers": sub.pid, "server": proc.pid}
+        loop = asyncio.get_running_loop()
+
+        async def expect(word: str) -> None:
+            got = await asyncio.wait_for(loop.run_in_executor(None, parent.recv), 60)
+            assert got == word, got
+
+        print(f"idps service pid {proc.pid} on port {port}; subscriber process pid {sub.pid}; "
+              f"load average before: {load_before[0]:.2f}", flush=True)
+
+        # Raw baseline: XADD at the same rate to the same number of readers.
+        await expect("raw-ready")
+        cpu0 = Cpu.take(pids)
+        sent = 0
+        start = time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < args.raw_seconds:
+            due = int(elapsed * args.rate) - sent
+            if due > 0:
+                async with redis.pipeline(transaction=False) as pipe:
+                    for _ in range(due):
+                        pipe.xadd(RAW_STREAM, {"t": repr(time.time())}, maxlen=100_000, approximate=True)
+                    await pipe.execute()
+                sent += due
+            await asyncio.sleep(0.001)
+        raw_phase = Phase("raw XADD->XREAD", sent / args.raw_seconds, args.raw_seconds, Cpu.take(pids).since(cpu0))
+        parent.send("raw-stop")
+        await expect("live")
+        print("  raw baseline done; consoles live", flush=True)
+
+        channels = [aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+                    for _ in range(args.channels)]
+        stubs: list[Any] = [IdpsServiceStub(ch) for ch in channels]
+        md = (("authorization", f"Bearer {police}"),)
+        mix = EventMix(args.sites, args.seed)
+        paced_log, max_log = ReportLog(), ReportLog()
+        cpu0 = Cpu.take(pids)
+        secs = await paced(stubs, md, mix, paced_log, args.rate, args.warmup, args.seconds)
+        paced_phase = Phase(f"ReportEvent paced {args.rate:g}/s", paced_log.done / secs, secs,
+                            Cpu.take(pids).since(cpu0))
+        print("  paced phase done", flush=True)
+        cpu0 = Cpu.take(pids)
+        secs = await closed_loop(stubs, md, mix, max_log, args.concurrency, 2.0, args.max_seconds)
+        max_phase = Phase(f"ReportEvent max ({args.concurrency} in flight)", max_log.done / secs, secs,
+                          Cpu.take(pids).since(cpu0))
+        print("  max phase done", flush=True)
+        parent.send("stop")
+        await expect("done")
+        subs = pickle.loads(await asyncio.to_thread(out_path.read_bytes))
+        raw = cast(list[float], subs["raw"])
+        raw_phase.e2e_p50_ms = round(percentile(raw, 0.5) * 1000, 2)
+        raw_phase.e2e_p99_ms = round(percentile(raw, 0.99) * 1000, 2)
+        raw_phase.deliveries = len(raw)
+        for phase, log in ((paced_phase, paced_log), (max_phase, max_log)):
+            phase.rpc_p50_ms = round(percentile(log.rpc, 0.5) * 1000, 2)
+            phase.rpc_p99_ms = round(percentile(log.rpc, 0.99) * 1000, 2)
+            phase.joined_pct = round(100 * (1 - log.opened / log.done), 1) if log.done else None
+            phase.errors, phase.first_error, phase.skipped = log.errors, log.first_error, log.skipped
+            e2e(phase, log, subs["arrivals"])
+        for ch in channels:
+            await ch.close()
+        channels = []
+        code = await stop_process(proc)
+        if code not in (0, -signal.SIGTERM):
+            print(f"warning: the idps service exited with {code}", file=sys.stderr)
+        return report(args, [raw_phase, paced_phase, max_phase], subs, load_before)
+    finally:
+        for ch in channels:
+            await ch.close()
+        if sub is not None and sub.is_alive():
+            sub.terminate()
+        if proc is not None:
+            await stop_process(proc)
+        with contextlib.suppress(Exception):
+            await clear_keys(redis)
+        await redis.aclose()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        await admin.close()
+        with contextlib.suppress(OSError):
+            out_path.unlink()
+
+
+def report(args: argparse.Namespace, phases: list[Phase], subs: dict[str, Any],
+           load_before: tuple[float, float, float]) -> dict[str, Any]:
+    paced_phase, max_phase = phases[1], phases[2]
+    sustained = max(paced_phase.rate, max_phase.rate)
+    p99 = paced_phase.e2e_all_p99_ms
+    goals: dict[str, dict[str, Any]] = {
+        "report_rate_per_s": {"goal": f">= {GOAL_RATE:g}", "value": round(sustained), "met": sustained >= GOAL_RATE},
+        "e2e_p99_ms_all_subscribers": {"goal": f"<= {GOAL_P99_MS:g}", "value": p99,
+                                       "met": p99 is not None and p99 <= GOAL_P99_MS},
+    }
+    print()
+    print(f"idps benchmark: {os.cpu_count()} CPUs (load average {load_before[0]:.2f} before the run), "
+          f"{args.subscribers} subscribers, correlation 100 m / 120 s, {args.sites} repeat sites")
+    head = (f"{'phase':<32}{'rate/s':>8}{'rpc p50':>9}{'rpc p99':>9}{'e2e p50':>9}{'e2e p99':>9}"
+            f"{'all p50':>9}{'all p99':>9}{'joined':>8}   cpu: client subs server postgres redis (machine)")
+    print(head)
+    print("-" * len(head))
+
+    def f(v: float | None, spec: str = ".2f") -> str:
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+    for p in phases:
+        c = p.cpu
+        joined = "-" if p.joined_pct is None else f"{p.joined_pct:.0f}%"
+        print(f"{p.name:<32}{f(p.rate, ',.0f'):>8}{f(p.rpc_p50_ms):>9}{f(p.rpc_p99_ms):>9}{f(p.e2e_p50_ms):>9}"
+              f"{f(p.e2e_p99_ms):>9}{f(p.e2e_all_p50_ms):>9}{f(p.e2e_all_p99_ms):>9}{joined:>8}"
+              f"   {c.get('client', 0):>6.2f} {c.get('subscribers', 0):>4.2f} {c.get('server', 0):>6.2f}"
+              f" {c.get('postgres', 0):>8.2f} {c.get('redis', 0):>5.2f} ({c.get('machine', 0):.2f})")
+        if p.errors:
+            print(f"{'':<32}{p.errors} errors, e.g. {p.first_error}")
+        if p.skipped:
+            print(f"{'':<32}{p.skipped} due reports not sent ({MAX_IN_FLIGHT} already in flight)")
+        if p.missing:
+            print(f"{'':<32}{p.missing} sampled deliveries missing (version superseded or stream ended)")
+    print(f"messages per subscriber: min {min(subs['counts'])}, max {max(subs['counts'])}; "
+          f"resyncs after going live: {sum(subs['resyncs'])}")
+    print("latencies in ms; e2e = report sent -> message at one subscriber; all = to the last of the subscribers")
+    print()
+    for name, g in goals.items():
+        print(f"  {'met ' if g['met'] else 'MISSED'}  {name:<28} {g['value']!s:>8}  (goal {g['goal']})")
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "load_average_before": load_before},
+        "config": {k: v for k, v in vars(args).items() if k not in ("json", "pg_admin")},
+        "phases": [p.__dict__ for p in phases],
+        "subscribers": {"messages_min": min(subs["counts"]), "messages_max": max(subs["counts"]),
+                        "resyncs": sum(subs["resyncs"])},
+        "goals": goals,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rate", type=float, default=1000.0, help="paced ReportEvent rate, per second")
+    p.add_argument("--subscribers", type=int, default=50, help="Subscribe streams (consoles)")
+    p.add_argument("--seconds", type=float, default=20.0, help="measured seconds of the paced phase")
+    p.add_argument("--max-seconds", type=float, default=10.0, help="measured seconds of the max-rate phase")
+    p.add_argument("--raw-seconds", type=float, default=6.0, help="seconds of the raw XADD->XREAD baseline")
+    p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before the paced phase")
+    p.add_argument("--concurrency", type=int, default=64, help="ReportEvent calls in flight in the max phase")
+    p.add_argument("--channels", type=int, default=4, help="gRPC connections the reports are spread over")
+    p.add_argument("--sites", type=int, default=2000, help="places where reports repeat")
+    p.add_argument("--seed", type=int, default=20261125)
+    p.add_argument("--deadline", type=float, default=180.0, help="abort the whole run after this many seconds")
+    p.add_argument("--pg-admin", default=os.environ.get("V2X_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
+                   help="an admin URL of the cluster to create the benchmark database in")
+    p.add_argument("--redis-url", default=os.environ.get("V2X_BENCH_IDPS_REDIS", "redis://127.0.0.1:6379/15"),
+                   help="a Redis database for the benchmark (its IDPS keys are deleted)")
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = p.parse_args(argv)
+    if args.rate <= 0 or args.subscribers < 1 or args.concurrency < 1:
+        p.error("need a positive --rate, --subscribers and --concurrency")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+
+    async def bounded() -> dict[str, Any]:
+        return await asyncio.wait_for(run(args), args.deadline)
+
+    out = asyncio.run(bounded())
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")
+        print(f"\nwrote {args.json}")
+
+
+
+if __name__ == "__main__":
+    main()

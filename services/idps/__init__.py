@@ -1,0 +1,1 @@
+"""IDPS: traffic events from every source become incidents the police can act on."""

@@ -1,0 +1,70 @@
+"""Assembles the IDPS service: store, change feed, subscriptions, roadside consumer, auto-closer, and
+who may call what.
+
+Roles: the police drive the lifecycle and alone see plates and images (GetEvidence, evidence in
+GetIncident). Cameras report their own detections; operators and admins may report too. Drivers, operators,
+admins and the platform may read incidents (GetIncident, ListIncidents, Subscribe) with evidence redacted;
+cameras only report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from services.common.principal import Role
+from services.common.runtime import Resources, ServiceParts
+from services.common.server import ServiceDefinition
+from services.idps.feed import ChangeFeed, Fanout, Subscriptions
+from services.idps.roadside import RoadsideConsumer
+from services.idps.servicer import SERVICE, IdpsServicer, IncidentService, register
+from services.idps.store import IdpsStore
+
+log = logging.getLogger("v2x.idps")
+
+POLICE = frozenset({Role.POLICE})
+REPORTERS = frozenset({Role.POLICE, Role.CAMERA, Role.OPERATOR, Role.ADMIN})
+READERS = frozenset({Role.POLICE, Role.ADMIN, Role.OPERATOR, Role.DRIVER, Role.PLATFORM})
+
+POLICY = {
+    "ReportEvent": REPORTERS,
+    "TransitionIncident": POLICE,
+    "UpdateIncident": POLICE,
+    "MergeIncidents": POLICE,
+    "SplitSource": POLICE,
+    "GetIncident": READERS,
+    "GetEvidence": POLICE,
+    "ListIncidents": READERS,
+    "Subscribe": READERS,
+}
+AUTO_CLOSE_EVERY_S = 5.0
+
+
+async def auto_close(store: IdpsStore, incidents: IncidentService, every_s: float = AUTO_CLOSE_EVERY_S) -> None:
+    """Closes cleared incidents once their reopen window has passed."""
+    while True:
+        try:
+            while True:
+                changes = await store.close_expired(datetime.now(UTC))
+                await incidents.publish(changes)
+                if len(changes) < 500:
+                    break
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("auto-close failed; retrying", exc_info=True)
+        await asyncio.sleep(every_s)
+
+
+def build(resources: Resources) -> ServiceParts:
+    settings = resources.settings
+    store = IdpsStore(resources.engine, settings)
+    incidents = IncidentService(store, ChangeFeed(resources.redis, settings.idps_stream_maxlen))
+    fanout = Fanout(resources.redis)
+    subscriptions = Subscriptions(resources.redis, store, fanout, settings.idps_subscriber_buffer)
+    servicer = IdpsServicer(incidents, subscriptions, settings)
+    consumer = RoadsideConsumer(resources.redis, incidents, settings.max_future_skew_s)
+    definition = ServiceDefinition(descriptor=SERVICE, register=register(servicer), policy=POLICY)
+    return ServiceParts([definition], background=[consumer.run, lambda: auto_close(store, incidents)],
+                        on_stop=[fanout.stop])

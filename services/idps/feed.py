@@ -1,0 +1,374 @@
+"""The live incident feed: committed changes go to a Redis Stream; subscribers follow it.
+
+Publishing: after a change commits, each changed incident is appended to `v2x:{idps}:incidents` by a
+Lua script that keeps, per incident, the last version published and its filter attributes. A version
+older than the one already published is dropped (two transactions on one incident may finish their
+publication out of order; the newer entry already carries the full state), and every entry carries the
+attributes of the previous entry of its incident. So the stream alone tells each subscriber whether an
+entry is NEW, an UPDATE or an END for its filter: a replay from a cursor yields exactly the messages a
+live subscriber got (no gap, no duplicate), without per-console state on the server.
+
+Following: one reader task per process (`Fanout`) reads the stream and offers each entry to every
+subscriber's bounded buffer. A subscriber that cannot keep up overflows only its own buffer and is then
+sent a RESYNC and a fresh snapshot; the reader never waits for anyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import Counter, Gauge
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+from v2x.idps.v1 import idps_pb2 as pb
+
+from services.common.redis_streams import Entry as RawEntry
+from services.idps import convert
+from services.idps.model import Attrs, Change, IncidentFilter
+from services.idps.store import IdpsStore
+
+log = logging.getLogger("v2x.idps.feed")
+
+STREAM = "v2x:{idps}:incidents"
+VERSION_KEY = "v2x:{idps}:published:"
+VERSION_TTL_S = 7 * 86400
+MAX_BATCH = 500
+REPLAY_PAGE = 500
+# Pause of the fan-out reader after each batch, seconds.
+LINGER_S = 0.02
+CURSOR_RE = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+
+Kind = pb.IncidentMessage.Kind
+NEW, UPDATE, END = pb.IncidentMessage.KIND_NEW, pb.IncidentMessage.KIND_UPDATE, pb.IncidentMessage.KIND_END
+RESYNC, HEARTBEAT = pb.IncidentMessage.KIND_RESYNC, pb.IncidentMessage.KIND_HEARTBEAT
+SNAPSHOT_END = pb.IncidentMessage.KIND_SNAPSHOT_END
+
+PUBLISHED = Counter("v2x_idps_changes_published_total", "Incident changes appended to the change stream")
+PUBLISH_FAILED = Counter("v2x_idps_publish_failures_total", "Change publications that failed (Redis errors)")
+RESYNCS = Counter("v2x_idps_subscriber_resyncs_total", "RESYNC messages sent", ["reason"])
+SUBSCRIBERS = Gauge("v2x_idps_subscribers", "Live Subscribe streams in this process")
+
+# KEYS: stream, then one version key per change. ARGV: maxlen, ttl, then per change: incident id,
+# version, attributes, the attributes before (used when nothing was published for it yet), data.
+_PUBLISH = """
+local out = {}
+local n = (#ARGV - 2) / 5
+for j = 0, n - 1 do
+  local b = 2 + j * 5
+  local key = KEYS[j + 2]
+  local cur = redis.call('HMGET', key, 'v', 'a')
+  if cur[1] and tonumber(cur[1]) >= tonumber(ARGV[b + 2]) then
+    out[j + 1] = ''
+  else
+    local prev = cur[2] or ARGV[b + 4]
+    out[j + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'i', ARGV[b + 1], 'v', ARGV[b + 2],
+                            'a', ARGV[b + 3], 'p', prev, 'd', ARGV[b + 5])
+    redis.call('HSET', key, 'v', ARGV[b + 2], 'a', ARGV[b + 3])
+    redis.call('EXPIRE', key, ARGV[2])
+  end
+end
+return out
+"""
+
+
+def stream_id(raw: bytes | str) -> tuple[int, int]:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def classify(f: IncidentFilter, before: Attrs | None, after: Attrs) -> int | None:
+    """The message a subscriber with filter `f` gets for a change, or None when it gets none."""
+    was = before is not None and f.matches_live(before)
+    now = f.matches_live(after)
+    if now:
+        return UPDATE if was else NEW
+    return END if was else None
+
+
+def _ts() -> Timestamp:
+    t = Timestamp()
+    t.FromNanoseconds(time.time_ns())
+    return t
+
+
+def frame(kind: int, cursor: str = "", incident: bytes | pb.Incident | None = None) -> bytes:
+    """One message as a serialized SubscribeResponse; concatenated frames are a valid response too."""
+    out = pb.SubscribeResponse()
+    m = out.messages.add(kind=kind, cursor=cursor)
+    m.sent_at.CopyFrom(_ts())
+    if isinstance(incident, bytes):
+        m.incident.MergeFromString(incident)
+    elif incident is not None:
+        m.incident.CopyFrom(incident)
+    return out.SerializeToString()
+
+
+@dataclass(slots=True)
+class StreamEntry:
+    id: str
+    sid: tuple[int, int]
+    incident_id: str
+    version: int
+    attrs: Attrs
+    before: Attrs | None
+    data: bytes
+    _frames: dict[int, bytes] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: RawEntry) -> StreamEntry:
+        entry_id, f = raw
+        attrs = Attrs.decode(f[b"a"].decode())
+        assert attrs is not None
+        return cls(entry_id.decode(), stream_id(entry_id), f[b"i"].decode(), int(f[b"v"]), attrs,
+                   Attrs.decode(f[b"p"].decode()), f[b"d"])
+
+    def framed(self, kind: int) -> bytes:
+        """Serialized once per kind, whatever the number of subscribers."""
+        out = self._frames.get(kind)
+        if out is None:
+            out = self._frames[kind] = frame(kind, self.id, self.data)
+        return out
+
+
+class ChangeFeed:
+    """Appends committed changes to the stream (best effort: the change is committed already)."""
+
+    def __init__(self, redis: Redis, maxlen: int) -> None:
+        self.redis = redis
+        self.maxlen = maxlen
+        self._script = redis.register_script(_PUBLISH)
+
+    async def publish(self, changes: Sequence[Change]) -> list[str]:
+        """Returns the stream ids ("" for a version already superseded)."""
+        if not changes:
+            return []
+        keys = [STREAM, *(VERSION_KEY + c.incident.id for c in changes)]
+        args: list[Any] = [self.maxlen, VERSION_TTL_S]
+        for c in changes:
+            fallback = c.before.encode() if c.before is not None else ""
+            args += [c.incident.id, c.incident.version, c.incident.attrs().encode(), fallback,
+                     convert.incident_proto(c.incident).SerializeToString()]
+        try:
+            ids = cast(list[bytes], await self._script(keys=keys, args=args))
+        except RedisError:
+            PUBLISH_FAILED.inc(len(changes))
+            log.warning("could not publish incident changes", exc_info=True)
+            return []
+        PUBLISHED.inc(sum(1 for i in ids if i))
+        return [i.decode() if isinstance(i, bytes) else "" for i in ids]
+
+
+class Subscriber:
+    """One live Subscribe stream: its filter, its bounded buffer and where it is in the stream."""
+
+    def __init__(self, f: IncidentFilter, limit: int) -> None:
+        self.filter = f
+        self.limit = limit
+        self.queue: deque[tuple[StreamEntry, int]] = deque()
+        self.wake = asyncio.Event()
+        self.overflowed = False
+        self.position = "0-0"
+        self.skip_through: tuple[int, int] | None = None
+        self.snapshot_versions: dict[str, int] = {}
+
+    def offer(self, entry: StreamEntry, kinds: dict[IncidentFilter, int | None] | None = None) -> None:
+        """Called by the reader for every entry, in order; never blocks. `kinds` memoises the
+        classification per filter for this entry (consoles often share a filter)."""
+        if self.overflowed:
+            return
+        if self.skip_through is not None and entry.sid <= self.skip_through:
+            return
+        if kinds is None:
+            kind = classify(self.filter, entry.before, entry.attrs)
+        elif self.filter in kinds:
+            kind = kinds[self.filter]
+        else:
+            kind = kinds[self.filter] = classify(self.filter, entry.before, entry.attrs)
+        if kind is not None:
+            if len(self.queue) >= self.limit:
+                self.overflowed = True
+                self.queue.clear()
+                self.wake.set()
+                return
+            self.queue.append((entry, kind))
+            self.wake.set()
+        self.position = entry.id
+
+
+class Fanout:
+    """One reader of the change stream per process, feeding every subscriber's buffer."""
+
+    def __init__(self, redis: Redis, stream: str = STREAM, linger_s: float = LINGER_S) -> None:
+        self.redis = redis
+        self.stream = stream
+        self.linger_s = linger_s
+        self.subscribers: set[Subscriber] = set()
+        self.position = "0-0"
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def ensure_started(self) -> None:
+        async with self._lock:
+            if self._task is None or self._task.done():
+                newest = cast(list[RawEntry], await self.redis.xrevrange(self.stream, count=1))
+                self.position = newest[0][0].decode() if newest else "0-0"
+                self._task = asyncio.create_task(self._run(), name="idps-fanout")
+
+    def register(self, sub: Subscriber) -> str:
+        """Adds a subscriber; it is offered every entry after the returned stream id."""
+        self.subscribers.add(sub)
+        SUBSCRIBERS.set(len(self.subscribers))
+        return self.position
+
+    def unregister(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+        SUBSCRIBERS.set(len(self.subscribers))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                reply = cast(list[tuple[bytes, list[RawEntry]]],
+                             await self.redis.xread({self.stream: self.position}, count=1000, block=2000))
+            except RedisError:
+                log.warning("change stream read failed; retrying", exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
+            if not reply:
+                continue
+            for raw in reply[0][1]:
+                entry = StreamEntry.parse(raw)
+                kinds: dict[IncidentFilter, int | None] = {}
+                for sub in list(self.subscribers):
+                    sub.offer(entry, kinds)
+                self.position = entry.id
+            # Let changes gather before the next read: under load each console then gets one response per
+            # linger period instead of one per change (a lone change was just sent without delay).
+            await asyncio.sleep(self.linger_s)
+
+
+class Subscriptions:
+    """Serves Subscribe: replay from a cursor or a snapshot, then the live entries of the fan-out."""
+
+    def __init__(self, redis: Redis, store: IdpsStore, fanout: Fanout, buffer: int) -> None:
+        self.redis = redis
+        self.store = store
+        self.fanout = fanout
+        self.buffer = buffer
+
+    async def stream(self, f: IncidentFilter, cursor: str, heartbeat_s: float) -> AsyncGenerator[bytes, None]:
+        await self.fanout.ensure_started()
+        sub = Subscriber(f, self.buffer)
+        try:
+            if cursor and await self.resumable(cursor):
+                async for chunk in self._replay(sub, cursor):
+                    yield chunk
+            else:
+                if cursor:
+                    RESYNCS.labels("cursor").inc()
+                async for chunk in self._resync(sub):
+                    yield chunk
+            while True:
+                if sub.overflowed:
+                    RESYNCS.labels("overflow").inc()
+                    self.fanout.unregister(sub)
+                    sub = Subscriber(f, self.buffer)
+                    async for chunk in self._resync(sub):
+                        yield chunk
+                    continue
+                if sub.queue:
+                    chunk = self._take(sub)
+                    if chunk:
+                        yield chunk
+                    continue
+                sub.wake.clear()
+                try:
+                    await asyncio.wait_for(sub.wake.wait(), heartbeat_s)
+                except TimeoutError:
+                    yield frame(HEARTBEAT, sub.position)
+        finally:
+            self.fanout.unregister(sub)
+
+    def _take(self, sub: Subscriber) -> bytes:
+        parts: list[bytes] = []
+        seen = sub.snapshot_versions
+        while sub.queue and len(parts) < MAX_BATCH:
+            entry, kind = sub.queue.popleft()
+            if seen and entry.version <= seen.get(entry.incident_id, 0):
+                continue  # the snapshot already had this version (or a newer one)
+            parts.append(entry.framed(kind))
+        return b"".join(parts)
+
+    async def resumable(self, cursor: str) -> bool:
+        """True when every entry after `cursor` is still in the stream. Trimming removes entries from the
+        head only, so that holds when the cursor is at or after the first entry, or nothing was ever
+        removed. (A cursor just before the first entry may still be exact, but that cannot be told: resync.)"""
+        try:
+            info = cast(dict[Any, Any], await self.redis.xinfo_stream(STREAM))
+        except ResponseError:  # no stream: nothing to resume from
+            return False
+        info = {(k.decode() if isinstance(k, bytes) else k): v for k, v in info.items()}
+        at = stream_id(cursor)
+        if at > stream_id(info["last-generated-id"]):
+            return False  # not a cursor of this stream (or the stream was recreated)
+        deleted = info.get("max-deleted-entry-id")  # Redis >= 7 (XDEL only, in 7.0)
+        if deleted is not None and at < stream_id(deleted):
+            return False
+        if info.get("entries-added") is not None and info["entries-added"] == info["length"]:
+            return True
+        first = info.get("first-entry")
+        return first is not None and at >= stream_id(first[0])
+
+    async def _replay(self, sub: Subscriber, cursor: str) -> AsyncIterator[bytes]:
+        last = cursor
+        async for chunk, upto in self._range(sub.filter, cursor, "+"):
+            last = upto
+            if chunk:
+                yield chunk
+        position = self.fanout.register(sub)
+        if stream_id(position) > stream_id(last):
+            async for chunk, upto in self._range(sub.filter, last, position):
+                last = upto
+                if chunk:
+                    yield chunk
+        else:
+            sub.skip_through = stream_id(last)
+        sub.position = last if stream_id(last) > stream_id(position) else position
+        yield frame(HEARTBEAT, sub.position)  # caught up
+
+    async def _range(self, f: IncidentFilter, after: str, until: str) -> AsyncIterator[tuple[bytes, str]]:
+        while True:
+            raw = cast(list[RawEntry], await self.redis.xrange(STREAM, min="(" + after, max=until, count=REPLAY_PAGE))
+            if not raw:
+                return
+            parts: list[bytes] = []
+            for item in raw:
+                entry = StreamEntry.parse(item)
+                kind = classify(f, entry.before, entry.attrs)
+                if kind is not None:
+                    parts.append(entry.framed(kind))
+                after = entry.id
+            yield b"".join(parts), after
+
+    async def _resync(self, sub: Subscriber) -> AsyncIterator[bytes]:
+        position = self.fanout.register(sub)
+        sub.position = position
+        yield frame(RESYNC)
+        incidents = await self.store.snapshot(sub.filter)
+        sub.snapshot_versions = {i.id: i.version for i in incidents}
+        for start in range(0, len(incidents), MAX_BATCH):
+            yield b"".join(frame(NEW, "", convert.incident_proto(i)) for i in incidents[start:start + MAX_BATCH])
+        yield frame(SNAPSHOT_END, position)

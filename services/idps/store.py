@@ -1,0 +1,548 @@
+"""IDPS persistence: every read and write of incidents, reports, evidence, links and audit.
+
+Each change is one transaction: the incident rows, the report, its evidence, the links and the audit
+records commit together. Correlation is race-free: a report first takes transaction-scoped advisory
+locks on the 3 x 3 cells around its position (`geo.lock_keys`), so two reports close enough to join
+each other never decide at the same time; the candidate incident is then locked `FOR UPDATE`.
+Lifecycle changes lock incident rows (in id order when there are several).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import asyncpg
+from sqlalchemy import Row, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from v2x.idps.v1 import idps_pb2 as pb
+
+from services.common.config import Settings
+from services.common.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from services.idps import aggregate, lifecycle, taxonomy
+from services.idps.geo import Area, lock_keys
+from services.idps.model import (
+    AuditEntry,
+    Change,
+    Incident,
+    IncidentDetail,
+    IncidentFilter,
+    Link,
+    ListQuery,
+    ReportInput,
+    ReportOutcome,
+    Source,
+    UpdateSpec,
+)
+
+# Reports of one direction: headings within this many degrees count as the same direction.
+HEADING_TOLERANCE_DEG = 60.0
+SNAPSHOT_LIMIT = 50_000
+SYSTEM = "system"
+
+_COLS = """id, type, type_fixed, status, severity, severity_derived, lane_impacts, lat, lon, radius_m, heading_deg,
+    confidence, source_conf, weight_sum, source_count, source_kinds, plates, version, first_observed_at,
+    last_observed_at, created_at, updated_at, cleared_at, closed_at, merged_into_id, description"""
+_VALUES = """:id, :type, :type_fixed, :status, :severity, :severity_derived, CAST(:lane_impacts AS jsonb), :lat, :lon,
+    :radius_m, :heading_deg, :confidence, CAST(:source_conf AS jsonb), :weight_sum, :source_count, :source_kinds,
+    :plates, :version, :first_observed_at, :last_observed_at, :created_at, :updated_at, :cleared_at, :closed_at,
+    :merged_into_id, :description"""
+_POINT = "ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography"
+_INSERT_INCIDENT = f"INSERT INTO idps_incidents ({_COLS}, position) VALUES ({_VALUES}, {_POINT})"
+_UPDATE_INCIDENT = f"UPDATE idps_incidents SET ({_COLS}, position) = ({_VALUES}, {_POINT}) WHERE id = :id"
+_INSERT_REPORT = """INSERT INTO idps_reports (id, incident_id, source_kind, source_id, idempotency_key, actor, type,
+    external_code, lat, lon, radius_m, confidence, observed_at, received_at, lane_id, heading_deg, plate,
+    plate_colour, has_snapshot, description)
+    VALUES (:r_id, :id, :r_source_kind, :r_source_id, :r_key, :r_actor, :r_type, :r_external_code, :r_lat, :r_lon,
+    :r_radius_m, :r_confidence, :r_observed_at, :r_received_at, :r_lane_id, :r_heading_deg, :r_plate,
+    :r_plate_colour, :r_has_snapshot, :r_description)"""
+_INSERT_EVIDENCE = """INSERT INTO idps_evidence (report_id, snapshot_jpeg)
+    SELECT :r_id, CAST(:r_snapshot AS bytea) WHERE CAST(:r_has_snapshot AS boolean)"""
+_AUDIT_COLS = "incident_id, version, at, actor, action, note, from_status, to_status, details, report_id, " \
+              "related_incident_id"
+_INSERT_AUDIT = f"""INSERT INTO idps_audit ({_AUDIT_COLS}) VALUES (:a_incident_id, :a_version, :a_at, :a_actor,
+    :a_action, :a_note, :a_from_status, :a_to_status, :a_details, :a_report_id, :a_related_incident_id)"""
+_INSERT_LINK = """INSERT INTO idps_links (report_id, kind, from_incident_id, to_incident_id, at, actor)
+    VALUES (:l_report_id, :l_kind, :l_from_incident_id, :l_to_incident_id, :l_at, :l_actor)"""
+
+
+def _report_sql(first: str) -> Any:
+    # One round trip for the whole change: incident, report, evidence, audit and link.
+    return text(f"WITH i AS ({first}), r AS ({_INSERT_REPORT}), e AS ({_INSERT_EVIDENCE}), "
+                f"a AS ({_INSERT_AUDIT}), l AS ({_INSERT_LINK}) SELECT 1")
+
+
+_OPEN = _report_sql(_INSERT_INCIDENT)
+_JOIN = _report_sql(_UPDATE_INCIDENT)
+_LOCK_AND_DUP = text(
+    "SELECT (SELECT r.id || ' ' || r.incident_id FROM idps_reports r WHERE r.source_kind = :kind "
+    "AND r.source_id = :sid AND r.idempotency_key = :key) AS dup, "
+    "(SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k) AS locked"
+)
+_CANDIDATE = text(
+    f"SELECT {_COLS} FROM idps_incidents "
+    "WHERE status BETWEEN 1 AND 5 AND type = ANY(:types) "
+    f"AND ST_DWithin(position, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography, :distance, false) "
+    "AND ((status < 5 AND first_observed_at <= :obs_hi AND last_observed_at >= :obs_lo) "
+    "     OR (status = 5 AND cleared_at >= :reopen_after)) "
+    "AND (CAST(:heading AS float8) IS NULL OR heading_deg IS NULL "
+    "     OR least(abs(heading_deg - CAST(:heading AS float8)), "
+    "              360 - abs(heading_deg - CAST(:heading AS float8))) <= :tolerance) "
+    "AND (NOT CAST(:per_vehicle AS boolean) OR CAST(:plate AS text) = '' OR cardinality(plates) = 0 "
+    "     OR CAST(:plate AS text) = ANY(plates)) "
+    f"ORDER BY ST_Distance(position, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography, false), "
+    "created_at DESC LIMIT 1 FOR UPDATE"
+)
+_GET = text(f"SELECT {_COLS} FROM idps_incidents WHERE id = :id")
+_LOCK_ONE = text(f"SELECT {_COLS} FROM idps_incidents WHERE id = :id FOR UPDATE")
+_LOCK_MANY = text(f"SELECT {_COLS} FROM idps_incidents WHERE id = ANY(:ids) ORDER BY id FOR UPDATE")
+_SOURCE_COLS = """id, incident_id, source_id, source_kind, type, external_code, lat, lon, radius_m, confidence,
+    observed_at, received_at, lane_id, heading_deg, plate, plate_colour, has_snapshot, description"""
+_SOURCES = text(f"SELECT {_SOURCE_COLS} FROM idps_reports WHERE incident_id = :id ORDER BY observed_at, id")
+_AUDIT = text(f"SELECT {_AUDIT_COLS} FROM idps_audit WHERE incident_id = :id ORDER BY id")
+_LINKS = text("SELECT report_id, kind, from_incident_id, to_incident_id, at, actor FROM idps_links "
+              "WHERE to_incident_id = :id OR from_incident_id = :id ORDER BY id")
+
+
+_NAME = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+class _Pg:
+    """A statement for the asyncpg driver connection (the hot report path skips SQLAlchemy's layers):
+    `:name` parameters become `$n`, and `args` orders a parameter dict to match."""
+
+    def __init__(self, sql: str | Any) -> None:
+        self.names: list[str] = []
+        self.sql = _NAME.sub(self._number, sql if isinstance(sql, str) else sql.text)
+
+    def _number(self, m: re.Match[str]) -> str:
+        if m.group(1) not in self.names:
+            self.names.append(m.group(1))
+        return f"${self.names.index(m.group(1)) + 1}"
+
+    def args(self, params: dict[str, Any]) -> list[Any]:
+        return [params[n] for n in self.names]
+
+
+def _record(rec: Any) -> Any:
+    return SimpleNamespace(**dict(rec.items()))
+
+
+_PG_LOCK_AND_DUP, _PG_CANDIDATE, _PG_OPEN, _PG_JOIN, _PG_GET = (
+    _Pg(_LOCK_AND_DUP), _Pg(_CANDIDATE), _Pg(_OPEN), _Pg(_JOIN), _Pg(_GET))
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _incident(row: Row[Any]) -> Incident:
+    return Incident(
+        id=row.id, type=row.type, status=row.status, severity=row.severity, lat=row.lat, lon=row.lon,
+        confidence=float(row.confidence), first_observed_at=row.first_observed_at,
+        last_observed_at=row.last_observed_at, created_at=row.created_at, updated_at=row.updated_at,
+        version=row.version, type_fixed=row.type_fixed, severity_derived=row.severity_derived,
+        lane_impacts=[(lane, state) for lane, state in _json(row.lane_impacts)], radius_m=row.radius_m,
+        heading_deg=row.heading_deg, source_conf=dict(_json(row.source_conf)), weight_sum=row.weight_sum,
+        source_count=row.source_count, source_kinds=list(row.source_kinds), plates=list(row.plates),
+        cleared_at=row.cleared_at, closed_at=row.closed_at, merged_into_id=row.merged_into_id or "",
+        description=row.description,
+    )
+
+
+def _params(inc: Incident) -> dict[str, Any]:
+    return {
+        "id": inc.id, "type": inc.type, "type_fixed": inc.type_fixed, "status": inc.status, "severity": inc.severity,
+        "severity_derived": inc.severity_derived, "lane_impacts": json.dumps([list(x) for x in inc.lane_impacts]),
+        "lat": inc.lat, "lon": inc.lon, "radius_m": inc.radius_m, "heading_deg": inc.heading_deg,
+        "confidence": inc.confidence, "source_conf": json.dumps(inc.source_conf), "weight_sum": inc.weight_sum,
+        "source_count": inc.source_count, "source_kinds": inc.source_kinds, "plates": inc.plates,
+        "version": inc.version, "first_observed_at": inc.first_observed_at, "last_observed_at": inc.last_observed_at,
+        "created_at": inc.created_at, "updated_at": inc.updated_at, "cleared_at": inc.cleared_at,
+        "closed_at": inc.closed_at, "merged_into_id": inc.merged_into_id or None, "description": inc.description,
+    }
+
+
+def _report_params(r: ReportInput, report_id: str, now: datetime) -> dict[str, Any]:
+    return {
+        "r_id": report_id, "r_source_kind": r.source_kind, "r_source_id": r.source_id, "r_key": r.idempotency_key,
+        "r_actor": r.actor, "r_type": r.type, "r_external_code": r.external_code, "r_lat": r.lat, "r_lon": r.lon,
+        "r_radius_m": r.radius_m, "r_confidence": r.confidence, "r_observed_at": r.observed_at,
+        "r_received_at": now, "r_lane_id": r.lane_id, "r_heading_deg": r.heading_deg, "r_plate": r.plate,
+        "r_plate_colour": r.plate_colour, "r_has_snapshot": bool(r.snapshot_jpeg), "r_snapshot": r.snapshot_jpeg,
+        "r_description": r.description,
+    }
+
+
+def _audit_params(incident_id: str, e: AuditEntry) -> dict[str, Any]:
+    return {"a_incident_id": incident_id, "a_version": e.version, "a_at": e.at, "a_actor": e.actor,
+            "a_action": e.action, "a_note": e.note, "a_from_status": e.from_status, "a_to_status": e.to_status,
+            "a_details": e.details, "a_report_id": e.report_id, "a_related_incident_id": e.related_incident_id}
+
+
+def _link_params(link: Link) -> dict[str, Any]:
+    return {"l_report_id": link.report_id, "l_kind": link.kind, "l_from_incident_id": link.from_incident_id or None,
+            "l_to_incident_id": link.to_incident_id, "l_at": link.at, "l_actor": link.actor}
+
+
+def _source(row: Row[Any]) -> Source:
+    return Source(
+        report_id=row.id, incident_id=row.incident_id, source_id=row.source_id, source_kind=row.source_kind,
+        type=row.type, external_code=row.external_code, lat=row.lat, lon=row.lon, radius_m=row.radius_m,
+        confidence=float(row.confidence), observed_at=row.observed_at, received_at=row.received_at,
+        lane_id=row.lane_id, heading_deg=row.heading_deg, plate=row.plate, plate_colour=row.plate_colour,
+        has_snapshot=row.has_snapshot, description=row.description,
+    )
+
+
+def _check_version(inc: Incident, expected: int) -> None:
+    if expected and expected != inc.version:
+        raise Aborted(f"incident {inc.id} is at version {inc.version}, not {expected}: re-read it and retry")
+
+
+def _filter_sql(f: IncidentFilter, params: dict[str, Any]) -> list[str]:
+    where: list[str] = []
+    if f.area is not None:
+        where.append(_area_sql(f.area, params))
+    if f.types:
+        where.append("type = ANY(:f_types)")
+        params["f_types"] = sorted(f.types)
+    if f.statuses:
+        where.append("status = ANY(:f_statuses)")
+        params["f_statuses"] = sorted(f.statuses)
+    if f.min_severity:
+        where.append("severity >= :f_min_severity")
+        params["f_min_severity"] = f.min_severity
+    return where
+
+
+def _area_sql(area: Area, params: dict[str, Any]) -> str:
+    if area.box is not None:
+        s, w, n, e = area.box
+        params.update(f_s=s, f_w=w, f_n=n, f_e=e)
+        return ("position && ST_MakeEnvelope(:f_w, :f_s, :f_e, :f_n, 4326)::geography "
+                "AND lat BETWEEN :f_s AND :f_n AND lon BETWEEN :f_w AND :f_e")
+    assert area.circle is not None
+    lat, lon, r = area.circle
+    params.update(f_lat=lat, f_lon=lon, f_r=r)
+    return "ST_DWithin(position, ST_SetSRID(ST_MakePoint(:f_lon, :f_lat), 4326)::geography, :f_r, false)"
+
+
+class IdpsStore:
+    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+        self.engine = engine
+        self.distance_m = settings.idps_correlation_distance_m
+        self.window = timedelta(seconds=settings.idps_correlation_window_s)
+        self.reopen_s = settings.idps_reopen_window_s
+
+    # ----- reports ------------------------------------------------------------------------------
+
+    async def report(self, r: ReportInput, now: datetime) -> ReportOutcome:
+        """Joins the report to a matching incident or opens one, in one transaction."""
+        try:
+            return await self._report(r, now)
+        except (IntegrityError, asyncpg.UniqueViolationError):
+            # The same report arrived twice at the same moment: the other copy won the unique key.
+            existing = await self._existing(r)
+            if existing is None:
+                raise
+            return existing
+
+    async def _report(self, r: ReportInput, now: datetime) -> ReportOutcome:
+        async with self.engine.connect() as sa_conn:
+            c = (await sa_conn.get_raw_connection()).driver_connection
+            assert c is not None
+            async with c.transaction():
+                row = await c.fetchrow(_PG_LOCK_AND_DUP.sql, *_PG_LOCK_AND_DUP.args({
+                    "kind": r.source_kind, "sid": r.source_id, "key": r.idempotency_key,
+                    "keys": lock_keys(r.lat, r.lon, self.distance_m)}))
+                if row["dup"]:
+                    report_id, incident_id = row["dup"].split(" ")
+                    got = await c.fetchrow(_PG_GET.sql, incident_id)
+                    return ReportOutcome(_incident(_record(got)), report_id, duplicate=True)
+                candidate = await c.fetchrow(_PG_CANDIDATE.sql, *_PG_CANDIDATE.args({
+                    "types": sorted(taxonomy.compatible_types(r.type)), "lat": r.lat, "lon": r.lon,
+                    "distance": self.distance_m, "obs_lo": r.observed_at - self.window,
+                    "obs_hi": r.observed_at + self.window, "reopen_after": now - timedelta(seconds=self.reopen_s),
+                    "heading": r.heading_deg, "tolerance": HEADING_TOLERANCE_DEG,
+                    "per_vehicle": r.type in taxonomy.PER_VEHICLE, "plate": r.plate}))
+                report_id = aggregate.new_id("R")
+                params = _report_params(r, report_id, now)
+                if candidate is None:
+                    inc = aggregate.open_incident(aggregate.new_id("I"), r, now)
+                    audit = AuditEntry(1, now, r.actor, pb.AUDIT_ACTION_CREATED, to_status=inc.status,
+                                       report_id=report_id, details=f"opened by {lifecycle.type_name(r.type)} report")
+                    link = Link(report_id, pb.LINK_KIND_OPENED, "", inc.id, now, r.actor)
+                    await c.execute(_PG_OPEN.sql, *_PG_OPEN.args({
+                        **_params(inc), **params, **_audit_params(inc.id, audit), **_link_params(link)}))
+                    return ReportOutcome(inc, report_id, opened=True, changes=(Change(inc, None),))
+                inc = _incident(_record(candidate))
+                before, from_status = inc.attrs(), inc.status
+                details, reactivated = aggregate.join(inc, r, now)
+                audit = AuditEntry(inc.version, now, r.actor,
+                                   pb.AUDIT_ACTION_REACTIVATED if reactivated else pb.AUDIT_ACTION_SOURCE_ADDED,
+                                   from_status=from_status, to_status=inc.status, report_id=report_id,
+                                   details="; ".join(details))
+                link = Link(report_id, pb.LINK_KIND_JOINED, "", inc.id, now, r.actor)
+                await c.execute(_PG_JOIN.sql, *_PG_JOIN.args({
+                    **_params(inc), **params, **_audit_params(inc.id, audit), **_link_params(link)}))
+                return ReportOutcome(inc, report_id, reactivated=reactivated, changes=(Change(inc, before),))
+
+    async def _existing(self, r: ReportInput) -> ReportOutcome | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(text(
+                "SELECT id, incident_id FROM idps_reports WHERE source_kind = :kind AND source_id = :sid "
+                "AND idempotency_key = :key"), {"kind": r.source_kind, "sid": r.source_id,
+                                                 "key": r.idempotency_key})).first()
+            if row is None:
+                return None
+            return ReportOutcome(await self._get(conn, row.incident_id), row.id, duplicate=True)
+
+    # ----- lifecycle ----------------------------------------------------------------------------
+
+    async def transition(self, incident_id: str, target: int, expected_version: int, note: str, actor: str,
+                         now: datetime) -> Change:
+        async with self.engine.begin() as conn:
+            inc = await self._lock(conn, incident_id)
+            _check_version(inc, expected_version)
+            age = (now - inc.cleared_at).total_seconds() if inc.cleared_at else None
+            error = lifecycle.transition_error(inc.status, target, age, self.reopen_s)
+            if error:
+                raise FailedPrecondition(error, reason="INVALID_TRANSITION")
+            before, from_status = inc.attrs(), inc.status
+            inc.status = target
+            if target == lifecycle.CLEARED:
+                inc.cleared_at = now
+            elif from_status == lifecycle.CLEARED and target in lifecycle.REOPEN_TARGETS:
+                inc.cleared_at = None
+            if target in lifecycle.TERMINAL:
+                inc.closed_at = now
+            inc.version += 1
+            inc.updated_at = now
+            await conn.execute(text(_UPDATE_INCIDENT), _params(inc))
+            await self._audit(conn, inc.id, AuditEntry(inc.version, now, actor, pb.AUDIT_ACTION_TRANSITIONED, note,
+                                                       from_status, target))
+            return Change(inc, before)
+
+    async def update(self, incident_id: str, spec: UpdateSpec, expected_version: int, actor: str,
+                     now: datetime) -> Change:
+        async with self.engine.begin() as conn:
+            inc = await self._lock(conn, incident_id)
+            _check_version(inc, expected_version)
+            if inc.status in lifecycle.TERMINAL:
+                raise FailedPrecondition(f"incident {inc.id} is {lifecycle.status_name(inc.status)}: it cannot change",
+                                         reason="INCIDENT_ENDED")
+            before = inc.attrs()
+            details: list[str] = []
+            if spec.type and spec.type != inc.type:
+                details.append(f"type {lifecycle.type_name(inc.type)}->{lifecycle.type_name(spec.type)}")
+                inc.type = spec.type
+            if spec.type:
+                inc.type_fixed = True
+            lanes = dict(inc.lane_impacts)
+            for lane, state in spec.lane_impacts:
+                old = lanes.get(lane)
+                if old != state:
+                    was = lifecycle.lane_state_name(old) if old else "-"
+                    details.append(f"lane {lane} {was}->{lifecycle.lane_state_name(state)}")
+                lanes[lane] = state
+            inc.lane_impacts = list(lanes.items())
+            old_severity = inc.severity
+            if spec.severity:
+                inc.severity, inc.severity_derived = spec.severity, False
+            elif spec.derive_severity:
+                inc.severity_derived = True
+            if inc.severity_derived:
+                inc.severity = lifecycle.derive_severity(inc.lane_impacts)
+            if inc.severity != old_severity:
+                details.append(f"severity {lifecycle.severity_name(old_severity)}->"
+                               f"{lifecycle.severity_name(inc.severity)}")
+            inc.version += 1
+            inc.updated_at = now
+            await conn.execute(text(_UPDATE_INCIDENT), _params(inc))
+            await self._audit(conn, inc.id, AuditEntry(inc.version, now, actor, pb.AUDIT_ACTION_UPDATED, spec.note,
+                                                       inc.status, inc.status, "; ".join(details)))
+            return Change(inc, before)
+
+    async def merge(self, target_id: str, other_ids: Sequence[str], expected_version: int, note: str, actor: str,
+                    now: datetime) -> list[Change]:
+        """Moves the sources of `other_ids` into the target; the others close, merged into it."""
+        async with self.engine.begin() as conn:
+            ids = sorted({target_id, *other_ids})
+            rows = {r.id: _incident(r) for r in (await conn.execute(_LOCK_MANY, {"ids": ids})).all()}
+            missing = [i for i in ids if i not in rows]
+            if missing:
+                raise NotFound(f"no incident {', '.join(missing)}")
+            target = rows[target_id]
+            _check_version(target, expected_version)
+            ended = [i for i in ids if rows[i].status in lifecycle.TERMINAL]
+            if ended:
+                raise FailedPrecondition(f"incidents {', '.join(ended)} have ended and cannot be merged",
+                                         reason="INCIDENT_ENDED")
+            moved = (await conn.execute(text(
+                "UPDATE idps_reports r SET incident_id = :target FROM idps_reports old "
+                "WHERE old.id = r.id AND r.incident_id = ANY(:others) RETURNING r.id, old.incident_id AS was"),
+                {"target": target_id, "others": list(other_ids)})).all()
+            if moved:
+                await conn.execute(text(_INSERT_LINK), [_link_params(Link(
+                    m.id, pb.LINK_KIND_MERGED, m.was, target_id, now, actor)) for m in moved])
+            sources = [_source(r) for r in (await conn.execute(_SOURCES, {"id": target_id})).all()]
+            changes: list[Change] = []
+            before = target.attrs()
+            aggregate.recompute(target, sources)
+            lanes = dict(target.lane_impacts)
+            for other_id in other_ids:
+                for lane, state in rows[other_id].lane_impacts:
+                    lanes.setdefault(lane, state)
+            target.lane_impacts = list(lanes.items())
+            if target.severity_derived:
+                target.severity = lifecycle.derive_severity(target.lane_impacts)
+            target.version += 1
+            target.updated_at = now
+            await conn.execute(text(_UPDATE_INCIDENT), _params(target))
+            for other_id in other_ids:
+                other = rows[other_id]
+                other_before, other_status = other.attrs(), other.status
+                other.status, other.closed_at, other.merged_into_id = lifecycle.CLOSED, now, target_id
+                other.source_count, other.version, other.updated_at = 0, other.version + 1, now
+                await conn.execute(text(_UPDATE_INCIDENT), _params(other))
+                await self._audit(conn, other_id, AuditEntry(
+                    other.version, now, actor, pb.AUDIT_ACTION_MERGED, note, other_status, lifecycle.CLOSED,
+                    f"merged into {target_id}", related_incident_id=target_id))
+                await self._audit(conn, target_id, AuditEntry(
+                    target.version, now, actor, pb.AUDIT_ACTION_MERGED, note, target.status, target.status,
+                    f"merged {other_id} ({sum(1 for m in moved if m.was == other_id)} sources)",
+                    related_incident_id=other_id))
+                changes.append(Change(other, other_before))
+            return [Change(target, before), *changes]
+
+    async def split(self, incident_id: str, report_ids: Sequence[str], expected_version: int, note: str, actor: str,
+                    now: datetime) -> tuple[Change, Change]:
+        """Moves reports out of an incident into a new one (status REPORTED)."""
+        async with self.engine.begin() as conn:
+            inc = await self._lock(conn, incident_id)
+            _check_version(inc, expected_version)
+            if inc.status in lifecycle.TERMINAL:
+                raise FailedPrecondition(f"incident {inc.id} is {lifecycle.status_name(inc.status)}: it cannot change",
+                                         reason="INCIDENT_ENDED")
+            sources = [_source(r) for r in (await conn.execute(_SOURCES, {"id": incident_id})).all()]
+            known = {s.report_id for s in sources}
+            wanted = set(report_ids)
+            strangers = sorted(wanted - known)
+            if strangers:
+                raise InvalidArgument([FieldViolation("report_ids", f"{rid} is not a source of incident {incident_id}")
+                                       for rid in strangers])
+            stay = [s for s in sources if s.report_id not in wanted]
+            go = [s for s in sources if s.report_id in wanted]
+            if not stay:
+                raise InvalidArgument(FieldViolation("report_ids", "at least one report must stay in the incident"))
+            new = aggregate.open_incident(aggregate.new_id("I"), ReportInput(
+                "", go[0].source_id, go[0].source_kind, go[0].type, go[0].lat, go[0].lon, go[0].confidence,
+                go[0].observed_at, actor), now)
+            aggregate.recompute(new, go, retype=True)
+            await conn.execute(text(_INSERT_INCIDENT), _params(new))
+            await conn.execute(text("UPDATE idps_reports SET incident_id = :new WHERE id = ANY(:ids)"),
+                               {"new": new.id, "ids": [s.report_id for s in go]})
+            await conn.execute(text(_INSERT_LINK), [_link_params(Link(s.report_id, pb.LINK_KIND_SPLIT, incident_id,
+                                                                      new.id, now, actor)) for s in go])
+            before = inc.attrs()
+            aggregate.recompute(inc, stay)
+            inc.version += 1
+            inc.updated_at = now
+            await conn.execute(text(_UPDATE_INCIDENT), _params(inc))
+            moved = ", ".join(s.report_id for s in go)
+            await self._audit(conn, inc.id, AuditEntry(inc.version, now, actor, pb.AUDIT_ACTION_SPLIT, note,
+                                                       inc.status, inc.status, f"moved {moved} to {new.id}",
+                                                       related_incident_id=new.id))
+            await self._audit(conn, new.id, AuditEntry(1, now, actor, pb.AUDIT_ACTION_SPLIT, note, 0, new.status,
+                                                       f"split from {inc.id}: {moved}", related_incident_id=inc.id))
+            return Change(inc, before), Change(new, None)
+
+    async def close_expired(self, now: datetime, limit: int = 500) -> list[Change]:
+        """Closes incidents cleared longer ago than the reopen window (any process may run this)."""
+        cutoff = now - timedelta(seconds=self.reopen_s)
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(text(
+                f"SELECT {_COLS} FROM idps_incidents WHERE status = 5 AND cleared_at < :cutoff "
+                "ORDER BY cleared_at LIMIT :n FOR UPDATE SKIP LOCKED"), {"cutoff": cutoff, "n": limit})).all()
+            changes: list[Change] = []
+            for row in rows:
+                inc = _incident(row)
+                before = inc.attrs()
+                inc.status, inc.closed_at, inc.version, inc.updated_at = lifecycle.CLOSED, now, inc.version + 1, now
+                changes.append(Change(inc, before))
+            if changes:
+                await conn.execute(text(_UPDATE_INCIDENT), [_params(c.incident) for c in changes])
+                await conn.execute(text(_INSERT_AUDIT), [_audit_params(c.incident.id, AuditEntry(
+                    c.incident.version, now, SYSTEM, pb.AUDIT_ACTION_AUTO_CLOSED, "", lifecycle.CLEARED,
+                    lifecycle.CLOSED, f"cleared more than {self.reopen_s:g} s ago")) for c in changes])
+            return changes
+
+    # ----- reads --------------------------------------------------------------------------------
+
+    async def get(self, incident_id: str) -> IncidentDetail:
+        async with self.engine.connect() as conn:
+            inc = await self._get(conn, incident_id)
+            sources = [_source(r) for r in (await conn.execute(_SOURCES, {"id": incident_id})).all()]
+            audit = [AuditEntry(r.version, r.at, r.actor, r.action, r.note, r.from_status, r.to_status, r.details,
+                                r.report_id, r.related_incident_id)
+                     for r in (await conn.execute(_AUDIT, {"id": incident_id})).all()]
+            links = [Link(r.report_id, r.kind, r.from_incident_id or "", r.to_incident_id, r.at, r.actor)
+                     for r in (await conn.execute(_LINKS, {"id": incident_id})).all()]
+        return IncidentDetail(inc, sources, audit, links)
+
+    async def evidence(self, report_id: str) -> tuple[str, int, bytes]:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(text(
+                "SELECT r.plate, r.plate_colour, e.snapshot_jpeg FROM idps_reports r "
+                "LEFT JOIN idps_evidence e ON e.report_id = r.id WHERE r.id = :id"), {"id": report_id})).first()
+        if row is None:
+            raise NotFound(f"no report {report_id}")
+        return row.plate, row.plate_colour, bytes(row.snapshot_jpeg or b"")
+
+    async def list_incidents(self, q: ListQuery) -> list[Incident]:
+        params: dict[str, Any] = {"n": q.limit}
+        where = _filter_sql(q.filter, params)
+        if q.start_time is not None:
+            where.append("(closed_at IS NULL OR closed_at >= :start_time)")
+            params["start_time"] = q.start_time
+        if q.end_time is not None:
+            where.append("created_at < :end_time")
+            params["end_time"] = q.end_time
+        if q.after is not None:
+            where.append("(created_at, id) < (:after_at, :after_id)")
+            params["after_at"], params["after_id"] = q.after
+        sql = f"SELECT {_COLS} FROM idps_incidents {'WHERE ' + ' AND '.join(where) if where else ''} " \
+              "ORDER BY created_at DESC, id DESC LIMIT :n"
+        async with self.engine.connect() as conn:
+            return [_incident(r) for r in (await conn.execute(text(sql), params)).all()]
+
+    async def snapshot(self, f: IncidentFilter) -> list[Incident]:
+        """Every incident a live subscriber with this filter follows now."""
+        params: dict[str, Any] = {"n": SNAPSHOT_LIMIT}
+        where = ["status BETWEEN 1 AND 5", *_filter_sql(f, params)]
+        sql = f"SELECT {_COLS} FROM idps_incidents WHERE {' AND '.join(where)} ORDER BY created_at, id LIMIT :n"
+        async with self.engine.connect() as conn:
+            return [_incident(r) for r in (await conn.execute(text(sql), params)).all()]
+
+    # ----- helpers ------------------------------------------------------------------------------
+
+    async def _get(self, conn: AsyncConnection, incident_id: str) -> Incident:
+        row = (await conn.execute(_GET, {"id": incident_id})).first()
+        if row is None:
+            raise NotFound(f"no incident {incident_id}")
+        return _incident(row)
+
+    async def _lock(self, conn: AsyncConnection, incident_id: str) -> Incident:
+        row = (await conn.execute(_LOCK_ONE, {"id": incident_id})).first()
+        if row is None:
+            raise NotFound(f"no incident {incident_id}")
+        return _incident(row)
+
+    async def _audit(self, conn: AsyncConnection, incident_id: str, entry: AuditEntry) -> None:
+        await conn.execute(text(_INSERT_AUDIT), _audit_params(incident_id, entry))
