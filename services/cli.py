@@ -6,6 +6,7 @@
   v2x keys create --role R     issue an API key (printed once; stored hashed)
   v2x keys revoke KEY_ID       revoke a key
   v2x seed                     load the demo district into DATABASE_URL
+  v2x platform-emulator        a municipal platform emulator (receives the adapter's deliveries)
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     revoke = ksub.add_parser("revoke", help="revoke a key")
     revoke.add_argument("key_id")
     sub.add_parser("seed", help="load the demo district")
+    emulator = sub.add_parser("platform-emulator", help="run a municipal platform emulator (tests, demo)")
+    from services.municipal.emulator_args import add_arguments as emulator_arguments
+
+    emulator_arguments(emulator)
     return p
 
 
@@ -94,6 +99,12 @@ def main(argv: list[str] | None = None) -> None:
             asyncio.run(_keys(ns, settings))
         elif ns.command == "seed":
             asyncio.run(_seed(settings))
+        elif ns.command == "platform-emulator":
+            import os
+
+            from services.municipal.emulator import run as run_emulator
+
+            asyncio.run(run_emulator(ns, dict(os.environ)))
     except (ConfigError, DomainError) as exc:
         print(f"v2x: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

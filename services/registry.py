@@ -7,6 +7,7 @@ from services.common.runtime import Builder
 
 def builders() -> dict[str, Builder]:
     from services.idps.app import build as idps
+    from services.municipal.app import build as municipal
     from services.parking.app import build as parking
 
-    return {"parking": parking, "idps": idps}
+    return {"parking": parking, "idps": idps, "municipal": municipal}

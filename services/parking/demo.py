@@ -129,7 +129,8 @@ def occupancy_report(lot: DemoLot, rng: random.Random, sequence: int, at: dateti
     """A plausible reading: an occupancy level around `level` (or a random one) for each class."""
     base = rng.uniform(0.3, 0.98) if level is None else level
     if lot.spots:
-        states: dict[str, int] = {s.id: pb.SPOT_STATUS_OCCUPIED if rng.random() < base else pb.SPOT_STATUS_FREE for s in lot.spots}
+        states: dict[str, int] = {
+            s.id: pb.SPOT_STATUS_OCCUPIED if rng.random() < base else pb.SPOT_STATUS_FREE for s in lot.spots}
         return Report(lot.spec.id, sequence, at, {}, states, False, False)
     counts = {c: cap - min(cap, round(cap * min(1.0, max(0.0, base + rng.uniform(-0.1, 0.1)))))
               for c, cap in lot.spec.capacity.items() if cap > 0}

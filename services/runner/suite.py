@@ -22,26 +22,31 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common.apikeys import create_key
 from services.common.config import Settings
 from services.common.db import create_engine, migrate
+from services.municipal.demo import municipal_banner, start_demo_platform
 from services.parking.demo import OPERATORS, seed_district
 from services.registry import builders
 from services.runner.embedded import EmbeddedPostgres, EmbeddedRedis
 from services.runner.occupancy_sim import simulate
 
 READY_TIMEOUT_S = 60.0
+# The municipal platform emulator that the adapter delivers to in the demo (override: V2X_EMULATOR_PORT).
+EMULATOR_PORT = int(os.environ.get("V2X_EMULATOR_PORT", "8700"))
 
 
 @dataclass
 class Suite:
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    helpers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)  # not gRPC services
     postgres: EmbeddedPostgres | None = None
     redis: EmbeddedRedis | None = None
 
     def stop_children(self, grace_s: float) -> None:
-        for proc in self.children.values():
+        procs = [*self.children.values(), *self.helpers.values()]
+        for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace_s + 5
-        for proc in self.children.values():
+        for proc in procs:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -100,6 +105,10 @@ async def run_suite(settings: Settings, *, simulate: bool = True) -> None:
         finally:
             await engine.dispose()
         env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
+        if "municipal" in builders() and not os.environ.get("V2X_MUNICIPAL_DESTINATIONS"):
+            # The adapter delivers to a local platform emulator (unless destinations are configured).
+            suite.helpers["platform-emulator"], adapter_env = await start_demo_platform(env, EMULATOR_PORT)
+            env.update(adapter_env)
         for name in builders():
             # Spawning returns at once (no waiting on the child), so it does not stall the loop.
             suite.children[name] = subprocess.Popen(  # noqa: ASYNC220
@@ -109,6 +118,8 @@ async def run_suite(settings: Settings, *, simulate: bool = True) -> None:
             if not await _healthy(settings.ports[name], deadline):
                 raise RuntimeError(f"{name} did not become healthy on port {settings.ports[name]}")
         _banner(settings, lots, keys, operator_keys, time.monotonic() - started)
+        if "municipal" in suite.children:
+            _say(municipal_banner(settings, keys["admin"], EMULATOR_PORT if suite.helpers else None))
         if simulate and "parking" in suite.children:
             sim = asyncio.create_task(simulate_occupancy(settings, operator_keys))
         while not stop.is_set():

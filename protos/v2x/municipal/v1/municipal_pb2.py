@@ -28,49 +28,51 @@ from google.type import date_pb2 as google_dot_type_dot_date__pb2
 from v2x.common.v1 import common_pb2 as v2x_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n v2x/municipal/v1/municipal.proto\x12\x10v2x.municipal.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16google/type/date.proto\x1a\x1av2x/common/v1/common.proto\"J\n\tKindCount\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.v2x.municipal.v1.RecordKind\x12\x11\n\tdelivered\x18\x02 \x01(\x03\"\x9c\x03\n\x11\x44\x65stinationStatus\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12*\n\x07profile\x18\x02 \x01(\x0e\x32\x19.v2x.municipal.v1.Profile\x12\x14\n\x0c\x65ndpoint_url\x18\x03 \x01(\t\x12\x0e\n\x06paused\x18\x04 \x01(\x08\x12\x14\n\x0cpause_reason\x18\x05 \x01(\t\x12\x13\n\x0blag_records\x18\x06 \x01(\x03\x12\r\n\x05lag_s\x18\x07 \x01(\x01\x12\x0e\n\x06\x63ursor\x18\x08 \x01(\x03\x12.\n\tdelivered\x18\t \x03(\x0b\x32\x1b.v2x.municipal.v1.KindCount\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\n \x01(\x03\x12\x35\n\x11last_delivered_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\nlast_error\x18\x0c \x01(\x0b\x32\x12.google.rpc.Status\x12\x31\n\rlast_error_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\'\n\x10GetStatusRequest\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\"N\n\x11GetStatusResponse\x12\x39\n\x0c\x64\x65stinations\x18\x01 \x03(\x0b\x32#.v2x.municipal.v1.DestinationStatus\"\xec\x02\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x13\n\x0b\x64\x65stination\x18\x02 \x01(\t\x12*\n\x04kind\x18\x03 \x01(\x0e\x32\x1c.v2x.municipal.v1.RecordKind\x12\x12\n\nrecord_key\x18\x04 \x01(\t\x12\x11\n\toutbox_id\x18\x05 \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\x13\n\x0bhttp_status\x18\x08 \x01(\x05\x12&\n\nlast_error\x18\t \x01(\x0b\x32\x12.google.rpc.Status\x12\x34\n\x10\x66irst_attempt_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_attempt_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fpayload_preview\x18\x0c \x01(\t\"\x83\x01\n\x16ListDeadLettersRequest\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.v2x.municipal.v1.RecordKind\x12(\n\x04page\x18\x03 \x01(\x0b\x32\x1a.v2x.common.v1.PageRequest\"x\n\x17ListDeadLettersResponse\x12\x32\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1c.v2x.municipal.v1.DeadLetter\x12)\n\x04page\x18\x02 \x01(\x0b\x32\x1b.v2x.common.v1.PageResponse\"H\n\x17RetryDeadLettersRequest\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x03\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\",\n\x18RetryDeadLettersResponse\x12\x10\n\x08requeued\x18\x01 \x01(\x03\"\x80\x01\n\rReplayRequest\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12-\n\tfrom_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x05kinds\x18\x03 \x03(\x0e\x32\x1c.v2x.municipal.v1.RecordKind\" \n\x0eReplayResponse\x12\x0e\n\x06queued\x18\x01 \x01(\x03\"3\n\x0cPauseRequest\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"$\n\rResumeRequest\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\"G\n\x10ReconcileRequest\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x1e\n\x03\x64\x61y\x18\x02 \x01(\x0b\x32\x11.google.type.Date\"\x98\x01\n\x12KindReconciliation\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.v2x.municipal.v1.RecordKind\x12\x0c\n\x04ours\x18\x02 \x01(\x03\x12\x13\n\x06theirs\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x12\n\ndifference\x18\x04 \x01(\x03\x12\x14\n\x0cmissing_keys\x18\x05 \x03(\tB\t\n\x07_theirs\"\x8e\x01\n\x11ReconcileResponse\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x1e\n\x03\x64\x61y\x18\x02 \x01(\x0b\x32\x11.google.type.Date\x12\x33\n\x05kinds\x18\x03 \x03(\x0b\x32$.v2x.municipal.v1.KindReconciliation\x12\x0f\n\x07matched\x18\x04 \x01(\x08*k\n\x07Profile\x12\x17\n\x13PROFILE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PROFILE_MUNICIPAL_JSON\x10\x01\x12\x16\n\x12PROFILE_DATEX2_XML\x10\x02\x12\x13\n\x0fPROFILE_NGSI_LD\x10\x03*\xb8\x01\n\nRecordKind\x12\x1b\n\x17RECORD_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16RECORD_KIND_LOT_STATIC\x10\x01\x12\x1b\n\x17RECORD_KIND_LOT_DYNAMIC\x10\x02\x12\x1b\n\x17RECORD_KIND_SPOT_STATUS\x10\x03\x12\x17\n\x13RECORD_KIND_PASSAGE\x10\x04\x12\x1e\n\x1aRECORD_KIND_CHARGER_STATUS\x10\x05\x32\x81\x05\n\x15MunicipalAdminService\x12T\n\tGetStatus\x12\".v2x.municipal.v1.GetStatusRequest\x1a#.v2x.municipal.v1.GetStatusResponse\x12\x66\n\x0fListDeadLetters\x12(.v2x.municipal.v1.ListDeadLettersRequest\x1a).v2x.municipal.v1.ListDeadLettersResponse\x12i\n\x10RetryDeadLetters\x12).v2x.municipal.v1.RetryDeadLettersRequest\x1a*.v2x.municipal.v1.RetryDeadLettersResponse\x12K\n\x06Replay\x12\x1f.v2x.municipal.v1.ReplayRequest\x1a .v2x.municipal.v1.ReplayResponse\x12L\n\x05Pause\x12\x1e.v2x.municipal.v1.PauseRequest\x1a#.v2x.municipal.v1.DestinationStatus\x12N\n\x06Resume\x12\x1f.v2x.municipal.v1.ResumeRequest\x1a#.v2x.municipal.v1.DestinationStatus\x12T\n\tReconcile\x12\".v2x.municipal.v1.ReconcileRequest\x1a#.v2x.municipal.v1.ReconcileResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n v2x/municipal/v1/municipal.proto\x12\x10v2x.municipal.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16google/type/date.proto\x1a\x1av2x/common/v1/common.proto\"J\n\tKindCount\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.v2x.municipal.v1.RecordKind\x12\x11\n\tdelivered\x18\x02 \x01(\x03\"\xc7\x03\n\x11\x44\x65stinationStatus\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12*\n\x07profile\x18\x02 \x01(\x0e\x32\x19.v2x.municipal.v1.Profile\x12\x14\n\x0c\x65ndpoint_url\x18\x03 \x01(\t\x12\x0e\n\x06paused\x18\x04 \x01(\x08\x12\x14\n\x0cpause_reason\x18\x05 \x01(\t\x12\x13\n\x0blag_records\x18\x06 \x01(\x03\x12\r\n\x05lag_s\x18\x07 \x01(\x01\x12\x0e\n\x06\x63ursor\x18\x08 \x01(\x03\x12.\n\tdelivered\x18\t \x03(\x0b\x32\x1b.v2x.municipal.v1.KindCount\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\n \x01(\x03\x12\x35\n\x11last_delivered_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\nlast_error\x18\x0c \x01(\x0b\x32\x12.google.rpc.Status\x12\x31\n\rlast_error_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\treplaying\x18\x0e \x01(\x08\x12\x16\n\x0erate_limit_rps\x18\x0f \x01(\x01\"\'\n\x10GetStatusRequest\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\"N\n\x11GetStatusResponse\x12\x39\n\x0c\x64\x65stinations\x18\x01 \x03(\x0b\x32#.v2x.municipal.v1.DestinationStatus\"\xae\x03\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x13\n\x0b\x64\x65stination\x18\x02 \x01(\t\x12*\n\x04kind\x18\x03 \x01(\x0e\x32\x1c.v2x.municipal.v1.RecordKind\x12\x12\n\nrecord_key\x18\x04 \x01(\t\x12\x11\n\toutbox_id\x18\x05 \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\x13\n\x0bhttp_status\x18\x08 \x01(\x05\x12&\n\nlast_error\x18\t \x01(\x0b\x32\x12.google.rpc.Status\x12\x34\n\x10\x66irst_attempt_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_attempt_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fpayload_preview\x18\x0c \x01(\t\x12\x30\n\x05state\x18\r \x01(\x0e\x32!.v2x.municipal.v1.DeadLetterState\x12\x0e\n\x06reason\x18\x0e \x01(\t\"\x9d\x01\n\x16ListDeadLettersRequest\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.v2x.municipal.v1.RecordKind\x12(\n\x04page\x18\x03 \x01(\x0b\x32\x1a.v2x.common.v1.PageRequest\x12\x18\n\x10include_resolved\x18\x04 \x01(\x08\"x\n\x17ListDeadLettersResponse\x12\x32\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1c.v2x.municipal.v1.DeadLetter\x12)\n\x04page\x18\x02 \x01(\x0b\x32\x1b.v2x.common.v1.PageResponse\"H\n\x17RetryDeadLettersRequest\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x03\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\",\n\x18RetryDeadLettersResponse\x12\x10\n\x08requeued\x18\x01 \x01(\x03\"\x80\x01\n\rReplayRequest\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12-\n\tfrom_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x05kinds\x18\x03 \x03(\x0e\x32\x1c.v2x.municipal.v1.RecordKind\" \n\x0eReplayResponse\x12\x0e\n\x06queued\x18\x01 \x01(\x03\"3\n\x0cPauseRequest\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"$\n\rResumeRequest\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\"G\n\x10ReconcileRequest\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x1e\n\x03\x64\x61y\x18\x02 \x01(\x0b\x32\x11.google.type.Date\"\x98\x01\n\x12KindReconciliation\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.v2x.municipal.v1.RecordKind\x12\x0c\n\x04ours\x18\x02 \x01(\x03\x12\x13\n\x06theirs\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x12\n\ndifference\x18\x04 \x01(\x03\x12\x14\n\x0cmissing_keys\x18\x05 \x03(\tB\t\n\x07_theirs\"\xa0\x01\n\x11ReconcileResponse\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x1e\n\x03\x64\x61y\x18\x02 \x01(\x0b\x32\x11.google.type.Date\x12\x33\n\x05kinds\x18\x03 \x03(\x0b\x32$.v2x.municipal.v1.KindReconciliation\x12\x0f\n\x07matched\x18\x04 \x01(\x08\x12\x10\n\x08\x63ompared\x18\x05 \x01(\x08*k\n\x07Profile\x12\x17\n\x13PROFILE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PROFILE_MUNICIPAL_JSON\x10\x01\x12\x16\n\x12PROFILE_DATEX2_XML\x10\x02\x12\x13\n\x0fPROFILE_NGSI_LD\x10\x03*\xb8\x01\n\nRecordKind\x12\x1b\n\x17RECORD_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16RECORD_KIND_LOT_STATIC\x10\x01\x12\x1b\n\x17RECORD_KIND_LOT_DYNAMIC\x10\x02\x12\x1b\n\x17RECORD_KIND_SPOT_STATUS\x10\x03\x12\x17\n\x13RECORD_KIND_PASSAGE\x10\x04\x12\x1e\n\x1aRECORD_KIND_CHARGER_STATUS\x10\x05*\x90\x01\n\x0f\x44\x65\x61\x64LetterState\x12!\n\x1d\x44\x45\x41\x44_LETTER_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45\x41\x44_LETTER_STATE_OPEN\x10\x01\x12\x1e\n\x1a\x44\x45\x41\x44_LETTER_STATE_REQUEUED\x10\x02\x12\x1e\n\x1a\x44\x45\x41\x44_LETTER_STATE_RESOLVED\x10\x03\x32\x81\x05\n\x15MunicipalAdminService\x12T\n\tGetStatus\x12\".v2x.municipal.v1.GetStatusRequest\x1a#.v2x.municipal.v1.GetStatusResponse\x12\x66\n\x0fListDeadLetters\x12(.v2x.municipal.v1.ListDeadLettersRequest\x1a).v2x.municipal.v1.ListDeadLettersResponse\x12i\n\x10RetryDeadLetters\x12).v2x.municipal.v1.RetryDeadLettersRequest\x1a*.v2x.municipal.v1.RetryDeadLettersResponse\x12K\n\x06Replay\x12\x1f.v2x.municipal.v1.ReplayRequest\x1a .v2x.municipal.v1.ReplayResponse\x12L\n\x05Pause\x12\x1e.v2x.municipal.v1.PauseRequest\x1a#.v2x.municipal.v1.DestinationStatus\x12N\n\x06Resume\x12\x1f.v2x.municipal.v1.ResumeRequest\x1a#.v2x.municipal.v1.DestinationStatus\x12T\n\tReconcile\x12\".v2x.municipal.v1.ReconcileRequest\x1a#.v2x.municipal.v1.ReconcileResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'v2x.municipal.v1.municipal_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROFILE']._serialized_start=2148
-  _globals['_PROFILE']._serialized_end=2255
-  _globals['_RECORDKIND']._serialized_start=2258
-  _globals['_RECORDKIND']._serialized_end=2442
+  _globals['_PROFILE']._serialized_start=2301
+  _globals['_PROFILE']._serialized_end=2408
+  _globals['_RECORDKIND']._serialized_start=2411
+  _globals['_RECORDKIND']._serialized_end=2595
+  _globals['_DEADLETTERSTATE']._serialized_start=2598
+  _globals['_DEADLETTERSTATE']._serialized_end=2742
   _globals['_KINDCOUNT']._serialized_start=164
   _globals['_KINDCOUNT']._serialized_end=238
   _globals['_DESTINATIONSTATUS']._serialized_start=241
-  _globals['_DESTINATIONSTATUS']._serialized_end=653
-  _globals['_GETSTATUSREQUEST']._serialized_start=655
-  _globals['_GETSTATUSREQUEST']._serialized_end=694
-  _globals['_GETSTATUSRESPONSE']._serialized_start=696
-  _globals['_GETSTATUSRESPONSE']._serialized_end=774
-  _globals['_DEADLETTER']._serialized_start=777
-  _globals['_DEADLETTER']._serialized_end=1141
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=1144
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1275
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1277
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1397
-  _globals['_RETRYDEADLETTERSREQUEST']._serialized_start=1399
-  _globals['_RETRYDEADLETTERSREQUEST']._serialized_end=1471
-  _globals['_RETRYDEADLETTERSRESPONSE']._serialized_start=1473
-  _globals['_RETRYDEADLETTERSRESPONSE']._serialized_end=1517
-  _globals['_REPLAYREQUEST']._serialized_start=1520
-  _globals['_REPLAYREQUEST']._serialized_end=1648
-  _globals['_REPLAYRESPONSE']._serialized_start=1650
-  _globals['_REPLAYRESPONSE']._serialized_end=1682
-  _globals['_PAUSEREQUEST']._serialized_start=1684
-  _globals['_PAUSEREQUEST']._serialized_end=1735
-  _globals['_RESUMEREQUEST']._serialized_start=1737
-  _globals['_RESUMEREQUEST']._serialized_end=1773
-  _globals['_RECONCILEREQUEST']._serialized_start=1775
-  _globals['_RECONCILEREQUEST']._serialized_end=1846
-  _globals['_KINDRECONCILIATION']._serialized_start=1849
-  _globals['_KINDRECONCILIATION']._serialized_end=2001
-  _globals['_RECONCILERESPONSE']._serialized_start=2004
-  _globals['_RECONCILERESPONSE']._serialized_end=2146
-  _globals['_MUNICIPALADMINSERVICE']._serialized_start=2445
-  _globals['_MUNICIPALADMINSERVICE']._serialized_end=3086
+  _globals['_DESTINATIONSTATUS']._serialized_end=696
+  _globals['_GETSTATUSREQUEST']._serialized_start=698
+  _globals['_GETSTATUSREQUEST']._serialized_end=737
+  _globals['_GETSTATUSRESPONSE']._serialized_start=739
+  _globals['_GETSTATUSRESPONSE']._serialized_end=817
+  _globals['_DEADLETTER']._serialized_start=820
+  _globals['_DEADLETTER']._serialized_end=1250
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=1253
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1410
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1412
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1532
+  _globals['_RETRYDEADLETTERSREQUEST']._serialized_start=1534
+  _globals['_RETRYDEADLETTERSREQUEST']._serialized_end=1606
+  _globals['_RETRYDEADLETTERSRESPONSE']._serialized_start=1608
+  _globals['_RETRYDEADLETTERSRESPONSE']._serialized_end=1652
+  _globals['_REPLAYREQUEST']._serialized_start=1655
+  _globals['_REPLAYREQUEST']._serialized_end=1783
+  _globals['_REPLAYRESPONSE']._serialized_start=1785
+  _globals['_REPLAYRESPONSE']._serialized_end=1817
+  _globals['_PAUSEREQUEST']._serialized_start=1819
+  _globals['_PAUSEREQUEST']._serialized_end=1870
+  _globals['_RESUMEREQUEST']._serialized_start=1872
+  _globals['_RESUMEREQUEST']._serialized_end=1908
+  _globals['_RECONCILEREQUEST']._serialized_start=1910
+  _globals['_RECONCILEREQUEST']._serialized_end=1981
+  _globals['_KINDRECONCILIATION']._serialized_start=1984
+  _globals['_KINDRECONCILIATION']._serialized_end=2136
+  _globals['_RECONCILERESPONSE']._serialized_start=2139
+  _globals['_RECONCILERESPONSE']._serialized_end=2299
+  _globals['_MUNICIPALADMINSERVICE']._serialized_start=2745
+  _globals['_MUNICIPALADMINSERVICE']._serialized_end=3386
 # @@protoc_insertion_point(module_scope)

@@ -89,6 +89,34 @@ RECORD_KIND_CHARGER_STATUS: RecordKind.ValueType  # 5
 """A charging connector's status."""
 Global___RecordKind: _TypeAlias = RecordKind  # noqa: Y015
 
+class _DeadLetterState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeadLetterStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeadLetterState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEAD_LETTER_STATE_UNSPECIFIED: _DeadLetterState.ValueType  # 0
+    """Not set (in filters: open and requeued)."""
+    DEAD_LETTER_STATE_OPEN: _DeadLetterState.ValueType  # 1
+    """Waiting for an administrator."""
+    DEAD_LETTER_STATE_REQUEUED: _DeadLetterState.ValueType  # 2
+    """Put back in the queue by RetryDeadLetters; the adapter is sending it again."""
+    DEAD_LETTER_STATE_RESOLVED: _DeadLetterState.ValueType  # 3
+    """Delivered after all (by a retry or a replay); kept for the record."""
+
+class DeadLetterState(_DeadLetterState, metaclass=_DeadLetterStateEnumTypeWrapper):
+    """Where a dead letter stands."""
+
+DEAD_LETTER_STATE_UNSPECIFIED: DeadLetterState.ValueType  # 0
+"""Not set (in filters: open and requeued)."""
+DEAD_LETTER_STATE_OPEN: DeadLetterState.ValueType  # 1
+"""Waiting for an administrator."""
+DEAD_LETTER_STATE_REQUEUED: DeadLetterState.ValueType  # 2
+"""Put back in the queue by RetryDeadLetters; the adapter is sending it again."""
+DEAD_LETTER_STATE_RESOLVED: DeadLetterState.ValueType  # 3
+"""Delivered after all (by a retry or a replay); kept for the record."""
+Global___DeadLetterState: _TypeAlias = DeadLetterState  # noqa: Y015
+
 @_typing.final
 class KindCount(_message.Message):
     """Records of one kind delivered to a destination."""
@@ -134,6 +162,8 @@ class DestinationStatus(_message.Message):
     LAST_DELIVERED_AT_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     LAST_ERROR_AT_FIELD_NUMBER: _builtins.int
+    REPLAYING_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_RPS_FIELD_NUMBER: _builtins.int
     destination: _builtins.str
     """Destination id (from the adapter's configuration)."""
     profile: Global___Profile.ValueType
@@ -152,6 +182,10 @@ class DestinationStatus(_message.Message):
     """Outbox id of the last record delivered or dead-lettered; every record up to it is done."""
     dead_letters: _builtins.int
     """Dead letters waiting for a retry."""
+    replaying: _builtins.bool
+    """True while a replay is re-sending records (up to where the cursor stood when it was asked for)."""
+    rate_limit_rps: _builtins.float
+    """Records per second the destination is held to (0 = unlimited)."""
     @_builtins.property
     def delivered(self) -> _containers.RepeatedCompositeFieldContainer[Global___KindCount]:
         """Delivered records per kind."""
@@ -184,10 +218,12 @@ class DestinationStatus(_message.Message):
         last_delivered_at: _timestamp_pb2.Timestamp | None = ...,
         last_error: _status_pb2.Status | None = ...,
         last_error_at: _timestamp_pb2.Timestamp | None = ...,
+        replaying: _builtins.bool = ...,
+        rate_limit_rps: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_delivered_at", b"last_delivered_at", "last_error", b"last_error", "last_error_at", b"last_error_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "dead_letters", b"dead_letters", "delivered", b"delivered", "destination", b"destination", "endpoint_url", b"endpoint_url", "lag_records", b"lag_records", "lag_s", b"lag_s", "last_delivered_at", b"last_delivered_at", "last_error", b"last_error", "last_error_at", b"last_error_at", "pause_reason", b"pause_reason", "paused", b"paused", "profile", b"profile"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "dead_letters", b"dead_letters", "delivered", b"delivered", "destination", b"destination", "endpoint_url", b"endpoint_url", "lag_records", b"lag_records", "lag_s", b"lag_s", "last_delivered_at", b"last_delivered_at", "last_error", b"last_error", "last_error_at", b"last_error_at", "pause_reason", b"pause_reason", "paused", b"paused", "profile", b"profile", "rate_limit_rps", b"rate_limit_rps", "replaying", b"replaying"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -257,6 +293,8 @@ class DeadLetter(_message.Message):
     FIRST_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
     LAST_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
     PAYLOAD_PREVIEW_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Dead letter id."""
     destination: _builtins.str
@@ -274,7 +312,13 @@ class DeadLetter(_message.Message):
     http_status: _builtins.int
     """HTTP status of the last attempt; 0 when no response (timeout, connection error)."""
     payload_preview: _builtins.str
-    """The start of the rendered body, <= 2000 characters, for diagnosis (plates masked)."""
+    """The start of the record, <= 2000 characters, for diagnosis (plates masked)."""
+    state: Global___DeadLetterState.ValueType
+    """Open, requeued or resolved."""
+    reason: _builtins.str
+    """Stable code of the failure: INVALID_RECORD (failed its profile's checks, never sent),
+    REJECTED_BY_PLATFORM (a 4xx answer), NOT_CARRIED, OUTBOX_ROW_GONE.
+    """
     @_builtins.property
     def last_error(self) -> _status_pb2.Status:
         """Last error (code and message)."""
@@ -302,10 +346,12 @@ class DeadLetter(_message.Message):
         first_attempt_at: _timestamp_pb2.Timestamp | None = ...,
         last_attempt_at: _timestamp_pb2.Timestamp | None = ...,
         payload_preview: _builtins.str = ...,
+        state: Global___DeadLetterState.ValueType = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["first_attempt_at", b"first_attempt_at", "last_attempt_at", b"last_attempt_at", "last_error", b"last_error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "destination", b"destination", "first_attempt_at", b"first_attempt_at", "http_status", b"http_status", "id", b"id", "idempotency_key", b"idempotency_key", "kind", b"kind", "last_attempt_at", b"last_attempt_at", "last_error", b"last_error", "outbox_id", b"outbox_id", "payload_preview", b"payload_preview", "record_key", b"record_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "destination", b"destination", "first_attempt_at", b"first_attempt_at", "http_status", b"http_status", "id", b"id", "idempotency_key", b"idempotency_key", "kind", b"kind", "last_attempt_at", b"last_attempt_at", "last_error", b"last_error", "outbox_id", b"outbox_id", "payload_preview", b"payload_preview", "reason", b"reason", "record_key", b"record_key", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -320,10 +366,13 @@ class ListDeadLettersRequest(_message.Message):
     DESTINATION_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     PAGE_FIELD_NUMBER: _builtins.int
+    INCLUDE_RESOLVED_FIELD_NUMBER: _builtins.int
     destination: _builtins.str
     """Only this destination (empty = all)."""
     kind: Global___RecordKind.ValueType
     """Only this kind (UNSPECIFIED = all)."""
+    include_resolved: _builtins.bool
+    """Also list resolved dead letters."""
     @_builtins.property
     def page(self) -> _common_pb2.PageRequest:
         """Paging (newest first)."""
@@ -334,10 +383,11 @@ class ListDeadLettersRequest(_message.Message):
         destination: _builtins.str = ...,
         kind: Global___RecordKind.ValueType = ...,
         page: _common_pb2.PageRequest | None = ...,
+        include_resolved: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination", "kind", b"kind", "page", b"page"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination", "include_resolved", b"include_resolved", "kind", b"kind", "page", b"page"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -440,7 +490,7 @@ class ReplayRequest(_message.Message):
     """Destination."""
     @_builtins.property
     def from_time(self) -> _timestamp_pb2.Timestamp:
-        """Replay records changed at or after this time."""
+        """Replay records changed at or after this time (required)."""
 
     @_builtins.property
     def kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___RecordKind.ValueType]:
@@ -580,7 +630,7 @@ class KindReconciliation(_message.Message):
     """ours - theirs (0 when theirs is absent)."""
     @_builtins.property
     def missing_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Up to 100 record keys we delivered that the platform lacks, when it lists keys."""
+        """Up to 100 idempotency keys of records we delivered that the platform lacks, when it lists keys."""
 
     def __init__(
         self,
@@ -611,10 +661,13 @@ class ReconcileResponse(_message.Message):
     DAY_FIELD_NUMBER: _builtins.int
     KINDS_FIELD_NUMBER: _builtins.int
     MATCHED_FIELD_NUMBER: _builtins.int
+    COMPARED_FIELD_NUMBER: _builtins.int
     destination: _builtins.str
     """Destination."""
     matched: _builtins.bool
     """True when every kind with a platform count has difference 0."""
+    compared: _builtins.bool
+    """False when the destination's profile offers no counts: then only `ours` is filled."""
     @_builtins.property
     def day(self) -> _date_pb2.Date:
         """The day compared."""
@@ -630,10 +683,11 @@ class ReconcileResponse(_message.Message):
         day: _date_pb2.Date | None = ...,
         kinds: _abc.Iterable[Global___KindReconciliation] | None = ...,
         matched: _builtins.bool = ...,
+        compared: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["day", b"day"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "destination", b"destination", "kinds", b"kinds", "matched", b"matched"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compared", b"compared", "day", b"day", "destination", b"destination", "kinds", b"kinds", "matched", b"matched"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,343 @@
+"""Municipal adapter benchmark: drain rate of a 100,000-change outbox backlog to the platform emulator.
+
+    .venv/bin/python load/bench_municipal.py [--changes 100000] [--lots 1000] [--batch 500] [--json PATH]
+
+What it does, in one run (well under three minutes on a 2-core machine):
+
+1. creates a fresh database `v2x_bench_municipal_<pid>` on the local PostgreSQL cluster, migrates it, and
+   writes the backlog with plain SQL (not measured): `--changes` lot_dynamic rows in the parking service's
+   payload shape for `--lots` lots, 10,000 rows per transaction;
+2. starts the platform emulator (`v2x platform-emulator`, no failures) as its own process on loopback;
+3. raw baseline: this process reads the same rows, renders them with the same profile into the same batches
+   (not measured), then POSTs the batches one after another, signed, with aiohttp, one request in flight
+   (as the adapter sends per destination), and times that;
+4. resets the emulator, starts the adapter (`v2x serve municipal`) as its own process with the destination
+   paused, resumes it through the admin rpc and times until the emulator holds every record;
+5. stops both processes and drops the database (also on error or Ctrl-C).
+
+The adapter's figure includes everything it does per record (read in (txid, id) order, per-lot order
+check, render + validate, sign, POST, commit the cursor and counts); the raw figure is the HTTP + receiver
+ceiling for the same bodies. The CPU table says how much of a core each process used; other work on the
+machine (the load average is printed) slows both phases alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from v2x.municipal.v1 import municipal_pb2 as pb
+from v2x.municipal.v1.municipal_pb2_grpc import MunicipalAdminServiceStub
+
+from services.common.apikeys import create_key
+from services.common.config import MunicipalDestination
+from services.common.db import create_engine, migrate
+from services.municipal import signing
+from services.municipal.model import idempotency_key
+from services.municipal.profiles import make_profile
+from services.municipal.store import MunicipalStore
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "bench-secret-0123456789abcdef"
+GOAL_RATE = 5000.0
+GOAL_RATIO = 0.7
+
+_BACKLOG = """
+INSERT INTO outbox (kind, aggregate_id, payload)
+SELECT 'lot_dynamic', 'B-' || lpad((g % $3)::text, 5, '0'),
+       jsonb_build_object(
+           'lot_id', 'B-' || lpad((g % $3)::text, 5, '0'), 'sequence', g / $3 + 1,
+           'observed_at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
+           'received_at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
+           'capacity', jsonb_build_object('general', 300, 'ev', 40, 'disabled', 6, 'reserved', 0),
+           'free', jsonb_build_object('general', g % 301, 'ev', g % 41, 'disabled', g % 7),
+           'status', CASE WHEN g % 301 = 0 THEN 'SITE_STATUS_FULL' WHEN g % 301 < 15 THEN 'SITE_STATUS_ALMOST_FULL'
+                          ELSE 'SITE_STATUS_SPACES_AVAILABLE' END,
+           'ttl_s', 600)
+FROM generate_series($1::bigint, $2::bigint) AS g ORDER BY g"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _with_db(url: str, db: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{db}"
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+@dataclass
+class Phase:
+    name: str
+    records: int
+    seconds: float
+    cpu: dict[str, float]
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+
+class Emulator:
+    def __init__(self, port: int, log: Any) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "platform-emulator", "--port", str(port)],
+            env={**os.environ, "V2X_EMULATOR_SECRET": SECRET, "LOG_LEVEL": "WARNING"}, cwd=ROOT,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+
+    async def wait_ready(self, session: aiohttp.ClientSession, limit_s: float = 30.0) -> None:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(self.url + "/healthz") as r:
+                    if r.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+        raise RuntimeError("the emulator did not start")
+
+    async def unique(self, session: aiohttp.ClientSession) -> int:
+        async with session.get(self.url + "/_admin/state") as r:
+            return int((await r.json())["unique_records"])
+
+    async def reset(self, session: aiohttp.ClientSession) -> None:
+        async with session.post(self.url + "/_admin/reset") as r:
+            assert r.status == 200
+
+
+def spawn(args: list[str], env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "services.cli", *args], env=env, cwd=ROOT,
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def write_backlog(conn: asyncpg.Connection, changes: int, lots: int) -> None:
+    step = 10_000
+    for start in range(0, changes, step):
+        await conn.execute(_BACKLOG, start, min(start + step, changes) - 1, lots)
+
+
+async def raw_phase(db_url: str, dest: MunicipalDestination, emulator: Emulator, session: aiohttp.ClientSession,
+                    emulator_pid: int) -> Phase:
+    """The same batches, rendered beforehand, POSTed back to back by a plain aiohttp client."""
+    engine = create_engine(db_url, pool_size=1)
+    store = MunicipalStore(engine)
+    profile = make_profile(dest)
+    bodies: list[tuple[bytes, int]] = []
+    try:
+        from services.municipal.model import Position
+
+        pos, now = Position(0, 0), datetime.now(UTC)
+        while True:
+            rows, _extra = await store.next_batch(pos, [], sorted(profile.kinds), dest.batch_size)
+            if not rows:
+                break
+            docs = [profile.render(r, idempotency_key(dest.name, r.id), None, now).doc for r in rows]
+            bodies.append((profile.body(docs), len(rows)))
+            pos = Position(rows[-1].txid, rows[-1].id)
+    finally:
+        await engine.dispose()
+    total = sum(n for _, n in bodies)
+    cpu0 = {"client": time.process_time(), "emulator": proc_cpu_s(emulator_pid)}
+    t0 = time.perf_counter()
+    for body, _ in bodies:
+        headers = {"Content-Type": profile.content_type, **signing.headers(SECRET, int(time.time()), body)}
+        async with session.post(dest.url, data=body, headers=headers) as r:
+            await r.read()
+            if r.status != 200:
+                raise RuntimeError(f"raw POST answered {r.status}")
+    elapsed = time.perf_counter() - t0
+    cpu = {"client": time.process_time() - cpu0["client"], "emulator": proc_cpu_s(emulator_pid) - cpu0["emulator"]}
+    got = await emulator.unique(session)
+    if got != total:
+        raise RuntimeError(f"raw phase: the emulator holds {got} records, expected {total}")
+    return Phase("raw aiohttp client", total, elapsed, {k: v / elapsed for k, v in cpu.items()})
+
+
+async def adapter_phase(db_url: str, redis_url: str, dest: MunicipalDestination, emulator: Emulator,
+                        session: aiohttp.ClientSession, emulator_pid: int, changes: int, log: Any,
+                        timeout_s: float) -> tuple[Phase, dict[str, Any]]:
+    engine = create_engine(db_url, pool_size=2)
+    store = MunicipalStore(engine)
+    await store.ensure([dest])
+    await store.set_paused(dest.name, True, "benchmark: waiting for the start signal")
+    admin = (await create_key(engine, "admin", "bench")).key
+    await engine.dispose()
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": redis_url, "V2X_MUNICIPAL_PORT": str(port),
+           "V2X_MUNICIPAL_METRICS_PORT": "0", "LOG_LEVEL": "WARNING", "V2X_MUNICIPAL_RECONCILE_HOUR": "-1",
+           "BENCH_SECRET": SECRET,
+           "V2X_MUNICIPAL_DESTINATIONS": json.dumps([{"name": dest.name, "url": dest.url, "profile": dest.profile,
+                                                      "secret_env": "BENCH_SECRET", "batch_size": dest.batch_size,
+                                                      "timeout_s": dest.timeout_s}])}
+    proc = spawn(["serve", "municipal"], env, log)
+    md = (("authorization", f"Bearer {admin}"),)
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 60
+            while True:
+                with contextlib.suppress(aio.AioRpcError):
+                    if (await health.Check(health_pb2.HealthCheckRequest(), timeout=1)).status == 1:
+                        break
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the adapter did not become healthy")
+                await asyncio.sleep(0.1)
+            stub = MunicipalAdminServiceStub(channel)
+            before = (await stub.GetStatus(pb.GetStatusRequest(destination=dest.name), metadata=md)).destinations[0]
+            cpu0 = {"adapter": proc_cpu_s(proc.pid), "emulator": proc_cpu_s(emulator_pid)}
+            t0 = time.perf_counter()
+            await stub.Resume(pb.ResumeRequest(destination=dest.name), metadata=md)
+            while await emulator.unique(session) < changes:
+                if time.perf_counter() - t0 > timeout_s:
+                    raise RuntimeError(f"the adapter did not drain {changes} records in {timeout_s:.0f} s")
+                if proc.poll() is not None:
+                    raise RuntimeError("the adapter exited")
+                await asyncio.sleep(0.02)
+            elapsed = time.perf_counter() - t0
+            cpu = {"adapter": proc_cpu_s(proc.pid) - cpu0["adapter"],
+                   "emulator": proc_cpu_s(emulator_pid) - cpu0["emulator"]}
+            await asyncio.sleep(0.3)
+            after = (await stub.GetStatus(pb.GetStatusRequest(destination=dest.name), metadata=md)).destinations[0]
+    finally:
+        stop(proc)
+    lag = {"lag_records_before": before.lag_records, "lag_s_before": round(before.lag_s, 1),
+           "lag_records_after": after.lag_records, "dead_letters": after.dead_letters}
+    return Phase("v2x municipal adapter", changes, elapsed, {k: v / elapsed for k, v in cpu.items()}), lag
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    db = f"v2x_bench_municipal_{os.getpid()}_{uuid.uuid4().hex[:4]}"
+    admin = await asyncpg.connect(args.pg_admin)
+    await admin.execute(f'CREATE DATABASE "{db}"')
+    db_url = _with_db(args.pg_admin, db)
+    emulator: Emulator | None = None
+    log = tempfile.NamedTemporaryFile(prefix="bench-municipal-", suffix=".log", delete=False)  # noqa: SIM115
+    started = time.monotonic()
+    try:
+        await migrate(db_url)
+        conn = await asyncpg.connect(db_url)
+        try:
+            t = time.perf_counter()
+            await write_backlog(conn, args.changes, args.lots)
+            await conn.execute("VACUUM ANALYZE outbox")
+            backlog_s = time.perf_counter() - t
+        finally:
+            await conn.close()
+        emulator = Emulator(free_port(), log)
+        dest = MunicipalDestination(name="bench", url=f"{emulator.url}/municipal/v1/records",
+                                    profile="municipal_json", secret=SECRET, batch_size=args.batch, timeout_s=30.0)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4)) as session:
+            await emulator.wait_ready(session)
+            raw = await raw_phase(db_url, dest, emulator, session, emulator.proc.pid)
+            await emulator.reset(session)
+            adapter, lag = await adapter_phase(db_url, args.redis, dest, emulator, session, emulator.proc.pid,
+                                               args.changes, log, args.timeout)
+        return {"raw": raw, "adapter": adapter, "lag": lag, "backlog_s": backlog_s,
+                "took_s": time.monotonic() - started, "log": log.name}
+    finally:
+        stop(emulator.proc if emulator else None)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        await admin.close()
+        log.close()
+
+
+def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
+    raw: Phase = r["raw"]
+    adapter: Phase = r["adapter"]
+    ratio = adapter.rate / raw.rate if raw.rate else 0.0
+    load = os.getloadavg()
+    print(f"\nmunicipal adapter: drain a backlog of {args.changes:,} lot_dynamic changes ({args.lots:,} lots), "
+          f"municipal JSON profile, batches of {args.batch}, loopback emulator")
+    print(f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end "
+          "(other work on the machine slows both phases)\n")
+    print(f"{'phase':<24}{'records':>10}{'seconds':>10}{'records/s':>12}   CPU (cores)")
+    for p in (raw, adapter):
+        cpu = ", ".join(f"{k} {v:.2f}" for k, v in p.cpu.items())
+        print(f"{p.name:<24}{p.records:>10,}{p.seconds:>10.2f}{p.rate:>12,.0f}   {cpu}")
+    rate_ok, ratio_ok = adapter.rate >= GOAL_RATE, ratio >= GOAL_RATIO
+    print(f"\nadapter / raw = {ratio:.2f}   goals: >= {GOAL_RATE:,.0f} records/s {'met' if rate_ok else 'NOT met'}, "
+          f">= {GOAL_RATIO} x raw {'met' if ratio_ok else 'NOT met'}")
+    per_record = {name: 1e6 * cores * p.seconds / p.records for p in (raw, adapter) for name, cores in p.cpu.items()
+                  if (p is raw and name == "emulator") or (p is adapter and name == "adapter")}
+    print(f"CPU per record: adapter {per_record['adapter']:.0f} us (read, order, check, map, sign, POST, commit), "
+          f"receiver {per_record['emulator']:.0f} us (parse, verify, dedupe)")
+    print(f"lag before resume: {r['lag']['lag_records_before']:,} records, {r['lag']['lag_s_before']} s; "
+          f"after: {r['lag']['lag_records_after']} records, {r['lag']['dead_letters']} dead letters")
+    print(f"(backlog written in {r['backlog_s']:.1f} s; whole run {r['took_s']:.0f} s; process logs {r['log']})")
+    return {
+        "benchmark": "municipal", "at": datetime.now(UTC).isoformat(),
+        "config": {"changes": args.changes, "lots": args.lots, "batch": args.batch, "profile": "municipal_json"},
+        "machine": {"cores": os.cpu_count(), "load_average_end": load},
+        "raw": {"records": raw.records, "seconds": raw.seconds, "records_per_s": raw.rate, "cpu_cores": raw.cpu},
+        "adapter": {"records": adapter.records, "seconds": adapter.seconds, "records_per_s": adapter.rate,
+                    "cpu_cores": adapter.cpu},
+        "ratio": ratio, "goals": {"records_per_s": GOAL_RATE, "ratio": GOAL_RATIO, "records_per_s_met": rate_ok,
+                                  "ratio_met": ratio_ok},
+        "cpu_us_per_record": per_record,
+        "lag": r["lag"],
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--changes", type=int, default=100_000, help="backlog size (default 100,000)")
+    p.add_argument("--lots", type=int, default=1000, help="lots the changes are spread over (default 1,000)")
+    p.add_argument("--batch", type=int, default=500, help="records per request (default 500)")
+    p.add_argument("--timeout", type=float, default=120.0, help="give up on the adapter phase after this long")
+    p.add_argument("--pg-admin", default=os.environ.get("V2X_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
+                   help="admin URL of the PostgreSQL cluster")
+    p.add_argument("--redis", default=os.environ.get("V2X_TEST_REDIS", "redis://127.0.0.1:6379/13"))
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    out = report(args, asyncio.run(run(args)))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Assembles the municipal adapter: one delivery lane per destination, the admin service, and who may call
+what (administrators only)."""
+
+from __future__ import annotations
+
+import logging
+
+from v2x.municipal.v1 import municipal_pb2, municipal_pb2_grpc
+
+from services.common.principal import Role
+from services.common.runtime import Resources, ServiceParts
+from services.common.server import ServiceDefinition
+from services.municipal.adapter import Adapter
+from services.municipal.servicer import MunicipalAdminServicer
+from services.municipal.store import MunicipalStore
+
+log = logging.getLogger("v2x.municipal")
+ADMIN = frozenset({Role.ADMIN})
+
+POLICY = {
+    "GetStatus": ADMIN,
+    "ListDeadLetters": ADMIN,
+    "RetryDeadLetters": ADMIN,
+    "Replay": ADMIN,
+    "Pause": ADMIN,
+    "Resume": ADMIN,
+    "Reconcile": ADMIN,
+}
+
+
+def build(resources: Resources) -> ServiceParts:
+    adapter = Adapter(MunicipalStore(resources.engine), resources.settings)
+    if not adapter.lanes:
+        log.warning("no municipal destinations configured (V2X_MUNICIPAL_DESTINATIONS): nothing is delivered")
+    servicer = MunicipalAdminServicer(adapter)
+    definition = ServiceDefinition(
+        descriptor=municipal_pb2.DESCRIPTOR.services_by_name["MunicipalAdminService"],
+        register=lambda server: municipal_pb2_grpc.add_MunicipalAdminServiceServicer_to_server(servicer, server),
+        policy=POLICY,
+    )
+    background = [lane.run for lane in adapter.lanes.values()] + [adapter.reconcile_daily, adapter.publish_lag]
+    return ServiceParts([definition], background, on_stop=[adapter.close])

@@ -1,0 +1,111 @@
+"""What every destination profile does: check, map, validate, and wrap a batch into one body."""
+
+from __future__ import annotations
+
+import functools
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from services.common.config import MunicipalDestination
+from services.municipal import plates
+from services.municipal.checks import Checker, check
+from services.municipal.model import LOCAL_TZ, InvalidRecord, NotCarried, OutboxRecord, Rendered
+
+PREVIEW_CHARS = 2000
+
+
+@functools.lru_cache(maxsize=4096)
+def _changed_at(at: datetime) -> str:
+    # Rows of one transaction share created_at: format it once.
+    return at.astimezone(LOCAL_TZ).isoformat(timespec="milliseconds")
+
+
+def local_time(value: str | None) -> str | None:
+    """An ISO-8601 time from a payload as the platform's local time (UTC+8), to the second."""
+    if value is None:
+        return None
+    return _local_time(value)
+
+
+@functools.lru_cache(maxsize=8192)
+def _local_time(value: str) -> str:
+    return datetime.fromisoformat(value).astimezone(LOCAL_TZ).isoformat(timespec="seconds")
+
+
+def record_key(record: OutboxRecord) -> str:
+    """The subject of a record: lot id, lot/spot, lot/passage, or station/connector."""
+    p = record.payload if isinstance(record.payload, dict) else {}
+    if record.kind == "spot_status":
+        return f"{record.aggregate_id}/{p.get('spot_id', '')}"
+    if record.kind == "passage":
+        return f"{record.aggregate_id}/{p.get('passage_id', '')}"
+    if record.kind == "charger_status":
+        return f"{record.aggregate_id}/{p.get('connector_id', '')}"
+    return record.aggregate_id
+
+
+def preview(record: OutboxRecord) -> str:
+    """The start of the record for a dead letter, plates always masked."""
+    p = dict(record.payload) if isinstance(record.payload, dict) else {"payload": record.payload}
+    if isinstance(p.get("plate"), str):
+        p["plate"] = plates.mask(p["plate"])
+    text = json.dumps({"kind": record.kind, "aggregate_id": record.aggregate_id, "payload": p},
+                      ensure_ascii=False, default=str)
+    return text[:PREVIEW_CHARS]
+
+
+class RenderContext:
+    """Facts a profile may need beyond the record itself (e.g. which NGSI-LD type a lot is)."""
+
+    def __init__(self, lot_kinds: Mapping[str, str] | None = None) -> None:
+        self.lot_kinds: Mapping[str, str] = lot_kinds or {}
+
+
+class Profile(ABC):
+    """One wire format. Subclasses map a checked payload to their document form (`_map`), adding
+    their own rules to the checker, and wrap documents into a request body (`body`)."""
+
+    name: ClassVar[str]
+    carries: ClassVar[frozenset[str]]
+    content_type: ClassVar[str]
+    # The profile offers per-day counts (and keys) for reconciliation.
+    offers_counts: ClassVar[bool] = False
+    # The profile needs to know each lot's kind (RenderContext.lot_kinds) to render dynamic records.
+    needs_lot_kinds: ClassVar[bool] = False
+
+    def __init__(self, destination: MunicipalDestination) -> None:
+        self.destination = destination
+        self.kinds = frozenset(destination.kinds) & self.carries if destination.kinds else self.carries
+
+    def render(self, record: OutboxRecord, key: str, ctx: RenderContext | None = None,
+               now: datetime | None = None) -> Rendered:
+        """The record in this profile's form; raises NotCarried (skip) or InvalidRecord (dead letter)."""
+        if record.kind not in self.kinds:
+            raise NotCarried(record.kind)
+        c = check(record, now or datetime.now(UTC))
+        if c.reasons:
+            raise InvalidRecord(c.reasons)
+        doc = self._map(c, record, key, ctx or RenderContext())
+        if c.reasons:
+            raise InvalidRecord(c.reasons)
+        return Rendered(record, key, record_key(record), doc)
+
+    def envelope(self, record: OutboxRecord, key: str) -> dict[str, Any]:
+        """Delivery facts carried with every record: its idempotency key, kind, order and change time."""
+        return {"idempotencyKey": key, "recordType": record.kind, "sequence": record.id,
+                "aggregateId": record.aggregate_id, "changedAt": _changed_at(record.created_at)}
+
+    @abstractmethod
+    def _map(self, c: Checker, record: OutboxRecord, key: str, ctx: RenderContext) -> Any:
+        """The document for a checked record; profile rules add reasons to `c`."""
+
+    @abstractmethod
+    def body(self, docs: Sequence[Any]) -> bytes:
+        """One request body holding these documents, in order."""
+
+    def counts_url(self) -> str | None:
+        """Where the platform answers per-day counts for this destination, if the profile offers it."""
+        return None

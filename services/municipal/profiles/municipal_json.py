@@ -1,0 +1,139 @@
+"""The city platform's JSON profile (public-parking information networking, GB/T 29745 family).
+
+One POST carries a batch: {"version": "1.0", "source": "v2x-suite", "records": [record, ...]}; each
+record is {"idempotencyKey", "recordType", "sequence", "aggregateId", "changedAt", "data"}. Field
+mapping of `data` per record type (the full table with code lists is in services/municipal/PROFILES.md):
+
+lot_static   parkCode, parkName, address, regionCode (6 digits), streetCode (9/12 digits or ""),
+             coordinateSystem ("WGS84" | "GCJ02", per destination), longitude, latitude (6 decimals),
+             parkType, operatorCode, entrances[{code, longitude, latitude, type 1 in / 2 out / 3 both}],
+             totalBerths, evBerths, disabledBerths, reservableBerths, openAllDay,
+             openingHours[{weekday 1-7, open "HH:MM", close "HH:MM"}], feeRule{freeMinutes, firstHourFen,
+             perHourFen, dailyCapFen, description}, detectionType, phone
+lot_dynamic  parkCode, totalBerths, freeBerths (null when no class is known), berthClasses[{berthClass,
+             total, free}], parkStatus, observedTime, uploadTime, sequence
+spot_status  parkCode, berthCode, berthClass, berthStatus, observedTime
+passage      parkCode, recordId, direction (1 in, 2 out), plateNo + plateNoPolicy (per destination:
+             full / masked / hashed / none), plateColor, laneCode, berthClass, passTime
+charger_status stationCode, connectorCode, connectorStatus, errorCode, observedTime
+
+Times are local (UTC+8) ISO-8601 with offset. The platform's rules checked here: a lot needs a
+6/9/12-digit region code and a name of at most 100 characters; an entry/exit record needs a plate colour,
+and a full plate must be a mainland plate number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+from services.municipal import plates, vocab
+from services.municipal.checks import Checker
+from services.municipal.coords import wgs84_to_gcj02
+from services.municipal.model import KINDS, OutboxRecord
+from services.municipal.profiles.base import Profile, RenderContext, local_time
+
+
+def _hhmm(minute: int) -> str:
+    return f"{minute // 60:02d}:{minute % 60:02d}"
+
+
+class MunicipalJson(Profile):
+    name = "municipal_json"
+    carries = frozenset(KINDS)
+    content_type = "application/json; charset=utf-8"
+    offers_counts = True
+
+    def _point(self, lat: float, lon: float) -> tuple[float, float]:
+        if self.destination.coordinate_system == "GCJ02":
+            lat, lon = wgs84_to_gcj02(lat, lon)
+        return round(lat, 6), round(lon, 6)
+
+    def _map(self, c: Checker, record: OutboxRecord, key: str, ctx: RenderContext) -> Any:
+        p = record.payload
+        data = getattr(self, f"_{record.kind}")(c, p)
+        return {**self.envelope(record, key), "data": data}
+
+    def _lot_static(self, c: Checker, p: dict[str, Any]) -> dict[str, Any]:
+        region = p.get("region_code") or ""
+        if not region:
+            c.fail("region_code", "the platform needs the lot's administrative region code")
+        if len(p["name"]) > 100:
+            c.fail("name", "the platform takes at most 100 characters")
+        lat, lon = self._point(p["lat"], p["lon"])
+        cap = p["capacity"]
+        entrances = []
+        for e in p.get("entrances") or []:
+            elat, elon = self._point(e["lat"], e["lon"])
+            entrances.append({"code": e["id"], "latitude": elat, "longitude": elon,
+                              "type": 3 if e.get("entry") and e.get("exit") else (1 if e.get("entry") else 2)})
+        price = p["price"]
+        return {
+            "parkCode": p["lot_id"], "parkName": p["name"], "address": p.get("address", ""),
+            "regionCode": region[:6], "streetCode": region if len(region) > 6 else "",
+            "coordinateSystem": self.destination.coordinate_system, "latitude": lat, "longitude": lon,
+            "parkType": vocab.MUNICIPAL_PARK_TYPE[p["lot_kind"]], "operatorCode": p["operator_id"],
+            "entrances": entrances, "totalBerths": p["total_spaces"], "evBerths": cap.get("ev", 0),
+            "disabledBerths": cap.get("disabled", 0), "reservableBerths": cap.get("reserved", 0),
+            "openAllDay": p["always_open"],
+            "openingHours": [{"weekday": o["weekday"], "open": _hhmm(o["open_minute"]),
+                              "close": _hhmm(o["close_minute"] % 1440)} for o in p.get("opening_periods") or []],
+            "feeRule": {"freeMinutes": price.get("free_minutes", 0), "firstHourFen": price.get("first_hour_fen", 0),
+                        "perHourFen": price.get("per_hour_fen", 0), "dailyCapFen": price.get("daily_cap_fen", 0),
+                        "description": price.get("description", "")},
+            "detectionType": vocab.MUNICIPAL_DETECTION[p["detection_type"]], "phone": p.get("phone", ""),
+        }
+
+    def _lot_dynamic(self, c: Checker, p: dict[str, Any]) -> dict[str, Any]:
+        cap: dict[str, int] = p["capacity"]
+        free: dict[str, int | None] = p["free"]
+        known = [v for v in free.values() if v is not None]
+        return {
+            "parkCode": p["lot_id"], "totalBerths": sum(cap.values()),
+            "freeBerths": sum(known) if known else None,
+            "berthClasses": [{"berthClass": vocab.MUNICIPAL_BERTH_CLASS[name], "total": total,
+                              "free": free.get(name)} for name, total in cap.items() if total > 0],
+            "parkStatus": vocab.MUNICIPAL_PARK_STATUS[p["status"]],
+            "observedTime": local_time(p.get("observed_at")), "uploadTime": local_time(p.get("received_at")),
+            "sequence": p.get("sequence", 0),
+        }
+
+    def _spot_status(self, c: Checker, p: dict[str, Any]) -> dict[str, Any]:
+        return {"parkCode": p["lot_id"], "berthCode": p["spot_id"],
+                "berthClass": vocab.MUNICIPAL_BERTH_CLASS[p["space_class"]],
+                "berthStatus": vocab.MUNICIPAL_BERTH_STATUS[p["status"]], "observedTime": local_time(p["observed_at"])}
+
+    def _passage(self, c: Checker, p: dict[str, Any]) -> dict[str, Any]:
+        policy = self.destination.plate_policy
+        colour = p.get("plate_colour")
+        if colour not in vocab.MUNICIPAL_PLATE_COLOUR:
+            c.fail("plate_colour", "the platform needs the plate colour of an entry/exit record")
+        if policy == "full" and not plates.is_mainland_plate(p["plate"]):
+            c.fail("plate", "is not a mainland plate number, which a full-plate record must carry")
+        return {"parkCode": p["lot_id"], "recordId": p["passage_id"],
+                "direction": vocab.MUNICIPAL_DIRECTION[p["direction"]],
+                "plateNo": plates.apply(policy, p["plate"], self.destination.secret), "plateNoPolicy": policy,
+                "plateColor": vocab.MUNICIPAL_PLATE_COLOUR.get(colour or "", 9), "laneCode": p.get("lane", ""),
+                "berthClass": vocab.MUNICIPAL_BERTH_CLASS[p["space_class"]], "passTime": local_time(p["passed_at"])}
+
+    def _charger_status(self, c: Checker, p: dict[str, Any]) -> dict[str, Any]:
+        return {"stationCode": p["station_id"], "connectorCode": p["connector_id"],
+                "connectorStatus": vocab.MUNICIPAL_CONNECTOR_STATUS[p["status"]],
+                "errorCode": str(p.get("error_code") or "").removeprefix("CONNECTOR_ERROR_CODE_"),
+                "observedTime": local_time(p.get("observed_at"))}
+
+    def body(self, docs: Sequence[Any]) -> bytes:
+        return orjson.dumps({"version": "1.0", "source": "v2x-suite", "destination": self.destination.name,
+                             "records": list(docs)})
+
+    def counts_url(self) -> str | None:
+        if self.destination.reconcile_url:
+            return self.destination.reconcile_url
+        # By convention the platform answers counts beside the records endpoint: .../records -> .../counts.
+        parts = urlsplit(self.destination.url)
+        path = parts.path.rsplit("/", 1)[0] + "/counts"
+        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+

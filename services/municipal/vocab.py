@@ -1,0 +1,101 @@
+"""Every mapping between the suite's vocabulary (outbox payloads: proto enum names) and the
+destination profiles' vocabularies, in one place. Each table has a test that it covers every value.
+
+Sources: DOMAIN.md (DATEX II site status and detection types, FIWARE ParkingSpot status, OCPP
+connector states), the GB/T 29745 family of city platform uploads for the municipal JSON codes, and the
+Chinese EV charging interconnection convention for connector status codes (0 offline, 1 idle,
+2 occupied not charging, 3 charging, 4 reserved, 255 fault).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# ----- space classes (payload names: general, ev, disabled, reserved) -------------------------------
+SPACE_CLASSES = ("general", "ev", "disabled", "reserved")
+MUNICIPAL_BERTH_CLASS: Mapping[str, int] = {"general": 1, "ev": 2, "disabled": 3, "reserved": 4}
+
+# ----- lot kinds ---------------------------------------------------------------------------------------
+LOT_KINDS = ("LOT_KIND_GARAGE", "LOT_KIND_SURFACE_LOT", "LOT_KIND_ON_STREET_SEGMENT")
+MUNICIPAL_PARK_TYPE: Mapping[str, int] = {
+    "LOT_KIND_GARAGE": 1, "LOT_KIND_SURFACE_LOT": 2, "LOT_KIND_ON_STREET_SEGMENT": 3}
+DATEX_SITE_TYPE: Mapping[str, str] = {
+    "LOT_KIND_GARAGE": "offStreetParking", "LOT_KIND_SURFACE_LOT": "offStreetParking",
+    "LOT_KIND_ON_STREET_SEGMENT": "onStreetParking"}
+NGSI_LOT_TYPE: Mapping[str, str] = {
+    "LOT_KIND_GARAGE": "OffStreetParking", "LOT_KIND_SURFACE_LOT": "OffStreetParking",
+    "LOT_KIND_ON_STREET_SEGMENT": "OnStreetParking"}
+NGSI_LOT_CATEGORY: Mapping[str, str] = {
+    "LOT_KIND_GARAGE": "parkingGarage", "LOT_KIND_SURFACE_LOT": "parkingLot",
+    "LOT_KIND_ON_STREET_SEGMENT": "onStreet"}
+
+# ----- detection types ----------------------------------------------------------------------------------
+DETECTION_TYPES = ("DETECTION_TYPE_NONE", "DETECTION_TYPE_BALANCING", "DETECTION_TYPE_SINGLE_SPACE",
+                   "DETECTION_TYPE_MODEL_BASED", "DETECTION_TYPE_MANUAL")
+MUNICIPAL_DETECTION: Mapping[str, int] = {
+    "DETECTION_TYPE_NONE": 0, "DETECTION_TYPE_BALANCING": 1, "DETECTION_TYPE_SINGLE_SPACE": 2,
+    "DETECTION_TYPE_MODEL_BASED": 3, "DETECTION_TYPE_MANUAL": 4}
+# DATEX II and FIWARE share these names (DOMAIN.md "Detection type").
+STANDARD_DETECTION: Mapping[str, str] = {
+    "DETECTION_TYPE_NONE": "none", "DETECTION_TYPE_BALANCING": "balancing",
+    "DETECTION_TYPE_SINGLE_SPACE": "singleSpaceDetection", "DETECTION_TYPE_MODEL_BASED": "modelBased",
+    "DETECTION_TYPE_MANUAL": "manual"}
+
+# ----- site status (DATEX II vocabulary in the suite) ---------------------------------------------------
+SITE_STATUSES = ("SITE_STATUS_SPACES_AVAILABLE", "SITE_STATUS_ALMOST_FULL", "SITE_STATUS_FULL_AT_ENTRANCE",
+                 "SITE_STATUS_FULL", "SITE_STATUS_CLOSED", "SITE_STATUS_UNKNOWN")
+MUNICIPAL_PARK_STATUS: Mapping[str, int] = {
+    "SITE_STATUS_SPACES_AVAILABLE": 1, "SITE_STATUS_ALMOST_FULL": 2, "SITE_STATUS_FULL_AT_ENTRANCE": 3,
+    "SITE_STATUS_FULL": 4, "SITE_STATUS_CLOSED": 5, "SITE_STATUS_UNKNOWN": 9}
+DATEX_SITE_STATUS: Mapping[str, str] = {
+    "SITE_STATUS_SPACES_AVAILABLE": "spacesAvailable", "SITE_STATUS_ALMOST_FULL": "almostFull",
+    "SITE_STATUS_FULL_AT_ENTRANCE": "fullAtEntrance", "SITE_STATUS_FULL": "full",
+    "SITE_STATUS_CLOSED": "closed", "SITE_STATUS_UNKNOWN": "unknown"}
+# FIWARE OffStreetParking/OnStreetParking `status` has no "full at entrance": it reads as full.
+NGSI_SITE_STATUS: Mapping[str, str] = {
+    "SITE_STATUS_SPACES_AVAILABLE": "spacesAvailable", "SITE_STATUS_ALMOST_FULL": "almostFull",
+    "SITE_STATUS_FULL_AT_ENTRANCE": "full", "SITE_STATUS_FULL": "full", "SITE_STATUS_CLOSED": "closed",
+    "SITE_STATUS_UNKNOWN": "unknown"}
+
+# ----- spot status ---------------------------------------------------------------------------------------
+SPOT_STATUSES = ("SPOT_STATUS_FREE", "SPOT_STATUS_OCCUPIED", "SPOT_STATUS_CLOSED", "SPOT_STATUS_UNKNOWN")
+MUNICIPAL_BERTH_STATUS: Mapping[str, int] = {
+    "SPOT_STATUS_FREE": 0, "SPOT_STATUS_OCCUPIED": 1, "SPOT_STATUS_CLOSED": 2, "SPOT_STATUS_UNKNOWN": 9}
+DATEX_SPACE_STATUS: Mapping[str, str] = {
+    "SPOT_STATUS_FREE": "vacant", "SPOT_STATUS_OCCUPIED": "occupied", "SPOT_STATUS_CLOSED": "closed",
+    "SPOT_STATUS_UNKNOWN": "unknown"}
+NGSI_SPOT_STATUS: Mapping[str, str] = {
+    "SPOT_STATUS_FREE": "free", "SPOT_STATUS_OCCUPIED": "occupied", "SPOT_STATUS_CLOSED": "closed",
+    "SPOT_STATUS_UNKNOWN": "unknown"}
+
+# ----- passages --------------------------------------------------------------------------------------------
+DIRECTIONS = ("PASSAGE_DIRECTION_ENTRY", "PASSAGE_DIRECTION_EXIT")
+MUNICIPAL_DIRECTION: Mapping[str, int] = {"PASSAGE_DIRECTION_ENTRY": 1, "PASSAGE_DIRECTION_EXIT": 2}
+PLATE_COLOURS = ("PLATE_COLOUR_BLUE", "PLATE_COLOUR_YELLOW", "PLATE_COLOUR_GREEN", "PLATE_COLOUR_WHITE",
+                 "PLATE_COLOUR_BLACK", "PLATE_COLOUR_OTHER")
+# Plate colour codes as Chinese traffic-management systems number them (GA/T 16 family).
+MUNICIPAL_PLATE_COLOUR: Mapping[str, int] = {
+    "PLATE_COLOUR_BLUE": 0, "PLATE_COLOUR_YELLOW": 1, "PLATE_COLOUR_BLACK": 2, "PLATE_COLOUR_WHITE": 3,
+    "PLATE_COLOUR_GREEN": 4, "PLATE_COLOUR_OTHER": 9}
+
+# ----- charging connectors ----------------------------------------------------------------------------------
+CONNECTOR_STATUSES = (
+    "CONNECTOR_STATUS_AVAILABLE", "CONNECTOR_STATUS_OCCUPIED", "CONNECTOR_STATUS_PREPARING",
+    "CONNECTOR_STATUS_CHARGING", "CONNECTOR_STATUS_SUSPENDED_EV", "CONNECTOR_STATUS_SUSPENDED_EVSE",
+    "CONNECTOR_STATUS_FINISHING", "CONNECTOR_STATUS_RESERVED", "CONNECTOR_STATUS_BLOCKED",
+    "CONNECTOR_STATUS_UNAVAILABLE", "CONNECTOR_STATUS_FAULTED", "CONNECTOR_STATUS_UNKNOWN")
+# 0 offline, 1 idle, 2 occupied (not charging), 3 charging, 4 reserved, 255 fault. A charger that stopped
+# talking reads UNKNOWN in the suite and offline (0) here, never as its last status.
+MUNICIPAL_CONNECTOR_STATUS: Mapping[str, int] = {
+    "CONNECTOR_STATUS_AVAILABLE": 1, "CONNECTOR_STATUS_OCCUPIED": 2, "CONNECTOR_STATUS_PREPARING": 2,
+    "CONNECTOR_STATUS_CHARGING": 3, "CONNECTOR_STATUS_SUSPENDED_EV": 2, "CONNECTOR_STATUS_SUSPENDED_EVSE": 2,
+    "CONNECTOR_STATUS_FINISHING": 2, "CONNECTOR_STATUS_RESERVED": 4, "CONNECTOR_STATUS_BLOCKED": 2,
+    "CONNECTOR_STATUS_UNAVAILABLE": 255, "CONNECTOR_STATUS_FAULTED": 255, "CONNECTOR_STATUS_UNKNOWN": 0}
+# OCPP 1.6 names for NGSI-LD (FIWARE EVChargingStation carries no per-connector vocabulary of its own).
+NGSI_CONNECTOR_STATUS: Mapping[str, str] = {
+    "CONNECTOR_STATUS_AVAILABLE": "Available", "CONNECTOR_STATUS_OCCUPIED": "Occupied",
+    "CONNECTOR_STATUS_PREPARING": "Preparing", "CONNECTOR_STATUS_CHARGING": "Charging",
+    "CONNECTOR_STATUS_SUSPENDED_EV": "SuspendedEV", "CONNECTOR_STATUS_SUSPENDED_EVSE": "SuspendedEVSE",
+    "CONNECTOR_STATUS_FINISHING": "Finishing", "CONNECTOR_STATUS_RESERVED": "Reserved",
+    "CONNECTOR_STATUS_BLOCKED": "Blocked", "CONNECTOR_STATUS_UNAVAILABLE": "Unavailable",
+    "CONNECTOR_STATUS_FAULTED": "Faulted", "CONNECTOR_STATUS_UNKNOWN": "Unknown"}

@@ -1,0 +1,264 @@
+"""Profiles: each kind of record in each wire format, validated before it may leave."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from v2x.charging.v1 import charging_pb2
+from v2x.parking.v1 import parking_pb2
+
+from services.common.config import ConfigError, MunicipalDestination, Settings
+from services.municipal import plates, vocab
+from services.municipal.coords import gcj02_to_wgs84, wgs84_to_gcj02
+from services.municipal.model import InvalidRecord, NotCarried, OutboxRecord, idempotency_key
+from services.municipal.profiles import RenderContext, make_profile
+from services.municipal.profiles.base import Profile
+from services.municipal.profiles.datex2 import NAMESPACES
+from tests.municipal.helpers import (
+    SECRET,
+    charger_status,
+    lot_dynamic,
+    lot_static,
+    passage,
+    record,
+    spot_status,
+)
+
+
+def profile(name: str = "municipal_json", **kw: Any) -> Profile:
+    url = "https://city.example/municipal/v1/records" if kw.get("plate_policy") == "full" else "http://x/records"
+    return make_profile(MunicipalDestination(name="city", url=url, profile=name, secret=SECRET, **kw))
+
+
+def render(p: Profile, rec: OutboxRecord, ctx: RenderContext | None = None) -> Any:
+    return p.render(rec, idempotency_key("city", rec.id), ctx).doc
+
+
+def reasons(p: Profile, rec: OutboxRecord) -> list[str]:
+    with pytest.raises(InvalidRecord) as err:
+        p.render(rec, "k", None)
+    return err.value.reasons
+
+
+# ----- municipal JSON -----------------------------------------------------------------------------------------
+
+
+def test_municipal_lot_dynamic_maps_counts_status_and_local_time() -> None:
+    doc = render(profile(), record("lot_dynamic", "L1", lot_dynamic("L1", 7, 120), id_=42))
+    assert doc["idempotencyKey"] == idempotency_key("city", 42) and doc["sequence"] == 42
+    assert doc["recordType"] == "lot_dynamic" and doc["aggregateId"] == "L1"
+    d = doc["data"]
+    assert d["parkCode"] == "L1" and d["totalBerths"] == 346 and d["freeBerths"] == 132 and d["parkStatus"] == 1
+    assert {c["berthClass"]: (c["total"], c["free"]) for c in d["berthClasses"]} == {
+        1: (300, 120), 2: (40, 10), 3: (6, 2)}
+    assert d["observedTime"].endswith("+08:00") and d["sequence"] == 7
+
+
+def test_municipal_lot_static_states_its_coordinate_system_and_converts_to_gcj02_when_asked() -> None:
+    rec = record("lot_static", "L1", lot_static("L1"))
+    wgs = render(profile(), rec)["data"]
+    gcj = render(profile(coordinate_system="GCJ02"), rec)["data"]
+    assert wgs["coordinateSystem"] == "WGS84" and (wgs["latitude"], wgs["longitude"]) == (31.4, 121.49)
+    assert gcj["coordinateSystem"] == "GCJ02"
+    # GCJ-02 is offset by a few hundred metres in Shanghai.
+    assert 0.001 < abs(gcj["longitude"] - 121.49) < 0.01 and 0.001 < abs(gcj["latitude"] - 31.4) < 0.01
+    assert wgs["regionCode"] == "310113" and wgs["parkType"] == 1 and wgs["totalBerths"] == 346
+    assert wgs["openingHours"][0] == {"weekday": 1, "open": "07:00", "close": "23:00"}
+    assert [e["type"] for e in wgs["entrances"]] == [1, 2]
+
+
+def test_gcj02_matches_the_published_reference_point_and_inverts() -> None:
+    lat, lon = wgs84_to_gcj02(39.915, 116.404)
+    assert (round(lat, 9), round(lon, 9)) == (round(39.91640428150164, 9), round(116.41024449916938, 9))
+    assert wgs84_to_gcj02(48.85, 2.35) == (48.85, 2.35)  # outside China the systems coincide
+
+
+@given(st.floats(20, 45), st.floats(100, 125))
+def test_gcj02_round_trip_is_within_a_centimetre(lat: float, lon: float) -> None:
+    back = gcj02_to_wgs84(*wgs84_to_gcj02(lat, lon))
+    assert abs(back[0] - lat) < 1e-7 and abs(back[1] - lon) < 1e-7
+
+
+@pytest.mark.parametrize(("policy", "expected"), [("masked", "沪A***45"), ("none", None)])
+def test_plates_leave_only_as_the_destination_policy_allows(policy: str, expected: str | None) -> None:
+    d = render(profile(plate_policy=policy), record("passage", "L1", passage("L1", "P1", "沪A12345")))["data"]
+    assert d["plateNo"] == expected and d["plateNoPolicy"] == policy and d["plateColor"] == 0
+
+
+def test_hashed_plates_match_entry_with_exit_without_revealing_the_plate() -> None:
+    p = profile(plate_policy="hashed")
+    a = render(p, record("passage", "L1", passage("L1", "P1", "沪A12345")))["data"]["plateNo"]
+    b = render(p, record("passage", "L1", passage("L1", "P2", "沪A·12345")))["data"]["plateNo"]
+    assert a == b and len(a) == 32 and "12345" not in a
+
+
+def test_full_plates_must_be_mainland_plates_and_need_https() -> None:
+    p = profile(plate_policy="full")
+    assert render(p, record("passage", "L1", passage("L1", "P1", "粤B12345D")))["data"]["plateNo"] == "粤B12345D"
+    assert any(r.startswith("plate:") for r in reasons(p, record("passage", "L1", passage("L1", "P1", "ABC123"))))
+    with pytest.raises(ConfigError, match="https"):
+        Settings.from_env({"V2X_MUNICIPAL_DESTINATIONS": json.dumps([{
+            "name": "c", "url": "http://x/r", "profile": "municipal_json", "secret": SECRET, "plate_policy": "full"}])})
+
+
+@pytest.mark.parametrize(("payload", "field"), [
+    ({**lot_dynamic("L1", 1), "free": {"general": 301}}, "free.general"),
+    ({**lot_dynamic("L1", 1), "free": {"general": -1}}, "free.general"),
+    ({**lot_dynamic("L1", 1), "free": {"reserved": 3}}, "free.reserved"),
+    ({**lot_dynamic("L1", 1), "status": "SITE_STATUS_BUSY"}, "status"),
+    ({**lot_dynamic("L1", 1), "observed_at": "yesterday"}, "observed_at"),
+    ({**lot_dynamic("L1", 1), "observed_at": "2099-01-01T00:00:00+00:00"}, "observed_at"),
+    ({**lot_dynamic("L2", 1)}, "aggregate_id"),
+])
+def test_invalid_lot_dynamic_records_are_refused_naming_the_field(payload: dict[str, Any], field: str) -> None:
+    assert any(r.startswith(f"{field}:") for r in reasons(profile(), record("lot_dynamic", "L1", payload)))
+
+
+def test_the_municipal_profile_needs_a_region_code_and_a_plate_colour() -> None:
+    assert any(r.startswith("region_code:") for r in reasons(
+        profile(), record("lot_static", "L1", lot_static("L1", region=""))))
+    assert any(r.startswith("plate_colour:") for r in reasons(
+        profile(), record("passage", "L1", passage("L1", "P1", colour="PLATE_COLOUR_UNSPECIFIED"))))
+
+
+def test_every_bad_field_is_reported_at_once() -> None:
+    bad = {**lot_static("L1"), "name": "", "lat": 91.0, "total_spaces": 5, "lot_kind": "LOT_KIND_CASTLE"}
+    fields = {r.split(":")[0] for r in reasons(profile(), record("lot_static", "L1", bad))}
+    assert {"name", "lat", "total_spaces", "lot_kind"} <= fields
+
+
+def test_municipal_spot_and_charger_status_use_the_platform_codes() -> None:
+    spot = render(profile(), record("spot_status", "L1", spot_status("L1", "S7", "SPOT_STATUS_FREE")))["data"]
+    assert spot == {"parkCode": "L1", "berthCode": "S7", "berthClass": 1, "berthStatus": 0,
+                    "observedTime": spot["observedTime"]}
+    charger = render(profile(), record("charger_status", "ST1", charger_status("ST1", "C1")))["data"]
+    assert charger["connectorStatus"] == 3 and charger["errorCode"] == "NO_ERROR"
+    offline = render(profile(), record("charger_status", "ST1", charger_status(
+        "ST1", "C1", "CONNECTOR_STATUS_UNKNOWN")))["data"]
+    assert offline["connectorStatus"] == 0  # a silent charger reads offline, never its last status
+
+
+def test_a_destination_can_narrow_the_kinds_it_receives() -> None:
+    p = profile(kinds=("lot_dynamic",))
+    with pytest.raises(NotCarried):
+        p.render(record("lot_static", "L1", lot_static("L1")), "k")
+
+
+def test_municipal_body_is_one_json_document_with_every_record_in_order() -> None:
+    p = profile()
+    docs = [render(p, record("lot_dynamic", "L1", lot_dynamic("L1", i), id_=i)) for i in (1, 2, 3)]
+    body = json.loads(p.body(docs))
+    assert [r["sequence"] for r in body["records"]] == [1, 2, 3] and body["destination"] == "city"
+
+
+# ----- DATEX II --------------------------------------------------------------------------------------------------
+
+
+def _datex(docs: list[Any]) -> ET.Element:
+    return ET.fromstring(profile("datex2_xml").body(docs))
+
+
+def test_datex2_site_status_is_well_formed_with_vacant_spaces_and_status() -> None:
+    p = profile("datex2_xml")
+    root = _datex([render(p, record("lot_dynamic", "L1", lot_dynamic("L1", 3, 0, status="SITE_STATUS_FULL"),
+                                    id_=9))])
+    rec = root.find("v2x:record", NAMESPACES)
+    assert rec is not None and rec.get("idempotencyKey") == idempotency_key("city", 9)
+    status = rec.find(".//prk:parkingRecordStatus", NAMESPACES)
+    assert status is not None
+    assert status.findtext("prk:parkingSiteStatus", namespaces=NAMESPACES) == "full"
+    assert status.findtext(".//prk:parkingNumberOfVacantSpaces", namespaces=NAMESPACES) == "12"
+    assert status.findtext(".//prk:parkingNumberOfSpacesOverride", namespaces=NAMESPACES) == "346"
+
+
+def test_datex2_table_carries_name_location_and_escapes_text() -> None:
+    p = profile("datex2_xml")
+    root = _datex([render(p, record("lot_static", "L1", lot_static("L1", name="A & B <停车场>")))])
+    assert root.findtext(".//prk:parkingName//com:value", namespaces=NAMESPACES) == "A & B <停车场>"
+    assert root.findtext(".//loc:latitude", namespaces=NAMESPACES) == "31.4"
+    assert root.findtext(".//prk:occupancyDetectionType", namespaces=NAMESPACES) == "balancing"
+
+
+def test_datex2_does_not_carry_passages_or_chargers() -> None:
+    p = profile("datex2_xml")
+    for rec in (record("passage", "L1", passage("L1", "P1")), record("charger_status", "S", charger_status("S", "C"))):
+        with pytest.raises(NotCarried):
+            p.render(rec, "k")
+
+
+# ----- NGSI-LD ---------------------------------------------------------------------------------------------------
+
+
+def test_ngsi_ld_lots_are_off_or_on_street_parking_with_geojson_locations() -> None:
+    p = profile("ngsi_ld")
+    garage = render(p, record("lot_static", "L1", lot_static("L1")))
+    street = render(p, record("lot_static", "L2", lot_static("L2", kind="LOT_KIND_ON_STREET_SEGMENT")))
+    assert garage["id"] == "urn:ngsi-ld:OffStreetParking:L1" and garage["type"] == "OffStreetParking"
+    assert garage["location"]["value"] == {"type": "Point", "coordinates": [121.49, 31.4]}
+    assert street["type"] == "OnStreetParking"
+    assert garage["v2xDelivery"]["value"]["recordType"] == "lot_static"
+
+
+def test_ngsi_ld_availability_follows_the_lot_type_and_carries_observed_at() -> None:
+    p = profile("ngsi_ld")
+    ctx = RenderContext({"L2": "LOT_KIND_ON_STREET_SEGMENT"})
+    e = render(p, record("lot_dynamic", "L2", lot_dynamic("L2", 1, 50)), ctx)
+    assert e["id"] == "urn:ngsi-ld:OnStreetParking:L2" and e["availableSpotNumber"]["value"] == 62
+    assert e["availableSpotNumber"]["observedAt"].endswith("Z") and e["status"]["value"] == ["spacesAvailable"]
+
+
+def test_ngsi_ld_spot_and_charger_entities() -> None:
+    p = profile("ngsi_ld")
+    spot = render(p, record("spot_status", "L1", spot_status("L1", "S1")))
+    assert spot["type"] == "ParkingSpot" and spot["status"]["value"] == "occupied"
+    assert spot["refParkingSite"]["object"] == "urn:ngsi-ld:OffStreetParking:L1"
+    station = render(p, record("charger_status", "ST1", charger_status("ST1", "C1")))
+    assert station["type"] == "EVChargingStation"
+    assert station["connectorStatus"]["value"] == "Charging"
+    assert station["connectorStatus"]["datasetId"] == "urn:ngsi-ld:Dataset:C1"
+    assert isinstance(json.loads(p.body([spot, station])), list)
+
+
+# ----- the vocabulary tables ------------------------------------------------------------------------------------
+
+
+def _names(enum: Any) -> set[str]:
+    return {v.name for v in enum.DESCRIPTOR.values if v.number != 0}
+
+
+@pytest.mark.parametrize(("table", "enum"), [
+    (vocab.MUNICIPAL_PARK_TYPE, parking_pb2.LotKind), (vocab.DATEX_SITE_TYPE, parking_pb2.LotKind),
+    (vocab.NGSI_LOT_TYPE, parking_pb2.LotKind), (vocab.NGSI_LOT_CATEGORY, parking_pb2.LotKind),
+    (vocab.MUNICIPAL_DETECTION, parking_pb2.DetectionType), (vocab.STANDARD_DETECTION, parking_pb2.DetectionType),
+    (vocab.MUNICIPAL_PARK_STATUS, parking_pb2.SiteStatus), (vocab.DATEX_SITE_STATUS, parking_pb2.SiteStatus),
+    (vocab.NGSI_SITE_STATUS, parking_pb2.SiteStatus), (vocab.MUNICIPAL_BERTH_STATUS, parking_pb2.SpotStatus),
+    (vocab.DATEX_SPACE_STATUS, parking_pb2.SpotStatus), (vocab.NGSI_SPOT_STATUS, parking_pb2.SpotStatus),
+    (vocab.MUNICIPAL_DIRECTION, parking_pb2.PassageDirection),
+    (vocab.MUNICIPAL_PLATE_COLOUR, parking_pb2.PlateColour),
+    (vocab.MUNICIPAL_CONNECTOR_STATUS, charging_pb2.ConnectorStatus),
+    (vocab.NGSI_CONNECTOR_STATUS, charging_pb2.ConnectorStatus),
+])
+def test_every_mapping_table_covers_every_value_of_its_enum(table: Any, enum: Any) -> None:
+    assert set(table) == _names(enum)
+
+
+def test_masking_keeps_only_the_province_authority_and_last_two() -> None:
+    assert plates.mask("沪A12345") == "沪A***45" and plates.mask("AB") == "**"
+    assert plates.is_mainland_plate("京A·F0236") and not plates.is_mainland_plate("WXYZ")
+
+
+def test_destinations_config_names_the_bad_setting() -> None:
+    with pytest.raises(ConfigError, match="profile"):
+        Settings.from_env({"V2X_MUNICIPAL_DESTINATIONS": json.dumps([{
+            "name": "c", "url": "http://x/r", "profile": "csv", "secret": SECRET}])})
+    with pytest.raises(ConfigError, match="GCJ02"):
+        Settings.from_env({"V2X_MUNICIPAL_DESTINATIONS": json.dumps([{
+            "name": "c", "url": "http://x/r", "profile": "ngsi_ld", "secret": SECRET, "coordinate_system": "GCJ02"}])})
+    ok = Settings.from_env({"S": SECRET, "V2X_MUNICIPAL_DESTINATIONS": json.dumps([{
+        "name": "c", "url": "http://x/r", "profile": "ngsi_ld", "secret_env": "S", "rate_limit_rps": 50}])})
+    assert ok.municipal_destinations[0].secret == SECRET and ok.municipal_destinations[0].rate_limit_rps == 50
