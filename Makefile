@@ -19,7 +19,7 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,embedded]'
+	$(PY) -m pip install -q -e '.[dev,embedded,roadside]'
 	touch $@
 
 deps: $(STAMP) postgis
@@ -35,6 +35,8 @@ protos: $(STAMP)
 models: $(STAMP)
 	$(PY) models/build_yolov3_tiny.py
 	bash models/fetch_samples.sh
+	$(PY) models/fetch_plate_models.py
+	bash models/fetch_fonts.sh
 
 run: deps models
 	$(VENV)/bin/v2x run

@@ -7,6 +7,7 @@
   v2x keys revoke KEY_ID       revoke a key
   v2x seed                     load the demo district into DATABASE_URL
   v2x platform-emulator        a municipal platform emulator (receives the adapter's deliveries)
+  v2x camera --camera-id ID --source rtsp://...|file.mp4|/dev/video0   stream a camera to roadside
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     from services.municipal.emulator_args import add_arguments as emulator_arguments
 
     emulator_arguments(emulator)
+    camera = sub.add_parser("camera", help="stream a camera's frames to the roadside service")
+    from services.roadside.agent_args import add_arguments as camera_arguments
+
+    camera_arguments(camera)
     return p
 
 
@@ -105,6 +110,18 @@ def main(argv: list[str] | None = None) -> None:
             from services.municipal.emulator import run as run_emulator
 
             asyncio.run(run_emulator(ns, dict(os.environ)))
+        elif ns.command == "camera":
+            from grpc import aio
+
+            from services.roadside.agent import SourceError, config_from_args, run_agent
+
+            try:
+                asyncio.run(run_agent(config_from_args(ns)))
+            except SourceError as exc:
+                raise ConfigError(str(exc)) from None
+            except aio.AioRpcError as exc:
+                raise ConfigError(f"the roadside service refused the stream: {exc.code().name}: {exc.details()}") \
+                    from None
     except (ConfigError, DomainError) as exc:
         print(f"v2x: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

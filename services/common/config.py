@@ -83,6 +83,8 @@ class Settings:
     # (the parking service, with the on-street operator's API key; both unset = spot states not sent).
     roadside_queue_frames: int = 2
     roadside_max_batch: int = 4
+    roadside_infer_workers: int = 2  # batches in flight at once (one detector session, shared)
+    roadside_detector: str = "onnx"  # "sim": the simulator's key-colour detector (demos without cameras)
     roadside_frame_deadline_ms: int = 2000
     roadside_parking_target: str = ""  # host:port of the parking service
     roadside_parking_key: str = field(default="", repr=False)
@@ -154,6 +156,8 @@ class Settings:
                                           -1, 23),
             roadside_queue_frames=_int(e, "V2X_ROADSIDE_QUEUE_FRAMES", defaults.roadside_queue_frames, 1, 100),
             roadside_max_batch=_int(e, "V2X_ROADSIDE_MAX_BATCH", defaults.roadside_max_batch, 1, 64),
+            roadside_infer_workers=_int(e, "V2X_ROADSIDE_INFER_WORKERS", defaults.roadside_infer_workers, 1, 16),
+            roadside_detector=_choice(e, "V2X_ROADSIDE_DETECTOR", defaults.roadside_detector, ("onnx", "sim")),
             roadside_frame_deadline_ms=_int(e, "V2X_ROADSIDE_FRAME_DEADLINE_MS", defaults.roadside_frame_deadline_ms,
                                             50, 60_000),
             roadside_parking_target=_roadside_parking(e)[0],
@@ -194,6 +198,13 @@ def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: flo
         raise ConfigError(f"{name} must be a number, not {raw!r}") from None
     if not lo <= value <= hi:
         raise ConfigError(f"{name} must be between {lo} and {hi}, not {value}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
     return value
 
 

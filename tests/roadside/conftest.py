@@ -7,16 +7,35 @@ the same ahead of time.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pytest
+from grpc import aio
+from v2x.roadside.v1 import roadside_pb2 as pb
+from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceStub
 
+from roadside_sim.scene import KeyColourDetector
+from services.common.apikeys import create_key
+from services.common.runtime import Resources, RunningService, start_service
+from services.roadside.app import make_builder
 from services.roadside.detector import BgrImage, Detector, DetectorConfig
+from tests.conftest import Keys
+
+__all__ = ["Stub", "stream"]
+
+if TYPE_CHECKING:
+    # The async flavour of the stub exists only in the generated .pyi.
+    from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceAsyncStub as Stub
+else:
+    Stub = RoadsideServiceStub
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_PATH = ROOT / "models" / "build" / "yolov3-tiny.onnx"
@@ -57,3 +76,95 @@ def load_sample(samples_dir: Path) -> Callable[[str], BgrImage]:
         return np.asarray(image, dtype=np.uint8)
 
     return load
+
+
+# --- the roadside service, in process -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+async def sim_service(resources: Resources, parking_service: RunningService,
+                      keys: Keys) -> AsyncIterator[RunningService]:
+    """The roadside service with the key-colour detector of the simulator instead of the model: the
+    whole pipeline (decoding, queues, batching, tracking, analytics, Redis, parking), fast. It reports
+    spot states to the in-process parking service with operator OPA's key."""
+    settings = dataclasses.replace(resources.settings,
+                                   roadside_parking_target=f"127.0.0.1:{parking_service.server.port}",
+                                   roadside_parking_key=keys.op_a, roadside_spot_refresh_s=1.0)
+    res = Resources(settings, resources.engine, resources.redis, resources.verifier)
+    running = await start_service(make_builder(KeyColourDetector(), plates=False), res, port=0, host="127.0.0.1")
+    yield running
+    await running.stop(0.5)
+
+
+@pytest.fixture(scope="session")
+async def sim_channel(sim_service: RunningService) -> AsyncIterator[aio.Channel]:
+    channel = aio.insecure_channel(f"127.0.0.1:{sim_service.server.port}")
+    yield channel
+    await channel.close()
+
+
+@pytest.fixture
+def sim_stub(sim_channel: aio.Channel) -> Stub:
+    return RoadsideServiceStub(sim_channel)
+
+
+@pytest.fixture(scope="session")
+async def onnx_service(resources: Resources, model_path: Path, plate_models: Path) -> AsyncIterator[RunningService]:
+    """The roadside service as deployed: the YOLOv3-tiny detector and the plate reader."""
+    running = await start_service(make_builder(), resources, port=0, host="127.0.0.1")
+    # The plate reader loads in the background: wait until ReadPlate stops answering "still loading".
+    probe = pb.Frame(encoded=cv2.imencode(".png", np.zeros((64, 64, 3), np.uint8))[1].tobytes())
+    async with aio.insecure_channel(f"127.0.0.1:{running.server.port}") as channel:
+        stub: Stub = RoadsideServiceStub(channel)
+        admin = await create_key(resources.engine, "admin", "roadside fixture")
+        for _ in range(600):
+            try:
+                await stub.ReadPlate(probe, metadata=Keys.md(admin.key))
+                break
+            except aio.AioRpcError as exc:
+                if "still loading" not in (exc.details() or ""):
+                    raise
+                await asyncio.sleep(0.1)
+    yield running
+    await running.stop(0.5)
+
+
+@pytest.fixture(scope="session")
+async def onnx_channel(onnx_service: RunningService) -> AsyncIterator[aio.Channel]:
+    channel = aio.insecure_channel(f"127.0.0.1:{onnx_service.server.port}")
+    yield channel
+    await channel.close()
+
+
+@pytest.fixture
+def onnx_stub(onnx_channel: aio.Channel) -> Stub:
+    return RoadsideServiceStub(onnx_channel)
+
+
+@pytest.fixture(scope="session")
+def plate_models() -> Path:
+    target = ROOT / "models" / "build" / "plates" / "clp_det.onnx"
+    if not target.is_file():
+        _run([sys.executable, str(ROOT / "models" / "fetch_plate_models.py")], "fetching the plate detector")
+    _run(["bash", str(ROOT / "models" / "fetch_fonts.sh")], "fetching the CJK font")
+    return target
+
+
+async def stream(stub: Stub, frames: Iterable[pb.Frame], key: str, *, window: int = 1) -> list[pb.FrameResult]:
+    """Streams frames keeping at most `window` unanswered (so that the service drops none) and returns
+    every result in arrival order."""
+    results: list[pb.FrameResult] = []
+    credit = asyncio.Semaphore(window)
+
+    async def source() -> AsyncIterator[pb.Frame]:
+        for f in frames:
+            await credit.acquire()
+            yield f
+
+    seen_dropped = 0
+    async for r in stub.StreamFrames(source(), metadata=Keys.md(key)):
+        results.append(r)
+        for _ in range(1 + r.dropped_frames - seen_dropped):
+            credit.release()
+        seen_dropped = r.dropped_frames
+    return results

@@ -263,6 +263,34 @@ ACK_RESULT_REJECTED: AckResult.ValueType  # 4
 """Refused; `error` says why. Nothing was written."""
 Global___AckResult: _TypeAlias = AckResult  # noqa: Y015
 
+class _StatusSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StatusSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StatusSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STATUS_SOURCE_UNSPECIFIED: _StatusSource.ValueType  # 0
+    """No reading yet."""
+    STATUS_SOURCE_OPERATOR: _StatusSource.ValueType  # 1
+    """Pushed by the station's operator (ReportStatus / StreamStatus)."""
+    STATUS_SOURCE_OCPP16: _StatusSource.ValueType  # 2
+    """Sent by the charge point over OCPP 1.6J."""
+    STATUS_SOURCE_OCPP201: _StatusSource.ValueType  # 3
+    """Sent by the charge point over OCPP 2.0.1."""
+
+class StatusSource(_StatusSource, metaclass=_StatusSourceEnumTypeWrapper):
+    """Where a connector's current reading came from."""
+
+STATUS_SOURCE_UNSPECIFIED: StatusSource.ValueType  # 0
+"""No reading yet."""
+STATUS_SOURCE_OPERATOR: StatusSource.ValueType  # 1
+"""Pushed by the station's operator (ReportStatus / StreamStatus)."""
+STATUS_SOURCE_OCPP16: StatusSource.ValueType  # 2
+"""Sent by the charge point over OCPP 1.6J."""
+STATUS_SOURCE_OCPP201: StatusSource.ValueType  # 3
+"""Sent by the charge point over OCPP 2.0.1."""
+Global___StatusSource: _TypeAlias = StatusSource  # noqa: Y015
+
 class _BayFlagKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -305,15 +333,25 @@ class ConnectorState(_message.Message):
     ERROR_CODE_FIELD_NUMBER: _builtins.int
     INFO_FIELD_NUMBER: _builtins.int
     FRESHNESS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    STATUS_SINCE_FIELD_NUMBER: _builtins.int
     status: Global___ConnectorStatus.ValueType
     """Status (UNKNOWN after the reading's TTL or when the charger is offline)."""
     error_code: Global___ConnectorErrorCode.ValueType
     """Error code."""
     info: _builtins.str
     """Free-text error or vendor info, <= 500 characters."""
+    source: Global___StatusSource.ValueType
+    """Where the reading came from."""
     @_builtins.property
     def freshness(self) -> _common_pb2.Freshness:
-        """When and how fresh."""
+        """When and how fresh. For an OCPP connector the reading lives while its charge point is heard from:
+        expires_at is 3 heartbeat intervals after the last message of the charge point.
+        """
+
+    @_builtins.property
+    def status_since(self) -> _timestamp_pb2.Timestamp:
+        """Since when the connector has had this status (observation time of the change); absent when unknown."""
 
     def __init__(
         self,
@@ -322,10 +360,12 @@ class ConnectorState(_message.Message):
         error_code: Global___ConnectorErrorCode.ValueType = ...,
         info: _builtins.str = ...,
         freshness: _common_pb2.Freshness | None = ...,
+        source: Global___StatusSource.ValueType = ...,
+        status_since: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["freshness", b"freshness"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["freshness", b"freshness", "status_since", b"status_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_code", b"error_code", "freshness", b"freshness", "info", b"info", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_code", b"error_code", "freshness", b"freshness", "info", b"info", "source", b"source", "status", b"status", "status_since", b"status_since"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -948,6 +988,7 @@ class BayFlag(_message.Message):
     SINCE_FIELD_NUMBER: _builtins.int
     LAST_SEEN_AT_FIELD_NUMBER: _builtins.int
     CLEARED_AT_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Flag id (server-assigned)."""
     kind: Global___BayFlagKind.ValueType
@@ -962,6 +1003,8 @@ class BayFlag(_message.Message):
     """Parking spot id."""
     connector_status: Global___ConnectorStatus.ValueType
     """Connector status when the flag was raised."""
+    operator_id: _builtins.str
+    """The station's operator."""
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
         """When the condition began."""
@@ -987,10 +1030,11 @@ class BayFlag(_message.Message):
         since: _timestamp_pb2.Timestamp | None = ...,
         last_seen_at: _timestamp_pb2.Timestamp | None = ...,
         cleared_at: _timestamp_pb2.Timestamp | None = ...,
+        operator_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cleared_at", b"cleared_at", "last_seen_at", b"last_seen_at", "since", b"since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cleared_at", b"cleared_at", "connector_id", b"connector_id", "connector_status", b"connector_status", "id", b"id", "kind", b"kind", "last_seen_at", b"last_seen_at", "parking_lot_id", b"parking_lot_id", "parking_spot_id", b"parking_spot_id", "since", b"since", "station_id", b"station_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cleared_at", b"cleared_at", "connector_id", b"connector_id", "connector_status", b"connector_status", "id", b"id", "kind", b"kind", "last_seen_at", b"last_seen_at", "operator_id", b"operator_id", "parking_lot_id", b"parking_lot_id", "parking_spot_id", b"parking_spot_id", "since", b"since", "station_id", b"station_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1039,6 +1083,36 @@ class ListBayFlagsRequest(_message.Message):
 Global___ListBayFlagsRequest: _TypeAlias = ListBayFlagsRequest  # noqa: Y015
 
 @_typing.final
+class BayFlagCount(_message.Message):
+    """How many flags of one kind match a ListBayFlags filter (ignoring open_only and paging)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    OPEN_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    kind: Global___BayFlagKind.ValueType
+    """The kind."""
+    open: _builtins.int
+    """Flags still open."""
+    total: _builtins.int
+    """All flags ever raised, open or cleared."""
+    def __init__(
+        self,
+        *,
+        kind: Global___BayFlagKind.ValueType = ...,
+        open: _builtins.int = ...,
+        total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "open", b"open", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BayFlagCount: _TypeAlias = BayFlagCount  # noqa: Y015
+
+@_typing.final
 class ListBayFlagsResponse(_message.Message):
     """ListBayFlags output."""
 
@@ -1046,6 +1120,7 @@ class ListBayFlagsResponse(_message.Message):
 
     FLAGS_FIELD_NUMBER: _builtins.int
     PAGE_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def flags(self) -> _containers.RepeatedCompositeFieldContainer[Global___BayFlag]:
         """Flags, newest first."""
@@ -1054,15 +1129,20 @@ class ListBayFlagsResponse(_message.Message):
     def page(self) -> _common_pb2.PageResponse:
         """Paging."""
 
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___BayFlagCount]:
+        """Counts per kind (every kind, also when zero), for the filter's stations / lot / kinds."""
+
     def __init__(
         self,
         *,
         flags: _abc.Iterable[Global___BayFlag] | None = ...,
         page: _common_pb2.PageResponse | None = ...,
+        counts: _abc.Iterable[Global___BayFlagCount] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["flags", b"flags", "page", b"page"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "flags", b"flags", "page", b"page"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1080,6 +1160,7 @@ class ChargePoint(_message.Message):
     CONNECTED_FIELD_NUMBER: _builtins.int
     LAST_SEEN_AT_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """OCPP identity (the last path segment of its WebSocket URL), 1..48 characters of [A-Za-z0-9._-]."""
     station_id: _builtins.str
@@ -1088,6 +1169,10 @@ class ChargePoint(_message.Message):
     """Protocol it speaks."""
     connected: _builtins.bool
     """True while it has an open WebSocket connection."""
+    heartbeat_interval_s: _builtins.int
+    """Heartbeat interval the gateway gives it at BootNotification, seconds; its connectors read UNKNOWN
+    when nothing was heard from it for 3 intervals.
+    """
     @_builtins.property
     def last_seen_at(self) -> _timestamp_pb2.Timestamp:
         """Last message received from it; absent when never connected."""
@@ -1105,10 +1190,11 @@ class ChargePoint(_message.Message):
         connected: _builtins.bool = ...,
         last_seen_at: _timestamp_pb2.Timestamp | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        heartbeat_interval_s: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "last_seen_at", b"last_seen_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "created_at", b"created_at", "id", b"id", "last_seen_at", b"last_seen_at", "protocol", b"protocol", "station_id", b"station_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "created_at", b"created_at", "heartbeat_interval_s", b"heartbeat_interval_s", "id", b"id", "last_seen_at", b"last_seen_at", "protocol", b"protocol", "station_id", b"station_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -154,7 +154,8 @@ class ChargingServiceServicer:
 
     def ListBayFlags(self, request, context):
         """Lists EV bay checks that failed: a bay occupied by a vehicle that does not charge, or a
-        connector charging while the parking spot reads free (a data-quality fault).
+        connector charging while the parking spot reads free (a data-quality fault), with counts per
+        kind. An operator sees its own stations' flags only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

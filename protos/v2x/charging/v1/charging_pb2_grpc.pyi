@@ -63,7 +63,8 @@ class ChargingServiceStub:
     """
     ListBayFlags: _grpc.UnaryUnaryMultiCallable[_charging_pb2.ListBayFlagsRequest, _charging_pb2.ListBayFlagsResponse]
     """Lists EV bay checks that failed: a bay occupied by a vehicle that does not charge, or a
-    connector charging while the parking spot reads free (a data-quality fault).
+    connector charging while the parking spot reads free (a data-quality fault), with counts per
+    kind. An operator sees its own stations' flags only.
     """
     RegisterChargePoint: _grpc.UnaryUnaryMultiCallable[_charging_pb2.RegisterChargePointRequest, _charging_pb2.RegisterChargePointResponse]
     """Registers an OCPP charge point's identity for a station (admin) and returns its Basic-auth
@@ -103,7 +104,8 @@ class ChargingServiceAsyncStub(ChargingServiceStub):
     """
     ListBayFlags: _aio.UnaryUnaryMultiCallable[_charging_pb2.ListBayFlagsRequest, _charging_pb2.ListBayFlagsResponse]  # type: ignore[assignment]
     """Lists EV bay checks that failed: a bay occupied by a vehicle that does not charge, or a
-    connector charging while the parking spot reads free (a data-quality fault).
+    connector charging while the parking spot reads free (a data-quality fault), with counts per
+    kind. An operator sees its own stations' flags only.
     """
     RegisterChargePoint: _aio.UnaryUnaryMultiCallable[_charging_pb2.RegisterChargePointRequest, _charging_pb2.RegisterChargePointResponse]  # type: ignore[assignment]
     """Registers an OCPP charge point's identity for a station (admin) and returns its Basic-auth
@@ -194,7 +196,8 @@ class ChargingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_charging_pb2.ListBayFlagsResponse, _abc.Awaitable[_charging_pb2.ListBayFlagsResponse]]:
         """Lists EV bay checks that failed: a bay occupied by a vehicle that does not charge, or a
-        connector charging while the parking spot reads free (a data-quality fault).
+        connector charging while the parking spot reads free (a data-quality fault), with counts per
+        kind. An operator sees its own stations' flags only.
         """
 
     @_abc_1.abstractmethod

@@ -299,9 +299,9 @@ class RawBgrImage(_message.Message):
     data: _builtins.bytes
     """Pixel data, exactly width * height * 3 bytes."""
     width: _builtins.int
-    """Width, pixels, 1..8192."""
+    """Width, pixels, 1..4096."""
     height: _builtins.int
-    """Height, pixels, 1..8192."""
+    """Height, pixels, 1..4096."""
     def __init__(
         self,
         *,
@@ -333,10 +333,15 @@ class Frame(_message.Message):
     frame_id: _builtins.int
     """Client's frame number, increasing within a camera's stream; echoed in the result."""
     encoded: _builtins.bytes
-    """An encoded image, JPEG or PNG (the format is detected from its first bytes), <= 8 MiB."""
+    """An encoded image, JPEG or PNG (the format is detected from its first bytes), <= 8 MiB (and
+    within the service's gRPC message limit). Its size is read from the header before decoding.
+    """
     @_builtins.property
     def captured_at(self) -> _timestamp_pb2.Timestamp:
-        """When the frame was captured (camera clock). Drives tracking, speeds and counts."""
+        """When the frame was captured (camera clock). Drives tracking, speeds and counts; must not go
+        backwards within a camera's stream nor be more than 60 s ahead of the service's clock. Absent:
+        the time the frame arrived.
+        """
 
     @_builtins.property
     def raw_bgr(self) -> Global___RawBgrImage:
@@ -490,6 +495,8 @@ class AnalyticsEvent(_message.Message):
     STATIONARY_S_FIELD_NUMBER: _builtins.int
     PLATE_FIELD_NUMBER: _builtins.int
     SNAPSHOT_JPEG_FIELD_NUMBER: _builtins.int
+    CONGESTION_FIELD_NUMBER: _builtins.int
+    QUEUE_LENGTH_M_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Event id, unique across the suite; used as the IDPS idempotency key."""
     type: Global___AnalyticsEventType.ValueType
@@ -515,7 +522,13 @@ class AnalyticsEvent(_message.Message):
     stationary_s: _builtins.int
     """How long the vehicle has been standing, seconds (stopped vehicle, illegal parking); else 0."""
     snapshot_jpeg: _builtins.bytes
-    """Evidence image (JPEG of the frame). Empty in FrameResult; filled when reported to IDPS."""
+    """Evidence image: JPEG crop of the frame around the object (the whole frame for lane-level
+    events), at most 1280 pixels a side. Empty in FrameResult; filled when reported to IDPS.
+    """
+    congestion: Global___CongestionLevel.ValueType
+    """Congestion level of the lane (traffic jam events); UNSPECIFIED otherwise."""
+    queue_length_m: _builtins.float
+    """Queue length on the lane, metres (traffic jam events); 0 otherwise."""
     @_builtins.property
     def observed_at(self) -> _timestamp_pb2.Timestamp:
         """When it was observed (the frame's capture time)."""
@@ -547,10 +560,12 @@ class AnalyticsEvent(_message.Message):
         stationary_s: _builtins.int = ...,
         plate: Global___Plate | None = ...,
         snapshot_jpeg: _builtins.bytes = ...,
+        congestion: Global___CongestionLevel.ValueType = ...,
+        queue_length_m: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_heading_deg", b"_heading_deg", "_speed_mps", b"_speed_mps", "heading_deg", b"heading_deg", "observed_at", b"observed_at", "plate", b"plate", "position", b"position", "speed_mps", b"speed_mps"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_heading_deg", b"_heading_deg", "_speed_mps", b"_speed_mps", "camera_id", b"camera_id", "confidence", b"confidence", "event_id", b"event_id", "frame_id", b"frame_id", "heading_deg", b"heading_deg", "lane_id", b"lane_id", "object_class", b"object_class", "observed_at", b"observed_at", "plate", b"plate", "position", b"position", "snapshot_jpeg", b"snapshot_jpeg", "speed_mps", b"speed_mps", "stationary_s", b"stationary_s", "track_id", b"track_id", "type", b"type", "zone_id", b"zone_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_heading_deg", b"_heading_deg", "_speed_mps", b"_speed_mps", "camera_id", b"camera_id", "confidence", b"confidence", "congestion", b"congestion", "event_id", b"event_id", "frame_id", b"frame_id", "heading_deg", b"heading_deg", "lane_id", b"lane_id", "object_class", b"object_class", "observed_at", b"observed_at", "plate", b"plate", "position", b"position", "queue_length_m", b"queue_length_m", "snapshot_jpeg", b"snapshot_jpeg", "speed_mps", b"speed_mps", "stationary_s", b"stationary_s", "track_id", b"track_id", "type", b"type", "zone_id", b"zone_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__heading_deg: _TypeAlias = _typing.Literal["heading_deg"]  # noqa: Y015
     _WhichOneofArgType__heading_deg: _TypeAlias = _typing.Literal["_heading_deg", b"_heading_deg"]  # noqa: Y015
@@ -578,6 +593,9 @@ class FrameResult(_message.Message):
     DROPPED_FRAMES_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     INFERENCE_LATENCY_MS_FIELD_NUMBER: _builtins.int
+    LATE_FRAMES_FIELD_NUMBER: _builtins.int
+    LANES_FIELD_NUMBER: _builtins.int
+    SERVICE_LATENCY_MS_FIELD_NUMBER: _builtins.int
     camera_id: _builtins.str
     """Echo of the frame's camera id."""
     frame_id: _builtins.int
@@ -586,6 +604,10 @@ class FrameResult(_message.Message):
     """Frames of this stream dropped unread so far (cumulative; 0 for Detect)."""
     inference_latency_ms: _builtins.float
     """Time spent decoding and inferring this frame, milliseconds."""
+    late_frames: _builtins.int
+    """Frames of this stream answered DEADLINE_EXCEEDED so far (cumulative; 0 for Detect)."""
+    service_latency_ms: _builtins.float
+    """Time from the frame's arrival at the service to this result, milliseconds (queueing included)."""
     @_builtins.property
     def captured_at(self) -> _timestamp_pb2.Timestamp:
         """Echo of the frame's capture time."""
@@ -608,6 +630,10 @@ class FrameResult(_message.Message):
         fields are then empty. Only in StreamFrames: unary rpcs fail with the status instead.
         """
 
+    @_builtins.property
+    def lanes(self) -> _containers.RepeatedCompositeFieldContainer[Global___LaneStatus]:
+        """Live state of each lane of the camera after this frame (StreamFrames only)."""
+
     def __init__(
         self,
         *,
@@ -620,14 +646,61 @@ class FrameResult(_message.Message):
         dropped_frames: _builtins.int = ...,
         error: _status_pb2.Status | None = ...,
         inference_latency_ms: _builtins.float = ...,
+        late_frames: _builtins.int = ...,
+        lanes: _abc.Iterable[Global___LaneStatus] | None = ...,
+        service_latency_ms: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["captured_at", b"captured_at", "error", b"error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["camera_id", b"camera_id", "captured_at", b"captured_at", "detections", b"detections", "dropped_frames", b"dropped_frames", "error", b"error", "events", b"events", "frame_id", b"frame_id", "inference_latency_ms", b"inference_latency_ms", "plates", b"plates"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["camera_id", b"camera_id", "captured_at", b"captured_at", "detections", b"detections", "dropped_frames", b"dropped_frames", "error", b"error", "events", b"events", "frame_id", b"frame_id", "inference_latency_ms", b"inference_latency_ms", "lanes", b"lanes", "late_frames", b"late_frames", "plates", b"plates", "service_latency_ms", b"service_latency_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FrameResult: _TypeAlias = FrameResult  # noqa: Y015
+
+@_typing.final
+class LaneStatus(_message.Message):
+    """A lane's live state, as seen on one frame."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LANE_ID_FIELD_NUMBER: _builtins.int
+    VEHICLES_FIELD_NUMBER: _builtins.int
+    STANDING_VEHICLES_FIELD_NUMBER: _builtins.int
+    QUEUE_LENGTH_M_FIELD_NUMBER: _builtins.int
+    MEAN_SPEED_MPS_FIELD_NUMBER: _builtins.int
+    CONGESTION_FIELD_NUMBER: _builtins.int
+    lane_id: _builtins.str
+    """Lane id."""
+    vehicles: _builtins.int
+    """Vehicles on the lane now."""
+    standing_vehicles: _builtins.int
+    """Vehicles standing on the lane now."""
+    queue_length_m: _builtins.float
+    """Length of the queue of standing vehicles, metres (0 when uncalibrated or no queue)."""
+    mean_speed_mps: _builtins.float
+    """Mean speed of the lane's vehicles over the last 60 s, metres per second; absent when unknown."""
+    congestion: Global___CongestionLevel.ValueType
+    """Congestion level (UNKNOWN when the camera is not calibrated)."""
+    def __init__(
+        self,
+        *,
+        lane_id: _builtins.str = ...,
+        vehicles: _builtins.int = ...,
+        standing_vehicles: _builtins.int = ...,
+        queue_length_m: _builtins.float = ...,
+        mean_speed_mps: _builtins.float | None = ...,
+        congestion: Global___CongestionLevel.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_mean_speed_mps", b"_mean_speed_mps", "mean_speed_mps", b"mean_speed_mps"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_mean_speed_mps", b"_mean_speed_mps", "congestion", b"congestion", "lane_id", b"lane_id", "mean_speed_mps", b"mean_speed_mps", "queue_length_m", b"queue_length_m", "standing_vehicles", b"standing_vehicles", "vehicles", b"vehicles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__mean_speed_mps: _TypeAlias = _typing.Literal["mean_speed_mps"]  # noqa: Y015
+    _WhichOneofArgType__mean_speed_mps: _TypeAlias = _typing.Literal["_mean_speed_mps", b"_mean_speed_mps"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__mean_speed_mps) -> _WhichOneofReturnType__mean_speed_mps | None: ...
+
+Global___LaneStatus: _TypeAlias = LaneStatus  # noqa: Y015
 
 @_typing.final
 class ReadPlateResponse(_message.Message):
@@ -742,7 +815,7 @@ class Zone(_message.Message):
     """Spot id within that lot (PARKING_SPOT only)."""
     stop_threshold_s: _builtins.int
     """Seconds a vehicle must stand in the zone before it counts as stopped / parked / occupying the
-    spot, 1..3600; 0 = the camera's default.
+    spot, 1..3600; 0 = the camera's default stop threshold (PARKING_SPOT zones: 10 s).
     """
     @_builtins.property
     def polygon(self) -> Global___PixelPolygon:
@@ -918,6 +991,7 @@ class CameraThresholds(_message.Message):
     SLOW_VEHICLE_KMH_FIELD_NUMBER: _builtins.int
     STOP_THRESHOLD_S_FIELD_NUMBER: _builtins.int
     MIN_EVENT_CONFIDENCE_FIELD_NUMBER: _builtins.int
+    FRAME_DEADLINE_MS_FIELD_NUMBER: _builtins.int
     min_detection_confidence: _builtins.float
     """Minimum detector confidence to keep a detection, 0..1 (default 0.35)."""
     min_plate_confidence: _builtins.float
@@ -930,6 +1004,10 @@ class CameraThresholds(_message.Message):
     """Default seconds standing before a vehicle counts as stopped (default 60)."""
     min_event_confidence: _builtins.float
     """Minimum confidence of an event to report it to IDPS, 0..1 (default 0.5)."""
+    frame_deadline_ms: _builtins.int
+    """How long a frame may wait for inference before it is answered DEADLINE_EXCEEDED, milliseconds,
+    50..60000 (default: the service's V2X_ROADSIDE_FRAME_DEADLINE_MS, 2000).
+    """
     def __init__(
         self,
         *,
@@ -939,10 +1017,11 @@ class CameraThresholds(_message.Message):
         slow_vehicle_kmh: _builtins.float = ...,
         stop_threshold_s: _builtins.int = ...,
         min_event_confidence: _builtins.float = ...,
+        frame_deadline_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_detection_confidence", b"min_detection_confidence", "min_event_confidence", b"min_event_confidence", "min_plate_confidence", b"min_plate_confidence", "overspeed_tolerance_kmh", b"overspeed_tolerance_kmh", "slow_vehicle_kmh", b"slow_vehicle_kmh", "stop_threshold_s", b"stop_threshold_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame_deadline_ms", b"frame_deadline_ms", "min_detection_confidence", b"min_detection_confidence", "min_event_confidence", b"min_event_confidence", "min_plate_confidence", b"min_plate_confidence", "overspeed_tolerance_kmh", b"overspeed_tolerance_kmh", "slow_vehicle_kmh", b"slow_vehicle_kmh", "stop_threshold_s", b"stop_threshold_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -85,10 +85,14 @@ class RoadsideServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamFrames(self, request_iterator, context):
-        """A camera's live feed: one result per frame inferred, in order, with tracking, speeds and
-        analytics events. When inference falls behind, the oldest waiting frames are dropped (counted in
-        dropped_frames, no result of their own). A bad frame is answered with `error` set and the
-        stream goes on. A `camera:<id>` key may stream its own camera only.
+        """A camera's live feed: one result per frame inferred, in order per camera, with tracking, speeds
+        and analytics events. Each camera has a small queue; when inference falls behind, the oldest
+        waiting frame is dropped (counted in dropped_frames, no result of its own). A frame still waiting
+        when its deadline passes is answered DEADLINE_EXCEEDED (counted in late_frames). A bad frame
+        (undecodable, too large, unknown camera, another camera's frame) is answered with `error` set and
+        the stream goes on. A `camera:<id>` key may stream its own camera only; a stream may carry
+        several cameras (admin, e.g. a recorder). When a second stream sends frames of a camera, it takes
+        the camera over: later frames of that camera on the older stream are answered ABORTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,10 +40,14 @@ class RoadsideServiceStub:
     no speeds, no events). A frame that cannot be decoded fails with INVALID_ARGUMENT.
     """
     StreamFrames: _grpc.StreamStreamMultiCallable[_roadside_pb2.Frame, _roadside_pb2.FrameResult]
-    """A camera's live feed: one result per frame inferred, in order, with tracking, speeds and
-    analytics events. When inference falls behind, the oldest waiting frames are dropped (counted in
-    dropped_frames, no result of their own). A bad frame is answered with `error` set and the
-    stream goes on. A `camera:<id>` key may stream its own camera only.
+    """A camera's live feed: one result per frame inferred, in order per camera, with tracking, speeds
+    and analytics events. Each camera has a small queue; when inference falls behind, the oldest
+    waiting frame is dropped (counted in dropped_frames, no result of its own). A frame still waiting
+    when its deadline passes is answered DEADLINE_EXCEEDED (counted in late_frames). A bad frame
+    (undecodable, too large, unknown camera, another camera's frame) is answered with `error` set and
+    the stream goes on. A `camera:<id>` key may stream its own camera only; a stream may carry
+    several cameras (admin, e.g. a recorder). When a second stream sends frames of a camera, it takes
+    the camera over: later frames of that camera on the older stream are answered ABORTED.
     """
     ReadPlate: _grpc.UnaryUnaryMultiCallable[_roadside_pb2.Frame, _roadside_pb2.ReadPlateResponse]
     """Reads the plates on one frame (gate cameras at lot entrances and exits), best reading first."""
@@ -68,10 +72,14 @@ class RoadsideServiceAsyncStub(RoadsideServiceStub):
     no speeds, no events). A frame that cannot be decoded fails with INVALID_ARGUMENT.
     """
     StreamFrames: _aio.StreamStreamMultiCallable[_roadside_pb2.Frame, _roadside_pb2.FrameResult]  # type: ignore[assignment]
-    """A camera's live feed: one result per frame inferred, in order, with tracking, speeds and
-    analytics events. When inference falls behind, the oldest waiting frames are dropped (counted in
-    dropped_frames, no result of their own). A bad frame is answered with `error` set and the
-    stream goes on. A `camera:<id>` key may stream its own camera only.
+    """A camera's live feed: one result per frame inferred, in order per camera, with tracking, speeds
+    and analytics events. Each camera has a small queue; when inference falls behind, the oldest
+    waiting frame is dropped (counted in dropped_frames, no result of its own). A frame still waiting
+    when its deadline passes is answered DEADLINE_EXCEEDED (counted in late_frames). A bad frame
+    (undecodable, too large, unknown camera, another camera's frame) is answered with `error` set and
+    the stream goes on. A `camera:<id>` key may stream its own camera only; a stream may carry
+    several cameras (admin, e.g. a recorder). When a second stream sends frames of a camera, it takes
+    the camera over: later frames of that camera on the older stream are answered ABORTED.
     """
     ReadPlate: _aio.UnaryUnaryMultiCallable[_roadside_pb2.Frame, _roadside_pb2.ReadPlateResponse]  # type: ignore[assignment]
     """Reads the plates on one frame (gate cameras at lot entrances and exits), best reading first."""
@@ -105,10 +113,14 @@ class RoadsideServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_roadside_pb2.Frame],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_roadside_pb2.FrameResult], _abc.AsyncIterator[_roadside_pb2.FrameResult]]:
-        """A camera's live feed: one result per frame inferred, in order, with tracking, speeds and
-        analytics events. When inference falls behind, the oldest waiting frames are dropped (counted in
-        dropped_frames, no result of their own). A bad frame is answered with `error` set and the
-        stream goes on. A `camera:<id>` key may stream its own camera only.
+        """A camera's live feed: one result per frame inferred, in order per camera, with tracking, speeds
+        and analytics events. Each camera has a small queue; when inference falls behind, the oldest
+        waiting frame is dropped (counted in dropped_frames, no result of its own). A frame still waiting
+        when its deadline passes is answered DEADLINE_EXCEEDED (counted in late_frames). A bad frame
+        (undecodable, too large, unknown camera, another camera's frame) is answered with `error` set and
+        the stream goes on. A `camera:<id>` key may stream its own camera only; a stream may carry
+        several cameras (admin, e.g. a recorder). When a second stream sends frames of a camera, it takes
+        the camera over: later frames of that camera on the older stream are answered ABORTED.
         """
 
     @_abc_1.abstractmethod

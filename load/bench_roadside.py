@@ -1,0 +1,603 @@
+"""Roadside benchmark: frames/s and frame→result latency through the service, beside raw onnxruntime.
+
+    .venv/bin/python load/bench_roadside.py [--json results.json] [--cameras 1,4,8] [--seconds 8]
+
+What it does, all in one run (about two and a half minutes on a 2-core machine; no camera count
+is started after --budget seconds):
+
+1. creates a fresh database ``v2x_bench_rs_<pid>`` on the local PostgreSQL/PostGIS cluster, migrates it,
+   issues an admin key; flushes the Redis database it is given (default db 15);
+2. prepares the frames: the Darknet sample photos with road users (dog, person, kite) and simulator
+   frames, 640x480 JPEG (quality 85), cycled per camera, so the detector, the tracker and the analytics
+   all have work;
+3. starts two roadside services as separate processes (``v2x serve roadside``), one with
+   micro-batching (V2X_ROADSIDE_MAX_BATCH, default 4) and one without (1); each gets 8 cameras with the
+   simulator's geometry (lanes, zones, a counting line, a homography). Only one is busy at a time;
+4. for 1, 4 and 8 concurrent camera streams:
+   - raw slice: in this process, ``session.run`` of the YOLOv3-tiny model with the service's session
+     options on the same frames, already decoded and letterboxed, one frame per call, back to back;
+   - saturated: each camera sends as fast as the service answers (2 frames in flight per camera; the
+     service drops the oldest when a camera's queue is full): frames/s of results, with and without
+     micro-batching;
+   - live: each camera at a fixed rate (5 fps, or less so that all cameras together offer at most 75%
+     of the raw frames/s): p50/p99 latency from sending a frame to receiving its result;
+   - raw slice again. Each service figure is compared with the mean of the two raw slices around it:
+     other engineers' work on the shared machine comes and goes within minutes;
+5. the plate reader: 40 rendered Chinese plates (沪A·12345 style, blue/yellow/green, WenQuanYi Micro
+   Hei) on 640x480 gate-camera frames, read in this process (``PlateReader.read``) and through the
+   service (``ReadPlate``, one call at a time): read rate (text and colour exact) and ms per plate;
+6. stops the services with SIGTERM and drops the database (also on error or Ctrl-C).
+
+Goals (issue 3): service throughput >= 0.85 x raw; p99 latency at 4 cameras <= 3 x the single-frame
+model latency. The CPU table says how busy the machine was (other engineers share it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import cv2
+import numpy as np
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from redis.asyncio import Redis
+from v2x.roadside.v1 import roadside_pb2 as pb
+from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceStub
+
+from roadside_sim.scene import SB_CENTRE_E, Scene, drive
+from services.common.apikeys import create_key
+from services.common.db import create_engine, migrate
+from services.roadside.detector import Detector, DetectorConfig
+
+if TYPE_CHECKING:
+    from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceAsyncStub as Stub
+else:
+    Stub = RoadsideServiceStub
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "models" / ".cache" / "samples"
+SERVICE = "v2x.roadside.v1.RoadsideService"
+FRAME_SIZE = (640, 480)
+GOAL_RATIO = 0.85
+GOAL_P99_X = 3.0
+LIVE_FPS = 5.0
+LIVE_LOAD = 0.75
+
+
+# ----- frames -----------------------------------------------------------------------------------
+
+
+def bench_frames(n_sim: int = 12) -> tuple[list[bytes], list[np.ndarray[Any, Any]]]:
+    """JPEG frames and their decoded images: sample photos with road users, then simulator frames."""
+    images: list[np.ndarray[Any, Any]] = []
+    for name in ("dog.jpg", "person.jpg", "kite.jpg"):
+        image = cv2.imread(str(SAMPLES / name), cv2.IMREAD_COLOR)
+        if image is not None:
+            images.append(cv2.resize(image, FRAME_SIZE, interpolation=cv2.INTER_AREA))
+    scene = Scene(FRAME_SIZE)
+    cars = [drive(1, 0, 12, 66, 40), drive(2, 0.5, 66, 12, 35, east=SB_CENTRE_E), drive(3, 1.0, 12, 66, 30)]
+    images += [scene.render(cars, i * 0.25) for i in range(n_sim)]
+    encoded = []
+    for image in images:
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        assert ok
+        encoded.append(buf.tobytes())
+    return encoded, images
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+# ----- CPU accounting ------------------------------------------------------------------------------
+
+
+def _proc_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        raw = f.read()
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Cpu:
+    wall: float
+    client: float
+    server: float
+    busy: float
+
+    @classmethod
+    def take(cls, server_pid: int | None) -> Cpu:
+        server = 0.0
+        if server_pid is not None:
+            with contextlib.suppress(OSError):
+                server = _proc_cpu_s(server_pid)
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        busy = (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+        return cls(time.perf_counter(), time.process_time(), server, busy)
+
+    def cores_since(self, start: Cpu) -> dict[str, float]:
+        wall = self.wall - start.wall
+        return {"client": round((self.client - start.client) / wall, 2),
+                "server": round((self.server - start.server) / wall, 2),
+                "machine_busy": round((self.busy - start.busy) / wall, 2),
+                "others": round((self.busy - start.busy - (self.client - start.client)
+                                 - (self.server - start.server)) / wall, 2)}
+
+
+# ----- the raw baseline ------------------------------------------------------------------------------
+
+
+def raw_baseline(images: list[np.ndarray[Any, Any]], seconds: float) -> dict[str, Any]:
+    """session.run on letterboxed tensors, one frame per call, back to back, for `seconds`."""
+    detector = Detector(DetectorConfig(verify_sha256=False))
+    tensors = [detector.preprocess(image)[0][None] for image in images]
+    name = detector.spec.input_name
+    for t in tensors[:3]:
+        detector.session.run(None, {name: t})
+    latencies: list[float] = []
+    cpu0 = Cpu.take(None)
+    end = time.perf_counter() + seconds
+    i = 0
+    while time.perf_counter() < end:
+        started = time.perf_counter()
+        detector.session.run(None, {name: tensors[i % len(tensors)]})
+        latencies.append(time.perf_counter() - started)
+        i += 1
+    cpu1 = Cpu.take(None)
+    wall = cpu1.wall - cpu0.wall
+    return {"frames_per_s": round(len(latencies) / wall, 2), "frames": len(latencies),
+            "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
+            "p99_ms": round(percentile(latencies, 0.99) * 1000, 2), "cpu_cores": cpu1.cores_since(cpu0)}
+
+
+# ----- the service -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServiceProcess:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def start_service(database_url: str, redis_url: str, max_batch: int) -> ServiceProcess:
+    port, metrics_port = free_port(), free_port()
+    exe = Path(sys.executable).with_name("v2x")
+    cmd = [str(exe), "serve", "roadside"] if exe.exists() else [sys.executable, "-m", "services.cli", "serve",
+                                                                 "roadside"]
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "V2X_ROADSIDE_PORT": str(port),
+           "V2X_ROADSIDE_METRICS_PORT": str(metrics_port), "V2X_BIND_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING",
+           "V2X_ROADSIDE_MAX_BATCH": str(max_batch)}
+    log_path = Path(tempfile.gettempdir()) / f"v2x_bench_{os.getpid()}_roadside.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    return ServiceProcess(proc, port, log_path)
+
+
+async def wait_healthy(service: ServiceProcess, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if service.proc.poll() is not None:
+                raise RuntimeError(f"the roadside service exited with {service.proc.returncode}:\n{service.log_tail()}")
+            with contextlib.suppress(aio.AioRpcError):
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the roadside service was not healthy within {timeout_s:g} s:\n"
+                                   f"{service.log_tail()}")
+            await asyncio.sleep(0.2)
+
+
+async def stop_service(service: ServiceProcess, grace_s: float = 15.0) -> int | None:
+    if service.proc.poll() is None:
+        service.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(service.proc.wait, grace_s)
+        except subprocess.TimeoutExpired:
+            service.proc.kill()
+            await asyncio.to_thread(service.proc.wait)
+    return service.proc.returncode
+
+
+# ----- camera streams ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Recorder:
+    start: float = math.inf
+    end: float = math.inf
+    ok: int = 0
+    errors: int = 0
+    error_sample: str = ""
+    latencies: list[float] = field(default_factory=list)
+    dropped: int = 0
+    sent: int = 0
+
+    def result(self, r: pb.FrameResult, sent_at: float | None, now: float) -> None:
+        if not (self.start <= now <= self.end):
+            return
+        if r.HasField("error"):
+            self.errors += 1
+            self.error_sample = self.error_sample or r.error.message
+            return
+        self.ok += 1
+        if sent_at is not None and sent_at >= self.start:
+            self.latencies.append(now - sent_at)
+
+
+async def camera_stream(stub: Stub, key: str, camera_id: str, frames: list[bytes], offset: int, stop: asyncio.Event,
+                        rec: Recorder, *, window: int, fps: float | None) -> None:
+    sent_at: dict[int, float] = {}
+    credit = asyncio.Semaphore(window)
+    period = 1.0 / fps if fps else 0.0
+    # Cameras start out of phase, as real ones do.
+    next_at = time.monotonic() + (offset % 8) * period / 8
+
+    async def source() -> AsyncIterator[pb.Frame]:
+        nonlocal next_at
+        i = 0
+        while not stop.is_set():
+            if fps:
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                next_at += period
+                if credit.locked():
+                    continue  # a live camera does not wait: this frame is skipped at the source
+            await credit.acquire()
+            if stop.is_set():
+                break
+            i += 1
+            frame = pb.Frame(camera_id=camera_id, frame_id=i, encoded=frames[(offset + i) % len(frames)])
+            frame.captured_at.FromNanoseconds(time.time_ns())
+            sent_at[i] = time.perf_counter()
+            if rec.start <= sent_at[i] <= rec.end:
+                rec.sent += 1
+            yield frame
+
+    seen_dropped = 0
+    call = stub.StreamFrames(source(), metadata=(("authorization", f"Bearer {key}"),))
+    async for r in call:
+        now = time.perf_counter()
+        rec.result(r, sent_at.pop(r.frame_id, None), now)
+        released = 1 + max(0, r.dropped_frames - seen_dropped)
+        if rec.start <= now <= rec.end:
+            rec.dropped += max(0, r.dropped_frames - seen_dropped)
+        seen_dropped = r.dropped_frames
+        for _ in range(released):
+            credit.release()
+
+
+async def phase(stubs: list[Stub], key: str, cameras: list[str], frames: list[bytes], *, seconds: float,
+                warmup: float, window: int, fps: float | None, server_pid: int) -> dict[str, Any]:
+    stop = asyncio.Event()
+    rec = Recorder()
+    tasks = [asyncio.create_task(camera_stream(stubs[i % len(stubs)], key, cam, frames, i * 5, stop, rec,
+                                               window=window, fps=fps)) for i, cam in enumerate(cameras)]
+    try:
+        await asyncio.sleep(warmup)
+        rec.start = time.perf_counter()
+        rec.end = rec.start + seconds
+        cpu0 = Cpu.take(server_pid)
+        await asyncio.sleep(seconds)
+        cpu1 = Cpu.take(server_pid)
+        stop.set()
+        done, pending = await asyncio.wait(tasks, timeout=30)
+        for t in done:
+            t.result()
+        if pending:
+            raise RuntimeError(f"{len(pending)} camera streams did not end within 30 s of the stop")
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    out: dict[str, Any] = {
+        "cameras": len(cameras), "fps_per_camera": fps, "window": window,
+        "frames_per_s": round(rec.ok / seconds, 2), "results": rec.ok, "sent": rec.sent, "dropped": rec.dropped,
+        "errors": rec.errors, "p50_ms": round(percentile(rec.latencies, 0.5) * 1000, 1),
+        "p99_ms": round(percentile(rec.latencies, 0.99) * 1000, 1), "cpu_cores": cpu1.cores_since(cpu0),
+    }
+    if rec.error_sample:
+        out["error_sample"] = rec.error_sample
+    return out
+
+
+# ----- the run -------------------------------------------------------------------------------------------
+
+
+def plate_set(n: int, seed: int) -> list[tuple[str, int, bytes, np.ndarray[Any, Any]]]:
+    """Rendered plates on gate-camera frames: (text, colour, PNG, image); blue, yellow and green styles."""
+    import random
+
+    from roadside_sim.plates import plate_scene, random_plate, render_plate
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        style = rng.choice(["blue", "blue", "yellow", "green"])
+        plate = render_plate(random_plate(rng, style), style)
+        scene, _ = plate_scene(plate, rng)
+        ok, buf = cv2.imencode(".png", scene)
+        assert ok
+        out.append((plate.text, plate.colour, buf.tobytes(), scene))
+    return out
+
+
+def raw_plates(plates: list[tuple[str, int, bytes, np.ndarray[Any, Any]]]) -> dict[str, Any]:
+    """PlateReader.read in this process: read rate (text and colour exact) and ms per plate frame."""
+    from services.roadside.plates import PlateReader
+
+    reader = PlateReader()
+    reader.read(plates[0][3])
+    right, times = 0, []
+    for text, colour, _, image in plates:
+        started = time.perf_counter()
+        readings = reader.read(image)
+        times.append(time.perf_counter() - started)
+        right += bool(readings) and readings[0].text == text and readings[0].colour == colour
+    return {"plates": len(plates), "read": right, "read_rate": round(right / len(plates), 3),
+            "p50_ms": round(percentile(times, 0.5) * 1000, 1), "p99_ms": round(percentile(times, 0.99) * 1000, 1)}
+
+
+async def service_plates(stub: Stub, key: str, plates: list[tuple[str, int, bytes, np.ndarray[Any, Any]]]
+                         ) -> dict[str, Any]:
+    """ReadPlate through the service, one call at a time: read rate and ms per call."""
+    md = (("authorization", f"Bearer {key}"),)
+    for _ in range(300):  # the service loads its plate reader in the background
+        try:
+            await stub.ReadPlate(pb.Frame(encoded=plates[0][2]), metadata=md)
+            break
+        except aio.AioRpcError as exc:
+            if "still loading" not in (exc.details() or ""):
+                return {"error": f"{exc.code().name}: {exc.details()}"}
+            await asyncio.sleep(0.2)
+    right, times = 0, []
+    for text, colour, data, _ in plates:
+        started = time.perf_counter()
+        response = await stub.ReadPlate(pb.Frame(encoded=data), metadata=md)
+        times.append(time.perf_counter() - started)
+        best = response.plates[0] if response.plates else None
+        right += best is not None and best.text == text and best.colour == colour
+    return {"plates": len(plates), "read": right, "read_rate": round(right / len(plates), 3),
+            "p50_ms": round(percentile(times, 0.5) * 1000, 1), "p99_ms": round(percentile(times, 0.99) * 1000, 1)}
+
+
+def _with_db(url: str, db: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{db}"
+
+
+async def configure_cameras(stub: Stub, key: str, n: int, prefix: str) -> list[str]:
+    scene = Scene(FRAME_SIZE)
+    ids = [f"bench-{prefix}-{i}" for i in range(n)]
+    for camera_id in ids:
+        await stub.ConfigureCamera(pb.ConfigureCameraRequest(camera=scene.camera(camera_id)),
+                                   metadata=(("authorization", f"Bearer {key}"),))
+    return ids
+
+
+async def open_service(database_url: str, redis_url: str, key: str, max_batch: int, n_cameras: int,
+                       prefix: str) -> tuple[ServiceProcess, list[aio.Channel], list[Stub], list[str]]:
+    service = start_service(database_url, redis_url, max_batch)
+    await wait_healthy(service)
+    channels = [aio.insecure_channel(f"127.0.0.1:{service.port}", options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(2)]
+    stubs: list[Stub] = [RoadsideServiceStub(c) for c in channels]
+    cameras = await configure_cameras(stubs[0], key, n_cameras, prefix)
+    return service, channels, stubs, cameras
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Two services run side by side (micro-batching on and off), idle except the one measured; every
+    service phase sits between two raw slices, and its ratio is to their mean (the machine is shared)."""
+    started = time.monotonic()
+    db = f"v2x_bench_rs_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = await asyncpg.connect(args.pg_admin)
+    await admin.execute(f'CREATE DATABASE "{db}"')
+    database_url = _with_db(args.pg_admin, db)
+    out: dict[str, Any] = {"started_at": datetime.now(UTC).isoformat(), "machine": {"cores": os.cpu_count()},
+                           "load_average_before": load_average(), "rows": []}
+    services: list[tuple[ServiceProcess, list[aio.Channel]]] = []
+    try:
+        await migrate(database_url)
+        engine = create_engine(database_url, pool_size=1)
+        try:
+            key = (await create_key(engine, "admin", "bench")).key
+        finally:
+            await engine.dispose()
+        redis = Redis.from_url(args.redis_url)
+        await redis.flushdb()
+        await redis.aclose()
+        frames, images = bench_frames()
+        print(f"frames: {len(frames)} JPEG {FRAME_SIZE[0]}x{FRAME_SIZE[1]}, "
+              f"{sum(map(len, frames)) // len(frames) // 1024} KiB on average; load {load_average()}", flush=True)
+        n_max = max(args.cameras)
+        batched = await open_service(database_url, args.redis_url, key, args.max_batch, n_max, "a")
+        services.append(batched[:2])
+        single = await open_service(database_url, args.redis_url, key, 1, n_max, "b") if args.max_batch > 1 else None
+        if single is not None:
+            services.append(single[:2])
+        raws: list[dict[str, Any]] = []
+
+        async def raw_slice() -> dict[str, Any]:
+            r = await asyncio.to_thread(raw_baseline, images, args.raw_seconds)
+            raws.append(r)
+            return r
+
+        def record(row: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> None:
+            raw_fps = (before["frames_per_s"] + after["frames_per_s"]) / 2
+            raw_ms = (before["p50_ms"] + after["p50_ms"]) / 2
+            row.update(raw_frames_per_s=round(raw_fps, 2), raw_single_frame_ms=round(raw_ms, 2),
+                       ratio=round(row["frames_per_s"] / raw_fps, 3) if raw_fps else None,
+                       p99_x_single=round(row["p99_ms"] / raw_ms, 2) if raw_ms else None)
+            out["rows"].append(row)
+            c = row["cpu_cores"]
+            print(f"  {row['mode']:9} batch<={row['max_batch']} {row['cameras']} cam "
+                  f"{row['fps_per_camera'] or 'max'} fps: {row['frames_per_s']} frames/s = {row['ratio']} x raw "
+                  f"({row['raw_frames_per_s']}), p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms "
+                  f"= {row['p99_x_single']} x single frame, dropped {row['dropped']}, cores server {c['server']} "
+                  f"others {c['others']}", flush=True)
+
+        for n in args.cameras:
+            before = await raw_slice()
+            rows = []
+            for svc, max_batch in ((batched, args.max_batch), (single, 1)):
+                if svc is None or (max_batch == 1 and n == 1 and args.max_batch > 1):
+                    continue
+                _, _, stubs, cameras = svc
+                row = await phase(stubs, key, cameras[:n], frames, seconds=args.seconds, warmup=args.warmup,
+                                  window=2, fps=None, server_pid=svc[0].proc.pid)
+                row.update(mode="saturated", max_batch=max_batch)
+                rows.append(row)
+            fps = min(LIVE_FPS, LIVE_LOAD * before["frames_per_s"] / n)
+            _, _, stubs, cameras = batched
+            live = await phase(stubs, key, cameras[:n], frames, seconds=args.seconds, warmup=args.warmup, window=2,
+                               fps=round(fps, 2), server_pid=batched[0].proc.pid)
+            live.update(mode="live", max_batch=args.max_batch)
+            rows.append(live)
+            after = await raw_slice()
+            for row in rows:
+                record(row, before, after)
+            if time.monotonic() - started > args.budget:
+                print(f"over the {args.budget:g} s budget: stopping here", flush=True)
+                break
+        plates = plate_set(args.plates, 20261124)
+        out["plates_raw"] = await asyncio.to_thread(raw_plates, plates)
+        out["plates_service"] = await service_plates(batched[2][0], key, plates)
+        print(f"plates: PlateReader {out['plates_raw']}; ReadPlate {out['plates_service']}", flush=True)
+    finally:
+        for process, channels in services:
+            for c in channels:
+                await c.close()
+            code = await stop_service(process)
+            if code not in (0, None, -signal.SIGTERM):
+                print(f"the service exited with {code}:\n{process.log_tail()}", file=sys.stderr)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        await admin.close()
+
+    out.update(raw=raws, load_average_after=load_average(), seconds=round(time.monotonic() - started, 1))
+    rows = out["rows"]
+    saturated = [r for r in rows if r["mode"] == "saturated" and r["max_batch"] == args.max_batch]
+    best = max(saturated, key=lambda r: r["ratio"] or 0)
+    live4 = next((r for r in rows if r["mode"] == "live" and r["cameras"] == 4), None)
+    out["goals"] = {
+        "throughput_ratio_best": best["ratio"],
+        "throughput_ratio_by_cameras": {r["cameras"]: r["ratio"] for r in saturated},
+        "throughput_ratio_goal": GOAL_RATIO,
+        "throughput_ok": bool(best["ratio"] and best["ratio"] >= GOAL_RATIO),
+        "p99_at_4_cameras_ms": live4["p99_ms"] if live4 else None,
+        "p99_limit_ms": round(GOAL_P99_X * live4["raw_single_frame_ms"], 1) if live4 else None,
+        "p99_ok": bool(live4 and live4["p99_x_single"] is not None and live4["p99_x_single"] <= GOAL_P99_X),
+    }
+    print_table(out)
+    return out
+
+
+def print_table(out: dict[str, Any]) -> None:
+    print()
+    print("| mode | max batch | cameras | fps/camera | frames/s | raw frames/s (same minute) | x raw | p50 ms "
+          "| p99 ms | p99 / single frame | dropped | errors | cores: server / client / others |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in out["rows"]:
+        c = r["cpu_cores"]
+        print(f"| {r['mode']} | {r['max_batch']} | {r['cameras']} | {r['fps_per_camera'] or 'max'} | "
+              f"{r['frames_per_s']} | {r['raw_frames_per_s']} | {r['ratio']} | {r['p50_ms']} | {r['p99_ms']} | "
+              f"{r['p99_x_single']} | {r['dropped']} | {r['errors']} | {c['server']} / {c['client']} / {c['others']} |")
+    raw = out["raw"]
+    print()
+    print("raw session.run slices (frames/s, single-frame p50 ms): "
+          + ", ".join(f"{r['frames_per_s']} / {r['p50_ms']}" for r in raw))
+    g = out["goals"]
+    print(f"throughput (micro-batching on): best {g['throughput_ratio_best']} x raw, by cameras "
+          f"{g['throughput_ratio_by_cameras']} (goal >= {g['throughput_ratio_goal']}): "
+          f"{'met' if g['throughput_ok'] else 'NOT met'}")
+    print(f"p99 latency at 4 live cameras: {g['p99_at_4_cameras_ms']} ms (goal <= {g['p99_limit_ms']} ms = "
+          f"{GOAL_P99_X:g} x single frame): {'met' if g['p99_ok'] else 'NOT met'}")
+    for name, label in (("plates_raw", "PlateReader.read in-process"), ("plates_service", "ReadPlate via the service")):
+        r = out.get(name, {})
+        if "read" in r:
+            print(f"plates, {label}: {r['read']}/{r['plates']} read exactly (text and colour), "
+                  f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms per plate frame")
+    print(f"load average before {out['load_average_before']}, after {out['load_average_after']}; "
+          f"{out['seconds']} s")
+
+
+def _levels(value: str) -> list[int]:
+    try:
+        levels = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("a comma-separated list of camera counts, e.g. 1,4,8") from None
+    if not levels or min(levels) < 1 or max(levels) > 64:
+        raise argparse.ArgumentTypeError("camera counts must be 1..64")
+    return levels
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cameras", type=_levels, default=[1, 4, 8], help="concurrent camera streams (default 1,4,8)")
+    p.add_argument("--seconds", type=float, default=8.0, help="measured seconds per phase")
+    p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each phase")
+    p.add_argument("--raw-seconds", type=float, default=4.0, help="seconds of each raw session.run slice")
+    p.add_argument("--max-batch", type=int, default=4, help="the service's V2X_ROADSIDE_MAX_BATCH")
+    p.add_argument("--plates", type=int, default=40, help="rendered plates for the plate reader figures")
+    p.add_argument("--budget", type=float, default=200.0,
+                   help="seconds; no further camera count is started after this")
+    p.add_argument("--pg-admin", default=os.environ.get("V2X_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
+                   help="an admin URL of the cluster to create the benchmark database in")
+    p.add_argument("--redis-url", default=os.environ.get("V2X_BENCH_REDIS_ROADSIDE", "redis://127.0.0.1:6379/15"),
+                   help="a Redis database the benchmark may flush")
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    out = asyncio.run(run(args))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""A simulated roadside camera for tests, load and demos: scene geometry, vehicles, frames, plates."""

@@ -1,0 +1,80 @@
+"""Assembles the charging service: store, feed, status writer, OCPP gateway, periodic checks, servicer,
+and who may call what."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from v2x.charging.v1 import charging_pb2, charging_pb2_grpc
+
+from services.charging.bays import BayChecker
+from services.charging.expiry import ExpirySweeper
+from services.charging.feed import ChargingFeed
+from services.charging.gateway import OcppGateway
+from services.charging.servicer import ChargingServicer
+from services.charging.store import ChargingStore
+from services.charging.writer import StatusWriter
+from services.common.principal import Role
+from services.common.runtime import Resources, ServiceParts
+from services.common.server import ServiceDefinition
+
+ALL = frozenset(Role)
+READERS = frozenset({Role.ADMIN, Role.OPERATOR, Role.POLICE, Role.PLATFORM})
+
+POLICY = {
+    "RegisterStation": frozenset({Role.ADMIN}),
+    "UpdateStation": frozenset({Role.ADMIN, Role.OPERATOR}),
+    "GetStation": ALL,
+    "ListStations": READERS,
+    "ReportStatus": frozenset({Role.OPERATOR}),
+    "StreamStatus": frozenset({Role.OPERATOR}),
+    "FindChargers": ALL,
+    "WatchStation": ALL,
+    "ListBayFlags": READERS,
+    "RegisterChargePoint": frozenset({Role.ADMIN}),
+}
+
+Clock = Callable[[], datetime]
+
+
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ChargingApp:
+    """The service's parts, kept reachable (tests drive the bay check and read the gateway's port)."""
+
+    store: ChargingStore
+    feed: ChargingFeed
+    writer: StatusWriter
+    gateway: OcppGateway
+    bays: BayChecker
+    sweeper: ExpirySweeper
+    parts: ServiceParts
+
+
+def assemble(resources: Resources, clock: Clock = wall_clock) -> ChargingApp:
+    s = resources.settings
+    store = ChargingStore(resources.engine)
+    feed = ChargingFeed(resources.redis, store, s.redis_stream_maxlen, clock)
+    writer = StatusWriter(store, feed, clock)
+    gateway = OcppGateway(store, writer, clock, host=s.bind_host, port=s.ocpp_port, heartbeat_s=s.ocpp_heartbeat_s)
+    bays = BayChecker(store, clock, idle_grace_s=s.bay_idle_grace_s, fault_grace_s=s.bay_fault_grace_s,
+                      interval_s=s.bay_check_interval_s)
+    sweeper = ExpirySweeper(store, clock)
+    servicer = ChargingServicer(store, writer, feed, gateway, s, clock)
+    definition = ServiceDefinition(
+        descriptor=charging_pb2.DESCRIPTOR.services_by_name["ChargingService"],
+        register=lambda server: charging_pb2_grpc.add_ChargingServiceServicer_to_server(servicer, server),
+        policy=POLICY,
+    )
+    parts = ServiceParts([definition], background=[writer.run, gateway.run, bays.run, sweeper.run],
+                         on_stop=[store.close])
+    return ChargingApp(store, feed, writer, gateway, bays, sweeper, parts)
+
+
+def build(resources: Resources) -> ServiceParts:
+    return assemble(resources).parts

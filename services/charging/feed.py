@@ -1,0 +1,103 @@
+"""The live charging feed: connector changes go to a Redis Stream; WatchStation follows it.
+
+Each entry carries the changed connector as serialized at commit time (so a watcher needs no database
+read per change), its station and EVSE, and when its reading expires. A station's static change is an
+entry of its own (watchers re-read the station). Expiry is announced by no write: watchers time it
+themselves and, when a reading they sent is due, re-read the station's states (an OCPP charge point's
+heartbeats extend its readings without a change), then send CONNECTOR_EXPIRED for what did expire.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from v2x.charging.v1 import charging_pb2 as pb
+
+from services.charging import convert
+from services.charging.model import ConnectorView
+from services.charging.store import ChargingStore
+from services.common.redis_streams import Fields, follow, last_id, publish
+
+log = logging.getLogger("v2x.charging.feed")
+STREAM = "v2x:{charging}:changes"
+Update = pb.StationUpdate
+Clock = Callable[[], datetime]
+
+
+class ChargingFeed:
+    def __init__(self, redis: Redis, store: ChargingStore, maxlen: int, clock: Clock) -> None:
+        self.redis = redis
+        self.store = store
+        self.maxlen = maxlen
+        self.clock = clock
+
+    async def publish_connectors(self, views: Sequence[ConnectorView], now: datetime) -> None:
+        """Best effort: the change is committed (and in the outbox); a Redis outage only delays live
+        watchers, who get a fresh snapshot when they reconnect."""
+        if not views:
+            return
+        entries: list[Fields] = []
+        for v in views:
+            exp = v.state.expires_at
+            entries.append({"t": "c", "station": v.station_id, "evse": v.evse_id,
+                            "exp": repr(exp.timestamp()) if exp else "0",
+                            "data": convert.view_connector_proto(v, now).SerializeToString()})
+        await self._publish(entries)
+
+    async def publish_station(self, station_id: str) -> None:
+        await self._publish([{"t": "s", "station": station_id}])
+
+    async def _publish(self, entries: list[Fields]) -> None:
+        try:
+            await publish(self.redis, STREAM, entries, self.maxlen)
+        except RedisError:
+            log.warning("could not publish charging changes", exc_info=True)
+
+    async def watch(self, station_id: str) -> AsyncIterator[pb.StationUpdate]:
+        cursor = await last_id(self.redis, STREAM)
+        record = await self.store.get_station(station_id)  # NOT_FOUND before anything is sent
+        now = self.clock()
+        yield Update(reason=Update.REASON_SNAPSHOT, station=convert.station_proto(record, now))
+        # What the watcher was last sent, per connector: (expiry in epoch s or 0, visible status).
+        sent: dict[str, tuple[float, int]] = {
+            cid: (s.expires_at.timestamp() if s.expires_at else 0.0, convert.state_proto(s, now).status)
+            for cid, s in record.states.items()}
+        key = station_id.encode()
+        async for batch in follow(self.redis, STREAM, cursor, block_ms=500):
+            for _id, fields in batch:
+                if fields.get(b"station") != key:
+                    continue
+                if fields.get(b"t") == b"s":
+                    record = await self.store.get_station(station_id)
+                    now = self.clock()
+                    sent = {cid: (s.expires_at.timestamp() if s.expires_at else 0.0,
+                                  convert.state_proto(s, now).status) for cid, s in record.states.items()}
+                    yield Update(reason=Update.REASON_STATION_CHANGED, station=convert.station_proto(record, now))
+                    continue
+                connector = pb.Connector.FromString(fields[b"data"])
+                sent[connector.id] = (float(fields[b"exp"]), connector.state.status)
+                yield Update(reason=Update.REASON_CONNECTOR_CHANGED, evse_id=fields[b"evse"].decode(),
+                             connector=connector)
+            now = self.clock()
+            now_s = now.timestamp()
+            due = {cid for cid, (exp, status) in sent.items()
+                   if exp and exp <= now_s and status != pb.CONNECTOR_STATUS_UNKNOWN}
+            if not due:
+                continue
+            views = await self.store.station_states(station_id)
+            for cid in due - {v.spec.id for v in views}:
+                sent.pop(cid)  # removed from the station meanwhile
+            for v in views:
+                if v.spec.id not in due:
+                    continue
+                exp_s = v.state.expires_at.timestamp() if v.state.expires_at else 0.0
+                if v.state.is_fresh(now):
+                    sent[v.spec.id] = (exp_s, v.state.status)  # heard from since: the reading lives on
+                    continue
+                sent[v.spec.id] = (0.0, pb.CONNECTOR_STATUS_UNKNOWN)
+                yield Update(reason=Update.REASON_CONNECTOR_EXPIRED, evse_id=v.evse_id,
+                             connector=convert.view_connector_proto(v, now))

@@ -1,0 +1,221 @@
+"""The gRPC adapter of the charging service: validate, call the store / writer, map the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from grpc import aio
+from v2x.charging.v1 import charging_pb2 as pb
+from v2x.charging.v1 import charging_pb2_grpc
+
+from services.charging import convert, passwords
+from services.charging.feed import ChargingFeed
+from services.charging.gateway import OcppGateway
+from services.charging.model import BayFlagFilter, Outcome, Report
+from services.charging.store import ChargingStore
+from services.charging.writer import MAX_BATCH, StatusWriter
+from services.common.config import Settings
+from services.common.errors import DomainError, FieldViolation, InvalidArgument, PermissionDenied
+from services.common.principal import Principal, Role, current_principal
+from services.common.validation import ID_RE
+
+Context = aio.ServicerContext[Any, Any]
+_FLAG_CURSOR = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def _token(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode() if value else ""
+
+
+def _untoken(token: str, cursor: re.Pattern[str]) -> str:
+    if not token:
+        return ""
+    try:
+        # Strict: the lenient decoder drops unknown characters, so garbage could read as "first page".
+        value = base64.b64decode(token, altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        value = ""
+    if not cursor.fullmatch(value):
+        raise InvalidArgument(FieldViolation("page.page_token", "is not a token this service issued"))
+    return value
+
+
+def _sees_ocpp_identity(principal: Principal, operator_id: str) -> bool:
+    """Charge point ids are the user names of the OCPP gateway: shown to admins and the owner only."""
+    return principal.role is Role.ADMIN or principal.is_operator(operator_id)
+
+
+def _redacted(station: pb.Station, principal: Principal) -> pb.Station:
+    if not _sees_ocpp_identity(principal, station.operator_id):
+        for e in station.evses:
+            e.charge_point_id = ""
+    return station
+
+
+class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
+    def __init__(self, store: ChargingStore, writer: StatusWriter, feed: ChargingFeed, gateway: OcppGateway,
+                 settings: Settings, clock: Callable[[], datetime]) -> None:
+        self.store = store
+        self.writer = writer
+        self.feed = feed
+        self.gateway = gateway
+        self.settings = settings
+        self.clock = clock
+
+    # ----- stations -----------------------------------------------------------------------
+
+    async def RegisterStation(self, request: pb.RegisterStationRequest, context: Context) -> pb.Station:
+        spec = convert.station_spec(request.station)
+        record = await self.store.register_station(spec)
+        return convert.station_proto(record, self.clock())
+
+    async def UpdateStation(self, request: pb.UpdateStationRequest, context: Context) -> pb.Station:
+        spec = convert.station_spec(request.station)
+        if request.expected_version < 0:
+            raise InvalidArgument(FieldViolation("expected_version", f"must be >= 0, not {request.expected_version}"))
+        record = await self.store.update_station(current_principal(), spec, request.expected_version)
+        await self.feed.publish_station(spec.id)
+        return convert.station_proto(record, self.clock())
+
+    async def GetStation(self, request: pb.GetStationRequest, context: Context) -> pb.Station:
+        record = await self.store.get_station(convert.ident(request.station_id, "station_id"))
+        return _redacted(convert.station_proto(record, self.clock()), current_principal())
+
+    async def ListStations(self, request: pb.ListStationsRequest, context: Context) -> pb.ListStationsResponse:
+        principal = current_principal()
+        size, token = convert.page(request.page)
+        operator = convert.ident(request.operator_id, "operator_id") if request.operator_id else None
+        lot = convert.ident(request.parking_lot_id, "parking_lot_id") if request.parking_lot_id else None
+        if principal.role is Role.OPERATOR:
+            operator = principal.scope
+        records = await self.store.list_stations(operator, lot, _untoken(token, ID_RE), size + 1)
+        now = self.clock()
+        out = pb.ListStationsResponse(stations=[_redacted(convert.station_proto(r, now), principal)
+                                                for r in records[:size]])
+        if len(records) > size:
+            out.page.next_page_token = _token(records[size - 1].spec.id)
+        return out
+
+    # ----- status -------------------------------------------------------------------------
+
+    async def _process(self, principal: Principal, batch: Sequence[pb.StatusReport]) -> list[Outcome]:
+        """One outcome per report, in order; valid reports are committed together (group commit)."""
+        now = self.clock()
+        operator = principal.scope or ""
+        outcomes: list[Outcome | None] = []
+        valid: list[Report] = []
+        for r in batch:
+            try:
+                valid.append(convert.report(r, operator, self.settings, now))
+                outcomes.append(None)
+            except DomainError as exc:
+                outcomes.append(Outcome(pb.ACK_RESULT_REJECTED, None, exc))
+        applied = iter(await self.writer.submit(valid))
+        return [o if o is not None else next(applied) for o in outcomes]
+
+    async def ReportStatus(self, request: pb.StatusReport, context: Context) -> pb.StatusAck:
+        outcome = (await self._process(current_principal(), [request]))[0]
+        if outcome.error is not None:
+            raise outcome.error  # the unary form answers a refusal with the status itself
+        return convert.ack_proto(request, outcome, self.clock())
+
+    async def StreamStatus(self, request_iterator: AsyncIterator[pb.StatusReport],
+                           context: Context) -> AsyncIterator[pb.StatusAck]:
+        principal = current_principal()
+        queue: asyncio.Queue[pb.StatusReport | None] = asyncio.Queue(maxsize=4 * MAX_BATCH)
+
+        async def read() -> None:
+            try:
+                async for report in request_iterator:
+                    await queue.put(report)
+            finally:
+                await queue.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            ended = False
+            while not ended:
+                first = await queue.get()
+                if first is None:
+                    break
+                # Whatever queued up while the last batch committed goes into one transaction.
+                batch = [first]
+                while len(batch) < MAX_BATCH and not queue.empty():
+                    item = queue.get_nowait()
+                    if item is None:
+                        ended = True
+                        break
+                    batch.append(item)
+                outcomes = await self._process(principal, batch)
+                now = self.clock()
+                for report, outcome in zip(batch, outcomes, strict=True):
+                    yield convert.ack_proto(report, outcome, now)
+        finally:
+            reader.cancel()
+
+    # ----- drivers ------------------------------------------------------------------------
+
+    async def FindChargers(self, request: pb.FindChargersRequest, context: Context) -> pb.FindChargersResponse:
+        query = convert.find_query(request)
+        now = self.clock()
+        out = pb.FindChargersResponse()
+        for m in await self.store.find(query, now):
+            convert.match_proto(m, now, out.stations.add())
+        return out
+
+    async def WatchStation(self, request: pb.WatchStationRequest, context: Context) -> AsyncIterator[pb.StationUpdate]:
+        principal = current_principal()
+        async for update in self.feed.watch(convert.ident(request.station_id, "station_id")):
+            if update.HasField("station"):
+                _redacted(update.station, principal)
+            yield update
+
+    # ----- EV bays ------------------------------------------------------------------------
+
+    async def ListBayFlags(self, request: pb.ListBayFlagsRequest, context: Context) -> pb.ListBayFlagsResponse:
+        principal = current_principal()
+        size, token = convert.page(request.page)
+        station = convert.ident(request.station_id, "station_id") if request.station_id else None
+        lot = convert.ident(request.parking_lot_id, "parking_lot_id") if request.parking_lot_id else None
+        kinds = convert.bay_flag_kinds(list(request.kinds))
+        after = int(_untoken(token, _FLAG_CURSOR) or 0)
+        operator = None
+        if principal.role is Role.OPERATOR:
+            operator = principal.scope
+            if station is not None and await self.store.station_operator(station) != operator:
+                raise PermissionDenied(f"station {station} belongs to another operator")
+        flags, counts = await self.store.list_bay_flags(
+            BayFlagFilter(operator, station, lot, kinds, request.open_only), after, size + 1)
+        out = pb.ListBayFlagsResponse(flags=[convert.bay_flag_proto(f) for f in flags[:size]],
+                                      counts=[convert.bay_count_proto(c) for c in counts])
+        if len(flags) > size:
+            out.page.next_page_token = _token(str(flags[size - 1].id))
+        return out
+
+    # ----- charge points ------------------------------------------------------------------
+
+    async def RegisterChargePoint(self, request: pb.RegisterChargePointRequest,
+                                  context: Context) -> pb.RegisterChargePointResponse:
+        cp_id, station_id, protocol = convert.charge_point_request(request)
+        password = passwords.new_password()
+        hashed = await asyncio.to_thread(passwords.hash_password, password)
+        record = await self.store.register_charge_point(cp_id, station_id, protocol, hashed,
+                                                        self.settings.ocpp_heartbeat_s, request.reset_password)
+        if request.reset_password:
+            await self.gateway.disconnect(cp_id, "password reset")
+        return pb.RegisterChargePointResponse(charge_point=convert.charge_point_proto(record), password=password,
+                                              endpoint_url=f"{self._endpoint()}/{cp_id}")
+
+    def _endpoint(self) -> str:
+        if self.settings.ocpp_public_url:
+            return self.settings.ocpp_public_url
+        host = self.settings.bind_host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"ws://{host}:{self.gateway.port or self.settings.ocpp_port}/ocpp"

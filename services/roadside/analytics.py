@@ -1,0 +1,770 @@
+"""Per-camera traffic analytics on tracked objects: counts, queues, speeds, congestion and events.
+
+``CameraAnalytics.process`` takes one frame's tracked detections (in capture order) and returns what
+the frame shows: the objects with ground positions, speeds and lanes; the events raised on this frame;
+each lane's live state; parking spots that changed state. Per-minute counts accumulate inside and
+are read with ``minutes()``. Pure Python + the camera's geometry: no I/O, no grpc.
+
+Definitions (the issue leaves them open; constants below):
+
+* Position of an object: the bottom centre of its box (where it touches the ground), mapped through the
+  camera's homography to metres and WGS-84. Speed and heading: least-squares velocity of the ground
+  positions over the last 2 s (at least 2 positions 0.4 s apart).
+* Standing: the object stayed within 2 m (uncalibrated: a quarter of its box height) of an anchor
+  point; standing time is the time since the anchor was set. Standing in a zone counts from the later
+  of the anchor and the zone entry. A vehicle is "standing" for queues from 2 s on.
+* 903 stopped vehicle: standing in a GENERIC zone for the zone's threshold, or on a lane outside zones
+  for the camera's stop threshold while not part of a queue (no other standing vehicle on the lane
+  within 12 m / 2.5 box heights). 1002 illegal parking: standing in a NO_STOPPING zone for the zone's
+  threshold. Raised once per stay; the vehicle must leave the zone for 3 s before it can raise again.
+* 904 wrong way: moving against the lane's direction (more than 120 degrees off) for 1 s, having moved
+  at least 3 m (uncalibrated: one box height). Once per track and lane.
+* 901 overspeed: faster than the lane's limit plus the tolerance for 1 s. 902 slow: moving (>= 5 km/h)
+  but slower than the slow threshold for 5 s while the lane's other traffic is not slow. Once per track.
+* 405 pedestrian on road: a person on a lane for 2 s. Once per track.
+* Queue length of a lane: standing vehicles chained from the most downstream one with gaps <= 12 m;
+  span plus one vehicle length (5 m). Uncalibrated cameras report 0.
+* Congestion of a lane: from the mean speed of its vehicles over the last 60 s (each vehicle's mean
+  speed on the lane, averaged over vehicles, so one stopped car is an incident, not a jam), in bands
+  like those of GA/T 115 for urban arterials: >= 30 km/h free flow, >= 20 light, >= 15 moderate,
+  below heavy; it takes at least 3 vehicles to judge by speed. A queue of 60 m or more raises the
+  level by one. No vehicles: free flow. Uncalibrated: UNKNOWN.
+  707 traffic jam: a lane at MODERATE or worse for 60 s; re-armed after 60 s at LIGHT or better.
+* Lane counts: a vehicle counts once per lane, when it has been seen on 3 frames and is on the lane,
+  as wrong-way when it moves against the lane then (or is later found to). Line counts: each time a
+  track's position changes side of the line (beyond 2 px), within the line's ends.
+* Parking spots: OCCUPIED once a vehicle has stood in the spot zone for its threshold (default 10 s);
+  FREE once no vehicle has been in it for 5 s.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+import numpy as np
+
+from services.roadside.detector import Detection, VehicleClass
+from services.roadside.geometry import (
+    GroundMapping,
+    Point,
+    angle_between_deg,
+    cross,
+    distance_to_polyline,
+    heading_deg,
+    point_in_polygon,
+    segment_intersection,
+)
+from services.roadside.model import (
+    VEHICLES,
+    Box,
+    CameraSpec,
+    Congestion,
+    Event,
+    EventType,
+    Lane,
+    LaneMinute,
+    LaneStatus,
+    LineMinute,
+    MinuteCounts,
+    SpotChange,
+    SpotState,
+    TrackedObject,
+    Zone,
+    ZoneKind,
+)
+
+STANDING_RADIUS_M = 2.0
+STANDING_RADIUS_BOX = 0.25  # of the box height, uncalibrated
+STANDING_MIN_S = 2.0
+MOVING_MPS = 5 / 3.6
+VELOCITY_WINDOW_S = 2.0
+HISTORY_S = 4.0
+COUNT_AFTER_FRAMES = 3
+WRONG_WAY_ANGLE_DEG = 120.0
+WRONG_WAY_MIN_S = 1.0
+WRONG_WAY_MIN_M = 3.0
+OVERSPEED_MIN_S = 1.0
+SLOW_MIN_S = 5.0
+PEDESTRIAN_MIN_S = 2.0
+ZONE_REARM_S = 3.0
+SPOT_DEFAULT_THRESHOLD_S = 10
+SPOT_FREE_AFTER_S = 5.0
+QUEUE_GAP_M = 12.0
+QUEUE_GAP_BOX = 2.5
+VEHICLE_LENGTH_M = 5.0
+CONGESTION_WINDOW_S = 60.0
+CONGESTION_BANDS_KMH = (30.0, 20.0, 15.0)
+QUEUE_RAISES_LEVEL_M = 60.0
+CONGESTION_MIN_VEHICLES = 3
+JAM_MIN_S = 60.0
+JAM_CLEAR_S = 60.0
+LANE_HALF_WIDTH_M = 1.75
+LANE_HALF_WIDTH_BOX = 0.6
+LINE_MARGIN_PX = 2.0
+TRACK_FORGET_S = 5.0
+MINUTES_KEPT = 15
+
+
+def vehicle_mean_speed(per_vehicle: dict[int, list[float]]) -> tuple[float | None, int]:
+    """Mean over vehicles of each vehicle's mean speed ({track: [sum, n]}), and how many vehicles."""
+    means = [total / n for total, n in per_vehicle.values() if n]
+    return (sum(means) / len(means) if means else None), len(means)
+
+
+def congestion_level(mean_speed_mps: float | None, queue_m: float, calibrated: bool, vehicles: int) -> Congestion:
+    if not calibrated:
+        return Congestion.UNKNOWN
+    if mean_speed_mps is None or vehicles < CONGESTION_MIN_VEHICLES:
+        level = 0
+    else:
+        kmh = mean_speed_mps * 3.6
+        free, light, moderate = CONGESTION_BANDS_KMH
+        level = 0 if kmh >= free else 1 if kmh >= light else 2 if kmh >= moderate else 3
+    if queue_m >= QUEUE_RAISES_LEVEL_M:
+        level = min(3, level + 1)
+    return Congestion(Congestion.FREE_FLOW + level)
+
+
+@dataclass(slots=True)
+class _Track:
+    track_id: int
+    object_class: VehicleClass
+    first_t: float
+    last_t: float
+    anchor_t: float
+    anchor_px: Point
+    anchor_g: Point | None
+    observations: int = 0
+    history: deque[tuple[float, Point, Point | None]] = field(default_factory=deque)
+    scores: deque[float] = field(default_factory=lambda: deque(maxlen=10))
+    box_h: float = 1.0
+    box: Box | None = None
+    point: Point = (0.0, 0.0)
+    ground: Point | None = None
+    velocity_px: Point | None = None
+    velocity_g: Point | None = None
+    lane_id: str = ""
+    counted: dict[str, tuple[int, bool]] = field(default_factory=dict)  # lane -> (minute, as wrong-way)
+    line_sides: dict[str, tuple[int, Point]] = field(default_factory=dict)
+    zone_entered: dict[str, float] = field(default_factory=dict)
+    zone_left: dict[str, float] = field(default_factory=dict)
+    zone_raised: dict[str, int] = field(default_factory=dict)  # zone -> episodes raised
+    zone_active: set[str] = field(default_factory=set)  # zones whose current stay raised already
+    since: dict[str, float] = field(default_factory=dict)  # condition -> since when (wrong, over, slow, ...)
+    raised: set[str] = field(default_factory=set)
+
+    @property
+    def confidence(self) -> float:
+        return float(sum(self.scores) / len(self.scores)) if self.scores else 0.0
+
+    @property
+    def speed(self) -> float | None:
+        return None if self.velocity_g is None else math.hypot(*self.velocity_g)
+
+    @property
+    def heading(self) -> float | None:
+        v = self.velocity_g
+        if v is None or math.hypot(*v) < MOVING_MPS:
+            return None
+        return heading_deg(v[0], v[1])
+
+    def standing_s(self, t: float) -> float:
+        return t - self.anchor_t
+
+
+@dataclass(slots=True)
+class _LaneAgg:
+    vehicles: int = 0
+    wrong_way: int = 0
+    max_queue_m: float = 0.0
+    speeds: dict[int, list[float]] = field(default_factory=dict)  # track -> [sum, n]
+
+
+@dataclass(slots=True)
+class _Minute:
+    frames: int = 0
+    lanes: dict[str, _LaneAgg] = field(default_factory=dict)
+    lines: dict[str, list[int]] = field(default_factory=dict)
+    dirty: bool = True
+
+
+@dataclass(slots=True)
+class _LaneLive:
+    speeds: deque[tuple[float, int, float]] = field(default_factory=deque)  # (t, track, speed)
+    jam_since: float | None = None
+    jam_raised: bool = False
+    clear_since: float | None = None
+
+
+@dataclass(slots=True)
+class _Spot:
+    state: SpotState | None = None
+    empty_since: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FrameAnalysis:
+    objects: list[TrackedObject]
+    events: list[Event]
+    lanes: list[LaneStatus]
+    spot_changes: list[SpotChange]
+
+
+class _Geometry:
+    """What the analytics precompute from a camera spec."""
+
+    def __init__(self, spec: CameraSpec) -> None:
+        self.spec = spec
+        self.mapping: GroundMapping | None = spec.calibration.mapping() if spec.calibration else None
+        self.lane_dir_g: dict[str, Point | None] = {}
+        self.lane_centerline_g: dict[str, list[Point] | None] = {}
+        for lane in spec.lanes:
+            self.lane_dir_g[lane.id] = self._ground_direction(lane)
+            if lane.centerline is not None and self.mapping is not None:
+                pts = [self.mapping.to_ground(p) for p in lane.centerline]
+                self.lane_centerline_g[lane.id] = None if any(p is None for p in pts) else [
+                    p for p in pts if p is not None]
+        self.lanes = {lane.id: lane for lane in spec.lanes}
+        self.stop_zones = [z for z in spec.zones if z.kind in (ZoneKind.NO_STOPPING, ZoneKind.GENERIC)]
+        self.spot_zones = [z for z in spec.zones if z.kind is ZoneKind.PARKING_SPOT]
+
+    def _reference_point(self, lane: Lane) -> Point:
+        pts = lane.polygon or lane.centerline or ((0.0, 0.0),)
+        return sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)
+
+    def _ground_direction(self, lane: Lane) -> Point | None:
+        if lane.direction_heading_deg is not None:
+            r = math.radians(lane.direction_heading_deg)
+            return math.sin(r), math.cos(r)
+        if lane.direction_px is None or self.mapping is None:
+            return None
+        p0 = self._reference_point(lane)
+        n = math.hypot(*lane.direction_px) or 1.0
+        p1 = (p0[0] + lane.direction_px[0] / n * 20, p0[1] + lane.direction_px[1] / n * 20)
+        g0, g1 = self.mapping.to_ground(p0), self.mapping.to_ground(p1)
+        if g0 is None or g1 is None:
+            return None
+        d = (g1[0] - g0[0], g1[1] - g0[1])
+        length = math.hypot(*d)
+        return None if length == 0 else (d[0] / length, d[1] / length)
+
+    def lane_of(self, point: Point, ground: Point | None, box: Box) -> str:
+        for lane in self.spec.lanes:
+            if lane.polygon is not None and point_in_polygon(point, lane.polygon):
+                return lane.id
+        best, best_d = "", math.inf
+        for lane in self.spec.lanes:
+            if lane.centerline is None:
+                continue
+            line_g = self.lane_centerline_g.get(lane.id)
+            if ground is not None and line_g:
+                d, limit = distance_to_polyline(ground, line_g), LANE_HALF_WIDTH_M
+            else:
+                d, limit = distance_to_polyline(point, lane.centerline), LANE_HALF_WIDTH_BOX * box.width
+            if d <= limit and d < best_d:
+                best, best_d = lane.id, d
+        return best
+
+    def zone_threshold(self, zone: Zone) -> float:
+        if zone.stop_threshold_s > 0:
+            return float(zone.stop_threshold_s)
+        if zone.kind is ZoneKind.PARKING_SPOT:
+            return float(SPOT_DEFAULT_THRESHOLD_S)
+        return float(self.spec.thresholds.stop_threshold_s)
+
+
+def _velocity(samples: Sequence[tuple[float, Point]]) -> Point | None:
+    if len(samples) < 2 or samples[-1][0] - samples[0][0] < 0.4:
+        return None
+    t = np.array([s[0] for s in samples])
+    xy = np.array([s[1] for s in samples])
+    t = t - t.mean()
+    denom = float((t * t).sum())
+    if denom <= 0:
+        return None
+    v = (t[:, None] * (xy - xy.mean(axis=0))).sum(axis=0) / denom
+    return float(v[0]), float(v[1])
+
+
+class CameraAnalytics:
+    """One camera's analytics state. Frames must come one at a time in capture order; `minutes()` and
+    `spot_states()` may be called from another thread."""
+
+    def __init__(self, spec: CameraSpec) -> None:
+        self._geo = _Geometry(spec)
+        self._tracks: dict[int, _Track] = {}
+        self._lanes: dict[str, _LaneLive] = {}
+        self._spots: dict[str, _Spot] = {}
+        self._minutes: dict[int, _Minute] = {}
+        self._lock = threading.Lock()
+        self.last_frame_at: datetime | None = None
+
+    @property
+    def spec(self) -> CameraSpec:
+        return self._geo.spec
+
+    @property
+    def has_spot_zones(self) -> bool:
+        return bool(self._geo.spot_zones)
+
+    def reconfigure(self, spec: CameraSpec) -> None:
+        """A new configuration (next frame on). Tracks are kept; lane and spot memory of removed ids goes."""
+        self._geo = _Geometry(spec)
+        self._lanes = {k: v for k, v in self._lanes.items() if k in self._geo.lanes}
+        spot_ids = {z.id for z in self._geo.spot_zones}
+        self._spots = {k: v for k, v in self._spots.items() if k in spot_ids}
+
+    # ----- per frame ----------------------------------------------------------------------------
+
+    def process(self, captured_at: datetime, frame_id: int, tracked: Sequence[tuple[int, Detection]],
+                frame_size: tuple[int, int], untracked: Sequence[Detection] = ()) -> FrameAnalysis:
+        geo = self._geo
+        spec = geo.spec
+        t = captured_at.timestamp()
+        self.last_frame_at = captured_at
+        fw, fh = frame_size
+        sx, sy = spec.image_width / fw, spec.image_height / fh
+        minute_key = int(t // 60) * 60
+        events: list[Event] = []
+        with self._lock:
+            bucket = self._bucket(minute_key)
+            bucket.frames += 1
+            bucket.dirty = True
+
+        seen: list[_Track] = []
+        for track_id, d in tracked:
+            if d.score < spec.thresholds.min_detection_confidence:
+                continue
+            box = Box(d.x1, d.y1, d.x2, d.y2).scaled(sx, sy)
+            seen.append(self._observe(track_id, d, box, t))
+
+        by_lane: dict[str, list[_Track]] = {lane.id: [] for lane in spec.lanes}
+        for tr in seen:
+            if tr.lane_id and tr.object_class in VEHICLES:
+                by_lane.setdefault(tr.lane_id, []).append(tr)
+
+        lane_status: list[LaneStatus] = []
+        lane_congestion: dict[str, Congestion] = {}
+        lane_mean: dict[str, float | None] = {}
+        for lane in spec.lanes:
+            on_lane = by_lane.get(lane.id, [])
+            live = self._lanes.setdefault(lane.id, _LaneLive())
+            for tr in on_lane:
+                if tr.speed is not None:
+                    live.speeds.append((t, tr.track_id, tr.speed))
+            while live.speeds and live.speeds[0][0] < t - CONGESTION_WINDOW_S:
+                live.speeds.popleft()
+            standing = [tr for tr in on_lane if self._is_standing(tr, t)]
+            queue_m = self._queue_length(lane, standing)
+            per_vehicle: dict[int, list[float]] = {}
+            for _, track_id, speed in live.speeds:
+                acc = per_vehicle.setdefault(track_id, [0.0, 0])
+                acc[0] += speed
+                acc[1] += 1
+            mean, vehicles = vehicle_mean_speed(per_vehicle)
+            level = congestion_level(mean, queue_m, geo.mapping is not None, vehicles)
+            lane_congestion[lane.id] = level
+            lane_mean[lane.id] = mean
+            lane_status.append(LaneStatus(lane.id, len(on_lane), len(standing), round(queue_m, 2),
+                                          None if mean is None else round(mean, 3), level))
+            with self._lock:
+                agg = bucket.lanes.setdefault(lane.id, _LaneAgg())
+                agg.max_queue_m = max(agg.max_queue_m, queue_m)
+                for tr in on_lane:
+                    if tr.speed is not None:
+                        acc = agg.speeds.setdefault(tr.track_id, [0.0, 0])
+                        acc[0] += tr.speed
+                        acc[1] += 1
+            events.extend(self._jam(lane, live, level, queue_m, t, captured_at, frame_id))
+
+        for tr in seen:
+            events.extend(self._track_events(tr, t, captured_at, frame_id, by_lane, lane_mean, minute_key))
+            self._count_lines(tr, minute_key)
+
+        spot_changes = self._update_spots(seen, t, captured_at)
+        self._forget(t)
+
+        objects = [self._object(tr, 1 / sx, 1 / sy) for tr in seen]
+        for d in untracked:
+            objects.append(TrackedObject(0, d.vehicle_class, d.score, Box(d.x1, d.y1, d.x2, d.y2)))
+        floor = spec.thresholds.min_event_confidence
+        kept = [e for e in events if e.confidence >= floor]
+        scaled = [self._event_to_frame(e, 1 / sx, 1 / sy) for e in kept]
+        return FrameAnalysis(objects, scaled, lane_status, spot_changes)
+
+    def _observe(self, track_id: int, d: Detection, box: Box, t: float) -> _Track:
+        geo = self._geo
+        point = box.bottom_center
+        ground = geo.mapping.to_ground(point) if geo.mapping is not None else None
+        tr = self._tracks.get(track_id)
+        if tr is None:
+            tr = self._tracks[track_id] = _Track(track_id, d.vehicle_class, t, t, t, point, ground)
+        tr.object_class = d.vehicle_class
+        tr.last_t = t
+        tr.observations += 1
+        tr.scores.append(d.score)
+        tr.box, tr.box_h, tr.point, tr.ground = box, max(box.height, 1.0), point, ground
+        tr.history.append((t, point, ground))
+        while tr.history and tr.history[0][0] < t - HISTORY_S:
+            tr.history.popleft()
+        recent = [h for h in tr.history if h[0] >= t - VELOCITY_WINDOW_S]
+        if len(recent) < 2:
+            recent = list(tr.history)[-2:]
+        tr.velocity_px = _velocity([(h[0], h[1]) for h in recent])
+        if ground is not None and all(h[2] is not None for h in recent):
+            tr.velocity_g = _velocity([(h[0], h[2]) for h in recent if h[2] is not None])
+        else:
+            tr.velocity_g = None
+        # Standing: re-anchor when the object leaves the anchor's radius.
+        if ground is not None and tr.anchor_g is not None:
+            moved = math.dist(ground, tr.anchor_g) > STANDING_RADIUS_M
+        else:
+            moved = math.dist(point, tr.anchor_px) > max(3.0, STANDING_RADIUS_BOX * tr.box_h)
+        if moved:
+            tr.anchor_t, tr.anchor_px, tr.anchor_g = t, point, ground
+        tr.lane_id = geo.lane_of(point, ground, box)
+        return tr
+
+    def _is_standing(self, tr: _Track, t: float) -> bool:
+        return tr.standing_s(t) >= STANDING_MIN_S
+
+    def _queue_length(self, lane: Lane, standing: list[_Track]) -> float:
+        points = [tr.ground for tr in standing if tr.ground is not None]
+        if not points or self._geo.mapping is None:
+            return 0.0
+        if len(points) == 1:
+            return VEHICLE_LENGTH_M
+        u = self._geo.lane_dir_g.get(lane.id)
+        if u is None:
+            a, b = max(((p, q) for p in points for q in points), key=lambda pq: math.dist(*pq))
+            length = math.dist(a, b) or 1.0
+            u = ((b[0] - a[0]) / length, (b[1] - a[1]) / length)
+        along = sorted((p[0] * u[0] + p[1] * u[1] for p in points), reverse=True)
+        end = along[0]
+        last = end
+        for s in along[1:]:
+            if last - s > QUEUE_GAP_M:
+                break
+            last = s
+        return end - last + VEHICLE_LENGTH_M
+
+    def _against_lane(self, tr: _Track, lane: Lane) -> bool | None:
+        """True when the track moves against the lane's direction, False along it, None unknown."""
+        if lane.direction_heading_deg is not None:
+            h = tr.heading
+            if h is None:
+                return None
+            return angle_between_deg(h, lane.direction_heading_deg) > WRONG_WAY_ANGLE_DEG
+        if lane.direction_px is None or tr.velocity_px is None:
+            return None
+        vx, vy = tr.velocity_px
+        speed_px = math.hypot(vx, vy)
+        if tr.speed is not None:
+            if tr.speed < MOVING_MPS:
+                return None
+        elif speed_px < 0.5 * tr.box_h:  # less than half a box height per second: not clearly moving
+            return None
+        dx, dy = lane.direction_px
+        cos = (vx * dx + vy * dy) / (speed_px * (math.hypot(dx, dy) or 1.0))
+        return cos < math.cos(math.radians(WRONG_WAY_ANGLE_DEG))
+
+    def _moved_enough(self, tr: _Track) -> bool:
+        first, last = tr.history[0], tr.history[-1]
+        if first[2] is not None and last[2] is not None:
+            return math.dist(first[2], last[2]) >= WRONG_WAY_MIN_M
+        return math.dist(first[1], last[1]) >= tr.box_h
+
+    def _held(self, tr: _Track, key: str, condition: bool, t: float, seconds: float) -> bool:
+        """True when `condition` has held since at least `seconds` ago (continuously)."""
+        if not condition:
+            tr.since.pop(key, None)
+            return False
+        since = tr.since.setdefault(key, t)
+        return t - since >= seconds
+
+    def _track_events(self, tr: _Track, t: float, at: datetime, frame_id: int,
+                      by_lane: dict[str, list[_Track]], lane_mean: dict[str, float | None],
+                      minute_key: int) -> list[Event]:
+        geo = self._geo
+        spec = geo.spec
+        out: list[Event] = []
+        lane = geo.lanes.get(tr.lane_id)
+        vehicle = tr.object_class in VEHICLES
+
+        # Zones: stopped vehicle / illegal parking.
+        in_zone = False
+        for zone in geo.stop_zones:
+            inside = point_in_polygon(tr.point, zone.polygon)
+            if inside:
+                in_zone = True
+                tr.zone_entered.setdefault(zone.id, t)
+                tr.zone_left.pop(zone.id, None)
+            elif zone.id in tr.zone_entered:
+                left = tr.zone_left.setdefault(zone.id, t)
+                if t - left >= ZONE_REARM_S:
+                    tr.zone_entered.pop(zone.id, None)
+                    tr.zone_left.pop(zone.id, None)
+                    tr.zone_active.discard(zone.id)
+            if not inside or not vehicle or zone.id in tr.zone_active:
+                continue
+            stood = t - max(tr.anchor_t, tr.zone_entered[zone.id])
+            if stood >= geo.zone_threshold(zone):
+                n = tr.zone_raised.get(zone.id, 0) + 1
+                tr.zone_raised[zone.id] = n
+                tr.zone_active.add(zone.id)
+                kind = EventType.ILLEGAL_PARKING if zone.kind is ZoneKind.NO_STOPPING else EventType.STOPPED_VEHICLE
+                out.append(self._event(kind, tr, at, frame_id, f"{zone.id}:{n}", zone_id=zone.id,
+                                       stationary_s=int(stood)))
+
+        if lane is None:
+            return out
+
+        if tr.object_class is VehicleClass.PERSON:
+            if self._held(tr, "person", True, t, PEDESTRIAN_MIN_S) and "405" not in tr.raised:
+                tr.raised.add("405")
+                out.append(self._event(EventType.PEDESTRIAN_ON_ROAD, tr, at, frame_id, lane.id))
+            return out
+        tr.since.pop("person", None)
+        if not vehicle:
+            return out
+
+        against = self._against_lane(tr, lane) if lane.has_direction else None
+        # Lane count, once per lane, after a few frames.
+        if lane.id not in tr.counted and tr.observations >= COUNT_AFTER_FRAMES:
+            wrong = bool(against)
+            tr.counted[lane.id] = (minute_key, wrong)
+            with self._lock:
+                agg = self._bucket(minute_key).lanes.setdefault(lane.id, _LaneAgg())
+                if wrong:
+                    agg.wrong_way += 1
+                else:
+                    agg.vehicles += 1
+                self._bucket(minute_key).dirty = True
+
+        # Wrong way.
+        key = f"904:{lane.id}"
+        if (self._held(tr, key, bool(against) and self._moved_enough(tr), t, WRONG_WAY_MIN_S)
+                and key not in tr.raised):
+            tr.raised.add(key)
+            out.append(self._event(EventType.WRONG_WAY, tr, at, frame_id, lane.id))
+            counted = tr.counted.get(lane.id)
+            if counted is not None and not counted[1]:
+                tr.counted[lane.id] = (counted[0], True)
+                with self._lock:
+                    minute = self._minutes.get(counted[0])
+                    if minute is not None:
+                        agg = minute.lanes.setdefault(lane.id, _LaneAgg())
+                        agg.vehicles = max(0, agg.vehicles - 1)
+                        agg.wrong_way += 1
+                        minute.dirty = True
+
+        speed = tr.speed
+        th = spec.thresholds
+        if speed is not None:
+            kmh = speed * 3.6
+            if lane.speed_limit_kmh > 0:
+                over = kmh > lane.speed_limit_kmh + th.overspeed_tolerance_kmh
+                if self._held(tr, "901", over, t, OVERSPEED_MIN_S) and "901" not in tr.raised:
+                    tr.raised.add("901")
+                    out.append(self._event(EventType.OVERSPEED, tr, at, frame_id, lane.id))
+            others = [o.speed for o in by_lane.get(lane.id, []) if o is not tr and o.speed is not None]
+            flowing = not others or sum(others) / len(others) * 3.6 >= 2 * th.slow_vehicle_kmh
+            slow = speed >= MOVING_MPS and kmh < th.slow_vehicle_kmh and flowing
+            if self._held(tr, "902", slow, t, SLOW_MIN_S) and "902" not in tr.raised:
+                tr.raised.add("902")
+                out.append(self._event(EventType.SLOW_VEHICLE, tr, at, frame_id, lane.id))
+
+        # Stopped on the lane, outside zones, not queued behind others.
+        if not in_zone and "903" not in tr.raised and tr.standing_s(t) >= th.stop_threshold_s:
+            queued = False
+            for other in by_lane.get(lane.id, []):
+                if other is tr or not self._is_standing(other, t):
+                    continue
+                if tr.ground is not None and other.ground is not None:
+                    near = math.dist(tr.ground, other.ground) <= QUEUE_GAP_M
+                else:
+                    near = math.dist(tr.point, other.point) <= QUEUE_GAP_BOX * tr.box_h
+                queued = queued or near
+            if not queued:
+                tr.raised.add("903")
+                out.append(self._event(EventType.STOPPED_VEHICLE, tr, at, frame_id, lane.id,
+                                       stationary_s=int(tr.standing_s(t))))
+        return out
+
+    def _count_lines(self, tr: _Track, minute_key: int) -> None:
+        if tr.object_class not in VEHICLES:
+            return
+        for line in self._geo.spec.lines:
+            length = math.dist(line.start, line.end) or 1.0
+            dist = cross(line.start, line.end, tr.point) / length
+            if abs(dist) < LINE_MARGIN_PX:
+                continue
+            side = 1 if dist > 0 else -1
+            previous = tr.line_sides.get(line.id)
+            tr.line_sides[line.id] = (side, tr.point)
+            if previous is None or previous[0] == side:
+                continue
+            if segment_intersection(previous[1], tr.point, line.start, line.end) is None:
+                continue
+            positive_side = 1 if cross(line.start, line.end, line.positive_toward) > 0 else -1
+            with self._lock:
+                minute = self._bucket(minute_key)
+                counts = minute.lines.setdefault(line.id, [0, 0])
+                counts[0 if side == positive_side else 1] += 1
+                minute.dirty = True
+
+    def _jam(self, lane: Lane, live: _LaneLive, level: Congestion, queue_m: float, t: float, at: datetime,
+             frame_id: int) -> list[Event]:
+        if level is Congestion.UNKNOWN:
+            return []
+        if level >= Congestion.MODERATE:
+            live.clear_since = None
+            if live.jam_since is None:
+                live.jam_since = t
+            if not live.jam_raised and t - live.jam_since >= JAM_MIN_S:
+                live.jam_raised = True
+                spec = self._geo.spec
+                lat, lon = self._lane_position(lane)
+                episode = int(live.jam_since * 1000)
+                return [Event(f"{spec.id}:707:{lane.id}:{episode}", EventType.TRAFFIC_JAM, spec.id, frame_id, at,
+                              lat, lon, 0.8, lane_id=lane.id, congestion=level, queue_length_m=round(queue_m, 1))]
+            return []
+        if live.jam_raised:
+            if live.clear_since is None:
+                live.clear_since = t
+            if t - live.clear_since >= JAM_CLEAR_S:
+                live.jam_raised, live.jam_since, live.clear_since = False, None, None
+        else:
+            live.jam_since = None
+        return []
+
+    def _lane_position(self, lane: Lane) -> tuple[float, float]:
+        geo = self._geo
+        pts = lane.polygon or lane.centerline
+        if geo.mapping is not None and pts:
+            c = (sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts))
+            ll = geo.mapping.image_to_wgs84(c)
+            if ll is not None:
+                return ll
+        return geo.spec.lat, geo.spec.lon
+
+    def _update_spots(self, seen: list[_Track], t: float, at: datetime) -> list[SpotChange]:
+        geo = self._geo
+        changes: list[SpotChange] = []
+        vehicles = [tr for tr in seen if tr.object_class in VEHICLES]
+        for zone in geo.spot_zones:
+            spot = self._spots.setdefault(zone.id, _Spot())
+            inside = [tr for tr in vehicles if point_in_polygon(tr.point, zone.polygon)]
+            for tr in inside:
+                tr.zone_entered.setdefault(zone.id, t)
+            threshold = geo.zone_threshold(zone)
+            occupied = any(t - max(tr.anchor_t, tr.zone_entered[zone.id]) >= threshold for tr in inside)
+            new_state: SpotState | None = None
+            if inside:
+                spot.empty_since = None
+                if occupied and spot.state is not SpotState.OCCUPIED:
+                    new_state = SpotState.OCCUPIED
+            else:
+                if spot.empty_since is None:
+                    spot.empty_since = t
+                if t - spot.empty_since >= SPOT_FREE_AFTER_S and spot.state is not SpotState.FREE:
+                    new_state = SpotState.FREE
+            for tr in vehicles:
+                if tr not in inside:
+                    tr.zone_entered.pop(zone.id, None)
+            if new_state is not None:
+                spot.state = new_state
+                if zone.lot_id and zone.spot_id:
+                    changes.append(SpotChange(zone.lot_id, zone.spot_id, new_state, at, geo.spec.id))
+        return changes
+
+    def _forget(self, t: float) -> None:
+        for track_id in [k for k, tr in self._tracks.items() if t - tr.last_t > TRACK_FORGET_S]:
+            del self._tracks[track_id]
+
+    # ----- output --------------------------------------------------------------------------------
+
+    def _object(self, tr: _Track, sx: float, sy: float) -> TrackedObject:
+        geo = self._geo
+        lat_lon = geo.mapping.to_wgs84(tr.ground) if geo.mapping is not None and tr.ground is not None else None
+        assert tr.box is not None
+        return TrackedObject(tr.track_id, tr.object_class, tr.scores[-1], tr.box.scaled(sx, sy), lat_lon,
+                             None if tr.speed is None else round(tr.speed, 3),
+                             None if tr.heading is None else round(tr.heading, 1), tr.lane_id)
+
+    def _event(self, kind: EventType, tr: _Track, at: datetime, frame_id: int, discriminator: str, *,
+               zone_id: str = "", stationary_s: int = 0) -> Event:
+        geo = self._geo
+        spec = geo.spec
+        lat, lon = spec.lat, spec.lon
+        if geo.mapping is not None and tr.ground is not None:
+            lat, lon = geo.mapping.to_wgs84(tr.ground)
+        return Event(
+            event_id=f"{spec.id}:{int(kind)}:{tr.track_id}:{discriminator}", type=kind, camera_id=spec.id,
+            frame_id=frame_id, observed_at=at, lat=lat, lon=lon, confidence=round(tr.confidence, 3),
+            track_id=tr.track_id, object_class=tr.object_class, lane_id=tr.lane_id, zone_id=zone_id,
+            speed_mps=None if tr.speed is None else round(tr.speed, 3),
+            heading_deg=None if tr.heading is None else round(tr.heading, 1),
+            stationary_s=stationary_s, box=tr.box,
+        )
+
+    @staticmethod
+    def _event_to_frame(e: Event, sx: float, sy: float) -> Event:
+        if e.box is None:
+            return e
+        return replace(e, box=e.box.scaled(sx, sy))
+
+    # ----- counts and spots, read from other threads ------------------------------------------------
+
+    def _bucket(self, minute_key: int) -> _Minute:
+        minute = self._minutes.get(minute_key)
+        if minute is None:
+            minute = self._minutes[minute_key] = _Minute()
+            for old in sorted(self._minutes)[:-MINUTES_KEPT]:
+                del self._minutes[old]
+        return minute
+
+    def minutes(self, *, dirty_only: bool = False, clear_dirty: bool = False) -> list[MinuteCounts]:
+        spec = self._geo.spec
+        calibrated = self._geo.mapping is not None
+        out: list[MinuteCounts] = []
+        with self._lock:
+            for key in sorted(self._minutes):
+                m = self._minutes[key]
+                if dirty_only and not m.dirty:
+                    continue
+                if clear_dirty:
+                    m.dirty = False
+                lanes = []
+                for lane in spec.lanes:
+                    a = m.lanes.get(lane.id, _LaneAgg())
+                    mean, vehicles = vehicle_mean_speed(a.speeds)
+                    level = (congestion_level(mean, a.max_queue_m, calibrated, vehicles) if m.frames
+                             else Congestion.UNKNOWN)
+                    lanes.append(LaneMinute(lane.id, a.vehicles, a.wrong_way, round(a.max_queue_m, 2),
+                                            None if mean is None else round(mean, 3), level))
+                lines = [LineMinute(line.id, *m.lines.get(line.id, [0, 0])) for line in spec.lines]
+                out.append(MinuteCounts(datetime.fromtimestamp(key, UTC), m.frames, tuple(lanes), tuple(lines)))
+        return out
+
+    def mark_dirty(self, minute_starts: Sequence[datetime]) -> None:
+        """Marks minutes to be written again (their last write failed)."""
+        with self._lock:
+            for start in minute_starts:
+                minute = self._minutes.get(int(start.timestamp()))
+                if minute is not None:
+                    minute.dirty = True
+
+    def spot_states(self) -> list[tuple[str, str, SpotState]]:
+        """(lot id, spot id, state) of every spot zone with a known state."""
+        out = []
+        for zone in self._geo.spot_zones:
+            spot = self._spots.get(zone.id)
+            if spot is not None and spot.state is not None and zone.lot_id and zone.spot_id:
+                out.append((zone.lot_id, zone.spot_id, spot.state))
+        return out

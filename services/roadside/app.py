@@ -1,0 +1,98 @@
+"""Assembles the roadside service: detector, engine, publishers, servicer, and who may call what."""
+
+from __future__ import annotations
+
+import logging
+
+from v2x.roadside.v1 import roadside_pb2, roadside_pb2_grpc
+
+from services.common.principal import Role
+from services.common.runtime import Builder, Resources, ServiceParts
+from services.common.server import ServiceDefinition
+from services.roadside.analytics import FrameAnalysis
+from services.roadside.detector import Detector, DetectorConfig
+from services.roadside.engine import BatchDetector, CameraSession, InferenceEngine
+from services.roadside.events import EventPublisher
+from services.roadside.servicer import PlateService, RoadsideServicer
+from services.roadside.spots import SpotPublisher
+from services.roadside.store import CameraStore
+
+log = logging.getLogger("v2x.roadside")
+
+ALL = frozenset(Role)
+VIEWERS = frozenset({Role.ADMIN, Role.POLICE, Role.CAMERA, Role.OPERATOR})
+
+POLICY = {
+    "Detect": VIEWERS,
+    "StreamFrames": frozenset({Role.CAMERA, Role.ADMIN}),
+    "ReadPlate": VIEWERS,
+    "ConfigureCamera": frozenset({Role.ADMIN}),
+    "GetCamera": frozenset({Role.ADMIN, Role.POLICE, Role.CAMERA}),
+    "ListCameras": frozenset({Role.ADMIN, Role.POLICE}),
+    "GetCounts": ALL,
+}
+
+
+def make_builder(detector: BatchDetector | None = None, *, plates: bool = True) -> Builder:
+    """A builder with a given detector (tests and the simulator pass their own) or the ONNX one."""
+
+    def build(resources: Resources) -> ServiceParts:
+        settings = resources.settings
+        det = detector or _default_detector(settings.roadside_detector, settings.roadside_max_batch)
+        events = EventPublisher(resources.redis, settings.redis_stream_maxlen)
+        spots = (SpotPublisher(settings.roadside_parking_target, settings.roadside_parking_key,
+                               settings.roadside_spot_refresh_s) if settings.roadside_parking_target else None)
+
+        def on_spots(session: CameraSession, analysis: FrameAnalysis) -> None:
+            if spots is not None and session.last_captured is not None:
+                spots.observe(session.last_captured, session.analytics.spot_states(), analysis.spot_changes)
+
+        engine = InferenceEngine(det, max_batch=settings.roadside_max_batch,
+                                 queue_frames=settings.roadside_queue_frames,
+                                 default_deadline_ms=settings.roadside_frame_deadline_ms,
+                                 workers=settings.roadside_infer_workers,
+                                 on_events=events.offer, on_spots=on_spots)
+        plate_service = PlateService()
+        servicer = RoadsideServicer(CameraStore(resources.engine), engine, plate_service, settings)
+
+        async def load_plates() -> None:
+            if plates:
+                await plate_service.load()
+                engine.plates = plate_service.reader
+            else:
+                plate_service.error = "plate reading is switched off in this process"
+
+        async def stop() -> None:
+            try:
+                await servicer.flush_counts()
+            except Exception:
+                log.warning("could not save the last traffic counts", exc_info=True)
+            await events.drain()
+            engine.close()
+            plate_service.pool.shutdown(wait=False, cancel_futures=True)
+
+        definition = ServiceDefinition(
+            descriptor=roadside_pb2.DESCRIPTOR.services_by_name["RoadsideService"],
+            register=lambda server: roadside_pb2_grpc.add_RoadsideServiceServicer_to_server(servicer, server),
+            policy=POLICY,
+        )
+        background = [engine.run, events.run, servicer.count_flusher, load_plates]
+        if spots is not None:
+            background.append(spots.run)
+        return ServiceParts([definition], background, [stop])
+
+    return build
+
+
+def _default_detector(kind: str, max_batch: int) -> BatchDetector:
+    if kind == "sim":
+        from roadside_sim.scene import KeyColourDetector
+
+        log.warning("V2X_ROADSIDE_DETECTOR=sim: the simulator's key-colour detector, not the model")
+        return KeyColourDetector()
+    config = DetectorConfig.from_env()
+    return Detector(DetectorConfig(model_path=config.model_path, intra_op_threads=config.intra_op_threads,
+                                   max_batch=max(max_batch, 1)))
+
+
+build = make_builder()

@@ -1,0 +1,355 @@
+"""The inference engine: per-camera frame queues, micro-batches, one detector session, analytics.
+
+* One ``Detector`` (one onnxruntime session) per process; batches run in a small thread pool (the
+  session releases the GIL), so the event loop keeps serving while a batch is inferred. Two batches
+  are in flight by default (``workers``) as a pipeline: the model runs one batch at a time (a lock:
+  two concurrent runs would share the cores and double every frame's latency), while the other
+  worker decodes its frames before and tracks/analyses them after, so the model never waits for
+  decoding or for the event loop between batches (measured on the shared 2-core machine: +20..40%
+  frames/s over one worker).
+* Each camera has a bounded queue (``queue_frames``). When a frame arrives at a full queue, the oldest
+  waiting frame is dropped and counted: a camera that sends faster than we infer gets fresh frames,
+  not a growing delay. A frame that waited longer than its deadline is answered DEADLINE_EXCEEDED
+  without being inferred.
+* Scheduling is round-robin over the cameras with waiting frames, at most one frame per camera per
+  batch and never two batches of one camera at once (frames of a camera stay in capture order for the
+  tracker). A batch takes what is waiting, up to ``max_batch``; it never waits to fill up, so batching
+  adds no latency at low load. A camera that floods frames only overflows its own queue; a broken
+  frame fails alone (its decode error is its own result); an exception in one camera's analytics
+  fails that frame only.
+* After inference, in the same worker thread: tracking and analytics of each frame, and for events
+  a JPEG snapshot crop (and the vehicle's plate when the plate reader is loaded). Back on the loop:
+  results to their streams, events to the IDPS publisher, spot states to the parking publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from google.rpc import code_pb2, status_pb2
+from prometheus_client import Counter, Histogram
+from v2x.roadside.v1 import roadside_pb2 as pb
+
+from services.roadside import convert, frames
+from services.roadside.analytics import CameraAnalytics, FrameAnalysis
+from services.roadside.detector import BgrImage, Detection
+from services.roadside.model import CameraRecord, Event
+from services.roadside.plates import PlateReader, PlateReading
+from services.roadside.tracker import Tracker
+
+log = logging.getLogger("v2x.roadside.engine")
+
+FRAMES = Counter("v2x_roadside_frames_total", "Frames by outcome", ["outcome"])
+BATCH_SIZE = Histogram("v2x_roadside_batch_frames", "Frames per inference batch", buckets=(1, 2, 3, 4, 6, 8, 12, 16))
+BATCH_SECONDS = Histogram("v2x_roadside_batch_seconds", "Decode + inference + analytics time per batch",
+                          buckets=(0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56))
+WAIT_SECONDS = Histogram("v2x_roadside_queue_wait_seconds", "Time a frame waited for inference",
+                         buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
+IDLE_SESSION_S = 600.0
+EVENT_PLATE_TIMEOUT_S = 1.0
+
+
+class BatchDetector(Protocol):
+    def detect_batch(self, bgr_images: Sequence[BgrImage]) -> list[list[Detection]]: ...
+
+
+@dataclass
+class FrameOutcome:
+    """What became of one frame (in the worker thread, handed to the job's `done` on the loop)."""
+
+    error: status_pb2.Status | None = None
+    detections: list[Detection] = field(default_factory=list)
+    analysis: FrameAnalysis | None = None
+    events: list[pb.AnalyticsEvent] = field(default_factory=list)
+    image: BgrImage | None = None  # kept for Detect (plates are read afterwards)
+    inference_ms: float = 0.0
+    service_ms: float = 0.0
+
+
+@dataclass(eq=False)
+class FrameJob:
+    camera_id: str
+    frame_id: int
+    captured_at: datetime
+    image: frames.Image
+    received: float  # time.monotonic() at arrival
+    deadline_ms: int
+    done: Callable[[FrameJob, FrameOutcome], None]
+    dropped: Callable[[FrameJob], None] = lambda job: None
+    session: CameraSession | None = None
+    keep_image: bool = False
+
+
+class CameraSession:
+    """A camera's live state in this process: its queue, tracker and analytics."""
+
+    def __init__(self, record: CameraRecord, queue_frames: int) -> None:
+        self.camera_id = record.spec.id
+        self.record = record
+        self.pending_record: CameraRecord | None = None
+        self.analytics = CameraAnalytics(record.spec)
+        self.tracker = Tracker()
+        self.queue: deque[FrameJob] = deque()
+        self.queue_frames = queue_frames
+        self.busy = False
+        self.owner: int | None = None  # the stream sending this camera's frames
+        self.last_captured: datetime | None = None
+        self.last_active = time.monotonic()
+        self.frames = 0
+
+    @property
+    def version(self) -> int:
+        return (self.pending_record or self.record).version
+
+    def offer_record(self, record: CameraRecord) -> None:
+        if record.version > self.version:
+            self.pending_record = record
+
+    def apply_pending(self) -> None:
+        """In the worker, before a frame: a newer configuration takes effect."""
+        record = self.pending_record
+        if record is not None:
+            self.pending_record = None
+            self.record = record
+            self.analytics.reconfigure(record.spec)
+
+    def process(self, job: FrameJob, detections: list[Detection], size: tuple[int, int]) -> FrameAnalysis:
+        ns = int(job.captured_at.timestamp() * 1e9)
+        tracked = self.tracker.update(detections, ns)
+        tracked_ids = {id(d) for _, d in tracked}
+        untracked = [d for d in detections if id(d) not in tracked_ids]
+        return self.analytics.process(job.captured_at, job.frame_id, tracked, size, untracked)
+
+
+class InferenceEngine:
+    def __init__(self, detector: BatchDetector, *, max_batch: int = 4, queue_frames: int = 2,
+                 default_deadline_ms: int = 2000, workers: int = 1, plates: PlateReader | None = None,
+                 on_events: Callable[[list[pb.AnalyticsEvent]], None] | None = None,
+                 on_spots: Callable[[CameraSession, FrameAnalysis], None] | None = None) -> None:
+        self.detector = detector
+        self.max_batch = max_batch
+        self.queue_frames = queue_frames
+        self.default_deadline_ms = default_deadline_ms
+        self.workers = workers
+        self.plates = plates
+        self.on_events = on_events
+        self.on_spots = on_spots
+        self.sessions: dict[str, CameraSession] = {}
+        self._adhoc: deque[FrameJob] = deque()
+        self._order: deque[str] = deque()  # camera ids with waiting frames ("" = ad-hoc Detect frames)
+        self._wake = asyncio.Event()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="roadside-infer")
+        self._model_lock = threading.Lock()
+        self.dropped = 0
+        self.late = 0
+        self.batches = 0
+        self.batched_frames = 0
+
+    # ----- sessions and submission (event loop) ------------------------------------------------------
+
+    def session(self, record: CameraRecord) -> CameraSession:
+        s = self.sessions.get(record.spec.id)
+        if s is None:
+            s = self.sessions[record.spec.id] = CameraSession(record, self.queue_frames)
+        else:
+            s.offer_record(record)
+        return s
+
+    def deadline_ms(self, record: CameraRecord | None) -> int:
+        if record is not None and record.spec.thresholds.frame_deadline_ms:
+            return record.spec.thresholds.frame_deadline_ms
+        return self.default_deadline_ms
+
+    def submit(self, job: FrameJob) -> None:
+        s = job.session
+        if s is None:
+            self._adhoc.append(job)
+            key = ""
+        else:
+            s.last_active = time.monotonic()
+            if len(s.queue) >= s.queue_frames:
+                old = s.queue.popleft()
+                self.dropped += 1
+                FRAMES.labels("dropped").inc()
+                old.dropped(old)
+            s.queue.append(job)
+            key = s.camera_id
+        if key not in self._order:
+            self._order.append(key)
+        self._wake.set()
+
+    def _queue(self, key: str) -> deque[FrameJob]:
+        return self._adhoc if key == "" else self.sessions[key].queue
+
+    def _take(self) -> list[FrameJob]:
+        batch: list[FrameJob] = []
+        now = time.monotonic()
+        for _ in range(len(self._order)):
+            if len(batch) >= self.max_batch:
+                break
+            key = self._order.popleft()
+            session = self.sessions.get(key) if key else None
+            if key and session is None:
+                continue
+            if session is not None and session.busy:
+                self._order.append(key)
+                continue
+            queue = self._queue(key)
+            while queue:
+                job = queue.popleft()
+                waited_ms = (now - job.received) * 1000
+                if waited_ms > job.deadline_ms:
+                    self.late += 1
+                    FRAMES.labels("late").inc()
+                    job.done(job, FrameOutcome(error=convert.deadline_status(waited_ms, job.deadline_ms),
+                                               service_ms=waited_ms))
+                    continue
+                WAIT_SECONDS.observe(now - job.received)
+                batch.append(job)
+                if session is not None:
+                    session.busy = True
+                break
+            if queue:
+                self._order.append(key)
+        return batch
+
+    # ----- the workers ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Runs the workers until cancelled."""
+        tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = self._take()
+            if not batch:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            started = time.perf_counter()
+            try:
+                outcomes = await loop.run_in_executor(self._pool, self._process, batch)
+            except Exception:
+                log.exception("inference batch failed")
+                outcomes = [FrameOutcome(error=convert.internal_status()) for _ in batch]
+            BATCH_SECONDS.observe(time.perf_counter() - started)
+            BATCH_SIZE.observe(len(batch))
+            self.batches += 1
+            self.batched_frames += len(batch)
+            done_at = time.monotonic()
+            for job, outcome in zip(batch, outcomes, strict=True):
+                if job.session is not None:
+                    job.session.busy = False
+                outcome.service_ms = (done_at - job.received) * 1000
+                FRAMES.labels("error" if outcome.error is not None else "inferred").inc()
+                try:
+                    job.done(job, outcome)
+                except Exception:
+                    log.exception("delivering a frame result failed")
+                self._after(job, outcome)
+            if self._order:
+                self._wake.set()
+
+    def _after(self, job: FrameJob, outcome: FrameOutcome) -> None:
+        if outcome.events and self.on_events is not None:
+            self.on_events(outcome.events)
+        s = job.session
+        if s is not None and outcome.analysis is not None and self.on_spots is not None \
+                and s.analytics.has_spot_zones:
+            self.on_spots(s, outcome.analysis)
+
+    def _process(self, batch: list[FrameJob]) -> list[FrameOutcome]:
+        """In a worker thread: decode, infer the batch, then track and analyse frame by frame."""
+        started = time.perf_counter()
+        outcomes = [FrameOutcome() for _ in batch]
+        images: list[BgrImage | None] = []
+        for job, outcome in zip(batch, outcomes, strict=True):
+            try:
+                images.append(frames.decode(job.image))
+            except frames.FrameError as exc:
+                outcome.error = convert.plain_status(code_pb2.INVALID_ARGUMENT, "BAD_FRAME", str(exc))
+                images.append(None)
+        valid = [i for i, image in enumerate(images) if image is not None]
+        if valid:
+            with self._model_lock:
+                detected = self.detector.detect_batch([images[i] for i in valid])  # type: ignore[misc]
+            for i, dets in zip(valid, detected, strict=True):
+                outcomes[i].detections = dets
+        inferred_ms = (time.perf_counter() - started) * 1000
+        for job, image, outcome in zip(batch, images, outcomes, strict=True):
+            outcome.inference_ms = inferred_ms
+            if image is None:
+                continue
+            if job.keep_image:
+                outcome.image = image
+            s = job.session
+            if s is None:
+                continue
+            try:
+                s.apply_pending()
+                s.frames += 1
+                s.last_captured = job.captured_at
+                analysis = s.process(job, outcome.detections, (image.shape[1], image.shape[0]))
+                outcome.analysis = analysis
+                outcome.events = [self._event_proto(e, image) for e in analysis.events]
+            except Exception:
+                log.exception("analytics failed", extra={"camera_id": job.camera_id, "frame_id": job.frame_id})
+                outcome.error = convert.internal_status()
+                outcome.analysis = None
+                outcome.events = []
+        return outcomes
+
+    def _event_proto(self, e: Event, image: BgrImage) -> pb.AnalyticsEvent:
+        plate: PlateReading | None = None
+        if e.box is not None:
+            region = frames.crop(image, (e.box.x1, e.box.y1, e.box.x2, e.box.y2))
+            if self.plates is not None:
+                with contextlib.suppress(Exception):
+                    readings = self.plates.read(region)
+                    plate = readings[0] if readings and readings[0].text else None
+        else:
+            region = image
+        try:
+            snapshot = frames.encode_jpeg(region)
+        except frames.FrameError:
+            snapshot = b""
+        return convert.event_proto(e, snapshot, plate)
+
+    # ----- housekeeping ------------------------------------------------------------------------------
+
+    def forget_idle(self) -> list[CameraSession]:
+        """Drops sessions idle for IDLE_SESSION_S (their tracks are stale anyway); returns them."""
+        now = time.monotonic()
+        idle = [s for s in self.sessions.values()
+                if now - s.last_active > IDLE_SESSION_S and not s.queue and not s.busy]
+        for s in idle:
+            del self.sessions[s.camera_id]
+        return idle
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def mean_batch(self) -> float:
+        return self.batched_frames / self.batches if self.batches else 0.0
+
+
+def frame_error(code: int, reason: str, message: str) -> status_pb2.Status:
+    return convert.plain_status(code, reason, message)

@@ -1,0 +1,219 @@
+"""Traffic analytics on synthetic tracks from the simulated intersection, through the tracker.
+
+The scene (roadside_sim.scene): lane NB (east half, northbound) and SB (west half, southbound) 10..70 m
+ahead of the camera, limit 50 km/h; counting line L1 at 30 m (positive = northbound); a GENERIC zone
+"box" at 45..55 m (30 s); a NO_STOPPING zone "bus-stop" on the west shoulder (20 s); parking spots S1
+(14..20 m) and S2 (20..26 m) on the east kerb.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from roadside_sim.scene import NB_CENTRE_E, SB_CENTRE_E, Scene, SimVehicle, drive
+from services.roadside.detector import VehicleClass
+from services.roadside.model import Congestion, EventType, SpotState
+from tests.roadside.helpers import run_tracks
+
+SCENE = Scene()
+KERB_E = 4.75  # centre of the parking strip
+SHOULDER_E = -4.75  # centre of the west shoulder (bus stop)
+
+
+def stopper() -> SimVehicle:
+    """Drives north at 36 km/h into the box junction, stands there 40 s, drives on."""
+    return drive(1, 0, 12, 50, 36).hold(40).then(3, NB_CENTRE_E, 66)
+
+
+def test_a_vehicle_stopping_40_s_in_a_zone_raises_exactly_one_903() -> None:
+    run = run_tracks(SCENE, [stopper()], 50)
+
+    stops = run.of(EventType.STOPPED_VEHICLE)
+    assert len(stops) == 1
+    assert stops[0].zone_id == "box" and stops[0].lane_id == "NB"
+    assert stops[0].stationary_s >= 30
+    assert not run.of(EventType.ILLEGAL_PARKING)
+
+
+def test_the_stop_event_carries_a_ground_position_near_the_zone() -> None:
+    run = run_tracks(SCENE, [stopper()], 40)
+
+    (stop,) = run.of(EventType.STOPPED_VEHICLE)
+    east, north = SCENE.mapping.frame.to_local(stop.lat, stop.lon)
+    assert abs(east - NB_CENTRE_E) < 0.5
+    assert 45 <= north <= 50  # the rear of the car, which stands centred at 50 m
+
+
+def test_a_stop_shorter_than_the_threshold_raises_nothing() -> None:
+    brief = drive(1, 0, 12, 50, 36).hold(20).then(3, NB_CENTRE_E, 66)
+
+    run = run_tracks(SCENE, [brief], 30)
+
+    assert not run.of(EventType.STOPPED_VEHICLE)
+
+
+def test_detection_jitter_does_not_split_the_stop_into_several_events() -> None:
+    run = run_tracks(SCENE, [stopper()], 50, jitter_px=2.0)
+
+    assert len(run.of(EventType.STOPPED_VEHICLE)) == 1
+
+
+def test_standing_in_a_no_stopping_zone_raises_illegal_parking_not_903() -> None:
+    parker = drive(1, 0, 12, 30, 20, east=SHOULDER_E).hold(35)
+
+    run = run_tracks(SCENE, [parker], 40)
+
+    illegal = run.of(EventType.ILLEGAL_PARKING)
+    assert len(illegal) == 1 and illegal[0].zone_id == "bus-stop"
+    assert illegal[0].stationary_s >= 20
+    assert not run.of(EventType.STOPPED_VEHICLE)
+
+
+def test_a_vehicle_driving_against_its_lane_raises_904() -> None:
+    ghost = SimVehicle(1, VehicleClass.CAR, [(0.0, NB_CENTRE_E, 66.0), (6.0, NB_CENTRE_E, 14.0)])
+
+    run = run_tracks(SCENE, [ghost], 7)
+
+    wrong = run.of(EventType.WRONG_WAY)
+    assert len(wrong) == 1 and wrong[0].lane_id == "NB"
+    assert wrong[0].heading_deg is not None and abs(wrong[0].heading_deg - 180) < 10
+    assert run.lane_total("NB") == (0, 1)
+
+
+def test_vehicles_driving_with_their_lanes_raise_no_904() -> None:
+    north = drive(1, 0, 12, 66, 40)
+    south = drive(2, 0, 66, 12, 40, east=SB_CENTRE_E)
+
+    run = run_tracks(SCENE, [north, south], 6)
+
+    assert not run.of(EventType.WRONG_WAY)
+
+
+def test_line_and_lane_counts_match_the_tracks() -> None:
+    northbound = [drive(i, 3.0 * i, 12, 66, 40) for i in range(4)]
+    southbound = [drive(10 + i, 1.5 + 4.0 * i, 66, 12, 35, east=SB_CENTRE_E) for i in range(3)]
+
+    run = run_tracks(SCENE, northbound + southbound, 22)
+
+    assert run.line_total("L1") == (4, 3)
+    assert run.lane_total("NB") == (4, 0)
+    assert run.lane_total("SB") == (3, 0)
+    assert len(run.track_ids) == 7
+
+
+def test_overspeed_raises_one_901_and_the_limit_speed_none() -> None:
+    fast = drive(1, 0, 12, 66, 80)
+    legal = drive(2, 0, 66, 12, 50, east=SB_CENTRE_E)
+
+    run = run_tracks(SCENE, [fast, legal], 4)
+
+    over = run.of(EventType.OVERSPEED)
+    assert len(over) == 1 and over[0].lane_id == "NB"
+    assert over[0].speed_mps is not None and 60 / 3.6 < over[0].speed_mps < 90 / 3.6
+
+
+def test_a_crawling_vehicle_raises_one_902() -> None:
+    crawler = drive(1, 0, 12, 50, 7)
+
+    run = run_tracks(SCENE, [crawler], 19)
+
+    slow = run.of(EventType.SLOW_VEHICLE)
+    assert len(slow) == 1 and slow[0].lane_id == "NB"
+
+
+def test_speed_from_the_homography_matches_the_simulated_speed() -> None:
+    car = drive(1, 0, 12, 66, 36)  # 10 m/s
+
+    run = run_tracks(SCENE, [car], 5)
+
+    (speeds,) = run.speeds.values()
+    assert statistics.median(speeds) == pytest.approx(10.0, rel=0.05)
+
+
+def test_queue_length_spans_the_standing_vehicles() -> None:
+    queue = [SimVehicle(i, VehicleClass.CAR, [(0.0, NB_CENTRE_E, n), (10.0, NB_CENTRE_E, n)])
+             for i, n in enumerate((20.0, 27.0, 34.0))]
+
+    run = run_tracks(SCENE, queue, 10)
+
+    nb = next(s for s in run.lanes[-1] if s.lane_id == "NB")
+    assert nb.standing == 3
+    assert 17.0 <= nb.queue_length_m <= 21.0  # 14 m between the first and last, plus a car length
+
+
+def test_slow_dense_traffic_is_heavy_congestion_and_raises_one_707() -> None:
+    crawl = [drive(i, 4.0 * i, 12, 66, 8) for i in range(25)]
+
+    run = run_tracks(SCENE, crawl, 100)
+
+    jams = run.of(EventType.TRAFFIC_JAM)
+    assert len(jams) == 1 and jams[0].lane_id == "NB"
+    nb = next(s for s in run.lanes[-1] if s.lane_id == "NB")
+    assert nb.congestion is Congestion.HEAVY
+
+
+def test_free_flowing_traffic_is_free_flow_and_raises_no_707() -> None:
+    flow = [drive(i, 2.0 * i, 12, 66, 50) for i in range(40)]
+
+    run = run_tracks(SCENE, flow, 80)
+
+    assert not run.events
+    assert {s.congestion for s in run.lanes[-1]} == {Congestion.FREE_FLOW}
+    assert run.line_total("L1") == (40, 0)
+
+
+def test_a_parked_car_makes_its_spot_occupied_then_free_again() -> None:
+    camera = SCENE.camera("sim", lot_id="LOT")
+    car = SimVehicle(1, VehicleClass.CAR, [(0.0, NB_CENTRE_E, 12.0), (2.0, KERB_E, 17.0)]).hold(30).then(
+        3, NB_CENTRE_E, 30)
+
+    run = run_tracks(SCENE, [car], 45, camera=camera)
+
+    s1 = [c.state for c in run.spot_changes if c.spot_id == "S1"]
+    s2 = [c.state for c in run.spot_changes if c.spot_id == "S2"]
+    assert s1 == [SpotState.OCCUPIED, SpotState.FREE]
+    assert s2 == [SpotState.FREE]
+    assert all(c.lot_id == "LOT" for c in run.spot_changes)
+
+
+def test_an_uncalibrated_camera_still_sees_stops_and_wrong_way_but_no_speeds() -> None:
+    camera = SCENE.camera("sim", calibrated=False)
+    ghost = SimVehicle(2, VehicleClass.CAR, [(0.0, NB_CENTRE_E, 66.0), (6.0, NB_CENTRE_E, 14.0)])
+
+    run = run_tracks(SCENE, [stopper(), ghost], 40, camera=camera)
+
+    assert len(run.of(EventType.STOPPED_VEHICLE)) == 1
+    assert len(run.of(EventType.WRONG_WAY)) == 1
+    assert not run.speeds
+    assert {s.congestion for s in run.lanes[-1]} == {Congestion.UNKNOWN}
+
+
+def test_a_person_on_the_carriageway_raises_one_405() -> None:
+    walker = SimVehicle(1, VehicleClass.PERSON, [(0.0, -1.0, 25.0), (6.0, 2.0, 25.0)])
+
+    run = run_tracks(SCENE, [walker], 6)
+
+    assert len(run.of(EventType.PEDESTRIAN_ON_ROAD)) == 1
+    assert run.lane_total("NB") == (0, 0)  # people are not counted as vehicles
+
+
+def test_event_ids_are_unique_and_the_same_when_replayed() -> None:
+    scenario = [stopper(), SimVehicle(2, VehicleClass.CAR, [(0.0, NB_CENTRE_E, 66.0), (6.0, NB_CENTRE_E, 14.0)])]
+
+    first = run_tracks(SCENE, scenario, 40)
+    second = run_tracks(SCENE, scenario, 40)
+
+    ids = [e.event_id for e in first.events]
+    assert len(ids) == len(set(ids)) >= 2
+    assert ids == [e.event_id for e in second.events]
+    assert all(i.startswith("sim:") for i in ids)
+
+
+def test_frames_larger_than_the_configured_size_are_scaled_to_its_geometry() -> None:
+    run = run_tracks(SCENE, [stopper()], 40, frame_size=(1280, 960))
+
+    assert len(run.of(EventType.STOPPED_VEHICLE)) == 1
+    (speeds,) = run.speeds.values()
+    assert max(speeds) == pytest.approx(10.0, rel=0.1)

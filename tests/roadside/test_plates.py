@@ -1,0 +1,75 @@
+"""The plate reader on rendered Chinese plates (沪A·12345 style, WenQuanYi Micro Hei)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from roadside_sim.plates import plate_scene, random_plate, render_plate
+from services.roadside.plates import (
+    BLUE,
+    GREEN,
+    YELLOW,
+    PlateReader,
+    looks_like_plate,
+    normalise_text,
+    plate_colour,
+)
+
+
+@pytest.fixture(scope="module")
+def reader(plate_models: Path) -> PlateReader:
+    return PlateReader()
+
+
+def test_reads_the_shanghai_plate_of_the_issue(reader: PlateReader) -> None:
+    plate = render_plate("沪A12345", "blue")
+    scene, _ = plate_scene(plate, random.Random(3))
+
+    (best, *_) = reader.read(scene)
+
+    assert best.text == "沪A12345"
+    assert best.colour == BLUE
+    assert best.confidence > 0.9
+
+
+def test_reads_at_least_18_of_20_random_plates_with_their_colours(reader: PlateReader) -> None:
+    rng = random.Random(2026)
+    right = 0
+    for _ in range(20):
+        style = rng.choice(["blue", "blue", "yellow", "green"])
+        plate = render_plate(random_plate(rng, style), style)
+        scene, _ = plate_scene(plate, rng)
+        readings = reader.read(scene)
+        right += bool(readings) and readings[0].text == plate.text and readings[0].colour == plate.colour
+
+    assert right >= 18
+
+
+def test_the_corners_come_back_in_reading_order(reader: PlateReader) -> None:
+    plate = render_plate("苏E05EV8", "blue")
+    scene, corners = plate_scene(plate, random.Random(5))
+
+    (best, *_) = reader.read(scene)
+
+    # top-left, top-right, bottom-right, bottom-left, within a few pixels of where the plate was put
+    np.testing.assert_allclose(np.array(best.corners), corners, atol=8)
+
+
+def test_a_frame_without_plates_gives_none(reader: PlateReader) -> None:
+    assert reader.read(np.full((480, 640, 3), 90, np.uint8)) == []
+
+
+def test_colours_of_the_plate_backgrounds() -> None:
+    assert plate_colour(render_plate("沪A12345", "blue").image) == BLUE
+    assert plate_colour(render_plate("沪B12345", "yellow").image) == YELLOW
+    assert plate_colour(render_plate("沪AD12345", "green").image) == GREEN
+
+
+def test_separators_are_dropped_and_plate_shapes_recognised() -> None:
+    assert normalise_text("沪A·12345") == "沪A12345"
+    assert looks_like_plate("沪A12345") and looks_like_plate("粤BD12345")
+    assert not looks_like_plate("A12345") and not looks_like_plate("沪A1234")
