@@ -24,12 +24,7 @@ from prometheus_client import start_http_server
 
 from services.common.apikeys import KeyVerifier
 from services.common.config import Settings, TlsConfig
-from services.common.interceptors import (
-    AuthInterceptor,
-    ErrorMappingInterceptor,
-    MetricsInterceptor,
-    RequestLogInterceptor,
-)
+from services.common.interceptors import RpcInterceptor
 from services.common.principal import Role
 
 log = logging.getLogger("v2x.server")
@@ -98,8 +93,7 @@ async def create_server(
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ]
     server = aio.server(
-        interceptors=[RequestLogInterceptor(), MetricsInterceptor(), ErrorMappingInterceptor(),
-                      AuthInterceptor(verifier, policy)],
+        interceptors=[RpcInterceptor(verifier, policy)],
         options=options,
     )
     health = HealthServicer()
