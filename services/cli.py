@@ -70,13 +70,15 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def _seed(settings: Settings) -> None:
+    from services.charging.demo import seed_chargers
     from services.common.db import create_engine
     from services.parking.demo import seed_district
 
     engine = create_engine(settings.require_database_url(), pool_size=2)
     try:
         lots = await seed_district(engine)
-        print(f"seeded {lots} lots")
+        stations = await seed_chargers(engine)
+        print(f"seeded {lots} lots and {stations} charging stations")
     finally:
         await engine.dispose()
 

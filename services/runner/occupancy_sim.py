@@ -35,7 +35,9 @@ def report_proto(r: Report) -> pb.OccupancyReport:
 
 
 async def simulate(target: str, operator_keys: Mapping[str, str], period_s: float = 15.0,
-                   share: float = 0.25) -> None:
+                   share: float = 0.25, spots: dict[str, dict[str, int]] | None = None) -> None:
+    """Runs until cancelled. Single-space lots' spot states go into `spots` (lot id -> spot id ->
+    SpotStatus) as they are pushed, when given: the charging simulator's EV bays follow them."""
     lots = district()
     rng = random.Random()
     level = {lot.spec.id: rng.uniform(0.3, 0.95) for lot in lots}
@@ -56,7 +58,10 @@ async def simulate(target: str, operator_keys: Mapping[str, str], period_s: floa
                 reports = []
                 for lot in chosen:
                     level[lot.spec.id] = min(1.0, max(0.05, level[lot.spec.id] + rng.uniform(-0.08, 0.08)))
-                    reports.append(report_proto(occupancy_report(lot, rng, seq, now, level[lot.spec.id])))
+                    report = occupancy_report(lot, rng, seq, now, level[lot.spec.id])
+                    reports.append(report_proto(report))
+                    if spots is not None and report.spots:
+                        spots[lot.spec.id] = dict(report.spots)
 
                 async def feed(items: list[pb.OccupancyReport]) -> AsyncIterator[pb.OccupancyReport]:
                     for item in items:

@@ -1,14 +1,16 @@
 """`v2x run`: the whole suite on one machine.
 
 Without DATABASE_URL a throwaway PostGIS cluster is started, without REDIS_URL an embedded Redis;
-then migrations, the demo district, one process per implemented service, the endpoints and demo
-keys printed, and on Ctrl-C (or SIGTERM) everything stopped, children first.
+then migrations, demo keys, one process per implemented service (the demo district and its charging
+stations are seeded while they start), the endpoints and demo keys printed, simulated operators
+pushing occupancy and charger statuses, and on Ctrl-C (or SIGTERM) everything stopped, children first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -18,19 +20,30 @@ from dataclasses import dataclass, field
 
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.charging.demo import seed_chargers
 from services.common.apikeys import create_key
 from services.common.config import Settings
 from services.common.db import create_engine, migrate
 from services.municipal.demo import municipal_banner, start_demo_platform
 from services.parking.demo import OPERATORS, seed_district
 from services.registry import builders
+from services.runner import charging_sim
 from services.runner.embedded import EmbeddedPostgres, EmbeddedRedis
 from services.runner.occupancy_sim import simulate
 
+log = logging.getLogger("v2x.run")
 READY_TIMEOUT_S = 60.0
 # The municipal platform emulator that the adapter delivers to in the demo (override: V2X_EMULATOR_PORT).
 EMULATOR_PORT = int(os.environ.get("V2X_EMULATOR_PORT", "8700"))
+# The roadside service reports on-street spot states to parking as the on-street operator of the district.
+ROADSIDE_PARKING_VARS = ("V2X_ROADSIDE_PARKING_TARGET", "V2X_ROADSIDE_PARKING_KEY")
+STREET_OPERATOR = "STREET"
+# The health checks poll a server that is still starting: retry its connection quickly (gRPC's default
+# backoff grows to seconds, which made start-up wait on it).
+_FAST_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+                   ("grpc.max_reconnect_backoff_ms", 250)]
 
 
 @dataclass
@@ -61,10 +74,10 @@ class Suite:
             self.postgres.stop()
 
 
-async def _healthy(port: int, deadline: float) -> bool:
-    async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+async def _healthy(port: int, deadline: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
+    async with aio.insecure_channel(f"127.0.0.1:{port}", options=_FAST_RECONNECT) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and (proc is None or proc.poll() is None):
             with contextlib.suppress(aio.AioRpcError):
                 reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
@@ -84,7 +97,7 @@ async def run_suite(settings: Settings, *, simulate: bool = True) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    sim: asyncio.Task[None] | None = None
+    sims: list[asyncio.Task[None]] = []
     try:
         database_url = settings.database_url
         if not database_url:
@@ -97,31 +110,49 @@ async def run_suite(settings: Settings, *, simulate: bool = True) -> None:
             redis_url = await asyncio.to_thread(suite.redis.start)
             _say(f"embedded Redis: {redis_url}")
         await migrate(database_url)
+        migrated_at = time.monotonic() - started
         engine = create_engine(database_url, pool_size=2)
         try:
-            lots = await seed_district(engine)
             keys = {role: (await create_key(engine, role, "demo")).key for role in ("admin", "police", "driver")}
             operator_keys = {op: (await create_key(engine, f"operator:{op}", "demo")).key for op in OPERATORS}
+            roadside_env = await _roadside_parking_env(engine, settings)
+            env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
+            # The demo data goes in while the services start (they do not need it to start).
+            seeding = asyncio.create_task(_seed(engine))
+            try:
+                for name in builders():
+                    if (name == "municipal" and not suite.helpers
+                            and not os.environ.get("V2X_MUNICIPAL_DESTINATIONS")):
+                        # The adapter delivers to a local platform emulator (unless destinations are configured).
+                        suite.helpers["platform-emulator"], adapter_env = await start_demo_platform(
+                            env, EMULATOR_PORT)
+                        env.update(adapter_env)
+                    child_env = {**env, **roadside_env} if name == "roadside" else env
+                    # Spawning returns at once (no waiting on the child), so it does not stall the loop.
+                    suite.children[name] = subprocess.Popen(  # noqa: ASYNC220
+                        [sys.executable, "-m", "services.cli", "serve", name], env=child_env)
+                lots, stations = await seeding
+            finally:
+                if not seeding.done():
+                    seeding.cancel()
+                    with contextlib.suppress(BaseException):
+                        await seeding
         finally:
             await engine.dispose()
-        env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
-        if "municipal" in builders() and not os.environ.get("V2X_MUNICIPAL_DESTINATIONS"):
-            # The adapter delivers to a local platform emulator (unless destinations are configured).
-            suite.helpers["platform-emulator"], adapter_env = await start_demo_platform(env, EMULATOR_PORT)
-            env.update(adapter_env)
-        for name in builders():
-            # Spawning returns at once (no waiting on the child), so it does not stall the loop.
-            suite.children[name] = subprocess.Popen(  # noqa: ASYNC220
-                [sys.executable, "-m", "services.cli", "serve", name], env=env)
+        log.info("start-up: database ready at %.1f s, demo seeded at %.1f s", migrated_at,
+                 time.monotonic() - started)
         deadline = time.monotonic() + READY_TIMEOUT_S
-        for name in suite.children:
-            if not await _healthy(settings.ports[name], deadline):
+        for name, proc in suite.children.items():
+            if not await _healthy(settings.ports[name], deadline, proc):
                 raise RuntimeError(f"{name} did not become healthy on port {settings.ports[name]}")
-        _banner(settings, lots, keys, operator_keys, time.monotonic() - started)
+        _banner(settings, lots, stations, keys, operator_keys, roadside_env, time.monotonic() - started)
         if "municipal" in suite.children:
             _say(municipal_banner(settings, keys["admin"], EMULATOR_PORT if suite.helpers else None))
+        spots: charging_sim.SpotBoard = {}  # what the occupancy simulator said; the charging one follows
         if simulate and "parking" in suite.children:
-            sim = asyncio.create_task(simulate_occupancy(settings, operator_keys))
+            sims.append(asyncio.create_task(simulate_occupancy(settings, operator_keys, spots)))
+        if simulate and "charging" in suite.children:
+            sims.append(asyncio.create_task(simulate_charging(settings, operator_keys, spots)))
         while not stop.is_set():
             dead = [n for n, p in suite.children.items() if p.poll() is not None]
             if dead:
@@ -130,7 +161,7 @@ async def run_suite(settings: Settings, *, simulate: bool = True) -> None:
                 await asyncio.wait_for(stop.wait(), 1.0)
         _say("stopping...")
     finally:
-        if sim is not None:
+        for sim in sims:
             sim.cancel()
             with contextlib.suppress(BaseException):
                 await sim
@@ -140,23 +171,71 @@ async def run_suite(settings: Settings, *, simulate: bool = True) -> None:
     _say("stopped; nothing left running")
 
 
-async def simulate_occupancy(settings: Settings, operator_keys: dict[str, str]) -> None:
-    await simulate(f"127.0.0.1:{settings.ports['parking']}", operator_keys)
+async def _seed(engine: AsyncEngine) -> tuple[int, int]:
+    """The demo district, then its charging stations (they link to its lots and EV bays)."""
+    lots = await seed_district(engine)
+    stations = await seed_chargers(engine) if "charging" in builders() else 0
+    return lots, stations
 
 
-def _banner(settings: Settings, lots: int, keys: dict[str, str], operator_keys: dict[str, str],
-            took_s: float) -> None:
-    lines = [f"v2x-suite is up in {took_s:.1f} s with a demo district of {lots} lots around Baoshan (31.40 N, "
-             "121.49 E)", "", "services (gRPC, plaintext; health + reflection on each):"]
-    for name in builders():
+async def _roadside_parking_env(engine: AsyncEngine, settings: Settings) -> dict[str, str]:
+    """Where the roadside service sends on-street spot states: the parking service, with a key of the
+    on-street operator. Nothing when the user configured it (or one of the two services is absent)."""
+    if any(os.environ.get(v) for v in ROADSIDE_PARKING_VARS) or not {"roadside", "parking"} <= set(builders()):
+        return {}
+    key = (await create_key(engine, f"operator:{STREET_OPERATOR}", "roadside spot states")).key
+    return {"V2X_ROADSIDE_PARKING_TARGET": f"127.0.0.1:{settings.ports['parking']}",
+            "V2X_ROADSIDE_PARKING_KEY": key}
+
+
+async def simulate_occupancy(settings: Settings, operator_keys: dict[str, str],
+                             spots: charging_sim.SpotBoard | None = None) -> None:
+    await simulate(f"127.0.0.1:{settings.ports['parking']}", operator_keys, spots=spots)
+
+
+async def simulate_charging(settings: Settings, operator_keys: dict[str, str],
+                            spots: charging_sim.SpotBoard | None = None) -> None:
+    await charging_sim.simulate(f"127.0.0.1:{settings.ports['charging']}", operator_keys, spots=spots)
+
+
+def _ocpp_url(settings: Settings) -> str:
+    if settings.ocpp_public_url:
+        return settings.ocpp_public_url
+    return f"ws://127.0.0.1:{settings.ocpp_port}/ocpp"
+
+
+def _banner(settings: Settings, lots: int, stations: int, keys: dict[str, str], operator_keys: dict[str, str],
+            roadside_env: dict[str, str], took_s: float) -> None:
+    services = builders()
+    here = "{\"lat\":31.40,\"lon\":121.49}"
+    lines = [f"v2x-suite is up in {took_s:.1f} s with a demo district of {lots} lots and {stations} charging "
+             "stations around Baoshan (31.40 N, 121.49 E)", "",
+             "services (gRPC, plaintext; health + reflection on each):"]
+    for name in services:
         lines.append(f"  {name:<10} 127.0.0.1:{settings.ports[name]}   metrics http://127.0.0.1:"
                      f"{settings.metrics_ports[name]}/metrics")
+    if "charging" in services:
+        lines.append(f"  OCPP 1.6J / 2.0.1 gateway: {_ocpp_url(settings)}/<charge point id>  (HTTP Basic: the "
+                     "password RegisterChargePoint returns)")
+    if roadside_env:
+        lines.append(f"  roadside -> parking: on-street spot states to {roadside_env['V2X_ROADSIDE_PARKING_TARGET']} "
+                     f"as operator:{STREET_OPERATOR}")
     lines += ["", "demo API keys (send as `authorization: Bearer <key>`):"]
     lines += [f"  {role:<16} {key}" for role, key in keys.items()]
     lines += [f"  operator:{op:<7} {key}" for op, key in operator_keys.items()]
     lines += ["", "try (a driver near Baoshan, free general spaces within 1 km):",
               f"  grpcurl -plaintext -H 'authorization: Bearer {keys['driver']}' -d "
-              "'{\"location\":{\"lat\":31.40,\"lon\":121.49},\"radius_m\":1000,\"limit\":5}' "
-              f"127.0.0.1:{settings.ports['parking']} v2x.parking.v1.ParkingService/FindAvailable",
-              "", "Ctrl-C stops everything."]
+              f"'{{\"location\":{here},\"radius_m\":1000,\"limit\":5}}' "
+              f"127.0.0.1:{settings.ports['parking']} v2x.parking.v1.ParkingService/FindAvailable"]
+    if "charging" in services:
+        lines += ["  chargers with a free connector within 2 km, nearest first:",
+                  f"  grpcurl -plaintext -H 'authorization: Bearer {keys['driver']}' -d "
+                  f"'{{\"location\":{here},\"radius_m\":2000,\"available_only\":true,\"limit\":5}}' "
+                  f"127.0.0.1:{settings.ports['charging']} v2x.charging.v1.ChargingService/FindChargers"]
+    if "idps" in services:
+        lines += ["  incidents within 3 km as they open and change (police; a snapshot first):",
+                  f"  grpcurl -plaintext -H 'authorization: Bearer {keys['police']}' -d "
+                  f"'{{\"filter\":{{\"area\":{{\"circle\":{{\"center\":{here},\"radius_m\":3000}}}}}}}}' "
+                  f"127.0.0.1:{settings.ports['idps']} v2x.idps.v1.IdpsService/Subscribe"]
+    lines += ["", "Ctrl-C stops everything."]
     _say("\n".join(lines))
