@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -12,6 +13,8 @@ from typing import Any
 
 from grpc import aio
 from prometheus_client import Counter
+from v2x.parking.v1 import parking_pb2 as pb
+from v2x.parking.v1 import parking_pb2_grpc
 
 from services.common.config import Settings
 from services.common.errors import DomainError, FieldViolation, InvalidArgument
@@ -22,8 +25,6 @@ from services.parking.availability import is_fresh
 from services.parking.feed import AvailabilityFeed
 from services.parking.model import Outcome, Report
 from services.parking.store import ParkingStore
-from v2x.parking.v1 import parking_pb2 as pb
-from v2x.parking.v1 import parking_pb2_grpc
 
 REPORTS = Counter("v2x_parking_reports_total", "Occupancy reports by result", ["result"])
 MAX_BATCH = 500
@@ -124,8 +125,9 @@ class ParkingServicer(parking_pb2_grpc.ParkingServiceServicer):
             await self.feed.publish(changed, now)
         it = iter(applied)
         final = [o if o is not None else next(it) for o in outcomes]
-        for o in final:
-            REPORTS.labels(pb.AckResult.Name(o.result)).inc()  # type: ignore[arg-type]
+        # One metric update per result per batch, not per report (labels() + inc() take locks each time).
+        for result, count in collections.Counter(o.result for o in final).items():
+            REPORTS.labels(pb.AckResult.Name(result)).inc(count)  # type: ignore[arg-type]
         return final
 
     async def PushOccupancy(self, request: pb.OccupancyReport, context: Context) -> pb.OccupancyAck:
