@@ -36,17 +36,28 @@ def db_name() -> str:
     return f"v2x_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
 
-@pytest.fixture(scope="session")
-async def database_url(db_name: str) -> AsyncIterator[str]:
+async def fresh_database(name: str) -> AsyncIterator[str]:
+    """A new, migrated database for as long as the caller iterates; dropped afterwards. Suites that count
+    every row of a shared table (the outbox) use their own, since other suites' services write there."""
     admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{db_name}"')
-    url = _with_db(PG_ADMIN, db_name)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = _with_db(PG_ADMIN, name)
     try:
         await migrate(url)
         yield url
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+def make_settings(database_url: str, redis_url: str) -> Settings:
+    return Settings.from_env({"DATABASE_URL": database_url, "REDIS_URL": redis_url, "V2X_API_KEY_CACHE_S": "1"})
+
+
+@pytest.fixture(scope="session")
+async def database_url(db_name: str) -> AsyncIterator[str]:
+    async for url in fresh_database(db_name):
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +70,7 @@ async def redis_url() -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str, redis_url: str) -> Settings:
-    return Settings.from_env({"DATABASE_URL": database_url, "REDIS_URL": redis_url, "V2X_API_KEY_CACHE_S": "1"})
+    return make_settings(database_url, redis_url)
 
 
 @pytest.fixture(scope="session")
@@ -84,8 +95,7 @@ class Keys:
         return (("authorization", f"Bearer {key}"),)
 
 
-@pytest.fixture(scope="session")
-async def keys(resources: Resources) -> Keys:
+async def make_keys(resources: Resources) -> Keys:
     async def k(role: str) -> str:
         return (await create_key(resources.engine, role, "test")).key
 
@@ -94,7 +104,11 @@ async def keys(resources: Resources) -> Keys:
 
 
 @pytest.fixture(scope="session")
-async def parking_service(resources: Resources) -> AsyncIterator[RunningService]:
+async def keys(resources: Resources) -> Keys:
+    return await make_keys(resources)
+
+
+async def serve_parking(resources: Resources) -> AsyncIterator[RunningService]:
     from services.parking.app import build
 
     running = await start_service(build, resources, port=0, host="127.0.0.1")
@@ -102,11 +116,22 @@ async def parking_service(resources: Resources) -> AsyncIterator[RunningService]
     await running.stop(0.5)
 
 
-@pytest.fixture(scope="session")
-async def parking_channel(parking_service: RunningService) -> AsyncIterator[aio.Channel]:
-    channel = aio.insecure_channel(f"127.0.0.1:{parking_service.server.port}")
+async def open_channel(service: RunningService) -> AsyncIterator[aio.Channel]:
+    channel = aio.insecure_channel(f"127.0.0.1:{service.server.port}")
     yield channel
     await channel.close()
+
+
+@pytest.fixture(scope="session")
+async def parking_service(resources: Resources) -> AsyncIterator[RunningService]:
+    async for running in serve_parking(resources):
+        yield running
+
+
+@pytest.fixture(scope="session")
+async def parking_channel(parking_service: RunningService) -> AsyncIterator[aio.Channel]:
+    async for channel in open_channel(parking_service):
+        yield channel
 
 
 @pytest.fixture
