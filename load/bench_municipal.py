@@ -8,17 +8,20 @@ What it does, in one run (well under three minutes on a 2-core machine):
    writes the backlog with plain SQL (not measured): `--changes` lot_dynamic rows in the parking service's
    payload shape for `--lots` lots, 10,000 rows per transaction;
 2. starts the platform emulator (`v2x platform-emulator`, no failures) as its own process on loopback;
-3. raw baseline: this process reads the same rows, renders them with the same profile into the same batches
-   (not measured), then POSTs the batches one after another, signed, with aiohttp, one request in flight
-   (as the adapter sends per destination), and times that;
+3. raw baseline: this process reads the same rows, renders them with the same profile into batches of `--batch`
+   in drain order (not measured), then POSTs them signed, with the adapter's headers, with aiohttp: one request
+   in flight (the baseline of the goal), and again with as many in flight as the adapter uses (MAX_IN_FLIGHT),
+   timing each;
 4. resets the emulator, starts the adapter (`v2x serve municipal`) as its own process with the destination
    paused, resumes it through the admin rpc and times until the emulator holds every record;
 5. stops both processes and drops the database (also on error or Ctrl-C).
 
-The adapter's figure includes everything it does per record (read in (txid, id) order, per-lot order
-check, render + validate, sign, POST, commit the cursor and counts); the raw figure is the HTTP + receiver
-ceiling for the same bodies. The CPU table says how much of a core each process used; other work on the
-machine (the load average is printed) slows both phases alike.
+The adapter's figure includes everything it does per record (read in (txid, id) order with the per-lot order
+check, render + validate, sign, POST up to MAX_IN_FLIGHT batches at a time, commit the cursor and counts); the
+raw figures are the HTTP + receiver ceiling for the same bodies. The CPU columns say how much of a core each
+process used, how much every PostgreSQL process used, and how busy the whole machine was: other work on the
+machine (the load average is printed) slows the phases, and the adapter's phase, which needs the adapter, the
+receiver and PostgreSQL at once, more than the raw ones.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from services.common.apikeys import create_key
 from services.common.config import MunicipalDestination
 from services.common.db import create_engine, migrate
 from services.municipal import signing
+from services.municipal.delivery import MAX_IN_FLIGHT
 from services.municipal.model import idempotency_key
 from services.municipal.profiles import make_profile
 from services.municipal.store import MunicipalStore
@@ -93,6 +97,36 @@ def proc_cpu_s(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
+
+
+def postgres_cpu_s() -> float:
+    """User + system CPU seconds of every PostgreSQL process on the machine (Linux /proc)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if stat[stat.find("(") + 1:stat.rfind(")")].startswith("postgres"):
+                fields = stat.rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every process on the machine spent (Linux /proc/stat: all but idle and iowait)."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_now(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each named process, of PostgreSQL, and of the whole machine."""
+    own = {name: (time.process_time() if pid == os.getpid() else proc_cpu_s(pid)) for name, pid in pids.items()}
+    return {**own, "postgres": postgres_cpu_s(), "machine": machine_busy_s()}
 
 
 @dataclass
@@ -156,13 +190,13 @@ async def write_backlog(conn: asyncpg.Connection, changes: int, lots: int) -> No
         await conn.execute(_BACKLOG, start, min(start + step, changes) - 1, lots)
 
 
-async def raw_phase(db_url: str, dest: MunicipalDestination, emulator: Emulator, session: aiohttp.ClientSession,
-                    emulator_pid: int) -> Phase:
-    """The same batches, rendered beforehand, POSTed back to back by a plain aiohttp client."""
+async def render_bodies(db_url: str, dest: MunicipalDestination) -> list[tuple[bytes, int, str]]:
+    """The backlog as request bodies of `batch_size` records in drain order, rendered by the adapter's profile (not
+    measured): (body, records, X-V2X-Batch)."""
     engine = create_engine(db_url, pool_size=1)
     store = MunicipalStore(engine)
     profile = make_profile(dest)
-    bodies: list[tuple[bytes, int]] = []
+    bodies: list[tuple[bytes, int, str]] = []
     try:
         from services.municipal.model import Position
 
@@ -172,25 +206,50 @@ async def raw_phase(db_url: str, dest: MunicipalDestination, emulator: Emulator,
             if not rows:
                 break
             docs = [profile.render(r, idempotency_key(dest.name, r.id), None, now).doc for r in rows]
-            bodies.append((profile.body(docs), len(rows)))
+            bodies.append((profile.body(docs), len(rows), f"{rows[0].id}..{rows[-1].id}/{len(rows)}"))
             pos = Position(rows[-1].txid, rows[-1].id)
     finally:
         await engine.dispose()
-    total = sum(n for _, n in bodies)
-    cpu0 = {"client": time.process_time(), "emulator": proc_cpu_s(emulator_pid)}
-    t0 = time.perf_counter()
-    for body, _ in bodies:
-        headers = {"Content-Type": profile.content_type, **signing.headers(SECRET, int(time.time()), body)}
+    return bodies
+
+
+async def raw_phase(bodies: list[tuple[bytes, int, str]], dest: MunicipalDestination, emulator: Emulator,
+                    session: aiohttp.ClientSession, emulator_pid: int, in_flight: int = 1) -> Phase:
+    """The same batches, rendered beforehand, POSTed by a plain aiohttp client: one after another (`in_flight` 1),
+    or `in_flight` at a time."""
+    content_type = make_profile(dest).content_type
+    total = sum(n for _, n, _ in bodies)
+
+    async def post(body: bytes, span: str) -> None:
+        # The adapter's request: same body, same headers (the receiver keeps its counts per X-V2X-Destination).
+        headers = {"Content-Type": content_type, "X-V2X-Destination": dest.name, "X-V2X-Batch": span,
+                   **signing.headers(SECRET, int(time.time()), body)}
         async with session.post(dest.url, data=body, headers=headers) as r:
             await r.read()
             if r.status != 200:
                 raise RuntimeError(f"raw POST answered {r.status}")
+
+    pids = {"client": os.getpid(), "emulator": emulator_pid}
+    cpu0 = cpu_now(pids)
+    t0 = time.perf_counter()
+    if in_flight <= 1:
+        for body, _, span in bodies:
+            await post(body, span)
+    else:
+        queue = iter(bodies)
+
+        async def worker() -> None:
+            for body, _, span in queue:
+                await post(body, span)
+
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
     elapsed = time.perf_counter() - t0
-    cpu = {"client": time.process_time() - cpu0["client"], "emulator": proc_cpu_s(emulator_pid) - cpu0["emulator"]}
+    cpu = {k: v - cpu0[k] for k, v in cpu_now(pids).items()}
     got = await emulator.unique(session)
     if got != total:
         raise RuntimeError(f"raw phase: the emulator holds {got} records, expected {total}")
-    return Phase("raw aiohttp client", total, elapsed, {k: v / elapsed for k, v in cpu.items()})
+    name = "raw aiohttp client" if in_flight <= 1 else f"raw, {in_flight} in flight"
+    return Phase(name, total, elapsed, {k: v / elapsed for k, v in cpu.items()})
 
 
 async def adapter_phase(db_url: str, redis_url: str, dest: MunicipalDestination, emulator: Emulator,
@@ -224,7 +283,8 @@ async def adapter_phase(db_url: str, redis_url: str, dest: MunicipalDestination,
                 await asyncio.sleep(0.1)
             stub = MunicipalAdminServiceStub(channel)
             before = (await stub.GetStatus(pb.GetStatusRequest(destination=dest.name), metadata=md)).destinations[0]
-            cpu0 = {"adapter": proc_cpu_s(proc.pid), "emulator": proc_cpu_s(emulator_pid)}
+            pids = {"adapter": proc.pid, "emulator": emulator_pid}
+            cpu0 = cpu_now(pids)
             t0 = time.perf_counter()
             await stub.Resume(pb.ResumeRequest(destination=dest.name), metadata=md)
             while await emulator.unique(session) < changes:
@@ -234,8 +294,7 @@ async def adapter_phase(db_url: str, redis_url: str, dest: MunicipalDestination,
                     raise RuntimeError("the adapter exited")
                 await asyncio.sleep(0.02)
             elapsed = time.perf_counter() - t0
-            cpu = {"adapter": proc_cpu_s(proc.pid) - cpu0["adapter"],
-                   "emulator": proc_cpu_s(emulator_pid) - cpu0["emulator"]}
+            cpu = {k: v - cpu0[k] for k, v in cpu_now(pids).items()}
             await asyncio.sleep(0.3)
             after = (await stub.GetStatus(pb.GetStatusRequest(destination=dest.name), metadata=md)).destinations[0]
     finally:
@@ -266,14 +325,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         emulator = Emulator(free_port(), log)
         dest = MunicipalDestination(name="bench", url=f"{emulator.url}/municipal/v1/records",
                                     profile="municipal_json", secret=SECRET, batch_size=args.batch, timeout_s=30.0)
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4)) as session:
+        bodies = await render_bodies(db_url, dest)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_IN_FLIGHT + 2)) as session:
             await emulator.wait_ready(session)
-            raw = await raw_phase(db_url, dest, emulator, session, emulator.proc.pid)
+            raw = await raw_phase(bodies, dest, emulator, session, emulator.proc.pid)
             await emulator.reset(session)
+            raw_concurrent = await raw_phase(bodies, dest, emulator, session, emulator.proc.pid, MAX_IN_FLIGHT)
+            await emulator.reset(session)
+            del bodies
             adapter, lag = await adapter_phase(db_url, args.redis, dest, emulator, session, emulator.proc.pid,
                                                args.changes, log, args.timeout)
-        return {"raw": raw, "adapter": adapter, "lag": lag, "backlog_s": backlog_s,
-                "took_s": time.monotonic() - started, "log": log.name}
+        return {"raw": raw, "raw_concurrent": raw_concurrent, "adapter": adapter, "lag": lag,
+                "backlog_s": backlog_s, "took_s": time.monotonic() - started, "log": log.name}
     finally:
         stop(emulator.proc if emulator else None)
         await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
@@ -283,36 +346,45 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
     raw: Phase = r["raw"]
+    raw_concurrent: Phase = r["raw_concurrent"]
     adapter: Phase = r["adapter"]
     ratio = adapter.rate / raw.rate if raw.rate else 0.0
+    ratio_concurrent = adapter.rate / raw_concurrent.rate if raw_concurrent.rate else 0.0
     load = os.getloadavg()
     print(f"\nmunicipal adapter: drain a backlog of {args.changes:,} lot_dynamic changes ({args.lots:,} lots), "
           f"municipal JSON profile, batches of {args.batch}, loopback emulator")
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end "
-          "(other work on the machine slows both phases)\n")
+          "(other work on the machine slows both phases; 'machine' is every process's CPU, 'postgres' every "
+          "PostgreSQL process's)\n")
     print(f"{'phase':<24}{'records':>10}{'seconds':>10}{'records/s':>12}   CPU (cores)")
-    for p in (raw, adapter):
+    for p in (raw, raw_concurrent, adapter):
         cpu = ", ".join(f"{k} {v:.2f}" for k, v in p.cpu.items())
         print(f"{p.name:<24}{p.records:>10,}{p.seconds:>10.2f}{p.rate:>12,.0f}   {cpu}")
     rate_ok, ratio_ok = adapter.rate >= GOAL_RATE, ratio >= GOAL_RATIO
     print(f"\nadapter / raw = {ratio:.2f}   goals: >= {GOAL_RATE:,.0f} records/s {'met' if rate_ok else 'NOT met'}, "
-          f">= {GOAL_RATIO} x raw {'met' if ratio_ok else 'NOT met'}")
-    per_record = {name: 1e6 * cores * p.seconds / p.records for p in (raw, adapter) for name, cores in p.cpu.items()
-                  if (p is raw and name == "emulator") or (p is adapter and name == "adapter")}
+          f">= {GOAL_RATIO} x raw {'met' if ratio_ok else 'NOT met'}   "
+          f"(adapter / raw with {MAX_IN_FLIGHT} in flight = {ratio_concurrent:.2f})")
+    per_record = {"adapter": 1e6 * adapter.cpu["adapter"] * adapter.seconds / adapter.records,
+                  "postgres": 1e6 * adapter.cpu["postgres"] * adapter.seconds / adapter.records,
+                  "emulator": 1e6 * raw.cpu["emulator"] * raw.seconds / raw.records}
     print(f"CPU per record: adapter {per_record['adapter']:.0f} us (read, order, check, map, sign, POST, commit), "
+          f"postgres {per_record['postgres']:.0f} us while it ran, "
           f"receiver {per_record['emulator']:.0f} us (parse, verify, dedupe)")
     print(f"lag before resume: {r['lag']['lag_records_before']:,} records, {r['lag']['lag_s_before']} s; "
           f"after: {r['lag']['lag_records_after']} records, {r['lag']['dead_letters']} dead letters")
     print(f"(backlog written in {r['backlog_s']:.1f} s; whole run {r['took_s']:.0f} s; process logs {r['log']})")
+
+    def phase(p: Phase) -> dict[str, Any]:
+        return {"records": p.records, "seconds": p.seconds, "records_per_s": p.rate, "cpu_cores": p.cpu}
+
     return {
         "benchmark": "municipal", "at": datetime.now(UTC).isoformat(),
-        "config": {"changes": args.changes, "lots": args.lots, "batch": args.batch, "profile": "municipal_json"},
+        "config": {"changes": args.changes, "lots": args.lots, "batch": args.batch, "profile": "municipal_json",
+                   "adapter_in_flight": MAX_IN_FLIGHT},
         "machine": {"cores": os.cpu_count(), "load_average_end": load},
-        "raw": {"records": raw.records, "seconds": raw.seconds, "records_per_s": raw.rate, "cpu_cores": raw.cpu},
-        "adapter": {"records": adapter.records, "seconds": adapter.seconds, "records_per_s": adapter.rate,
-                    "cpu_cores": adapter.cpu},
-        "ratio": ratio, "goals": {"records_per_s": GOAL_RATE, "ratio": GOAL_RATIO, "records_per_s_met": rate_ok,
-                                  "ratio_met": ratio_ok},
+        "raw": phase(raw), "raw_concurrent": phase(raw_concurrent), "adapter": phase(adapter),
+        "ratio": ratio, "ratio_to_raw_concurrent": ratio_concurrent,
+        "goals": {"records_per_s": GOAL_RATE, "ratio": GOAL_RATIO, "records_per_s_met": rate_ok, "ratio_met": ratio_ok},
         "cpu_us_per_record": per_record,
         "lag": r["lag"],
     }

@@ -72,7 +72,6 @@ from services.parking.store import ParkingStore
 
 CENTER = (31.40, 121.49)
 HALF_SIDE_M = 15_000.0  # the district is 30 km x 30 km
-REGION = "310113"
 SERVICE = "v2x.parking.v1.ParkingService"
 CLASS_IDS = (pb.SPACE_CLASS_GENERAL, pb.SPACE_CLASS_EV, pb.SPACE_CLASS_DISABLED, pb.SPACE_CLASS_RESERVED)
 GOAL_INGEST = 5000.0

@@ -1,11 +1,16 @@
 """One delivery lane per destination: drain the outbox in order, render, sign, POST, record the outcome.
 
-- One batch in flight per destination, so a later record of a lot never overtakes an earlier one that is
-  being retried; the next batch is read and rendered while the current one is in flight, and a batch's
-  outcome is committed (cursor, counts, dead letters: one transaction) after the platform's 2xx.
-  A crash re-sends at most the batch in flight, which the receiver dedupes by idempotency key.
+- The lane reads the outbox a chunk at a time (up to CHUNK_BATCHES batches of the destination's batch size,
+  plus the rows that keep each lot in id order). A chunk larger than one batch is split into batches that
+  never share a lot; up to MAX_IN_FLIGHT of them are in flight at once, and the batches of one lot's
+  records go one after another (a batch is sent when the one before it in its stream was acknowledged), so
+  a later record of a lot never overtakes an earlier one that is being retried. The next chunk is read
+  and rendered while the current one is in flight, and a chunk's outcome is committed (cursor, counts,
+  dead letters: one transaction) after the platform acknowledged every batch of it. A crash re-sends at
+  most the chunk in flight, which the receiver dedupes by idempotency key.
 - 5xx, 408/425/429, timeouts and connection errors: the same batch again after an exponential backoff
   with jitter (Retry-After honoured), for as long as it takes: an outage makes lag, never loses data.
+  The other batches of the chunk carry on meanwhile; the chunk is committed when the last one got through.
 - 401/403: the platform refuses our credentials; the destination is paused with that reason (nothing is
   dead-lettered for a configuration error). Any other 4xx for a whole batch: the batch is split until the
   refused record is alone, and that record becomes a dead letter. A per-record 4xx in a 2xx answer: that
@@ -17,6 +22,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -25,6 +31,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import aiohttp
@@ -42,12 +49,11 @@ from services.municipal.model import (
     OutboxRecord,
     Outcome,
     Position,
-    Rendered,
-    idempotency_key,
+    key_maker,
 )
 from services.municipal.profiles import RenderContext, make_profile
 from services.municipal.profiles.base import preview, record_key
-from services.municipal.store import Commit, Control, MunicipalStore
+from services.municipal.store import Commit, Control, MunicipalStore, Row, chunk_end, row_position, to_records
 
 log = logging.getLogger("v2x.municipal")
 
@@ -66,6 +72,19 @@ LOCK_CHECK_S = 5.0
 CONTROL_EVERY_S = 0.5
 ERROR_WRITE_S = 1.0
 RETRYABLE = frozenset({408, 425, 429})
+# Requests in flight per destination at most; the batches in flight together never share a lot.
+MAX_IN_FLIGHT = 4
+# One read of the outbox (and one commit of the cursor) covers up to this many batches, and up to CHUNK_ROWS rows
+# (at least one batch) so that big batches do not make huge chunks.
+CHUNK_BATCHES = 8
+CHUNK_ROWS = 8_000
+# Chunks read ahead of the one being rendered, at most.
+READ_AHEAD = 2
+# Records rendered between two looks at the requests in flight.
+SLICE = 250
+_ROW_ID = itemgetter(1)
+_KIND = attrgetter("kind")
+_LOT = attrgetter("aggregate_id")
 
 
 class Paused(Exception):
@@ -125,13 +144,148 @@ class Replay:
         return inside and (r.created_at < self.from_time or bool(self.kinds and r.kind not in self.kinds))
 
 
+@dataclass(slots=True)
+class Parcel:
+    """Records that go in one request (in id order), their idempotency keys and their documents in wire form."""
+
+    records: list[OutboxRecord]
+    keys: list[str]
+    wires: list[bytes]
+    body: bytes | None = None  # the request body, once built
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def halves(self) -> tuple[Parcel, Parcel]:
+        h = len(self.records) // 2
+        return (Parcel(self.records[:h], self.keys[:h], self.wires[:h]),
+                Parcel(self.records[h:], self.keys[h:], self.wires[h:]))
+
+
+@dataclass(slots=True)
+class Sent:
+    """What the platform made of some records: acknowledged ones, and dead letters (refused or invalid)."""
+
+    delivered: list[OutboxRecord] = field(default_factory=list)
+    dead: list[Outcome] = field(default_factory=list)
+
+    def add(self, other: Sent) -> None:
+        self.delivered += other.delivered
+        self.dead += other.dead
+
+
 @dataclass
-class Batch:
-    records: list[OutboxRecord] = field(default_factory=list)  # in id order (a lot's order)
-    end: Position = field(default_factory=lambda: Position(0, 0))
-    extras: dict[int, Position] = field(default_factory=dict)
-    sendable: list[Rendered] = field(default_factory=list)
-    settled: list[Outcome] = field(default_factory=list)  # skipped or invalid, decided before sending
+class Chunk:
+    """One read of the outbox, rendered and split for sending, with the drain state after it."""
+
+    size: int = 0  # rows read; 0: nothing to deliver yet
+    end: Position = field(default_factory=lambda: Position(0, 0))  # the cursor once the chunk is through
+    ahead: dict[int, Position] = field(default_factory=dict)  # rows beyond `end` delivered early, after it
+    replay_in: Replay | None = None  # the replay in progress while the chunk is sent
+    replay: Replay | None = None  # the replay still in progress after it
+    # Streams of parcels: a lot's records are all in one stream; streams go concurrently, the parcels of a
+    # stream one after another.
+    streams: list[list[Parcel]] = field(default_factory=list)
+    dead: list[Outcome] = field(default_factory=list)  # invalid records, decided before sending
+
+
+def split_streams(records: list[OutboxRecord], keys: list[str], wires: list[bytes],
+                  batch_size: int) -> list[list[Parcel]]:
+    """Splits records (in id order) into streams of parcels of at most `batch_size` records such that each lot's
+    records are in one stream, in id order. Lots are packed whole into one-parcel streams (first fit, in order of
+    their first record); a lot with more than a batch of records gets a stream of its own."""
+    n = len(records)
+    if n <= batch_size:
+        return [[Parcel(records, keys, wires)]] if n else []
+    sizes = collections.Counter(map(_LOT, records))  # in order of first appearance
+    room: list[int] = []  # free places per stream; -1: a stream of one big lot
+    stream_of: dict[str, int] = {}
+    first_open = 0
+    for lot, size in sizes.items():
+        if size > batch_size:
+            stream_of[lot] = len(room)
+            room.append(-1)
+            continue
+        i = first_open
+        while i < len(room) and room[i] < size:
+            i += 1
+        if i == len(room):
+            room.append(batch_size)
+        room[i] -= size
+        stream_of[lot] = i
+        while first_open < len(room) and room[first_open] <= 0:
+            first_open += 1
+    if len(room) == 1:
+        return [[Parcel(records[i:i + batch_size], keys[i:i + batch_size], wires[i:i + batch_size])
+                 for i in range(0, n, batch_size)]]
+    by_stream: list[tuple[list[OutboxRecord], list[str], list[bytes]]] = [([], [], []) for _ in room]
+    for r, k, d in zip(records, keys, wires, strict=True):
+        rs, ks, ds = by_stream[stream_of[r.aggregate_id]]
+        rs.append(r)
+        ks.append(k)
+        ds.append(d)
+    return [[Parcel(rs[i:i + batch_size], ks[i:i + batch_size], ds[i:i + batch_size])
+             for i in range(0, len(rs), batch_size)] for rs, ks, ds in by_stream]
+
+
+class Reader:
+    """Reads the outbox ahead of delivery, a chunk at a time, in a task of its own: each read needs only the end of
+    the one before (and its early rows), so PostgreSQL works up to READ_AHEAD chunks ahead while the lane renders
+    and sends. A read that finds nothing ends the task; the next `next()` reads again from there."""
+
+    def __init__(self, lane: Lane, pos: Position, ahead: dict[int, Position], replay: Replay | None) -> None:
+        self.lane = lane
+        self.pos, self.ahead, self.replay = pos, ahead, replay  # where the next read starts
+        self.queue: asyncio.Queue[_Read | BaseException | None] = asyncio.Queue(READ_AHEAD)
+        self.task: asyncio.Task[None] | None = None
+
+    async def _read_ahead(self) -> None:
+        lane = self.lane
+        size = lane.destination.batch_size
+        limit = size * max(1, min(CHUNK_BATCHES, CHUNK_ROWS // size))
+        try:
+            while True:
+                batch, extra = await lane.store.read_chunk(self.pos, sorted(self.ahead), lane.kinds, limit)
+                if not batch:
+                    await self.queue.put(None)
+                    return
+                end = chunk_end(batch)
+                ahead = {i: p for i, p in {**self.ahead, **{r[1]: row_position(r) for r in extra}}.items()
+                         if end < p}
+                replay_in = self.replay
+                replay = replay_in if replay_in is not None and end < replay_in.end else None
+                self.pos, self.ahead, self.replay = end, ahead, replay
+                await self.queue.put(_Read(batch + extra, end, ahead, replay_in, replay))
+        except Exception as exc:  # handed to the lane, which restarts from the durable state
+            await self.queue.put(exc)
+
+    async def next(self) -> Chunk:
+        """The next chunk (size 0 when nothing is waiting: the next call reads again)."""
+        if self.task is None:
+            self.task = asyncio.create_task(self._read_ahead())
+        read = await self.queue.get()
+        if read is None or isinstance(read, BaseException):
+            self.task = None
+            if read is not None:
+                raise read
+            return Chunk(0, self.pos, self.ahead, self.replay, self.replay)
+        chunk = await self.lane._prepare(read.rows, read.replay_in)
+        chunk.end, chunk.ahead, chunk.replay_in, chunk.replay = read.end, read.ahead, read.replay_in, read.replay
+        return chunk
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+
+@dataclass
+class _Read:
+    rows: list[Row]  # the chunk's rows and its early rows, from read_chunk
+    end: Position
+    ahead: dict[int, Position]
+    replay_in: Replay | None
+    replay: Replay | None
 
 
 class Lane:
@@ -148,6 +302,8 @@ class Lane:
         self.wake = asyncio.Event()
         self.session: aiohttp.ClientSession | None = None
         self.lot_kinds: dict[str, str] = {}
+        self.key = key_maker(self.name)
+        self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.owner = False
         self._error_written = 0.0
         self._lock_checked = 0.0
@@ -166,7 +322,7 @@ class Lane:
             if self.destination.ca_file:
                 ctx = ssl.create_default_context(cafile=self.destination.ca_file)
             self.session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=8, ssl=ctx),
+                connector=aiohttp.TCPConnector(limit=max(8, MAX_IN_FLIGHT), ssl=ctx),
                 timeout=aiohttp.ClientTimeout(total=self.destination.timeout_s))
         return self.session
 
@@ -234,7 +390,9 @@ class Lane:
             ahead = await self.store.positions(state.ahead)
             replay = (Replay(state.replay_from, state.replay_kinds, state.replay_end)
                       if state.replay_from is not None and state.replay_end is not None else None)
-            prefetch: asyncio.Task[Batch] | None = None
+            reader = Reader(self, pos, ahead, replay)
+            prefetch: asyncio.Task[Chunk] | None = None
+            delivering: asyncio.Task[Sent] | None = None
             committing: asyncio.Task[None] | None = None
             controlled_at = 0.0
             try:
@@ -261,9 +419,9 @@ class Lane:
                         await self._retry_dead_letters()
                         self._control_due = True
                         continue
-                    batch = await prefetch if prefetch is not None else await self._build(pos, ahead, replay)
+                    chunk = await prefetch if prefetch is not None else await reader.next()
                     prefetch = None
-                    if not batch.records:
+                    if not chunk.size:
                         if replay is not None:
                             # Nothing left to re-send: the cursor goes back to where the replay began.
                             if committing is not None:
@@ -272,66 +430,99 @@ class Lane:
                             end = max(pos, replay.end)
                             await self.store.commit(self.name, Commit(end, sorted(i for i, p in ahead.items()
                                                                                   if end < p),
-                                                                      [], replay.end, True))
+                                                                      [], [], replay.end, True))
                             break
                         await self._sleep(self.settings.municipal_poll_s)
                         continue
-                    next_pos = batch.end
-                    next_ahead = {i: p for i, p in {**ahead, **batch.extras}.items() if next_pos < p}
-                    next_replay = replay if replay is not None and next_pos < replay.end else None
-                    prefetch = asyncio.create_task(self._build(next_pos, next_ahead, next_replay))
-                    outcomes = batch.settled + await self._send(batch.sendable)
+                    delivering = asyncio.create_task(self._deliver(chunk.streams))
+                    prefetch = asyncio.create_task(reader.next())
+                    sent = await delivering
                     if committing is not None:
                         await committing
-                    commit = Commit(next_pos, sorted(next_ahead), outcomes,
-                                    replay.end if replay is not None else None,
-                                    replay is not None and next_replay is None)
+                    replay_in = chunk.replay_in
+                    commit = Commit(chunk.end, sorted(chunk.ahead), sent.delivered, chunk.dead + sent.dead,
+                                    replay_in.end if replay_in is not None else None,
+                                    replay_in is not None and chunk.replay is None)
                     committing = asyncio.create_task(self._commit(commit))
-                    pos, ahead, replay = next_pos, next_ahead, next_replay
+                    pos, ahead, replay = chunk.end, chunk.ahead, chunk.replay
             except Paused:
-                log.info("paused with a batch in flight; it is sent again on resume",
+                log.info("paused with a chunk in flight; it is sent again on resume",
                          extra={"destination": self.name})
             finally:
-                if prefetch is not None:
-                    prefetch.cancel()
-                    with contextlib.suppress(BaseException):
-                        await prefetch
+                for task in (prefetch, delivering):
+                    if task is not None and not task.done():
+                        task.cancel()
+                        with contextlib.suppress(BaseException):
+                            await task
+                reader.close()
                 if committing is not None:
                     # A stop must not tear a commit in half (it is one transaction anyway).
                     await asyncio.shield(committing)
 
     async def _commit(self, c: Commit) -> None:
         counted = await self.store.commit(self.name, c)
-        kinds: dict[str, int] = {}
-        for o in c.outcomes:
-            if o.fate is Fate.DELIVERED:
-                kinds[o.record.kind] = kinds.get(o.record.kind, 0) + 1
-            elif o.fate is Fate.DEAD:
-                DEAD.labels(self.name, o.reason).inc()
+        for o in c.dead:
+            DEAD.labels(self.name, o.reason).inc()
         if counted:
-            for kind, n in kinds.items():
+            for kind, n in collections.Counter(map(_KIND, c.delivered)).items():
                 DELIVERED.labels(self.name, kind).inc(n)
 
-    async def _build(self, pos: Position, ahead: dict[int, Position], replay: Replay | None) -> Batch:
-        rows, extra = await self.store.next_batch(pos, sorted(ahead), self.kinds, self.destination.batch_size)
-        if not rows:
-            return Batch()
-        records = sorted(rows + extra, key=lambda r: r.id)
-        batch = Batch(records, Position(rows[-1].txid, rows[-1].id), {r.id: Position(r.txid, r.id) for r in extra})
-        ctx = await self._context(records)
+    async def _prepare(self, rows: list[Row], replay: Replay | None) -> Chunk:
+        """A chunk's rows (from `read_chunk`) checked, rendered and split into streams of parcels. The work is done
+        a slice at a time, letting the requests in flight be answered in between."""
+        rows.sort(key=_ROW_ID)  # id order: each lot's order
+        chunk = Chunk(len(rows))
+        sendable: list[OutboxRecord] = []
+        keys: list[str] = []
+        wires: list[bytes] = []
+        if self.profile.needs_lot_kinds:
+            records: list[OutboxRecord] = []
+            for i in range(0, len(rows), SLICE):
+                records += to_records(rows[i:i + SLICE])
+                await asyncio.sleep(0)
+            ctx = await self._context(records)
+            for i in range(0, len(records), SLICE):
+                self._render(records[i:i + SLICE], ctx, replay, chunk.dead, sendable, keys, wires)
+                await asyncio.sleep(0)
+        else:
+            ctx = RenderContext()
+            for i in range(0, len(rows), SLICE):
+                self._render(to_records(rows[i:i + SLICE]), ctx, replay, chunk.dead, sendable, keys, wires)
+                await asyncio.sleep(0)
+        chunk.streams = split_streams(sendable, keys, wires, self.destination.batch_size)
+        for stream in chunk.streams:
+            for parcel in stream:
+                parcel.body = self.profile.body_of(parcel.wires)
+        return chunk
+
+    def _render(self, records: list[OutboxRecord], ctx: RenderContext, replay: Replay | None, dead: list[Outcome],
+                sendable: list[OutboxRecord], keys: list[str], wires: list[bytes]) -> None:
+        """Appends the records to send, their keys and documents in wire form; invalid records go to `dead`,
+        skipped ones nowhere."""
+        profile, make_key, wire = self.profile, self.key, self.profile.wire
+        fast_wire, fast = profile.fast_wire, profile.fast
         now = datetime.now(UTC)
         for r in records:
-            key = idempotency_key(self.name, r.id)
+            key = make_key(r.id)
             if replay is not None and replay.skips(r):
-                batch.settled.append(Outcome(r, Fate.SKIPPED, key))
                 continue
-            try:
-                batch.sendable.append(self.profile.render(r, key, ctx, now))
-            except NotCarried:
-                batch.settled.append(Outcome(r, Fate.SKIPPED, key))
-            except InvalidRecord as exc:
-                batch.settled.append(self._invalid(r, key, exc))
-        return batch
+            # The profile's fast path when it has one, else (and whenever the fast path is not sure) the general one.
+            w: bytes | None = None
+            if (to_wire := fast_wire.get(r.kind)) is not None:
+                w = to_wire(r, key, now)
+            elif (render := fast.get(r.kind)) is not None and (doc := render(r, key, now)) is not None:
+                w = wire(doc)
+            if w is None:
+                try:
+                    w = wire(profile.render_checked(r, key, ctx, now).doc)
+                except NotCarried:
+                    continue
+                except InvalidRecord as exc:
+                    dead.append(self._invalid(r, key, exc))
+                    continue
+            sendable.append(r)
+            keys.append(key)
+            wires.append(w)
 
     def _invalid(self, r: OutboxRecord, key: str, exc: InvalidRecord) -> Outcome:
         return Outcome(r, Fate.DEAD, key, record_key(r), 0, "INVALID_RECORD",
@@ -353,11 +544,36 @@ class Lane:
 
     # ----- sending ---------------------------------------------------------------------------------------
 
-    async def _send(self, items: list[Rendered]) -> list[Outcome]:
-        """Delivers `items` (in order); returns one outcome each. Retries until the platform answers
-        something other than a transient failure. Raises Paused when the destination gets paused."""
-        if not items:
-            return []
+    async def _deliver(self, streams: list[list[Parcel]]) -> Sent:
+        """Sends every stream (concurrently, each stream's parcels in order) until all are through; returns what
+        the platform made of them. If one stream stops (pause), the others are cancelled and the chunk is
+        sent again later (the receiver dedupes what got through)."""
+        if len(streams) == 1:
+            return await self._stream(streams[0])
+        tasks = [asyncio.create_task(self._stream(s)) for s in streams]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        out = Sent()
+        for r in results:
+            out.add(r)
+        return out
+
+    async def _stream(self, parcels: list[Parcel]) -> Sent:
+        out = Sent()
+        for parcel in parcels:
+            out.add(await self._send(parcel))
+        return out
+
+    async def _send(self, items: Parcel) -> Sent:
+        """Delivers `items` (in order). Retries until the platform answers something other than a transient
+        failure. Raises Paused when the destination gets paused."""
+        if not items.records:
+            return Sent()
         attempt = 0
         while True:
             attempt += 1
@@ -382,14 +598,17 @@ class Lane:
                                                                            "status": exc.status})
                 raise Paused() from None
 
-    async def _post(self, items: list[Rendered], attempt: int) -> list[Outcome]:
+    async def _post(self, items: Parcel, attempt: int) -> Sent:
         await self.bucket.take(len(items))
-        body = self.profile.body([r.doc for r in items])
+        if items.body is None:
+            items.body = self.profile.body_of(items.wires)
+        body = items.body
+        records = items.records
         headers = {"Content-Type": self.profile.content_type, "X-V2X-Destination": self.name,
-                   "X-V2X-Batch": f"{items[0].record.id}..{items[-1].record.id}/{len(items)}",
+                   "X-V2X-Batch": f"{records[0].id}..{records[-1].id}/{len(records)}",
                    **signing.headers(self.destination.secret, int(time.time()), body)}
         try:
-            async with self.http().post(self.destination.url, data=body, headers=headers) as resp:
+            async with self.in_flight, self.http().post(self.destination.url, data=body, headers=headers) as resp:
                 status = resp.status
                 answer = await resp.read()
                 retry_after = resp.headers.get("Retry-After")
@@ -407,34 +626,49 @@ class Lane:
                 after = float(retry_after) if retry_after else None
             raise Transient(status, f"HTTP {status}: {message}", after)
         REQUESTS.labels(self.name, str(status)).inc()
-        if len(items) > 1:
+        if len(records) > 1:
             # Which record does the platform refuse? Halve until it is alone; the others go through.
-            half = len(items) // 2
-            return await self._send(items[:half]) + await self._send(items[half:])
-        r = items[0]
-        return [Outcome(r.record, Fate.DEAD, r.key, r.record_key, status, "REJECTED_BY_PLATFORM",
-                        f"HTTP {status}: {message}", preview(r.record), attempt)]
+            first, second = items.halves()
+            out = await self._send(first)
+            out.add(await self._send(second))
+            return out
+        r = records[0]
+        return Sent([], [Outcome(r, Fate.DEAD, items.keys[0], record_key(r), status, "REJECTED_BY_PLATFORM",
+                                 f"HTTP {status}: {message}", preview(r), attempt)])
 
-    def _results(self, items: list[Rendered], answer: bytes, attempt: int) -> list[Outcome]:
+    def _results(self, items: Parcel, answer: bytes, attempt: int) -> Sent:
+        doc: Any = None
+        with contextlib.suppress(ValueError):
+            doc = orjson.loads(answer)  # an empty answer is a ValueError too: every record delivered
+        results = doc.get("results", []) if isinstance(doc, dict) else []
+        keys = items.keys
+        if type(results) is list and len(results) == len(keys):
+            # The usual answer: one result per record, in order, none of them 4xx or 5xx.
+            for res, key in zip(results, keys, strict=True):
+                if type(res) is not dict or res.get("idempotencyKey") != key:
+                    break
+                status = res.get("status", 200)
+                if type(status) is not int or status >= 400:
+                    break
+            else:
+                return Sent(list(items.records), [])
         per_key: dict[str, dict[str, Any]] = {}
-        if answer.strip():
-            with contextlib.suppress(ValueError, TypeError, AttributeError):
-                doc = orjson.loads(answer)
-                for res in doc.get("results", []) if isinstance(doc, dict) else []:
-                    if isinstance(res, dict) and isinstance(res.get("idempotencyKey"), str):
-                        per_key[res["idempotencyKey"]] = res
-        out: list[Outcome] = []
-        for r in items:
-            res = per_key.get(r.key)
+        with contextlib.suppress(TypeError, AttributeError):
+            for res in results:
+                if isinstance(res, dict) and isinstance(res.get("idempotencyKey"), str):
+                    per_key[res["idempotencyKey"]] = res
+        out = Sent()
+        for r, key in zip(items.records, keys, strict=True):
+            res = per_key.get(key)
             code = int(res.get("status", 200)) if res else 200
             if code >= 500:
-                raise Transient(code, f"record {r.key}: HTTP {code}: {res.get('error', '') if res else ''}")
+                raise Transient(code, f"record {key}: HTTP {code}: {res.get('error', '') if res else ''}")
             if 400 <= code < 500:
                 err = str(res.get("error", "")) if res else ""
-                out.append(Outcome(r.record, Fate.DEAD, r.key, r.record_key, code, "REJECTED_BY_PLATFORM",
-                                   f"HTTP {code}: {err}"[:2000], preview(r.record), attempt))
+                out.dead.append(Outcome(r, Fate.DEAD, key, record_key(r), code, "REJECTED_BY_PLATFORM",
+                                        f"HTTP {code}: {err}"[:2000], preview(r), attempt))
             else:
-                out.append(Outcome(r.record, Fate.DELIVERED, r.key, r.record_key, code, attempts=attempt))
+                out.delivered.append(r)
         return out
 
     async def _note_error(self, status: int, message: str) -> None:
@@ -451,20 +685,27 @@ class Lane:
             items, _gone = await self.store.requeued(self.name, self.destination.batch_size)
             if not items:
                 return
-            ctx = await self._context([r for _, r in items])
+            records = [r for _, r in items]
+            ctx = await self._context(records)
+            dead: list[Outcome] = []
             now = datetime.now(UTC)
-            settled: list[Outcome] = []
-            sendable: list[Rendered] = []
-            for _, r in items:
-                key = idempotency_key(self.name, r.id)
+            sendable: list[OutboxRecord] = []
+            keys: list[str] = []
+            wires: list[bytes] = []
+            for r in records:
+                key = self.key(r.id)
                 try:
-                    sendable.append(self.profile.render(r, key, ctx, now))
+                    wires.append(self.profile.wire(self.profile.render(r, key, ctx, now).doc))
                 except NotCarried:
-                    settled.append(Outcome(r, Fate.DEAD, key, record_key(r), 0, "NOT_CARRIED",
-                                           f"profile {self.profile.name} does not carry {r.kind}", preview(r)))
+                    dead.append(Outcome(r, Fate.DEAD, key, record_key(r), 0, "NOT_CARRIED",
+                                        f"profile {self.profile.name} does not carry {r.kind}", preview(r)))
+                    continue
                 except InvalidRecord as exc:
-                    settled.append(self._invalid(r, key, exc))
-            outcomes = settled + await self._send(sendable)
-            resolved = await self.store.commit_retried(self.name, outcomes)
+                    dead.append(self._invalid(r, key, exc))
+                    continue
+                sendable.append(r)
+                keys.append(key)
+            sent = await self._send(Parcel(sendable, keys, wires))
+            resolved = await self.store.commit_retried(self.name, sent.delivered, dead + sent.dead)
             log.info("dead letters retried", extra={"destination": self.name, "resolved": resolved,
-                                                    "still_dead": len(outcomes) - resolved})
+                                                    "still_dead": len(records) - resolved})

@@ -159,7 +159,7 @@ class Platform:
                 results.append({"idempotencyKey": rec.key, "status": 200})
             else:
                 self.stats.accepted += 1
-                self._keep(dataclasses.replace(rec, source=source) if source else rec)
+                self._keep(dataclasses.replace(rec, source=source) if source and rec.source != source else rec)
                 results.append({"idempotencyKey": rec.key, "status": 201})
         if self._file is not None:
             self._file.flush()
@@ -181,7 +181,7 @@ def _day(changed_at: str) -> str:
 # ----- reading each profile's batches ---------------------------------------------------------------------
 
 
-def _envelope(env: Any, problems: list[str]) -> Incoming:
+def _envelope(env: Any, problems: list[str], source: str = "") -> Incoming:
     if not isinstance(env, dict):
         return Incoming("", "", "", 0, "", ("record has no delivery envelope",))
     key, kind, agg = env.get("idempotencyKey"), env.get("recordType"), env.get("aggregateId")
@@ -199,7 +199,8 @@ def _envelope(env: Any, problems: list[str]) -> Incoming:
         problems.append("sequence is not an integer")
     if not isinstance(changed, str) or _day(changed) == "invalid":
         problems.append("changedAt is not an ISO-8601 time")
-    return Incoming(str(key or ""), str(kind or ""), str(agg or ""), sequence, str(changed or ""), tuple(problems))
+    return Incoming(str(key or ""), str(kind or ""), str(agg or ""), sequence, str(changed or ""), tuple(problems),
+                    source)
 
 
 _MUNICIPAL_REQUIRED = {
@@ -211,7 +212,7 @@ _MUNICIPAL_REQUIRED = {
 }
 
 
-def read_municipal_json(body: bytes) -> list[Incoming]:
+def read_municipal_json(body: bytes, source: str = "") -> list[Incoming]:
     doc = orjson.loads(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
         raise ValueError("body must be an object with a records list")
@@ -227,11 +228,11 @@ def read_municipal_json(body: bytes) -> list[Incoming]:
             if kind == "lot_dynamic" and isinstance(data.get("freeBerths"), int) and isinstance(
                     data.get("totalBerths"), int) and not 0 <= data["freeBerths"] <= data["totalBerths"]:
                 problems.append("data.freeBerths is outside 0..totalBerths")
-        out.append(_envelope(rec, problems))
+        out.append(_envelope(rec, problems, source))
     return out
 
 
-def read_datex2(body: bytes) -> list[Incoming]:
+def read_datex2(body: bytes, source: str = "") -> list[Incoming]:
     root = ET.fromstring(body)
     if root.tag != f"{{{V2X_NS}}}batch":
         raise ValueError("root element must be v2x:batch")
@@ -241,11 +242,11 @@ def read_datex2(body: bytes) -> list[Incoming]:
         payload = rec.find("{http://datex2.eu/schema/3/d2Payload}payload")
         if payload is None:
             problems.append("record holds no d2:payload")
-        out.append(_envelope(dict(rec.attrib), problems))
+        out.append(_envelope(dict(rec.attrib), problems, source))
     return out
 
 
-def read_ngsi_ld(body: bytes) -> list[Incoming]:
+def read_ngsi_ld(body: bytes, source: str = "") -> list[Incoming]:
     doc = orjson.loads(body)
     if not isinstance(doc, list):
         raise ValueError("an NGSI-LD batch upsert is a JSON array of entities")
@@ -258,11 +259,11 @@ def read_ngsi_ld(body: bytes) -> list[Incoming]:
         if not str(entity.get("id", "")).startswith("urn:ngsi-ld:") or not entity.get("type"):
             problems.append("entity needs an urn:ngsi-ld: id and a type")
         delivery = entity.get("v2xDelivery")
-        out.append(_envelope(delivery.get("value") if isinstance(delivery, dict) else None, problems))
+        out.append(_envelope(delivery.get("value") if isinstance(delivery, dict) else None, problems, source))
     return out
 
 
-READERS: dict[str, Callable[[bytes], list[Incoming]]] = {
+READERS: dict[str, Callable[[bytes, str], list[Incoming]]] = {
     "/municipal/v1/records": read_municipal_json,
     "/datex2/v3/parking": read_datex2,
     "/ngsi-ld/v1/entityOperations/upsert": read_ngsi_ld,
@@ -303,7 +304,9 @@ async def _ingest(request: web.Request) -> web.StreamResponse:
                 p.stats.bad_signature += 1
             return web.json_response({"error": why}, status=401)
         try:
-            records = READERS[request.path](body)
+            # Each record is read with its sender (X-V2X-Destination) at once: no copy per record to add it later.
+            source = request.headers.get("X-V2X-Destination", "")
+            records = READERS[request.path](body, source)
         except (ValueError, ET.ParseError) as exc:
             return web.json_response({"error": f"unreadable batch: {exc}"}, status=400)
         fail = p.rng.random() < f.fail_rate
@@ -316,7 +319,7 @@ async def _ingest(request: web.Request) -> web.StreamResponse:
         if drop and not drop_after:
             p.stats.dropped += 1
             return _drop(request)
-        results = p.accept(records, request.headers.get("X-V2X-Destination", ""))
+        results = p.accept(records, source)
         delay = f.latency_ms + (p.rng.uniform(0, f.latency_jitter_ms) if f.latency_jitter_ms else 0.0)
         if delay > 0:
             await asyncio.sleep(delay / 1000)

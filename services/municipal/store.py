@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.config import MunicipalDestination
 from services.municipal.model import (
@@ -29,7 +29,6 @@ from services.municipal.model import (
     DeadLetter,
     DestinationState,
     DestinationStatus,
-    Fate,
     OutboxRecord,
     Outcome,
     Position,
@@ -57,32 +56,43 @@ SELECT paused, pause_reason, replay_from IS NOT NULL AND replay_end_id IS NULL A
            AS requeued
 FROM municipal_destinations d WHERE name = :name""")
 
-_NEXT = text(f"""
-SELECT {_COLUMNS} FROM outbox o
-WHERE (o.txid, o.id) > {_POS.format('cur')}
-  AND o.txid < pg_snapshot_xmin(pg_current_snapshot())
-  AND o.kind = ANY(CAST(:kinds AS text[]))
-  AND o.id <> ALL(CAST(:ahead AS bigint[]))
-ORDER BY o.txid, o.id
-LIMIT :limit""")
-
-# For each lot of a batch: its committed rows beyond the batch end with ids below the lot's last id in the
-# batch. `lo` is the lot's last row at or before the cursor (rows below it were all processed).
-_AHEAD_OF_LOTS = text(f"""
-SELECT o.* FROM unnest(CAST(:aggs AS text[]), CAST(:minids AS bigint[]), CAST(:maxids AS bigint[]))
-    AS b(agg, minid, maxid)
+# One read of the drain, in one statement (one round trip, one snapshot): the next `$5` rows after the cursor
+# ($1, $2) from finished transactions (`extra` false), and for each lot among them its committed rows beyond the
+# last of those rows with ids below the lot's last id there (`extra` true), which are delivered with them to keep
+# the lot in id order. `lo` is the lot's last row at or before the cursor (rows below it were all processed).
+# It runs on the asyncpg connection itself (positional parameters): rows come back as asyncpg Records, without
+# SQLAlchemy's result machinery, and the payload as JSON text for orjson. (A transaction id as a bigint: an
+# xid8 is an epoch and a 32-bit xid, and the epoch would need 2^31 wraparounds to reach the sign bit.)
+_CHUNK = """
+WITH batch AS MATERIALIZED (
+    SELECT o.id, o.txid, o.created_at, o.kind, o.aggregate_id, o.payload FROM outbox o
+    WHERE (o.txid, o.id) > (CAST($1::text AS xid8), $2::bigint)
+      AND o.txid < pg_snapshot_xmin(pg_current_snapshot())
+      AND o.kind = ANY($3::text[])
+      AND o.id <> ALL($4::bigint[])
+    ORDER BY o.txid, o.id
+    LIMIT $5
+), last AS (
+    SELECT txid, id FROM batch ORDER BY txid DESC, id DESC LIMIT 1
+), lots AS (
+    SELECT aggregate_id AS agg, min(id) AS minid, max(id) AS maxid FROM batch GROUP BY aggregate_id
+)
+SELECT false AS extra, b.id, b.txid::text::bigint, b.created_at, b.kind, b.aggregate_id, b.payload::text FROM batch b
+UNION ALL
+SELECT true, o.id, o.txid::text::bigint, o.created_at, o.kind, o.aggregate_id, o.payload::text
+FROM lots b CROSS JOIN last
 CROSS JOIN LATERAL (
     SELECT COALESCE(max(p.id), 0) AS lo FROM outbox p
-    WHERE p.aggregate_id = b.agg AND p.id < b.minid AND (p.txid, p.id) <= {_POS.format('cur')}
+    WHERE p.aggregate_id = b.agg AND p.id < b.minid AND (p.txid, p.id) <= (CAST($1::text AS xid8), $2::bigint)
 ) AS low
 CROSS JOIN LATERAL (
-    SELECT {_COLUMNS} FROM outbox o
+    SELECT o.* FROM outbox o
     WHERE o.aggregate_id = b.agg AND o.id > low.lo AND o.id < b.maxid
-      AND (o.txid, o.id) > {_POS.format('end')}
-      AND o.kind = ANY(CAST(:kinds AS text[]))
-      AND o.id <> ALL(CAST(:ahead AS bigint[]))
+      AND (o.txid, o.id) > (last.txid, last.id)
+      AND o.kind = ANY($3::text[])
+      AND o.id <> ALL($4::bigint[])
     OFFSET 0  -- keeps this a per-lot index range scan (the planner would flatten it into a hash join)
-) AS o""")
+) AS o"""
 
 _POSITIONS = text("SELECT id, txid::text AS txid FROM outbox WHERE id = ANY(CAST(:ids AS bigint[]))")
 
@@ -100,29 +110,48 @@ UPDATE municipal_destinations SET
     updated_at = now()
 WHERE name = :name""")
 
-_ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO off")
+_ASYNC_COMMIT = "SET LOCAL synchronous_commit TO off"
 
-_COUNT = text("""
+# The commit of a chunk runs on the asyncpg connection itself (positional parameters), like the drain read.
+_ADVANCE_PG = """
+UPDATE municipal_destinations SET
+    cursor_txid = CAST($2::text AS xid8), cursor_id = $3, ahead = $4::bigint[],
+    last_delivered_at = CASE WHEN $5 THEN now() ELSE last_delivered_at END,
+    last_error_code = CASE WHEN $5 THEN NULL ELSE last_error_code END,
+    last_error = CASE WHEN $5 THEN NULL ELSE last_error END,
+    last_error_at = CASE WHEN $5 THEN NULL ELSE last_error_at END,
+    replay_from = CASE WHEN $6 THEN NULL ELSE replay_from END,
+    replay_kinds = CASE WHEN $6 THEN '{}' ELSE replay_kinds END,
+    replay_end_txid = CASE WHEN $6 THEN NULL ELSE replay_end_txid END,
+    replay_end_id = CASE WHEN $6 THEN NULL ELSE replay_end_id END,
+    updated_at = now()
+WHERE name = $1"""
+
+_DELIVERED_AT_PG = "UPDATE municipal_destinations SET last_delivered_at = now() WHERE name = $1"
+
+_COUNT_PG = """
 INSERT INTO municipal_delivered (destination, kind, day, delivered)
-SELECT :name, k, d, n FROM unnest(CAST(:kinds AS text[]), CAST(:days AS date[]), CAST(:ns AS bigint[])) AS t(k, d, n)
-ON CONFLICT (destination, kind, day) DO UPDATE SET delivered = municipal_delivered.delivered + excluded.delivered""")
+SELECT $1, k, d, n FROM unnest($2::text[], $3::date[], $4::bigint[]) AS t(k, d, n)
+ON CONFLICT (destination, kind, day) DO UPDATE SET delivered = municipal_delivered.delivered + excluded.delivered"""
 
-_DEAD = text("""
+_DEAD_PG = """
 INSERT INTO municipal_dead_letters AS l (destination, outbox_id, kind, record_key, idempotency_key, attempts,
     http_status, reason, message, payload_preview)
-SELECT :name, i, k, rk, ik, a, hs, r, m, pv
-FROM unnest(CAST(:ids AS bigint[]), CAST(:kinds AS text[]), CAST(:rkeys AS text[]), CAST(:ikeys AS text[]),
-            CAST(:attempts AS integer[]), CAST(:statuses AS integer[]), CAST(:reasons AS text[]),
-            CAST(:messages AS text[]), CAST(:previews AS text[])) AS t(i, k, rk, ik, a, hs, r, m, pv)
+SELECT $1, i, k, rk, ik, a, hs, r, m, pv
+FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::integer[], $8::text[],
+            $9::text[], $10::text[]) AS t(i, k, rk, ik, a, hs, r, m, pv)
 ON CONFLICT (destination, outbox_id) DO UPDATE SET
     state = 'open', attempts = l.attempts + excluded.attempts, http_status = excluded.http_status,
     reason = excluded.reason, message = excluded.message, payload_preview = excluded.payload_preview,
-    last_attempt_at = now()""")
+    last_attempt_at = now()"""
 
-_RESOLVE = text("""
+_RESOLVE_PG = """
 UPDATE municipal_dead_letters SET state = 'resolved', attempts = attempts + 1, last_attempt_at = now()
-WHERE destination = :name AND outbox_id = ANY(CAST(:ids AS bigint[])) AND state <> 'resolved'
-RETURNING outbox_id""")
+WHERE destination = $1 AND outbox_id = ANY($2::bigint[]) AND state <> 'resolved'
+RETURNING outbox_id"""
+
+
+
 
 _ERROR = text("""
 UPDATE municipal_destinations SET last_error_code = :code, last_error = :message, last_error_at = now()
@@ -206,8 +235,51 @@ ORDER BY aggregate_id, id DESC""")
 
 
 def _record(r: Sequence[Any]) -> OutboxRecord:
-    # Columns of _COLUMNS, by position (the hot path of draining).
+    # Columns of _COLUMNS, by position.
     return OutboxRecord(r[0], int(r[1]), r[2], r[3], r[4], orjson.loads(r[5]))
+
+
+Row = Sequence[Any]  # a row of _CHUNK: extra, id, txid, created_at, kind, aggregate_id, payload (JSON text)
+
+
+def to_records(rows: Iterable[Row]) -> list[OutboxRecord]:
+    """Rows of a chunk as OutboxRecords (the hot path of draining: names bound once)."""
+    loads, rec = orjson.loads, OutboxRecord
+    return [rec(r[1], r[2], r[3], r[4], r[5], loads(r[6])) for r in rows]
+
+
+def row_position(r: Row) -> Position:
+    return Position(r[2], r[1])
+
+
+def chunk_end(rows: Sequence[Row]) -> Position:
+    """The last of a chunk's (non-extra) rows in drain order."""
+    txid, id_ = max([(r[2], r[1]) for r in rows])
+    return Position(txid, id_)
+
+
+def day_counts(records: Iterable[OutboxRecord]) -> dict[tuple[str, date], int]:
+    """Records per (kind, local day of the change). Rows of a transaction share created_at and mostly follow each
+    other: the day is worked out once per run of them (aware times with the same tzinfo compare field by field)."""
+    groups: dict[tuple[str, date], int] = {}
+    last_kind: str | None = None
+    last_at: datetime | None = None
+    key: tuple[str, date] | None = None
+    n = 0
+    for r in records:
+        if r.created_at != last_at or r.kind != last_kind:
+            if key is not None:
+                groups[key] = groups.get(key, 0) + n
+            last_kind, last_at, n = r.kind, r.created_at, 0
+            key = (r.kind, r.created_at.astimezone(LOCAL_TZ).date())
+        n += 1
+    if key is not None:
+        groups[key] = groups.get(key, 0) + n
+    return groups
+
+
+def _drain_order(r: OutboxRecord) -> tuple[int, int]:
+    return r.txid, r.id
 
 
 def _position(txid: str | None, id_: int | None) -> Position | None:
@@ -224,11 +296,12 @@ class Control:
 
 @dataclass(frozen=True)
 class Commit:
-    """What one delivered batch changes, written in one transaction after the platform's answer."""
+    """What one delivered chunk changes, written in one transaction after the platform's answers."""
 
     cursor: Position
     ahead: list[int]
-    outcomes: Sequence[Outcome]
+    delivered: Sequence[OutboxRecord]  # acknowledged by the platform
+    dead: Sequence[Outcome]  # invalid or refused: dead letters
     replay_end: Position | None  # the replay in progress, if any
     replay_done: bool
 
@@ -275,27 +348,25 @@ class MunicipalStore:
 
     # ----- draining -----------------------------------------------------------------------------------
 
+    async def read_chunk(self, cursor: Position, ahead: Sequence[int], kinds: Sequence[str],
+                         limit: int) -> tuple[list[Row], list[Row]]:
+        """The next `limit` rows after the cursor from finished transactions, and the rows to deliver with
+        them to keep each lot in id order (see the module docstring), as rows of _CHUNK, in no particular order."""
+        async with self.engine.connect() as conn:
+            pg = (await conn.get_raw_connection()).driver_connection
+            assert pg is not None
+            rows = await pg.fetch(_CHUNK, str(cursor.txid), cursor.id, list(kinds), list(ahead), limit)
+        batch: list[Row] = []
+        extra: list[Row] = []
+        for r in rows:
+            (extra if r[0] else batch).append(r)
+        return batch, extra
+
     async def next_batch(self, cursor: Position, ahead: Sequence[int], kinds: Sequence[str],
                          limit: int) -> tuple[list[OutboxRecord], list[OutboxRecord]]:
-        """The next `limit` rows after the cursor from finished transactions, and the rows to deliver with
-        them to keep each lot in id order (see the module docstring). Both in (txid, id) order."""
-        async with self.engine.connect() as conn:
-            rows = [_record(r) for r in await conn.execute(_NEXT, {
-                "cur_txid": str(cursor.txid), "cur_id": cursor.id, "kinds": list(kinds), "ahead": list(ahead),
-                "limit": limit})]
-            if not rows:
-                return [], []
-            bounds: dict[str, list[int]] = {}
-            for r in rows:
-                b = bounds.setdefault(r.aggregate_id, [r.id, r.id])
-                b[0], b[1] = min(b[0], r.id), max(b[1], r.id)
-            end = rows[-1]
-            extra = [_record(r) for r in await conn.execute(_AHEAD_OF_LOTS, {
-                "aggs": list(bounds), "minids": [b[0] for b in bounds.values()],
-                "maxids": [b[1] for b in bounds.values()], "cur_txid": str(cursor.txid), "cur_id": cursor.id,
-                "end_txid": str(end.txid), "end_id": end.id, "kinds": list(kinds), "ahead": list(ahead)})]
-        extra.sort(key=lambda r: (r.txid, r.id))
-        return rows, extra
+        """`read_chunk` as OutboxRecords, both lists in (txid, id) order."""
+        batch, extra = await self.read_chunk(cursor, ahead, kinds, limit)
+        return sorted(to_records(batch), key=_drain_order), sorted(to_records(extra), key=_drain_order)
 
     async def positions(self, ids: Sequence[int]) -> dict[int, Position]:
         if not ids:
@@ -307,51 +378,48 @@ class MunicipalStore:
     async def commit(self, name: str, c: Commit) -> int:
         """Advances the cursor and records the batch's outcomes; returns how many records were counted
         as delivered (each record is counted once, also when a replay or a retry sends it again)."""
-        delivered = [o for o in c.outcomes if o.fate is Fate.DELIVERED]
-        dead = [o for o in c.outcomes if o.fate is Fate.DEAD]
-        async with self.engine.begin() as conn:
-            # No wait for the WAL flush: if PostgreSQL itself crashes, the last few advances are lost and their
-            # records are sent again, which the receiver dedupes (same idempotency keys), with counts and dead
-            # letters lost and redone in the same transactions. The cursor never gets ahead of the platform.
-            await conn.execute(_ASYNC_COMMIT)
-            await conn.execute(_ADVANCE, {"name": name, "cur_txid": str(c.cursor.txid), "cur_id": c.cursor.id,
-                                          "ahead": c.ahead, "delivered": bool(delivered),
-                                          "replay_done": c.replay_done})
-            if c.replay_end is not None:
-                # Inside a replay only records that were dead letters are new to the platform.
-                replayed = [o for o in delivered if Position(o.record.txid, o.record.id) <= c.replay_end]
-                fresh = [o for o in delivered if not Position(o.record.txid, o.record.id) <= c.replay_end]
-                resolved = await self._resolve(conn, name, [o.record.id for o in replayed])
-                counted = fresh + [o for o in replayed if o.record.id in resolved]
-            else:
-                counted = delivered
-            await self._count(conn, name, counted)
-            await self._dead(conn, name, dead)
+        delivered, dead = c.delivered, c.dead
+        async with self.engine.connect() as conn:
+            pg = (await conn.get_raw_connection()).driver_connection
+            assert pg is not None
+            async with pg.transaction():
+                # No wait for the WAL flush: if PostgreSQL itself crashes, the last few advances are lost and their
+                # records are sent again, which the receiver dedupes (same idempotency keys), with counts and dead
+                # letters lost and redone in the same transactions. The cursor never gets ahead of the platform.
+                await pg.execute(_ASYNC_COMMIT)
+                await pg.execute(_ADVANCE_PG, name, str(c.cursor.txid), c.cursor.id, c.ahead, bool(delivered),
+                                 c.replay_done)
+                if c.replay_end is not None:
+                    # Inside a replay only records that were dead letters are new to the platform.
+                    replayed = [r for r in delivered if Position(r.txid, r.id) <= c.replay_end]
+                    fresh = [r for r in delivered if not Position(r.txid, r.id) <= c.replay_end]
+                    resolved = await self._resolve(pg, name, [r.id for r in replayed])
+                    counted: Sequence[OutboxRecord] = fresh + [r for r in replayed if r.id in resolved]
+                else:
+                    counted = delivered
+                await self._count(pg, name, counted)
+                await self._dead(pg, name, dead)
         return len(counted)
 
-    async def _resolve(self, conn: AsyncConnection, name: str, ids: Sequence[int]) -> set[int]:
+    @staticmethod
+    async def _resolve(pg: Any, name: str, ids: Sequence[int]) -> set[int]:
         if not ids:
             return set()
-        return {r[0] for r in await conn.execute(_RESOLVE, {"name": name, "ids": list(ids)})}
+        return {r[0] for r in await pg.fetch(_RESOLVE_PG, name, list(ids))}
 
-    async def _count(self, conn: AsyncConnection, name: str, outcomes: Sequence[Outcome]) -> None:
-        groups: dict[tuple[str, str], int] = {}
-        for o in outcomes:
-            k = (o.record.kind, o.record.day)
-            groups[k] = groups.get(k, 0) + 1
+    @staticmethod
+    async def _count(pg: Any, name: str, records: Sequence[OutboxRecord]) -> None:
+        groups = day_counts(records)
         if groups:
-            await conn.execute(_COUNT, {"name": name, "kinds": [k for k, _ in groups],
-                                        "days": [date.fromisoformat(d) for _, d in groups],
-                                        "ns": list(groups.values())})
+            await pg.execute(_COUNT_PG, name, [k for k, _ in groups], [d for _, d in groups], list(groups.values()))
 
-    async def _dead(self, conn: AsyncConnection, name: str, dead: Sequence[Outcome]) -> None:
+    @staticmethod
+    async def _dead(pg: Any, name: str, dead: Sequence[Outcome]) -> None:
         if dead:
-            await conn.execute(_DEAD, {
-                "name": name, "ids": [o.record.id for o in dead], "kinds": [o.record.kind for o in dead],
-                "rkeys": [o.record_key for o in dead], "ikeys": [o.key for o in dead],
-                "attempts": [o.attempts for o in dead], "statuses": [o.http_status for o in dead],
-                "reasons": [o.reason for o in dead], "messages": [o.message[:2000] for o in dead],
-                "previews": [o.preview for o in dead]})
+            await pg.execute(_DEAD_PG, name, [o.record.id for o in dead], [o.record.kind for o in dead],
+                             [o.record_key for o in dead], [o.key for o in dead], [o.attempts for o in dead],
+                             [o.http_status for o in dead], [o.reason for o in dead],
+                             [o.message[:2000] for o in dead], [o.preview for o in dead])
 
     # ----- replay -------------------------------------------------------------------------------------
 
@@ -419,16 +487,17 @@ class MunicipalStore:
                 await conn.execute(_GONE, {"ids": gone})
         return [(r.dead_letter_id, _record(r)) for r in rows if r.id is not None], gone
 
-    async def commit_retried(self, name: str, outcomes: Sequence[Outcome]) -> int:
+    async def commit_retried(self, name: str, delivered: Sequence[OutboxRecord], dead: Sequence[Outcome]) -> int:
         """Outcomes of requeued dead letters: delivered ones are resolved and counted, the others open."""
-        async with self.engine.begin() as conn:
-            delivered = [o for o in outcomes if o.fate is Fate.DELIVERED]
-            resolved = await self._resolve(conn, name, [o.record.id for o in delivered])
-            await self._count(conn, name, [o for o in delivered if o.record.id in resolved])
-            await self._dead(conn, name, [o for o in outcomes if o.fate is not Fate.DELIVERED])
-            if delivered:
-                await conn.execute(text("UPDATE municipal_destinations SET last_delivered_at = now() "
-                                        "WHERE name = :name"), {"name": name})
+        async with self.engine.connect() as conn:
+            pg = (await conn.get_raw_connection()).driver_connection
+            assert pg is not None
+            async with pg.transaction():
+                resolved = await self._resolve(pg, name, [r.id for r in delivered])
+                await self._count(pg, name, [r for r in delivered if r.id in resolved])
+                await self._dead(pg, name, dead)
+                if delivered:
+                    await pg.execute(_DELIVERED_AT_PG, name)
         return len(resolved)
 
     # ----- reconciliation -------------------------------------------------------------------------------

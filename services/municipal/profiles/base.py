@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -18,7 +18,7 @@ PREVIEW_CHARS = 2000
 
 
 @functools.lru_cache(maxsize=4096)
-def _changed_at(at: datetime) -> str:
+def changed_at(at: datetime) -> str:
     # Rows of one transaction share created_at: format it once.
     return at.astimezone(LOCAL_TZ).isoformat(timespec="milliseconds")
 
@@ -64,9 +64,30 @@ class RenderContext:
         self.lot_kinds: Mapping[str, str] = lot_kinds or {}
 
 
+# A profile's fast path for one kind: the record's document when the record certainly passes every check of
+# the kind and of the profile, else None (the general path then checks it and names what is wrong).
+FastRender = Callable[[OutboxRecord, str, datetime], Any]
+# The same, straight to the document's wire form (`Profile.wire`).
+FastWire = Callable[[OutboxRecord, str, datetime], bytes | None]
+
+
+def parsed_time(value: str) -> tuple[datetime, str] | None:
+    """A payload time and its local (UTC+8) form to the second; None when it is not ISO-8601 with an offset."""
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if at.tzinfo is None:
+        return None
+    return at, at.astimezone(LOCAL_TZ).isoformat(timespec="seconds")
+
+
 class Profile(ABC):
     """One wire format. Subclasses map a checked payload to their document form (`_map`), adding
-    their own rules to the checker, and wrap documents into a request body (`body`)."""
+    their own rules to the checker, and wrap documents into a request body (`body`). A subclass may
+    offer fast paths (`fast_renderers`) for its frequent kinds: straight-line check-and-map functions that
+    must give the same document as the general path for every record that passes, and None for any
+    record they are not sure of (tests/municipal/test_fast_paths.py holds them to that)."""
 
     name: ClassVar[str]
     carries: ClassVar[frozenset[str]]
@@ -79,10 +100,33 @@ class Profile(ABC):
     def __init__(self, destination: MunicipalDestination) -> None:
         self.destination = destination
         self.kinds = frozenset(destination.kinds) & self.carries if destination.kinds else self.carries
+        self.fast: dict[str, FastRender] = {k: f for k, f in self.fast_renderers().items() if k in self.kinds}
+        self.fast_wire: dict[str, FastWire] = {k: f for k, f in self.fast_wires().items() if k in self.kinds}
+
+    def fast_renderers(self) -> Mapping[str, FastRender]:
+        """kind -> fast path (see the class docstring); none by default."""
+        return {}
+
+    def fast_wires(self) -> Mapping[str, FastWire]:
+        """kind -> fast path to the wire form: `wire(doc)` of the document the general path gives, or None
+        exactly when the kind's fast renderer gives None; none by default."""
+        return {}
 
     def render(self, record: OutboxRecord, key: str, ctx: RenderContext | None = None,
                now: datetime | None = None) -> Rendered:
         """The record in this profile's form; raises NotCarried (skip) or InvalidRecord (dead letter)."""
+        if record.kind not in self.kinds:
+            raise NotCarried(record.kind)
+        fast = self.fast.get(record.kind)
+        if fast is not None:
+            doc = fast(record, key, now or datetime.now(UTC))
+            if doc is not None:
+                return Rendered(record, key, record_key(record), doc)
+        return self.render_checked(record, key, ctx, now)
+
+    def render_checked(self, record: OutboxRecord, key: str, ctx: RenderContext | None = None,
+                       now: datetime | None = None) -> Rendered:
+        """`render` by the general path: every check of the kind, then the profile's mapping and rules."""
         if record.kind not in self.kinds:
             raise NotCarried(record.kind)
         c = check(record, now or datetime.now(UTC))
@@ -96,7 +140,7 @@ class Profile(ABC):
     def envelope(self, record: OutboxRecord, key: str) -> dict[str, Any]:
         """Delivery facts carried with every record: its idempotency key, kind, order and change time."""
         return {"idempotencyKey": key, "recordType": record.kind, "sequence": record.id,
-                "aggregateId": record.aggregate_id, "changedAt": _changed_at(record.created_at)}
+                "aggregateId": record.aggregate_id, "changedAt": changed_at(record.created_at)}
 
     @abstractmethod
     def _map(self, c: Checker, record: OutboxRecord, key: str, ctx: RenderContext) -> Any:
@@ -105,6 +149,16 @@ class Profile(ABC):
     @abstractmethod
     def body(self, docs: Sequence[Any]) -> bytes:
         """One request body holding these documents, in order."""
+
+    @abstractmethod
+    def wire(self, doc: Any) -> bytes:
+        """One document in its wire form, as it appears in a body."""
+
+    @abstractmethod
+    def body_of(self, wires: Sequence[bytes]) -> bytes:
+        """`body(docs)` from the documents' wire forms (`wire`): byte for byte the same body. The lane encodes
+        each document as soon as it is rendered, so that a chunk in flight holds bytes, not dicts (fewer objects
+        for the garbage collector to walk)."""
 
     def counts_url(self) -> str | None:
         """Where the platform answers per-day counts for this destination, if the profile offers it."""

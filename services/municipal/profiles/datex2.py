@@ -109,3 +109,9 @@ class Datex2Xml(Profile):
 
     def body(self, docs: Sequence[Any]) -> bytes:
         return (_HEAD + "".join(docs) + "</v2x:batch>").encode()
+
+    def wire(self, doc: Any) -> bytes:
+        return str(doc).encode()
+
+    def body_of(self, wires: Sequence[bytes]) -> bytes:
+        return _HEAD.encode() + b"".join(wires) + b"</v2x:batch>"

@@ -137,3 +137,9 @@ class NgsiLd(Profile):
 
     def body(self, docs: Sequence[Any]) -> bytes:
         return orjson.dumps(list(docs))
+
+    def wire(self, doc: Any) -> bytes:
+        return orjson.dumps(doc)
+
+    def body_of(self, wires: Sequence[bytes]) -> bytes:
+        return b"[" + b",".join(wires) + b"]"

@@ -1,0 +1,178 @@
+"""The hot path of draining gives exactly what the general path gives: the fast renderers (straight-line checks
+and JSON written directly) accept only records the general checks accept, with byte-for-byte the same wire form,
+and a body assembled from wire forms is the body of the documents. Also the split of a chunk into batches."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.common.config import MunicipalDestination
+from services.municipal.delivery import split_streams
+from services.municipal.model import InvalidRecord, OutboxRecord, idempotency_key, key_maker
+from services.municipal.profiles import make_profile
+from services.municipal.profiles.base import Profile
+from tests.municipal.helpers import SECRET, lot_dynamic, lot_static, passage, record, spot_status
+
+NOW = datetime(2026, 11, 24, 4, 0, tzinfo=UTC)
+
+
+def municipal() -> Profile:
+    return make_profile(MunicipalDestination(name="city", url="http://x/records", profile="municipal_json",
+                                             secret=SECRET))
+
+
+def both(p: Profile, rec: OutboxRecord) -> tuple[bytes | None, bytes | None]:
+    """(fast wire form or None, general path's wire form or None when it refuses the record)."""
+    key = idempotency_key("city", rec.id)
+    try:
+        slow: bytes | None = p.wire(p.render_checked(rec, key, None, NOW).doc)
+    except InvalidRecord:
+        slow = None
+    return p.fast_wire[rec.kind](rec, key, NOW), slow
+
+
+def assert_same(p: Profile, rec: OutboxRecord) -> None:
+    fast, slow = both(p, rec)
+    if fast is not None:
+        assert fast == slow, rec.payload
+        assert p.fast[rec.kind](rec, idempotency_key("city", rec.id), NOW) == orjson.loads(slow)
+
+
+# Values a field may be changed to: other types, edge numbers, odd strings and times (NOW + 10 min is the limit).
+ODD_VALUES: list[Any] = [
+    None, True, False, 0, 1, -1, 1.0, 2.5, 10**6, 2**63, "", "x", "1", [], {}, [1], {"a": 1},
+    "2026-11-24T03:00:00", "2026-11-24T03:00:00Z", "2026-11-24T03:00:00+08:00", "2026-02-30T03:00:00+00:00",
+    "1999-12-31T23:59:59+00:00", "2026-11-24T04:09:59+00:00", "2026-11-24T04:10:01+00:00", "SITE_STATUS_FULL",
+    "SITE_STATUS_UNKNOWN", "general", "ev", "B-1", "B 1", "L1", "SPOT_STATUS_FREE", "reserved"]
+ODD = st.sampled_from(ODD_VALUES)
+
+
+def mutate(payload: dict[str, Any], path: list[str], value: Any, delete: bool) -> dict[str, Any]:
+    out = copy.deepcopy(payload)
+    target: Any = out
+    for part in path[:-1]:
+        if not isinstance(target, dict):
+            return out
+        target = target.setdefault(part, {})
+    if isinstance(target, dict):
+        if delete:
+            target.pop(path[-1], None)
+        else:
+            target[path[-1]] = value
+    return out
+
+
+LOT_DYNAMIC_PATHS = [["lot_id"], ["sequence"], ["status"], ["observed_at"], ["received_at"], ["capacity"],
+                     ["free"], ["capacity", "general"], ["capacity", "ev"], ["capacity", "reserved"],
+                     ["capacity", "bikes"], ["free", "general"], ["free", "ev"], ["free", "disabled"],
+                     ["free", "reserved"], ["free", "bikes"], ["ttl_s"]]
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(LOT_DYNAMIC_PATHS), ODD, st.booleans()), max_size=4),
+       st.integers(0, 300), st.sampled_from(["SITE_STATUS_SPACES_AVAILABLE", "SITE_STATUS_UNKNOWN"]))
+def test_the_lot_dynamic_fast_path_agrees_with_the_checks_and_the_mapping(
+        changes: list[tuple[list[str], Any, bool]], free: int, status: str) -> None:
+    payload = lot_dynamic("L1", 7, free, observed=NOW - timedelta(minutes=5), status=status)
+    for path, value, delete in changes:
+        payload = mutate(payload, path, value, delete)
+    assert_same(municipal(), record("lot_dynamic", "L1", payload, id_=42))
+
+
+SPOT_PATHS = [["lot_id"], ["spot_id"], ["space_class"], ["status"], ["observed_at"]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(SPOT_PATHS), ODD, st.booleans()), max_size=3))
+def test_the_spot_status_fast_path_agrees_with_the_checks_and_the_mapping(
+        changes: list[tuple[list[str], Any, bool]]) -> None:
+    payload = {**spot_status("L1", "S-01"), "observed_at": (NOW - timedelta(minutes=1)).isoformat()}
+    for path, value, delete in changes:
+        payload = mutate(payload, path, value, delete)
+    assert_same(municipal(), record("spot_status", "L1", payload, id_=43))
+
+
+def test_every_single_field_change_is_judged_as_the_checks_judge_it() -> None:
+    p = municipal()
+    base = lot_dynamic("L1", 7, 120, observed=NOW - timedelta(minutes=5))
+    spot = {**spot_status("L1", "S-01"), "observed_at": (NOW - timedelta(minutes=1)).isoformat()}
+    for kind, payload, paths in (("lot_dynamic", base, LOT_DYNAMIC_PATHS), ("spot_status", spot, SPOT_PATHS)):
+        for path in paths:
+            assert_same(p, record(kind, "L1", mutate(payload, path, None, True), id_=5))
+            for value in ODD_VALUES:
+                assert_same(p, record(kind, "L1", mutate(payload, path, value, False), id_=5))
+
+
+@pytest.mark.parametrize("payload", [
+    lot_dynamic("L1", 7, 120, observed=NOW),
+    {**lot_dynamic("L1", 0, 0, observed=NOW), "free": {"general": None, "ev": None}},
+    {**lot_dynamic("L1", 3, 300, observed=NOW), "capacity": {"general": 300}, "free": {}},
+    {**lot_dynamic("L1", 3, 1, observed=NOW), "capacity": {"general": 2000, "ev": 0}, "free": {"general": 1999}},
+])
+def test_valid_records_take_the_fast_path(payload: dict[str, Any]) -> None:
+    p = municipal()
+    fast, slow = both(p, record("lot_dynamic", "L1", payload, id_=9))
+    assert fast is not None and fast == slow
+    fast, slow = both(p, record("spot_status", "L1", {**spot_status("L1", "S1"), "observed_at": NOW.isoformat()}))
+    assert fast is not None and fast == slow
+
+
+@pytest.mark.parametrize("profile_name", ["municipal_json", "datex2_xml", "ngsi_ld"])
+def test_a_body_built_from_wire_forms_is_the_body_of_the_documents(profile_name: str) -> None:
+    p = make_profile(MunicipalDestination(name="city \"x\"", url="http://x/records", profile=profile_name,
+                                          secret=SECRET))
+    records = [record("lot_static", "L1", lot_static("L1"), id_=1),
+               record("lot_dynamic", "L1", lot_dynamic("L1", 2), id_=2),
+               record("spot_status", "L1", spot_status("L1", "S1"), id_=3)]
+    if "passage" in p.kinds:
+        records.append(record("passage", "L1", passage("L1", "P1"), id_=4))
+    docs = [p.render(r, idempotency_key("city", r.id)).doc for r in records]
+    assert p.body_of([p.wire(d) for d in docs]) == p.body(docs)
+    assert p.body_of([]) == p.body([])
+
+
+def test_keys_are_uuid5_of_destination_and_outbox_id() -> None:
+    import uuid
+
+    from services.municipal.model import KEY_NAMESPACE
+
+    make = key_maker("城市/city")
+    for i in (1, 42, 10**12, 2**62):
+        assert make(i) == idempotency_key("城市/city", i) == str(uuid.uuid5(KEY_NAMESPACE, f"城市/city/{i}"))
+
+
+# ----- splitting a chunk into batches ---------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 30), max_size=400), st.integers(1, 60))
+def test_a_chunk_is_split_into_batches_that_never_share_a_lot_and_keep_id_order(lots: list[int], size: int) -> None:
+    records = [record("lot_dynamic", f"L{lot}", {}, id_=i + 1) for i, lot in enumerate(lots)]
+    keys = [str(r.id) for r in records]
+    wires = [str(r.id).encode() for r in records]
+    streams = split_streams(records, keys, wires, size)
+    seen: list[int] = []
+    stream_of: dict[str, int] = {}
+    for n, stream in enumerate(streams):
+        ids = [r.id for parcel in stream for r in parcel.records]
+        assert ids == sorted(ids)
+        for parcel in stream:
+            assert 0 < len(parcel.records) <= size
+            assert parcel.keys == [str(r.id) for r in parcel.records]
+            assert parcel.wires == [str(r.id).encode() for r in parcel.records]
+            for r in parcel.records:
+                assert stream_of.setdefault(r.aggregate_id, n) == n  # a lot is in one stream only
+        seen += ids
+    assert sorted(seen) == [r.id for r in records]
+    if len(records) <= size:
+        assert len(streams) == (1 if records else 0)
+    # Lots are packed whole: no more one-batch streams than twice the batches the records need.
+    small = [s for s in streams if len(s) == 1]
+    assert len(small) <= max(1, 2 * -(-len(records) // size))
