@@ -176,3 +176,40 @@ def test_a_chunk_is_split_into_batches_that_never_share_a_lot_and_keep_id_order(
     # Lots are packed whole: no more one-batch streams than twice the batches the records need.
     small = [s for s in streams if len(s) == 1]
     assert len(small) <= max(1, 2 * -(-len(records) // size))
+
+
+# ----- reading the platform's answer ----------------------------------------------------------------------------
+
+
+def test_the_answer_is_read_per_record_whatever_its_shape() -> None:
+    from typing import cast
+
+    from services.common.config import Settings
+    from services.municipal.delivery import Lane, Parcel, Transient
+    from services.municipal.store import MunicipalStore
+
+    dest = MunicipalDestination(name="city", url="http://x/records", profile="municipal_json", secret=SECRET)
+    lane = Lane(dest, cast(MunicipalStore, None), Settings())
+    records = [record("lot_dynamic", f"L{i}", lot_dynamic(f"L{i}", 1), id_=i) for i in range(1, 5)]
+    keys = [idempotency_key("city", r.id) for r in records]
+    parcel = Parcel(records, keys, [b"{}"] * 4)
+
+    def outcome(answer: Any) -> tuple[list[int], list[tuple[int, int]]]:
+        sent = lane._results(parcel, answer if isinstance(answer, bytes) else orjson.dumps(answer), 1)
+        return [r.id for r in sent.delivered], [(o.record.id, o.http_status) for o in sent.dead]
+
+    every = [1, 2, 3, 4]
+    assert outcome(b"") == outcome(b"not json") == outcome({}) == outcome({"results": "x"}) == (every, [])
+    assert outcome({"results": [{"idempotencyKey": k, "status": 201} for k in keys]}) == (every, [])
+    assert outcome({"results": [{"idempotencyKey": k} for k in keys]}) == (every, [])  # no status: 200
+    assert outcome({"results": [{"idempotencyKey": k, "status": 200} for k in reversed(keys)]}) == (every, [])
+    refused = [{"idempotencyKey": k, "status": 422 if i == 1 else 201, "error": "no"} for i, k in enumerate(keys)]
+    assert outcome({"results": refused}) == ([1, 3, 4], [(2, 422)])
+    assert outcome({"results": [{"idempotencyKey": keys[2], "status": "409"}]}) == ([1, 2, 4], [(3, 409)])
+    assert outcome({"results": [{"idempotencyKey": keys[0], "status": True}, *refused[1:]]}) == ([1, 3, 4],
+                                                                                                 [(2, 422)])
+    # The last result for a key counts; results for other keys are ignored.
+    twice = [*refused, {"idempotencyKey": keys[1], "status": 201}, {"idempotencyKey": "other", "status": 500}]
+    assert outcome({"results": twice}) == (every, [])
+    with pytest.raises(Transient):
+        outcome({"results": [{"idempotencyKey": k, "status": 503 if i == 3 else 201} for i, k in enumerate(keys)]})
