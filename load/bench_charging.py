@@ -40,7 +40,6 @@ import math
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -80,6 +79,9 @@ from services.common.config import Settings
 from services.common.db import create_engine, migrate
 from services.common.errors import DomainError
 from services.common.redis_streams import create_redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's `load`
+from load.harness import ServiceProcess, free_port, percentile, proc_cpu_s, tree_cpu_s, wait_all_processes
 
 ocpp.messages.ASYNC_VALIDATION = False  # as the gateway does: tiny schemas validate faster inline
 
@@ -191,14 +193,6 @@ FROM unnest($1::text[], $2::smallint[]) AS t(id, status)
 # ----- measuring --------------------------------------------------------------------------------
 
 
-def _proc_cpu_s(pid: int | str) -> tuple[str, float]:
-    with open(f"/proc/{pid}/stat") as f:
-        raw = f.read()
-    comm = raw[raw.index("(") + 1 : raw.rindex(")")]
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return comm, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class CpuSnapshot:
     wall: float
@@ -217,7 +211,7 @@ class CpuSnapshot:
             if not entry.isdigit():
                 continue
             try:
-                comm, cpu = _proc_cpu_s(entry)
+                comm, cpu = proc_cpu_s(entry)
                 if comm.startswith("postgres"):
                     with open(f"/proc/{entry}/cmdline", "rb") as f:
                         if BENCH_DB.encode() not in f.read():
@@ -228,10 +222,7 @@ class CpuSnapshot:
                 postgres += cpu
             elif comm.startswith("redis-server"):
                 redis += cpu
-        server = 0.0
-        if server_pid is not None:
-            with contextlib.suppress(OSError):
-                server = _proc_cpu_s(server_pid)[1]
+        server = tree_cpu_s(server_pid) if server_pid is not None else 0.0
         with open("/proc/stat") as f:
             values = [int(v) for v in f.readline().split()[1:]]
         busy = (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
@@ -255,13 +246,6 @@ class PhaseResult:
     avg_batch: float | None = None
     not_accepted: int = 0
     errors: list[str] = field(default_factory=list)
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    k = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
-    return sorted_values[k]
 
 
 @dataclass
@@ -317,8 +301,8 @@ async def timed_phase(duration: float, warmup: float, server_pid: int | None, co
         result.errors.append(counter.first_error)
     if counter.latencies:
         lat = sorted(counter.latencies)
-        result.p50_ms = round(_percentile(lat, 0.50) * 1000, 2)
-        result.p99_ms = round(_percentile(lat, 0.99) * 1000, 2)
+        result.p50_ms = round(percentile(lat, 0.50) * 1000, 2)
+        result.p99_ms = round(percentile(lat, 0.99) * 1000, 2)
         result.mean_items = round(counter.items / len(lat), 1)
     return result
 
@@ -545,42 +529,28 @@ def raw_ocpp_worker(writer: StatusWriter, st: BenchStation, counter: Counter, he
 # ----- the service process ----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @dataclass
-class ServiceProcess:
-    proc: subprocess.Popen[bytes]
-    port: int
-    ocpp_port: int
-    log_path: Path
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+class ChargingProcess(ServiceProcess):
+    ocpp_port: int = 0
 
 
-def start_service(database_url: str, redis_url: str) -> ServiceProcess:
+def start_service(database_url: str, redis_url: str, processes: int) -> ChargingProcess:
     port, metrics_port, ocpp_port = free_port(), free_port(), free_port()
     exe = Path(sys.executable).with_name("v2x")
     cmd = [str(exe), "serve", "charging"] if exe.exists() else [sys.executable, "-m", "services.cli", "serve",
                                                                  "charging"]
+    cmd += ["--processes", str(processes)]
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "V2X_CHARGING_PORT": str(port),
            "V2X_CHARGING_METRICS_PORT": str(metrics_port), "V2X_OCPP_PORT": str(ocpp_port),
            "V2X_BIND_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING"}
     log_path = Path(tempfile.gettempdir()) / f"v2x_bench_{os.getpid()}_charging.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    return ServiceProcess(proc, port, ocpp_port, log_path)
+    return ChargingProcess(proc, port, log_path, ocpp_port)
 
 
-async def wait_healthy(service: ServiceProcess, timeout_s: float = 60.0) -> None:
+async def wait_healthy(service: ChargingProcess, processes: int, timeout_s: float = 120.0) -> None:
+    await wait_all_processes(service.proc, processes, service.log_tail, "charging", timeout_s)
     deadline = time.monotonic() + timeout_s
     async with aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -608,7 +578,7 @@ async def wait_healthy(service: ServiceProcess, timeout_s: float = 60.0) -> None
         await asyncio.sleep(0.2)
 
 
-async def stop_service(service: ServiceProcess, grace_s: float = 15.0) -> int | None:
+async def stop_service(service: ChargingProcess, grace_s: float = 15.0) -> int | None:
     if service.proc.poll() is None:
         service.proc.send_signal(signal.SIGTERM)
         try:
@@ -681,8 +651,8 @@ async def prepare(args: argparse.Namespace, db_url: str, operators: list[str]) -
         await conn.close()
     city = {"stations": len(stations), "connectors": len(ccol["id"]), "charge_points": len(driven),
             "load_s": round(time.perf_counter() - t0, 1),
-            "connectors_within_radius": {"mean": round(sum(counts) / len(counts), 1), "p50": _percentile(counts, 0.5),
-                                         "p90": _percentile(counts, 0.9), "max": counts[-1]}}
+            "connectors_within_radius": {"mean": round(sum(counts) / len(counts), 1), "p50": percentile(counts, 0.5),
+                                         "p90": percentile(counts, 0.9), "max": counts[-1]}}
     return stations, city
 
 
@@ -693,7 +663,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     operators = [f"BENCHOP{k:02d}" for k in range(args.operators)]
     admin = await asyncpg.connect(args.pg_admin)
     await admin.execute(f'CREATE DATABASE "{db}"')
-    service: ServiceProcess | None = None
+    service: ChargingProcess | None = None
     engine: AsyncEngine | None = None
     redis: Redis | None = None
     channels: list[aio.Channel] = []
@@ -725,8 +695,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 mine[st.operator] += st.connectors
         driven = [s for s in stations if s.charge_point]
 
-        service = start_service(db_url, args.redis_url)
-        await wait_healthy(service)
+        service = start_service(db_url, args.redis_url, args.server_processes)
+        await wait_healthy(service, args.server_processes)
         pid = service.proc.pid
         print(f"charging service pid {pid}: gRPC {service.port}, OCPP {service.ocpp_port}; phases: "
               f"{args.warmup:g} s warm-up + {args.seconds:g} s each", flush=True)
@@ -899,7 +869,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--window", type=int, default=500, help="reports in flight per operator stream")
     p.add_argument("--concurrency", type=lambda v: sorted(int(x) for x in v.split(",")), default=[1, 4],
                    help="FindChargers calls in flight, one phase per comma-separated level (default 1,4)")
-    p.add_argument("--find-channels", type=int, default=2, help="gRPC connections the queries are spread over")
+    p.add_argument("--find-channels", type=int, default=16,
+                   help="gRPC connections the queries are spread over (the server processes share them)")
+    p.add_argument("--server-processes", type=int, default=1,
+                   help="`v2x serve charging --processes N` (default 1: the find query's PostgreSQL work and the "
+                        "status writer's transactions leave no second core to a second process here)")
     p.add_argument("--connect-concurrency", type=int, default=50, help="charge points connecting at once")
     p.add_argument("--radius", type=float, default=3000.0, help="FindChargers radius, metres")
     p.add_argument("--seconds", type=float, default=12.0, help="measured seconds per phase")

@@ -7,9 +7,10 @@ What it does, all in one run (about a minute and a half; bounded by --deadline, 
 1. creates a fresh database `v2x_bench_idps_<pid>` on the local PostgreSQL/PostGIS cluster and migrates
    it; clears the IDPS keys of the benchmark's Redis database (db 15 unless --redis-url says otherwise);
 2. starts the IDPS service as a separate process (`v2x serve idps`), as in production;
-3. starts a subscriber process with `--subscribers` Subscribe streams, each on its own connection (like
-   separate police consoles), unfiltered, and measures in the same run:
-   - raw: Redis XADD -> XREAD latency to the same number of readers at the same rate, no service;
+3. starts `--subscriber-processes` processes with `--subscribers` Subscribe streams in all, each on its own
+   connection (like separate police consoles), unfiltered, and measures in the same run:
+   - raw: Redis XADD -> XREAD latency to the same number of readers at the same rate, no service (each
+     reader reads every entry, in batches: one XREAD per fan-out linger period, as the service reads);
    - paced: ReportEvent at `--rate` per second (open loop) for `--seconds`; the event mix is a city
      district of 10 km x 10 km with `--sites` places where something happens again and again (two cameras
      and officers reporting one crash, 30 m apart, mixed types of one family) plus one report in five at
@@ -36,7 +37,6 @@ import os
 import pickle
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,6 +59,10 @@ from v2x.idps.v1.idps_pb2_grpc import IdpsServiceStub
 
 from services.common.apikeys import create_key
 from services.common.db import create_engine, migrate
+from services.idps.feed import LINGER_S
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's `load`
+from load.harness import free_port, proc_cpu_s
 
 SERVICE = "v2x.idps.v1.IdpsService"
 CENTER = (31.30, 121.50)
@@ -98,33 +102,27 @@ def percentile(values: list[float], q: float) -> float:
 # ----- CPU accounting ---------------------------------------------------------------------------
 
 
-def _proc_cpu_s(pid: int | str) -> tuple[str, float]:
-    with open(f"/proc/{pid}/stat") as f:
-        raw = f.read()
-    comm = raw[raw.index("(") + 1 : raw.rindex(")")]
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return comm, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class Cpu:
     wall: float
     parties: dict[str, float]
 
     @classmethod
-    def take(cls, pids: dict[str, int]) -> Cpu:
+    def take(cls, pids: dict[str, list[int]]) -> Cpu:
         parties = {"postgres": 0.0, "redis": 0.0}
         for entry in os.listdir("/proc"):
             if entry.isdigit():
                 with contextlib.suppress(OSError, ValueError, IndexError):
-                    comm, cpu = _proc_cpu_s(entry)
+                    comm, cpu = proc_cpu_s(entry)
                     if comm.startswith("postgres"):
                         parties["postgres"] += cpu
                     elif comm.startswith("redis-server"):
                         parties["redis"] += cpu
-        for name, pid in pids.items():
-            with contextlib.suppress(OSError):
-                parties[name] = _proc_cpu_s(pid)[1]
+        for name, group in pids.items():
+            parties[name] = 0.0
+            for pid in group:
+                with contextlib.suppress(OSError):
+                    parties[name] += proc_cpu_s(pid)[1]
         with open("/proc/stat") as f:
             values = [int(v) for v in f.readline().split()[1:]]
         parties["machine"] = (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
@@ -152,7 +150,9 @@ async def _subscribers(port: int, redis_url: str, key: str, n: int, conn: Connec
 
     # Raw baseline: n readers of a plain stream, entries carry their XADD time.
     raw_lat: list[float] = []
-    readers = [Redis.from_url(redis_url) for _ in range(n)]
+    # RESP2: redis-py's pure-Python parser costs ~25 us per entry per reader with it, ~30 with RESP3; at
+    # 50 readers x 1,000 entries/s that parsing is the whole cost of the baseline.
+    readers = [Redis.from_url(redis_url, protocol=2) for _ in range(n)]
     stop_raw = asyncio.Event()
 
     async def raw_reader(r: Redis) -> None:
@@ -165,6 +165,9 @@ async def _subscribers(port: int, redis_url: str, key: str, n: int, conn: Connec
                 for entry_id, fields in entries:
                     cursor = entry_id
                     raw_lat.append(now - float(fields[b"t"]))
+            if reply:
+                # Read in batches as the service's fan-out does (one XREAD per linger period, not per entry).
+                await asyncio.sleep(LINGER_S)
 
     tasks = [asyncio.create_task(raw_reader(r)) for r in readers]
     await asyncio.sleep(0.3)
@@ -330,12 +333,6 @@ async def closed_loop(stubs: list[Any], md: Any, mix: EventMix, log: ReportLog, 
 # ----- the service process ----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return cast(int, s.getsockname()[1])
-
-
 def start_service(database_url: str, redis_url: str, port: int, log_path: Path) -> subprocess.Popen[bytes]:
     exe = Path(sys.executable).with_name("v2x")
     cmd = [str(exe), "serve", "idps"] if exe.exists() else [sys.executable, "-m", "services.cli", "serve", "idps"]
@@ -428,10 +425,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     admin = await asyncpg.connect(args.pg_admin)
     await admin.execute(f'CREATE DATABASE "{db}"')
     proc: subprocess.Popen[bytes] | None = None
-    sub: Any = None
+    subs_procs: list[Any] = []
     redis = Redis.from_url(args.redis_url)
     log_path = Path(tempfile.gettempdir()) / f"v2x_bench_{os.getpid()}_idps.log"
-    out_path = Path(tempfile.gettempdir()) / f"v2x_bench_{os.getpid()}_idps_subs.pickle"
+    out_paths: list[Path] = []
     channels: list[aio.Channel] = []
     try:
         await clear_keys(redis)
@@ -442,19 +439,32 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         port = free_port()
         proc = start_service(db_url, args.redis_url, port, log_path)
         await wait_healthy(proc, port, log_path)
-        parent, child = mp.Pipe()
-        sub = mp.get_context("spawn").Process(target=subscriber_process, args=(
-            port, args.redis_url, police, args.subscribers, child, str(out_path)), daemon=True)
-        sub.start()
-        assert sub.pid is not None
-        pids = {"client": os.getpid(), "subscribers": sub.pid, "server": proc.pid}
+        # The consoles are spread over a few processes (as they are over many machines in the field), so
+        # that decoding 50 copies of every message is not capped at one core of the measuring side.
+        parents: list[Connection] = []
+        for i in range(args.subscriber_processes):
+            share = args.subscribers // args.subscriber_processes + (i < args.subscribers % args.subscriber_processes)
+            parent, child = mp.Pipe()
+            out_paths.append(Path(tempfile.gettempdir()) / f"v2x_bench_{os.getpid()}_idps_subs_{i}.pickle")
+            sub = mp.get_context("spawn").Process(target=subscriber_process, args=(
+                port, args.redis_url, police, share, child, str(out_paths[-1])), daemon=True)
+            sub.start()
+            subs_procs.append(sub)
+            parents.append(parent)
+        pids = {"client": [os.getpid()], "subscribers": [cast(int, p.pid) for p in subs_procs],
+                "server": [proc.pid]}
         loop = asyncio.get_running_loop()
 
         async def expect(word: str) -> None:
-            got = await asyncio.wait_for(loop.run_in_executor(None, parent.recv), 60)
-            assert got == word, got
+            for parent in parents:
+                got = await asyncio.wait_for(loop.run_in_executor(None, parent.recv), 60)
+                assert got == word, got
 
-        print(f"idps service pid {proc.pid} on port {port}; subscriber process pid {sub.pid}; "
+        def tell(word: str) -> None:
+            for parent in parents:
+                parent.send(word)
+
+        print(f"idps service pid {proc.pid} on port {port}; subscriber process pids {pids['subscribers']}; "
               f"load average before: {load_before[0]:.2f}", flush=True)
 
         # Raw baseline: XADD at the same rate to the same number of readers.
@@ -472,7 +482,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 sent += due
             await asyncio.sleep(0.001)
         raw_phase = Phase("raw XADD->XREAD", sent / args.raw_seconds, args.raw_seconds, Cpu.take(pids).since(cpu0))
-        parent.send("raw-stop")
+        tell("raw-stop")
         await expect("live")
         print("  raw baseline done; consoles live", flush=True)
 
@@ -492,9 +502,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         max_phase = Phase(f"ReportEvent max ({args.concurrency} in flight)", max_log.done / secs, secs,
                           Cpu.take(pids).since(cpu0))
         print("  max phase done", flush=True)
-        parent.send("stop")
+        tell("stop")
         await expect("done")
-        subs = pickle.loads(await asyncio.to_thread(out_path.read_bytes))
+        subs: dict[str, Any] = {"raw": [], "arrivals": [], "counts": [], "resyncs": []}
+        for path in out_paths:
+            part = pickle.loads(await asyncio.to_thread(path.read_bytes))
+            for k, v in part.items():
+                subs[k] += v
         raw = cast(list[float], subs["raw"])
         raw_phase.e2e_p50_ms = round(percentile(raw, 0.5) * 1000, 2)
         raw_phase.e2e_p99_ms = round(percentile(raw, 0.99) * 1000, 2)
@@ -515,8 +529,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for ch in channels:
             await ch.close()
-        if sub is not None and sub.is_alive():
-            sub.terminate()
+        for sub in subs_procs:
+            if sub.is_alive():
+                sub.terminate()
         if proc is not None:
             await stop_process(proc)
         with contextlib.suppress(Exception):
@@ -524,8 +539,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await redis.aclose()
         await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         await admin.close()
-        with contextlib.suppress(OSError):
-            out_path.unlink()
+        for path in out_paths:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def report(args: argparse.Namespace, phases: list[Phase], subs: dict[str, Any],
@@ -583,6 +599,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rate", type=float, default=1000.0, help="paced ReportEvent rate, per second")
     p.add_argument("--subscribers", type=int, default=50, help="Subscribe streams (consoles)")
+    p.add_argument("--subscriber-processes", type=int, default=2,
+                   help="processes the consoles (and the raw readers) are spread over")
     p.add_argument("--seconds", type=float, default=20.0, help="measured seconds of the paced phase")
     p.add_argument("--max-seconds", type=float, default=10.0, help="measured seconds of the max-rate phase")
     p.add_argument("--raw-seconds", type=float, default=6.0, help="seconds of the raw XADD->XREAD baseline")
@@ -600,6 +618,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.rate <= 0 or args.subscribers < 1 or args.concurrency < 1:
         p.error("need a positive --rate, --subscribers and --concurrency")
+    if not 1 <= args.subscriber_processes <= args.subscribers:
+        p.error("--subscriber-processes must be between 1 and --subscribers")
     return args
 
 

@@ -32,7 +32,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,6 +58,9 @@ from services.municipal.model import idempotency_key
 from services.municipal.profiles import make_profile
 from services.municipal.store import MunicipalStore
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's `load`
+from load.harness import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret-0123456789abcdef"
 GOAL_RATE = 5000.0
@@ -77,12 +79,6 @@ SELECT 'lot_dynamic', 'B-' || lpad((g % $3)::text, 5, '0'),
                           ELSE 'SITE_STATUS_SPACES_AVAILABLE' END,
            'ttl_s', 600)
 FROM generate_series($1::bigint, $2::bigint) AS g ORDER BY g"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _with_db(url: str, db: str) -> str:

@@ -9,14 +9,15 @@ What it does, in one run of about two minutes:
    segments over 30 km x 30 km around 31.40 N 121.49 E (half in 16 dense hubs, half uniform), with
    mixed capacities, tariffs and opening hours, and a first reading with 12 minutes of occupancy
    history per lot;
-2. starts the parking service as a separate process (`v2x serve parking`, as in production) and
-   waits for its health check;
+2. starts the parking service as separate processes (`v2x serve parking --processes 2`, one per core, sharing
+   the port, as in production) and waits until every process serves;
 3. measures, each phase for a bounded time after a short warm-up:
    - FindAvailable (1 km radius, random points in the district, only lots with free spaces) at each
      `--concurrency` level (calls in flight), through gRPC, then the same queries straight through
      `ParkingStore.find_available` in this process;
    - occupancy ingest through `StreamOccupancy`: `--operators` concurrent operator streams, each
-     owning its share of the lots, `--window` reports in flight per stream, ACCEPTED acks counted
+     owning its share of the lots, `--window` reports in flight per stream in messages of `--batch`
+     reports (the stream carries batches), ACCEPTED acks counted
      (an ack means committed); then the same work straight through `ParkingStore.apply_reports` +
      `AvailabilityFeed.publish` (same validation, transactions and publication, batches of the size
      the service formed, one worker per operator);
@@ -36,13 +37,12 @@ import math
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,6 +69,9 @@ from services.parking.feed import AvailabilityFeed
 from services.parking.model import Report
 from services.parking.servicer import MAX_BATCH
 from services.parking.store import ParkingStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's `load`
+from load.harness import ServiceProcess, free_port, percentile, proc_cpu_s, tree_cpu_s, wait_all_processes
 
 CENTER = (31.40, 121.49)
 HALF_SIDE_M = 15_000.0  # the district is 30 km x 30 km
@@ -209,15 +212,6 @@ FROM parking_lots
 # ----- measuring --------------------------------------------------------------------------------
 
 
-def _proc_cpu_s(pid: int | str) -> tuple[str, float]:
-    """(command name, user + system CPU seconds) of a process."""
-    with open(f"/proc/{pid}/stat") as f:
-        raw = f.read()
-    comm = raw[raw.index("(") + 1 : raw.rindex(")")]
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return comm, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class CpuSnapshot:
     """CPU seconds so far: this process, the service, the cluster's processes that work for the benchmark
@@ -243,18 +237,15 @@ class CpuSnapshot:
         postgres: dict[int, float] = {}
         for pid in postgres_pids:
             with contextlib.suppress(OSError, ValueError, IndexError):
-                postgres[pid] = _proc_cpu_s(pid)[1]
+                postgres[pid] = proc_cpu_s(pid)[1]
         redis = 0.0
         for entry in os.listdir("/proc"):
             if entry.isdigit():
                 with contextlib.suppress(OSError, ValueError, IndexError):
-                    comm, cpu = _proc_cpu_s(entry)
+                    comm, cpu = proc_cpu_s(entry)
                     if comm.startswith("redis-server"):
                         redis += cpu
-        server = 0.0
-        if server_pid is not None:
-            with contextlib.suppress(OSError):
-                server = _proc_cpu_s(server_pid)[1]
+        server = tree_cpu_s(server_pid) if server_pid is not None else 0.0
         with open("/proc/stat") as f:
             values = [int(v) for v in f.readline().split()[1:]]
         tick = os.sysconf("SC_CLK_TCK")
@@ -290,13 +281,6 @@ class PhaseResult:
     errors: list[str] = field(default_factory=list)
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    k = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
-    return sorted_values[k]
-
-
 @dataclass
 class Counter:
     accepted: int = 0
@@ -313,6 +297,14 @@ class Counter:
             self.other += 1
             if not self.first_error:
                 self.first_error = f"{pb.AckResult.Name(result)}: {error}"  # type: ignore[arg-type]
+
+    def acks(self, acks: Sequence[pb.OccupancyAck]) -> None:
+        accepted = sum(1 for a in acks if a.result == pb.ACK_RESULT_ACCEPTED)
+        self.accepted += accepted
+        if accepted < len(acks):
+            for a in acks:
+                if a.result != pb.ACK_RESULT_ACCEPTED:
+                    self.ack(a.result, a.error.message)
 
 
 async def timed_phase(duration: float, warmup: float, cpu: Callable[[], Awaitable[CpuSnapshot]],
@@ -346,8 +338,8 @@ async def timed_phase(duration: float, warmup: float, cpu: Callable[[], Awaitabl
         result.errors.append(counter.first_error)
     if counter.latencies:
         lat = sorted(counter.latencies)
-        result.p50_ms = round(_percentile(lat, 0.50) * 1000, 2)
-        result.p99_ms = round(_percentile(lat, 0.99) * 1000, 2)
+        result.p50_ms = round(percentile(lat, 0.50) * 1000, 2)
+        result.p99_ms = round(percentile(lat, 0.99) * 1000, 2)
         result.mean_lots = round(counter.lots / len(lat), 1)
     return result
 
@@ -363,40 +355,50 @@ class ReportSource:
         self.sequences = sequences
         self.rng = random.Random(seed)
 
-    def next(self) -> pb.OccupancyReport:
-        lot = self.lots[self.rng.randrange(len(self.lots))]
-        seq = self.sequences[lot.id] + 1
-        self.sequences[lot.id] = seq
-        report = pb.OccupancyReport(lot_id=lot.id, sequence=seq, report_id=str(seq))
-        report.observed_at.FromNanoseconds(time.time_ns())
-        for space_class, cap in lot.classes:
-            report.counts.add(space_class=space_class, free=self.rng.randint(0, cap))
-        return report
+    def batch(self, n: int) -> pb.OccupancyReportBatch:
+        """`n` fresh reports (next sequence, new counts) in one stream message, observed now."""
+        out = pb.OccupancyReportBatch()
+        add = out.reports.add
+        lots, sequences, pick, randint = self.lots, self.sequences, self.rng.randrange, self.rng.randint
+        seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+        for _ in range(n):
+            lot = lots[pick(len(lots))]
+            seq = sequences[lot.id] + 1
+            sequences[lot.id] = seq
+            report = add(lot_id=lot.id, sequence=seq, report_id=str(seq))
+            observed = report.observed_at
+            observed.seconds, observed.nanos = seconds, nanos
+            counts = report.counts.add
+            for space_class, cap in lot.classes:
+                counts(space_class=space_class, free=randint(0, cap))
+        return out
 
 
-def grpc_ingest_worker(channel: aio.Channel, key: str, source: ReportSource, window: int,
+def grpc_ingest_worker(channel: aio.Channel, key: str, source: ReportSource, window: int, batch: int,
                        counter: Counter) -> Worker:
+    """One operator stream: `batch` reports per message, up to `window` reports in flight."""
+
     async def run(stop: asyncio.Event) -> None:
         stub = ParkingServiceStub(channel)
         call = stub.StreamOccupancy(metadata=(("authorization", f"Bearer {key}"),))
-        credit = asyncio.Semaphore(window)
+        credit = asyncio.Semaphore(max(1, window // batch))
 
         async def write() -> None:
             while True:
                 await credit.acquire()
                 if stop.is_set():
                     break
-                await call.write(source.next())
+                await call.write(source.batch(batch))
             await call.done_writing()
 
         writer = asyncio.create_task(write())
         try:
             while True:
-                ack = await call.read()
-                if ack is aio.EOF:
+                acks = await call.read()
+                if acks is aio.EOF:
                     break
-                assert isinstance(ack, pb.OccupancyAck)
-                counter.ack(ack.result, ack.error.message)
+                assert isinstance(acks, pb.OccupancyAckBatch)
+                counter.acks(acks.acks)
                 credit.release()
             await writer
         finally:
@@ -413,7 +415,7 @@ def raw_ingest_worker(store: ParkingStore, feed: AvailabilityFeed, settings: Set
 
     async def run(stop: asyncio.Event) -> None:
         while not stop.is_set():
-            batch = [source.next() for _ in range(batch_size)]
+            batch = source.batch(batch_size).reports
             now = datetime.now(UTC)
             valid: list[Report] = []
             for r in batch:
@@ -478,30 +480,11 @@ def raw_find_worker(store: ParkingStore, seed: int, radius_m: float,
 # ----- the service process ----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass
-class ServiceProcess:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def start_service(database_url: str, redis_url: str) -> ServiceProcess:
+def start_service(database_url: str, redis_url: str, processes: int) -> ServiceProcess:
     port, metrics_port = free_port(), free_port()
     exe = Path(sys.executable).with_name("v2x")
     cmd = [str(exe), "serve", "parking"] if exe.exists() else [sys.executable, "-m", "services.cli", "serve", "parking"]
+    cmd += ["--processes", str(processes)]
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "V2X_PARKING_PORT": str(port),
            "V2X_PARKING_METRICS_PORT": str(metrics_port), "V2X_BIND_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING"}
     log_path = Path(tempfile.gettempdir()) / f"v2x_bench_{os.getpid()}_parking.log"
@@ -510,7 +493,8 @@ def start_service(database_url: str, redis_url: str) -> ServiceProcess:
     return ServiceProcess(proc, port, log_path)
 
 
-async def wait_healthy(service: ServiceProcess, timeout_s: float = 60.0) -> None:
+async def wait_healthy(service: ServiceProcess, processes: int, timeout_s: float = 120.0) -> None:
+    await wait_all_processes(service.proc, processes, service.log_tail, "parking", timeout_s)
     deadline = time.monotonic() + timeout_s
     async with aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -591,8 +575,8 @@ async def prepare(args: argparse.Namespace, admin: asyncpg.Connection, db_url: s
     finally:
         await conn.close()
     city = {"lots": args.lots, "load_s": round(time.perf_counter() - t0, 1),
-            "lots_within_radius": {"mean": round(sum(counts) / len(counts), 1), "p10": _percentile(counts, 0.1),
-                                   "p50": _percentile(counts, 0.5), "p90": _percentile(counts, 0.9),
+            "lots_within_radius": {"mean": round(sum(counts) / len(counts), 1), "p10": percentile(counts, 0.1),
+                                   "p50": percentile(counts, 0.5), "p90": percentile(counts, 0.9),
                                    "max": counts[-1]}}
     return lots, city
 
@@ -640,8 +624,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             mine[lot.operator].append(lot)
         sequences = {lot.id: 1 for lot in lots}
 
-        service = start_service(db_url, args.redis_url)
-        await wait_healthy(service)
+        service = start_service(db_url, args.redis_url, args.server_processes)
+        await wait_healthy(service, args.server_processes)
         pid = service.proc.pid
 
         def cpu() -> Awaitable[CpuSnapshot]:
@@ -679,7 +663,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if mode == "service":
                     ch = _channel(service.port)
                     channels.append(ch)
-                    workers.append(grpc_ingest_worker(ch, keys[op], source, args.window, counter))
+                    workers.append(grpc_ingest_worker(ch, keys[op], source, args.window, args.batch, counter))
                 else:
                     workers.append(raw_ingest_worker(store, feed, settings, Principal.parse(f"operator:{op}"),
                                                      source, batch_size, counter))
@@ -750,6 +734,7 @@ def report(args: argparse.Namespace, city: dict[str, Any], rows: list[Row]) -> d
     out = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "server_processes": args.server_processes,
         "config": {k: v for k, v in vars(args).items() if k not in ("json", "pg_admin")},
         "city": city,
         "results": [{"kind": r.kind, "in_flight": r.in_flight, "mode": r.mode, **r.result.__dict__,
@@ -769,7 +754,8 @@ def _print_table(args: argparse.Namespace, city: dict[str, Any], rows: list[Row]
     within = city["lots_within_radius"]
     print()
     print(f"parking benchmark: {city['lots']:,} lots (mean {within['mean']:.0f}, p90 {within['p90']} within "
-          f"{args.radius:g} m of a query point), {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+          f"{args.radius:g} m of a query point), {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+          f"service: {args.server_processes} process(es) (`serve --processes`; server = their sum)")
     head = (f"{'':<30}{'in flight':>10} {'mode':<8}{'rate/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'lots':>6}{'batch':>6}"
             f" | CPU us/op: client server   pg | cores: client server   pg redis  irq other")
     print(head)
@@ -813,9 +799,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lots", type=int, default=100_000, help="lots in the city (default 100000)")
     p.add_argument("--operators", type=int, default=8, help="operator streams, each owning a share of the lots")
     p.add_argument("--window", type=int, default=1000, help="reports in flight per operator stream")
+    p.add_argument("--batch", type=int, default=100, help="reports per StreamOccupancy message (default 100)")
     p.add_argument("--concurrency", type=_levels, default=[8, 16, 32],
                    help="FindAvailable calls in flight; a comma-separated list runs each (default 8,16,32)")
-    p.add_argument("--find-channels", type=int, default=4, help="gRPC connections the queries are spread over")
+    p.add_argument("--find-channels", type=int, default=16,
+                   help="gRPC connections the queries are spread over (the server processes share them)")
+    p.add_argument("--server-processes", type=int, default=2,
+                   help="`v2x serve parking --processes N`: one process per core of this machine (default 2)")
     p.add_argument("--radius", type=float, default=1000.0, help="FindAvailable radius, metres")
     p.add_argument("--ingest-seconds", type=float, default=12.0, help="measured seconds per ingest phase")
     p.add_argument("--find-seconds", type=float, default=8.0, help="measured seconds per FindAvailable phase")
@@ -827,8 +817,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a Redis database the benchmark may flush")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
-    if args.lots < 1000 or args.operators < 1 or args.window < 1:
-        p.error("need --lots >= 1000 and positive --operators and --window")
+    if args.lots < 1000 or args.operators < 1 or args.window < 1 or not 1 <= args.batch <= args.window:
+        p.error("need --lots >= 1000, positive --operators and --window, and 1 <= --batch <= --window")
     return args
 
 

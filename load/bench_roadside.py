@@ -2,7 +2,7 @@
 
     .venv/bin/python load/bench_roadside.py [--json results.json] [--cameras 1,4,8] [--seconds 8]
 
-What it does, all in one run (about two and a half minutes on a 2-core machine; no camera count
+What it does, all in one run (about three minutes on a 2-core machine; no camera count
 is started after --budget seconds):
 
 1. creates a fresh database ``v2x_bench_rs_<pid>`` on the local PostgreSQL/PostGIS cluster, migrates it,
@@ -14,8 +14,10 @@ is started after --budget seconds):
    micro-batching (V2X_ROADSIDE_MAX_BATCH, default 4) and one without (1); each gets 8 cameras with the
    simulator's geometry (lanes, zones, a counting line, a homography). Only one is busy at a time;
 4. for 1, 4 and 8 concurrent camera streams:
-   - raw slice: in this process, ``session.run`` of the YOLOv3-tiny model with the service's session
-     options on the same frames, already decoded and letterboxed, one frame per call, back to back;
+   - raw slice: in this process, ``session.run`` of the YOLOv3-tiny model on the same frames, already
+     decoded and letterboxed, one frame per call, back to back, two ways: one loop with an intra-op thread
+     per core and spinning (the fastest single frame), and the service's options (1 thread per run, spinning off)
+     in one loop per core. Raw frames/s is the faster of the two, the single-frame latency the one loop's;
    - saturated: each camera sends as fast as the service answers (2 frames in flight per camera; the
      service drops the oldest when a camera's queue is full): frames/s of results, with and without
      micro-batching;
@@ -28,8 +30,8 @@ is started after --budget seconds):
    service (``ReadPlate``, one call at a time): read rate (text and colour exact) and ms per plate;
 6. stops the services with SIGTERM and drops the database (also on error or Ctrl-C).
 
-Goals (issue 3): service throughput >= 0.85 x raw; p99 latency at 4 cameras <= 3 x the single-frame
-model latency. The CPU table says how busy the machine was (other engineers share it).
+Goals (issue 3): service throughput >= 0.85 x raw at every camera count; p99 latency at 4 cameras
+<= 3 x the single-frame model latency. The CPU table says how busy the machine was (other engineers share it).
 """
 
 from __future__ import annotations
@@ -41,10 +43,10 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -66,6 +68,9 @@ from roadside_sim.scene import SB_CENTRE_E, Scene, drive
 from services.common.apikeys import create_key
 from services.common.db import create_engine, migrate
 from services.roadside.detector import Detector, DetectorConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's `load`
+from load.harness import ServiceProcess, free_port, proc_cpu_s
 
 if TYPE_CHECKING:
     from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceAsyncStub as Stub
@@ -113,13 +118,6 @@ def percentile(values: list[float], q: float) -> float:
 # ----- CPU accounting ------------------------------------------------------------------------------
 
 
-def _proc_cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        raw = f.read()
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class Cpu:
     wall: float
@@ -132,7 +130,7 @@ class Cpu:
         server = 0.0
         if server_pid is not None:
             with contextlib.suppress(OSError):
-                server = _proc_cpu_s(server_pid)
+                server = proc_cpu_s(server_pid)[1]
         with open("/proc/stat") as f:
             values = [int(v) for v in f.readline().split()[1:]]
         busy = (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
@@ -150,50 +148,74 @@ class Cpu:
 # ----- the raw baseline ------------------------------------------------------------------------------
 
 
-def raw_baseline(images: list[np.ndarray[Any, Any]], seconds: float) -> dict[str, Any]:
-    """session.run on letterboxed tensors, one frame per call, back to back, for `seconds`."""
-    detector = Detector(DetectorConfig(verify_sha256=False))
-    tensors = [detector.preprocess(image)[0][None] for image in images]
+@dataclass(frozen=True)
+class RawSetup:
+    """How the raw loop runs the model: `lanes` session.run loops at once on one session."""
+
+    name: str
+    intra_op_threads: int
+    spinning: bool
+    lanes: int
+
+
+# The fastest one loop can go (and the fastest single frame): every core in every run, threads spinning.
+RAW_ONE_LOOP = RawSetup(f"one loop, {os.cpu_count() or 1} threads, spinning", os.cpu_count() or 1, True, 1)
+
+
+def raw_as_served() -> RawSetup:
+    """The model as the service runs it: one thread per run, as many runs at once as the detector allows."""
+    detector = DetectorConfig.from_env()  # the service reads V2X_DETECTOR_THREADS the same way
+    runs = detector.concurrent_runs
+    return RawSetup(f"{runs} loops, {detector.intra_op_threads} thread each", detector.intra_op_threads,
+                    detector.spinning, runs)
+
+
+def raw_loops(tensors: list[np.ndarray[Any, Any]], setup: RawSetup, seconds: float) -> dict[str, Any]:
+    """session.run on letterboxed tensors, one frame per call, back to back in each loop, for `seconds`."""
+    detector = Detector(DetectorConfig(verify_sha256=False, intra_op_threads=setup.intra_op_threads,
+                                       spinning=setup.spinning))
     name = detector.spec.input_name
     for t in tensors[:3]:
         detector.session.run(None, {name: t})
-    latencies: list[float] = []
+    per_lane: list[list[float]] = [[] for _ in range(setup.lanes)]
+    end = 0.0
+
+    def loop(lane: int) -> None:
+        latencies = per_lane[lane]
+        i = lane * 5
+        while time.perf_counter() < end:
+            started = time.perf_counter()
+            detector.session.run(None, {name: tensors[i % len(tensors)]})
+            latencies.append(time.perf_counter() - started)
+            i += 1
+
     cpu0 = Cpu.take(None)
     end = time.perf_counter() + seconds
-    i = 0
-    while time.perf_counter() < end:
-        started = time.perf_counter()
-        detector.session.run(None, {name: tensors[i % len(tensors)]})
-        latencies.append(time.perf_counter() - started)
-        i += 1
+    threads = [threading.Thread(target=loop, args=(lane,)) for lane in range(setup.lanes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     cpu1 = Cpu.take(None)
     wall = cpu1.wall - cpu0.wall
-    return {"frames_per_s": round(len(latencies) / wall, 2), "frames": len(latencies),
+    latencies = [x for lane in per_lane for x in lane]
+    return {"setup": setup.name, "frames_per_s": round(len(latencies) / wall, 2), "frames": len(latencies),
             "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
             "p99_ms": round(percentile(latencies, 0.99) * 1000, 2), "cpu_cores": cpu1.cores_since(cpu0)}
 
 
+def raw_baseline(images: list[np.ndarray[Any, Any]], seconds: float) -> dict[str, Any]:
+    """Both raw setups, `seconds` each. The service is held to the faster frames/s of the two and to the
+    single-frame latency of one loop on every core: whichever the service's own options are, raw is the
+    best onnxruntime does with this model on this machine."""
+    tensors = [Detector(DetectorConfig(verify_sha256=False)).preprocess(image)[0][None] for image in images]
+    one = raw_loops(tensors, RAW_ONE_LOOP, seconds)
+    served = raw_loops(tensors, raw_as_served(), seconds)
+    return {"frames_per_s": max(one["frames_per_s"], served["frames_per_s"]), "p50_ms": one["p50_ms"],
+            "one_loop": one, "as_served": served}
+
+
 # ----- the service -------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass
-class ServiceProcess:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 def start_service(database_url: str, redis_url: str, max_batch: int) -> ServiceProcess:
@@ -519,13 +541,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     out.update(raw=raws, load_average_after=load_average(), seconds=round(time.monotonic() - started, 1))
     rows = out["rows"]
     saturated = [r for r in rows if r["mode"] == "saturated" and r["max_batch"] == args.max_batch]
-    best = max(saturated, key=lambda r: r["ratio"] or 0)
     live4 = next((r for r in rows if r["mode"] == "live" and r["cameras"] == 4), None)
+    # The issue asks it of every camera count, not of the best one.
     out["goals"] = {
-        "throughput_ratio_best": best["ratio"],
+        "throughput_ratio_worst": min((r["ratio"] or 0 for r in saturated), default=None),
         "throughput_ratio_by_cameras": {r["cameras"]: r["ratio"] for r in saturated},
         "throughput_ratio_goal": GOAL_RATIO,
-        "throughput_ok": bool(best["ratio"] and best["ratio"] >= GOAL_RATIO),
+        "throughput_ok": bool(saturated) and all((r["ratio"] or 0) >= GOAL_RATIO for r in saturated),
         "p99_at_4_cameras_ms": live4["p99_ms"] if live4 else None,
         "p99_limit_ms": round(GOAL_P99_X * live4["raw_single_frame_ms"], 1) if live4 else None,
         "p99_ok": bool(live4 and live4["p99_x_single"] is not None and live4["p99_x_single"] <= GOAL_P99_X),
@@ -546,11 +568,12 @@ def print_table(out: dict[str, Any]) -> None:
               f"{r['p99_x_single']} | {r['dropped']} | {r['errors']} | {c['server']} / {c['client']} / {c['others']} |")
     raw = out["raw"]
     print()
-    print("raw session.run slices (frames/s, single-frame p50 ms): "
-          + ", ".join(f"{r['frames_per_s']} / {r['p50_ms']}" for r in raw))
+    for key in ("one_loop", "as_served"):
+        print(f"raw session.run, {raw[0][key]['setup']} (frames/s, single-frame p50 ms): "
+              + ", ".join(f"{r[key]['frames_per_s']} / {r[key]['p50_ms']}" for r in raw))
     g = out["goals"]
-    print(f"throughput (micro-batching on): best {g['throughput_ratio_best']} x raw, by cameras "
-          f"{g['throughput_ratio_by_cameras']} (goal >= {g['throughput_ratio_goal']}): "
+    print(f"throughput (micro-batching on) by cameras: {g['throughput_ratio_by_cameras']} x raw, worst "
+          f"{g['throughput_ratio_worst']} (goal >= {g['throughput_ratio_goal']} for each): "
           f"{'met' if g['throughput_ok'] else 'NOT met'}")
     print(f"p99 latency at 4 live cameras: {g['p99_at_4_cameras_ms']} ms (goal <= {g['p99_limit_ms']} ms = "
           f"{GOAL_P99_X:g} x single frame): {'met' if g['p99_ok'] else 'NOT met'}")
@@ -578,7 +601,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cameras", type=_levels, default=[1, 4, 8], help="concurrent camera streams (default 1,4,8)")
     p.add_argument("--seconds", type=float, default=8.0, help="measured seconds per phase")
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each phase")
-    p.add_argument("--raw-seconds", type=float, default=4.0, help="seconds of each raw session.run slice")
+    p.add_argument("--raw-seconds", type=float, default=4.0, help="seconds of each raw setup in a raw slice")
     p.add_argument("--max-batch", type=int, default=4, help="the service's V2X_ROADSIDE_MAX_BATCH")
     p.add_argument("--plates", type=int, default=40, help="rendered plates for the plate reader figures")
     p.add_argument("--budget", type=float, default=200.0,

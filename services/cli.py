@@ -2,6 +2,7 @@
 
   v2x run                      the whole suite on embedded defaults (or DATABASE_URL / REDIS_URL)
   v2x serve parking            one service (needs DATABASE_URL and REDIS_URL, migrated schema)
+  v2x serve parking --processes 2   the same as two processes sharing its port (one core each)
   v2x migrate                  bring the database schema to the newest revision
   v2x keys create --role R     issue an API key (printed once; stored hashed)
   v2x keys revoke KEY_ID       revoke a key
@@ -28,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-sim", action="store_true", help="do not simulate occupancy changes in the demo district")
     serve = sub.add_parser("serve", help="run one service")
     serve.add_argument("service", help="service name, e.g. parking")
+    serve.add_argument("--processes", type=int, default=1, metavar="N",
+                       help="run N processes sharing the service's port (one core each; default 1)")
     sub.add_parser("migrate", help="migrate the database to the newest schema")
     keys = sub.add_parser("keys", help="manage API keys")
     ksub = keys.add_subparsers(dest="keys_command", required=True)
@@ -99,6 +102,13 @@ def main(argv: list[str] | None = None) -> None:
             known = builders()
             if ns.service not in known:
                 raise SystemExit(f"unknown service {ns.service!r}; this build serves: {', '.join(sorted(known))}")
+            if not 1 <= ns.processes <= 64:
+                raise SystemExit("--processes must be between 1 and 64")
+            if ns.processes > 1:
+                from services.common.processes import supervise
+
+                raise SystemExit(supervise(ns.service, ns.processes, settings.ports[ns.service],
+                                           settings.metrics_ports[ns.service], settings.grace_s))
             asyncio.run(serve(ns.service, known[ns.service], settings))
         elif ns.command == "migrate":
             asyncio.run(_migrate(settings))

@@ -258,23 +258,15 @@ def station_proto(record: StationRecord, now: datetime) -> pb.Station:
     )
 
 
-def match_proto(m: StationMatch, now: datetime, out: pb.ChargerMatch | None = None) -> pb.ChargerMatch:
-    """Built in place (into `out` when given): a FindChargers answer holds ~100 connectors."""
-    if out is None:
-        out = pb.ChargerMatch()
+def match_proto(m: StationMatch, connectors: bytes, available: int, out: pb.ChargerMatch) -> pb.ChargerMatch:
+    """Built in place: the station, and its connectors as given already encoded (entries of
+    ChargerMatch.connectors, each `connector_proto`'s; `answers.py` keeps them), `available` of them
+    AVAILABLE."""
     out.station_id, out.name, out.operator_id = m.station_id, m.name, m.operator_id
     out.location.lat, out.location.lon = m.lat, m.lon
     out.address, out.parking_lot_id = m.address, m.parking_lot_id
     out.distance_m = round(m.distance_m, 2) if math.isfinite(m.distance_m) else 0.0
-    available = 0
-    for v in m.connectors:
-        c = v.spec
-        added = out.connectors.add(id=c.id, standard=c.standard, max_power_kw=c.max_power_kw,
-                                   price_per_kwh_fen=c.price_per_kwh_fen,
-                                   service_fee_per_kwh_fen=c.service_fee_per_kwh_fen,
-                                   parking_spot_id=c.parking_spot_id, ocpp_connector_id=c.ocpp_connector_id)
-        if state_proto(v.state, now, added.state).status == pb.CONNECTOR_STATUS_AVAILABLE:
-            available += 1
+    out.MergeFromString(connectors)
     out.available_count = available
     return out
 

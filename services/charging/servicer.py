@@ -15,6 +15,7 @@ from v2x.charging.v1 import charging_pb2 as pb
 from v2x.charging.v1 import charging_pb2_grpc
 
 from services.charging import convert, passwords
+from services.charging.answers import AnswerCache
 from services.charging.feed import ChargingFeed
 from services.charging.gateway import OcppGateway
 from services.charging.model import BayFlagFilter, Outcome, Report
@@ -67,6 +68,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         self.gateway = gateway
         self.settings = settings
         self.clock = clock
+        self.answers = AnswerCache()
 
     # ----- stations -----------------------------------------------------------------------
 
@@ -164,10 +166,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
     async def FindChargers(self, request: pb.FindChargersRequest, context: Context) -> pb.FindChargersResponse:
         query = convert.find_query(request)
         now = self.clock()
-        out = pb.FindChargersResponse()
-        for m in await self.store.find(query, now):
-            convert.match_proto(m, now, out.stations.add())
-        return out
+        return self.answers.answer(await self.store.find(query, now), now)
 
     async def WatchStation(self, request: pb.WatchStationRequest, context: Context) -> AsyncIterator[pb.StationUpdate]:
         principal = current_principal()

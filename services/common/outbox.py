@@ -32,7 +32,7 @@ class OutboxRow:
 
 
 _INSERT = text(
-    "INSERT INTO outbox (kind, aggregate_id, payload) VALUES (:kind, :aggregate_id, CAST(:payload AS jsonb))"
+    "INSERT INTO outbox (kind, aggregate_id, payload) VALUES (:kind, :aggregate_id, CAST(:payload AS json))"
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common.apikeys import KeyVerifier
 from services.common.config import Settings
 from services.common.db import create_engine, require_current_schema
+from services.common.processes import READY_FD_ENV
 from services.common.redis_streams import create_redis
 from services.common.server import RunningServer, ServiceDefinition, create_server, wait_for_stop_signal
 
@@ -44,11 +46,13 @@ class Resources:
 
 @dataclass
 class ServiceParts:
-    """What a service builder returns: gRPC services and background tasks (e.g. a drainer)."""
+    """What a service builder returns: gRPC services, what must be done before they report SERVING (e.g.
+    loading an in-memory index) and background tasks (e.g. a drainer)."""
 
     definitions: list[ServiceDefinition]
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 Builder = Callable[[Resources], ServiceParts]
@@ -72,6 +76,8 @@ class RunningService:
 async def start_service(builder: Builder, resources: Resources, *, port: int, host: str | None = None,
                         metrics_port: int | None = None) -> RunningService:
     parts = builder(resources)
+    for hook in parts.on_start:
+        await hook()
     server = await create_server(parts.definitions, resources.settings, resources.verifier, port=port, host=host,
                                  metrics_port=metrics_port)
     tasks = [asyncio.create_task(job()) for job in parts.background]
@@ -90,6 +96,9 @@ async def serve(name: str, builder: Builder, settings: Settings) -> None:
         gc.freeze()
         log.info("serving", extra={"service": name, "port": running.server.port,
                                    "metrics_port": running.server.metrics_port})
+        if (ready_fd := os.environ.get(READY_FD_ENV)) is not None:  # started by `serve --processes N`
+            os.write(int(ready_fd), b"1")
+            os.close(int(ready_fd))
         await wait_for_stop_signal()
         log.info("stopping", extra={"service": name, "grace_s": settings.grace_s})
         await running.stop(settings.grace_s)

@@ -67,4 +67,4 @@ def build(resources: Resources) -> ServiceParts:
     consumer = RoadsideConsumer(resources.redis, incidents, settings.max_future_skew_s)
     definition = ServiceDefinition(descriptor=SERVICE, register=register(servicer), policy=POLICY)
     return ServiceParts([definition], background=[consumer.run, lambda: auto_close(store, incidents)],
-                        on_stop=[fanout.stop])
+                        on_stop=[incidents.batcher.stop, fanout.stop])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -40,12 +41,18 @@ MAX_PAGE = 1000
 DEFAULT_HEARTBEAT_S = 15
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SPACE_OR_CONTROL = re.compile(r"[\x00-\x20]")
+_CONTROL = re.compile(r"[\x00-\x1f]")
+
+
 def ts(at: datetime | None) -> Timestamp | None:
     if at is None:
         return None
-    t = Timestamp()
-    t.FromDatetime(at)
-    return t
+    # Integer arithmetic instead of Timestamp.FromDatetime (the same result at a fraction of the cost:
+    # every change published builds six of these).
+    d = (at if at.tzinfo is not None else at.replace(tzinfo=UTC)) - _EPOCH
+    return Timestamp(seconds=d.days * 86400 + d.seconds, nanos=d.microseconds * 1000)
 
 
 # ----- in -------------------------------------------------------------------------------------
@@ -56,10 +63,10 @@ def report(req: pb.ReportEventRequest, actor: str, max_future_s: float, now: dat
     key = req.idempotency_key
     if not key:
         v.fail("idempotency_key", "is required")
-    elif len(key) > MAX_KEY or any(ord(ch) < 33 for ch in key):
+    elif len(key) > MAX_KEY or _SPACE_OR_CONTROL.search(key):
         v.fail("idempotency_key", f"must be 1..{MAX_KEY} printable characters without spaces")
     source_id = req.source_id
-    if not source_id or len(source_id) > 64 or any(ord(ch) < 32 for ch in source_id):
+    if not source_id or len(source_id) > 64 or _CONTROL.search(source_id):
         v.fail("source_id", "must be 1..64 characters without control characters")
     v.enum("source_kind", req.source_kind, pb.SourceKind.DESCRIPTOR)
     event_type: int = req.type

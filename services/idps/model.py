@@ -67,6 +67,15 @@ class Incident:
     def attrs(self) -> Attrs:
         return Attrs(self.status, self.type, self.severity, self.lat, self.lon)
 
+    def snapshot(self) -> Incident:
+        """A copy that later changes of this one leave as it is (for answers and the change feed)."""
+        # Not dataclasses.replace: that re-runs __init__ over every field, and reports take a snapshot each.
+        out = object.__new__(Incident)
+        out.__dict__.update(self.__dict__)
+        out.lane_impacts, out.source_conf = list(self.lane_impacts), dict(self.source_conf)
+        out.source_kinds, out.plates = list(self.source_kinds), list(self.plates)
+        return out
+
 
 @dataclass(frozen=True)
 class Attrs:

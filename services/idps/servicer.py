@@ -17,11 +17,14 @@ from services.common.config import Settings
 from services.common.errors import FieldViolation, InvalidArgument, PermissionDenied
 from services.common.principal import Principal, Role, current_principal
 from services.idps import convert
+from services.idps.batching import ReportBatcher
 from services.idps.feed import ChangeFeed, Subscriptions
 from services.idps.model import Change, ReportInput, ReportOutcome
 from services.idps.store import IdpsStore
 
 REPORTS = Counter("v2x_idps_reports_total", "Reports by outcome", ["outcome"])
+# The counter's children, looked up once (labels() takes a lock and builds a key on every call).
+_OUTCOMES = {name: REPORTS.labels(name) for name in ("duplicate", "opened", "reactivated", "joined")}
 Context = aio.ServicerContext[Any, Any]
 SERVICE = pb.DESCRIPTOR.services_by_name["IdpsService"]
 
@@ -36,17 +39,18 @@ def may_see_evidence(principal: Principal) -> bool:
 
 
 class IncidentService:
-    """What ReportEvent and the roadside consumer share: store the report, then publish the change."""
+    """What ReportEvent and the roadside consumer share: store the report (in a batch with other
+    concurrent ones), then publish the change."""
 
     def __init__(self, store: IdpsStore, feed: ChangeFeed) -> None:
         self.store = store
         self.feed = feed
+        self.batcher = ReportBatcher(store, feed)
 
     async def report(self, r: ReportInput, now: datetime) -> ReportOutcome:
-        outcome = await self.store.report(r, now)
-        await self.feed.publish(outcome.changes)
-        REPORTS.labels("duplicate" if outcome.duplicate else "opened" if outcome.opened
-                       else "reactivated" if outcome.reactivated else "joined").inc()
+        outcome = await self.batcher.report(r, now)
+        _OUTCOMES["duplicate" if outcome.duplicate else "opened" if outcome.opened
+                  else "reactivated" if outcome.reactivated else "joined"].inc()
         return outcome
 
     async def publish(self, changes: Sequence[Change]) -> None:

@@ -1,16 +1,18 @@
 """IDPS persistence: every read and write of incidents, reports, evidence, links and audit.
 
 Each change is one transaction: the incident rows, the report, its evidence, the links and the audit
-records commit together. Correlation is race-free: a report first takes transaction-scoped advisory
-locks on the 3 x 3 cells around its position (`geo.lock_keys`), so two reports close enough to join
-each other never decide at the same time; the candidate incident is then locked `FOR UPDATE`.
-Lifecycle changes lock incident rows (in id order when there are several).
+records commit together. Reports are stored in batches (group commit, see `batching`): one transaction
+per batch, each report correlated as if it had come alone after the ones before it. Correlation is
+race-free: a batch first takes transaction-scoped advisory locks on the 3 x 3 cells around each of its
+reports (`geo.lock_keys`, all in ascending order), so two reports close enough to join each other never
+decide at the same time, whichever process has them; the candidate incidents are then locked
+`FOR UPDATE`. Lifecycle changes lock incident rows (in id order when there are several).
 """
 
 from __future__ import annotations
 
 import json
-import re
+import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -18,13 +20,12 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import Row, text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from v2x.idps.v1 import idps_pb2 as pb
 
 from services.common.config import Settings
 from services.common.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
-from services.idps import aggregate, lifecycle, taxonomy
+from services.idps import aggregate, correlate, lifecycle
 from services.idps.geo import Area, lock_keys
 from services.idps.model import (
     AuditEntry,
@@ -40,10 +41,10 @@ from services.idps.model import (
     UpdateSpec,
 )
 
-# Reports of one direction: headings within this many degrees count as the same direction.
-HEADING_TOLERANCE_DEG = 60.0
 SNAPSHOT_LIMIT = 50_000
 SYSTEM = "system"
+
+log = logging.getLogger("v2x.idps.store")
 
 _COLS = """id, type, type_fixed, status, severity, severity_derived, lane_impacts, lat, lon, radius_m, heading_deg,
     confidence, source_conf, weight_sum, source_count, source_kinds, plates, version, first_observed_at,
@@ -55,14 +56,6 @@ _VALUES = """:id, :type, :type_fixed, :status, :severity, :severity_derived, CAS
 _POINT = "ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography"
 _INSERT_INCIDENT = f"INSERT INTO idps_incidents ({_COLS}, position) VALUES ({_VALUES}, {_POINT})"
 _UPDATE_INCIDENT = f"UPDATE idps_incidents SET ({_COLS}, position) = ({_VALUES}, {_POINT}) WHERE id = :id"
-_INSERT_REPORT = """INSERT INTO idps_reports (id, incident_id, source_kind, source_id, idempotency_key, actor, type,
-    external_code, lat, lon, radius_m, confidence, observed_at, received_at, lane_id, heading_deg, plate,
-    plate_colour, has_snapshot, description)
-    VALUES (:r_id, :id, :r_source_kind, :r_source_id, :r_key, :r_actor, :r_type, :r_external_code, :r_lat, :r_lon,
-    :r_radius_m, :r_confidence, :r_observed_at, :r_received_at, :r_lane_id, :r_heading_deg, :r_plate,
-    :r_plate_colour, :r_has_snapshot, :r_description)"""
-_INSERT_EVIDENCE = """INSERT INTO idps_evidence (report_id, snapshot_jpeg)
-    SELECT :r_id, CAST(:r_snapshot AS bytea) WHERE CAST(:r_has_snapshot AS boolean)"""
 _AUDIT_COLS = "incident_id, version, at, actor, action, note, from_status, to_status, details, report_id, " \
               "related_incident_id"
 _INSERT_AUDIT = f"""INSERT INTO idps_audit ({_AUDIT_COLS}) VALUES (:a_incident_id, :a_version, :a_at, :a_actor,
@@ -70,35 +63,76 @@ _INSERT_AUDIT = f"""INSERT INTO idps_audit ({_AUDIT_COLS}) VALUES (:a_incident_i
 _INSERT_LINK = """INSERT INTO idps_links (report_id, kind, from_incident_id, to_incident_id, at, actor)
     VALUES (:l_report_id, :l_kind, :l_from_incident_id, :l_to_incident_id, :l_at, :l_actor)"""
 
-
-def _report_sql(first: str) -> Any:
-    # One round trip for the whole change: incident, report, evidence, audit and link.
-    return text(f"WITH i AS ({first}), r AS ({_INSERT_REPORT}), e AS ({_INSERT_EVIDENCE}), "
-                f"a AS ({_INSERT_AUDIT}), l AS ({_INSERT_LINK}) SELECT 1")
-
-
-_OPEN = _report_sql(_INSERT_INCIDENT)
-_JOIN = _report_sql(_UPDATE_INCIDENT)
-_LOCK_AND_DUP = text(
-    "SELECT (SELECT r.id || ' ' || r.incident_id FROM idps_reports r WHERE r.source_kind = :kind "
-    "AND r.source_id = :sid AND r.idempotency_key = :key) AS dup, "
-    "(SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k) AS locked"
-)
-_CANDIDATE = text(
-    f"SELECT {_COLS} FROM idps_incidents "
-    "WHERE status BETWEEN 1 AND 5 AND type = ANY(:types) "
-    f"AND ST_DWithin(position, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography, :distance, false) "
-    "AND ((status < 5 AND first_observed_at <= :obs_hi AND last_observed_at >= :obs_lo) "
-    "     OR (status = 5 AND cleared_at >= :reopen_after)) "
-    "AND (CAST(:heading AS float8) IS NULL OR heading_deg IS NULL "
-    "     OR least(abs(heading_deg - CAST(:heading AS float8)), "
-    "              360 - abs(heading_deg - CAST(:heading AS float8))) <= :tolerance) "
-    "AND (NOT CAST(:per_vehicle AS boolean) OR CAST(:plate AS text) = '' OR cardinality(plates) = 0 "
-    "     OR CAST(:plate AS text) = ANY(plates)) "
-    f"ORDER BY ST_Distance(position, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography, false), "
-    "created_at DESC LIMIT 1 FOR UPDATE"
-)
+# The report path talks to the asyncpg driver connection directly (a batch is a handful of statements
+# with array parameters; SQLAlchemy's per-statement layers would cost more than the statements), in as
+# few round trips as it can: each costs more CPU (both ends' system calls) than most of the work.
+# 1. BEGIN and the cell locks of every report of the batch, in one round trip (the keys are integers of
+#    our own making, written into the statement; sorted, so that lockers never deadlock).
+_PG_BEGIN_AND_LOCK = ("BEGIN; SET LOCAL plan_cache_mode = force_custom_plan; "
+                      "SELECT count(pg_advisory_xact_lock(k)) FROM unnest('{{{keys}}}'::bigint[]) AS k")
+# 2. (A statement of its own, so that its snapshot is taken after the locks were granted.) The reports
+#    already stored under the batch's idempotency keys ("<index in batch> <report id> <incident id>", on
+#    every row) and every incident any report of the batch might join, locked (none: one row of NULLs);
+#    `correlate` decides which one each report joins.
+_PG_DUPS_AND_CANDIDATES = f"""WITH d AS (SELECT ARRAY(
+        SELECT q.i || ' ' || r.id || ' ' || r.incident_id
+        FROM unnest($1::smallint[], $2::text[], $3::text[]) WITH ORDINALITY AS q(kind, sid, key, i)
+        -- LIMIT keeps the lookup per report on the unique index (a join may become a scan of all reports)
+        CROSS JOIN LATERAL (SELECT r.id, r.incident_id FROM idps_reports r WHERE r.source_kind = q.kind
+                            AND r.source_id = q.sid AND r.idempotency_key = q.key LIMIT 1) AS r
+    ) AS dups)
+SELECT d.dups, c.* FROM d LEFT JOIN (SELECT {_COLS} FROM idps_incidents WHERE id IN (
+    SELECT i.id FROM unnest($4::float8[], $5::float8[], $6::timestamptz[], $7::timestamptz[]) AS q(lat, lon, lo, hi)
+    JOIN idps_incidents i
+      ON ST_DWithin(i.position, ST_SetSRID(ST_MakePoint(q.lon, q.lat), 4326)::geography, $8, false)
+    WHERE i.status BETWEEN 1 AND 5
+      AND ((i.status < 5 AND i.first_observed_at <= q.hi AND i.last_observed_at >= q.lo)
+           OR (i.status = 5 AND i.cleared_at >= $9)))
+    ORDER BY id FOR UPDATE) AS c ON true"""
+# 3. Everything the batch wrote, in one statement: incidents opened (inserted) or joined (updated, final
+#    state), reports, evidence, audit records and links. `j` carries the json and array columns.
+_INCIDENT_ARRAYS = """unnest($1::text[], $2::int[], $3::bool[], $4::smallint[], $5::smallint[], $6::bool[], $7::text[],
+    $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::real[], $13::float8[], $14::int[], $15::bigint[],
+    $16::timestamptz[], $17::timestamptz[], $18::timestamptz[], $19::timestamptz[], $20::timestamptz[],
+    $21::timestamptz[], $22::text[], $23::text[], $24::bool[]) AS x(id, type, type_fixed, status, severity,
+    severity_derived, j, lat, lon, radius_m, heading_deg, confidence, weight_sum, source_count, version,
+    first_observed_at, last_observed_at, created_at, updated_at, cleared_at, closed_at, merged_into_id,
+    description, is_new)"""
+_INCIDENT_EXPRS = """x.id, x.type, x.type_fixed, x.status, x.severity, x.severity_derived, x.j -> 0, x.lat, x.lon,
+    x.radius_m, x.heading_deg, x.confidence, x.j -> 1, x.weight_sum, x.source_count,
+    ARRAY(SELECT jsonb_array_elements_text(x.j -> 2))::smallint[], ARRAY(SELECT jsonb_array_elements_text(x.j -> 3)),
+    x.version, x.first_observed_at, x.last_observed_at, x.created_at, x.updated_at, x.cleared_at, x.closed_at,
+    x.merged_into_id, x.description, ST_SetSRID(ST_MakePoint(x.lon, x.lat), 4326)::geography"""
+_REPORT_ARRAYS = """unnest($25::text[], $26::text[], $27::smallint[], $28::text[], $29::text[], $30::text[], $31::int[],
+    $32::text[], $33::float8[], $34::float8[], $35::float8[], $36::real[], $37::timestamptz[], $38::timestamptz[],
+    $39::text[], $40::float8[], $41::text[], $42::smallint[], $43::bytea[], $44::text[], $45::smallint[],
+    $46::bigint[], $47::smallint[], $48::smallint[], $49::smallint[], $50::text[]) WITH ORDINALITY
+    AS q(id, incident_id, source_kind, source_id, idempotency_key, actor, type, external_code, lat, lon, radius_m,
+    confidence, observed_at, received_at, lane_id, heading_deg, plate, plate_colour, snapshot, description,
+    link_kind, a_version, a_action, a_from, a_to, a_details, ord)"""
+_PG_WRITE = f"""WITH x AS (SELECT x.id, x.type, x.type_fixed, x.status, x.severity, x.severity_derived, x.j::jsonb AS j,
+        x.lat, x.lon, x.radius_m, x.heading_deg, x.confidence, x.weight_sum, x.source_count, x.version,
+        x.first_observed_at, x.last_observed_at, x.created_at, x.updated_at, x.cleared_at, x.closed_at,
+        x.merged_into_id, x.description, x.is_new FROM {_INCIDENT_ARRAYS}),
+  ni AS (INSERT INTO idps_incidents ({_COLS}, position) SELECT {_INCIDENT_EXPRS} FROM x WHERE x.is_new),
+  ui AS (UPDATE idps_incidents SET ({_COLS}, position) = ({_INCIDENT_EXPRS}) FROM x
+         WHERE NOT x.is_new AND idps_incidents.id = x.id),
+  q AS (SELECT * FROM {_REPORT_ARRAYS}),
+  r AS (INSERT INTO idps_reports (id, incident_id, source_kind, source_id, idempotency_key, actor, type,
+        external_code, lat, lon, radius_m, confidence, observed_at, received_at, lane_id, heading_deg, plate,
+        plate_colour, has_snapshot, description)
+        SELECT id, incident_id, source_kind, source_id, idempotency_key, actor, type, external_code, lat, lon,
+        radius_m, confidence, observed_at, received_at, lane_id, heading_deg, plate, plate_colour,
+        length(snapshot) > 0, description FROM q ORDER BY ord),
+  e AS (INSERT INTO idps_evidence (report_id, snapshot_jpeg) SELECT id, snapshot FROM q WHERE length(snapshot) > 0),
+  a AS (INSERT INTO idps_audit ({_AUDIT_COLS})
+        SELECT incident_id, a_version, received_at, actor, a_action, '', a_from, a_to, a_details, id, '' FROM q
+        ORDER BY ord),
+  l AS (INSERT INTO idps_links (report_id, kind, from_incident_id, to_incident_id, at, actor)
+        SELECT id, link_kind, NULL, incident_id, received_at, actor FROM q ORDER BY ord)
+SELECT 1"""
 _GET = text(f"SELECT {_COLS} FROM idps_incidents WHERE id = :id")
+_PG_GET_MANY = f"SELECT {_COLS} FROM idps_incidents WHERE id = ANY($1::text[])"
 _LOCK_ONE = text(f"SELECT {_COLS} FROM idps_incidents WHERE id = :id FOR UPDATE")
 _LOCK_MANY = text(f"SELECT {_COLS} FROM idps_incidents WHERE id = ANY(:ids) ORDER BY id FOR UPDATE")
 _SOURCE_COLS = """id, incident_id, source_id, source_kind, type, external_code, lat, lon, radius_m, confidence,
@@ -109,32 +143,8 @@ _LINKS = text("SELECT report_id, kind, from_incident_id, to_incident_id, at, act
               "WHERE to_incident_id = :id OR from_incident_id = :id ORDER BY id")
 
 
-_NAME = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-
-
-class _Pg:
-    """A statement for the asyncpg driver connection (the hot report path skips SQLAlchemy's layers):
-    `:name` parameters become `$n`, and `args` orders a parameter dict to match."""
-
-    def __init__(self, sql: str | Any) -> None:
-        self.names: list[str] = []
-        self.sql = _NAME.sub(self._number, sql if isinstance(sql, str) else sql.text)
-
-    def _number(self, m: re.Match[str]) -> str:
-        if m.group(1) not in self.names:
-            self.names.append(m.group(1))
-        return f"${self.names.index(m.group(1)) + 1}"
-
-    def args(self, params: dict[str, Any]) -> list[Any]:
-        return [params[n] for n in self.names]
-
-
 def _record(rec: Any) -> Any:
     return SimpleNamespace(**dict(rec.items()))
-
-
-_PG_LOCK_AND_DUP, _PG_CANDIDATE, _PG_OPEN, _PG_JOIN, _PG_GET = (
-    _Pg(_LOCK_AND_DUP), _Pg(_CANDIDATE), _Pg(_OPEN), _Pg(_JOIN), _Pg(_GET))
 
 
 def _json(value: Any) -> Any:
@@ -165,17 +175,6 @@ def _params(inc: Incident) -> dict[str, Any]:
         "version": inc.version, "first_observed_at": inc.first_observed_at, "last_observed_at": inc.last_observed_at,
         "created_at": inc.created_at, "updated_at": inc.updated_at, "cleared_at": inc.cleared_at,
         "closed_at": inc.closed_at, "merged_into_id": inc.merged_into_id or None, "description": inc.description,
-    }
-
-
-def _report_params(r: ReportInput, report_id: str, now: datetime) -> dict[str, Any]:
-    return {
-        "r_id": report_id, "r_source_kind": r.source_kind, "r_source_id": r.source_id, "r_key": r.idempotency_key,
-        "r_actor": r.actor, "r_type": r.type, "r_external_code": r.external_code, "r_lat": r.lat, "r_lon": r.lon,
-        "r_radius_m": r.radius_m, "r_confidence": r.confidence, "r_observed_at": r.observed_at,
-        "r_received_at": now, "r_lane_id": r.lane_id, "r_heading_deg": r.heading_deg, "r_plate": r.plate,
-        "r_plate_colour": r.plate_colour, "r_has_snapshot": bool(r.snapshot_jpeg), "r_snapshot": r.snapshot_jpeg,
-        "r_description": r.description,
     }
 
 
@@ -233,65 +232,146 @@ def _area_sql(area: Area, params: dict[str, Any]) -> str:
     return "ST_DWithin(position, ST_SetSRID(ST_MakePoint(:f_lon, :f_lat), 4326)::geography, :f_r, false)"
 
 
+class _Batch:
+    """What the reports of one batch make: their outcomes, and the rows to write (the incidents they
+    opened or joined are written once each, in their final state)."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[ReportOutcome] = []
+        self.reports: list[tuple[Any, ...]] = []
+        self.touched: dict[str, bool] = {}  # incident id -> opened by this batch
+        self.first: dict[tuple[int, str, str], int] = {}  # idempotency key -> index of its first report
+
+    def add(self, r: ReportInput, now: datetime, target: Incident | None, pool: dict[str, Incident]) -> None:
+        """One report, not stored before this batch: a repeat of an earlier one, a join or a new incident."""
+        key = (r.source_kind, r.source_id, r.idempotency_key)
+        earlier = self.first.get(key)
+        if earlier is not None:
+            first = self.outcomes[earlier]
+            self.outcomes.append(ReportOutcome(pool[first.incident.id].snapshot(), first.report_id, duplicate=True))
+            return
+        self.first[key] = len(self.outcomes)
+        report_id = aggregate.new_id("R")
+        if target is None:
+            inc = aggregate.open_incident(aggregate.new_id("I"), r, now)
+            pool[inc.id] = inc
+            self.touched[inc.id] = True
+            audit = (pb.AUDIT_ACTION_CREATED, 0, inc.status, f"opened by {lifecycle.type_name(r.type)} report")
+            link, before, reactivated = pb.LINK_KIND_OPENED, None, False
+        else:
+            inc, before, from_status = target, target.attrs(), target.status
+            details, reactivated = aggregate.join(inc, r, now)
+            self.touched.setdefault(inc.id, False)
+            audit = (pb.AUDIT_ACTION_REACTIVATED if reactivated else pb.AUDIT_ACTION_SOURCE_ADDED, from_status,
+                     inc.status, "; ".join(details))
+            link = pb.LINK_KIND_JOINED
+        snap = inc.snapshot()
+        self.outcomes.append(ReportOutcome(snap, report_id, opened=before is None, reactivated=reactivated,
+                                           changes=(Change(snap, before),)))
+        self.reports.append((
+            report_id, inc.id, r.source_kind, r.source_id, r.idempotency_key, r.actor, r.type, r.external_code,
+            r.lat, r.lon, r.radius_m, r.confidence, r.observed_at, now, r.lane_id, r.heading_deg, r.plate,
+            r.plate_colour, r.snapshot_jpeg, r.description, link, inc.version, *audit))
+
+    def incident_columns(self, pool: dict[str, Incident]) -> list[list[Any]]:
+        rows = [(inc.id, inc.type, inc.type_fixed, inc.status, inc.severity, inc.severity_derived,
+                 json.dumps([inc.lane_impacts, inc.source_conf, inc.source_kinds, inc.plates]), inc.lat, inc.lon,
+                 inc.radius_m, inc.heading_deg, inc.confidence, inc.weight_sum, inc.source_count, inc.version,
+                 inc.first_observed_at, inc.last_observed_at, inc.created_at, inc.updated_at, inc.cleared_at,
+                 inc.closed_at, inc.merged_into_id or None, inc.description, opened)
+                for inc, opened in ((pool[iid], opened) for iid, opened in self.touched.items())]
+        return [list(col) for col in zip(*rows, strict=True)]
+
+    def report_columns(self) -> list[list[Any]]:
+        return [list(col) for col in zip(*self.reports, strict=True)]
+
+
 class IdpsStore:
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self.engine = engine
-        self.distance_m = settings.idps_correlation_distance_m
-        self.window = timedelta(seconds=settings.idps_correlation_window_s)
         self.reopen_s = settings.idps_reopen_window_s
+        self.windows = correlate.Windows(settings.idps_correlation_distance_m,
+                                         timedelta(seconds=settings.idps_correlation_window_s),
+                                         timedelta(seconds=self.reopen_s))
 
     # ----- reports ------------------------------------------------------------------------------
 
     async def report(self, r: ReportInput, now: datetime) -> ReportOutcome:
         """Joins the report to a matching incident or opens one, in one transaction."""
+        out = (await self.report_many([(r, now)]))[0]
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    async def report_many(self, items: Sequence[tuple[ReportInput, datetime]]) -> list[ReportOutcome | Exception]:
+        """Stores reports in one transaction, each correlated as if the reports had come one after the other
+        in this order. When that transaction fails, each report is tried again alone, so that a bad report
+        fails only itself (its failure is in its place in the answer; nothing of it was written)."""
+        if len(items) > 1:
+            try:
+                return list(await self._report_batch(items))
+            except Exception:
+                log.warning("a batch of %d reports failed; storing them one by one", len(items), exc_info=True)
+        return [await self._report_alone(r, now) for r, now in items]
+
+    async def _report_alone(self, r: ReportInput, now: datetime) -> ReportOutcome | Exception:
         try:
-            return await self._report(r, now)
-        except (IntegrityError, asyncpg.UniqueViolationError):
+            return (await self._report_batch([(r, now)]))[0]
+        except asyncpg.UniqueViolationError as exc:
             # The same report arrived twice at the same moment: the other copy won the unique key.
             existing = await self._existing(r)
-            if existing is None:
-                raise
-            return existing
+            return exc if existing is None else existing
+        except Exception as exc:
+            return exc
 
-    async def _report(self, r: ReportInput, now: datetime) -> ReportOutcome:
+    async def _report_batch(self, items: Sequence[tuple[ReportInput, datetime]]) -> list[ReportOutcome]:
+        w = self.windows
+        keys = sorted({k for r, _ in items for k in lock_keys(r.lat, r.lon, w.distance_m)})
         async with self.engine.connect() as sa_conn:
             c = (await sa_conn.get_raw_connection()).driver_connection
             assert c is not None
-            async with c.transaction():
-                row = await c.fetchrow(_PG_LOCK_AND_DUP.sql, *_PG_LOCK_AND_DUP.args({
-                    "kind": r.source_kind, "sid": r.source_id, "key": r.idempotency_key,
-                    "keys": lock_keys(r.lat, r.lon, self.distance_m)}))
-                if row["dup"]:
-                    report_id, incident_id = row["dup"].split(" ")
-                    got = await c.fetchrow(_PG_GET.sql, incident_id)
-                    return ReportOutcome(_incident(_record(got)), report_id, duplicate=True)
-                candidate = await c.fetchrow(_PG_CANDIDATE.sql, *_PG_CANDIDATE.args({
-                    "types": sorted(taxonomy.compatible_types(r.type)), "lat": r.lat, "lon": r.lon,
-                    "distance": self.distance_m, "obs_lo": r.observed_at - self.window,
-                    "obs_hi": r.observed_at + self.window, "reopen_after": now - timedelta(seconds=self.reopen_s),
-                    "heading": r.heading_deg, "tolerance": HEADING_TOLERANCE_DEG,
-                    "per_vehicle": r.type in taxonomy.PER_VEHICLE, "plate": r.plate}))
-                report_id = aggregate.new_id("R")
-                params = _report_params(r, report_id, now)
-                if candidate is None:
-                    inc = aggregate.open_incident(aggregate.new_id("I"), r, now)
-                    audit = AuditEntry(1, now, r.actor, pb.AUDIT_ACTION_CREATED, to_status=inc.status,
-                                       report_id=report_id, details=f"opened by {lifecycle.type_name(r.type)} report")
-                    link = Link(report_id, pb.LINK_KIND_OPENED, "", inc.id, now, r.actor)
-                    await c.execute(_PG_OPEN.sql, *_PG_OPEN.args({
-                        **_params(inc), **params, **_audit_params(inc.id, audit), **_link_params(link)}))
-                    return ReportOutcome(inc, report_id, opened=True, changes=(Change(inc, None),))
-                inc = _incident(_record(candidate))
-                before, from_status = inc.attrs(), inc.status
-                details, reactivated = aggregate.join(inc, r, now)
-                audit = AuditEntry(inc.version, now, r.actor,
-                                   pb.AUDIT_ACTION_REACTIVATED if reactivated else pb.AUDIT_ACTION_SOURCE_ADDED,
-                                   from_status=from_status, to_status=inc.status, report_id=report_id,
-                                   details="; ".join(details))
-                link = Link(report_id, pb.LINK_KIND_JOINED, "", inc.id, now, r.actor)
-                await c.execute(_PG_JOIN.sql, *_PG_JOIN.args({
-                    **_params(inc), **params, **_audit_params(inc.id, audit), **_link_params(link)}))
-                return ReportOutcome(inc, report_id, reactivated=reactivated, changes=(Change(inc, before),))
+            try:
+                await c.execute(_PG_BEGIN_AND_LOCK.format(keys=",".join(map(str, keys))))
+                rows = await c.fetch(
+                    _PG_DUPS_AND_CANDIDATES, [r.source_kind for r, _ in items], [r.source_id for r, _ in items],
+                    [r.idempotency_key for r, _ in items], [r.lat for r, _ in items], [r.lon for r, _ in items],
+                    [r.observed_at - w.window for r, _ in items], [r.observed_at + w.window for r, _ in items],
+                    # a metre more than the window: the exact distance is decided in `correlate`
+                    w.distance_m + 1.0, min(now for _, now in items) - w.reopen)
+                outcomes = await self._correlate_and_write(c, items, rows)
+                await c.execute("COMMIT")
+                return outcomes
+            except BaseException:
+                if c.is_in_transaction():
+                    try:
+                        await c.execute("ROLLBACK")
+                    except BaseException:
+                        await sa_conn.invalidate()  # never back into the pool in an unknown state
+                        raise
+                raise
+
+    async def _correlate_and_write(self, c: asyncpg.Connection, items: Sequence[tuple[ReportInput, datetime]],
+                                   rows: list[asyncpg.Record]) -> list[ReportOutcome]:
+        stored: dict[int, tuple[str, str]] = {}
+        for dup in rows[0]["dups"]:
+            i, report_id, incident_id = dup.split(" ")
+            stored[int(i) - 1] = (report_id, incident_id)
+        pool = {rec["id"]: _incident(_record(rec)) for rec in rows if rec["id"] is not None}
+        others: dict[str, Incident] = {}
+        elsewhere = sorted({iid for _, iid in stored.values() if iid not in pool})
+        if elsewhere:
+            others = {rec["id"]: _incident(_record(rec)) for rec in await c.fetch(_PG_GET_MANY, elsewhere)}
+        batch = _Batch()
+        for i, (r, now) in enumerate(items):
+            if i in stored:
+                report_id, incident_id = stored[i]
+                inc = pool.get(incident_id) or others[incident_id]
+                batch.outcomes.append(ReportOutcome(inc.snapshot(), report_id, duplicate=True))
+            else:
+                batch.add(r, now, correlate.best(pool.values(), r, now, self.windows), pool)
+        if batch.reports:
+            await c.execute(_PG_WRITE, *batch.incident_columns(pool), *batch.report_columns())
+        return batch.outcomes
 
     async def _existing(self, r: ReportInput) -> ReportOutcome | None:
         async with self.engine.connect() as conn:

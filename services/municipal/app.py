@@ -32,8 +32,9 @@ POLICY = {
 # CPython collects its youngest generation after every 700 net new container objects. A lane holds a few chunks of
 # thousands of records (each a few dicts) for tens of milliseconds, so at that pace they are walked again and again
 # and promoted, and every ~10,000 records a full collection walks the whole heap (~30 ms here): a third to half of
-# the adapter's CPU went to the collector. A higher threshold collects a few times per chunk instead, and freezing
-# what exists at start-up (modules, classes, protos: nothing a collection could free) keeps it out of the walks.
+# the adapter's CPU went to the collector. With a higher threshold the young generation is collected a few times per
+# chunk, and what exists at start-up (modules, classes, protos) is frozen out of the walks (`v2x serve` freezes again
+# once the server runs).
 GC_THRESHOLD_0 = 20_000
 
 

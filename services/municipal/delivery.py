@@ -1,13 +1,15 @@
 """One delivery lane per destination: drain the outbox in order, render, sign, POST, record the outcome.
 
 - The lane reads the outbox a chunk at a time (up to CHUNK_BATCHES batches of the destination's batch size,
-  plus the rows that keep each lot in id order). A chunk larger than one batch is split into batches that
-  never share a lot; up to MAX_IN_FLIGHT of them are in flight at once, and the batches of one lot's
-  records go one after another (a batch is sent when the one before it in its stream was acknowledged), so
-  a later record of a lot never overtakes an earlier one that is being retried. The next chunk is read
-  and rendered while the current one is in flight, and a chunk's outcome is committed (cursor, counts,
-  dead letters: one transaction) after the platform acknowledged every batch of it. A crash re-sends at
-  most the chunk in flight, which the receiver dedupes by idempotency key.
+  plus the rows that keep each lot in id order), a few chunks ahead of delivery. A chunk larger than one batch
+  is split into batches that never share a lot; up to MAX_IN_FLIGHT batches are in flight at once, and the
+  batches of one lot's records go one after another (a batch is sent when the one before it in its stream was
+  acknowledged), so a later record of a lot never overtakes an earlier one that is being retried. The next chunk
+  is rendered while one is in flight and starts going out while the last batches of the one before are still in
+  flight (a stream of it that carries a lot of those batches waits for them). A chunk's outcome is committed
+  (cursor, counts, dead letters: one transaction) after the platform acknowledged every batch of it, and after
+  the chunk before it. A crash re-sends at most the chunks in flight, which the receiver dedupes by
+  idempotency key.
 - 5xx, 408/425/429, timeouts and connection errors: the same batch again after an exponential backoff
   with jitter (Retry-After honoured), for as long as it takes: an outage makes lag, never loses data.
   The other batches of the chunk carry on meanwhile; the chunk is committed when the last one got through.
@@ -231,6 +233,32 @@ def split_streams(records: list[OutboxRecord], keys: list[str], wires: list[byte
              for i in range(0, len(rs), batch_size)] for rs, ks, ds in by_stream]
 
 
+@dataclass
+class Progress:
+    """Where a drain round stands: the chunks being sent (oldest first; at most two, as the next one starts while
+    the last batches of the one before are in flight), the commit of the last one through, and the drain state
+    after it (cursor, early rows, replay)."""
+
+    pos: Position
+    ahead: dict[int, Position]
+    replay: Replay | None
+    pending: list[Delivery] = field(default_factory=list)
+    committing: asyncio.Task[None] | None = None
+
+
+@dataclass
+class Delivery:
+    """A chunk being sent: the task that gathers its streams, and the stream carrying each of its lots."""
+
+    chunk: Chunk
+    task: asyncio.Task[Sent]
+    lots: dict[str, asyncio.Task[Sent]]
+
+
+class EarlierBatchFailed(Exception):
+    """A batch of the chunk before, carrying some of the same lots, did not get through."""
+
+
 class Reader:
     """Reads the outbox ahead of delivery, a chunk at a time, in a task of its own: each read needs only the end of
     the one before (and its early rows), so PostgreSQL works up to READ_AHEAD chunks ahead while the lane renders
@@ -409,8 +437,7 @@ class Lane:
                       if state.replay_from is not None and state.replay_end is not None else None)
             reader = Reader(self, pos, ahead, replay)
             prefetch: asyncio.Task[Chunk] | None = None
-            delivering: asyncio.Task[Sent] | None = None
-            committing: asyncio.Task[None] | None = None
+            done = Progress(pos, ahead, replay)
             controlled_at = 0.0
             try:
                 while True:
@@ -422,9 +449,7 @@ class Lane:
                     else:
                         ctl = Control(False, "", False, False)
                     if ctl.paused or ctl.replay_pending or ctl.requeued:
-                        if committing is not None:
-                            await committing
-                            committing = None
+                        await self._settle_all(done)
                         if ctl.paused:
                             await self._sleep(1.0)
                             self._control_due = True
@@ -439,42 +464,53 @@ class Lane:
                     chunk = await prefetch if prefetch is not None else await reader.next()
                     prefetch = None
                     if not chunk.size:
-                        if replay is not None:
+                        await self._settle_all(done)
+                        if done.replay is not None:
                             # Nothing left to re-send: the cursor goes back to where the replay began.
-                            if committing is not None:
-                                await committing
-                                committing = None
-                            end = max(pos, replay.end)
-                            await self.store.commit(self.name, Commit(end, sorted(i for i, p in ahead.items()
+                            end = max(done.pos, done.replay.end)
+                            await self.store.commit(self.name, Commit(end, sorted(i for i, p in done.ahead.items()
                                                                                   if end < p),
-                                                                      [], [], replay.end, True))
+                                                                      [], [], done.replay.end, True))
                             break
                         await self._sleep(self.settings.municipal_poll_s)
                         continue
-                    delivering = asyncio.create_task(self._deliver(chunk.streams))
+                    done.pending.append(self._start_delivery(chunk, done.pending[-1] if done.pending else None))
                     prefetch = asyncio.create_task(reader.next())
-                    sent = await delivering
-                    if committing is not None:
-                        await committing
-                    replay_in = chunk.replay_in
-                    commit = Commit(chunk.end, sorted(chunk.ahead), sent.delivered, chunk.dead + sent.dead,
-                                    replay_in.end if replay_in is not None else None,
-                                    replay_in is not None and chunk.replay is None)
-                    committing = asyncio.create_task(self._commit(commit))
-                    pos, ahead, replay = chunk.end, chunk.ahead, chunk.replay
+                    if len(done.pending) > 1:
+                        await self._settle(done)
             except Paused:
                 log.info("paused with a chunk in flight; it is sent again on resume",
                          extra={"destination": self.name})
             finally:
-                for task in (prefetch, delivering):
+                for task in [prefetch, *(d.task for d in done.pending)]:
                     if task is not None and not task.done():
                         task.cancel()
                         with contextlib.suppress(BaseException):
                             await task
                 reader.close()
-                if committing is not None:
+                if done.committing is not None:
                     # A stop must not tear a commit in half (it is one transaction anyway).
-                    await asyncio.shield(committing)
+                    await asyncio.shield(done.committing)
+
+    async def _settle(self, done: Progress) -> None:
+        """Waits for the oldest chunk in flight, then commits it (after the chunk before it)."""
+        d = done.pending[0]
+        sent = await d.task
+        if done.committing is not None:
+            await done.committing
+        c, replay_in = d.chunk, d.chunk.replay_in
+        done.committing = asyncio.create_task(self._commit(Commit(
+            c.end, sorted(c.ahead), sent.delivered, c.dead + sent.dead,
+            replay_in.end if replay_in is not None else None, replay_in is not None and c.replay is None)))
+        done.pos, done.ahead, done.replay = c.end, c.ahead, c.replay
+        done.pending.pop(0)
+
+    async def _settle_all(self, done: Progress) -> None:
+        while done.pending:
+            await self._settle(done)
+        if done.committing is not None:
+            await done.committing
+            done.committing = None
 
     async def _commit(self, c: Commit) -> None:
         counted = await self.store.commit(self.name, c)
@@ -561,26 +597,47 @@ class Lane:
 
     # ----- sending ---------------------------------------------------------------------------------------
 
-    async def _deliver(self, streams: list[list[Parcel]]) -> Sent:
-        """Sends every stream (concurrently, each stream's parcels in order) until all are through; returns what
-        the platform made of them. If one stream stops (pause), the others are cancelled and the chunk is
-        sent again later (the receiver dedupes what got through)."""
-        if len(streams) == 1:
-            return await self._stream(streams[0])
-        tasks = [asyncio.create_task(self._stream(s)) for s in streams]
+    def _start_delivery(self, chunk: Chunk, before: Delivery | None) -> Delivery:
+        """Starts sending a chunk's streams (each its batches in order, up to MAX_IN_FLIGHT batches in flight in all).
+        A stream that carries a lot of a stream of the chunk before, still in flight, waits for that one first."""
+        lots: dict[str, asyncio.Task[Sent]] = {}
+        streams = []
+        for parcels in chunk.streams:
+            carried = {r.aggregate_id for parcel in parcels for r in parcel.records}
+            after = set()
+            if before is not None:
+                for lot in carried:
+                    t = before.lots.get(lot)
+                    if t is not None and not t.done():
+                        after.add(t)
+            task = asyncio.create_task(self._stream(parcels, after))
+            streams.append(task)
+            for lot in carried:
+                lots[lot] = task
+        return Delivery(chunk, asyncio.create_task(self._deliver(streams)), lots)
+
+    @staticmethod
+    async def _deliver(streams: list[asyncio.Task[Sent]]) -> Sent:
+        """What the platform made of a chunk once every stream is through. If one stream stops (pause), the others
+        are cancelled and the chunk is sent again later (the receiver dedupes what got through)."""
         try:
-            results = await asyncio.gather(*tasks)
+            results = await asyncio.gather(*streams)
         except BaseException:
-            for t in tasks:
+            for t in streams:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*streams, return_exceptions=True)
             raise
         out = Sent()
         for r in results:
             out.add(r)
         return out
 
-    async def _stream(self, parcels: list[Parcel]) -> Sent:
+    async def _stream(self, parcels: list[Parcel], after: set[asyncio.Task[Sent]] | None = None) -> Sent:
+        if after:
+            # The same lots' batches of the chunk before go first (waited for, not cancelled with this one).
+            await asyncio.wait(after)
+            if any(t.cancelled() or t.exception() is not None for t in after):
+                raise EarlierBatchFailed()
         out = Sent()
         for parcel in parcels:
             out.add(await self._send(parcel))

@@ -8,6 +8,7 @@ from services.common.principal import Role
 from services.common.runtime import Resources, ServiceParts
 from services.common.server import ServiceDefinition
 from services.parking.feed import AvailabilityFeed
+from services.parking.index import LotIndex
 from services.parking.servicer import ParkingServicer
 from services.parking.store import ParkingStore
 
@@ -32,11 +33,11 @@ POLICY = {
 
 def build(resources: Resources) -> ServiceParts:
     store = ParkingStore(resources.engine)
-    feed = AvailabilityFeed(resources.redis, store, resources.settings.redis_stream_maxlen)
+    feed = AvailabilityFeed(resources.redis, store, resources.settings.redis_stream_maxlen, LotIndex(store))
     servicer = ParkingServicer(store, feed, resources.settings)
     definition = ServiceDefinition(
         descriptor=parking_pb2.DESCRIPTOR.services_by_name["ParkingService"],
         register=lambda server: parking_pb2_grpc.add_ParkingServiceServicer_to_server(servicer, server),
         policy=POLICY,
     )
-    return ServiceParts([definition])
+    return ServiceParts([definition], background=[feed.follow_index], on_start=[feed.load_index])

@@ -3,51 +3,185 @@
 The stream carries each changed lot's availability as serialized at commit time, so a watcher
 needs no database read per change. Watchers also turn a lot UNKNOWN when its reading expires,
 which no write announces.
+
+The same stream keeps every replica's nearby index (`index.py`) current: a change entry also carries
+the lot's live state, and a lot's static change (registered, edited) is an entry of its own, after
+which replicas read that lot again. A replica that cannot be sure it saw every entry (Redis lost, the
+stream trimmed past what it read, or too far behind) answers from PostgreSQL until it has reloaded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 from v2x.parking.v1 import parking_pb2 as pb
 
-from services.common.redis_streams import Fields, follow, last_id, publish
+from services.common.redis_streams import Entry, Fields, follow, last_id, publish
 from services.parking import convert
 from services.parking.availability import expires_at
 from services.parking.geo import haversine_m
+from services.parking.index import LotIndex, decode_state, encode_state
 from services.parking.model import AreaQuery, LotView
 from services.parking.store import ParkingStore
 
 log = logging.getLogger("v2x.parking.feed")
 STREAM = "v2x:{parking}:changes"
 Update = pb.AvailabilityUpdate
+# A follower whose newest entry is older than this reloads from PostgreSQL rather than catch up.
+MAX_LAG_S = 10.0
+RETRY_S = 1.0
 
 
 class AvailabilityFeed:
-    def __init__(self, redis: Redis, store: ParkingStore, maxlen: int) -> None:
+    def __init__(self, redis: Redis, store: ParkingStore, maxlen: int, index: LotIndex | None = None) -> None:
         self.redis = redis
         self.store = store
         self.maxlen = maxlen
+        self.index = index
+        # Entries this process wrote are in its index already: its follower skips them.
+        self.source = uuid.uuid4().hex.encode()
+        self._cursor: bytes | None = None
 
     async def publish(self, views: Sequence[LotView], now: datetime) -> None:
-        """Best effort: the change is already committed (and in the outbox); a Redis outage only
-        delays live watchers, who get a fresh snapshot when they reconnect."""
+        """Puts committed changes into this process' index (before the write is acknowledged), then into
+        the stream. Publishing is best effort: the change is already committed (and in the outbox); a
+        Redis outage only delays live watchers, who get a fresh snapshot when they reconnect, and other
+        replicas, which reload when they see Redis again."""
         if not views:
             return
+        if self.index is not None:
+            await self.index.apply((v.summary.id, v.state) for v in views)
         entries: list[Fields] = []
         for v in views:
             exp = expires_at(v.state, v.summary.ttl_s)
             entries.append({"lot": v.summary.id, "lat": repr(v.summary.lat), "lon": repr(v.summary.lon),
                             "exp": repr(exp.timestamp()) if exp else "0",
-                            "data": convert.lot_availability_proto(v, now).SerializeToString()})
+                            "data": convert.lot_availability_proto(v, now).SerializeToString(),
+                            "st": encode_state(v.state), "src": self.source})
+        await self._publish(entries)
+
+    async def lot_changed(self, lot_id: str) -> None:
+        """A lot's static data changed (or it is new): this process reads it again, other replicas too."""
+        if self.index is not None:
+            await self.index.refresh([lot_id])
+        await self._publish([{"t": "lot", "lot": lot_id, "src": self.source}])
+
+    async def _publish(self, entries: list[Fields]) -> None:
         try:
             await publish(self.redis, STREAM, entries, self.maxlen)
         except RedisError:
             log.warning("could not publish availability changes", exc_info=True)
+
+    # ----- the nearby index -------------------------------------------------------------------
+
+    async def load_index(self) -> None:
+        """Loads the index (and encodes every lot) before the server reports SERVING; remembers where the
+        stream stood first, so that following it from there misses nothing committed after the snapshot.
+        Without Redis the index stays unused (answers come from PostgreSQL) until `follow_index` gets
+        through."""
+        if self.index is None:
+            return
+        try:
+            cursor = await last_id(self.redis, STREAM)
+        except RedisError:
+            log.warning("no change stream: the nearby index waits for Redis", exc_info=True)
+            return
+        await self.index.load()
+        self.index.warm(datetime.now(UTC))
+        self._cursor = cursor
+
+    async def follow_index(self) -> None:
+        """Applies other replicas' changes to the index, for as long as the process runs."""
+        index = self.index
+        if index is None:
+            return
+        slow_since: float | None = None
+        while True:
+            try:
+                if self._cursor is None:
+                    index.unsynced()
+                    cursor = await last_id(self.redis, STREAM)
+                    await index.load()
+                    self._cursor = cursor
+                    log.info("nearby index reloaded", extra={"lots": len(index)})
+                async for batch in follow(self.redis, STREAM, self._cursor, block_ms=1000):
+                    if not batch:
+                        continue
+                    if await self._missed(self._cursor, batch):
+                        self._cursor = None
+                        break
+                    await self._apply(batch)
+                    self._cursor = batch[-1][0]
+                    slow_since = None
+            except asyncio.CancelledError:
+                raise
+            except RedisTimeout:
+                # A reply that came late (Redis or this process busy) loses nothing: read on from the same cursor,
+                # unless it has gone on for so long that the index must be taken as stale.
+                now = time.monotonic()
+                slow_since = slow_since if slow_since is not None else now
+                if now - slow_since <= MAX_LAG_S:
+                    log.info("change stream read timed out; reading on from the same position")
+                    continue
+                log.warning("change stream reads keep timing out; reloading the nearby index")
+                index.unsynced()
+                self._cursor = None
+                slow_since = None
+            except Exception:
+                # Redis lost (or PostgreSQL during a reload): stop answering from the index until reloaded.
+                log.warning("nearby index lost its change stream; reloading", exc_info=True)
+                index.unsynced()
+                self._cursor = None
+                await asyncio.sleep(RETRY_S)
+
+    async def _missed(self, cursor: bytes, batch: list[Entry]) -> bool:
+        """Whether entries after `cursor` may be gone unread (trimmed), or the follower is too far behind."""
+        info = await self.redis.xinfo_stream(STREAM)
+        at = _stream_id(cursor)
+        if at == (0, 0):
+            # The stream was empty at the snapshot: anything ever trimmed or deleted may have been unread.
+            lost = info.get("entries-added", 0) > info["length"]  # (Redis 7 counts them; before, assume none)
+        else:
+            # Trimming takes the oldest entries: if the oldest left is past the last one read, what lay
+            # between may be gone. (The entry read last being trimmed alone also counts: the follower is
+            # then a whole stream's length behind, and a reload is as quick as catching up.)
+            first = info.get("first-entry")
+            lost = (first is not None and _stream_id(first[0]) > at) or _stream_id(
+                info.get("max-deleted-entry-id", b"0-0")) > at
+        if lost:
+            log.warning("change stream trimmed past the nearby index's position; reloading")
+            return True
+        # Both ids are stamped by the Redis clock: no skew between hosts comes into the lag.
+        lag_ms = _stream_id(info.get("last-generated-id", b"0-0"))[0] - _stream_id(batch[-1][0])[0]
+        if lag_ms > MAX_LAG_S * 1000:
+            log.warning("nearby index is behind its change stream; reloading", extra={"lag_ms": lag_ms})
+            return True
+        return False
+
+    async def _apply(self, batch: list[Entry]) -> None:
+        index = self.index
+        assert index is not None
+        states = []
+        static: list[str] = []
+        for _id, fields in batch:
+            if fields.get(b"src") == self.source:
+                continue
+            if fields.get(b"t") == b"lot":
+                static.append(fields[b"lot"].decode())
+            elif b"st" in fields:
+                states.append((fields[b"lot"].decode(), decode_state(fields[b"st"])))
+        if static:
+            await index.refresh(sorted(set(static)))
+        if states:
+            await index.apply(states)
 
     async def watch(self, area: AreaQuery, snapshot: bool) -> AsyncIterator[pb.AvailabilityUpdate]:
         clat, clon = _center(area)
@@ -64,6 +198,8 @@ class AvailabilityFeed:
             yield Update(reason=Update.REASON_SNAPSHOT_END)
         async for batch in follow(self.redis, STREAM, cursor, block_ms=500):
             for _id, fields in batch:
+                if b"data" not in fields:
+                    continue  # a static change: the lot's availability entry follows if it changed
                 lat, lon = float(fields[b"lat"]), float(fields[b"lon"])
                 if not area.contains(lat, lon):
                     continue
@@ -77,6 +213,11 @@ class AvailabilityFeed:
                     expired = _expired(lot)
                     sent[lot_id] = (0.0, expired)
                     yield Update(reason=Update.REASON_EXPIRED, lot=expired)
+
+
+def _stream_id(value: bytes | str) -> tuple[int, int]:
+    ms, _, seq = (value.decode() if isinstance(value, bytes) else value).partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _center(area: AreaQuery) -> tuple[float, float]:

@@ -30,15 +30,19 @@ def lot_static(spec: LotSpec) -> dict[str, Any]:
     }
 
 
+_SITE_STATUS_NAMES = {v.number: v.name for v in pb.SiteStatus.DESCRIPTOR.values}
+
+
 def lot_dynamic(summary: LotSummary, state: LotState, now: datetime) -> dict[str, Any]:
+    # One per accepted report: plain dict lookups instead of the enum wrapper's Name().
+    capacity, free = summary.capacity, state.free
     return {
         "lot_id": summary.id, "sequence": state.sequence,
         "observed_at": state.observed_at.isoformat() if state.observed_at else None,
         "received_at": now.isoformat(),
-        "capacity": {CLASS_NAMES[c]: summary.capacity.get(c, 0) for c in CLASSES},
-        "free": {CLASS_NAMES[c]: state.free.get(c) for c in CLASSES if summary.capacity.get(c, 0) > 0},
-        "status": pb.SiteStatus.Name(site_status(state, summary.capacity, summary.ttl_s,  # type: ignore[arg-type]
-                                                 summary.open_now, now)),
+        "capacity": {name: capacity.get(c, 0) for c, name in CLASS_NAMES.items()},
+        "free": {name: free.get(c) for c, name in CLASS_NAMES.items() if capacity.get(c, 0) > 0},
+        "status": _SITE_STATUS_NAMES[site_status(state, capacity, summary.ttl_s, summary.open_now, now)],
         "ttl_s": summary.ttl_s,
     }
 

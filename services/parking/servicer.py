@@ -66,11 +66,14 @@ class ParkingServicer(parking_pb2_grpc.ParkingServiceServicer):
 
     async def RegisterLot(self, request: pb.RegisterLotRequest, context: Context) -> pb.Lot:
         spec = convert.lot_spec(request.lot, self.settings)
-        return convert.lot_proto(await self.store.register_lot(spec))
+        record = await self.store.register_lot(spec)
+        await self.feed.lot_changed(spec.id)
+        return convert.lot_proto(record)
 
     async def UpdateLot(self, request: pb.UpdateLotRequest, context: Context) -> pb.Lot:
         spec = convert.lot_spec(request.lot, self.settings)
         record = await self.store.update_lot(current_principal(), spec, request.expected_version)
+        await self.feed.lot_changed(spec.id)
         return convert.lot_proto(record)
 
     async def GetLot(self, request: pb.GetLotRequest, context: Context) -> pb.LotView:
@@ -137,15 +140,16 @@ class ParkingServicer(parking_pb2_grpc.ParkingServiceServicer):
             raise outcome.error
         return convert.ack_proto(request, outcome)
 
-    async def StreamOccupancy(self, request_iterator: AsyncIterator[pb.OccupancyReport],
-                              context: Context) -> AsyncIterator[pb.OccupancyAck]:
+    async def StreamOccupancy(self, request_iterator: AsyncIterator[pb.OccupancyReportBatch],
+                              context: Context) -> AsyncIterator[pb.OccupancyAckBatch]:
         principal = current_principal()
-        queue: asyncio.Queue[pb.OccupancyReport | None] = asyncio.Queue(maxsize=4 * MAX_BATCH)
+        # Bounded in messages; gRPC flow control holds the client back once it is full.
+        queue: asyncio.Queue[pb.OccupancyReportBatch | None] = asyncio.Queue(maxsize=16)
 
         async def read() -> None:
             try:
-                async for report in request_iterator:
-                    await queue.put(report)
+                async for message in request_iterator:
+                    await queue.put(message)
             finally:
                 await queue.put(None)
 
@@ -156,16 +160,25 @@ class ParkingServicer(parking_pb2_grpc.ParkingServiceServicer):
                 first = await queue.get()
                 if first is None:
                     break
-                # Whatever queued up while the last batch committed goes into one transaction.
-                batch = [first]
-                while len(batch) < MAX_BATCH and not queue.empty():
+                # Whatever queued up while the last transaction committed goes into the next one.
+                messages = [first]
+                count = len(first.reports)
+                while count < MAX_BATCH and not queue.empty():
                     item = queue.get_nowait()
                     if item is None:
                         ended = True
                         break
-                    batch.append(item)
-                for report, outcome in zip(batch, await self._process(principal, batch), strict=True):
-                    yield convert.ack_proto(report, outcome)
+                    messages.append(item)
+                    count += len(item.reports)
+                reports = [r for m in messages for r in m.reports]
+                outcomes: list[Outcome] = []
+                for i in range(0, len(reports), MAX_BATCH):
+                    outcomes += await self._process(principal, reports[i:i + MAX_BATCH])
+                done = 0
+                for m in messages:
+                    n = len(m.reports)
+                    yield convert.ack_batch_proto(reports[done:done + n], outcomes[done:done + n])
+                    done += n
         finally:
             reader.cancel()
 
@@ -202,6 +215,11 @@ class ParkingServicer(parking_pb2_grpc.ParkingServiceServicer):
     async def FindAvailable(self, request: pb.FindAvailableRequest, context: Context) -> pb.FindAvailableResponse:
         query = convert.find_query(request)
         now = _now()
+        index = self.feed.index
+        answer = index.find(query, now) if index is not None else None
+        if answer is not None:
+            return pb.FindAvailableResponse.FromString(answer)
+        # The index is loading, or may have missed other replicas' changes: PostGIS answers meanwhile.
         views = await self.store.find_available(query, now)
         return pb.FindAvailableResponse(lots=[convert.lot_availability_proto(v, now) for v in views])
 

@@ -47,10 +47,12 @@ def make_builder(detector: BatchDetector | None = None, *, plates: bool = True) 
             if spots is not None and session.last_captured is not None:
                 spots.observe(session.last_captured, session.analytics.spot_states(), analysis.spot_changes)
 
+        # The ONNX detector knows how many runs fit the cores; other detectors run in every worker.
+        runs = det.concurrent_runs if isinstance(det, Detector) else settings.roadside_infer_workers
         engine = InferenceEngine(det, max_batch=settings.roadside_max_batch,
                                  queue_frames=settings.roadside_queue_frames,
                                  default_deadline_ms=settings.roadside_frame_deadline_ms,
-                                 workers=settings.roadside_infer_workers,
+                                 workers=settings.roadside_infer_workers, concurrent_runs=runs,
                                  on_events=events.offer, on_spots=on_spots)
         plate_service = PlateService()
         servicer = RoadsideServicer(CameraStore(resources.engine), engine, plate_service, settings)

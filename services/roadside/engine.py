@@ -2,24 +2,27 @@
 
 * One ``Detector`` (one onnxruntime session) per process; batches run in a small thread pool (the
   session releases the GIL), so the event loop keeps serving while a batch is inferred. Two batches
-  are in flight by default (``workers``) as a pipeline: the model runs one batch at a time (a lock:
-  two concurrent runs would share the cores and double every frame's latency), while the other
-  worker decodes its frames before and tracks/analyses them after, so the model never waits for
-  decoding or for the event loop between batches (measured on the shared 2-core machine: +20..40%
-  frames/s over one worker).
+  are in flight by default (``workers``), and up to ``concurrent_runs`` of them are in the model at
+  once: the detector runs each batch on one thread, so two runs fill the two cores, and the decoding,
+  tracking and analytics of one worker fit around the other's run instead of stalling a two-thread
+  run (on the 2-core machine: ~53 ms of CPU per frame against ~61..86 ms for two threads per run).
 * Each camera has a bounded queue (``queue_frames``). When a frame arrives at a full queue, the oldest
   waiting frame is dropped and counted: a camera that sends faster than we infer gets fresh frames,
   not a growing delay. A frame that waited longer than its deadline is answered DEADLINE_EXCEEDED
   without being inferred.
 * Scheduling is round-robin over the cameras with waiting frames, at most one frame per camera per
-  batch and never two batches of one camera at once (frames of a camera stay in capture order for the
-  tracker). A batch takes what is waiting, up to ``max_batch``; it never waits to fill up, so batching
-  adds no latency at low load. A camera that floods frames only overflows its own queue; a broken
+  batch. Two frames of one camera may be inferred at once (in two batches), so a single camera uses
+  both cores too; the tracker and analytics still see a camera's frames one at a time in capture
+  order: each frame gets its camera's next turn when it is put in a batch and waits for it after
+  inference. A batch only ever waits for frames of batches formed before it, so turns cannot deadlock.
+  A batch takes what is waiting, up to ``max_batch``; it never waits to fill up, so batching adds no
+  latency at low load. A camera that floods frames only overflows its own queue; a broken
   frame fails alone (its decode error is its own result); an exception in one camera's analytics
   fails that frame only.
 * After inference, in the same worker thread: tracking and analytics of each frame, and for events
-  a JPEG snapshot crop (and the vehicle's plate when the plate reader is loaded). Back on the loop:
-  results to their streams, events to the IDPS publisher, spot states to the parking publisher.
+  a JPEG snapshot crop (and the vehicle's plate when the plate reader is loaded). Each frame's result
+  goes back to the loop as soon as its analytics is done (not after the whole batch): results to their
+  streams, events to the IDPS publisher, spot states to the parking publisher.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -57,6 +60,9 @@ WAIT_SECONDS = Histogram("v2x_roadside_queue_wait_seconds", "Time a frame waited
                          buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
 IDLE_SESSION_S = 600.0
 EVENT_PLATE_TIMEOUT_S = 1.0
+# A frame waits for its camera's earlier frames at most this long; they are in batches already being
+# processed, so only a bug could make it longer, and a bug must not hang a worker for good.
+TURN_TIMEOUT_S = 30.0
 
 
 class BatchDetector(Protocol):
@@ -88,6 +94,7 @@ class FrameJob:
     dropped: Callable[[FrameJob], None] = lambda job: None
     session: CameraSession | None = None
     keep_image: bool = False
+    turn: int = 0  # the camera's analytics turn, given when the frame is put in a batch
 
 
 class CameraSession:
@@ -101,7 +108,10 @@ class CameraSession:
         self.tracker = Tracker()
         self.queue: deque[FrameJob] = deque()
         self.queue_frames = queue_frames
-        self.busy = False
+        self.in_flight = 0  # frames taken into batches and not yet answered
+        self._turns_given = 0
+        self._turn = 0  # the next turn allowed to track and analyse
+        self._turn_changed = threading.Condition()
         self.owner: int | None = None  # the stream sending this camera's frames
         self.last_captured: datetime | None = None
         self.last_active = time.monotonic()
@@ -123,6 +133,26 @@ class CameraSession:
             self.record = record
             self.analytics.reconfigure(record.spec)
 
+    def give_turn(self) -> int:
+        """On the loop, when a frame is put in a batch: its place in the camera's analytics order."""
+        turn = self._turns_given
+        self._turns_given += 1
+        return turn
+
+    @contextlib.contextmanager
+    def turn(self, turn: int) -> Iterator[None]:
+        """In a worker: waits until the camera's earlier frames are analysed, and ends the turn on exit."""
+        with self._turn_changed:
+            if not self._turn_changed.wait_for(lambda: self._turn >= turn, TURN_TIMEOUT_S):
+                log.error("an earlier frame never finished; analysing out of order",
+                          extra={"camera_id": self.camera_id})
+        try:
+            yield
+        finally:
+            with self._turn_changed:
+                self._turn = max(self._turn, turn + 1)
+                self._turn_changed.notify_all()
+
     def process(self, job: FrameJob, detections: list[Detection], size: tuple[int, int]) -> FrameAnalysis:
         ns = int(job.captured_at.timestamp() * 1e9)
         tracked = self.tracker.update(detections, ns)
@@ -133,7 +163,8 @@ class CameraSession:
 
 class InferenceEngine:
     def __init__(self, detector: BatchDetector, *, max_batch: int = 4, queue_frames: int = 2,
-                 default_deadline_ms: int = 2000, workers: int = 1, plates: PlateReader | None = None,
+                 default_deadline_ms: int = 2000, workers: int = 1, concurrent_runs: int = 1,
+                 plates: PlateReader | None = None,
                  on_events: Callable[[list[pb.AnalyticsEvent]], None] | None = None,
                  on_spots: Callable[[CameraSession, FrameAnalysis], None] | None = None) -> None:
         self.detector = detector
@@ -149,7 +180,7 @@ class InferenceEngine:
         self._order: deque[str] = deque()  # camera ids with waiting frames ("" = ad-hoc Detect frames)
         self._wake = asyncio.Event()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="roadside-infer")
-        self._model_lock = threading.Lock()
+        self._model_slots = threading.Semaphore(max(1, concurrent_runs))
         self.dropped = 0
         self.late = 0
         self.batches = 0
@@ -201,9 +232,6 @@ class InferenceEngine:
             session = self.sessions.get(key) if key else None
             if key and session is None:
                 continue
-            if session is not None and session.busy:
-                self._order.append(key)
-                continue
             queue = self._queue(key)
             while queue:
                 job = queue.popleft()
@@ -217,7 +245,8 @@ class InferenceEngine:
                 WAIT_SECONDS.observe(now - job.received)
                 batch.append(job)
                 if session is not None:
-                    session.busy = True
+                    session.in_flight += 1
+                    job.turn = session.give_turn()
                 break
             if queue:
                 self._order.append(key)
@@ -245,29 +274,31 @@ class InferenceEngine:
                 continue
             started = time.perf_counter()
             try:
-                outcomes = await loop.run_in_executor(self._pool, self._process, batch)
-            except Exception:
-                log.exception("inference batch failed")
-                outcomes = [FrameOutcome(error=convert.internal_status()) for _ in batch]
+                await loop.run_in_executor(self._pool, self._process, batch, loop)
+            except RuntimeError:
+                # The pool is shut down (the service is stopping). Batches go to the pool in the order
+                # they were formed, so no running batch waits for a turn of these frames.
+                log.warning("inference pool closed; %d frames not inferred", len(batch))
+                for job in batch:
+                    self._deliver(job, FrameOutcome(error=convert.internal_status()))
+                continue
             BATCH_SECONDS.observe(time.perf_counter() - started)
             BATCH_SIZE.observe(len(batch))
             self.batches += 1
             self.batched_frames += len(batch)
-            done_at = time.monotonic()
-            for job, outcome in zip(batch, outcomes, strict=True):
-                if job.session is not None:
-                    job.session.busy = False
-                outcome.service_ms = (done_at - job.received) * 1000
-                FRAMES.labels("error" if outcome.error is not None else "inferred").inc()
-                try:
-                    job.done(job, outcome)
-                except Exception:
-                    log.exception("delivering a frame result failed")
-                self._after(job, outcome)
             if self._order:
                 self._wake.set()
 
-    def _after(self, job: FrameJob, outcome: FrameOutcome) -> None:
+    def _deliver(self, job: FrameJob, outcome: FrameOutcome) -> None:
+        """On the loop: one frame's result to its caller, its events and spot states onwards."""
+        if job.session is not None:
+            job.session.in_flight -= 1
+        outcome.service_ms = (time.monotonic() - job.received) * 1000
+        FRAMES.labels("error" if outcome.error is not None else "inferred").inc()
+        try:
+            job.done(job, outcome)
+        except Exception:
+            log.exception("delivering a frame result failed")
         if outcome.events and self.on_events is not None:
             self.on_events(outcome.events)
         s = job.session
@@ -275,9 +306,39 @@ class InferenceEngine:
                 and s.analytics.has_spot_zones:
             self.on_spots(s, outcome.analysis)
 
-    def _process(self, batch: list[FrameJob]) -> list[FrameOutcome]:
-        """In a worker thread: decode, infer the batch, then track and analyse frame by frame."""
+    def _process(self, batch: list[FrameJob], loop: asyncio.AbstractEventLoop) -> None:
+        """In a worker thread: decode and infer the batch, then track and analyse frame by frame, each in
+        its camera's turn, handing every result to the loop as soon as it is ready."""
         started = time.perf_counter()
+        sent = 0
+        try:
+            outcomes, images = self._infer(batch)
+            inferred_ms = (time.perf_counter() - started) * 1000
+            for job, image, outcome in zip(batch, images, outcomes, strict=True):
+                outcome.inference_ms = inferred_ms
+                if job.session is None:
+                    if image is not None and job.keep_image:
+                        outcome.image = image
+                else:
+                    with job.session.turn(job.turn):
+                        if image is not None and outcome.error is None:
+                            self._analyse(job, job.session, image, outcome)
+                sent += 1
+                self._hand_back(loop, job, outcome)
+        except Exception:
+            log.exception("inference batch failed")
+            for job in batch[sent:]:
+                if job.session is not None:
+                    with job.session.turn(job.turn):
+                        pass  # later frames of the camera must not wait for this one
+                self._hand_back(loop, job, FrameOutcome(error=convert.internal_status()))
+
+    def _hand_back(self, loop: asyncio.AbstractEventLoop, job: FrameJob, outcome: FrameOutcome) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the service is stopping
+            loop.call_soon_threadsafe(self._deliver, job, outcome)
+
+    def _infer(self, batch: list[FrameJob]) -> tuple[list[FrameOutcome], list[BgrImage | None]]:
+        """Decodes the frames (a bad one fails alone) and detects on the good ones in one model run."""
         outcomes = [FrameOutcome() for _ in batch]
         images: list[BgrImage | None] = []
         for job, outcome in zip(batch, outcomes, strict=True):
@@ -286,35 +347,36 @@ class InferenceEngine:
             except frames.FrameError as exc:
                 outcome.error = convert.plain_status(code_pb2.INVALID_ARGUMENT, "BAD_FRAME", str(exc))
                 images.append(None)
-        valid = [i for i, image in enumerate(images) if image is not None]
+        valid = [(i, image) for i, image in enumerate(images) if image is not None]
         if valid:
-            with self._model_lock:
-                detected = self.detector.detect_batch([images[i] for i in valid])  # type: ignore[misc]
-            for i, dets in zip(valid, detected, strict=True):
-                outcomes[i].detections = dets
-        inferred_ms = (time.perf_counter() - started) * 1000
-        for job, image, outcome in zip(batch, images, outcomes, strict=True):
-            outcome.inference_ms = inferred_ms
-            if image is None:
-                continue
-            if job.keep_image:
-                outcome.image = image
-            s = job.session
-            if s is None:
-                continue
             try:
-                s.apply_pending()
-                s.frames += 1
-                s.last_captured = job.captured_at
-                analysis = s.process(job, outcome.detections, (image.shape[1], image.shape[0]))
-                outcome.analysis = analysis
-                outcome.events = [self._event_proto(e, image) for e in analysis.events]
+                with self._model_slots:
+                    detected = self.detector.detect_batch([image for _, image in valid])
             except Exception:
-                log.exception("analytics failed", extra={"camera_id": job.camera_id, "frame_id": job.frame_id})
-                outcome.error = convert.internal_status()
-                outcome.analysis = None
-                outcome.events = []
-        return outcomes
+                log.exception("detection failed")
+                for i, _ in valid:
+                    outcomes[i].error = convert.internal_status()
+            else:
+                for (i, _), dets in zip(valid, detected, strict=True):
+                    outcomes[i].detections = dets
+        return outcomes, images
+
+    def _analyse(self, job: FrameJob, s: CameraSession, image: BgrImage, outcome: FrameOutcome) -> None:
+        """Tracking, analytics and event snapshots of one frame; an exception fails this frame only."""
+        if job.keep_image:
+            outcome.image = image
+        try:
+            s.apply_pending()
+            s.frames += 1
+            s.last_captured = job.captured_at
+            analysis = s.process(job, outcome.detections, (image.shape[1], image.shape[0]))
+            outcome.analysis = analysis
+            outcome.events = [self._event_proto(e, image) for e in analysis.events]
+        except Exception:
+            log.exception("analytics failed", extra={"camera_id": job.camera_id, "frame_id": job.frame_id})
+            outcome.error = convert.internal_status()
+            outcome.analysis = None
+            outcome.events = []
 
     def _event_proto(self, e: Event, image: BgrImage) -> pb.AnalyticsEvent:
         plate: PlateReading | None = None
@@ -338,7 +400,7 @@ class InferenceEngine:
         """Drops sessions idle for IDLE_SESSION_S (their tracks are stale anyway); returns them."""
         now = time.monotonic()
         idle = [s for s in self.sessions.values()
-                if now - s.last_active > IDLE_SESSION_S and not s.queue and not s.busy]
+                if now - s.last_active > IDLE_SESSION_S and not s.queue and not s.in_flight]
         for s in idle:
             del self.sessions[s.camera_id]
         return idle

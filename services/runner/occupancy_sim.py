@@ -63,13 +63,12 @@ async def simulate(target: str, operator_keys: Mapping[str, str], period_s: floa
                     if spots is not None and report.spots:
                         spots[lot.spec.id] = dict(report.spots)
 
-                async def feed(items: list[pb.OccupancyReport]) -> AsyncIterator[pb.OccupancyReport]:
-                    for item in items:
-                        yield item
+                async def feed(items: list[pb.OccupancyReport]) -> AsyncIterator[pb.OccupancyReportBatch]:
+                    yield pb.OccupancyReportBatch(reports=items)  # the round's readings as one burst
 
                 try:
                     call = stub.StreamOccupancy(feed(reports), metadata=(("authorization", f"Bearer {key}"),))
-                    async for _ack in call:
+                    async for _acks in call:
                         pass
                 except aio.AioRpcError as exc:
                     log.warning("simulated push failed", extra={"operator": operator, "code": exc.code().name})

@@ -26,6 +26,7 @@ from services.charging.demo import seed_chargers
 from services.common.apikeys import create_key
 from services.common.config import Settings
 from services.common.db import create_engine, migrate
+from services.common.processes import stop_processes
 from services.municipal.demo import municipal_banner, start_demo_platform
 from services.parking.demo import OPERATORS, seed_district
 from services.registry import builders
@@ -54,17 +55,7 @@ class Suite:
     redis: EmbeddedRedis | None = None
 
     def stop_children(self, grace_s: float) -> None:
-        procs = [*self.children.values(), *self.helpers.values()]
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace_s + 5
-        for proc in procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes([*self.children.values(), *self.helpers.values()], grace_s + 5)
 
     def stop(self, grace_s: float) -> None:
         self.stop_children(grace_s)

@@ -11,7 +11,7 @@ from v2x.idps.v1 import idps_pb2 as pb
 
 from services.common.redis_streams import Entry as RawEntry
 from services.common.runtime import Resources
-from services.idps.feed import STREAM, ChangeFeed, Fanout, Subscriptions, stream_id
+from services.idps.feed import STREAM, ChangeFeed, Fanout, StreamEntry, Subscriptions, stream_id
 from services.idps.model import Attrs, Change, Incident, IncidentFilter
 from services.idps.store import IdpsStore
 from tests.conftest import Keys
@@ -205,12 +205,21 @@ async def test_an_older_version_is_never_published_after_a_newer_one(idps_resour
     assert (await feed.publish([Change(v3, late.attrs())]))[0]
     assert await feed.publish([Change(late, version(1, 1).attrs())]) == [""]
     entries = cast(list[RawEntry], await idps_resources.redis.xrange(STREAM, min=first[0]))
-    ours = [fields for _, fields in entries if fields[b"i"] == f"IORDER{unique}".encode()]
-    assert [int(f[b"v"]) for f in ours] == [1, 3]
+    ours = [e for e in map(StreamEntry.parse, entries) if e.incident_id == f"IORDER{unique}"]
+    assert [e.version for e in ours] == [1, 3]
     # The entry of v3 carries the attributes of v1 (what subscribers saw last), not those of v2.
-    assert Attrs.decode(ours[1][b"p"].decode()) == version(1, pb.INCIDENT_STATUS_REPORTED).attrs()
+    assert ours[1].before == version(1, pb.INCIDENT_STATUS_REPORTED).attrs()
 
 
 @pytest.mark.parametrize("status", [pb.INCIDENT_STATUS_CLOSED, pb.INCIDENT_STATUS_FALSE_ALARM])
 def test_terminal_incidents_never_match_a_live_filter(status: int) -> None:
     assert not IncidentFilter().matches_live(Attrs(status, pb.EVENT_TYPE_FOG, 1, 0.0, 0.0))
+
+
+def test_an_entry_written_by_an_earlier_release_still_parses() -> None:
+    before = Attrs(pb.INCIDENT_STATUS_REPORTED, pb.EVENT_TYPE_FOG, 1, 31.0, 121.0)
+    after = Attrs(pb.INCIDENT_STATUS_CONFIRMED, pb.EVENT_TYPE_FOG, 1, 31.0, 121.0)
+    old = StreamEntry.parse((b"5-1", {b"i": b"IOLD", b"v": b"2", b"a": after.encode().encode(),
+                                      b"p": before.encode().encode(), b"d": b"x"}))
+    new = StreamEntry.parse((b"5-1", {b"h": f"IOLD|2|{after.encode()}|{before.encode()}".encode(), b"d": b"x"}))
+    assert old == new and (new.incident_id, new.version, new.attrs, new.before) == ("IOLD", 2, after, before)

@@ -75,7 +75,7 @@ def record(kind: str, aggregate: str, payload: dict[str, Any], id_: int = 1,
     return OutboxRecord(id_, 1000 + id_, created_at or datetime.now(UTC), kind, aggregate, payload)
 
 
-_INSERT = text("INSERT INTO outbox (kind, aggregate_id, payload) SELECT k, a, p::jsonb "
+_INSERT = text("INSERT INTO outbox (kind, aggregate_id, payload) SELECT k, a, p::json "
                "FROM unnest(CAST(:k AS text[]), CAST(:a AS text[]), CAST(:p AS text[])) AS t(k, a, p) RETURNING id")
 
 

@@ -20,6 +20,7 @@ from services.common.config import MunicipalDestination
 from services.common.runtime import Resources
 from services.municipal.emulator import RunningEmulator
 from services.municipal.model import LOCAL_TZ, idempotency_key
+from services.municipal.store import MunicipalStore
 from tests.conftest import Keys
 from tests.municipal.conftest import Adapter, StartAdapter, admin_get, destination, set_faults
 from tests.municipal.helpers import (
@@ -449,6 +450,14 @@ class RecordingPlatform:
             await self.runner.cleanup()
 
 
+async def start_paused(resources: Resources, start_adapter: StartAdapter, dest: MunicipalDestination) -> Adapter:
+    """The adapter with `dest` paused from the start (its lane reads nothing until it is resumed)."""
+    store = MunicipalStore(resources.engine)
+    await store.ensure([dest])
+    await store.set_paused(dest.name, True, "test: the backlog is being written")
+    return await start_adapter(dest)
+
+
 async def test_a_backlog_goes_out_in_concurrent_batches_that_never_share_a_lot(
         resources: Resources, start_adapter: StartAdapter, unique: str) -> None:
     from services.municipal.delivery import MAX_IN_FLIGHT
@@ -458,8 +467,7 @@ async def test_a_backlog_goes_out_in_concurrent_batches_that_never_share_a_lot(
     try:
         dest = MunicipalDestination(name=f"c{unique}", url=url, profile="municipal_json", secret=SECRET,
                                     start="now", batch_size=50)
-        a = await start_adapter(dest)
-        await a.stub.Pause(pb.PauseRequest(destination=dest.name), metadata=a.md)
+        a = await start_paused(resources, start_adapter, dest)
         lots = [f"K{unique}-{i}" for i in range(40)]
         ids: list[int] = []
         for seq in range(1, 21):  # 800 changes, 20 per lot
@@ -492,8 +500,7 @@ async def test_a_batch_that_keeps_failing_holds_the_cursor_while_the_rest_of_its
     try:
         dest = MunicipalDestination(name=f"h{unique}", url=url, profile="municipal_json", secret=SECRET,
                                     start="now", batch_size=20)
-        a = await start_adapter(dest)
-        await a.stub.Pause(pb.PauseRequest(destination=dest.name), metadata=a.md)
+        a = await start_paused(resources, start_adapter, dest)
         lots = [f"H{unique}-{i}" for i in range(8)]
         stuck = lots[3]
         platform.refuse.add(stuck)

@@ -47,6 +47,11 @@ def report(lot_id: str, seq: int, *, general: int | None = None, ev: int | None 
     return r
 
 
+def batch(*reports: pb.OccupancyReport) -> pb.OccupancyReportBatch:
+    """One StreamOccupancy message."""
+    return pb.OccupancyReportBatch(reports=reports)
+
+
 def free_of(availability: pb.Availability, space_class: int = pb.SPACE_CLASS_GENERAL) -> int | None:
     for c in availability.classes:
         if c.space_class == space_class:

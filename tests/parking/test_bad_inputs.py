@@ -23,7 +23,7 @@ from v2x.parking.v1 import parking_pb2 as pb
 from services.common.runtime import Resources
 from tests.conftest import Keys
 from tests.parking.conftest import NewLot
-from tests.parking.helpers import lot, report, ts
+from tests.parking.helpers import batch, lot, report, ts
 
 if TYPE_CHECKING:
     # The async flavour of the stub exists only in the generated .pyi.
@@ -591,12 +591,12 @@ async def test_refused_report_in_a_stream_names_the_field_in_its_ack(stub: Stub,
            report(lots.counted, 1, general=10, seconds_ago=-120)]
     bad[2].report_id = "x" * 100
 
-    async def feed() -> AsyncIterator[pb.OccupancyReport]:
+    async def feed() -> AsyncIterator[pb.OccupancyReportBatch]:
         for r in bad:
-            yield r
+            yield batch(r)
 
     async with nothing_written(resources):
-        acks = [a async for a in stub.StreamOccupancy(feed(), metadata=keys.md(keys.op_a))]
+        acks = [a async for m in stub.StreamOccupancy(feed(), metadata=keys.md(keys.op_a)) for a in m.acks]
     assert [a.result for a in acks] == [pb.ACK_RESULT_REJECTED] * 3
     assert [a.error.code for a in acks] == [code_pb2.INVALID_ARGUMENT] * 3
     assert "sequence" in acks[0].error.message
@@ -627,22 +627,23 @@ async def test_stream_message_over_4mb_ends_that_stream_only(stub: Stub, keys: K
     huge.report_id = "r" * 10_000_000
     md = keys.md(keys.op_a)
 
-    async def feed() -> AsyncIterator[pb.OccupancyReport]:
-        yield report(lot_id, 1, general=20)
+    async def feed() -> AsyncIterator[pb.OccupancyReportBatch]:
+        yield batch(report(lot_id, 1, general=20))
         await asyncio.sleep(0.2)
-        yield huge
+        yield batch(huge)
 
-    acks = []
+    acks: list[pb.OccupancyAck] = []
     with pytest.raises(aio.AioRpcError) as err:
-        async for ack in stub.StreamOccupancy(feed(), metadata=md):
-            acks.append(ack)
+        async for message in stub.StreamOccupancy(feed(), metadata=md):
+            acks.extend(message.acks)
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert [a.result for a in acks] == [pb.ACK_RESULT_ACCEPTED]
 
-    async def good() -> AsyncIterator[pb.OccupancyReport]:
-        yield report(lot_id, 2, general=19)
+    async def good() -> AsyncIterator[pb.OccupancyReportBatch]:
+        yield batch(report(lot_id, 2, general=19))
 
-    assert [a.result async for a in stub.StreamOccupancy(good(), metadata=md)] == [pb.ACK_RESULT_ACCEPTED]
+    assert [a.result async for m in stub.StreamOccupancy(good(), metadata=md) for a in m.acks] == [
+        pb.ACK_RESULT_ACCEPTED]
     view = await stub.GetLot(pb.GetLotRequest(lot_id=lot_id), metadata=md)
     assert view.availability.sequence == 2
 

@@ -29,7 +29,7 @@ from services.common.config import Settings
 from services.common.runtime import Resources
 from tests.conftest import Keys
 from tests.parking.conftest import NewLot
-from tests.parking.helpers import free_of, report, ts
+from tests.parking.helpers import batch, free_of, report, ts
 
 if TYPE_CHECKING:
     # The async flavour of the stub exists only in the generated .pyi.
@@ -139,15 +139,15 @@ def _burst(lot_ids: list[str], per_lot: int) -> list[pb.OccupancyReport]:
 
 
 async def _stream_then_kill(served: Served, keys: Keys, reports: list[pb.OccupancyReport]) -> list[pb.OccupancyAck]:
-    async def feed() -> AsyncIterator[pb.OccupancyReport]:
-        for r in reports:
-            yield r
+    async def feed() -> AsyncIterator[pb.OccupancyReportBatch]:
+        for i in range(0, len(reports), 7):  # small messages: the service groups several per transaction
+            yield batch(*reports[i:i + 7])
 
     call = served.stub.StreamOccupancy(feed(), metadata=keys.md(keys.op_a))
     acks: list[pb.OccupancyAck] = []
     async with asyncio.timeout(30):
-        async for ack in call:
-            acks.append(ack)
+        async for message in call:
+            acks.extend(message.acks)
             if len(acks) == len(reports):
                 await served.kill()
                 break

@@ -18,8 +18,12 @@ from v2x.parking.v1 import parking_pb2 as pb
 from v2x.parking.v1.parking_pb2_grpc import ParkingServiceStub
 
 from services.common.runtime import Resources
+from services.parking import convert
 from services.parking.geo import haversine_m
-from tests.conftest import Keys
+from services.parking.index import LotIndex
+from services.parking.model import FindQuery
+from services.parking.store import ParkingStore
+from tests.conftest import Keys, open_channel, serve_parking
 from tests.parking.conftest import NewLot
 from tests.parking.helpers import lot, report
 
@@ -96,9 +100,18 @@ async def test_haversine_is_the_postgis_sphere(resources: Resources) -> None:
         assert haversine_m(lat1, lon1, lat2, lon2) == pytest.approx(row.d, abs=BOUNDARY_EPS_M)
 
 
-async def test_nearest_lots_match_brute_force_on_10000_lots(parking_channel: aio.Channel, keys: Keys,
+@pytest.fixture(scope="module")
+async def field_channel(resources: Resources, field: list[FieldLot]) -> AsyncIterator[aio.Channel]:
+    """A parking server started after the field was loaded with SQL behind the services' backs: it reads
+    the lots at start-up (a server running before would not know of them)."""
+    async for running in serve_parking(resources):
+        async for channel in open_channel(running):
+            yield channel
+
+
+async def test_nearest_lots_match_brute_force_on_10000_lots(field_channel: aio.Channel, keys: Keys,
                                                            resources: Resources, field: list[FieldLot]) -> None:
-    stub: Stub = ParkingServiceStub(parking_channel)
+    stub: Stub = ParkingServiceStub(field_channel)
     async with resources.engine.connect() as conn:
         in_field = (await conn.execute(text(
             "SELECT count(*) FROM parking_lots WHERE location && ST_MakeEnvelope(:w, :s, :e, :n, 4326)::geography"),
@@ -381,3 +394,27 @@ async def test_results_carry_distance_status_and_freshness(stub: Stub, keys: Key
             assert general.free == x.free_general
         else:
             assert not general.HasField("free") and not a.HasField("total_free")
+
+
+async def test_the_index_answers_exactly_what_postgis_answers(resources: Resources, small: SmallSet) -> None:
+    store = ParkingStore(resources.engine)
+    index = LotIndex(store)
+    await index.load()
+    rng = random.Random(5)
+    answered = 0
+    for _ in range(40):
+        q = FindQuery(small.lat + rng.uniform(-0.01, 0.01), small.lon + rng.uniform(-0.01, 0.01),
+                      rng.choice([300.0, 900.0, 2500.0]), rng.choice([1, 5, 20, 200]),
+                      rng.choice([pb.SPACE_CLASS_GENERAL, pb.SPACE_CLASS_EV]), rng.choice([0, 0, 1, 5, 30]),
+                      sorted(set(rng.sample(KINDS, rng.randint(0, 2)))), rng.random() < 0.5,
+                      rng.choice([0, 0, 500, 900]))
+        now = datetime.now(UTC)
+        from_postgis = pb.FindAvailableResponse(
+            lots=[convert.lot_availability_proto(v, now) for v in await store.find_available(q, now)])
+        from_index = index.find(q, now)
+        assert from_index is not None
+        assert pb.FindAvailableResponse.FromString(from_index) == from_postgis, q
+        answered += bool(from_postgis.lots)
+    # The comparison means something only if many answers list lots (how many depends on the random set and on the
+    # hour, which opens and closes lots).
+    assert answered >= 10

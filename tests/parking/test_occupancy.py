@@ -14,7 +14,7 @@ from v2x.parking.v1 import parking_pb2 as pb
 from services.common.runtime import Resources
 from tests.conftest import Keys
 from tests.parking.conftest import NewLot, Stub
-from tests.parking.helpers import free_of, report
+from tests.parking.helpers import batch, free_of, report
 
 
 async def _outbox_count(resources: Resources, lot_id: str) -> int:
@@ -106,9 +106,9 @@ async def test_operator_cannot_report_for_another_operators_lot(stub: Stub, keys
     assert view.availability.sequence == 0
 
 
-async def _stream(reports: list[pb.OccupancyReport]) -> AsyncIterator[pb.OccupancyReport]:
+async def _stream(reports: list[pb.OccupancyReport]) -> AsyncIterator[pb.OccupancyReportBatch]:
     for r in reports:
-        yield r
+        yield batch(r)
         await asyncio.sleep(0)
 
 
@@ -125,7 +125,7 @@ async def test_stream_acks_each_report_in_order_and_survives_bad_ones(stub: Stub
         report(mine, 1, general=1),            # stale
         report(mine, 3, general=48),
     ]
-    acks = [a async for a in stub.StreamOccupancy(_stream(reports), metadata=keys.md(keys.op_a))]
+    acks = [a async for m in stub.StreamOccupancy(_stream(reports), metadata=keys.md(keys.op_a)) for a in m.acks]
     assert [a.result for a in acks] == [
         pb.ACK_RESULT_ACCEPTED, pb.ACK_RESULT_REJECTED, pb.ACK_RESULT_REJECTED, pb.ACK_RESULT_REJECTED,
         pb.ACK_RESULT_ACCEPTED, pb.ACK_RESULT_DUPLICATE, pb.ACK_RESULT_STALE, pb.ACK_RESULT_ACCEPTED]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -187,6 +189,33 @@ def test_preprocess_letterboxes_converts_to_rgb_and_scales(detector: Detector) -
     np.testing.assert_allclose(tensor[:, 10, 208], [0.5, 0.5, 0.5])  # padding: Darknet's grey
 
 
+def test_preprocess_matches_a_plain_letterbox_and_writes_into_a_batch_slice(
+        detector: Detector, load_sample: LoadSample) -> None:
+    image = load_sample("dog.jpg")  # 768x576 into 416x416: content 416x312, 52 rows of padding above
+    resized = cv2.resize(image, (416, 312), interpolation=cv2.INTER_LINEAR)
+    expected = np.full((3, 416, 416), 0.5, np.float32)
+    expected[:, 52:364, :] = resized[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+    batch = np.full((2, 3, 416, 416), np.nan, np.float32)
+
+    box = detector.preprocess_into(image, batch[1])
+
+    assert box.pad == (0, 52)
+    np.testing.assert_allclose(batch[1], expected, atol=1e-6)
+    assert np.isnan(batch[0]).all()  # the other frame of the batch is left alone
+    np.testing.assert_array_equal(detector.preprocess(image)[0], batch[1])
+
+
+def test_the_session_runs_on_one_thread_without_spinning_and_one_run_per_core(model_path: Path) -> None:
+    detector = Detector(DetectorConfig(model_path=model_path))
+    options = detector.session.get_session_options()
+
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert detector.concurrent_runs == max(1, os.cpu_count() or 1)
+    assert Detector(DetectorConfig(model_path=model_path, intra_op_threads=2)).concurrent_runs == max(
+        1, (os.cpu_count() or 1) // 2)
+
+
 def test_every_vehicle_class_comes_from_a_coco_class(model_path: Path) -> None:
     coco = json.loads(model_path.with_suffix(".json").read_text())["class_names"]
     mapped = {name: MODEL_CLASS_TO_VEHICLE[name] for name in coco if name in MODEL_CLASS_TO_VEHICLE}
@@ -275,9 +304,9 @@ def test_single_output_layouts_decode_to_source_pixels(
 
 
 def test_config_reads_model_path_and_threads_from_the_environment() -> None:
-    config = DetectorConfig.from_env({"V2X_DETECTOR_MODEL": "/srv/m.onnx", "V2X_DETECTOR_THREADS": "1"})
+    config = DetectorConfig.from_env({"V2X_DETECTOR_MODEL": "/srv/m.onnx", "V2X_DETECTOR_THREADS": "2"})
 
     assert config.model_path == Path("/srv/m.onnx")
     assert config.resolved_metadata_path == Path("/srv/m.json")
-    assert config.intra_op_threads == 1
-    assert DetectorConfig.from_env({}).intra_op_threads == 2
+    assert config.intra_op_threads == 2
+    assert DetectorConfig.from_env({}).intra_op_threads == 1  # one thread per run, runs side by side

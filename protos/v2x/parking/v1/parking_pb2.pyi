@@ -1131,6 +1131,54 @@ class OccupancyAck(_message.Message):
 Global___OccupancyAck: _TypeAlias = OccupancyAck  # noqa: Y015
 
 @_typing.final
+class OccupancyReportBatch(_message.Message):
+    """A burst of occupancy reports in one StreamOccupancy message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reports(self) -> _containers.RepeatedCompositeFieldContainer[Global___OccupancyReport]:
+        """The reports, applied in this order (any number; a large batch commits in several transactions)."""
+
+    def __init__(
+        self,
+        *,
+        reports: _abc.Iterable[Global___OccupancyReport] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reports", b"reports"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OccupancyReportBatch: _TypeAlias = OccupancyReportBatch  # noqa: Y015
+
+@_typing.final
+class OccupancyAckBatch(_message.Message):
+    """The answer to one OccupancyReportBatch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___OccupancyAck]:
+        """One ack per report of the batch, in the batch's order."""
+
+    def __init__(
+        self,
+        *,
+        acks: _abc.Iterable[Global___OccupancyAck] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OccupancyAckBatch: _TypeAlias = OccupancyAckBatch  # noqa: Y015
+
+@_typing.final
 class RecordPassageRequest(_message.Message):
     """RecordPassage input."""
 

@@ -72,8 +72,8 @@ class ParkingServiceStub:
                 _registered_method=True)
         self.StreamOccupancy = channel.stream_stream(
                 '/v2x.parking.v1.ParkingService/StreamOccupancy',
-                request_serializer=v2x_dot_parking_dot_v1_dot_parking__pb2.OccupancyReport.SerializeToString,
-                response_deserializer=v2x_dot_parking_dot_v1_dot_parking__pb2.OccupancyAck.FromString,
+                request_serializer=v2x_dot_parking_dot_v1_dot_parking__pb2.OccupancyReportBatch.SerializeToString,
+                response_deserializer=v2x_dot_parking_dot_v1_dot_parking__pb2.OccupancyAckBatch.FromString,
                 _registered_method=True)
         self.RecordPassage = channel.unary_unary(
                 '/v2x.parking.v1.ParkingService/RecordPassage',
@@ -153,8 +153,10 @@ class ParkingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamOccupancy(self, request_iterator, context):
-        """A continuous feed of occupancy reports; one ack per report, in order, each after commit.
-        A bad report is answered in its ack and the stream goes on.
+        """A continuous feed of occupancy reports, in batches (an operator's system sends bursts); one
+        OccupancyAckBatch per OccupancyReportBatch, in order, sent after all of its reports committed,
+        with one ack per report in the order of the batch. A bad report is answered in its ack and the
+        stream goes on.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -229,8 +231,8 @@ def add_ParkingServiceServicer_to_server(servicer, server):
             ),
             'StreamOccupancy': grpc.stream_stream_rpc_method_handler(
                     servicer.StreamOccupancy,
-                    request_deserializer=v2x_dot_parking_dot_v1_dot_parking__pb2.OccupancyReport.FromString,
-                    response_serializer=v2x_dot_parking_dot_v1_dot_parking__pb2.OccupancyAck.SerializeToString,
+                    request_deserializer=v2x_dot_parking_dot_v1_dot_parking__pb2.OccupancyReportBatch.FromString,
+                    response_serializer=v2x_dot_parking_dot_v1_dot_parking__pb2.OccupancyAckBatch.SerializeToString,
             ),
             'RecordPassage': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordPassage,
@@ -468,8 +470,8 @@ class ParkingService:
             request_iterator,
             target,
             '/v2x.parking.v1.ParkingService/StreamOccupancy',
-            v2x_dot_parking_dot_v1_dot_parking__pb2.OccupancyReport.SerializeToString,
-            v2x_dot_parking_dot_v1_dot_parking__pb2.OccupancyAck.FromString,
+            v2x_dot_parking_dot_v1_dot_parking__pb2.OccupancyReportBatch.SerializeToString,
+            v2x_dot_parking_dot_v1_dot_parking__pb2.OccupancyAckBatch.FromString,
             options,
             channel_credentials,
             insecure,

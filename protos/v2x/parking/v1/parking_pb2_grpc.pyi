@@ -53,9 +53,11 @@ class ParkingServiceStub:
     """One occupancy report from an operator for one of its own lots. The reply is sent only after
     the change is committed.
     """
-    StreamOccupancy: _grpc.StreamStreamMultiCallable[_parking_pb2.OccupancyReport, _parking_pb2.OccupancyAck]
-    """A continuous feed of occupancy reports; one ack per report, in order, each after commit.
-    A bad report is answered in its ack and the stream goes on.
+    StreamOccupancy: _grpc.StreamStreamMultiCallable[_parking_pb2.OccupancyReportBatch, _parking_pb2.OccupancyAckBatch]
+    """A continuous feed of occupancy reports, in batches (an operator's system sends bursts); one
+    OccupancyAckBatch per OccupancyReportBatch, in order, sent after all of its reports committed,
+    with one ack per report in the order of the batch. A bad report is answered in its ack and the
+    stream goes on.
     """
     RecordPassage: _grpc.UnaryUnaryMultiCallable[_parking_pb2.RecordPassageRequest, _parking_pb2.RecordPassageResponse]
     """Records a vehicle entering or leaving a lot counted by entry/exit; occupancy follows."""
@@ -91,9 +93,11 @@ class ParkingServiceAsyncStub(ParkingServiceStub):
     """One occupancy report from an operator for one of its own lots. The reply is sent only after
     the change is committed.
     """
-    StreamOccupancy: _aio.StreamStreamMultiCallable[_parking_pb2.OccupancyReport, _parking_pb2.OccupancyAck]  # type: ignore[assignment]
-    """A continuous feed of occupancy reports; one ack per report, in order, each after commit.
-    A bad report is answered in its ack and the stream goes on.
+    StreamOccupancy: _aio.StreamStreamMultiCallable[_parking_pb2.OccupancyReportBatch, _parking_pb2.OccupancyAckBatch]  # type: ignore[assignment]
+    """A continuous feed of occupancy reports, in batches (an operator's system sends bursts); one
+    OccupancyAckBatch per OccupancyReportBatch, in order, sent after all of its reports committed,
+    with one ack per report in the order of the batch. A bad report is answered in its ack and the
+    stream goes on.
     """
     RecordPassage: _aio.UnaryUnaryMultiCallable[_parking_pb2.RecordPassageRequest, _parking_pb2.RecordPassageResponse]  # type: ignore[assignment]
     """Records a vehicle entering or leaving a lot counted by entry/exit; occupancy follows."""
@@ -172,11 +176,13 @@ class ParkingServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def StreamOccupancy(
         self,
-        request_iterator: _MaybeAsyncIterator[_parking_pb2.OccupancyReport],
+        request_iterator: _MaybeAsyncIterator[_parking_pb2.OccupancyReportBatch],
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_parking_pb2.OccupancyAck], _abc.AsyncIterator[_parking_pb2.OccupancyAck]]:
-        """A continuous feed of occupancy reports; one ack per report, in order, each after commit.
-        A bad report is answered in its ack and the stream goes on.
+    ) -> _typing.Union[_abc.Iterator[_parking_pb2.OccupancyAckBatch], _abc.AsyncIterator[_parking_pb2.OccupancyAckBatch]]:
+        """A continuous feed of occupancy reports, in batches (an operator's system sends bursts); one
+        OccupancyAckBatch per OccupancyReportBatch, in order, sent after all of its reports committed,
+        with one ack per report in the order of the batch. A bad report is answered in its ack and the
+        stream goes on.
         """
 
     @_abc_1.abstractmethod

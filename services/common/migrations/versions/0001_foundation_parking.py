@@ -5,7 +5,7 @@ Revises:
 Create Date: 2026-11-24
 """
 
-from alembic import op
+from services.common.migration_sql import run_script
 
 revision = "0001"
 down_revision = None
@@ -120,16 +120,9 @@ DROP TABLE api_keys;
 """
 
 
-def _run(script: str) -> None:
-    # asyncpg prepares each statement: one command per execute.
-    for statement in script.split(";\n"):
-        if statement.strip():
-            op.execute(statement)
-
-
 def upgrade() -> None:
-    _run(UPGRADE)
+    run_script(UPGRADE)
 
 
 def downgrade() -> None:
-    _run(DOWNGRADE)
+    run_script(DOWNGRADE)

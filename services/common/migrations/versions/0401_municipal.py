@@ -5,7 +5,7 @@ Revises: 0001
 Create Date: 2026-11-26
 """
 
-from alembic import op
+from services.common.migration_sql import run_script
 
 revision = "0401"
 down_revision = "0001"
@@ -94,16 +94,9 @@ DROP INDEX IF EXISTS outbox_txid_id
 """
 
 
-def _run(script: str) -> None:
-    # asyncpg prepares each statement: one command per execute.
-    for statement in script.split(";\n"):
-        if statement.strip():
-            op.execute(statement)
-
-
 def upgrade() -> None:
-    _run(UPGRADE)
+    run_script(UPGRADE)
 
 
 def downgrade() -> None:
-    _run(DOWNGRADE)
+    run_script(DOWNGRADE)
