@@ -1,12 +1,15 @@
 """Fixtures: a fresh PostGIS database and a Redis database for the session, real servers on port 0.
 
 The database comes from V2X_TEST_PG (an admin URL, default: the local cluster on 5432 as postgres);
-Redis from V2X_TEST_REDIS (default redis://127.0.0.1:6379/13, flushed at the start).
+Redis from V2X_TEST_REDIS (flushed at the start); by default a Redis server of the session's own: the
+machine's `redis-server` on a free port, so that test runs (a CI run, a developer's run, a benchmark)
+never share streams and one's FLUSHDB or XTRIM cannot reach into another's.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -21,9 +24,10 @@ from services.common.apikeys import create_key
 from services.common.config import Settings
 from services.common.db import migrate
 from services.common.runtime import Resources, RunningService, start_service
+from services.runner.embedded import EmbeddedRedis
 
 PG_ADMIN = os.environ.get("V2X_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("V2X_TEST_REDIS", "redis://127.0.0.1:6379/13")
+REDIS_URL = os.environ.get("V2X_TEST_REDIS")
 
 
 def _with_db(url: str, db: str) -> str:
@@ -61,11 +65,18 @@ async def database_url(db_name: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-async def redis_url() -> AsyncIterator[str]:
-    r = Redis.from_url(REDIS_URL)
-    await r.flushdb()
-    await r.aclose()
-    yield REDIS_URL
+async def redis_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    if REDIS_URL:
+        r = Redis.from_url(REDIS_URL)
+        await r.flushdb()
+        await r.aclose()
+        yield REDIS_URL
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.exit("redis-server is not installed: run infra/ensure-test-services.sh or set V2X_TEST_REDIS", 2)
+    with EmbeddedRedis(server_binary=binary, base_dir=tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ from v2x.parking.v1 import parking_pb2 as ppb
 
 from services.charging.status import VEHICLE_CONNECTED
 from services.charging.store import BayCondition, BayLink, ChargingStore
+from services.common.tasks import raise_if_stopping
 
 log = logging.getLogger("v2x.charging.bays")
 S = pb.ConnectorStatus
@@ -103,5 +104,6 @@ class BayChecker:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                raise_if_stopping()
                 log.exception("bay check failed")
             await asyncio.sleep(self.interval_s)

@@ -14,6 +14,7 @@ from datetime import datetime
 from prometheus_client import Counter
 
 from services.charging.store import ChargingStore
+from services.common.tasks import raise_if_stopping
 
 log = logging.getLogger("v2x.charging.expiry")
 EXPIRED = Counter("v2x_charging_readings_expired_total", "Connector readings that expired (announced as UNKNOWN)")
@@ -41,5 +42,6 @@ class ExpirySweeper:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                raise_if_stopping()
                 log.exception("expiry sweep failed")
             await asyncio.sleep(self.interval_s)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from services.common.principal import Role
 from services.common.runtime import Resources, ServiceParts
 from services.common.server import ServiceDefinition
+from services.common.tasks import raise_if_stopping
 from services.idps.feed import ChangeFeed, Fanout, Subscriptions
 from services.idps.roadside import RoadsideConsumer
 from services.idps.servicer import SERVICE, IdpsServicer, IncidentService, register
@@ -53,6 +54,7 @@ async def auto_close(store: IdpsStore, incidents: IncidentService, every_s: floa
         except asyncio.CancelledError:
             raise
         except Exception:
+            raise_if_stopping()
             log.warning("auto-close failed; retrying", exc_info=True)
         await asyncio.sleep(every_s)
 

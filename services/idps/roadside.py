@@ -28,6 +28,7 @@ from v2x.roadside.v1 import roadside_pb2 as rpb
 
 from services.common.errors import DomainError, InvalidArgument
 from services.common.redis_streams import Entry
+from services.common.tasks import raise_if_stopping
 from services.idps import convert
 from services.idps.servicer import IncidentService
 
@@ -98,9 +99,11 @@ class RoadsideConsumer:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError):
+                raise_if_stopping()
                 log.warning("roadside event consumer: Redis failed; retrying", exc_info=True)
                 await asyncio.sleep(1.0)
             except Exception:
+                raise_if_stopping()
                 log.exception("roadside event consumer failed; retrying")
                 await asyncio.sleep(1.0)
 

@@ -44,6 +44,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.config import MunicipalDestination, Settings
+from services.common.tasks import raise_if_stopping
 from services.municipal import signing
 from services.municipal.model import (
     Fate,
@@ -396,6 +397,7 @@ class Lane:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_stopping()
                 attempt += 1
                 log.exception("municipal lane failed; restarting", extra={"destination": self.name})
                 with contextlib.suppress(Exception):

@@ -25,6 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeout
 from v2x.parking.v1 import parking_pb2 as pb
 
 from services.common.redis_streams import Entry, Fields, follow, last_id, publish
+from services.common.tasks import raise_if_stopping
 from services.parking import convert
 from services.parking.availability import expires_at
 from services.parking.geo import haversine_m
@@ -124,6 +125,7 @@ class AvailabilityFeed:
             except asyncio.CancelledError:
                 raise
             except RedisTimeout:
+                raise_if_stopping()
                 # A reply that came late (Redis or this process busy) loses nothing: read on from the same cursor,
                 # unless it has gone on for so long that the index must be taken as stale.
                 now = time.monotonic()
@@ -136,6 +138,7 @@ class AvailabilityFeed:
                 self._cursor = None
                 slow_since = None
             except Exception:
+                raise_if_stopping()
                 # Redis lost (or PostgreSQL during a reload): stop answering from the index until reloaded.
                 log.warning("nearby index lost its change stream; reloading", exc_info=True)
                 index.unsynced()

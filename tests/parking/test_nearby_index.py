@@ -34,7 +34,8 @@ async def _replica(resources: Resources, redis: Redis) -> AsyncIterator[Availabi
     follower = asyncio.create_task(feed.follow_index())
     yield feed
     follower.cancel()
-    await asyncio.gather(follower, return_exceptions=True)
+    done, _ = await asyncio.wait([follower], timeout=10)
+    assert follower in done, "the index follower did not stop within 10 s of being cancelled"
 
 
 @pytest.fixture

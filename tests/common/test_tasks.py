@@ -1,0 +1,51 @@
+"""A retrying background loop stops when asked, even when a library turned the cancellation into an error."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.common.tasks import raise_if_stopping
+
+
+async def _swallowing_call() -> None:
+    """Like a client that converts a cancellation into its own connection error."""
+    try:
+        await asyncio.sleep(0.02)
+    except asyncio.CancelledError:
+        raise ConnectionError("connection reset") from None
+
+
+async def _retrying_loop(attempts: list[int]) -> None:
+    # Bounded so that an unguarded loop ends by itself (the test then fails instead of hanging).
+    for _ in range(100):
+        try:
+            await _swallowing_call()
+        except Exception:
+            attempts.append(1)
+            raise_if_stopping()
+            await asyncio.sleep(0.01)
+
+
+async def test_a_guarded_loop_stops_when_cancelled() -> None:
+    attempts: list[int] = []
+    task = asyncio.create_task(_retrying_loop(attempts))
+    await asyncio.sleep(0.005)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=0.5)
+    still_running = task not in done
+    if still_running:
+        await task  # an unguarded loop: let it run out before failing
+    assert not still_running, "the loop went on retrying after it was cancelled"
+    assert task.cancelled()
+    assert attempts == [1]
+
+
+async def test_an_error_without_a_stop_request_is_left_to_the_loop() -> None:
+    async def failing_once() -> str:
+        try:
+            raise ConnectionError("reset")
+        except ConnectionError:
+            raise_if_stopping()
+            return "retry"
+
+    assert await failing_once() == "retry"
