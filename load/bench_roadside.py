@@ -10,8 +10,9 @@ is started after --budget seconds):
 2. prepares the frames: the Darknet sample photos with road users (dog, person, kite) and simulator
    frames, 640x480 JPEG (quality 85), cycled per camera, so the detector, the tracker and the analytics
    all have work;
-3. starts two roadside services as separate processes (``v2x serve roadside``), one with
-   micro-batching (V2X_ROADSIDE_MAX_BATCH, default 4) and one without (1); each gets 8 cameras with the
+3. starts two roadside services as separate processes (``v2x serve roadside``): the one measured, as the
+   service is configured by default (``--max-batch``: V2X_ROADSIDE_MAX_BATCH, default 1, micro-batching off),
+   and one with the other setting (``--compare-batch``, default 4); each gets 8 cameras with the
    simulator's geometry (lanes, zones, a counting line, a homography). Only one is busy at a time;
 4. for 1, 4 and 8 concurrent camera streams:
    - raw slice: in this process, ``session.run`` of the YOLOv3-tiny model on the same frames, already
@@ -19,8 +20,8 @@ is started after --budget seconds):
      per core and spinning (the fastest single frame), and the service's options (1 thread per run, spinning off)
      in one loop per core. Raw frames/s is the faster of the two, the single-frame latency the one loop's;
    - saturated: each camera sends as fast as the service answers (2 frames in flight per camera; the
-     service drops the oldest when a camera's queue is full): frames/s of results, with and without
-     micro-batching;
+     service drops the oldest when a camera's queue is full): frames/s of results, of both services
+     (micro-batching on and off: the measurement behind the default);
    - live: each camera at a fixed rate (5 fps, or less so that all cameras together offer at most 75%
      of the raw frames/s): p50/p99 latency from sending a frame to receiving its result;
    - raw slice again. Each service figure is compared with the mean of the two raw slices around it:
@@ -66,6 +67,7 @@ from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceStub
 
 from roadside_sim.scene import SB_CENTRE_E, Scene, drive
 from services.common.apikeys import create_key
+from services.common.config import Settings
 from services.common.db import create_engine, migrate
 from services.roadside.detector import Detector, DetectorConfig
 
@@ -475,11 +477,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"frames: {len(frames)} JPEG {FRAME_SIZE[0]}x{FRAME_SIZE[1]}, "
               f"{sum(map(len, frames)) // len(frames) // 1024} KiB on average; load {load_average()}", flush=True)
         n_max = max(args.cameras)
-        batched = await open_service(database_url, args.redis_url, key, args.max_batch, n_max, "a")
-        services.append(batched[:2])
-        single = await open_service(database_url, args.redis_url, key, 1, n_max, "b") if args.max_batch > 1 else None
-        if single is not None:
-            services.append(single[:2])
+        main = await open_service(database_url, args.redis_url, key, args.max_batch, n_max, "a")
+        services.append(main[:2])
+        compare = None
+        if args.compare_batch != args.max_batch:
+            compare = await open_service(database_url, args.redis_url, key, args.compare_batch, n_max, "b")
+            services.append(compare[:2])
         raws: list[dict[str, Any]] = []
 
         async def raw_slice() -> dict[str, Any]:
@@ -504,8 +507,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for n in args.cameras:
             before = await raw_slice()
             rows = []
-            for svc, max_batch in ((batched, args.max_batch), (single, 1)):
-                if svc is None or (max_batch == 1 and n == 1 and args.max_batch > 1):
+            for svc, max_batch in ((main, args.max_batch), (compare, args.compare_batch)):
+                # One camera never fills a batch (one frame per camera per batch): the other setting is the same there.
+                if svc is None or (svc is compare and n == 1):
                     continue
                 _, _, stubs, cameras = svc
                 row = await phase(stubs, key, cameras[:n], frames, seconds=args.seconds, warmup=args.warmup,
@@ -513,9 +517,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 row.update(mode="saturated", max_batch=max_batch)
                 rows.append(row)
             fps = min(LIVE_FPS, LIVE_LOAD * before["frames_per_s"] / n)
-            _, _, stubs, cameras = batched
+            _, _, stubs, cameras = main
             live = await phase(stubs, key, cameras[:n], frames, seconds=args.seconds, warmup=args.warmup, window=2,
-                               fps=round(fps, 2), server_pid=batched[0].proc.pid)
+                               fps=round(fps, 2), server_pid=main[0].proc.pid)
             live.update(mode="live", max_batch=args.max_batch)
             rows.append(live)
             after = await raw_slice()
@@ -526,7 +530,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
         plates = plate_set(args.plates, 20261124)
         out["plates_raw"] = await asyncio.to_thread(raw_plates, plates)
-        out["plates_service"] = await service_plates(batched[2][0], key, plates)
+        out["plates_service"] = await service_plates(main[2][0], key, plates)
         print(f"plates: PlateReader {out['plates_raw']}; ReadPlate {out['plates_service']}", flush=True)
     finally:
         for process, channels in services:
@@ -538,7 +542,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         await admin.close()
 
-    out.update(raw=raws, load_average_after=load_average(), seconds=round(time.monotonic() - started, 1))
+    out.update(raw=raws, load_average_after=load_average(), seconds=round(time.monotonic() - started, 1),
+               max_batch=args.max_batch, compare_batch=args.compare_batch)
     rows = out["rows"]
     saturated = [r for r in rows if r["mode"] == "saturated" and r["max_batch"] == args.max_batch]
     live4 = next((r for r in rows if r["mode"] == "live" and r["cameras"] == 4), None)
@@ -572,7 +577,8 @@ def print_table(out: dict[str, Any]) -> None:
         print(f"raw session.run, {raw[0][key]['setup']} (frames/s, single-frame p50 ms): "
               + ", ".join(f"{r[key]['frames_per_s']} / {r[key]['p50_ms']}" for r in raw))
     g = out["goals"]
-    print(f"throughput (micro-batching on) by cameras: {g['throughput_ratio_by_cameras']} x raw, worst "
+    print(f"throughput (the service as configured, max batch {out['max_batch']}) by cameras: "
+          f"{g['throughput_ratio_by_cameras']} x raw, worst "
           f"{g['throughput_ratio_worst']} (goal >= {g['throughput_ratio_goal']} for each): "
           f"{'met' if g['throughput_ok'] else 'NOT met'}")
     print(f"p99 latency at 4 live cameras: {g['p99_at_4_cameras_ms']} ms (goal <= {g['p99_limit_ms']} ms = "
@@ -602,7 +608,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=8.0, help="measured seconds per phase")
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each phase")
     p.add_argument("--raw-seconds", type=float, default=4.0, help="seconds of each raw setup in a raw slice")
-    p.add_argument("--max-batch", type=int, default=4, help="the service's V2X_ROADSIDE_MAX_BATCH")
+    p.add_argument("--max-batch", type=int, default=Settings().roadside_max_batch,
+                   help="the measured service's V2X_ROADSIDE_MAX_BATCH (default: the service's default)")
+    p.add_argument("--compare-batch", type=int, default=4,
+                   help="V2X_ROADSIDE_MAX_BATCH of a second service, measured saturated beside the first")
     p.add_argument("--plates", type=int, default=40, help="rendered plates for the plate reader figures")
     p.add_argument("--budget", type=float, default=200.0,
                    help="seconds; no further camera count is started after this")

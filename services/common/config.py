@@ -82,7 +82,10 @@ class Settings:
     # Roadside: per-camera frame queue, micro-batching, frame deadline, and where on-street spot states go
     # (the parking service, with the on-street operator's API key; both unset = spot states not sent).
     roadside_queue_frames: int = 2
-    roadside_max_batch: int = 4
+    # Frames of several cameras per session.run. Off by default: on this CPU, with one thread per run and two
+    # runs at once, batches of 4 gave 0.84 x raw at 4 cameras against 0.94 unbatched (load/bench_roadside.py);
+    # a GPU or a many-core host may gain from it.
+    roadside_max_batch: int = 1
     roadside_infer_workers: int = 2  # batches in flight at once (one detector session, shared)
     roadside_detector: str = "onnx"  # "sim": the simulator's key-colour detector (demos without cameras)
     roadside_frame_deadline_ms: int = 2000

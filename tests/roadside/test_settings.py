@@ -19,14 +19,14 @@ def test_parking_target_must_be_host_and_port() -> None:
 
 def test_roadside_defaults_and_overrides() -> None:
     default = Settings.from_env({})
-    tuned = Settings.from_env({"V2X_ROADSIDE_QUEUE_FRAMES": "3", "V2X_ROADSIDE_MAX_BATCH": "1",
+    tuned = Settings.from_env({"V2X_ROADSIDE_QUEUE_FRAMES": "3", "V2X_ROADSIDE_MAX_BATCH": "4",
                                "V2X_ROADSIDE_FRAME_DEADLINE_MS": "500", "V2X_ROADSIDE_INFER_WORKERS": "1",
                                "V2X_ROADSIDE_DETECTOR": "sim"})
 
     assert (default.roadside_queue_frames, default.roadside_max_batch, default.roadside_frame_deadline_ms,
-            default.roadside_infer_workers, default.roadside_detector) == (2, 4, 2000, 2, "onnx")
+            default.roadside_infer_workers, default.roadside_detector) == (2, 1, 2000, 2, "onnx")
     assert (tuned.roadside_queue_frames, tuned.roadside_max_batch, tuned.roadside_frame_deadline_ms,
-            tuned.roadside_infer_workers, tuned.roadside_detector) == (3, 1, 500, 1, "sim")
+            tuned.roadside_infer_workers, tuned.roadside_detector) == (3, 4, 500, 1, "sim")
     assert "roadside_parking_key" not in repr(Settings.from_env({"V2X_ROADSIDE_PARKING_TARGET": "h:1",
                                                                  "V2X_ROADSIDE_PARKING_KEY": "secret"}))
 
