@@ -14,7 +14,9 @@ What it does, all in one run (about two minutes on a 2-core machine):
 3. measures, each phase for a bounded time after a short warm-up, and each beside its raw baseline:
    - FindChargers (3 km radius, random points, limit 20, half of them available-only, a third GB/T DC
      only, a third >= 60 kW) through gRPC at each `--concurrency` level (default 1 and 4 calls in flight);
-     raw: the same queries straight through `ChargingStore.find`;
+     the service answers from its in-memory nearby index (services/charging/index.py); raw: the same
+     queries straight through `ChargingStore.find` (the PostGIS query). Then `--check-answers` random
+     answers of the service are compared with PostGIS's, built at the same moment: they must be equal;
    - status ingest through `StreamStatus` (`--operators` operator streams, `--window` reports in flight
      each, ACCEPTED acks counted); raw: the same reports, validation and group commit straight through
      a `StatusWriter` in this process, without gRPC;
@@ -68,6 +70,7 @@ from v2x.common.v1 import common_pb2 as cpb
 from websockets.asyncio.client import ClientConnection, connect
 
 from services.charging import convert
+from services.charging.answers import AnswerCache
 from services.charging.feed import ChargingFeed
 from services.charging.model import Report
 from services.charging.passwords import hash_password, new_password
@@ -330,6 +333,22 @@ def grpc_find_worker(channel: aio.Channel, key: str, seed: int, radius_m: float,
             counter.timed(time.perf_counter() - t0, len(response.stations))
 
     return run
+
+
+async def check_answers(channel: aio.Channel, key: str, store: ChargingStore, seed: int, radius_m: float,
+                        n: int) -> int:
+    """How many of `n` random FindChargers answers of the service (its nearby index) equal the PostGIS answer
+    built here at the same moment (nothing writes meanwhile)."""
+    stub = ChargingServiceStub(channel)
+    rng = random.Random(seed)
+    cache = AnswerCache()
+    equal = 0
+    for _ in range(n):
+        request = find_request(rng, radius_m)
+        served = await stub.FindChargers(request, metadata=(("authorization", f"Bearer {key}"),))
+        now = datetime.now(UTC)
+        equal += served == cache.answer(await store.find(convert.find_query(request), now), now)
+    return equal
 
 
 def raw_find_worker(store: ChargingStore, seed: int, radius_m: float, counter: Counter) -> Worker:
@@ -717,6 +736,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 args.seconds, args.warmup, pid, counter,
                 [raw_find_worker(store, args.seed + i, args.radius, counter) for i in range(level)])
             print(f"  FindChargers with {level} in flight done", flush=True)
+        equal = await check_answers(channels[0], driver_key, store, args.seed + 999, args.radius, args.check_answers)
+        city["find_answers_equal_to_postgis"] = f"{equal}/{args.check_answers}"
+        print(f"  FindChargers answers equal to PostGIS's: {equal} of {args.check_answers}", flush=True)
         results["grpc"], results["ocpp"] = {}, {}
 
         # Status ingest: one stream per operator through gRPC, then the same through a writer here.
@@ -859,6 +881,8 @@ def _print_table(args: argparse.Namespace, city: dict[str, Any], results: dict[s
     print()
     for name, g in goals.items():
         print(f"  {'met ' if g['met'] else 'MISSED'}  {name:<34} {g['value']!s:>8}  (goal {g['goal']})")
+    if "find_answers_equal_to_postgis" in city:
+        print(f"  FindChargers answers equal to PostGIS's: {city['find_answers_equal_to_postgis']}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -872,8 +896,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--find-channels", type=int, default=16,
                    help="gRPC connections the queries are spread over (the server processes share them)")
     p.add_argument("--server-processes", type=int, default=1,
-                   help="`v2x serve charging --processes N` (default 1: the find query's PostgreSQL work and the "
-                        "status writer's transactions leave no second core to a second process here)")
+                   help="`v2x serve charging --processes N` (default 1: clients, PostgreSQL and the status "
+                        "writer's transactions leave no second core to a second process here)")
+    p.add_argument("--check-answers", type=int, default=200,
+                   help="random FindChargers answers compared with PostGIS's after the find phases (default 200)")
     p.add_argument("--connect-concurrency", type=int, default=50, help="charge points connecting at once")
     p.add_argument("--radius", type=float, default=3000.0, help="FindChargers radius, metres")
     p.add_argument("--seconds", type=float, default=12.0, help="measured seconds per phase")

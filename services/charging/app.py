@@ -13,6 +13,7 @@ from services.charging.bays import BayChecker
 from services.charging.expiry import ExpirySweeper
 from services.charging.feed import ChargingFeed
 from services.charging.gateway import OcppGateway
+from services.charging.index import ChargerIndex
 from services.charging.servicer import ChargingServicer
 from services.charging.store import ChargingStore
 from services.charging.writer import StatusWriter
@@ -59,9 +60,10 @@ class ChargingApp:
 def assemble(resources: Resources, clock: Clock = wall_clock) -> ChargingApp:
     s = resources.settings
     store = ChargingStore(resources.engine)
-    feed = ChargingFeed(resources.redis, store, s.redis_stream_maxlen, clock)
+    feed = ChargingFeed(resources.redis, store, s.redis_stream_maxlen, clock, ChargerIndex(store))
     writer = StatusWriter(store, feed, clock)
-    gateway = OcppGateway(store, writer, clock, host=s.bind_host, port=s.ocpp_port, heartbeat_s=s.ocpp_heartbeat_s)
+    gateway = OcppGateway(store, writer, clock, host=s.bind_host, port=s.ocpp_port, heartbeat_s=s.ocpp_heartbeat_s,
+                          feed=feed)
     bays = BayChecker(store, clock, idle_grace_s=s.bay_idle_grace_s, fault_grace_s=s.bay_fault_grace_s,
                       interval_s=s.bay_check_interval_s)
     sweeper = ExpirySweeper(store, clock)
@@ -71,8 +73,8 @@ def assemble(resources: Resources, clock: Clock = wall_clock) -> ChargingApp:
         register=lambda server: charging_pb2_grpc.add_ChargingServiceServicer_to_server(servicer, server),
         policy=POLICY,
     )
-    parts = ServiceParts([definition], background=[writer.run, gateway.run, bays.run, sweeper.run],
-                         on_stop=[store.close])
+    parts = ServiceParts([definition], background=[writer.run, gateway.run, bays.run, sweeper.run, feed.follow_index],
+                         on_stop=[store.close], on_start=[feed.load_index])
     return ChargingApp(store, feed, writer, gateway, bays, sweeper, parts)
 
 

@@ -186,7 +186,9 @@ class _Common:
             log.warning("boot of a charge point no longer registered", extra={"charge_point": self.id})
             self.gateway.close_soon(self.id, "registration removed or password reset")
             return False
-        await self.gateway.store.charge_point_booted(self.id, vendor, model, firmware, self.gateway.heartbeat_s, now)
+        if await self.gateway.store.charge_point_booted(self.id, vendor, model, firmware, self.gateway.heartbeat_s,
+                                                        now):
+            await self.gateway.seen({self.id: now})
         await self._reload()
         log.info("charge point booted", extra={"charge_point": self.id, "vendor": vendor, "model": model})
         return True

@@ -5,22 +5,31 @@ read per change), its station and EVSE, and when its reading expires. A station'
 entry of its own (watchers re-read the station). Expiry is announced by no write: watchers time it
 themselves and, when a reading they sent is due, re-read the station's states (an OCPP charge point's
 heartbeats extend its readings without a change), then send CONNECTOR_EXPIRED for what did expire.
+
+The same stream keeps every replica's nearby index (`index.py`) current: a connector's entry also
+carries its committed state, a station's static change makes replicas read that station again, and the
+gateway's records of charge points heard from are entries of their own. A replica that cannot be sure it
+saw every entry answers FindChargers from PostgreSQL until it has reloaded (`services/common/stream_index.py`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from v2x.charging.v1 import charging_pb2 as pb
 
 from services.charging import convert
+from services.charging.index import Change, ChargerIndex, at_us, decode_state, encode_state, us
 from services.charging.model import ConnectorView
 from services.charging.store import ChargingStore
-from services.common.redis_streams import Fields, follow, last_id, publish
+from services.common.redis_streams import Entry, Fields, follow, last_id, publish
+from services.common.stream_index import IndexFollower
 
 log = logging.getLogger("v2x.charging.feed")
 STREAM = "v2x:{charging}:changes"
@@ -29,33 +38,97 @@ Clock = Callable[[], datetime]
 
 
 class ChargingFeed:
-    def __init__(self, redis: Redis, store: ChargingStore, maxlen: int, clock: Clock) -> None:
+    def __init__(self, redis: Redis, store: ChargingStore, maxlen: int, clock: Clock,
+                 index: ChargerIndex | None = None) -> None:
         self.redis = redis
         self.store = store
         self.maxlen = maxlen
         self.clock = clock
+        self.index = index
+        # Entries this process wrote are in its index already: its follower skips them.
+        self.source = uuid.uuid4().hex.encode()
+        self._follower = IndexFollower(redis, STREAM, index, self._apply, log) if index is not None else None
 
     async def publish_connectors(self, views: Sequence[ConnectorView], now: datetime) -> None:
-        """Best effort: the change is committed (and in the outbox); a Redis outage only delays live
-        watchers, who get a fresh snapshot when they reconnect."""
+        """Puts committed changes into this process' index (before the write is acknowledged), then into
+        the stream. Best effort: the change is committed (and in the outbox); a Redis outage only delays
+        live watchers, who get a fresh snapshot when they reconnect, and other replicas, which reload when
+        they see Redis again."""
         if not views:
             return
+        if self.index is not None:
+            await self.index.apply((v.station_id, v.spec.id, v.state) for v in views)
         entries: list[Fields] = []
         for v in views:
             exp = v.state.expires_at
             entries.append({"t": "c", "station": v.station_id, "evse": v.evse_id,
                             "exp": repr(exp.timestamp()) if exp else "0",
-                            "data": convert.view_connector_proto(v, now).SerializeToString()})
+                            "data": convert.view_connector_proto(v, now).SerializeToString(),
+                            "st": encode_state(v.spec.id, v.state), "src": self.source})
         await self._publish(entries)
 
     async def publish_station(self, station_id: str) -> None:
-        await self._publish([{"t": "s", "station": station_id}])
+        """A station's static data changed (or it is new): this process reads it again, other replicas too."""
+        if self.index is not None:
+            await self.index.refresh([station_id])
+        await self._publish([{"t": "s", "station": station_id, "src": self.source}])
+
+    async def charge_points_seen(self, seen: Mapping[str, datetime]) -> None:
+        """Charge points heard from, as just recorded in their rows: their readings live longer, here and
+        in other replicas' indexes."""
+        if not seen:
+            return
+        if self.index is not None:
+            self.index.charge_points_seen(seen)
+        await self._publish([{"t": "cp", "seen": orjson.dumps([[cp, us(at)] for cp, at in seen.items()]),
+                              "src": self.source}])
 
     async def _publish(self, entries: list[Fields]) -> None:
         try:
             await publish(self.redis, STREAM, entries, self.maxlen)
         except RedisError:
             log.warning("could not publish charging changes", exc_info=True)
+
+    # ----- the nearby index -------------------------------------------------------------------
+
+    async def load_index(self) -> None:
+        """Loads the index (and encodes every connector) before the server reports SERVING."""
+        index = self.index
+        if self._follower is not None and index is not None:
+            await self._follower.start(lambda: index.warm(self.clock()))
+
+    async def follow_index(self) -> None:
+        """Applies other replicas' changes to the index, for as long as the process runs."""
+        if self._follower is not None:
+            await self._follower.run()
+
+    async def _apply(self, batch: list[Entry]) -> None:
+        index = self.index
+        assert index is not None
+        changes: list[Change] = []
+        stations: set[str] = set()
+        seen: dict[str, datetime] = {}
+        for _id, fields in batch:
+            if fields.get(b"src") == self.source:
+                continue
+            kind = fields.get(b"t")
+            if kind == b"c" and b"st" in fields:
+                changes.append((fields[b"station"].decode(), *decode_state(fields[b"st"])))
+            elif kind == b"s":
+                stations.add(fields[b"station"].decode())
+            elif kind == b"cp":
+                for cp_id, at in orjson.loads(fields[b"seen"]):
+                    moment = at_us(at)
+                    assert moment is not None
+                    seen[cp_id] = max(moment, seen.get(cp_id, moment))
+        # Stations first: a re-read brings their committed states too, and a state of a connector the index
+        # does not know (yet) makes it read that connector's station.
+        if stations:
+            await index.refresh(sorted(stations))
+        if changes:
+            await index.apply(changes)
+        if seen:
+            index.charge_points_seen(seen)
 
     async def watch(self, station_id: str) -> AsyncIterator[pb.StationUpdate]:
         cursor = await last_id(self.redis, STREAM)

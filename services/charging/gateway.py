@@ -34,6 +34,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from services.charging.chargepoints import ChargePoint16, ChargePoint201
+from services.charging.feed import ChargingFeed
 from services.charging.passwords import check_password
 from services.charging.store import ChargePointAuth, ChargingStore
 from services.charging.writer import StatusWriter
@@ -54,9 +55,10 @@ MAX_MESSAGE_BYTES = 64 * 1024
 
 class OcppGateway:
     def __init__(self, store: ChargingStore, writer: StatusWriter, clock: Callable[[], datetime], *, host: str,
-                 port: int, heartbeat_s: int) -> None:
+                 port: int, heartbeat_s: int, feed: ChargingFeed | None = None) -> None:
         self.store = store
         self.writer = writer
+        self.feed = feed
         self.clock = clock
         self.host = host
         self.requested_port = port
@@ -172,7 +174,9 @@ class OcppGateway:
             self._close_soon(old, "replaced by a new connection")
         cls = ChargePoint16 if ws.subprotocol == SUBPROTOCOLS[pb.OCPP_PROTOCOL_OCPP16J] else ChargePoint201
         cp = cls(auth.id, ws, self, auth, await self.store.ocpp_connectors(auth.id))
-        await self.store.charge_point_connected(auth.id, True, self.clock())
+        now = self.clock()
+        await self.store.charge_point_connected(auth.id, True, now)
+        await self.seen({auth.id: now})
         CONNECTED.inc()
         log.info("charge point connected", extra={"charge_point": auth.id, "subprotocol": ws.subprotocol})
         try:
@@ -184,7 +188,9 @@ class OcppGateway:
             if self._live.get(auth.id) is ws:
                 del self._live[auth.id]
                 with contextlib.suppress(Exception):
-                    await self.store.charge_point_connected(auth.id, False, self.clock())
+                    now = self.clock()
+                    await self.store.charge_point_connected(auth.id, False, now)
+                    await self.seen({auth.id: now})
             log.info("charge point disconnected", extra={"charge_point": auth.id})
 
     def _close_soon(self, ws: ServerConnection, reason: str, delay_s: float = 0.0) -> None:
@@ -193,6 +199,12 @@ class OcppGateway:
         task.add_done_callback(self._tasks.discard)
 
     # ----- liveness -----------------------------------------------------------------------
+
+    async def seen(self, seen: dict[str, datetime]) -> None:
+        """Charge points whose rows now say they were heard from: their connectors' readings live longer
+        for FindChargers too (the nearby index, here and in other replicas)."""
+        if self.feed is not None:
+            await self.feed.charge_points_seen(seen)
 
     def heard(self, cp_id: str) -> None:
         now = self.clock()
@@ -212,6 +224,7 @@ class OcppGateway:
                 self._seen.setdefault(cp_id, at)
             return
         self._flushed.update(seen)
+        await self.seen(seen)
 
     async def _flush_forever(self) -> None:
         while True:

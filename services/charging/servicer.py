@@ -75,6 +75,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
     async def RegisterStation(self, request: pb.RegisterStationRequest, context: Context) -> pb.Station:
         spec = convert.station_spec(request.station)
         record = await self.store.register_station(spec)
+        await self.feed.publish_station(spec.id)
         return convert.station_proto(record, self.clock())
 
     async def UpdateStation(self, request: pb.UpdateStationRequest, context: Context) -> pb.Station:
@@ -166,6 +167,11 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
     async def FindChargers(self, request: pb.FindChargersRequest, context: Context) -> pb.FindChargersResponse:
         query = convert.find_query(request)
         now = self.clock()
+        index = self.feed.index
+        answer = index.find(query, now) if index is not None else None
+        if answer is not None:
+            return pb.FindChargersResponse.FromString(answer)
+        # The index is loading, or may have missed other replicas' changes: PostGIS answers meanwhile.
         return self.answers.answer(await self.store.find(query, now), now)
 
     async def WatchStation(self, request: pb.WatchStationRequest, context: Context) -> AsyncIterator[pb.StationUpdate]:

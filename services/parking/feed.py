@@ -12,20 +12,17 @@ stream trimmed past what it read, or too far behind) answers from PostgreSQL unt
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeout
 from v2x.parking.v1 import parking_pb2 as pb
 
 from services.common.redis_streams import Entry, Fields, follow, last_id, publish
-from services.common.tasks import raise_if_stopping
+from services.common.stream_index import IndexFollower
 from services.parking import convert
 from services.parking.availability import expires_at
 from services.parking.geo import haversine_m
@@ -36,9 +33,6 @@ from services.parking.store import ParkingStore
 log = logging.getLogger("v2x.parking.feed")
 STREAM = "v2x:{parking}:changes"
 Update = pb.AvailabilityUpdate
-# A follower whose newest entry is older than this reloads from PostgreSQL rather than catch up.
-MAX_LAG_S = 10.0
-RETRY_S = 1.0
 
 
 class AvailabilityFeed:
@@ -49,7 +43,7 @@ class AvailabilityFeed:
         self.index = index
         # Entries this process wrote are in its index already: its follower skips them.
         self.source = uuid.uuid4().hex.encode()
-        self._cursor: bytes | None = None
+        self._follower = IndexFollower(redis, STREAM, index, self._apply, log) if index is not None else None
 
     async def publish(self, views: Sequence[LotView], now: datetime) -> None:
         """Puts committed changes into this process' index (before the write is acknowledged), then into
@@ -84,90 +78,15 @@ class AvailabilityFeed:
     # ----- the nearby index -------------------------------------------------------------------
 
     async def load_index(self) -> None:
-        """Loads the index (and encodes every lot) before the server reports SERVING; remembers where the
-        stream stood first, so that following it from there misses nothing committed after the snapshot.
-        Without Redis the index stays unused (answers come from PostgreSQL) until `follow_index` gets
-        through."""
-        if self.index is None:
-            return
-        try:
-            cursor = await last_id(self.redis, STREAM)
-        except RedisError:
-            log.warning("no change stream: the nearby index waits for Redis", exc_info=True)
-            return
-        await self.index.load()
-        self.index.warm(datetime.now(UTC))
-        self._cursor = cursor
+        """Loads the index (and encodes every lot) before the server reports SERVING (see stream_index)."""
+        index = self.index
+        if self._follower is not None and index is not None:
+            await self._follower.start(lambda: index.warm(datetime.now(UTC)))
 
     async def follow_index(self) -> None:
         """Applies other replicas' changes to the index, for as long as the process runs."""
-        index = self.index
-        if index is None:
-            return
-        slow_since: float | None = None
-        while True:
-            try:
-                if self._cursor is None:
-                    index.unsynced()
-                    cursor = await last_id(self.redis, STREAM)
-                    await index.load()
-                    self._cursor = cursor
-                    log.info("nearby index reloaded", extra={"lots": len(index)})
-                async for batch in follow(self.redis, STREAM, self._cursor, block_ms=1000):
-                    if not batch:
-                        continue
-                    if await self._missed(self._cursor, batch):
-                        self._cursor = None
-                        break
-                    await self._apply(batch)
-                    self._cursor = batch[-1][0]
-                    slow_since = None
-            except asyncio.CancelledError:
-                raise
-            except RedisTimeout:
-                raise_if_stopping()
-                # A reply that came late (Redis or this process busy) loses nothing: read on from the same cursor,
-                # unless it has gone on for so long that the index must be taken as stale.
-                now = time.monotonic()
-                slow_since = slow_since if slow_since is not None else now
-                if now - slow_since <= MAX_LAG_S:
-                    log.info("change stream read timed out; reading on from the same position")
-                    continue
-                log.warning("change stream reads keep timing out; reloading the nearby index")
-                index.unsynced()
-                self._cursor = None
-                slow_since = None
-            except Exception:
-                raise_if_stopping()
-                # Redis lost (or PostgreSQL during a reload): stop answering from the index until reloaded.
-                log.warning("nearby index lost its change stream; reloading", exc_info=True)
-                index.unsynced()
-                self._cursor = None
-                await asyncio.sleep(RETRY_S)
-
-    async def _missed(self, cursor: bytes, batch: list[Entry]) -> bool:
-        """Whether entries after `cursor` may be gone unread (trimmed), or the follower is too far behind."""
-        info = await self.redis.xinfo_stream(STREAM)
-        at = _stream_id(cursor)
-        if at == (0, 0):
-            # The stream was empty at the snapshot: anything ever trimmed or deleted may have been unread.
-            lost = info.get("entries-added", 0) > info["length"]  # (Redis 7 counts them; before, assume none)
-        else:
-            # Trimming takes the oldest entries: if the oldest left is past the last one read, what lay
-            # between may be gone. (The entry read last being trimmed alone also counts: the follower is
-            # then a whole stream's length behind, and a reload is as quick as catching up.)
-            first = info.get("first-entry")
-            lost = (first is not None and _stream_id(first[0]) > at) or _stream_id(
-                info.get("max-deleted-entry-id", b"0-0")) > at
-        if lost:
-            log.warning("change stream trimmed past the nearby index's position; reloading")
-            return True
-        # Both ids are stamped by the Redis clock: no skew between hosts comes into the lag.
-        lag_ms = _stream_id(info.get("last-generated-id", b"0-0"))[0] - _stream_id(batch[-1][0])[0]
-        if lag_ms > MAX_LAG_S * 1000:
-            log.warning("nearby index is behind its change stream; reloading", extra={"lag_ms": lag_ms})
-            return True
-        return False
+        if self._follower is not None:
+            await self._follower.run()
 
     async def _apply(self, batch: list[Entry]) -> None:
         index = self.index
@@ -216,11 +135,6 @@ class AvailabilityFeed:
                     expired = _expired(lot)
                     sent[lot_id] = (0.0, expired)
                     yield Update(reason=Update.REASON_EXPIRED, lot=expired)
-
-
-def _stream_id(value: bytes | str) -> tuple[int, int]:
-    ms, _, seq = (value.decode() if isinstance(value, bytes) else value).partition("-")
-    return int(ms), int(seq or 0)
 
 
 def _center(area: AreaQuery) -> tuple[float, float]:

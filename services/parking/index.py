@@ -25,6 +25,7 @@ from v2x.parking.v1 import parking_pb2 as pb
 
 from services.common import wire
 from services.common.nearby import PointIndex
+from services.common.stream_index import SnapshotIndex
 from services.parking import convert
 from services.parking.availability import CLASS_NAMES, CLASSES, LotState, minute_of_week
 from services.parking.model import FindQuery, LotView
@@ -76,8 +77,9 @@ def _version(state: LotState) -> tuple[int, int]:
     return state.sequence, us(state.received_at) if state.received_at else -1
 
 
-class LotIndex:
+class LotIndex(SnapshotIndex):
     def __init__(self, store: ParkingStore) -> None:
+        super().__init__()
         self.store = store
         self._points: PointIndex | None = None
         # Per slot: the record it was read from, the version of its state, and (if it changed since) that
@@ -96,49 +98,23 @@ class LotIndex:
         self._range_span: list[tuple[int, int]] = []
         self._open: tuple[int, int, npt.NDArray[np.bool_]] | None = None  # (minute, generation, mask)
         self._generation = 0
-        self._synced = False
-        self._loading = False
-        self._touched: set[str] = set()
 
     # ----- state ------------------------------------------------------------------------------
 
     def __len__(self) -> int:
         return len(self._points) if self._points is not None else 0
 
-    def unsynced(self) -> None:
-        """Changes may have been missed (the stream is lost or trimmed): answers go to PostgreSQL until `load`."""
-        self._synced = False
+    def _loaded(self) -> bool:
+        return self._points is not None
 
-    async def load(self) -> None:
-        """Reads every lot from PostgreSQL. Changes this process makes meanwhile may be missing from the
-        snapshot: their lots are read again before the index answers."""
-        self._loading = True
-        self._touched = set()
-        try:
-            self._build(await self.store.index_rows())
-            while self._touched:
-                ids, self._touched = sorted(self._touched), set()
-                self._upsert(ids, await self.store.index_rows(ids))
-        finally:
-            self._loading = False
-        self._synced = True
-
-    async def refresh(self, ids: Sequence[str]) -> None:
-        """Reads lots whose static data changed (or that are new, or gone) again."""
-        if not ids:
-            return
-        if self._loading:
-            self._touched.update(ids)
-        rows = await self.store.index_rows(ids)
-        if self._points is not None:
-            self._upsert(ids, rows)
+    async def _rows(self, ids: Sequence[str] | None) -> Sequence[Any]:
+        return await self.store.index_rows(ids)
 
     async def apply(self, states: Iterable[tuple[str, LotState]]) -> None:
         """Takes committed live states of lots (this process' writes, or another replica's)."""
         unknown: list[str] = []
         for lot_id, state in states:
-            if self._loading:
-                self._touched.add(lot_id)
+            self._touch((lot_id,))
             slot = self._points.slot.get(lot_id) if self._points is not None else None
             if slot is None:
                 unknown.append(lot_id)

@@ -23,6 +23,7 @@ from services.parking.store import ParkingStore
 from tests.conftest import Keys
 from tests.parking.conftest import NewLot, Stub
 from tests.parking.helpers import free_of, lot, report
+from tests.replicas import following
 
 WAIT_S = 10.0
 
@@ -30,12 +31,8 @@ WAIT_S = 10.0
 async def _replica(resources: Resources, redis: Redis) -> AsyncIterator[AvailabilityFeed]:
     store = ParkingStore(resources.engine)
     feed = AvailabilityFeed(redis, store, resources.settings.redis_stream_maxlen, LotIndex(store))
-    await feed.load_index()
-    follower = asyncio.create_task(feed.follow_index())
-    yield feed
-    follower.cancel()
-    done, _ = await asyncio.wait([follower], timeout=10)
-    assert follower in done, "the index follower did not stop within 10 s of being cancelled"
+    async with following(feed):
+        yield feed
 
 
 @pytest.fixture
