@@ -6,7 +6,8 @@ What it does, all in one run (about a minute and a half; bounded by --deadline, 
 
 1. creates a fresh database `v2x_bench_idps_<pid>` on the local PostgreSQL/PostGIS cluster and migrates
    it; clears the IDPS keys of the benchmark's Redis database (db 15 unless --redis-url says otherwise);
-2. starts the IDPS service as a separate process (`v2x serve idps`), as in production;
+2. starts the IDPS service as a separate process (`v2x serve idps`, with `--processes N` when
+   `--server-processes N` > 1), as in production;
 3. starts `--subscriber-processes` processes with `--subscribers` Subscribe streams in all, each on its own
    connection (like separate police consoles), unfiltered, and measures in the same run:
    - raw: Redis XADD -> XREAD latency to the same number of readers at the same rate, no service (each
@@ -50,6 +51,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import asyncpg
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.asyncio import Redis
@@ -62,7 +64,7 @@ from services.common.db import create_engine, migrate
 from services.idps.feed import LINGER_S
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's `load`
-from load.harness import free_port, proc_cpu_s
+from load.harness import free_port, proc_cpu_s, wait_all_processes
 
 SERVICE = "v2x.idps.v1.IdpsService"
 CENTER = (31.30, 121.50)
@@ -81,6 +83,31 @@ FAMILIES = [
     (pb.EVENT_TYPE_ROADWORKS,),
     (pb.EVENT_TYPE_SLIPPERY, pb.EVENT_TYPE_ICY),
 ]
+
+
+def _slim_response() -> Any:
+    """SubscribeResponse as a console of the benchmark reads it: the same bytes, but of each message only
+    its kind and its incident's id and version are decoded (the other fields are skipped as unknown).
+    Decoding all ~20 fields of every incident 50 times over cost the consoles a third of a core, taken
+    from the service on this 2-core machine; what is timed (the arrival of each message) is the same."""
+    f = descriptor_pb2.FileDescriptorProto(name="bench_idps_slim.proto", package="v2x.bench.idps", syntax="proto3")
+    field = descriptor_pb2.FieldDescriptorProto
+    inc = f.message_type.add(name="Incident")
+    inc.field.add(name="id", number=1, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
+    inc.field.add(name="version", number=14, type=field.TYPE_INT64, label=field.LABEL_OPTIONAL)
+    msg = f.message_type.add(name="IncidentMessage")
+    msg.field.add(name="kind", number=1, type=field.TYPE_INT32, label=field.LABEL_OPTIONAL)
+    msg.field.add(name="incident", number=3, type=field.TYPE_MESSAGE, label=field.LABEL_OPTIONAL,
+                  type_name=".v2x.bench.idps.Incident")
+    out = f.message_type.add(name="SubscribeResponse")
+    out.field.add(name="messages", number=1, type=field.TYPE_MESSAGE, label=field.LABEL_REPEATED,
+                  type_name=".v2x.bench.idps.IncidentMessage")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(f)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("v2x.bench.idps.SubscribeResponse"))
+
+
+SLIM_RESPONSE = _slim_response()
 
 
 def sampled(incident_id: str, version: int) -> bool:
@@ -188,14 +215,17 @@ async def _subscribers(port: int, redis_url: str, key: str, n: int, conn: Connec
                 for _ in range(n)]
 
     async def console(i: int) -> None:
-        stub = IdpsServiceStub(channels[i])
-        call = stub.Subscribe(pb.SubscribeRequest(), metadata=(("authorization", f"Bearer {key}"),))
+        subscribe = channels[i].unary_stream(f"/{SERVICE}/Subscribe",
+                                             request_serializer=pb.SubscribeRequest.SerializeToString,
+                                             response_deserializer=SLIM_RESPONSE.FromString)
+        call = subscribe(pb.SubscribeRequest(), metadata=(("authorization", f"Bearer {key}"),))
         mine = arrivals[i]
+        new, update = pb.IncidentMessage.KIND_NEW, pb.IncidentMessage.KIND_UPDATE
         async for response in call:
             now = time.time()
             for m in response.messages:
                 kind = m.kind
-                if kind == pb.IncidentMessage.KIND_NEW or kind == pb.IncidentMessage.KIND_UPDATE:
+                if kind in (new, update):
                     counts[i] += 1
                     inc = m.incident
                     if sampled(inc.id, inc.version):
@@ -333,16 +363,26 @@ async def closed_loop(stubs: list[Any], md: Any, mix: EventMix, log: ReportLog, 
 # ----- the service process ----------------------------------------------------------------------
 
 
-def start_service(database_url: str, redis_url: str, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+def start_service(database_url: str, redis_url: str, port: int, log_path: Path,
+                  processes: int) -> subprocess.Popen[bytes]:
     exe = Path(sys.executable).with_name("v2x")
     cmd = [str(exe), "serve", "idps"] if exe.exists() else [sys.executable, "-m", "services.cli", "serve", "idps"]
+    if processes > 1:
+        cmd += ["--processes", str(processes)]
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "V2X_IDPS_PORT": str(port),
            "V2X_IDPS_METRICS_PORT": str(free_port()), "V2X_BIND_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING"}
     with open(log_path, "wb") as log:
         return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 
 
-async def wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path, timeout_s: float = 60) -> None:
+async def wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path, processes: int,
+                       timeout_s: float = 60) -> None:
+    def log_tail(lines: int) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    await wait_all_processes(proc, processes, log_tail, "idps", timeout_s)
     deadline = time.monotonic() + timeout_s
     async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -357,6 +397,12 @@ async def wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path,
             if time.monotonic() > deadline:
                 raise RuntimeError("the idps service was not healthy in time")
             await asyncio.sleep(0.2)
+
+
+def service_pids(pid: int) -> list[int]:
+    """The service's process, and with `--processes N` its N children (the supervisor itself idles)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [pid, *(int(c) for c in f.read().split())]
 
 
 async def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 15) -> int | None:
@@ -437,8 +483,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         police = (await create_key(engine, "police", "bench")).key
         await engine.dispose()
         port = free_port()
-        proc = start_service(db_url, args.redis_url, port, log_path)
-        await wait_healthy(proc, port, log_path)
+        proc = start_service(db_url, args.redis_url, port, log_path, args.server_processes)
+        await wait_healthy(proc, port, log_path, args.server_processes)
         # The consoles are spread over a few processes (as they are over many machines in the field), so
         # that decoding 50 copies of every message is not capped at one core of the measuring side.
         parents: list[Connection] = []
@@ -452,7 +498,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             subs_procs.append(sub)
             parents.append(parent)
         pids = {"client": [os.getpid()], "subscribers": [cast(int, p.pid) for p in subs_procs],
-                "server": [proc.pid]}
+                "server": service_pids(proc.pid)}
         loop = asyncio.get_running_loop()
 
         async def expect(word: str) -> None:
@@ -605,6 +651,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=10.0, help="measured seconds of the max-rate phase")
     p.add_argument("--raw-seconds", type=float, default=6.0, help="seconds of the raw XADD->XREAD baseline")
     p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before the paced phase")
+    p.add_argument("--server-processes", type=int, default=1,
+                   help="`v2x serve idps --processes N`: service processes sharing the port")
     p.add_argument("--concurrency", type=int, default=64, help="ReportEvent calls in flight in the max phase")
     p.add_argument("--channels", type=int, default=4, help="gRPC connections the reports are spread over")
     p.add_argument("--sites", type=int, default=2000, help="places where reports repeat")

@@ -68,7 +68,10 @@ _INSERT_LINK = """INSERT INTO idps_links (report_id, kind, from_incident_id, to_
 # few round trips as it can: each costs more CPU (both ends' system calls) than most of the work.
 # 1. BEGIN and the cell locks of every report of the batch, in one round trip (the keys are integers of
 #    our own making, written into the statement; sorted, so that lockers never deadlock).
-_PG_BEGIN_AND_LOCK = ("BEGIN; SET LOCAL plan_cache_mode = force_custom_plan; "
+#    Statements 2 and 3 run on generic plans (prepared once per connection, planned once): their shape does
+#    not depend on the values (each report is one index probe), and re-planning them for every batch, as
+#    `plan_cache_mode = force_custom_plan` did, cost PostgreSQL ~1.5 ms a batch (test_plans.py).
+_PG_BEGIN_AND_LOCK = ("BEGIN; "
                       "SELECT count(pg_advisory_xact_lock(k)) FROM unnest('{{{keys}}}'::bigint[]) AS k")
 # 2. (A statement of its own, so that its snapshot is taken after the locks were granted.) The reports
 #    already stored under the batch's idempotency keys ("<index in batch> <report id> <incident id>", on
@@ -82,12 +85,17 @@ _PG_DUPS_AND_CANDIDATES = f"""WITH d AS (SELECT ARRAY(
                             AND r.source_id = q.sid AND r.idempotency_key = q.key LIMIT 1) AS r
     ) AS dups)
 SELECT d.dups, c.* FROM d LEFT JOIN (SELECT {_COLS} FROM idps_incidents WHERE id IN (
-    SELECT i.id FROM unnest($4::float8[], $5::float8[], $6::timestamptz[], $7::timestamptz[]) AS q(lat, lon, lo, hi)
-    JOIN idps_incidents i
-      ON ST_DWithin(i.position, ST_SetSRID(ST_MakePoint(q.lon, q.lat), 4326)::geography, $8, false)
-    WHERE i.status BETWEEN 1 AND 5
-      AND ((i.status < 5 AND i.first_observed_at <= q.hi AND i.last_observed_at >= q.lo)
-           OR (i.status = 5 AND i.cleared_at >= $9)))
+    SELECT n.id FROM unnest($4::float8[], $5::float8[], $6::timestamptz[], $7::timestamptz[]) AS q(lat, lon, lo, hi)
+    -- One index lookup per report, whatever the statistics: as a plain join, a fresh table (no statistics
+    -- yet, or a generic plan) was planned as every open incident against every report, ~20 ms a batch.
+    -- OFFSET 0 keeps the planner from flattening the subquery back into that join.
+    CROSS JOIN LATERAL (
+      SELECT i.id FROM idps_incidents i
+      WHERE ST_DWithin(i.position, ST_SetSRID(ST_MakePoint(q.lon, q.lat), 4326)::geography, $8, false)
+        AND i.status BETWEEN 1 AND 5
+        AND ((i.status < 5 AND i.first_observed_at <= q.hi AND i.last_observed_at >= q.lo)
+             OR (i.status = 5 AND i.cleared_at >= $9))
+      OFFSET 0) AS n)
     ORDER BY id FOR UPDATE) AS c ON true"""
 # 3. Everything the batch wrote, in one statement: incidents opened (inserted) or joined (updated, final
 #    state), reports, evidence, audit records and links. `j` carries the json and array columns.
