@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import sys
 
+from services.common import eventloop
 from services.common.config import ConfigError, Settings
 from services.common.errors import DomainError
 from services.common.jsonlog import configure_logging
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         if ns.command == "run":
             from services.runner.suite import run_suite
 
-            asyncio.run(run_suite(settings, simulate=not ns.no_sim))
+            eventloop.run(run_suite(settings, simulate=not ns.no_sim), settings.event_loop)
         elif ns.command == "serve":
             from services.common.runtime import serve
             from services.registry import builders
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
 
                 raise SystemExit(supervise(ns.service, ns.processes, settings.ports[ns.service],
                                            settings.metrics_ports[ns.service], settings.grace_s))
-            asyncio.run(serve(ns.service, known[ns.service], settings))
+            eventloop.run(serve(ns.service, known[ns.service], settings), settings.event_loop)
         elif ns.command == "migrate":
             asyncio.run(_migrate(settings))
         elif ns.command == "keys":
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
             from services.roadside.agent import SourceError, config_from_args, run_agent
 
             try:
-                asyncio.run(run_agent(config_from_args(ns)))
+                eventloop.run(run_agent(config_from_args(ns)), settings.event_loop)
             except SourceError as exc:
                 raise ConfigError(str(exc)) from None
             except aio.AioRpcError as exc:

@@ -50,6 +50,7 @@ class Settings:
     metrics_ports: Mapping[str, int] = field(default_factory=lambda: dict(METRICS_PORTS))
     tls: TlsConfig | None = None
     log_level: str = "INFO"
+    event_loop: str = "uvloop"  # of the services' processes: "uvloop" or "asyncio"
     grace_s: float = 5.0
     max_message_bytes: int = 4 * 1024 * 1024
     db_pool_size: int = 10
@@ -128,6 +129,7 @@ class Settings:
             metrics_ports=metrics,
             tls=_tls(e),
             log_level=level,
+            event_loop=_choice(e, "V2X_EVENT_LOOP", defaults.event_loop, ("uvloop", "asyncio")),
             grace_s=_float(e, "V2X_GRACE_S", defaults.grace_s, 0, 300),
             max_message_bytes=_int(e, "V2X_MAX_MESSAGE_BYTES", defaults.max_message_bytes, 1024, 64 << 20),
             db_pool_size=_int(e, "V2X_DB_POOL_SIZE", defaults.db_pool_size, 1, 200),
