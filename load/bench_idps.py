@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import math
@@ -444,23 +445,30 @@ class Phase:
     errors: int = 0
     first_error: str = ""
     skipped: int = 0
+    # all-consoles p99 (ms) per second of the phase, by when the report was sent: shows whether a p99 comes from
+    # the whole phase or from an episode (a pause somewhere and the queue behind it)
+    all_p99_by_second: list[float] = field(default_factory=list)
 
 
 def e2e(phase: Phase, log: ReportLog, arrivals: list[dict[str, float]]) -> None:
     per: list[float] = []
     worst: list[float] = []
     missing = 0
+    first = min(log.sent.values(), default=0.0)
+    by_second: collections.defaultdict[int, list[float]] = collections.defaultdict(list)
     for key, t0 in log.sent.items():
         times = [a[key] for a in arrivals if key in a]
         missing += len(arrivals) - len(times)
         per += [t - t0 for t in times]
         if len(times) == len(arrivals):
             worst.append(max(times) - t0)
+            by_second[int(t0 - first)].append(max(times) - t0)
     ms = 1000.0
     phase.e2e_p50_ms, phase.e2e_p99_ms = round(percentile(per, 0.5) * ms, 2), round(percentile(per, 0.99) * ms, 2)
     phase.e2e_all_p50_ms = round(percentile(worst, 0.5) * ms, 2)
     phase.e2e_all_p99_ms = round(percentile(worst, 0.99) * ms, 2)
     phase.deliveries, phase.missing = len(per), missing
+    phase.all_p99_by_second = [round(percentile(by_second[k], 0.99) * ms, 1) for k in sorted(by_second)]
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -624,6 +632,8 @@ def report(args: argparse.Namespace, phases: list[Phase], subs: dict[str, Any],
             print(f"{'':<32}{p.skipped} due reports not sent ({MAX_IN_FLIGHT} already in flight)")
         if p.missing:
             print(f"{'':<32}{p.missing} sampled deliveries missing (version superseded or stream ended)")
+        if p.all_p99_by_second:
+            print(f"{'':<32}all p99 per second: {' '.join(f'{v:.0f}' for v in p.all_p99_by_second)}")
     print(f"messages per subscriber: min {min(subs['counts'])}, max {max(subs['counts'])}; "
           f"resyncs after going live: {sum(subs['resyncs'])}")
     print("latencies in ms; e2e = report sent -> message at one subscriber; all = to the last of the subscribers")
