@@ -25,9 +25,10 @@ from redis.exceptions import RedisError
 from v2x.charging.v1 import charging_pb2 as pb
 
 from services.charging import convert
-from services.charging.index import Change, ChargerIndex, at_us, decode_state, encode_state, us
+from services.charging.index import Change, ChargerIndex, decode_state, encode_state
 from services.charging.model import ConnectorView
 from services.charging.store import ChargingStore
+from services.common.epoch_us import at_us, us
 from services.common.redis_streams import Entry, Fields, follow, last_id, publish
 from services.common.stream_index import IndexFollower
 
@@ -118,8 +119,7 @@ class ChargingFeed:
                 stations.add(fields[b"station"].decode())
             elif kind == b"cp":
                 for cp_id, at in orjson.loads(fields[b"seen"]):
-                    moment = at_us(at)
-                    assert moment is not None
+                    moment = at_us(int(at))
                     seen[cp_id] = max(moment, seen.get(cp_id, moment))
         # Stations first: a re-read brings their committed states too, and a state of a connector the index
         # does not know (yet) makes it read that connector's station.

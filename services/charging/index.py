@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -38,13 +38,10 @@ from services.charging.model import ConnectorSpec, ConnectorState, FindQuery
 from services.charging.status import OCPP_SOURCES, expires_at
 from services.charging.store import ChargingStore
 from services.common import wire
+from services.common.epoch_us import NEVER, at_us, us
 from services.common.nearby import PointIndex
 from services.common.stream_index import SnapshotIndex
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
-# The expiry of a connector that has no reading: before any `now`.
-NEVER = int(np.iinfo(np.int64).min)
 AVAILABLE = pb.CONNECTOR_STATUS_AVAILABLE
 _STATION_COLUMNS: dict[str, tuple[Any, Any]] = {"first": (np.int64, 0), "count": (np.int64, 0)}
 _STATIONS = wire.tag(pb.FindChargersResponse.DESCRIPTOR, "stations")
@@ -53,15 +50,6 @@ _DISTANCE = wire.tag(pb.ChargerMatch.DESCRIPTOR, "distance_m")
 _AVAILABLE_COUNT = wire.varint(pb.ChargerMatch.DESCRIPTOR.fields_by_name["available_count"].number << 3)  # varint
 Ints = npt.NDArray[np.int64]
 Change = tuple[str, str, ConnectorState]  # (station id, connector id, committed state)
-
-
-def us(at: datetime) -> int:
-    """Microseconds since the epoch, exactly (a float would round them)."""
-    return (at - _EPOCH) // _US
-
-
-def at_us(value: int | None) -> datetime | None:
-    return None if value is None else _EPOCH + timedelta(microseconds=value)
 
 
 def version(state: ConnectorState) -> tuple[int, int]:
@@ -96,7 +84,6 @@ class ChargerIndex(SnapshotIndex):
     def __init__(self, store: ChargingStore) -> None:
         super().__init__()
         self.store = store
-        self._points: PointIndex | None = None
         # Per station slot: its ChargerMatch header (id, name, operator, location, address, lot), encoded.
         self._headers: list[bytes] = []
         # Per connector slot (a station's are consecutive, in answer order; a station that changes gets
@@ -123,9 +110,6 @@ class ChargerIndex(SnapshotIndex):
     def __len__(self) -> int:
         return len(self._slot)
 
-    def _loaded(self) -> bool:
-        return self._points is not None
-
     async def _rows(self, ids: Sequence[str] | None) -> Sequence[Any]:
         return await self.store.index_rows(ids)
 
@@ -146,12 +130,17 @@ class ChargerIndex(SnapshotIndex):
     def charge_points_seen(self, seen: Mapping[str, datetime]) -> None:
         """Charge points heard from (as recorded in their rows): their OCPP readings live longer."""
         for cp_id, at in seen.items():
-            last = self._seen.get(cp_id)
-            if last is not None and last >= at:
-                continue
-            self._seen[cp_id] = at
-            for slot in self._by_cp.get(cp_id, ()):
-                self._set_state(slot, self._states[slot])
+            if self._heard(cp_id, at):
+                for slot in self._by_cp.get(cp_id, ()):
+                    self._set_state(slot, self._states[slot])
+
+    def _heard(self, cp_id: str, at: datetime) -> bool:
+        """Records that a charge point was heard from at `at`; whether that is later than what was known."""
+        last = self._seen.get(cp_id)
+        if last is not None and last >= at:
+            return False
+        self._seen[cp_id] = at
+        return True
 
     # ----- building ---------------------------------------------------------------------------
 
@@ -208,8 +197,7 @@ class ChargerIndex(SnapshotIndex):
             if r["id"] is None:
                 continue  # a station without connectors
             if r["cp_last_seen"] is not None:
-                self._seen[r["charge_point_id"]] = max(r["cp_last_seen"], self._seen.get(r["charge_point_id"],
-                                                                                         r["cp_last_seen"]))
+                self._heard(r["charge_point_id"], r["cp_last_seen"])
             spec = ConnectorSpec(r["id"], r["standard"], r["max_power_kw"], r["price_per_kwh_fen"],
                                  r["service_fee_per_kwh_fen"], r["parking_spot_id"], r["ocpp_connector_id"])
             state = ConnectorState(r["status"], r["error_code"], r["info"], r["source"], r["observed_at"],

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
+from services.common.nearby import PointIndex
 from services.common.redis_streams import Entry, follow, last_id
 from services.common.tasks import raise_if_stopping
 
@@ -41,12 +42,13 @@ class FollowedIndex(Protocol):
 
 
 class SnapshotIndex(ABC):
-    """An index loaded whole from PostgreSQL and then kept current, keyed by the ids of what it holds (lots,
-    stations). While a load runs, the items this process changes meanwhile may be missing from the snapshot
-    (it was read before their commit): they are noted and read again before the index answers. Subclasses
-    say how rows are read (`_rows`) and laid out (`_build`, `_upsert`)."""
+    """A nearby index (`_points`) loaded whole from PostgreSQL and then kept current, keyed by the ids of what
+    it holds (lots, stations). While a load runs, the items this process changes meanwhile may be missing
+    from the snapshot (it was read before their commit): they are noted and read again before the index
+    answers. Subclasses say how rows are read (`_rows`) and laid out (`_build`, `_upsert`)."""
 
     def __init__(self) -> None:
+        self._points: PointIndex | None = None  # None until the first load
         self._synced = False
         self._loading = False
         self._touched: set[str] = set()
@@ -87,9 +89,8 @@ class SnapshotIndex(ABC):
         if self._loading:
             self._touched.update(ids)
 
-    @abstractmethod
     def _loaded(self) -> bool:
-        """Whether a first load has built the index."""
+        return self._points is not None
 
     @abstractmethod
     async def _rows(self, ids: Sequence[str] | None) -> Sequence[Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ import orjson
 from v2x.parking.v1 import parking_pb2 as pb
 
 from services.common import wire
+from services.common.epoch_us import NEVER, at_us, us
 from services.common.nearby import PointIndex
 from services.common.stream_index import SnapshotIndex
 from services.parking import convert
@@ -31,10 +32,6 @@ from services.parking.availability import CLASS_NAMES, CLASSES, LotState, minute
 from services.parking.model import FindQuery, LotView
 from services.parking.store import ParkingStore, view_of
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
-# The expiry of a lot that has never been observed: before any `now`.
-NEVER = np.iinfo(np.int64).min
 _FREE = {c: f"free{c}" for c in CLASSES}
 _COLUMNS: dict[str, tuple[Any, Any]] = {
     "kind": (np.int32, -1), "hourly": (np.int64, 0), "always_open": (np.bool_, False),
@@ -44,15 +41,6 @@ _COLUMNS: dict[str, tuple[Any, Any]] = {
 }
 _DISTANCE = wire.tag(pb.LotAvailability.DESCRIPTOR, "distance_m")
 _LOTS = wire.tag(pb.FindAvailableResponse.DESCRIPTOR, "lots")
-
-
-def us(at: datetime) -> int:
-    """Microseconds since the epoch, exactly (a float would round them)."""
-    return (at - _EPOCH) // _US
-
-
-def at_us(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
 
 
 def encode_state(state: LotState) -> bytes:
@@ -66,8 +54,7 @@ def encode_state(state: LotState) -> bytes:
 
 def decode_state(data: bytes) -> LotState:
     seq, observed, received, free, closed, full, trend = orjson.loads(data)
-    return LotState(sequence=seq, observed_at=at_us(observed) if observed is not None else None,
-                    received_at=at_us(received) if received is not None else None,
+    return LotState(sequence=seq, observed_at=at_us(observed), received_at=at_us(received),
                     free=dict(zip(CLASSES, free, strict=True)), closed=closed, full_at_entrance=full, trend=trend,
                     samples=[])
 
@@ -81,7 +68,6 @@ class LotIndex(SnapshotIndex):
     def __init__(self, store: ParkingStore) -> None:
         super().__init__()
         self.store = store
-        self._points: PointIndex | None = None
         # Per slot: the record it was read from, the version of its state, and (if it changed since) that
         # state as the stream carries it. Answers' encodings by (slot, fresh, open now). All of it bytes,
         # numbers and records read at start-up: nothing per lot that the garbage collector has to walk
@@ -103,9 +89,6 @@ class LotIndex(SnapshotIndex):
 
     def __len__(self) -> int:
         return len(self._points) if self._points is not None else 0
-
-    def _loaded(self) -> bool:
-        return self._points is not None
 
     async def _rows(self, ids: Sequence[str] | None) -> Sequence[Any]:
         return await self.store.index_rows(ids)
