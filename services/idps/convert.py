@@ -13,6 +13,7 @@ from v2x.idps.v1 import idps_pb2 as pb
 from v2x.parking.v1 import parking_pb2 as ppb
 
 from services.common.errors import FieldViolation, InvalidArgument
+from services.common.plates import mask_plates, may_contain_plate
 from services.common.validation import ID_RE, Validator
 from services.idps import lifecycle, taxonomy
 from services.idps.geo import Area
@@ -277,7 +278,8 @@ def heartbeat(value: int) -> int:
 # ----- out ------------------------------------------------------------------------------------
 
 
-def incident_proto(inc: Incident) -> pb.Incident:
+def incident_proto(inc: Incident, redact: bool = False) -> pb.Incident:
+    """`redact`: for callers that may not see plates (plate numbers typed into the description are masked)."""
     out = pb.Incident(
         id=inc.id, type=inc.type, status=inc.status, severity=inc.severity,  # type: ignore[arg-type]
         severity_derived=inc.severity_derived,
@@ -286,7 +288,8 @@ def incident_proto(inc: Incident) -> pb.Incident:
         source_count=inc.source_count, source_kinds=inc.source_kinds,  # type: ignore[arg-type]
         version=inc.version, first_observed_at=ts(inc.first_observed_at), last_observed_at=ts(inc.last_observed_at),
         created_at=ts(inc.created_at), updated_at=ts(inc.updated_at), cleared_at=ts(inc.cleared_at),
-        closed_at=ts(inc.closed_at), merged_into_id=inc.merged_into_id, description=inc.description,
+        closed_at=ts(inc.closed_at), merged_into_id=inc.merged_into_id,
+        description=mask_plates(inc.description) if redact else inc.description,
         denm_cause_code=taxonomy.to_denm(inc.type),
     )
     if inc.heading_deg is not None:
@@ -298,7 +301,8 @@ def source_proto(s: Source, redact: bool) -> pb.IncidentSource:
     out = pb.IncidentSource(
         report_id=s.report_id, source_id=s.source_id, source_kind=s.source_kind, type=s.type,  # type: ignore[arg-type]
         external_code=s.external_code, position=cpb.LatLon(lat=s.lat, lon=s.lon), confidence=s.confidence,
-        observed_at=ts(s.observed_at), received_at=ts(s.received_at), lane_id=s.lane_id, description=s.description,
+        observed_at=ts(s.observed_at), received_at=ts(s.received_at), lane_id=s.lane_id,
+        description=mask_plates(s.description) if redact else s.description,
     )
     if s.heading_deg is not None:
         out.heading_deg = s.heading_deg
@@ -312,9 +316,10 @@ def source_proto(s: Source, redact: bool) -> pb.IncidentSource:
     return out
 
 
-def audit_proto(e: AuditEntry) -> pb.AuditRecord:
+def audit_proto(e: AuditEntry, redact: bool = False) -> pb.AuditRecord:
     return pb.AuditRecord(version=e.version, at=ts(e.at), actor=e.actor, action=e.action,  # type: ignore[arg-type]
-                          note=e.note, from_status=e.from_status, to_status=e.to_status,  # type: ignore[arg-type]
+                          note=mask_plates(e.note) if redact else e.note,
+                          from_status=e.from_status, to_status=e.to_status,  # type: ignore[arg-type]
                           details=e.details, report_id=e.report_id, related_incident_id=e.related_incident_id)
 
 
@@ -322,3 +327,16 @@ def link_proto(link: Link) -> pb.SourceLink:
     return pb.SourceLink(report_id=link.report_id, kind=link.kind,  # type: ignore[arg-type]
                          from_incident_id=link.from_incident_id, to_incident_id=link.to_incident_id, at=ts(link.at),
                          actor=link.actor)
+
+
+def redact_subscribe_chunk(chunk: bytes) -> bytes:
+    """A serialized SubscribeResponse (or several, concatenated) for a caller that may not see plates: plate
+    numbers in the incidents' descriptions masked. The change feed frames each change once for every
+    subscriber; only a chunk whose bytes may hold a plate is parsed and serialized again."""
+    if not may_contain_plate(chunk):
+        return chunk
+    out = pb.SubscribeResponse.FromString(chunk)
+    for m in out.messages:
+        if m.incident.description:
+            m.incident.description = mask_plates(m.incident.description)
+    return out.SerializeToString()

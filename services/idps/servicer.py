@@ -34,7 +34,8 @@ def _now() -> datetime:
 
 
 def may_see_evidence(principal: Principal) -> bool:
-    """Plates and images are for the police only; every other role sees them redacted."""
+    """Plates and images are for the police only; every other role sees them redacted, and plate numbers
+    typed into descriptions and notes masked."""
     return principal.role is Role.POLICE
 
 
@@ -117,8 +118,8 @@ class IdpsServicer(idps_pb2_grpc.IdpsServiceServicer):
     async def GetIncident(self, request: pb.GetIncidentRequest, context: Context) -> pb.GetIncidentResponse:
         redact = not may_see_evidence(current_principal())
         detail = await self.store.get(convert.incident_id(request.incident_id))
-        out = pb.GetIncidentResponse(incident=convert.incident_proto(detail.incident),
-                                     audit=[convert.audit_proto(a) for a in detail.audit],
+        out = pb.GetIncidentResponse(incident=convert.incident_proto(detail.incident, redact),
+                                     audit=[convert.audit_proto(a, redact) for a in detail.audit],
                                      links=[convert.link_proto(link) for link in detail.links])
         out.incident.sources.extend(convert.source_proto(s, redact) for s in detail.sources)
         return out
@@ -131,9 +132,10 @@ class IdpsServicer(idps_pb2_grpc.IdpsServiceServicer):
                            has_snapshot=bool(snapshot))
 
     async def ListIncidents(self, request: pb.ListIncidentsRequest, context: Context) -> pb.ListIncidentsResponse:
+        redact = not may_see_evidence(current_principal())
         q = convert.list_query(request)
         rows = await self.store.list_incidents(replace(q, limit=q.limit + 1))
-        out = pb.ListIncidentsResponse(incidents=[convert.incident_proto(i) for i in rows[:q.limit]])
+        out = pb.ListIncidentsResponse(incidents=[convert.incident_proto(i, redact) for i in rows[:q.limit]])
         if len(rows) > q.limit:
             out.page.next_page_token = convert.page_token(rows[q.limit - 1])
         return out
@@ -143,8 +145,9 @@ class IdpsServicer(idps_pb2_grpc.IdpsServiceServicer):
         f = convert.incident_filter(request.filter, live=True)
         cursor = convert.cursor(request.cursor)
         heartbeat = convert.heartbeat(request.heartbeat_interval_s)
+        redact = not may_see_evidence(current_principal())
         async for chunk in self.subscriptions.stream(f, cursor, heartbeat):
-            yield chunk
+            yield convert.redact_subscribe_chunk(chunk) if redact else chunk
 
 
 def _passthrough(message: Any) -> bytes:

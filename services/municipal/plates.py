@@ -13,13 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 
-# Province abbreviation, issuing-authority letter (no I or O), then 5 characters (6 for new-energy
-# plates), the last of which may be a special-use character.
-MAINLAND_PLATE = re.compile(
-    r"[京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼][A-HJ-NP-Z]"
-    r"[A-HJ-NP-Z0-9]{4,5}[A-HJ-NP-Z0-9挂学警港澳使领]")
+from services.common.plates import MAINLAND_PLATE as MAINLAND_PLATE
 
 
 def is_mainland_plate(plate: str) -> bool:

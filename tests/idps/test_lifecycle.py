@@ -98,14 +98,25 @@ async def test_a_cleared_incident_can_be_reopened_within_the_window(stub: Stub, 
     assert got.status == pb.INCIDENT_STATUS_DISPATCHED and not got.HasField("cleared_at")
 
 
-async def test_a_cleared_incident_cannot_be_reopened_after_the_window(stub: Stub, keys: Keys, site: Point) -> None:
+async def test_a_cleared_incident_cannot_be_reopened_after_the_window(stub: Stub, keys: Keys, site: Point,
+                                                                       idps_resources: Resources) -> None:
+    from sqlalchemy import text
+
     iid = await open_incident(stub, keys, site)
     for target in (pb.INCIDENT_STATUS_CONFIRMED, pb.INCIDENT_STATUS_CLEARED):
-        await move(stub, keys, iid, target)
-    await asyncio.sleep(REOPEN_WINDOW_S + 0.3)
-    with pytest.raises(aio.AioRpcError) as err:
-        await move(stub, keys, iid, pb.INCIDENT_STATUS_ON_SCENE)
+        cleared = await move(stub, keys, iid, target)
+    # The window passes: cleared_at moves back rather than the test sleeping through it, which would give the
+    # auto-closer (every 5 s) time to close the incident first (a CLOSED -> ON_SCENE refusal instead).
+    async with idps_resources.engine.begin() as conn:
+        await conn.execute(text("UPDATE idps_incidents SET cleared_at = cleared_at - CAST(:back AS interval) "
+                                "WHERE id = :id"), {"back": timedelta(seconds=REOPEN_WINDOW_S + 1), "id": iid})
+    with pytest.raises(aio.AioRpcError) as err:  # at the version it was cleared with: were it closed, ABORTED
+        await move(stub, keys, iid, pb.INCIDENT_STATUS_ON_SCENE, version=cleared.version)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.value.details() == (f"the incident was cleared more than {REOPEN_WINDOW_S:g} s ago and can no "
+                                   "longer be reopened")
+    assert cleared.status == pb.INCIDENT_STATUS_CLEARED
+    assert pb.INCIDENT_STATUS_ON_SCENE not in [a.to_status for a in await audit(stub, keys, iid)]
 
 
 async def test_a_new_report_reactivates_a_recently_cleared_incident(stub: Stub, keys: Keys, site: Point) -> None:
