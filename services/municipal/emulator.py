@@ -21,6 +21,9 @@ Failure modes (flags, or PUT /_admin/faults): `fail_rate` of requests answered 5
 answer, an outage window (`outage_s` from now, or --outage-at/--outage-for from start) answered 503 or
 with dropped connections (`outage_mode`), and `reject_aggregates` whose records get a per-record 422.
 The admin endpoints need `Authorization: Bearer <admin token>` when one is set.
+
+With a certificate and its key (--tls-cert/--tls-key) it serves https instead of http, so that the adapter's
+TLS (a destination's `ca_file` for a private CA) is exercised as a real platform would.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import functools
 import json
 import logging
 import random
+import ssl
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
@@ -451,29 +455,59 @@ class RunningEmulator:
     runner: web.AppRunner
     platform: Platform
     port: int
+    scheme: str = "http"  # https when started with a certificate
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     async def stop(self) -> None:
         await self.runner.cleanup()
         self.platform.close()
 
 
-async def start_emulator(platform: Platform, host: str = "127.0.0.1", port: int = 0) -> RunningEmulator:
+def server_tls(cert: Path, key: Path) -> ssl.SSLContext:
+    """The server side of TLS: `cert` is the PEM chain (leaf first), `key` its private key. No client
+    certificates are asked for: the platform authenticates senders by their HMAC signature."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+async def start_emulator(platform: Platform, host: str = "127.0.0.1", port: int = 0, tls_cert: Path | None = None,
+                         tls_key: Path | None = None) -> RunningEmulator:
+    """Serves `platform` on host:port (0 = a free port); https when given a certificate and its key."""
+    if (tls_cert is None) != (tls_key is None):
+        raise ValueError("tls_cert and tls_key go together")
+    # Load the certificate before binding, so that a bad one fails without leaving a listener behind.
+    tls = server_tls(tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
     runner = web.AppRunner(build_app(platform), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls)
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else port
-    return RunningEmulator(runner, platform, int(bound))
+    return RunningEmulator(runner, platform, int(bound), "https" if tls is not None else "http")
+
+
+def _tls_files(ns: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    """--tls-cert and --tls-key, tried once here so that a bad pair ends the command with a message rather than
+    a traceback."""
+    if ns.tls_cert is None and ns.tls_key is None:
+        return None, None
+    if ns.tls_cert is None or ns.tls_key is None:
+        raise SystemExit("platform-emulator: --tls-cert and --tls-key go together")
+    try:
+        server_tls(ns.tls_cert, ns.tls_key)
+    except OSError as exc:  # ssl.SSLError is one: not PEM, or a key that is not the certificate's
+        raise SystemExit(f"platform-emulator: cannot use --tls-cert/--tls-key: {exc}") from None
+    return ns.tls_cert, ns.tls_key
 
 
 async def run(ns: argparse.Namespace, env: dict[str, str]) -> None:
     secrets = list(ns.secret) + ([env["V2X_EMULATOR_SECRET"]] if env.get("V2X_EMULATOR_SECRET") else [])
     if not secrets:
         raise SystemExit("platform-emulator: give at least one --secret (or V2X_EMULATOR_SECRET)")
+    tls_cert, tls_key = _tls_files(ns)
     faults = Faults()
     apply_faults(faults, {"fail_rate": ns.fail_rate, "fail_after_store": ns.fail_after_store,
                           "latency_ms": ns.latency_ms, "latency_jitter_ms": ns.latency_jitter_ms,
@@ -482,8 +516,8 @@ async def run(ns: argparse.Namespace, env: dict[str, str]) -> None:
         apply_faults(faults, {"outage_s": ns.outage_for, "outage_in_s": ns.outage_at})
     platform = Platform(secrets, ns.max_skew_s, faults, ns.store, ns.seed,
                         ns.admin_token or env.get("V2X_EMULATOR_ADMIN_TOKEN", ""))
-    running = await start_emulator(platform, ns.host, ns.port)
-    print(f"municipal platform emulator on http://{ns.host}:{running.port} "
+    running = await start_emulator(platform, ns.host, ns.port, tls_cert, tls_key)
+    print(f"municipal platform emulator on {running.scheme}://{ns.host}:{running.port} "
           f"(records: /municipal/v1/records, /datex2/v3/parking, /ngsi-ld/v1/entityOperations/upsert; "
           f"admin: /_admin/state)", flush=True)
     from services.common.server import wait_for_stop_signal

@@ -28,3 +28,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--admin-token", default="",
                    help="require this bearer token on /_admin/ (or V2X_EMULATOR_ADMIN_TOKEN)")
     p.add_argument("--seed", type=int, help="seed of the failure dice")
+    p.add_argument("--tls-cert", type=Path,
+                   help="serve https with this PEM certificate chain (leaf first; needs --tls-key)")
+    p.add_argument("--tls-key", type=Path, help="the PEM private key of --tls-cert")
