@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -32,10 +32,16 @@ LAG_INTERVAL_S = 5.0
 MAX_MISSING_KEYS = 100
 
 
+def _local_now() -> datetime:
+    return datetime.now(LOCAL_TZ)
+
+
 class Adapter:
-    def __init__(self, store: MunicipalStore, settings: Settings) -> None:
+    def __init__(self, store: MunicipalStore, settings: Settings,
+                 clock: Callable[[], datetime] = _local_now) -> None:
         self.store = store
         self.settings = settings
+        self.clock = clock  # the local time the daily reconciliation is scheduled by (tests set it)
         self.lanes = {d.name: Lane(d, store, settings) for d in settings.municipal_destinations}
         self._ensured = False
         self._ensure_lock = asyncio.Lock()
@@ -158,30 +164,37 @@ class Adapter:
         return doc
 
     async def reconcile_daily(self) -> None:
-        """Background task: every day at the configured local hour, reconcile yesterday for each destination
-        whose profile offers counts; differences are logged and stored."""
+        """Background task: every day at the configured local hour, reconcile yesterday (`reconcile_yesterday`)."""
         hour = self.settings.municipal_reconcile_hour
         if hour < 0:
             return
         while True:
-            now = datetime.now(LOCAL_TZ)
+            now = self.clock()
             at = now.replace(hour=hour, minute=0, second=0, microsecond=0)
             if at <= now:
                 at += timedelta(days=1)
             await asyncio.sleep((at - now).total_seconds())
-            day = (datetime.now(LOCAL_TZ) - timedelta(days=1)).date()
-            for name, lane in sorted(self.lanes.items()):
-                if not lane.profile.offers_counts:
-                    continue
-                try:
-                    result, _ = await self.reconcile(name, day)
-                except Exception:
-                    log.exception("daily reconciliation failed", extra={"destination": name, "day": str(day)})
-                    continue
-                level = logging.INFO if result.matched else logging.WARNING
-                log.log(level, "daily reconciliation", extra={
-                    "destination": name, "day": result.day, "matched": result.matched,
-                    "differences": {k.kind: k.difference for k in result.kinds if k.difference}})
+            await self.reconcile_yesterday()
+
+    async def reconcile_yesterday(self) -> list[Reconciliation]:
+        """One run of the daily job: reconcile the local day before `clock()` for each destination whose profile
+        offers counts; differences are logged and stored. Returns the reconciliations that could be made."""
+        day = (self.clock() - timedelta(days=1)).date()
+        done: list[Reconciliation] = []
+        for name, lane in sorted(self.lanes.items()):
+            if not lane.profile.offers_counts:
+                continue
+            try:
+                result, _ = await self.reconcile(name, day)
+            except Exception:
+                log.exception("daily reconciliation failed", extra={"destination": name, "day": str(day)})
+                continue
+            done.append(result)
+            level = logging.INFO if result.matched else logging.WARNING
+            log.log(level, "daily reconciliation", extra={
+                "destination": name, "day": result.day, "matched": result.matched,
+                "differences": {k.kind: k.difference for k in result.kinds if k.difference}})
+        return done
 
     async def publish_lag(self) -> None:
         """Background task: keep the lag gauges fresh for Prometheus."""
