@@ -8,6 +8,7 @@
   v2x keys revoke KEY_ID       revoke a key
   v2x seed                     load the demo district into DATABASE_URL
   v2x platform-emulator        a municipal platform emulator (receives the adapter's deliveries)
+  v2x municipal-status         the municipal adapter's delivery per destination: lag, delivered, errors
   v2x camera --camera-id ID --source rtsp://...|file.mp4|/dev/video0   stream a camera to roadside
 """
 
@@ -45,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     from services.municipal.emulator_args import add_arguments as emulator_arguments
 
     emulator_arguments(emulator)
+    status = sub.add_parser("municipal-status",
+                            help="the municipal adapter's delivery status per destination (lag, errors)")
+    status.add_argument("--target", help="the adapter's admin host:port (default: that of the running `v2x run`, "
+                        "else 127.0.0.1:V2X_MUNICIPAL_PORT)")
+    status.add_argument("--key", help="an admin API key (default: V2X_ADMIN_KEY, else the running `v2x run`'s "
+                        "demo admin key)")
+    status.add_argument("--destination", default="", help="only this destination")
     camera = sub.add_parser("camera", help="stream a camera's frames to the roadside service")
     from services.roadside.agent_args import add_arguments as camera_arguments
 
@@ -123,6 +131,11 @@ def main(argv: list[str] | None = None) -> None:
             from services.municipal.emulator import run as run_emulator
 
             asyncio.run(run_emulator(ns, dict(os.environ)))
+        elif ns.command == "municipal-status":
+            from services.municipal.status_report import status_command
+
+            raise SystemExit(status_command(ns.target, ns.key, ns.destination,
+                                            f"127.0.0.1:{settings.ports['municipal']}"))
         elif ns.command == "camera":
             from grpc import aio
 

@@ -27,7 +27,7 @@ from services.common.apikeys import create_key
 from services.common.config import Settings
 from services.common.db import create_engine, migrate
 from services.common.processes import stop_processes
-from services.municipal.demo import municipal_banner, start_demo_platform
+from services.municipal.demo import municipal_banner, report_municipal_lag, start_demo_platform
 from services.parking.demo import OPERATORS, seed_district
 from services.registry import builders
 from services.runner import charging_sim
@@ -138,7 +138,9 @@ async def run_suite(settings: Settings, *, simulate: bool = True) -> None:
                 raise RuntimeError(f"{name} did not become healthy on port {settings.ports[name]}")
         _banner(settings, lots, stations, keys, operator_keys, roadside_env, time.monotonic() - started)
         if "municipal" in suite.children:
-            _say(municipal_banner(settings, keys["admin"], EMULATOR_PORT if suite.helpers else None))
+            _say(municipal_banner(settings, EMULATOR_PORT if suite.helpers else None))
+            # The adapter's lag on the console every 30 s; cancelled with the simulators on stop.
+            sims.append(asyncio.create_task(report_municipal_lag(settings, keys["admin"], _say)))
         spots: charging_sim.SpotBoard = {}  # what the occupancy simulator said; the charging one follows
         if simulate and "parking" in suite.children:
             sims.append(asyncio.create_task(simulate_occupancy(settings, operator_keys, spots)))
