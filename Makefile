@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck protos check-protos deps postgis models bench-parking clean help
+.PHONY: run test lint typecheck protos check-protos deps postgis native models bench-parking clean help
 
 help:
 	@echo "make run      the whole suite on embedded PostGIS + Redis (Ctrl-C stops it)"
@@ -22,7 +22,18 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[dev,embedded,roadside]'
 	touch $@
 
-deps: $(STAMP) postgis
+deps: $(STAMP) postgis native
+
+# The municipal adapter's per-record hot path, compiled with mypyc (falls back to the interpreted source when it
+# cannot be built, or when the source changed since: services/municipal/native.py).
+NATIVE_SRC := services/municipal/fastpath.py
+NATIVE_STAMP := services/municipal/.native-stamp
+
+native: $(NATIVE_STAMP)
+
+$(NATIVE_STAMP): $(NATIVE_SRC) infra/build_native.py $(STAMP)
+	$(PY) infra/build_native.py
+	@touch $@
 
 postgis:
 	@infra/ensure-postgis.sh
@@ -55,3 +66,4 @@ bench-parking: deps
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -f services/municipal/_fastpath_native*.so $(NATIVE_STAMP)

@@ -3,6 +3,11 @@
 Each check collects every bad field as "field: what is wrong" so that a dead letter says exactly why.
 The payload shapes are those of services/parking/payloads.py; charger_status is documented below.
 
+Fields added later are optional, so that records written before them (a replay of an old outbox) still pass:
+lot_static "fast_charging_piles" / "slow_charging_piles" (absent = 0), passage "record_type" (absent = "normal").
+A passage record of type "correction" or "void" also carries "original_passage_id" (the passage it amends,
+= passage_id), "revision" (>= 1), "reason" and "amended_at".
+
 charger_status payload (written by the charging service; aggregate_id = station_id):
     {"station_id", "connector_id", "evse_id"?, "status": "CONNECTOR_STATUS_*",
      "error_code"?: "CONNECTOR_ERROR_CODE_*", "observed_at": ISO-8601 (null only when UNKNOWN),
@@ -23,6 +28,9 @@ from services.municipal.model import OutboxRecord
 ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 _CLASSES = frozenset(vocab.SPACE_CLASSES)
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+# What a passage record is: the passage as recorded, a correction of it, or its withdrawal.
+PASSAGE_RECORD_TYPES = ("normal", "correction", "void")
+PILE_FIELDS = ("fast_charging_piles", "slow_charging_piles")
 MAX_FUTURE = timedelta(minutes=10)
 
 
@@ -190,6 +198,23 @@ def _lot_static(c: Checker, r: OutboxRecord) -> None:
             c.integer(price.get(name, 0), f"price.{name}", 0, 10_000_000)
     c.enum("detection_type", vocab.DETECTION_TYPES)
     c.text("phone", 32)
+    fast, slow = (_pile_count(c, name) for name in PILE_FIELDS)
+    ev = capacity.get("ev")
+    if ev is not None and fast is not None and slow is not None and fast + slow > ev:
+        # Each pile serves at least one EV space (the parking service's rule).
+        c.fail("fast_charging_piles" if fast > ev else "slow_charging_piles",
+               f"{fast} fast + {slow} slow charging piles exceed the {ev} EV spaces (capacity.ev)")
+
+
+def _pile_count(c: Checker, name: str) -> int | None:
+    """A lot's count of fast or slow charging piles: absent (or null) reads 0, None when invalid."""
+    value = c.p.get(name)
+    if value is None:
+        return 0
+    if type(value) is int and 0 <= value <= 100_000:
+        return value
+    c.integer(value, name, 0, 100_000)
+    return None
 
 
 def _lot_dynamic(c: Checker, r: OutboxRecord) -> None:
@@ -225,7 +250,21 @@ def _spot_status(c: Checker, r: OutboxRecord) -> None:
 
 def _passage(c: Checker, r: OutboxRecord) -> None:
     c.same_aggregate(r, c.ident("lot_id"))
-    c.ident("passage_id")
+    passage_id = c.ident("passage_id")
+    record_type = c.enum("record_type", PASSAGE_RECORD_TYPES, required=False) or "normal"
+    if record_type == "normal":
+        if c.p.get("original_passage_id") is not None:
+            c.fail("original_passage_id", "only a correction or void record refers to an original passage")
+    elif c.p.get("record_type") in PASSAGE_RECORD_TYPES:
+        original = c.ident("original_passage_id")
+        if original and passage_id and original != passage_id:
+            c.fail("original_passage_id", f"{original!r} is not the passage this record amends ({passage_id!r})")
+        if c.p.get("revision") is None:
+            c.fail("revision", "is missing")
+        else:
+            c.integer(c.p["revision"], "revision", 1, 1_000_000)
+        c.text("reason", 500, required=True)
+        c.time("amended_at")
     c.enum("direction", vocab.DIRECTIONS)
     c.text("plate", 16, required=True)
     c.enum("plate_colour", (*vocab.PLATE_COLOURS, "PLATE_COLOUR_UNSPECIFIED"))

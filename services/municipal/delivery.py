@@ -55,6 +55,7 @@ from services.municipal.model import (
     Position,
     key_maker,
 )
+from services.municipal.native import fastpath
 from services.municipal.profiles import RenderContext, make_profile
 from services.municipal.profiles.base import preview, record_key
 from services.municipal.store import Commit, Control, MunicipalStore, Row, chunk_end, row_position, to_records
@@ -553,31 +554,26 @@ class Lane:
     def _render(self, records: list[OutboxRecord], ctx: RenderContext, replay: Replay | None, dead: list[Outcome],
                 sendable: list[OutboxRecord], keys: list[str], wires: list[bytes]) -> None:
         """Appends the records to send, their keys and documents in wire form; invalid records go to `dead`,
-        skipped ones nowhere."""
-        profile, make_key, wire = self.profile, self.key, self.profile.wire
+        skipped ones nowhere. The profile's fast writers when it has them (services/municipal/fastpath.py), else
+        (and whenever a writer is not sure) the general path, which names what is wrong."""
+        profile, wire = self.profile, self.profile.wire
         fast_wire, fast = profile.fast_wire, profile.fast
         now = datetime.now(UTC)
-        for r in records:
-            key = make_key(r.id)
-            if replay is not None and replay.skips(r):
-                continue
-            # The profile's fast path when it has one, else (and whenever the fast path is not sure) the general one.
-            w: bytes | None = None
-            if (to_wire := fast_wire.get(r.kind)) is not None:
-                w = to_wire(r, key, now)
-            elif (render := fast.get(r.kind)) is not None and (doc := render(r, key, now)) is not None:
-                w = wire(doc)
-            if w is None:
-                try:
-                    w = wire(profile.render_checked(r, key, ctx, now).doc)
-                except NotCarried:
-                    continue
-                except InvalidRecord as exc:
-                    dead.append(self._invalid(r, key, exc))
-                    continue
-            sendable.append(r)
-            keys.append(key)
-            wires.append(w)
+
+        def general(r: OutboxRecord, key: str) -> bytes | None:
+            render = None if r.kind in fast_wire else fast.get(r.kind)
+            if render is not None and (doc := render(r, key, now)) is not None:
+                return wire(doc)
+            try:
+                return wire(profile.render_checked(r, key, ctx, now).doc)
+            except NotCarried:
+                return None
+            except InvalidRecord as exc:
+                dead.append(self._invalid(r, key, exc))
+                return None
+
+        fastpath.render(records, self.key, now, fast_wire, replay.skips if replay is not None else None, general,
+                        sendable, keys, wires)
 
     def _invalid(self, r: OutboxRecord, key: str, exc: InvalidRecord) -> Outcome:
         return Outcome(r, Fate.DEAD, key, record_key(r), 0, "INVALID_RECORD",

@@ -25,6 +25,7 @@ POLICY = {
     "PushOccupancy": frozenset({Role.OPERATOR}),
     "StreamOccupancy": frozenset({Role.OPERATOR}),
     "RecordPassage": frozenset({Role.OPERATOR}),
+    "AmendPassage": frozenset({Role.OPERATOR}),
     "ListPassages": frozenset({Role.ADMIN, Role.OPERATOR, Role.POLICE}),
     "FindAvailable": ALL,
     "WatchAvailability": ALL,

@@ -30,6 +30,7 @@ from services.parking.model import (
     LotSummary,
     LotView,
     Outcome,
+    PassageAmendment,
     PassageRecord,
     PassageSpec,
     PriceSpec,
@@ -114,6 +115,15 @@ def lot_spec(lot: pb.Lot, settings: Settings) -> LotSpec:
     ttl = lot.occupancy_ttl_s or settings.occupancy_default_ttl_s
     v.integer("lot.occupancy_ttl_s", ttl, 10, 86_400)
     v.text("lot.phone", lot.phone, 40)
+    fast, slow = lot.fast_charging_piles, lot.slow_charging_piles
+    v.integer("lot.fast_charging_piles", fast, 0, 100_000)
+    v.integer("lot.slow_charging_piles", slow, 0, 100_000)
+    ev = capacity[pb.SPACE_CLASS_EV]
+    if min(fast, slow, ev) >= 0 and fast + slow > ev:  # a negative count has its own violation
+        # A pile sits at an EV space (a two-gun pile at two): more piles than EV spaces is a data error.
+        v.fail("lot.fast_charging_piles" if fast > ev else "lot.slow_charging_piles",
+               f"{fast} fast + {slow} slow charging piles exceed the {ev} EV spaces (lot.capacity.ev); "
+               "each pile serves at least one EV space")
     v.check()
     return LotSpec(
         id=lot.id, operator_id=lot.operator_id, name=lot.name, kind=lot.kind,
@@ -121,6 +131,7 @@ def lot_spec(lot: pb.Lot, settings: Settings) -> LotSpec:
         ttl_s=ttl, address=lot.address, region_code=lot.region_code, line=line,
         price=PriceSpec(p.free_minutes, p.first_hour_fen, p.per_hour_fen, p.daily_cap_fen, p.description),
         always_open=lot.opening_hours.always_open, periods=periods, entrances=entrances, phone=lot.phone,
+        fast_charging_piles=fast, slow_charging_piles=slow,
     )
 
 
@@ -230,9 +241,7 @@ def passage(req: pb.RecordPassageRequest, settings: Settings, now: datetime) -> 
     v.ident("lot_id", req.lot_id)
     v.ident("passage_id", req.passage_id)
     v.enum("direction", req.direction, pb.PassageDirection.DESCRIPTOR)
-    v.text("plate", req.plate, 16, required=True)
-    if req.plate and not all(ch.isalnum() or ch in "·-" for ch in req.plate):
-        v.fail("plate", "letters, digits, '·' and '-' only")
+    _plate(v, "plate", req.plate)
     v.enum("plate_colour", req.plate_colour, pb.PlateColour.DESCRIPTOR, required=False)
     v.text("lane", req.lane, 64)
     passed = v.timestamp("passed_at", req.passed_at, max_future_s=settings.max_future_skew_s, now=now)
@@ -241,6 +250,42 @@ def passage(req: pb.RecordPassageRequest, settings: Settings, now: datetime) -> 
     assert passed is not None
     return PassageSpec(req.lot_id, req.passage_id, req.direction, req.plate, req.plate_colour, req.lane, passed,
                        req.space_class or pb.SPACE_CLASS_GENERAL)
+
+
+def _plate(v: Validator, field: str, plate: str) -> None:
+    v.text(field, plate, 16, required=True)
+    if plate and not all(ch.isalnum() or ch in "·-" for ch in plate):
+        v.fail(field, "letters, digits, '·' and '-' only")
+
+
+def amendment(req: pb.AmendPassageRequest, settings: Settings, now: datetime) -> PassageAmendment:
+    v = Validator()
+    v.ident("lot_id", req.lot_id)
+    v.ident("passage_id", req.passage_id)
+    v.enum("action", req.action, pb.PassageAmendAction.DESCRIPTOR)
+    v.text("reason", req.reason, 500, required=True)
+    given = [f for f in ("plate", "plate_colour", "passed_at", "lane") if req.HasField(f)]
+    passed = None
+    if req.action == pb.PASSAGE_AMEND_ACTION_VOID:
+        for f in given:
+            v.fail(f, "a void corrects nothing: leave the passage's fields out")
+    elif req.action == pb.PASSAGE_AMEND_ACTION_CORRECT:
+        if not given:
+            v.fail("plate", "a correction needs at least one of plate, plate_colour, passed_at, lane")
+        if req.HasField("plate"):
+            _plate(v, "plate", req.plate)
+        if req.HasField("plate_colour"):
+            v.enum("plate_colour", req.plate_colour, pb.PlateColour.DESCRIPTOR)
+        if req.HasField("lane"):
+            v.text("lane", req.lane, 64)
+        if req.HasField("passed_at"):
+            passed = v.timestamp("passed_at", req.passed_at, max_future_s=settings.max_future_skew_s, now=now)
+    v.check()
+    return PassageAmendment(
+        req.lot_id, req.passage_id, req.action, req.reason,
+        plate=req.plate if req.HasField("plate") else None,
+        plate_colour=req.plate_colour if req.HasField("plate_colour") else None,
+        passed_at=passed, lane=req.lane if req.HasField("lane") else None)
 
 
 def find_query(req: pb.FindAvailableRequest) -> FindQuery:
@@ -315,6 +360,7 @@ def lot_proto(record: LotRecord) -> pb.Lot:
                    for e in s.entrances],
         detection_type=s.detection_type,  # type: ignore[arg-type]
         occupancy_ttl_s=s.ttl_s, phone=s.phone, version=record.version,
+        fast_charging_piles=s.fast_charging_piles, slow_charging_piles=s.slow_charging_piles,
         created_at=ts(record.created_at), updated_at=ts(record.updated_at),
     )
     if s.line:
@@ -418,6 +464,8 @@ def passage_proto(p: PassageRecord, redact: bool) -> pb.Passage:
         plate="***" if redact else s.plate, plate_colour=s.plate_colour,  # type: ignore[arg-type]
         lane=s.lane, passed_at=ts(s.passed_at), received_at=ts(p.received_at),
         space_class=s.space_class,  # type: ignore[arg-type]
+        state=p.state, revision=p.revision, amended_at=ts(p.amended_at),  # type: ignore[arg-type]
+        amend_reason="" if redact else p.amend_reason,
     )
 
 

@@ -53,6 +53,8 @@ class LotSpec:
     periods: list[Period] = field(default_factory=list)
     entrances: list[EntranceSpec] = field(default_factory=list)
     phone: str = ""
+    fast_charging_piles: int = 0
+    slow_charging_piles: int = 0
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,24 @@ class PassageSpec:
 class PassageRecord:
     spec: PassageSpec
     received_at: datetime
+    state: int = 1  # PassageState: 1 recorded, 2 corrected, 3 voided
+    revision: int = 0
+    amended_at: datetime | None = None
+    amend_reason: str = ""
+
+
+@dataclass(frozen=True)
+class PassageAmendment:
+    """A validated AmendPassage: the action and, for a correction, the fields it replaces (None = keep)."""
+
+    lot_id: str
+    passage_id: str
+    action: int
+    reason: str
+    plate: str | None = None
+    plate_colour: int | None = None
+    passed_at: datetime | None = None
+    lane: str | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 from v2x.parking.v1 import parking_pb2 as pb
 
 from services.parking.availability import CLASS_NAMES, CLASSES, LotState, site_status
-from services.parking.model import LotSpec, LotSummary, PassageSpec
+from services.parking.model import LotSpec, LotSummary, PassageRecord, PassageSpec
 
 
 def lot_static(spec: LotSpec) -> dict[str, Any]:
@@ -27,6 +27,7 @@ def lot_static(spec: LotSpec) -> dict[str, Any]:
         "always_open": spec.always_open, "opening_periods": [p.__dict__ for p in spec.periods],
         "price": spec.price.__dict__, "detection_type": pb.DetectionType.Name(spec.detection_type),  # type: ignore[arg-type]
         "phone": spec.phone,
+        "fast_charging_piles": spec.fast_charging_piles, "slow_charging_piles": spec.slow_charging_piles,
     }
 
 
@@ -56,7 +57,17 @@ def passage(p: PassageSpec, now: datetime) -> dict[str, Any]:
     return {"lot_id": p.lot_id, "passage_id": p.passage_id, "direction": pb.PassageDirection.Name(p.direction),  # type: ignore[arg-type]
             "plate": p.plate, "plate_colour": pb.PlateColour.Name(p.plate_colour),  # type: ignore[arg-type]
             "lane": p.lane, "passed_at": p.passed_at.isoformat(), "received_at": now.isoformat(),
-            "space_class": CLASS_NAMES[p.space_class]}
+            "space_class": CLASS_NAMES[p.space_class], "record_type": "normal"}
 
 
+# PassageAmendAction -> record_type of the passage record that carries the amendment.
+_RECORD_TYPES: dict[int, str] = {pb.PASSAGE_AMEND_ACTION_CORRECT: "correction", pb.PASSAGE_AMEND_ACTION_VOID: "void"}
 
+
+def passage_amendment(record: PassageRecord, action: int) -> dict[str, Any]:
+    """A correction or void: the passage as it now stands (a void: as it stood), marked with the record type
+    and the passage it amends, so that the platform replaces or withdraws its earlier record."""
+    assert record.amended_at is not None
+    return {**passage(record.spec, record.received_at), "record_type": _RECORD_TYPES[action],
+            "original_passage_id": record.spec.passage_id, "revision": record.revision,
+            "reason": record.amend_reason, "amended_at": record.amended_at.isoformat()}

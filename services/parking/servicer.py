@@ -192,6 +192,13 @@ class ParkingServicer(parking_pb2_grpc.ParkingServiceServicer):
             await self.feed.publish([changed], now)
         return pb.RecordPassageResponse(created=created, availability=convert.availability_proto(view, now))
 
+    async def AmendPassage(self, request: pb.AmendPassageRequest, context: Context) -> pb.Passage:
+        now = _now()
+        amendment = convert.amendment(request, self.settings, now)
+        record = await self.store.amend_passage(current_principal(), amendment, now)
+        # Only the lot's own operator gets here (the policy and the store), and it sees its plates.
+        return convert.passage_proto(record, redact=False)
+
     async def ListPassages(self, request: pb.ListPassagesRequest, context: Context) -> pb.ListPassagesResponse:
         principal = current_principal()
         lot_id = convert.lot_id(request.lot_id)

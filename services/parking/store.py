@@ -6,6 +6,7 @@ its state row (`FOR UPDATE`, in lot id order so that batches never deadlock).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from services.common.errors import (
     Aborted,
     AlreadyExists,
     DomainError,
+    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
@@ -53,6 +55,7 @@ from services.parking.model import (
     LotSummary,
     LotView,
     Outcome,
+    PassageAmendment,
     PassageRecord,
     PassageSpec,
     PriceSpec,
@@ -75,7 +78,7 @@ _VIEW_COLUMNS = """
     s.closed, s.full_at_entrance, s.trend"""
 _STATIC_COLUMNS = """
     l.address, l.region_code, ST_AsGeoJSON(l.line::geometry) AS line, l.opening, l.always_open, l.entrances,
-    l.phone, l.version, l.created_at, l.updated_at"""
+    l.phone, l.version, l.created_at, l.updated_at, l.fast_charging_piles, l.slow_charging_piles"""
 _FROM = "FROM parking_lots l JOIN parking_lot_state s ON s.lot_id = l.id"
 
 # Only writers need the occupancy samples (for the trend); answers leave them out (most of a state row).
@@ -227,6 +230,7 @@ def _record(row: Row[Any]) -> LotRecord:
         line=[(lat, lon) for lon, lat in line["coordinates"]] if line else None, price=s.price,
         always_open=row.always_open, periods=[Period(**p) for p in opening],
         entrances=[EntranceSpec(**e) for e in _json(row.entrances)], phone=row.phone,
+        fast_charging_piles=row.fast_charging_piles, slow_charging_piles=row.slow_charging_piles,
     )
     return LotRecord(spec, row.version, row.created_at, row.updated_at)
 
@@ -243,7 +247,8 @@ def _lot_params(spec: LotSpec) -> dict[str, Any]:
         "opening": json.dumps([p.__dict__ for p in spec.periods]), "always_open": spec.always_open,
         "open_minutes": multirange_literal(week_ranges(spec.always_open, spec.periods)),
         "entrances": json.dumps([e.__dict__ for e in spec.entrances]), "detection_type": spec.detection_type,
-        "ttl_s": spec.ttl_s, "phone": spec.phone,
+        "ttl_s": spec.ttl_s, "phone": spec.phone, "fast_piles": spec.fast_charging_piles,
+        "slow_piles": spec.slow_charging_piles,
     }
 
 
@@ -251,10 +256,10 @@ _LOT_VALUES = """:id, :operator_id, :name, :address, :region_code, :kind,
     ST_MakePoint(:lon, :lat)::geography, CAST(:line AS text)::geography,
     :cap_general, :cap_ev, :cap_disabled, :cap_reserved, CAST(:price AS jsonb), :hourly, CAST(:opening AS jsonb),
     :always_open, CAST(CAST(:open_minutes AS text) AS int4multirange), CAST(:entrances AS jsonb), :detection_type,
-    :ttl_s, :phone"""
+    :ttl_s, :phone, :fast_piles, :slow_piles"""
 _LOT_COLUMNS = """id, operator_id, name, address, region_code, kind, location, line,
     cap_general, cap_ev, cap_disabled, cap_reserved, price, hourly_price_fen, opening,
-    always_open, open_minutes, entrances, detection_type, ttl_s, phone"""
+    always_open, open_minutes, entrances, detection_type, ttl_s, phone, fast_charging_piles, slow_charging_piles"""
 
 
 @dataclass
@@ -506,16 +511,62 @@ class ParkingStore:
             if principal.role is Role.OPERATOR:
                 _require_owner(principal, lot.operator_id, lot_id)
             rows = (await conn.execute(text(
-                "SELECT id, lot_id, passage_id, direction, plate, plate_colour, lane, passed_at, space_class, "
-                "received_at FROM parking_passages WHERE lot_id = :lot_id "
+                f"SELECT {_PASSAGE_COLUMNS} FROM parking_passages WHERE lot_id = :lot_id "
                 "AND (CAST(:since AS timestamptz) IS NULL OR passed_at >= :since) "
                 "AND (:after = 0 OR (passed_at, id) < (SELECT a.passed_at, a.id FROM parking_passages a "
                 "WHERE a.id = :after)) ORDER BY passed_at DESC, id DESC LIMIT :n"),
                 {"lot_id": lot_id, "since": since, "after": after_id, "n": n})).all()
         redact = not (principal.role is Role.POLICE or principal.is_operator(lot.operator_id))
-        return [(r.id, PassageRecord(PassageSpec(r.lot_id, r.passage_id, r.direction, r.plate, r.plate_colour,
-                                                 r.lane, r.passed_at, r.space_class), r.received_at))
-                for r in rows], redact
+        return [(r.id, _passage_record(r)) for r in rows], redact
+
+    async def amend_passage(self, principal: Principal, a: PassageAmendment, now: datetime) -> PassageRecord:
+        """Corrects or voids a recorded passage and writes its correction/void record to the outbox in the same
+        transaction. Availability is left as it is (see the rpc's comment)."""
+        async with self.engine.begin() as conn:
+            lot = (await conn.execute(text("SELECT operator_id FROM parking_lots WHERE id = :id"),
+                                      {"id": a.lot_id})).first()
+            if lot is None:
+                raise NotFound(f"lot {a.lot_id} does not exist")
+            _require_owner(principal, lot.operator_id, a.lot_id)
+            row = (await conn.execute(text(
+                f"SELECT {_PASSAGE_COLUMNS} FROM parking_passages WHERE lot_id = :lot_id AND passage_id = :passage_id "
+                "FOR UPDATE"), {"lot_id": a.lot_id, "passage_id": a.passage_id})).first()
+            if row is None:
+                raise NotFound(f"lot {a.lot_id} has no passage {a.passage_id}")
+            current = _passage_record(row)
+            if current.state == pb.PASSAGE_STATE_VOIDED:
+                assert current.amended_at is not None
+                raise FailedPrecondition(f"passage {a.passage_id} of lot {a.lot_id} was voided at "
+                                         f"{current.amended_at.isoformat()}; a void is final")
+            before = current.spec
+            after = before
+            if a.action == pb.PASSAGE_AMEND_ACTION_CORRECT:
+                after = dataclasses.replace(
+                    before, plate=before.plate if a.plate is None else a.plate,
+                    plate_colour=before.plate_colour if a.plate_colour is None else a.plate_colour,
+                    passed_at=before.passed_at if a.passed_at is None else a.passed_at,
+                    lane=before.lane if a.lane is None else a.lane)
+                if after == before:
+                    return current  # nothing to correct (e.g. a retry): nothing written, nothing sent
+            state = pb.PASSAGE_STATE_VOIDED if a.action == pb.PASSAGE_AMEND_ACTION_VOID else pb.PASSAGE_STATE_CORRECTED
+            updated = (await conn.execute(text(
+                "UPDATE parking_passages SET plate = :plate, plate_colour = :plate_colour, passed_at = :passed_at, "
+                "lane = :lane, state = :state, revision = revision + 1, amended_at = :now, amend_reason = :reason "
+                f"WHERE id = :id RETURNING {_PASSAGE_COLUMNS}"),
+                {"plate": after.plate, "plate_colour": after.plate_colour, "passed_at": after.passed_at,
+                 "lane": after.lane, "state": state, "now": now, "reason": a.reason, "id": row.id})).one()
+            record = _passage_record(updated)
+            await conn.execute(text(
+                "INSERT INTO parking_passage_amendments (passage_row, revision, action, reason, amended_by, before, "
+                "after, amended_at) VALUES (:row, :revision, :action, :reason, :by, CAST(:before AS jsonb), "
+                "CAST(:after AS jsonb), :now)"),
+                {"row": row.id, "revision": record.revision, "action": a.action, "reason": a.reason,
+                 "by": f"{principal.role.value}:{principal.scope or ''}/{principal.key_id}",
+                 "before": orjson.dumps(_amendable(before)).decode(),
+                 "after": orjson.dumps(_amendable(after)).decode(), "now": now})
+            await write_outbox(conn, [OutboxRow(OutboxKind.PASSAGE, a.lot_id,
+                                                payloads.passage_amendment(record, a.action))])
+            return record
 
     # ----- queries ------------------------------------------------------------------------
 
@@ -551,6 +602,20 @@ class ParkingStore:
                                                "mow": minute_of_week(now), "n_max": limit})).all()
         views = [_view(r) for r in rows]
         return [v for v in views if area.contains(v.summary.lat, v.summary.lon)]
+
+
+_PASSAGE_COLUMNS = ("id, lot_id, passage_id, direction, plate, plate_colour, lane, passed_at, space_class, "
+                    "received_at, state, revision, amended_at, amend_reason")
+
+
+def _passage_record(r: Row[Any]) -> PassageRecord:
+    return PassageRecord(PassageSpec(r.lot_id, r.passage_id, r.direction, r.plate, r.plate_colour, r.lane, r.passed_at,
+                                     r.space_class), r.received_at, r.state, r.revision, r.amended_at, r.amend_reason)
+
+
+def _amendable(p: PassageSpec) -> dict[str, Any]:
+    """What a correction can change of a passage, as kept in the amendment history."""
+    return {"plate": p.plate, "plate_colour": p.plate_colour, "passed_at": p.passed_at.isoformat(), "lane": p.lane}
 
 
 def _advance(state: LotState, summary: LotSummary, free: dict[int, int | None], sequence: int,

@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.common.config import MunicipalDestination
+from services.municipal import fastpath as fastpath_source
+from services.municipal import native
 from services.municipal.delivery import split_streams
 from services.municipal.model import InvalidRecord, OutboxRecord, idempotency_key, key_maker
 from services.municipal.profiles import make_profile
@@ -38,8 +40,13 @@ def both(p: Profile, rec: OutboxRecord) -> tuple[bytes | None, bytes | None]:
     return p.fast_wire[rec.kind](rec, key, NOW), slow
 
 
+# The interpreted fast path: what runs where services/municipal/fastpath.py is not compiled (`make native`).
+SOURCE_WIRES = {"lot_dynamic": fastpath_source.wire_lot_dynamic, "spot_status": fastpath_source.wire_spot_status}
+
+
 def assert_same(p: Profile, rec: OutboxRecord) -> None:
     fast, slow = both(p, rec)
+    assert SOURCE_WIRES[rec.kind](rec, idempotency_key("city", rec.id), NOW) == fast  # compiled == interpreted
     if fast is not None:
         assert fast == slow, rec.payload
         assert p.fast[rec.kind](rec, idempotency_key("city", rec.id), NOW) == orjson.loads(slow)
@@ -136,6 +143,19 @@ def test_a_body_built_from_wire_forms_is_the_body_of_the_documents(profile_name:
     docs = [p.render(r, idempotency_key("city", r.id)).doc for r in records]
     assert p.body_of([p.wire(d) for d in docs]) == p.body(docs)
     assert p.body_of([]) == p.body([])
+
+
+def test_the_fast_path_runs_compiled_and_from_the_current_source() -> None:
+    # `make deps` compiles it (`make native`); the drain rate of load/bench_municipal.py depends on it.
+    assert native.COMPILED, native.reason
+    assert municipal().fast_wire["lot_dynamic"] is native.fastpath.wire_lot_dynamic
+    assert native.source_sha256() == native.fastpath.SOURCE_SHA256
+
+
+def test_a_compiled_fast_path_built_from_another_source_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(native, "source_sha256", lambda: "0" * 64)  # as if fastpath.py changed since the build
+    module, reason = native.load()
+    assert module is fastpath_source and "stale" in reason
 
 
 def test_keys_are_uuid5_of_destination_and_outbox_id() -> None:

@@ -1,6 +1,8 @@
 """DATEX II (v3, Parking namespace) XML profile: static lot data as a ParkingTablePublication, lot
-dynamic data and spot status as a ParkingStatusPublication. Entry/exit records and charger status have no
-DATEX II parking form and are not carried.
+dynamic data and spot status as a ParkingStatusPublication. Entry/exit records (with their corrections and
+voids) and charger status have no DATEX II parking form and are not carried; nor are a lot's fast/slow charging
+pile counts (DATEX II knows charging only as an `electricChargingStation` facility, without that split:
+destinations that need the counts take the municipal JSON or NGSI-LD profile).
 
 One POST carries a batch: <v2x:batch> with one <v2x:record> per record (its idempotency key, kind,
 sequence, subject and change time as attributes), each holding one DATEX II <d2:payload>. Coordinates

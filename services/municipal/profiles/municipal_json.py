@@ -9,12 +9,14 @@ lot_static   parkCode, parkName, address, regionCode (6 digits), streetCode (9/1
              parkType, operatorCode, entrances[{code, longitude, latitude, type 1 in / 2 out / 3 both}],
              totalBerths, evBerths, disabledBerths, reservableBerths, openAllDay,
              openingHours[{weekday 1-7, open "HH:MM", close "HH:MM"}], feeRule{freeMinutes, firstHourFen,
-             perHourFen, dailyCapFen, description}, detectionType, phone
+             perHourFen, dailyCapFen, description}, detectionType, phone, fastChargingPiles, slowChargingPiles
 lot_dynamic  parkCode, totalBerths, freeBerths (null when no class is known), berthClasses[{berthClass,
              total, free}], parkStatus, observedTime, uploadTime, sequence
 spot_status  parkCode, berthCode, berthClass, berthStatus, observedTime
 passage      parkCode, recordId, direction (1 in, 2 out), plateNo + plateNoPolicy (per destination:
-             full / masked / hashed / none), plateColor, laneCode, berthClass, passTime
+             full / masked / hashed / none), plateColor, laneCode, berthClass, passTime, operateType (1 new,
+             2 correction, 3 void), originalRecordId (the amended recordId; null when new), revision,
+             amendReason (plate numbers in it go out as plateNo does), amendTime (null when new)
 charger_status stationCode, connectorCode, connectorStatus, errorCode, observedTime
 
 Times are local (UTC+8) ISO-8601 with offset. The platform's rules checked here: a lot needs a
@@ -25,14 +27,14 @@ and a full plate must be a mainland plate number.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
 from services.municipal import plates, vocab
-from services.municipal.checks import EARLIEST, ID, MAX_FUTURE, Checker
+from services.municipal.checks import Checker
 from services.municipal.coords import wgs84_to_gcj02
 from services.municipal.model import KINDS, OutboxRecord
 from services.municipal.profiles.base import (
@@ -40,143 +42,11 @@ from services.municipal.profiles.base import (
     FastWire,
     Profile,
     RenderContext,
-    changed_at,
     local_time,
-    parsed_time,
 )
 
-# The fast paths below accept exactly these values (the vocabularies the checks allow), each with its code.
-_PARK_STATUS = {s: vocab.MUNICIPAL_PARK_STATUS[s] for s in vocab.SITE_STATUSES}
-_BERTH_STATUS = {s: vocab.MUNICIPAL_BERTH_STATUS[s] for s in vocab.SPOT_STATUSES}
-_BERTH_CLASS = {c: vocab.MUNICIPAL_BERTH_CLASS[c] for c in vocab.SPACE_CLASSES}
-_MAX_SEQUENCE = 2**63 - 1
-_MAX_COUNT = 100_000
-
-
-_CACHE_LIMIT = 65536
-_IDENTS: set[str] = set()  # identifiers known to pass checks.ID
-# payload time -> (microseconds since the epoch, local form); None if it is not ISO-8601 with an offset
-_TIMES: dict[str, tuple[int, str] | None] = {}
-_last_changed: list[Any] = [None, ""]  # the last created_at seen and its changedAt
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
-_EARLIEST_US = (EARLIEST - _EPOCH) // _US
-_latest: list[Any] = [None, 0]  # the last `now` seen and the latest time it allows, in epoch microseconds
-
-
-def _ident(value: str) -> bool:
-    if value in _IDENTS:
-        return True
-    if ID.fullmatch(value) is None:
-        return False
-    if len(_IDENTS) >= _CACHE_LIMIT:
-        _IDENTS.clear()
-    _IDENTS.add(value)
-    return True
-
-
-def _latest_us(now: datetime) -> int:
-    """now + MAX_FUTURE in epoch microseconds (the renderers get one `now` per slice of records)."""
-    if _latest[0] is not now:
-        _latest[0], _latest[1] = now, (now + MAX_FUTURE - _EPOCH) // _US
-    return int(_latest[1])
-
-
-def _time(value: Any, latest_us: int) -> str | None:
-    """The local form of a valid payload time (ISO-8601 with offset, from 2000 on, not in the future). Aware times
-    compare as their instants, which epoch microseconds are exactly."""
-    if type(value) is not str:
-        return None
-    try:
-        parsed = _TIMES[value]
-    except KeyError:
-        if len(_TIMES) >= _CACHE_LIMIT:
-            _TIMES.clear()
-        at = parsed_time(value)
-        parsed = _TIMES[value] = None if at is None else ((at[0] - _EPOCH) // _US, at[1])
-    if parsed is None or not _EARLIEST_US <= parsed[0] <= latest_us:
-        return None
-    return parsed[1]
-
-
-def _changed_at(at: datetime) -> str:
-    # Rows come in id order, so a transaction's rows (one created_at) mostly follow each other. Aware times with
-    # the same tzinfo compare field by field, without the utcoffset() a hash needs.
-    if at == _last_changed[0]:
-        return str(_last_changed[1])
-    text = changed_at(at)
-    _last_changed[0], _last_changed[1] = at, text
-    return text
-
-
-def _wire_lot_dynamic(record: OutboxRecord, key: str, now: datetime) -> bytes | None:
-    p = record.payload
-    if type(p) is not dict:
-        return None
-    lot = p.get("lot_id")
-    if type(lot) is not str or lot != record.aggregate_id or not _ident(lot):
-        return None
-    sequence = p.get("sequence", 0)
-    if type(sequence) is not int or not 0 <= sequence <= _MAX_SEQUENCE:
-        return None
-    status = p.get("status")
-    park_status = _PARK_STATUS.get(status) if type(status) is str else None
-    if park_status is None:
-        return None
-    latest = _latest_us(now)
-    observed = _time(p.get("observed_at"), latest)
-    received = _time(p.get("received_at"), latest)
-    if observed is None or received is None:
-        return None
-    cap = p.get("capacity")
-    free = p.get("free")
-    if type(cap) is not dict or type(free) is not dict:
-        return None
-    total = 0
-    for name, count in cap.items():
-        if name not in _BERTH_CLASS or type(count) is not int or not 0 <= count <= _MAX_COUNT:
-            return None
-        total += count
-    if total <= 0:
-        return None
-    free_total = 0
-    known = False
-    for name, value in free.items():
-        count = cap.get(name)
-        if count is None:
-            return None
-        if value is not None:
-            if type(value) is not int or not 0 <= value <= count:
-                return None
-            free_total += value
-            known = True
-    berths = ",".join([f'{{"berthClass":{_BERTH_CLASS[name]},"total":{count},'
-                       f'"free":{"null" if (f := free.get(name)) is None else f}}}'
-                       for name, count in cap.items() if count > 0])
-    return (f'{{"idempotencyKey":"{key}","recordType":"lot_dynamic","sequence":{record.id},"aggregateId":"{lot}",'
-            f'"changedAt":"{_changed_at(record.created_at)}","data":{{"parkCode":"{lot}","totalBerths":{total},'
-            f'"freeBerths":{free_total if known else "null"},"berthClasses":[{berths}],'
-            f'"parkStatus":{park_status},"observedTime":"{observed}","uploadTime":"{received}",'
-            f'"sequence":{sequence}}}}}').encode()
-
-
-def _wire_spot_status(record: OutboxRecord, key: str, now: datetime) -> bytes | None:
-    p = record.payload
-    if type(p) is not dict:
-        return None
-    lot, spot = p.get("lot_id"), p.get("spot_id")
-    if (type(lot) is not str or lot != record.aggregate_id or not _ident(lot) or type(spot) is not str
-            or not _ident(spot)):
-        return None
-    space_class, status = p.get("space_class"), p.get("status")
-    berth_class = _BERTH_CLASS.get(space_class) if type(space_class) is str else None
-    berth_status = _BERTH_STATUS.get(status) if type(status) is str else None
-    observed = _time(p.get("observed_at"), _latest_us(now))
-    if berth_class is None or berth_status is None or observed is None:
-        return None
-    return (f'{{"idempotencyKey":"{key}","recordType":"spot_status","sequence":{record.id},"aggregateId":"{lot}",'
-            f'"changedAt":"{_changed_at(record.created_at)}","data":{{"parkCode":"{lot}","berthCode":"{spot}",'
-            f'"berthClass":{berth_class},"berthStatus":{berth_status},"observedTime":"{observed}"}}}}').encode()
+# passage record_type -> operateType: the platform replaces (2) or withdraws (3) the record originalRecordId.
+_OPERATE_TYPE = {"normal": 1, "correction": 2, "void": 3}
 
 
 def _hhmm(minute: int) -> str:
@@ -227,6 +97,9 @@ class MunicipalJson(Profile):
                         "perHourFen": price.get("per_hour_fen", 0), "dailyCapFen": price.get("daily_cap_fen", 0),
                         "description": price.get("description", "")},
             "detectionType": vocab.MUNICIPAL_DETECTION[p["detection_type"]], "phone": p.get("phone", ""),
+            # Records written before the suite kept piles carry none: 0, as the lot then read.
+            "fastChargingPiles": p.get("fast_charging_piles") or 0,
+            "slowChargingPiles": p.get("slow_charging_piles") or 0,
         }
 
     def _lot_dynamic(self, c: Checker, p: dict[str, Any]) -> dict[str, Any]:
@@ -255,11 +128,26 @@ class MunicipalJson(Profile):
             c.fail("plate_colour", "the platform needs the plate colour of an entry/exit record")
         if policy == "full" and not plates.is_mainland_plate(p["plate"]):
             c.fail("plate", "is not a mainland plate number, which a full-plate record must carry")
+        record_type = p.get("record_type") or "normal"
+        amended = record_type != "normal"
         return {"parkCode": p["lot_id"], "recordId": p["passage_id"],
                 "direction": vocab.MUNICIPAL_DIRECTION[p["direction"]],
                 "plateNo": plates.apply(policy, p["plate"], self.destination.secret), "plateNoPolicy": policy,
                 "plateColor": vocab.MUNICIPAL_PLATE_COLOUR.get(colour or "", 9), "laneCode": p.get("lane", ""),
-                "berthClass": vocab.MUNICIPAL_BERTH_CLASS[p["space_class"]], "passTime": local_time(p["passed_at"])}
+                "berthClass": vocab.MUNICIPAL_BERTH_CLASS[p["space_class"]], "passTime": local_time(p["passed_at"]),
+                "operateType": _OPERATE_TYPE[record_type],
+                "originalRecordId": p["original_passage_id"] if amended else None,
+                "revision": p["revision"] if amended else 0,
+                "amendReason": self._reason(p["reason"]) if amended else "",
+                "amendTime": local_time(p["amended_at"]) if amended else None}
+
+    def _reason(self, reason: str) -> str:
+        """An amendment's reason with every plate number in it as the destination's plate policy sends plates."""
+        policy = self.destination.plate_policy
+        if policy == "full":
+            return reason
+        return plates.MAINLAND_PLATE.sub(
+            lambda m: plates.apply(policy, m.group(), self.destination.secret) or "***", reason)
 
     def _charger_status(self, c: Checker, p: dict[str, Any]) -> dict[str, Any]:
         return {"stationCode": p["station_id"], "connectorCode": p["connector_id"],
@@ -268,12 +156,14 @@ class MunicipalJson(Profile):
                 "observedTime": local_time(p.get("observed_at"))}
 
     # ----- fast paths: the checks of checks.py and the mappings above, straight-line, for the frequent kinds -----
-    # Each writes the record's JSON text itself, or gives None when anything is off (the general path then says
-    # what). Only identifiers that passed checks.ID (letters, digits, . _ : -), integers, codes and ISO times go
-    # into the text, so nothing in it needs escaping; the documents of `fast_renderers` are that text parsed.
+    # The writers live in services/municipal/fastpath.py (compiled with mypyc where it can be); the documents of
+    # `fast_renderers` are their text parsed.
 
     def fast_wires(self) -> Mapping[str, FastWire]:
-        return {"lot_dynamic": _wire_lot_dynamic, "spot_status": _wire_spot_status}
+        # Imported here: the fast path module itself uses this package's time helpers.
+        from services.municipal.native import fastpath
+
+        return {"lot_dynamic": fastpath.wire_lot_dynamic, "spot_status": fastpath.wire_spot_status}
 
     def fast_renderers(self) -> Mapping[str, FastRender]:
         def parsed(to_wire: FastWire) -> FastRender:

@@ -6,6 +6,10 @@ entities, application/ld+json). Each entity carries the delivery facts (idempote
 subject, change time) in a `v2xDelivery` property. Locations are GeoJSON, so WGS-84 [lon, lat] by
 definition; observations carry `observedAt`. A connector's status is a multi-attribute `connectorStatus`
 with the connector as its datasetId (a station-level `status` would need every connector's state).
+
+OffStreetParking / OnStreetParking have no attribute for charging piles: a lot with piles gets the standard
+category `forElectricalCharging`, and the counts go in the suite's extension property `v2xChargingPiles`
+({"fast": n, "slow": n}, like `v2xDelivery` outside the smart-data-models vocabulary).
 """
 
 from __future__ import annotations
@@ -94,6 +98,11 @@ class NgsiLd(Profile):
                 for o in p.get("opening_periods") or []])
         if p.get("phone"):
             entity["contactPoint"] = _prop({"telephone": p["phone"]})
+        fast, slow = p.get("fast_charging_piles") or 0, p.get("slow_charging_piles") or 0
+        if fast + slow:
+            entity["category"]["value"].append("forElectricalCharging")
+        if "fast_charging_piles" in p or "slow_charging_piles" in p:
+            entity["v2xChargingPiles"] = _prop({"fast": fast, "slow": slow})
         return entity
 
     def _availability(self, p: dict[str, Any], ctx: RenderContext) -> dict[str, Any]:

@@ -288,6 +288,58 @@ PLATE_COLOUR_OTHER: PlateColour.ValueType  # 6
 """Other."""
 Global___PlateColour: _TypeAlias = PlateColour  # noqa: Y015
 
+class _PassageAmendAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PassageAmendActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PassageAmendAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PASSAGE_AMEND_ACTION_UNSPECIFIED: _PassageAmendAction.ValueType  # 0
+    """Not set (invalid)."""
+    PASSAGE_AMEND_ACTION_CORRECT: _PassageAmendAction.ValueType  # 1
+    """Replace some of the passage's plate, plate colour, time and lane."""
+    PASSAGE_AMEND_ACTION_VOID: _PassageAmendAction.ValueType  # 2
+    """Withdraw the passage (recorded in error); final."""
+
+class PassageAmendAction(_PassageAmendAction, metaclass=_PassageAmendActionEnumTypeWrapper):
+    """What an amendment does to a recorded passage."""
+
+PASSAGE_AMEND_ACTION_UNSPECIFIED: PassageAmendAction.ValueType  # 0
+"""Not set (invalid)."""
+PASSAGE_AMEND_ACTION_CORRECT: PassageAmendAction.ValueType  # 1
+"""Replace some of the passage's plate, plate colour, time and lane."""
+PASSAGE_AMEND_ACTION_VOID: PassageAmendAction.ValueType  # 2
+"""Withdraw the passage (recorded in error); final."""
+Global___PassageAmendAction: _TypeAlias = PassageAmendAction  # noqa: Y015
+
+class _PassageState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PassageStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PassageState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PASSAGE_STATE_UNSPECIFIED: _PassageState.ValueType  # 0
+    """Not set."""
+    PASSAGE_STATE_RECORDED: _PassageState.ValueType  # 1
+    """As recorded."""
+    PASSAGE_STATE_CORRECTED: _PassageState.ValueType  # 2
+    """Corrected at least once."""
+    PASSAGE_STATE_VOIDED: _PassageState.ValueType  # 3
+    """Voided."""
+
+class PassageState(_PassageState, metaclass=_PassageStateEnumTypeWrapper):
+    """Where a recorded passage stands."""
+
+PASSAGE_STATE_UNSPECIFIED: PassageState.ValueType  # 0
+"""Not set."""
+PASSAGE_STATE_RECORDED: PassageState.ValueType  # 1
+"""As recorded."""
+PASSAGE_STATE_CORRECTED: PassageState.ValueType  # 2
+"""Corrected at least once."""
+PASSAGE_STATE_VOIDED: PassageState.ValueType  # 3
+"""Voided."""
+Global___PassageState: _TypeAlias = PassageState  # noqa: Y015
+
 class _AckResult:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -512,6 +564,8 @@ class Lot(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    FAST_CHARGING_PILES_FIELD_NUMBER: _builtins.int
+    SLOW_CHARGING_PILES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Lot id, 1..64 characters of [A-Za-z0-9._:-]."""
     operator_id: _builtins.str
@@ -532,6 +586,12 @@ class Lot(_message.Message):
     """Contact phone, <= 40 characters."""
     version: _builtins.int
     """Version, incremented on every change; echo it in UpdateLot.expected_version."""
+    fast_charging_piles: _builtins.int
+    """Fast (DC) charging piles at the lot, >= 0. Each pile serves at least one EV space:
+    fast_charging_piles + slow_charging_piles <= capacity.ev.
+    """
+    slow_charging_piles: _builtins.int
+    """Slow (AC) charging piles at the lot, >= 0 (see fast_charging_piles)."""
     @_builtins.property
     def location(self) -> _common_pb2.LatLon:
         """Reference point (WGS-84): a garage's main entrance, or a segment's midpoint."""
@@ -585,10 +645,12 @@ class Lot(_message.Message):
         version: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        fast_charging_piles: _builtins.int = ...,
+        slow_charging_piles: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "created_at", b"created_at", "line", b"line", "location", b"location", "opening_hours", b"opening_hours", "price", b"price", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capacity", b"capacity", "created_at", b"created_at", "detection_type", b"detection_type", "entrances", b"entrances", "id", b"id", "kind", b"kind", "line", b"line", "location", b"location", "name", b"name", "occupancy_ttl_s", b"occupancy_ttl_s", "opening_hours", b"opening_hours", "operator_id", b"operator_id", "phone", b"phone", "price", b"price", "region_code", b"region_code", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capacity", b"capacity", "created_at", b"created_at", "detection_type", b"detection_type", "entrances", b"entrances", "fast_charging_piles", b"fast_charging_piles", "id", b"id", "kind", b"kind", "line", b"line", "location", b"location", "name", b"name", "occupancy_ttl_s", b"occupancy_ttl_s", "opening_hours", b"opening_hours", "operator_id", b"operator_id", "phone", b"phone", "price", b"price", "region_code", b"region_code", "slow_charging_piles", b"slow_charging_piles", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1273,6 +1335,10 @@ class Passage(_message.Message):
     PASSED_AT_FIELD_NUMBER: _builtins.int
     RECEIVED_AT_FIELD_NUMBER: _builtins.int
     SPACE_CLASS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    AMENDED_AT_FIELD_NUMBER: _builtins.int
+    AMEND_REASON_FIELD_NUMBER: _builtins.int
     lot_id: _builtins.str
     """Lot id."""
     passage_id: _builtins.str
@@ -1287,6 +1353,12 @@ class Passage(_message.Message):
     """Lane or entrance."""
     space_class: Global___SpaceClass.ValueType
     """Class of space."""
+    state: Global___PassageState.ValueType
+    """Recorded, corrected or voided."""
+    revision: _builtins.int
+    """Number of amendments so far (0 as recorded)."""
+    amend_reason: _builtins.str
+    """The reason given with the last amendment; "" for callers that may not see plates (it may name one)."""
     @_builtins.property
     def passed_at(self) -> _timestamp_pb2.Timestamp:
         """When it passed."""
@@ -1294,6 +1366,10 @@ class Passage(_message.Message):
     @_builtins.property
     def received_at(self) -> _timestamp_pb2.Timestamp:
         """When the suite received it."""
+
+    @_builtins.property
+    def amended_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was last amended (absent as recorded)."""
 
     def __init__(
         self,
@@ -1307,14 +1383,81 @@ class Passage(_message.Message):
         passed_at: _timestamp_pb2.Timestamp | None = ...,
         received_at: _timestamp_pb2.Timestamp | None = ...,
         space_class: Global___SpaceClass.ValueType = ...,
+        state: Global___PassageState.ValueType = ...,
+        revision: _builtins.int = ...,
+        amended_at: _timestamp_pb2.Timestamp | None = ...,
+        amend_reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["passed_at", b"passed_at", "received_at", b"received_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amended_at", b"amended_at", "passed_at", b"passed_at", "received_at", b"received_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["direction", b"direction", "lane", b"lane", "lot_id", b"lot_id", "passage_id", b"passage_id", "passed_at", b"passed_at", "plate", b"plate", "plate_colour", b"plate_colour", "received_at", b"received_at", "space_class", b"space_class"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amend_reason", b"amend_reason", "amended_at", b"amended_at", "direction", b"direction", "lane", b"lane", "lot_id", b"lot_id", "passage_id", b"passage_id", "passed_at", b"passed_at", "plate", b"plate", "plate_colour", b"plate_colour", "received_at", b"received_at", "revision", b"revision", "space_class", b"space_class", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Passage: _TypeAlias = Passage  # noqa: Y015
+
+@_typing.final
+class AmendPassageRequest(_message.Message):
+    """AmendPassage input."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOT_ID_FIELD_NUMBER: _builtins.int
+    PASSAGE_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    PLATE_FIELD_NUMBER: _builtins.int
+    PLATE_COLOUR_FIELD_NUMBER: _builtins.int
+    PASSED_AT_FIELD_NUMBER: _builtins.int
+    LANE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    lot_id: _builtins.str
+    """Lot id (one of the caller's lots)."""
+    passage_id: _builtins.str
+    """The client's id of the recorded passage."""
+    action: Global___PassageAmendAction.ValueType
+    """Correct or void."""
+    plate: _builtins.str
+    """CORRECT: the right plate, 1..16 characters. Not allowed with VOID."""
+    plate_colour: Global___PlateColour.ValueType
+    """CORRECT: the right plate colour. Not allowed with VOID."""
+    lane: _builtins.str
+    """CORRECT: the right lane or entrance id, <= 64 characters. Not allowed with VOID."""
+    reason: _builtins.str
+    """Why, 1..500 characters (kept with the passage and sent to the city platform)."""
+    @_builtins.property
+    def passed_at(self) -> _timestamp_pb2.Timestamp:
+        """CORRECT: the right time (at most 60 s in the future). Not allowed with VOID."""
+
+    def __init__(
+        self,
+        *,
+        lot_id: _builtins.str = ...,
+        passage_id: _builtins.str = ...,
+        action: Global___PassageAmendAction.ValueType = ...,
+        plate: _builtins.str | None = ...,
+        plate_colour: Global___PlateColour.ValueType | None = ...,
+        passed_at: _timestamp_pb2.Timestamp | None = ...,
+        lane: _builtins.str | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_lane", b"_lane", "_plate", b"_plate", "_plate_colour", b"_plate_colour", "lane", b"lane", "passed_at", b"passed_at", "plate", b"plate", "plate_colour", b"plate_colour"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_lane", b"_lane", "_plate", b"_plate", "_plate_colour", b"_plate_colour", "action", b"action", "lane", b"lane", "lot_id", b"lot_id", "passage_id", b"passage_id", "passed_at", b"passed_at", "plate", b"plate", "plate_colour", b"plate_colour", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__lane: _TypeAlias = _typing.Literal["lane"]  # noqa: Y015
+    _WhichOneofArgType__lane: _TypeAlias = _typing.Literal["_lane", b"_lane"]  # noqa: Y015
+    _WhichOneofReturnType__plate: _TypeAlias = _typing.Literal["plate"]  # noqa: Y015
+    _WhichOneofArgType__plate: _TypeAlias = _typing.Literal["_plate", b"_plate"]  # noqa: Y015
+    _WhichOneofReturnType__plate_colour: _TypeAlias = _typing.Literal["plate_colour"]  # noqa: Y015
+    _WhichOneofArgType__plate_colour: _TypeAlias = _typing.Literal["_plate_colour", b"_plate_colour"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__lane) -> _WhichOneofReturnType__lane | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__plate) -> _WhichOneofReturnType__plate | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__plate_colour) -> _WhichOneofReturnType__plate_colour | None: ...
+
+Global___AmendPassageRequest: _TypeAlias = AmendPassageRequest  # noqa: Y015
 
 @_typing.final
 class ListPassagesRequest(_message.Message):

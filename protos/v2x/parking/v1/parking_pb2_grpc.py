@@ -80,6 +80,11 @@ class ParkingServiceStub:
                 request_serializer=v2x_dot_parking_dot_v1_dot_parking__pb2.RecordPassageRequest.SerializeToString,
                 response_deserializer=v2x_dot_parking_dot_v1_dot_parking__pb2.RecordPassageResponse.FromString,
                 _registered_method=True)
+        self.AmendPassage = channel.unary_unary(
+                '/v2x.parking.v1.ParkingService/AmendPassage',
+                request_serializer=v2x_dot_parking_dot_v1_dot_parking__pb2.AmendPassageRequest.SerializeToString,
+                response_deserializer=v2x_dot_parking_dot_v1_dot_parking__pb2.Passage.FromString,
+                _registered_method=True)
         self.ListPassages = channel.unary_unary(
                 '/v2x.parking.v1.ParkingService/ListPassages',
                 request_serializer=v2x_dot_parking_dot_v1_dot_parking__pb2.ListPassagesRequest.SerializeToString,
@@ -169,6 +174,18 @@ class ParkingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AmendPassage(self, request, context):
+        """Corrects (e.g. a misread plate) or voids a recorded passage (the lot's own operator). The change
+        goes to the city platform as a correction or void record referring to the original passage.
+        Direction and space class cannot be corrected (void and record anew). A correction that changes
+        nothing answers the passage as it is and sends nothing (a retry is harmless). Availability does
+        not move: the operator's next absolute count corrects it. NOT_FOUND for an unknown passage;
+        FAILED_PRECONDITION once the passage is voided (a void is final).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListPassages(self, request, context):
         """Lists passages of a lot. Plates are shown to the police and the owning operator only.
         """
@@ -238,6 +255,11 @@ def add_ParkingServiceServicer_to_server(servicer, server):
                     servicer.RecordPassage,
                     request_deserializer=v2x_dot_parking_dot_v1_dot_parking__pb2.RecordPassageRequest.FromString,
                     response_serializer=v2x_dot_parking_dot_v1_dot_parking__pb2.RecordPassageResponse.SerializeToString,
+            ),
+            'AmendPassage': grpc.unary_unary_rpc_method_handler(
+                    servicer.AmendPassage,
+                    request_deserializer=v2x_dot_parking_dot_v1_dot_parking__pb2.AmendPassageRequest.FromString,
+                    response_serializer=v2x_dot_parking_dot_v1_dot_parking__pb2.Passage.SerializeToString,
             ),
             'ListPassages': grpc.unary_unary_rpc_method_handler(
                     servicer.ListPassages,
@@ -499,6 +521,33 @@ class ParkingService:
             '/v2x.parking.v1.ParkingService/RecordPassage',
             v2x_dot_parking_dot_v1_dot_parking__pb2.RecordPassageRequest.SerializeToString,
             v2x_dot_parking_dot_v1_dot_parking__pb2.RecordPassageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AmendPassage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/v2x.parking.v1.ParkingService/AmendPassage',
+            v2x_dot_parking_dot_v1_dot_parking__pb2.AmendPassageRequest.SerializeToString,
+            v2x_dot_parking_dot_v1_dot_parking__pb2.Passage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,14 @@ class ParkingServiceStub:
     """
     RecordPassage: _grpc.UnaryUnaryMultiCallable[_parking_pb2.RecordPassageRequest, _parking_pb2.RecordPassageResponse]
     """Records a vehicle entering or leaving a lot counted by entry/exit; occupancy follows."""
+    AmendPassage: _grpc.UnaryUnaryMultiCallable[_parking_pb2.AmendPassageRequest, _parking_pb2.Passage]
+    """Corrects (e.g. a misread plate) or voids a recorded passage (the lot's own operator). The change
+    goes to the city platform as a correction or void record referring to the original passage.
+    Direction and space class cannot be corrected (void and record anew). A correction that changes
+    nothing answers the passage as it is and sends nothing (a retry is harmless). Availability does
+    not move: the operator's next absolute count corrects it. NOT_FOUND for an unknown passage;
+    FAILED_PRECONDITION once the passage is voided (a void is final).
+    """
     ListPassages: _grpc.UnaryUnaryMultiCallable[_parking_pb2.ListPassagesRequest, _parking_pb2.ListPassagesResponse]
     """Lists passages of a lot. Plates are shown to the police and the owning operator only."""
     FindAvailable: _grpc.UnaryUnaryMultiCallable[_parking_pb2.FindAvailableRequest, _parking_pb2.FindAvailableResponse]
@@ -101,6 +109,14 @@ class ParkingServiceAsyncStub(ParkingServiceStub):
     """
     RecordPassage: _aio.UnaryUnaryMultiCallable[_parking_pb2.RecordPassageRequest, _parking_pb2.RecordPassageResponse]  # type: ignore[assignment]
     """Records a vehicle entering or leaving a lot counted by entry/exit; occupancy follows."""
+    AmendPassage: _aio.UnaryUnaryMultiCallable[_parking_pb2.AmendPassageRequest, _parking_pb2.Passage]  # type: ignore[assignment]
+    """Corrects (e.g. a misread plate) or voids a recorded passage (the lot's own operator). The change
+    goes to the city platform as a correction or void record referring to the original passage.
+    Direction and space class cannot be corrected (void and record anew). A correction that changes
+    nothing answers the passage as it is and sends nothing (a retry is harmless). Availability does
+    not move: the operator's next absolute count corrects it. NOT_FOUND for an unknown passage;
+    FAILED_PRECONDITION once the passage is voided (a void is final).
+    """
     ListPassages: _aio.UnaryUnaryMultiCallable[_parking_pb2.ListPassagesRequest, _parking_pb2.ListPassagesResponse]  # type: ignore[assignment]
     """Lists passages of a lot. Plates are shown to the police and the owning operator only."""
     FindAvailable: _aio.UnaryUnaryMultiCallable[_parking_pb2.FindAvailableRequest, _parking_pb2.FindAvailableResponse]  # type: ignore[assignment]
@@ -192,6 +208,20 @@ class ParkingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_parking_pb2.RecordPassageResponse, _abc.Awaitable[_parking_pb2.RecordPassageResponse]]:
         """Records a vehicle entering or leaving a lot counted by entry/exit; occupancy follows."""
+
+    @_abc_1.abstractmethod
+    def AmendPassage(
+        self,
+        request: _parking_pb2.AmendPassageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_parking_pb2.Passage, _abc.Awaitable[_parking_pb2.Passage]]:
+        """Corrects (e.g. a misread plate) or voids a recorded passage (the lot's own operator). The change
+        goes to the city platform as a correction or void record referring to the original passage.
+        Direction and space class cannot be corrected (void and record anew). A correction that changes
+        nothing answers the passage as it is and sends nothing (a retry is harmless). Availability does
+        not move: the operator's next absolute count corrects it. NOT_FOUND for an unknown passage;
+        FAILED_PRECONDITION once the passage is voided (a void is final).
+        """
 
     @_abc_1.abstractmethod
     def ListPassages(
