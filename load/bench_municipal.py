@@ -52,7 +52,7 @@ from v2x.municipal.v1.municipal_pb2_grpc import MunicipalAdminServiceStub
 from services.common.apikeys import create_key
 from services.common.config import MunicipalDestination
 from services.common.db import create_engine, migrate
-from services.municipal import signing
+from services.municipal import native, signing
 from services.municipal.delivery import MAX_IN_FLIGHT
 from services.municipal.model import idempotency_key
 from services.municipal.profiles import make_profile
@@ -368,6 +368,7 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
           f"receiver {per_record['emulator']:.0f} us (parse, verify, dedupe)")
     print(f"lag before resume: {r['lag']['lag_records_before']:,} records, {r['lag']['lag_s_before']} s; "
           f"after: {r['lag']['lag_records_after']} records, {r['lag']['dead_letters']} dead letters")
+    print(f"adapter's per-record fast path: {native.reason} (services/municipal/native.py)")
     print(f"(backlog written in {r['backlog_s']:.1f} s; whole run {r['took_s']:.0f} s; process logs {r['log']})")
 
     def phase(p: Phase) -> dict[str, Any]:
@@ -376,7 +377,7 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
     return {
         "benchmark": "municipal", "at": datetime.now(UTC).isoformat(),
         "config": {"changes": args.changes, "lots": args.lots, "batch": args.batch, "profile": "municipal_json",
-                   "adapter_in_flight": MAX_IN_FLIGHT},
+                   "adapter_in_flight": MAX_IN_FLIGHT, "fast_path_compiled": native.COMPILED},
         "machine": {"cores": os.cpu_count(), "load_average_end": load},
         "raw": phase(raw), "raw_concurrent": phase(raw_concurrent), "adapter": phase(adapter),
         "ratio": ratio, "ratio_to_raw_concurrent": ratio_concurrent,
