@@ -43,7 +43,10 @@ def ts(at: datetime | None) -> Timestamp | None:
 
 def rpc_status(http_status: int | None, message: str | None) -> status_pb2.Status:
     code = _HTTP_TO_RPC.get(http_status or 0, 14 if (http_status or 0) in (0, 502, 503, 504) else 13)
-    return status_pb2.Status(code=code, message=(f"HTTP {http_status}: " if http_status else "") + (message or ""))
+    text = message or ""
+    prefix = f"HTTP {http_status}: " if http_status else ""
+    # The delivery's own messages already name the status ("HTTP 500: ..."): once is enough.
+    return status_pb2.Status(code=code, message=text if text.startswith(prefix) else prefix + text)
 
 
 def kind(value: int, field: str) -> str | None:

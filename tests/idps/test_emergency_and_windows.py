@@ -111,19 +111,13 @@ async def pair(stub: Stub, keys: Keys, point: Point, *, north_m: float = 0.0,
     return a, b
 
 
-async def test_with_a_30_m_window_a_report_50_m_away_opens_another_incident(
-        narrow_stub: Stub, stub: Stub, keys: Keys, site: Point) -> None:
-    a, b = await pair(narrow_stub, keys, site, north_m=50)
+@pytest.mark.parametrize(("north_m", "seconds_apart"), [(50, 0), (0, 30)], ids=["50 m away", "30 s later"])
+async def test_a_report_beyond_the_30_m_or_20_s_window_opens_another_incident(
+        narrow_stub: Stub, stub: Stub, keys: Keys, site: Point, north_m: float, seconds_apart: float) -> None:
+    a, b = await pair(narrow_stub, keys, site, north_m=north_m, seconds_apart=seconds_apart)
     assert a.opened and b.opened and a.incident_id != b.incident_id
-    c, d = await pair(stub, keys, elsewhere(site), north_m=50)  # the default 100 m joins them
-    assert c.opened and not d.opened and c.incident_id == d.incident_id
-
-
-async def test_with_a_20_s_window_a_report_30_s_later_opens_another_incident(
-        narrow_stub: Stub, stub: Stub, keys: Keys, site: Point) -> None:
-    a, b = await pair(narrow_stub, keys, site, seconds_apart=30)
-    assert a.opened and b.opened and a.incident_id != b.incident_id
-    c, d = await pair(stub, keys, elsewhere(site), seconds_apart=30)  # the default 120 s joins them
+    # The default windows (100 m, 120 s) join the same pair.
+    c, d = await pair(stub, keys, elsewhere(site), north_m=north_m, seconds_apart=seconds_apart)
     assert c.opened and not d.opened and c.incident_id == d.incident_id
 
 

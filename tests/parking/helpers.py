@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from v2x.common.v1 import common_pb2 as cpb
 from v2x.parking.v1 import parking_pb2 as pb
 
@@ -57,3 +60,12 @@ def free_of(availability: pb.Availability, space_class: int = pb.SPACE_CLASS_GEN
         if c.space_class == space_class:
             return c.free if c.HasField("free") else None
     raise AssertionError(f"class {space_class} not in availability")
+
+
+async def outbox_payloads(engine: AsyncEngine, lot_id: str, kind: str) -> list[dict[str, Any]]:
+    """The payloads the parking service wrote to the outbox for a lot, of one kind, oldest first."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT payload FROM outbox WHERE aggregate_id = :id AND kind = :kind ORDER BY id"),
+            {"id": lot_id, "kind": kind})).all()
+    return [r.payload for r in rows]

@@ -4,17 +4,16 @@ city platform with the rest of the lot's static data."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 from grpc import aio
-from sqlalchemy import text
 from v2x.parking.v1 import parking_pb2 as pb
 
 from services.common.runtime import Resources
 from tests.conftest import Keys
-from tests.parking.helpers import lot
+from tests.parking.helpers import lot, outbox_payloads
 from tests.parking.test_bad_inputs import nothing_written
 
 if TYPE_CHECKING:
@@ -28,12 +27,6 @@ def piled(lot_id: str, fast: int, slow: int, *, ev: int = 10) -> pb.Lot:
     return out
 
 
-async def _lot_static_payloads(resources: Resources, lot_id: str) -> list[dict[str, Any]]:
-    async with resources.engine.connect() as conn:
-        rows = (await conn.execute(text(
-            "SELECT payload FROM outbox WHERE aggregate_id = :id AND kind = 'lot_static' ORDER BY id"),
-            {"id": lot_id})).all()
-    return [r.payload for r in rows]
 
 
 async def test_registered_piles_are_shown_and_sent(stub: Stub, keys: Keys, unique: str,
@@ -43,7 +36,7 @@ async def test_registered_piles_are_shown_and_sent(stub: Stub, keys: Keys, uniqu
     assert (made.fast_charging_piles, made.slow_charging_piles) == (2, 6)
     view = await stub.GetLot(pb.GetLotRequest(lot_id=lot_id), metadata=keys.md(keys.driver))
     assert (view.lot.fast_charging_piles, view.lot.slow_charging_piles) == (2, 6)
-    [payload] = await _lot_static_payloads(resources, lot_id)
+    [payload] = await outbox_payloads(resources.engine, lot_id, "lot_static")
     assert (payload["fast_charging_piles"], payload["slow_charging_piles"]) == (2, 6)
 
 
@@ -55,7 +48,7 @@ async def test_an_update_changes_the_piles(stub: Stub, keys: Keys, unique: str, 
     view = await stub.GetLot(pb.GetLotRequest(lot_id=lot_id), metadata=keys.md(keys.op_a))
     assert (view.lot.fast_charging_piles, view.lot.slow_charging_piles) == (4, 8)
     assert [(p["fast_charging_piles"], p["slow_charging_piles"])
-            for p in await _lot_static_payloads(resources, lot_id)] == [(2, 6), (4, 8)]
+            for p in await outbox_payloads(resources.engine, lot_id, "lot_static")] == [(2, 6), (4, 8)]
 
 
 async def test_a_lot_without_piles_reads_zero(stub: Stub, keys: Keys, unique: str) -> None:

@@ -15,7 +15,7 @@ from v2x.parking.v1 import parking_pb2 as pb
 from services.common.runtime import Resources
 from tests.conftest import Keys
 from tests.parking.conftest import NewLot
-from tests.parking.helpers import free_of, report, ts
+from tests.parking.helpers import free_of, outbox_payloads, report, ts
 from tests.parking.test_bad_inputs import nothing_written
 
 if TYPE_CHECKING:
@@ -41,12 +41,6 @@ def amend(lot_id: str, action: int, passage_id: str = "p1", reason: str = "plate
                                   reason=reason, **fields)
 
 
-async def _passage_payloads(resources: Resources, lot_id: str) -> list[dict[str, Any]]:
-    async with resources.engine.connect() as conn:
-        rows = (await conn.execute(text(
-            "SELECT payload FROM outbox WHERE aggregate_id = :id AND kind = 'passage' ORDER BY id"),
-            {"id": lot_id})).all()
-    return [r.payload for r in rows]
 
 
 async def test_correction_replaces_the_fields_given_and_keeps_the_rest(stub: Stub, keys: Keys,
@@ -74,7 +68,7 @@ async def test_correction_goes_out_as_a_passage_record_naming_the_original(
         stub: Stub, keys: Keys, new_lot: NewLot, resources: Resources) -> None:
     lot_id = await _lot_with_passage(stub, keys, new_lot)
     await stub.AmendPassage(amend(lot_id, CORRECT, plate="沪A12346"), metadata=keys.md(keys.op_a))
-    original, correction = await _passage_payloads(resources, lot_id)
+    original, correction = await outbox_payloads(resources.engine, lot_id, "passage")
     assert original["record_type"] == "normal" and "original_passage_id" not in original
     assert correction["record_type"] == "correction" and correction["original_passage_id"] == "p1"
     assert correction["passage_id"] == "p1" and correction["plate"] == "沪A12346" and correction["revision"] == 1
@@ -87,7 +81,7 @@ async def test_void_marks_the_passage_voided_and_sends_a_void_record(
     lot_id = await _lot_with_passage(stub, keys, new_lot)
     out = await stub.AmendPassage(amend(lot_id, VOID, reason="double read"), metadata=keys.md(keys.op_a))
     assert out.state == pb.PASSAGE_STATE_VOIDED and out.revision == 1 and out.plate == "沪A12345"
-    void = (await _passage_payloads(resources, lot_id))[-1]
+    void = (await outbox_payloads(resources.engine, lot_id, "passage"))[-1]
     assert void["record_type"] == "void" and void["original_passage_id"] == "p1" and void["reason"] == "double read"
 
 
