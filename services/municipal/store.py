@@ -59,7 +59,7 @@ FROM municipal_destinations d WHERE name = :name""")
 # One read of the drain, in one statement (one round trip, one snapshot): the next `$5` rows after the cursor
 # ($1, $2) from finished transactions (`extra` false), and for each lot among them its committed rows beyond the
 # last of those rows with ids below the lot's last id there (`extra` true), which are delivered with them to keep
-# the lot in id order: one range of the (aggregate_id, txid, id) index per lot, the id bound checked in the index.
+# the lot in id order. `lo` is the lot's last row at or before the cursor (rows below it were all processed).
 # It runs on the asyncpg connection itself (positional parameters): rows come back as asyncpg Records, without
 # SQLAlchemy's result machinery, and the payload as JSON text for orjson. (A transaction id as a bigint: an
 # xid8 is an epoch and a 32-bit xid, and the epoch would need 2^31 wraparounds to reach the sign bit.)
@@ -75,15 +75,20 @@ WITH batch AS MATERIALIZED (
 ), last AS (
     SELECT txid, id FROM batch ORDER BY txid DESC, id DESC LIMIT 1
 ), lots AS (
-    SELECT aggregate_id AS agg, max(id) AS maxid FROM batch GROUP BY aggregate_id
+    SELECT aggregate_id AS agg, min(id) AS minid, max(id) AS maxid FROM batch GROUP BY aggregate_id
 )
 SELECT false AS extra, b.id, b.txid::text::bigint, b.created_at, b.kind, b.aggregate_id, b.payload::text FROM batch b
 UNION ALL
 SELECT true, o.id, o.txid::text::bigint, o.created_at, o.kind, o.aggregate_id, o.payload::text
 FROM lots b CROSS JOIN last
 CROSS JOIN LATERAL (
+    SELECT COALESCE(max(p.id), 0) AS lo FROM outbox p
+    WHERE p.aggregate_id = b.agg AND p.id < b.minid AND (p.txid, p.id) <= (CAST($1::text AS xid8), $2::bigint)
+) AS low
+CROSS JOIN LATERAL (
     SELECT o.* FROM outbox o
-    WHERE o.aggregate_id = b.agg AND (o.txid, o.id) > (last.txid, last.id) AND o.id < b.maxid
+    WHERE o.aggregate_id = b.agg AND o.id > low.lo AND o.id < b.maxid
+      AND (o.txid, o.id) > (last.txid, last.id)
       AND o.kind = ANY($3::text[])
       AND o.id <> ALL($4::bigint[])
     OFFSET 0  -- keeps this a per-lot index range scan (the planner would flatten it into a hash join)
