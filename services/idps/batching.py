@@ -14,6 +14,7 @@ import logging
 from collections import deque
 from datetime import datetime
 
+from services.common.tasks import raise_if_stopping
 from services.idps.feed import ChangeFeed
 from services.idps.model import ReportInput, ReportOutcome
 from services.idps.store import IdpsStore
@@ -67,6 +68,7 @@ class ReportBatcher:
 
     async def _run(self) -> None:
         while True:
+            raise_if_stopping()  # a cancel the database client turned into an error of a batch still stops it
             while not self._queue:
                 self._wake.clear()
                 await self._wake.wait()

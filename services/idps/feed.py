@@ -31,6 +31,7 @@ from redis.exceptions import RedisError, ResponseError
 from v2x.idps.v1 import idps_pb2 as pb
 
 from services.common.redis_streams import Entry as RawEntry
+from services.common.tasks import raise_if_stopping
 from services.idps import convert
 from services.idps.model import Attrs, Change, IncidentFilter
 from services.idps.store import IdpsStore
@@ -258,10 +259,14 @@ class Fanout:
 
     async def _run(self) -> None:
         while True:
+            # A cancel that lands as a blocking XREAD returns can be lost in the client (or become its error):
+            # the stop request is checked on every turn, so stop() never waits on a loop that missed it.
+            raise_if_stopping()
             try:
                 reply = cast(list[tuple[bytes, list[RawEntry]]],
                              await self.redis.xread({self.stream: self.position}, count=1000, block=2000))
             except RedisError:
+                raise_if_stopping()
                 log.warning("change stream read failed; retrying", exc_info=True)
                 await asyncio.sleep(1.0)
                 continue
