@@ -7,6 +7,8 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from services.common.tasks import raise_if_stopping
+
 Fields = Mapping[str | bytes, bytes | str | int | float]
 Entry = tuple[bytes, dict[bytes, bytes]]
 
@@ -39,6 +41,8 @@ async def follow(
     so callers get a chance to do timed work."""
     cursor = after
     while True:
+        # A cancel that lands as a blocking XREAD returns can be lost in the client: check on every turn.
+        raise_if_stopping()
         reply = cast(list[tuple[bytes, list[Entry]]], await redis.xread({stream: cursor}, count=count, block=block_ms))
         if not reply:
             yield []

@@ -94,6 +94,7 @@ class RoadsideConsumer:
                 await self.ensure_group()
                 await self.drain_pending()
                 while True:
+                    raise_if_stopping()  # the client may lose a cancel that lands as a blocking read returns
                     await self.claim_stale()
                     await self.poll(">")
             except asyncio.CancelledError:

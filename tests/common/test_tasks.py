@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from services.common.redis_streams import follow
+from services.common.runtime import Resources
 from services.common.tasks import raise_if_stopping
+from tests.redis_faults import LosesCancellation
 
 
 async def _swallowing_call() -> None:
@@ -49,3 +52,23 @@ async def test_an_error_without_a_stop_request_is_left_to_the_loop() -> None:
             return "retry"
 
     assert await failing_once() == "retry"
+
+
+async def test_a_stream_follower_stops_even_when_the_client_loses_the_cancel(resources: Resources,
+                                                                              unique: str) -> None:
+    redis = LosesCancellation(resources.redis)
+
+    async def follower() -> None:
+        async for _ in follow(redis, f"v2x:test:follow-{unique}", b"0-0", block_ms=2000):  # type: ignore[arg-type]
+            pass
+
+    task = asyncio.create_task(follower())
+    await redis.reading.wait()  # blocked in its first XREAD
+    await asyncio.sleep(0.1)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=5.0)
+    if task not in done:  # without the check it reads on; a second cancel goes through
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert task in done, "the follower went on reading after it was cancelled"
+    assert redis.lost and task.cancelled()

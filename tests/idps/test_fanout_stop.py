@@ -4,37 +4,10 @@ of a blocking XREAD (seen with redis-py 8.1 and hiredis when the cancel lands as
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-
-from redis.asyncio import Redis
 
 from services.common.runtime import Resources
 from services.idps.feed import Fanout
-
-
-class LosesCancellation:
-    """The real client, except that the first cancelled XREAD returns nothing instead of raising (a second cancel
-    goes through, so that a fan-out without the check fails the test instead of hanging it)."""
-
-    def __init__(self, redis: Redis) -> None:
-        self.redis = redis
-        self.reads = 0
-        self.lost = False
-        self.reading = asyncio.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.redis, name)
-
-    async def xread(self, *args: Any, **kwargs: Any) -> Any:
-        self.reads += 1
-        self.reading.set()
-        try:
-            return await self.redis.xread(*args, **kwargs)
-        except asyncio.CancelledError:
-            if self.lost:
-                raise
-            self.lost = True
-            return []
+from tests.redis_faults import LosesCancellation
 
 
 async def test_the_fan_out_stops_even_when_the_client_swallows_the_cancel(resources: Resources, unique: str) -> None:
