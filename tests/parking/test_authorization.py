@@ -51,6 +51,11 @@ async def target(new_lot: NewLot, unique: str) -> Target:
                                                  detection=pb.DETECTION_TYPE_SINGLE_SPACE), f"N-{unique}")
 
 
+def passage_to_amend(t: Target) -> pb.RecordPassageRequest:
+    return pb.RecordPassageRequest(lot_id=t.counted, passage_id="P0", direction=pb.PASSAGE_DIRECTION_ENTRY,
+                                   plate="沪A54321", plate_colour=pb.PLATE_COLOUR_BLUE, passed_at=ts(seconds_ago=60))
+
+
 # A request for each rpc that the lot's own operator (or an admin, for RegisterLot) may send.
 REQUESTS: dict[str, Callable[[Target], Message]] = {
     "RegisterLot": lambda t: pb.RegisterLotRequest(lot=lot(t.fresh)),
@@ -65,12 +70,16 @@ REQUESTS: dict[str, Callable[[Target], Message]] = {
     "RecordPassage": lambda t: pb.RecordPassageRequest(
         lot_id=t.counted, passage_id="P1", direction=pb.PASSAGE_DIRECTION_ENTRY, plate="沪A12345",
         plate_colour=pb.PLATE_COLOUR_BLUE, passed_at=ts()),
+    "AmendPassage": lambda t: pb.AmendPassageRequest(
+        lot_id=t.counted, passage_id="P0", action=pb.PASSAGE_AMEND_ACTION_CORRECT, plate="沪A54322",
+        reason="plate misread at the entrance"),
     "ListPassages": lambda t: pb.ListPassagesRequest(lot_id=t.counted),
     "FindAvailable": lambda t: pb.FindAvailableRequest(location=cpb.LatLon(lat=31.40, lon=121.49), radius_m=1000),
     "WatchAvailability": lambda t: pb.WatchAvailabilityRequest(snapshot=True, area=cpb.Area(circle=cpb.Circle(
         center=cpb.LatLon(lat=31.40, lon=121.49), radius_m=1000))),
 }
-WRITES = {"RegisterLot", "UpdateLot", "UpsertSpots", "PushOccupancy", "StreamOccupancy", "RecordPassage"}
+WRITES = {"RegisterLot", "UpdateLot", "UpsertSpots", "PushOccupancy", "StreamOccupancy", "RecordPassage",
+          "AmendPassage"}
 
 
 def _code(number: int) -> grpc.StatusCode:
@@ -133,6 +142,7 @@ MATRIX = {
     "PushOccupancy":     (ROLE, ROLE,  ROLE,  ROLE,    OK,   OWNER, ROLE),
     "StreamOccupancy":   (ROLE, ROLE,  ROLE,  ROLE,    OK,   OWNER, ROLE),
     "RecordPassage":     (ROLE, ROLE,  ROLE,  ROLE,    OK,   OWNER, ROLE),
+    "AmendPassage":      (ROLE, ROLE,  ROLE,  ROLE,    OK,   OWNER, ROLE),
     "ListPassages":      (OK,   OK,    ROLE,  ROLE,    OK,   OWNER, ROLE),
     "ListLots":          (OK,   OK,    ROLE,  OK,      OK,   OK,    ROLE),
     "GetLot":            (OK,   OK,    OK,    OK,      OK,   OK,    None),
@@ -147,6 +157,8 @@ ROWS = [(who, rpc, expected) for rpc, row in MATRIX.items() for who, expected in
 @pytest.mark.parametrize(("who", "rpc", "expected"), ROWS, ids=[f"{w}-{r}" for w, r, _ in ROWS])
 async def test_role_and_ownership_decide_who_may_call(who: str, rpc: str, expected: str, stub: Stub,
                                                      keys: Keys, target: Target, resources: Resources) -> None:
+    if rpc == "AmendPassage":  # something to amend, recorded by the lot's operator
+        await stub.RecordPassage(passage_to_amend(target), metadata=keys.md(keys.op_a))
     before = await fingerprint(resources)
     code, message = await outcome(stub, rpc, REQUESTS[rpc](target), keys.md(getattr(keys, who)))
     written = await fingerprint(resources) != before
