@@ -31,6 +31,7 @@ from redis.exceptions import RedisError, ResponseError
 from v2x.idps.v1 import idps_pb2 as pb
 
 from services.common.redis_streams import Entry as RawEntry
+from services.common.redis_streams import follow
 from services.common.tasks import raise_if_stopping
 from services.idps import convert
 from services.idps.model import Attrs, Change, IncidentFilter
@@ -259,28 +260,25 @@ class Fanout:
 
     async def _run(self) -> None:
         while True:
-            # A cancel that lands as a blocking XREAD returns can be lost in the client (or become its error):
-            # the stop request is checked on every turn, so stop() never waits on a loop that missed it.
-            raise_if_stopping()
             try:
-                reply = cast(list[tuple[bytes, list[RawEntry]]],
-                             await self.redis.xread({self.stream: self.position}, count=1000, block=2000))
+                # `follow` checks for a stop request on every turn (a client may lose the cancel of a blocking read).
+                async for raw in follow(self.redis, self.stream, self.position, block_ms=2000, count=1000):
+                    if raw:
+                        self._offer([StreamEntry.parse(item) for item in raw])
+                        # Let changes gather before the next read: under load each console then gets one response
+                        # per linger period instead of one per change (a lone change was just sent without delay).
+                        await asyncio.sleep(self.linger_s)
             except RedisError:
                 raise_if_stopping()
                 log.warning("change stream read failed; retrying", exc_info=True)
                 await asyncio.sleep(1.0)
-                continue
-            if not reply:
-                continue
-            entries = [StreamEntry.parse(raw) for raw in reply[0][1]]
-            for f, group in list(self.by_filter.items()):
-                messages = [(e, e.framed(k)) for e in entries if (k := classify(f, e.before, e.attrs)) is not None]
-                for sub in list(group):
-                    sub.offer(entries, messages)
-            self.position = entries[-1].id
-            # Let changes gather before the next read: under load each console then gets one response per
-            # linger period instead of one per change (a lone change was just sent without delay).
-            await asyncio.sleep(self.linger_s)
+
+    def _offer(self, entries: list[StreamEntry]) -> None:
+        for f, group in list(self.by_filter.items()):
+            messages = [(e, e.framed(k)) for e in entries if (k := classify(f, e.before, e.attrs)) is not None]
+            for sub in list(group):
+                sub.offer(entries, messages)
+        self.position = entries[-1].id
 
 
 class Subscriptions:

@@ -7,6 +7,7 @@ file only the user can read (`run_file()`), so that `v2x municipal-status` needs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -23,6 +24,8 @@ import grpc
 from grpc import aio
 from v2x.municipal.v1 import municipal_pb2 as pb
 from v2x.municipal.v1.municipal_pb2_grpc import MunicipalAdminServiceStub
+
+from services.municipal.convert import PROFILE_TO_PROTO
 
 RUN_FILE_NAME = "run.json"
 STATUS_TIMEOUT_S = 5.0
@@ -83,20 +86,18 @@ def load_access(path: Path) -> AdminAccess | None:
 
 def remove_access(path: Path, pid: int) -> None:
     """Removes `path` if the run `pid` wrote it (a later run may have replaced it)."""
-    try:
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         if int(json.loads(path.read_text())["pid"]) == pid:
             path.unlink()
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
 
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # a process of another user answers PermissionError: it exists
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
@@ -144,11 +145,11 @@ def _explain(target: str, exc: aio.AioRpcError) -> str:
 # ----- for people ---------------------------------------------------------------------------------------------
 
 
+_PROFILE_NAMES = {number: name for name, number in PROFILE_TO_PROTO.items()}
+
+
 def profile_name(profile: int) -> str:
-    try:
-        return pb.Profile.Name(profile).removeprefix("PROFILE_").lower()  # type: ignore[arg-type]
-    except ValueError:
-        return str(profile)
+    return _PROFILE_NAMES.get(profile, str(profile))
 
 
 def delivered_total(s: pb.DestinationStatus) -> int:

@@ -504,30 +504,23 @@ class ParkingStore:
         (with their row ids: the page token is the last row's id) and whether plates are to be
         redacted for this caller."""
         async with self.engine.connect() as conn:
-            lot = (await conn.execute(text("SELECT operator_id FROM parking_lots WHERE id = :id"),
-                                      {"id": lot_id})).first()
-            if lot is None:
-                raise NotFound(f"lot {lot_id} does not exist")
+            operator_id = await _lot_operator(conn, lot_id)
             if principal.role is Role.OPERATOR:
-                _require_owner(principal, lot.operator_id, lot_id)
+                _require_owner(principal, operator_id, lot_id)
             rows = (await conn.execute(text(
                 f"SELECT {_PASSAGE_COLUMNS} FROM parking_passages WHERE lot_id = :lot_id "
                 "AND (CAST(:since AS timestamptz) IS NULL OR passed_at >= :since) "
                 "AND (:after = 0 OR (passed_at, id) < (SELECT a.passed_at, a.id FROM parking_passages a "
                 "WHERE a.id = :after)) ORDER BY passed_at DESC, id DESC LIMIT :n"),
                 {"lot_id": lot_id, "since": since, "after": after_id, "n": n})).all()
-        redact = not (principal.role is Role.POLICE or principal.is_operator(lot.operator_id))
+        redact = not (principal.role is Role.POLICE or principal.is_operator(operator_id))
         return [(r.id, _passage_record(r)) for r in rows], redact
 
     async def amend_passage(self, principal: Principal, a: PassageAmendment, now: datetime) -> PassageRecord:
         """Corrects or voids a recorded passage and writes its correction/void record to the outbox in the same
         transaction. Availability is left as it is (see the rpc's comment)."""
         async with self.engine.begin() as conn:
-            lot = (await conn.execute(text("SELECT operator_id FROM parking_lots WHERE id = :id"),
-                                      {"id": a.lot_id})).first()
-            if lot is None:
-                raise NotFound(f"lot {a.lot_id} does not exist")
-            _require_owner(principal, lot.operator_id, a.lot_id)
+            _require_owner(principal, await _lot_operator(conn, a.lot_id), a.lot_id)
             row = (await conn.execute(text(
                 f"SELECT {_PASSAGE_COLUMNS} FROM parking_passages WHERE lot_id = :lot_id AND passage_id = :passage_id "
                 "FOR UPDATE"), {"lot_id": a.lot_id, "passage_id": a.passage_id})).first()
@@ -658,6 +651,15 @@ async def _write_batch(conn: AsyncConnection, changed: Sequence[_Working],
 async def _exec_arrays(conn: AsyncConnection, statement: tuple[str, list[str]], params: dict[str, Any]) -> None:
     sql, names = statement
     await conn.exec_driver_sql(sql, tuple(params[n] for n in names))
+
+
+async def _lot_operator(conn: AsyncConnection, lot_id: str) -> str:
+    """The operator of a lot; NOT_FOUND when there is no such lot."""
+    operator_id = (await conn.execute(text("SELECT operator_id FROM parking_lots WHERE id = :id"),
+                                      {"id": lot_id})).scalar_one_or_none()
+    if operator_id is None:
+        raise NotFound(f"lot {lot_id} does not exist")
+    return str(operator_id)
 
 
 def _require_owner(principal: Principal, operator_id: str, lot_id: str) -> None:
