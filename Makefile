@@ -3,13 +3,16 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+UV := $(VENV)/bin/uv
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint typecheck protos check-protos deps postgis native models bench-parking clean help
+.PHONY: run test lock lint typecheck protos check-protos deps postgis native models bench-parking clean help
 
 help:
 	@echo "make run      the whole suite on embedded PostGIS + Redis (Ctrl-C stops it)"
 	@echo "make test     every test against real PostgreSQL/PostGIS and Redis"
 	@echo "make lint     ruff + mypy"
+	@echo "make lock     re-resolve uv.lock to the newest allowed versions"
 	@echo "make protos   regenerate the Python stubs from protos/"
 	@echo "make models   build the ONNX vehicle detector into models/build/"
 	@echo "make bench-parking   load/bench_parking.py (100,000 lots)"
@@ -17,10 +20,19 @@ help:
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,embedded,roadside]'
+# Installs exactly uv.lock: pip bootstraps the locked uv (hash-checked), then uv installs every other locked package
+# (hash-checked) and removes anything not in the lock; the project itself is built last, with the locked setuptools.
+$(STAMP): pyproject.toml uv.lock infra/uv_requirement.py | $(PY)
+	$(PY) infra/uv_requirement.py > $(VENV)/uv-requirement.txt
+	$(PY) -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r $(VENV)/uv-requirement.txt
+	$(UV) sync -q --locked --all-extras --no-install-project
+	$(UV) sync -q --locked --all-extras
 	touch $@
+
+# Re-resolves every dependency to the newest versions pyproject.toml allows (`make lock`); one package only:
+# `.venv/bin/uv lock --upgrade-package NAME`. Then `make test`, and commit uv.lock with what it changed.
+lock: $(STAMP)
+	$(UV) lock --upgrade
 
 deps: $(STAMP) postgis native
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from datetime import datetime
 
 import orjson
@@ -130,7 +130,7 @@ class ChargingFeed:
         if seen:
             index.charge_points_seen(seen)
 
-    async def watch(self, station_id: str) -> AsyncIterator[pb.StationUpdate]:
+    async def watch(self, station_id: str) -> AsyncGenerator[pb.StationUpdate, None]:
         cursor = await last_id(self.redis, STREAM)
         record = await self.store.get_station(station_id)  # NOT_FOUND before anything is sent
         now = self.clock()

@@ -7,6 +7,7 @@ import base64
 import binascii
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from services.charging.writer import MAX_BATCH, StatusWriter
 from services.common.config import Settings
 from services.common.errors import DomainError, FieldViolation, InvalidArgument, PermissionDenied
 from services.common.principal import Principal, Role, current_principal
+from services.common.stream_batches import batches
 from services.common.validation import ID_RE
 
 Context = aio.ServicerContext[Any, Any]
@@ -131,36 +133,13 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
     async def StreamStatus(self, request_iterator: AsyncIterator[pb.StatusReport],
                            context: Context) -> AsyncIterator[pb.StatusAck]:
         principal = current_principal()
-        queue: asyncio.Queue[pb.StatusReport | None] = asyncio.Queue(maxsize=4 * MAX_BATCH)
-
-        async def read() -> None:
-            try:
-                async for report in request_iterator:
-                    await queue.put(report)
-            finally:
-                await queue.put(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            ended = False
-            while not ended:
-                first = await queue.get()
-                if first is None:
-                    break
-                # Whatever queued up while the last batch committed goes into one transaction.
-                batch = [first]
-                while len(batch) < MAX_BATCH and not queue.empty():
-                    item = queue.get_nowait()
-                    if item is None:
-                        ended = True
-                        break
-                    batch.append(item)
+        # Whatever queued up while the last batch committed goes into one transaction.
+        async with aclosing(batches(request_iterator, limit=MAX_BATCH, buffered=4 * MAX_BATCH)) as stream:
+            async for batch in stream:
                 outcomes = await self._process(principal, batch)
                 now = self.clock()
                 for report, outcome in zip(batch, outcomes, strict=True):
                     yield convert.ack_proto(report, outcome, now)
-        finally:
-            reader.cancel()
 
     # ----- drivers ------------------------------------------------------------------------
 
@@ -176,10 +155,11 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
 
     async def WatchStation(self, request: pb.WatchStationRequest, context: Context) -> AsyncIterator[pb.StationUpdate]:
         principal = current_principal()
-        async for update in self.feed.watch(convert.ident(request.station_id, "station_id")):
-            if update.HasField("station"):
-                _redacted(update.station, principal)
-            yield update
+        async with aclosing(self.feed.watch(convert.ident(request.station_id, "station_id"))) as updates:
+            async for update in updates:
+                if update.HasField("station"):
+                    _redacted(update.station, principal)
+                yield update
 
     # ----- EV bays ------------------------------------------------------------------------
 

@@ -9,10 +9,11 @@ Per-request state (request id, principal) lives in contextvars for exactly the l
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
@@ -89,10 +90,19 @@ class _Method:
         child.inc()
 
 
-class _Call:
-    """One rpc in flight: entered before the handler, exited after it (or its last message)."""
+class StreamGone(Exception):
+    """A server stream could not write its next message: its client went away (or the server is stopping)."""
 
-    __slots__ = ("_auth", "_context", "_metadata", "_method", "_principal_token", "_rid_token", "_start")
+
+class _Call:
+    """One rpc in flight: entered before the handler, exited after it (or its last message).
+
+    Everything read from the servicer context is read on entry, while the rpc is alive, and the context is touched
+    on exit only to send a status: once grpc has finished an rpc it releases the core call, and a context method
+    that reaches it (`peer()`, a write, an abort) then dereferences freed memory, which kills the process.
+    """
+
+    __slots__ = ("_auth", "_context", "_metadata", "_method", "_peer", "_principal_token", "_rid_token", "_start")
 
     def __init__(self, method: _Method, context: Context, auth: Authenticator) -> None:
         self._method = method
@@ -100,6 +110,7 @@ class _Call:
         self._auth = auth
         self._principal_token: Any = None
         self._metadata: dict[str, str] = {}
+        self._peer = ""
 
     async def __aenter__(self) -> None:
         metadata = _metadata(self._context)
@@ -107,6 +118,7 @@ class _Call:
         self._rid_token = request_id_var.set(rid[:64])
         self._start = time.perf_counter()
         self._metadata = metadata
+        self._peer = self._context.peer()
 
     async def authorize(self) -> None:
         if self._method.public:
@@ -129,8 +141,11 @@ class _Call:
             unhandled = exc if code is grpc.StatusCode.INTERNAL and exc is not None else None
             log.log(level, "rpc", exc_info=(type(unhandled), unhandled, unhandled.__traceback__) if unhandled else None,
                     extra={"method": self._method.full, "code": code.name, "duration_ms": round(elapsed * 1000, 3),
-                           "peer": self._context.peer()})
+                           "peer": self._peer})
         try:
+            # A cancelled rpc (the client went away, or the server is stopping) has nobody to send a status to.
+            if code is grpc.StatusCode.CANCELLED or self._context.done():
+                return
             if isinstance(exc, DomainError):
                 await abort_with(self._context, exc)
             elif exc is not None and code is grpc.StatusCode.INTERNAL:
@@ -145,7 +160,7 @@ class _Call:
             return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.OK
         if isinstance(exc, DomainError):
             return grpc_code(exc)
-        if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        if isinstance(exc, asyncio.CancelledError | GeneratorExit | StreamGone):
             return grpc.StatusCode.CANCELLED
         return grpc.StatusCode.INTERNAL
 
@@ -195,14 +210,28 @@ def _wrap(handler: Handler, method: _Method, auth: Authenticator) -> Handler:
         make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
         return make(unary_response, **kwargs)
 
-    inner_s = cast(Callable[[Any, Any], AsyncIterator[Any]], handler.unary_stream or handler.stream_stream)
+    inner_s = cast(Callable[[Any, Any], Any], handler.unary_stream or handler.stream_stream)
 
-    async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
+    # A coroutine handler (grpc's reader/writer form: it writes through the context itself), never an async
+    # generator: grpc leaves a generator that was suspended at a write when the client cancelled to be finalised
+    # later by the garbage collector, after the rpc's core call is gone, and the code after its `yield` would then
+    # reach a dead context. Here the handler's own generator is closed before the rpc ends, whatever ends it.
+    async def stream_response(request: Any, context: Context) -> None:
         call = _Call(method, context, auth)
         async with call:
             await call.authorize()
-            async for response in inner_s(request, context):
-                yield response
+            responses = inner_s(request, context)
+            if not inspect.isasyncgen(responses):  # a reader/writer handler (e.g. health Watch)
+                await responses
+                return
+            try:
+                async for response in responses:
+                    try:
+                        await context.write(response)
+                    except Exception as exc:  # the core refuses the write: the client or the server went away
+                        raise StreamGone(method.full) from exc
+            finally:
+                await responses.aclose()
 
     make_s = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
     return make_s(stream_response, **kwargs)

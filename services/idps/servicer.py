@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -146,8 +147,9 @@ class IdpsServicer(idps_pb2_grpc.IdpsServiceServicer):
         cursor = convert.cursor(request.cursor)
         heartbeat = convert.heartbeat(request.heartbeat_interval_s)
         redact = not may_see_evidence(current_principal())
-        async for chunk in self.subscriptions.stream(f, cursor, heartbeat):
-            yield convert.redact_subscribe_chunk(chunk) if redact else chunk
+        async with aclosing(self.subscriptions.stream(f, cursor, heartbeat)) as chunks:
+            async for chunk in chunks:
+                yield convert.redact_subscribe_chunk(chunk) if redact else chunk
 
 
 def _passthrough(message: Any) -> bytes:

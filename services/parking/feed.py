@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
@@ -105,7 +105,7 @@ class AvailabilityFeed:
         if states:
             await index.apply(states)
 
-    async def watch(self, area: AreaQuery, snapshot: bool) -> AsyncIterator[pb.AvailabilityUpdate]:
+    async def watch(self, area: AreaQuery, snapshot: bool) -> AsyncGenerator[pb.AvailabilityUpdate, None]:
         clat, clon = _center(area)
         cursor = await last_id(self.redis, STREAM)
         sent: dict[str, tuple[float, pb.LotAvailability]] = {}

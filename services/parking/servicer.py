@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import collections
 import re
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from v2x.parking.v1 import parking_pb2_grpc
 from services.common.config import Settings
 from services.common.errors import DomainError, FieldViolation, InvalidArgument
 from services.common.principal import Principal, Role, current_principal
+from services.common.stream_batches import batches
 from services.common.validation import ID_RE
 from services.parking import convert
 from services.parking.availability import is_fresh
@@ -143,33 +144,10 @@ class ParkingServicer(parking_pb2_grpc.ParkingServiceServicer):
     async def StreamOccupancy(self, request_iterator: AsyncIterator[pb.OccupancyReportBatch],
                               context: Context) -> AsyncIterator[pb.OccupancyAckBatch]:
         principal = current_principal()
-        # Bounded in messages; gRPC flow control holds the client back once it is full.
-        queue: asyncio.Queue[pb.OccupancyReportBatch | None] = asyncio.Queue(maxsize=16)
-
-        async def read() -> None:
-            try:
-                async for message in request_iterator:
-                    await queue.put(message)
-            finally:
-                await queue.put(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            ended = False
-            while not ended:
-                first = await queue.get()
-                if first is None:
-                    break
-                # Whatever queued up while the last transaction committed goes into the next one.
-                messages = [first]
-                count = len(first.reports)
-                while count < MAX_BATCH and not queue.empty():
-                    item = queue.get_nowait()
-                    if item is None:
-                        ended = True
-                        break
-                    messages.append(item)
-                    count += len(item.reports)
+        # Whatever queued up while the last transaction committed goes into the next one.
+        async with aclosing(batches(request_iterator, limit=MAX_BATCH, buffered=16,
+                                    weight=lambda m: len(m.reports))) as stream:
+            async for messages in stream:
                 reports = [r for m in messages for r in m.reports]
                 outcomes: list[Outcome] = []
                 for i in range(0, len(reports), MAX_BATCH):
@@ -179,8 +157,6 @@ class ParkingServicer(parking_pb2_grpc.ParkingServiceServicer):
                     n = len(m.reports)
                     yield convert.ack_batch_proto(reports[done:done + n], outcomes[done:done + n])
                     done += n
-        finally:
-            reader.cancel()
 
     # ----- passages -------------------------------------------------------------------------
 
@@ -233,5 +209,6 @@ class ParkingServicer(parking_pb2_grpc.ParkingServiceServicer):
     async def WatchAvailability(self, request: pb.WatchAvailabilityRequest,
                                 context: Context) -> AsyncIterator[pb.AvailabilityUpdate]:
         area = convert.area(request.area)
-        async for update in self.feed.watch(area, request.snapshot):
-            yield update
+        async with aclosing(self.feed.watch(area, request.snapshot)) as updates:
+            async for update in updates:
+                yield update

@@ -285,6 +285,8 @@ class RoadsideServicer(roadside_pb2_grpc.RoadsideServiceServicer):
             sink.closed = True
             self._sinks.pop(sink.id, None)
             reader.cancel()
+            # The reader reads from the rpc: it must be gone before the rpc ends.
+            await asyncio.gather(reader, return_exceptions=True)
 
     async def _accept(self, frame: pb.Frame, principal: Principal, sink: _Sink) -> None:
         received = time.monotonic()

@@ -5,7 +5,7 @@ import warnings
 
 from v2x.municipal.v1 import municipal_pb2 as v2x_dot_municipal_dot_v1_dot_municipal__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
