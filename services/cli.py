@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import sys
 
 from services.common import eventloop
@@ -96,6 +97,9 @@ async def _seed(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # A native crash (a segfault in an extension module) prints the Python stack of every thread before the
+    # process dies, so that the log says where it happened.
+    faulthandler.enable(all_threads=True)
     ns = _parser().parse_args(argv)
     try:
         settings = Settings.from_env()

@@ -11,14 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 import grpc
 import pytest
-import uvloop
 from grpc import aio
 from redis.asyncio import Redis
 
@@ -35,11 +33,6 @@ REDIS_URL = os.environ.get("V2X_TEST_REDIS")
 def _with_db(url: str, db: str) -> str:
     base, _, _ = url.rpartition("/")
     return f"{base}/{db}"
-
-
-def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
-    """The services run on uvloop by default (Settings.event_loop), so the tests do too."""
-    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session")

@@ -50,7 +50,7 @@ class Settings:
     metrics_ports: Mapping[str, int] = field(default_factory=lambda: dict(METRICS_PORTS))
     tls: TlsConfig | None = None
     log_level: str = "INFO"
-    event_loop: str = "uvloop"  # of the services' processes: "uvloop" or "asyncio"
+    event_loop: str = "asyncio"  # of the services' processes: "asyncio" (Python's own) or "uvloop"
     grace_s: float = 5.0
     max_message_bytes: int = 4 * 1024 * 1024
     db_pool_size: int = 10

@@ -43,6 +43,7 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.common.backoff import backoff_s
 from services.common.config import MunicipalDestination, Settings
 from services.common.tasks import raise_if_stopping
 from services.municipal import signing
@@ -132,12 +133,6 @@ class TokenBucket:
                 self.tokens -= need
                 return
             await asyncio.sleep((need - self.tokens) / self.rate)
-
-
-def backoff_s(attempt: int, base: float, cap: float, rng: random.Random) -> float:
-    """Exponential backoff with "equal jitter": half the step fixed, half random."""
-    step = min(cap, base * 2.0 ** min(attempt - 1, 30))
-    return step / 2 + rng.uniform(0, step / 2)
 
 
 @dataclass(frozen=True)

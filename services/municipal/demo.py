@@ -2,56 +2,46 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import os
 import secrets
 import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 
 from services.common.config import Settings
-from services.municipal.status_report import AdminAccess, StatusClient, remove_access, report_lag, run_file, save_access
+from services.municipal.status_report import StatusClient, report_lag
 
 READY_TIMEOUT_S = 60.0
 # How often `v2x run` prints the adapter's lag (one line for all destinations).
 LAG_REPORT_INTERVAL_S = 30.0
 
 
-def _spawn_emulator(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "services.cli", "platform-emulator", "--port", str(port)], env=env)
-
-
-async def start_demo_platform(env: dict[str, str], port: int) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    """Starts `v2x platform-emulator` and returns it with the adapter's settings to deliver to it: a municipal
-    JSON and an NGSI-LD destination, one fresh shared secret."""
+def demo_platform_env(port: int) -> tuple[dict[str, str], dict[str, str]]:
+    """What `v2x run` needs to run `v2x platform-emulator --port PORT` for the adapter: the emulator's environment and
+    the adapter's settings to deliver to it (a municipal JSON and an NGSI-LD destination, one fresh shared secret)."""
     secret = secrets.token_hex(24)
-    proc = _spawn_emulator({**env, "V2X_EMULATOR_SECRET": secret}, port)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    async with aiohttp.ClientSession() as http:
-        while True:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"{base}/healthz") as r:
-                    if r.status == 200:
-                        break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError(f"the platform emulator did not start on port {port}")
-            await asyncio.sleep(0.1)
     destinations = [
         {"name": "city", "url": f"{base}/municipal/v1/records", "profile": "municipal_json",
          "secret_env": "V2X_DEMO_PLATFORM_SECRET", "rate_limit_rps": 2000},
         {"name": "city-fiware", "url": f"{base}/ngsi-ld/v1/entityOperations/upsert", "profile": "ngsi_ld",
          "secret_env": "V2X_DEMO_PLATFORM_SECRET", "rate_limit_rps": 2000},
     ]
-    return proc, {"V2X_MUNICIPAL_DESTINATIONS": json.dumps(destinations), "V2X_DEMO_PLATFORM_SECRET": secret}
+    return ({"V2X_EMULATOR_SECRET": secret},
+            {"V2X_MUNICIPAL_DESTINATIONS": json.dumps(destinations), "V2X_DEMO_PLATFORM_SECRET": secret})
+
+
+async def emulator_ready(port: int) -> bool:
+    """The platform emulator on `port` answers its health check."""
+    with contextlib.suppress(aiohttp.ClientError, OSError):
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/healthz",
+                                                             timeout=aiohttp.ClientTimeout(total=2)) as r:
+            return r.status == 200
+    return False
 
 
 def v2x_command() -> str:
@@ -80,19 +70,7 @@ def municipal_banner(settings: Settings, emulator_port: int | None) -> str:
 
 
 async def report_municipal_lag(settings: Settings, admin_key: str, say: Callable[[str], None], *,
-                               interval_s: float = LAG_REPORT_INTERVAL_S, path: Path | None = None) -> None:
-    """`v2x run`'s lag reporter, until cancelled: leaves the adapter's address and the demo admin key where
-    `v2x municipal-status` finds them (removed again when cancelled), and says the lag every `interval_s`."""
-    target = f"127.0.0.1:{settings.ports['municipal']}"
-    path = path or run_file()
-    pid = os.getpid()
-    try:
-        save_access(AdminAccess(target, admin_key, pid), path)
-    except OSError as exc:
-        say(f"could not leave the admin key for `v2x municipal-status` in {path} ({exc}); give it "
-            f"--key {admin_key}")
-    try:
-        async with StatusClient(target, admin_key) as client:
-            await report_lag(client, say, interval_s)
-    finally:
-        remove_access(path, pid)
+                               interval_s: float = LAG_REPORT_INTERVAL_S) -> None:
+    """`v2x run`'s lag reporter, until cancelled: says the lag every `interval_s`."""
+    async with StatusClient(f"127.0.0.1:{settings.ports['municipal']}", admin_key) as client:
+        await report_lag(client, say, interval_s)

@@ -1,33 +1,30 @@
 """The municipal adapter's delivery status for people: `v2x municipal-status` and the lag line of `v2x run`.
 
-Both read the adapter's GetStatus rpc. `v2x run` leaves the adapter's address and its demo admin key in a
-file only the user can read (`run_file()`), so that `v2x municipal-status` needs no configuration against it.
+Both read the adapter's GetStatus rpc. `v2x run` leaves the adapter's address and its demo admin key in its
+run file (`services.common.runfile`), so that `v2x municipal-status` needs no configuration against it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import grpc
 from grpc import aio
 from v2x.municipal.v1 import municipal_pb2 as pb
 from v2x.municipal.v1.municipal_pb2_grpc import MunicipalAdminServiceStub
 
+from services.common.runfile import read_live, run_file, write_private
 from services.municipal.convert import PROFILE_TO_PROTO
 
-RUN_FILE_NAME = "run.json"
 STATUS_TIMEOUT_S = 5.0
 _ERROR_CHARS = 160  # of a destination's last error on the one-line lag report
 
@@ -48,57 +45,23 @@ class AdminAccess:
     pid: int
 
 
-def run_file(env: Mapping[str, str] | None = None) -> Path:
-    """$XDG_RUNTIME_DIR/v2x/run.json, or <temp dir>/v2x-<uid>/run.json without XDG_RUNTIME_DIR."""
-    e = os.environ if env is None else env
-    runtime = e.get("XDG_RUNTIME_DIR", "")
-    if runtime and Path(runtime).is_dir():
-        return Path(runtime) / "v2x" / RUN_FILE_NAME
-    return Path(tempfile.gettempdir()) / f"v2x-{os.getuid()}" / RUN_FILE_NAME
-
-
-def save_access(access: AdminAccess, path: Path) -> None:
-    """Writes `access` readable by this user only. Raises OSError when the folder belongs to someone else or
-    others may enter it (the key is an admin key)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.parent.stat()
-    if st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise PermissionError(f"{path.parent} is not a private folder of this user")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"target": access.target, "key": access.key, "pid": access.pid}, f)
-    os.replace(tmp, path)
+def access_from(run: Mapping[str, Any]) -> AdminAccess | None:
+    """The adapter's address and the demo admin key in what a `v2x run` left in its run file."""
+    try:
+        return AdminAccess(str(run["targets"]["municipal"]), str(run["keys"]["admin"]), int(run["pid"]))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def load_access(path: Path) -> AdminAccess | None:
-    """What a `v2x run` that is still running left in `path`; None when there is no such file, it is not this
-    user's, it is malformed or the run that wrote it is gone."""
-    try:
-        if path.stat().st_uid != os.getuid():
-            return None
-        raw = json.loads(path.read_text())
-        access = AdminAccess(str(raw["target"]), str(raw["key"]), int(raw["pid"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return access if _alive(access.pid) else None
+    """The access a `v2x run` that is still running left in `path`; None when there is none."""
+    run = read_live(path)
+    return access_from(run) if run is not None else None
 
 
-def remove_access(path: Path, pid: int) -> None:
-    """Removes `path` if the run `pid` wrote it (a later run may have replaced it)."""
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        if int(json.loads(path.read_text())["pid"]) == pid:
-            path.unlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # a process of another user answers PermissionError: it exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
+def save_access(access: AdminAccess, path: Path) -> None:
+    """Leaves `access` in `path` as a run would (only the adapter's part of a run file)."""
+    write_private(path, {"pid": access.pid, "targets": {"municipal": access.target}, "keys": {"admin": access.key}})
 
 
 # ----- reading the status -------------------------------------------------------------------------------------

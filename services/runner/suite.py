@@ -13,10 +13,9 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -26,16 +25,16 @@ from services.charging.demo import seed_chargers
 from services.common.apikeys import create_key
 from services.common.config import Settings
 from services.common.db import create_engine, migrate
-from services.common.processes import stop_processes
-from services.municipal.demo import municipal_banner, report_municipal_lag, start_demo_platform
+from services.common.runfile import remove_if_ours, run_file, write_private
+from services.municipal.demo import demo_platform_env, emulator_ready, municipal_banner, report_municipal_lag
 from services.parking.demo import OPERATORS, seed_district
 from services.registry import builders
 from services.runner import charging_sim
 from services.runner.embedded import EmbeddedPostgres, EmbeddedRedis
 from services.runner.occupancy_sim import simulate
+from services.runner.supervisor import ChildSpec, Probe, SuiteFailed, Supervisor, python_argv
 
 log = logging.getLogger("v2x.run")
-READY_TIMEOUT_S = 60.0
 # The municipal platform emulator that the adapter delivers to in the demo (override: V2X_EMULATOR_PORT).
 EMULATOR_PORT = int(os.environ.get("V2X_EMULATOR_PORT", "8700"))
 # The roadside service reports on-street spot states to parking as the on-street operator of the district.
@@ -49,32 +48,28 @@ _FAST_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconn
 
 @dataclass
 class Suite:
-    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    helpers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)  # not gRPC services
+    supervisor: Supervisor | None = None
     postgres: EmbeddedPostgres | None = None
     redis: EmbeddedRedis | None = None
 
-    def stop_children(self, grace_s: float) -> None:
-        stop_processes([*self.children.values(), *self.helpers.values()], grace_s + 5)
-
-    def stop(self, grace_s: float) -> None:
-        self.stop_children(grace_s)
+    async def stop(self, grace_s: float) -> None:
+        if self.supervisor is not None:
+            await self.supervisor.stop(grace_s)
         if self.redis is not None:
-            self.redis.stop()
+            await asyncio.to_thread(self.redis.stop)
         if self.postgres is not None:
-            self.postgres.stop()
+            await asyncio.to_thread(self.postgres.stop)
 
 
-async def _healthy(port: int, deadline: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
-    async with aio.insecure_channel(f"127.0.0.1:{port}", options=_FAST_RECONNECT) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline and (proc is None or proc.poll() is None):
-            with contextlib.suppress(aio.AioRpcError):
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return True
-            await asyncio.sleep(0.2)
-    return False
+def grpc_ready(port: int) -> Probe:
+    """A probe: the gRPC server on `port` says SERVING to the standard health check."""
+
+    async def probe() -> bool:
+        async with aio.insecure_channel(f"127.0.0.1:{port}", options=_FAST_RECONNECT) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    return probe
 
 
 def _say(text: str) -> None:
@@ -89,6 +84,8 @@ async def run_suite(settings: Settings, *, simulate: bool = True) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     sims: list[asyncio.Task[None]] = []
+    path = run_file()
+    failed: str | None = None
     try:
         database_url = settings.database_url
         if not database_url:
@@ -108,20 +105,25 @@ async def run_suite(settings: Settings, *, simulate: bool = True) -> None:
             operator_keys = {op: (await create_key(engine, f"operator:{op}", "demo")).key for op in OPERATORS}
             roadside_env = await _roadside_parking_env(engine, settings)
             env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
+            specs: list[ChildSpec] = []
+            emulator = "municipal" in builders() and not os.environ.get("V2X_MUNICIPAL_DESTINATIONS")
+            if emulator:
+                # The adapter delivers to a local platform emulator (unless destinations are configured).
+                emulator_env, adapter_env = demo_platform_env(EMULATOR_PORT)
+                specs.append(ChildSpec("platform-emulator",
+                                       python_argv("platform-emulator", "--port", str(EMULATOR_PORT)),
+                                       {**env, **emulator_env}, lambda: emulator_ready(EMULATOR_PORT)))
+                env.update(adapter_env)
+            for name in builders():
+                child_env = {**env, **roadside_env} if name == "roadside" else env
+                specs.append(ChildSpec(name, python_argv("serve", name), child_env,
+                                       grpc_ready(settings.ports[name])))
+            suite.supervisor = Supervisor(specs, say=_say,
+                                          on_change=lambda: _write_run_file(path, settings, suite, keys, operator_keys))
             # The demo data goes in while the services start (they do not need it to start).
             seeding = asyncio.create_task(_seed(engine))
             try:
-                for name in builders():
-                    if (name == "municipal" and not suite.helpers
-                            and not os.environ.get("V2X_MUNICIPAL_DESTINATIONS")):
-                        # The adapter delivers to a local platform emulator (unless destinations are configured).
-                        suite.helpers["platform-emulator"], adapter_env = await start_demo_platform(
-                            env, EMULATOR_PORT)
-                        env.update(adapter_env)
-                    child_env = {**env, **roadside_env} if name == "roadside" else env
-                    # Spawning returns at once (no waiting on the child), so it does not stall the loop.
-                    suite.children[name] = subprocess.Popen(  # noqa: ASYNC220
-                        [sys.executable, "-m", "services.cli", "serve", name], env=child_env)
+                suite.supervisor.start()
                 lots, stations = await seeding
             finally:
                 if not seeding.done():
@@ -132,36 +134,56 @@ async def run_suite(settings: Settings, *, simulate: bool = True) -> None:
             await engine.dispose()
         log.info("start-up: database ready at %.1f s, demo seeded at %.1f s", migrated_at,
                  time.monotonic() - started)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        for name, proc in suite.children.items():
-            if not await _healthy(settings.ports[name], deadline, proc):
-                raise RuntimeError(f"{name} did not become healthy on port {settings.ports[name]}")
+        await suite.supervisor.wait_ready()
         _banner(settings, lots, stations, keys, operator_keys, roadside_env, time.monotonic() - started)
-        if "municipal" in suite.children:
-            _say(municipal_banner(settings, EMULATOR_PORT if suite.helpers else None))
+        if "municipal" in builders():
+            _say(municipal_banner(settings, EMULATOR_PORT if emulator else None))
             # The adapter's lag on the console every 30 s; cancelled with the simulators on stop.
             sims.append(asyncio.create_task(report_municipal_lag(settings, keys["admin"], _say)))
         spots: charging_sim.SpotBoard = {}  # what the occupancy simulator said; the charging one follows
-        if simulate and "parking" in suite.children:
+        if simulate and "parking" in builders():
             sims.append(asyncio.create_task(simulate_occupancy(settings, operator_keys, spots)))
-        if simulate and "charging" in suite.children:
+        if simulate and "charging" in builders():
             sims.append(asyncio.create_task(simulate_charging(settings, operator_keys, spots)))
-        while not stop.is_set():
-            dead = [n for n, p in suite.children.items() if p.poll() is not None]
-            if dead:
-                raise RuntimeError(f"service {', '.join(dead)} exited; stopping the suite")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-        _say("stopping...")
+        gave_up = asyncio.ensure_future(suite.supervisor.wait_failed())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([gave_up, stopped], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if gave_up.done():
+            failed = gave_up.result()
+        else:
+            gave_up.cancel()
+            _say("stopping...")
+    except SuiteFailed as exc:
+        failed = str(exc)
     finally:
         for sim in sims:
             sim.cancel()
             with contextlib.suppress(BaseException):
                 await sim
-        await asyncio.to_thread(suite.stop, settings.grace_s)
+        await suite.stop(settings.grace_s)
+        remove_if_ours(path, os.getpid())
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+    if failed is not None:
+        raise RuntimeError(failed)
     _say("stopped; nothing left running")
+
+
+def _write_run_file(path: Path, settings: Settings, suite: Suite, keys: dict[str, str],
+                    operator_keys: dict[str, str]) -> None:
+    """Where everything listens, the demo keys and the state of every process, for other commands of this user
+    (`v2x municipal-status`, load/soak.py); rewritten on every start and exit of a process."""
+    assert suite.supervisor is not None
+    data = {"pid": os.getpid(),
+            "targets": {name: f"127.0.0.1:{settings.ports[name]}" for name in builders()},
+            "ocpp_url": _ocpp_url(settings),
+            "keys": {**keys, **{f"operator:{op}": key for op, key in operator_keys.items()}},
+            "processes": suite.supervisor.state()}
+    try:
+        write_private(path, data)
+    except OSError as exc:
+        log.warning("could not write the run file %s (%s): `v2x municipal-status` needs --key", path, exc)
 
 
 async def _seed(engine: AsyncEngine) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""The services' event loop: uvloop by default, asyncio's own on request; the tests run on the default."""
+"""The services' event loop: Python's own by default, uvloop on request; the tests run on the default."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from services.common.config import ConfigError, Settings
 
 
 async def test_the_tests_run_on_the_loop_the_services_run_on() -> None:
-    assert Settings.from_env({}).event_loop == "uvloop"
-    assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+    assert Settings.from_env({}).event_loop == "asyncio"
+    assert not isinstance(asyncio.get_running_loop(), uvloop.Loop)
 
 
 async def _loop_type() -> type:
@@ -31,6 +31,6 @@ def test_run_takes_the_configured_kind() -> None:
 
 
 def test_an_unknown_event_loop_is_refused_by_name() -> None:
-    assert Settings.from_env({"V2X_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
+    assert Settings.from_env({"V2X_EVENT_LOOP": "uvloop"}).event_loop == "uvloop"
     with pytest.raises(ConfigError, match="V2X_EVENT_LOOP"):
         Settings.from_env({"V2X_EVENT_LOOP": "trio"})

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.municipal.model import OutboxRecord
+from tests.waiting import assert_eventually
 
 SECRET = "test-secret-0123456789abcdef"
 BASE = (31.40, 121.49)
@@ -94,9 +93,4 @@ async def insert_on(conn: AsyncConnection, rows: Sequence[Row]) -> list[int]:
 
 async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 20.0, every: float = 0.05,
                      what: str = "condition") -> None:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(every)
-    raise AssertionError(f"timed out after {within_s} s waiting for {what}")
+    await assert_eventually(check, what, within_s, every)

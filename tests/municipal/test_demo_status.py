@@ -17,12 +17,13 @@ import pytest
 from v2x.municipal.v1 import municipal_pb2 as pb
 
 from services.common.config import Settings, municipal_destinations
-from services.common.processes import stop_processes
+from services.common.runfile import run_file
 from services.common.runtime import Resources
-from services.municipal.demo import municipal_banner, report_municipal_lag, start_demo_platform
+from services.municipal.demo import demo_platform_env, emulator_ready, municipal_banner, report_municipal_lag
 from services.municipal.emulator import RunningEmulator
-from services.municipal.status_report import AdminAccess, load_access, run_file, save_access
+from services.municipal.status_report import AdminAccess, load_access, save_access
 from services.runner.embedded import free_port
+from services.runner.supervisor import ChildSpec, Supervisor, python_argv
 from tests.conftest import Keys
 from tests.municipal.conftest import Adapter, StartAdapter, destination
 from tests.municipal.helpers import eventually, insert, lot_dynamic
@@ -102,20 +103,12 @@ async def test_status_command_needs_no_configuration_while_v2x_run_runs(
         tmp_path: Path) -> None:
     a = await start_adapter(destination(emulator))
     await paused_backlog(a, resources, f"N{unique}", 3)
-    path = run_file({"XDG_RUNTIME_DIR": str(tmp_path)})
-    reporter = asyncio.create_task(report_municipal_lag(suite_settings(resources, a.service.server.port),
-                                                        keys.admin, lambda line: None, interval_s=60, path=path))
-    try:
-        await eventually(lambda: asyncio.sleep(0, path.exists()), what="the run file")
-        code, out, err = await municipal_status(runtime_dir=tmp_path)
-    finally:
-        reporter.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await reporter
+    # What a running `v2x run` leaves (tests/runner/test_supervisor.py checks that it does).
+    save_access(AdminAccess(target(a), keys.admin, os.getpid()), run_file({"XDG_RUNTIME_DIR": str(tmp_path)}))
+    code, out, err = await municipal_status(runtime_dir=tmp_path)
     assert code == 0, err
     assert out.startswith(f"municipal adapter {target(a)}: 1 destination")
     assert row(out, a.name)["LAG (RECORDS)"] == "3"
-    assert not path.exists()
 
 
 async def test_status_command_without_a_reachable_adapter_fails_with_a_clear_message(tmp_path: Path) -> None:
@@ -175,9 +168,8 @@ async def test_v2x_run_prints_the_lag_every_interval_until_stopped(
     a = await start_adapter(destination(emulator))
     await paused_backlog(a, resources, f"R{unique}", 3)
     lines: list[str] = []
-    path = tmp_path / "v2x" / "run.json"
     reporter = asyncio.create_task(report_municipal_lag(suite_settings(resources, a.service.server.port),
-                                                        keys.admin, lines.append, interval_s=0.2, path=path))
+                                                        keys.admin, lines.append, interval_s=0.2))
 
     async def said(pattern: str) -> bool:
         return any(re.search(pattern, line) for line in lines)
@@ -191,7 +183,6 @@ async def test_v2x_run_prints_the_lag_every_interval_until_stopped(
     reporter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await reporter
-    assert not path.exists()
     count = len(lines)
     await asyncio.sleep(0.5)
     assert len(lines) == count
@@ -201,7 +192,7 @@ async def test_v2x_run_says_once_that_the_lag_is_unknown_while_the_adapter_does_
         resources: Resources, keys: Keys, tmp_path: Path) -> None:
     lines: list[str] = []
     reporter = asyncio.create_task(report_municipal_lag(suite_settings(resources, free_port()), keys.admin,
-                                                        lines.append, interval_s=0.05, path=tmp_path / "run.json"))
+                                                        lines.append, interval_s=0.05))
     await asyncio.sleep(1.0)
     reporter.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -216,11 +207,15 @@ async def test_v2x_run_says_once_that_the_lag_is_unknown_while_the_adapter_does_
 
 @pytest.fixture
 async def demo_platform() -> AsyncIterator[dict[str, str]]:
-    """`start_demo_platform` as `v2x run` calls it: the emulator process and the adapter's settings for it."""
-    proc, adapter_env = await start_demo_platform(dict(os.environ), free_port())
+    """The platform emulator as `v2x run` runs it (under its supervisor); the adapter's settings for it."""
+    port = free_port()
+    emulator_env, adapter_env = demo_platform_env(port)
+    supervisor = Supervisor([ChildSpec("platform-emulator", python_argv("platform-emulator", "--port", str(port)),
+                                       {**os.environ, **emulator_env}, lambda: emulator_ready(port))])
+    supervisor.start()
+    await supervisor.wait_ready()
     yield adapter_env
-    await asyncio.to_thread(stop_processes, [proc], 5.0)
-    assert proc.returncode is not None
+    await supervisor.stop(5.0)
 
 
 async def test_the_demo_platform_takes_the_adapters_deliveries_for_both_destinations(

@@ -17,9 +17,10 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.common.backoff import backoff_s
 from services.common.config import MunicipalDestination
 from services.common.runtime import Resources
-from services.municipal.delivery import Lane, backoff_s
+from services.municipal.delivery import Lane
 from services.municipal.model import DestinationStatus, idempotency_key
 from services.municipal.store import MunicipalStore
 from tests.municipal.helpers import SECRET, eventually, insert, lot_dynamic

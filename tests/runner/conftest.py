@@ -1,0 +1,101 @@
+"""A whole `v2x run`, as a user starts it: its own process, embedded PostGIS and Redis, every port its own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.common.config import SERVICE_PORTS
+from services.common.runfile import run_file
+
+READY_S = 180.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningSuite:
+    proc: asyncio.subprocess.Process
+    runtime_dir: Path
+    log: Path
+
+    @property
+    def run_file(self) -> Path:
+        return run_file({"XDG_RUNTIME_DIR": str(self.runtime_dir)})
+
+    def state(self) -> dict[str, Any]:
+        return dict(json.loads(self.run_file.read_text()))
+
+    @property
+    def targets(self) -> dict[str, str]:
+        return dict(self.state()["targets"])
+
+    @property
+    def keys(self) -> dict[str, str]:
+        return dict(self.state()["keys"])
+
+    def processes(self) -> dict[str, dict[str, Any]]:
+        return dict(self.state()["processes"])
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+async def start_suite(tmp: Path, extra_env: dict[str, str] | None = None) -> RunningSuite:
+    runtime = tmp / "xdg"
+    runtime.mkdir(mode=0o700)
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update({"XDG_RUNTIME_DIR": str(runtime), "V2X_BIND_HOST": "127.0.0.1", "V2X_GRACE_S": "1",
+                "V2X_OCPP_PORT": str(free_port()), "V2X_EMULATOR_PORT": str(free_port()), "LOG_LEVEL": "WARNING"})
+    for name in SERVICE_PORTS:
+        env[f"V2X_{name.upper()}_PORT"] = str(free_port())
+        env[f"V2X_{name.upper()}_METRICS_PORT"] = str(free_port())
+    env.update(extra_env or {})
+    log = tmp / "run.log"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.cli", "run", "--no-sim", env=env,
+                                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    suite = RunningSuite(proc, runtime, log)
+    deadline = time.monotonic() + READY_S
+    while "v2x-suite is up" not in suite.output():
+        if proc.returncode is not None or time.monotonic() > deadline:
+            await stop_suite(suite)
+            raise AssertionError(f"v2x run did not come up:\n{suite.output()[-4000:]}")
+        await asyncio.sleep(0.5)
+    return suite
+
+
+async def stop_suite(suite: RunningSuite) -> int:
+    if suite.proc.returncode is None:
+        suite.proc.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(suite.proc.wait(), 60)
+        except TimeoutError:
+            os.killpg(suite.proc.pid, signal.SIGKILL)
+            await suite.proc.wait()
+    return suite.proc.returncode or 0
+
+
+@pytest.fixture(scope="session")
+async def suite(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningSuite]:
+    running = await start_suite(tmp_path_factory.mktemp("suite"))
+    yield running
+    code = await stop_suite(running)
+    assert code == 0, running.output()[-4000:]
+    assert not running.run_file.exists(), "the run file outlived the run"
