@@ -28,6 +28,7 @@ from services.charging import convert
 from services.charging.index import Change, ChargerIndex, decode_state, encode_state
 from services.charging.model import ConnectorView
 from services.charging.store import ChargingStore
+from services.common.cancellation import finish
 from services.common.epoch_us import at_us, us
 from services.common.redis_streams import Entry, Fields, follow, last_id, publish
 from services.common.stream_index import IndexFollower
@@ -132,7 +133,7 @@ class ChargingFeed:
 
     async def watch(self, station_id: str) -> AsyncGenerator[pb.StationUpdate, None]:
         cursor = await last_id(self.redis, STREAM)
-        record = await self.store.get_station(station_id)  # NOT_FOUND before anything is sent
+        record = await finish(self.store.get_station(station_id))  # NOT_FOUND before anything is sent
         now = self.clock()
         yield Update(reason=Update.REASON_SNAPSHOT, station=convert.station_proto(record, now))
         # What the watcher was last sent, per connector: (expiry in epoch s or 0, visible status).
@@ -145,7 +146,7 @@ class ChargingFeed:
                 if fields.get(b"station") != key:
                     continue
                 if fields.get(b"t") == b"s":
-                    record = await self.store.get_station(station_id)
+                    record = await finish(self.store.get_station(station_id))
                     now = self.clock()
                     sent = {cid: (s.expires_at.timestamp() if s.expires_at else 0.0,
                                   convert.state_proto(s, now).status) for cid, s in record.states.items()}

@@ -22,6 +22,7 @@ from services.charging.gateway import OcppGateway
 from services.charging.model import BayFlagFilter, Outcome, Report
 from services.charging.store import ChargingStore
 from services.charging.writer import MAX_BATCH, StatusWriter
+from services.common.cancellation import finish
 from services.common.config import Settings
 from services.common.errors import DomainError, FieldViolation, InvalidArgument, PermissionDenied
 from services.common.principal import Principal, Role, current_principal
@@ -125,7 +126,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         return [o if o is not None else next(applied) for o in outcomes]
 
     async def ReportStatus(self, request: pb.StatusReport, context: Context) -> pb.StatusAck:
-        outcome = (await self._process(current_principal(), [request]))[0]
+        outcome = (await finish(self._process(current_principal(), [request])))[0]
         if outcome.error is not None:
             raise outcome.error  # the unary form answers a refusal with the status itself
         return convert.ack_proto(request, outcome, self.clock())
@@ -136,7 +137,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         # Whatever queued up while the last batch committed goes into one transaction.
         async with aclosing(batches(request_iterator, limit=MAX_BATCH, buffered=4 * MAX_BATCH)) as stream:
             async for batch in stream:
-                outcomes = await self._process(principal, batch)
+                outcomes = await finish(self._process(principal, batch))
                 now = self.clock()
                 for report, outcome in zip(batch, outcomes, strict=True):
                     yield convert.ack_proto(report, outcome, now)

@@ -218,20 +218,25 @@ def _wrap(handler: Handler, method: _Method, auth: Authenticator) -> Handler:
     # reach a dead context. Here the handler's own generator is closed before the rpc ends, whatever ends it.
     async def stream_response(request: Any, context: Context) -> None:
         call = _Call(method, context, auth)
-        async with call:
-            await call.authorize()
-            responses = inner_s(request, context)
-            if not inspect.isasyncgen(responses):  # a reader/writer handler (e.g. health Watch)
-                await responses
-                return
-            try:
-                async for response in responses:
-                    try:
-                        await context.write(response)
-                    except Exception as exc:  # the core refuses the write: the client or the server went away
-                        raise StreamGone(method.full) from exc
-            finally:
-                await responses.aclose()
+        try:
+            async with call:
+                await call.authorize()
+                responses = inner_s(request, context)
+                if not inspect.isasyncgen(responses):  # a reader/writer handler (e.g. health Watch)
+                    await responses
+                    return
+                try:
+                    async for response in responses:
+                        try:
+                            await context.write(response)
+                        except Exception as exc:  # the core refuses the write: the client or the server went away
+                            raise StreamGone(method.full) from exc
+                finally:
+                    await responses.aclose()
+        except StreamGone:
+            # Logged and counted as CANCELLED on the way out; grpc takes a cancellation as the end of an rpc whose
+            # peer is gone (any other exception would have it try to send a status on the dead call).
+            raise asyncio.CancelledError from None
 
     make_s = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
     return make_s(stream_response, **kwargs)

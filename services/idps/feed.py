@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from v2x.idps.v1 import idps_pb2 as pb
 
+from services.common.cancellation import finish
 from services.common.redis_streams import Entry as RawEntry
 from services.common.redis_streams import follow
 from services.common.tasks import raise_if_stopping
@@ -386,7 +387,7 @@ class Subscriptions:
         position = self.fanout.register(sub)
         sub.position = position
         yield frame(RESYNC)
-        incidents = await self.store.snapshot(sub.filter)
+        incidents = await finish(self.store.snapshot(sub.filter))
         sub.snapshot_versions = {i.id: i.version for i in incidents}
         for start in range(0, len(incidents), MAX_BATCH):
             yield b"".join(frame(NEW, "", convert.incident_proto(i)) for i in incidents[start:start + MAX_BATCH])

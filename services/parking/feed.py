@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from v2x.parking.v1 import parking_pb2 as pb
 
+from services.common.cancellation import finish
 from services.common.redis_streams import Entry, Fields, follow, last_id, publish
 from services.common.stream_index import IndexFollower
 from services.parking import convert
@@ -111,7 +112,7 @@ class AvailabilityFeed:
         sent: dict[str, tuple[float, pb.LotAvailability]] = {}
         if snapshot:
             now = datetime.now(UTC)
-            for v in await self.store.lots_in_area(area, now):
+            for v in await finish(self.store.lots_in_area(area, now)):
                 lot = convert.lot_availability_proto(v, now)
                 lot.distance_m = round(haversine_m(clat, clon, v.summary.lat, v.summary.lon), 2)
                 exp = expires_at(v.state, v.summary.ttl_s)

@@ -16,6 +16,7 @@ from prometheus_client import Counter
 from v2x.parking.v1 import parking_pb2 as pb
 from v2x.parking.v1 import parking_pb2_grpc
 
+from services.common.cancellation import finish
 from services.common.config import Settings
 from services.common.errors import DomainError, FieldViolation, InvalidArgument
 from services.common.principal import Principal, Role, current_principal
@@ -135,7 +136,7 @@ class ParkingServicer(parking_pb2_grpc.ParkingServiceServicer):
         return final
 
     async def PushOccupancy(self, request: pb.OccupancyReport, context: Context) -> pb.OccupancyAck:
-        outcome = (await self._process(current_principal(), [request]))[0]
+        outcome = (await finish(self._process(current_principal(), [request])))[0]
         if outcome.error is not None:
             # The unary form answers a refusal with the status itself.
             raise outcome.error
@@ -151,7 +152,7 @@ class ParkingServicer(parking_pb2_grpc.ParkingServiceServicer):
                 reports = [r for m in messages for r in m.reports]
                 outcomes: list[Outcome] = []
                 for i in range(0, len(reports), MAX_BATCH):
-                    outcomes += await self._process(principal, reports[i:i + MAX_BATCH])
+                    outcomes += await finish(self._process(principal, reports[i:i + MAX_BATCH]))
                 done = 0
                 for m in messages:
                     n = len(m.reports)

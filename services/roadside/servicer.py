@@ -20,6 +20,7 @@ from grpc import aio
 from v2x.roadside.v1 import roadside_pb2 as pb
 from v2x.roadside.v1 import roadside_pb2_grpc
 
+from services.common.cancellation import finish
 from services.common.config import Settings
 from services.common.errors import (
     Aborted,
@@ -83,7 +84,7 @@ class CameraDirectory:
         hit = self._cache.get(camera_id)
         if hit is not None and hit[0] > now:
             return hit[1]
-        record = await self.store.get(camera_id)
+        record = await finish(self.store.get(camera_id))
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[camera_id] = (now + self.ttl_s, record)

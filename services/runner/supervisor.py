@@ -131,6 +131,7 @@ class Supervisor:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
             everyone.cancel()
+            await asyncio.gather(everyone, return_exceptions=True)
         if self._failed.done():
             raise SuiteFailed(self._failed.result())
 

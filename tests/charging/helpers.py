@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from ocpp.v16 import ChargePoint as Client16Base
-from ocpp.v201 import ChargePoint as Client201Base
 from v2x.charging.v1 import charging_pb2 as pb
 from v2x.common.v1 import common_pb2 as cpb
-from websockets.asyncio.client import ClientConnection, connect
+
+from load.chargepoints import Client16, Client201, basic, ocpp_client, ocpp_now, open_ws
 
 GBT_DC, GBT_AC, CCS2 = pb.CONNECTOR_STANDARD_GBT_DC, pb.CONNECTOR_STANDARD_GBT_AC, pb.CONNECTOR_STANDARD_CCS2
 TYPE2, CHADEMO = pb.CONNECTOR_STANDARD_TYPE2, pb.CONNECTOR_STANDARD_CHADEMO
@@ -61,42 +56,6 @@ def connector_state(st: pb.Station, connector_id: str) -> pb.ConnectorState:
     raise AssertionError(f"{connector_id} not in station {st.id}")
 
 
-# ----- OCPP clients (the `ocpp` package's charge point side) ---------------------------------
+# ----- OCPP clients: the charge point side, shared with the soak and the simulator -------------------------
 
-
-class Client16(Client16Base):  # type: ignore[misc]
-    """An OCPP 1.6J charge point that only sends (no handlers for central system requests)."""
-
-
-class Client201(Client201Base):  # type: ignore[misc]
-    """An OCPP 2.0.1 charging station that only sends."""
-
-
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-def ocpp_now(seconds_ago: float = 0) -> str:
-    at = datetime.now(UTC) - timedelta(seconds=seconds_ago)
-    return at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-async def open_ws(url: str, cp_id: str, password: str | None, subprotocol: str) -> ClientConnection:
-    headers = {"Authorization": basic(cp_id, password)} if password is not None else {}
-    return await connect(f"{url}/{cp_id}", subprotocols=[subprotocol], additional_headers=headers,  # type: ignore[list-item]
-                         open_timeout=10, compression=None)
-
-
-@contextlib.asynccontextmanager
-async def ocpp_client(url: str, cp_id: str, password: str, version: str = "1.6") -> AsyncIterator[Any]:
-    """A connected charge point; its receive loop runs until the block ends."""
-    ws = await open_ws(url, cp_id, password, "ocpp1.6" if version == "1.6" else "ocpp2.0.1")
-    cp = (Client16 if version == "1.6" else Client201)(cp_id, ws, response_timeout=10)
-    task = asyncio.create_task(cp.start())
-    try:
-        yield cp
-    finally:
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        await ws.close()
+__all__ = ["Client16", "Client201", "basic", "ocpp_client", "ocpp_now", "open_ws"]

@@ -12,6 +12,7 @@ CALLS = 400
 
 async def test_every_service_survives_clients_that_cancel_streams_at_random_moments(suite: RunningSuite) -> None:
     before = suite.processes()
+    log_before = len(suite.output())
     keys, targets = suite.keys, suite.targets
     clients = Suite(targets, keys["admin"], keys["police"], keys["driver"], keys["operator:BSCT"])
     walker = Walker(clients, await prepare(clients))
@@ -35,3 +36,6 @@ async def test_every_service_survives_clients_that_cancel_streams_at_random_mome
         assert process["pid"] == before[name]["pid"], f"{name} was restarted: {process['exits']}"
         assert process["crashes"] == before[name]["crashes"]
     assert await serving(targets) == {name: "SERVING" for name in targets}
+    # The servers' side: nothing logged at WARNING or above (the suite logs at WARNING), no grpc internal error.
+    logged = [line for line in suite.output()[log_before:].splitlines() if '"level": "' in line]
+    assert not logged, logged[:5]
