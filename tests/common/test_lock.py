@@ -48,10 +48,9 @@ def test_every_locked_package_is_pinned_with_hashes() -> None:
 
 
 def test_make_bootstraps_the_uv_of_the_lock() -> None:
-    from infra.uv_requirement import requirement
-
     lock = tomllib.loads((ROOT / "uv.lock").read_text())
     version = next(p["version"] for p in lock["package"] if p["name"] == "uv")
-    line = requirement()
+    line = subprocess.run([sys.executable, str(ROOT / "infra" / "uv_requirement.py")], capture_output=True, text=True,
+                          check=True).stdout.strip()
     assert line.startswith(f"uv=={version} --hash=sha256:")
     assert _uv("--version").stdout.split()[1] == version
