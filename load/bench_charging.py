@@ -74,6 +74,7 @@ from services.charging.answers import AnswerCache
 from services.charging.feed import ChargingFeed
 from services.charging.model import Report
 from services.charging.passwords import hash_password, new_password
+from services.charging.settings import ChargingSettings
 from services.charging.status import ocpp_ttl_s
 from services.charging.store import ChargingStore, plug_mask
 from services.charging.writer import MAX_BATCH, StatusWriter
@@ -780,7 +781,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if mode == "service":
                 workers = [ocpp_worker(c, counter, args.seed + i) for i, c in enumerate(clients)]
             else:
-                workers = [raw_ocpp_worker(writer, st, counter, settings.ocpp_heartbeat_s, args.seed + i)
+                workers = [raw_ocpp_worker(writer, st, counter, ChargingSettings().ocpp_heartbeat_s, args.seed + i)
                            for i, st in enumerate(driven)]
             phase = await timed_phase(args.seconds, args.warmup, pid, counter, workers)
             phase.avg_batch = await outbox_batches(db_url, since)

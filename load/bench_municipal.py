@@ -50,12 +50,12 @@ from v2x.municipal.v1 import municipal_pb2 as pb
 from v2x.municipal.v1.municipal_pb2_grpc import MunicipalAdminServiceStub
 
 from services.common.apikeys import create_key
-from services.common.config import MunicipalDestination
 from services.common.db import create_engine, migrate
 from services.municipal import native, signing
 from services.municipal.delivery import MAX_IN_FLIGHT
 from services.municipal.model import idempotency_key
 from services.municipal.profiles import make_profile
+from services.municipal.settings import MunicipalDestination
 from services.municipal.store import MunicipalStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's `load`

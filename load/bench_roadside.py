@@ -67,9 +67,9 @@ from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceStub
 
 from roadside_sim.scene import SB_CENTRE_E, Scene, drive
 from services.common.apikeys import create_key
-from services.common.config import Settings
 from services.common.db import create_engine, migrate
 from services.roadside.detector import Detector, DetectorConfig
+from services.roadside.settings import RoadsideSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's `load`
 from load.harness import ServiceProcess, free_port, proc_cpu_s
@@ -608,7 +608,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=8.0, help="measured seconds per phase")
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each phase")
     p.add_argument("--raw-seconds", type=float, default=4.0, help="seconds of each raw setup in a raw slice")
-    p.add_argument("--max-batch", type=int, default=Settings().roadside_max_batch,
+    p.add_argument("--max-batch", type=int, default=RoadsideSettings().max_batch,
                    help="the measured service's V2X_ROADSIDE_MAX_BATCH (default: the service's default)")
     p.add_argument("--compare-batch", type=int, default=4,
                    help="V2X_ROADSIDE_MAX_BATCH of a second service, measured saturated beside the first")

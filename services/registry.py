@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from services.common.runtime import Builder
 
 
@@ -14,3 +16,17 @@ def builders() -> dict[str, Builder]:
 
     return {"parking": parking, "idps": idps, "charging": charging, "roadside": roadside,
             "municipal": municipal}
+
+
+def check_settings(env: Mapping[str, str]) -> None:
+    """Reads every service's own settings from `env`: a bad value fails here (ConfigError naming the variable), before
+    `v2x run` starts anything. `v2x serve NAME` reads its service's settings as it builds it."""
+    from services.charging.settings import ChargingSettings
+    from services.idps.settings import IdpsSettings
+    from services.municipal.settings import MunicipalSettings
+    from services.parking.settings import ParkingSettings
+    from services.roadside.settings import RoadsideSettings
+
+    for read in (ParkingSettings.from_env, IdpsSettings.from_env, ChargingSettings.from_env,
+                 RoadsideSettings.from_env, MunicipalSettings.from_env):
+        read(env)

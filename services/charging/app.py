@@ -15,6 +15,7 @@ from services.charging.feed import ChargingFeed
 from services.charging.gateway import OcppGateway
 from services.charging.index import ChargerIndex
 from services.charging.servicer import ChargingServicer
+from services.charging.settings import ChargingSettings
 from services.charging.store import ChargingStore
 from services.charging.writer import StatusWriter
 from services.common.principal import Role
@@ -57,17 +58,17 @@ class ChargingApp:
     parts: ServiceParts
 
 
-def assemble(resources: Resources, clock: Clock = wall_clock) -> ChargingApp:
+def assemble(resources: Resources, charging: ChargingSettings, clock: Clock = wall_clock) -> ChargingApp:
     s = resources.settings
     store = ChargingStore(resources.engine)
     feed = ChargingFeed(resources.redis, store, s.redis_stream_maxlen, clock, ChargerIndex(store))
     writer = StatusWriter(store, feed, clock)
-    gateway = OcppGateway(store, writer, clock, host=s.bind_host, port=s.ocpp_port, heartbeat_s=s.ocpp_heartbeat_s,
-                          feed=feed)
-    bays = BayChecker(store, clock, idle_grace_s=s.bay_idle_grace_s, fault_grace_s=s.bay_fault_grace_s,
-                      interval_s=s.bay_check_interval_s)
+    gateway = OcppGateway(store, writer, clock, host=s.bind_host, port=charging.ocpp_port,
+                          heartbeat_s=charging.ocpp_heartbeat_s, feed=feed)
+    bays = BayChecker(store, clock, idle_grace_s=charging.bay_idle_grace_s, fault_grace_s=charging.bay_fault_grace_s,
+                      interval_s=charging.bay_check_interval_s)
     sweeper = ExpirySweeper(store, clock)
-    servicer = ChargingServicer(store, writer, feed, gateway, s, clock)
+    servicer = ChargingServicer(store, writer, feed, gateway, s, charging, clock)
     definition = ServiceDefinition(
         descriptor=charging_pb2.DESCRIPTOR.services_by_name["ChargingService"],
         register=lambda server: charging_pb2_grpc.add_ChargingServiceServicer_to_server(servicer, server),
@@ -79,4 +80,4 @@ def assemble(resources: Resources, clock: Clock = wall_clock) -> ChargingApp:
 
 
 def build(resources: Resources) -> ServiceParts:
-    return assemble(resources).parts
+    return assemble(resources, ChargingSettings.from_env(resources.settings.env)).parts

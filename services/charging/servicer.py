@@ -20,6 +20,7 @@ from services.charging.answers import AnswerCache
 from services.charging.feed import ChargingFeed
 from services.charging.gateway import OcppGateway
 from services.charging.model import BayFlagFilter, Outcome, Report
+from services.charging.settings import ChargingSettings
 from services.charging.store import ChargingStore
 from services.charging.writer import MAX_BATCH, StatusWriter
 from services.common.cancellation import finish
@@ -64,12 +65,13 @@ def _redacted(station: pb.Station, principal: Principal) -> pb.Station:
 
 class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
     def __init__(self, store: ChargingStore, writer: StatusWriter, feed: ChargingFeed, gateway: OcppGateway,
-                 settings: Settings, clock: Callable[[], datetime]) -> None:
+                 settings: Settings, charging: ChargingSettings, clock: Callable[[], datetime]) -> None:
         self.store = store
         self.writer = writer
         self.feed = feed
         self.gateway = gateway
         self.settings = settings
+        self.charging = charging
         self.clock = clock
         self.answers = AnswerCache()
 
@@ -192,16 +194,14 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         password = passwords.new_password()
         hashed = await asyncio.to_thread(passwords.hash_password, password)
         record = await self.store.register_charge_point(cp_id, station_id, protocol, hashed,
-                                                        self.settings.ocpp_heartbeat_s, request.reset_password)
+                                                        self.charging.ocpp_heartbeat_s, request.reset_password)
         if request.reset_password:
             await self.gateway.disconnect(cp_id, "password reset")
         return pb.RegisterChargePointResponse(charge_point=convert.charge_point_proto(record), password=password,
                                               endpoint_url=f"{self._endpoint()}/{cp_id}")
 
     def _endpoint(self) -> str:
-        if self.settings.ocpp_public_url:
-            return self.settings.ocpp_public_url
         host = self.settings.bind_host
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
-        return f"ws://{host}:{self.gateway.port or self.settings.ocpp_port}/ocpp"
+        return self.charging.ocpp_url(host, self.gateway.port)

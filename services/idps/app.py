@@ -20,6 +20,7 @@ from services.common.tasks import raise_if_stopping
 from services.idps.feed import ChangeFeed, Fanout, Subscriptions
 from services.idps.roadside import RoadsideConsumer
 from services.idps.servicer import SERVICE, IdpsServicer, IncidentService, register
+from services.idps.settings import IdpsSettings
 from services.idps.store import IdpsStore
 
 log = logging.getLogger("v2x.idps")
@@ -60,11 +61,15 @@ async def auto_close(store: IdpsStore, incidents: IncidentService, every_s: floa
 
 
 def build(resources: Resources) -> ServiceParts:
+    return assemble(resources, IdpsSettings.from_env(resources.settings.env))
+
+
+def assemble(resources: Resources, idps: IdpsSettings) -> ServiceParts:
     settings = resources.settings
-    store = IdpsStore(resources.engine, settings)
-    incidents = IncidentService(store, ChangeFeed(resources.redis, settings.idps_stream_maxlen))
+    store = IdpsStore(resources.engine, idps)
+    incidents = IncidentService(store, ChangeFeed(resources.redis, idps.stream_maxlen))
     fanout = Fanout(resources.redis)
-    subscriptions = Subscriptions(resources.redis, store, fanout, settings.idps_subscriber_buffer)
+    subscriptions = Subscriptions(resources.redis, store, fanout, idps.subscriber_buffer)
     servicer = IdpsServicer(incidents, subscriptions, settings)
     consumer = RoadsideConsumer(resources.redis, incidents, settings.max_future_skew_s)
     definition = ServiceDefinition(descriptor=SERVICE, register=register(servicer), policy=POLICY)

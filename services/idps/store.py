@@ -23,7 +23,6 @@ from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from v2x.idps.v1 import idps_pb2 as pb
 
-from services.common.config import Settings
 from services.common.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from services.idps import aggregate, correlate, lifecycle
 from services.idps.geo import Area, lock_keys
@@ -40,6 +39,7 @@ from services.idps.model import (
     Source,
     UpdateSpec,
 )
+from services.idps.settings import IdpsSettings
 
 SNAPSHOT_LIMIT = 50_000
 SYSTEM = "system"
@@ -295,11 +295,11 @@ class _Batch:
 
 
 class IdpsStore:
-    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+    def __init__(self, engine: AsyncEngine, settings: IdpsSettings) -> None:
         self.engine = engine
-        self.reopen_s = settings.idps_reopen_window_s
-        self.windows = correlate.Windows(settings.idps_correlation_distance_m,
-                                         timedelta(seconds=settings.idps_correlation_window_s),
+        self.reopen_s = settings.reopen_window_s
+        self.windows = correlate.Windows(settings.correlation_distance_m,
+                                         timedelta(seconds=settings.correlation_window_s),
                                          timedelta(seconds=self.reopen_s))
 
     # ----- reports ------------------------------------------------------------------------------

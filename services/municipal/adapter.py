@@ -13,7 +13,6 @@ from typing import Any
 
 import aiohttp
 
-from services.common.config import Settings
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.municipal import signing
 from services.municipal.delivery import LAG_RECORDS, LAG_SECONDS, Lane
@@ -25,6 +24,7 @@ from services.municipal.model import (
     Reconciliation,
     idempotency_key,
 )
+from services.municipal.settings import MunicipalSettings
 from services.municipal.store import MunicipalStore
 
 log = logging.getLogger("v2x.municipal")
@@ -37,12 +37,12 @@ def _local_now() -> datetime:
 
 
 class Adapter:
-    def __init__(self, store: MunicipalStore, settings: Settings,
+    def __init__(self, store: MunicipalStore, settings: MunicipalSettings,
                  clock: Callable[[], datetime] = _local_now) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock  # the local time the daily reconciliation is scheduled by (tests set it)
-        self.lanes = {d.name: Lane(d, store, settings) for d in settings.municipal_destinations}
+        self.lanes = {d.name: Lane(d, store, settings) for d in settings.destinations}
         self._ensured = False
         self._ensure_lock = asyncio.Lock()
 
@@ -165,7 +165,7 @@ class Adapter:
 
     async def reconcile_daily(self) -> None:
         """Background task: every day at the configured local hour, reconcile yesterday (`reconcile_yesterday`)."""
-        hour = self.settings.municipal_reconcile_hour
+        hour = self.settings.reconcile_hour
         if hour < 0:
             return
         while True:

@@ -13,6 +13,7 @@ from services.common.runtime import Resources, ServiceParts
 from services.common.server import ServiceDefinition
 from services.municipal.adapter import Adapter
 from services.municipal.servicer import MunicipalAdminServicer
+from services.municipal.settings import MunicipalSettings
 from services.municipal.store import MunicipalStore
 
 log = logging.getLogger("v2x.municipal")
@@ -46,8 +47,12 @@ def tune_gc() -> None:
 
 
 def build(resources: Resources) -> ServiceParts:
+    return assemble(resources, MunicipalSettings.from_env(resources.settings.env))
+
+
+def assemble(resources: Resources, municipal: MunicipalSettings) -> ServiceParts:
     tune_gc()
-    adapter = Adapter(MunicipalStore(resources.engine), resources.settings)
+    adapter = Adapter(MunicipalStore(resources.engine), municipal)
     if not adapter.lanes:
         log.warning("no municipal destinations configured (V2X_MUNICIPAL_DESTINATIONS): nothing is delivered")
     servicer = MunicipalAdminServicer(adapter)

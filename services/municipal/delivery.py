@@ -44,7 +44,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.backoff import backoff_s
-from services.common.config import MunicipalDestination, Settings
 from services.common.tasks import raise_if_stopping
 from services.municipal import signing
 from services.municipal.model import (
@@ -59,6 +58,7 @@ from services.municipal.model import (
 from services.municipal.native import fastpath
 from services.municipal.profiles import RenderContext, make_profile
 from services.municipal.profiles.base import preview, record_key
+from services.municipal.settings import MunicipalDestination, MunicipalSettings
 from services.municipal.store import Commit, Control, MunicipalStore, Row, chunk_end, row_position, to_records
 
 log = logging.getLogger("v2x.municipal")
@@ -331,7 +331,7 @@ def _socket(addr_info: Any) -> socket.socket:
 
 
 class Lane:
-    def __init__(self, destination: MunicipalDestination, store: MunicipalStore, settings: Settings) -> None:
+    def __init__(self, destination: MunicipalDestination, store: MunicipalStore, settings: MunicipalSettings) -> None:
         self.destination = destination
         self.name = destination.name
         self.store = store
@@ -470,7 +470,7 @@ class Lane:
                                                                                   if end < p),
                                                                       [], [], done.replay.end, True))
                             break
-                        await self._sleep(self.settings.municipal_poll_s)
+                        await self._sleep(self.settings.poll_s)
                         continue
                     done.pending.append(self._start_delivery(chunk, done.pending[-1] if done.pending else None))
                     prefetch = asyncio.create_task(reader.next())
@@ -649,10 +649,10 @@ class Lane:
             except Transient as exc:
                 REQUESTS.labels(self.name, str(exc.status)).inc()
                 await self._note_error(exc.status, str(exc))
-                delay = backoff_s(attempt, self.settings.municipal_backoff_base_s,
-                                  self.settings.municipal_backoff_max_s, self.rng)
+                delay = backoff_s(attempt, self.settings.backoff_base_s,
+                                  self.settings.backoff_max_s, self.rng)
                 if exc.retry_after is not None:
-                    delay = max(delay, min(exc.retry_after, self.settings.municipal_backoff_max_s))
+                    delay = max(delay, min(exc.retry_after, self.settings.backoff_max_s))
                 await asyncio.sleep(delay)
                 if (await self.store.control(self.name)).paused:
                     raise Paused() from None

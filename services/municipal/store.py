@@ -23,7 +23,6 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.config import MunicipalDestination
 from services.municipal.model import (
     LOCAL_TZ,
     DeadLetter,
@@ -34,6 +33,7 @@ from services.municipal.model import (
     Position,
     Reconciliation,
 )
+from services.municipal.settings import MunicipalDestination
 
 _COLUMNS = "o.id, o.txid::text AS txid, o.created_at, o.kind, o.aggregate_id, o.payload::text AS payload"
 _POS = "(CAST(CAST(:{0}_txid AS text) AS xid8), CAST(:{0}_id AS bigint))"

@@ -10,6 +10,7 @@ from services.common.server import ServiceDefinition
 from services.parking.feed import AvailabilityFeed
 from services.parking.index import LotIndex
 from services.parking.servicer import ParkingServicer
+from services.parking.settings import ParkingSettings
 from services.parking.store import ParkingStore
 
 ALL = frozenset(Role)
@@ -33,9 +34,13 @@ POLICY = {
 
 
 def build(resources: Resources) -> ServiceParts:
+    return assemble(resources, ParkingSettings.from_env(resources.settings.env))
+
+
+def assemble(resources: Resources, parking: ParkingSettings) -> ServiceParts:
     store = ParkingStore(resources.engine)
     feed = AvailabilityFeed(resources.redis, store, resources.settings.redis_stream_maxlen, LotIndex(store))
-    servicer = ParkingServicer(store, feed, resources.settings)
+    servicer = ParkingServicer(store, feed, resources.settings, parking)
     definition = ServiceDefinition(
         descriptor=parking_pb2.DESCRIPTOR.services_by_name["ParkingService"],
         register=lambda server: parking_pb2_grpc.add_ParkingServiceServicer_to_server(servicer, server),

@@ -65,7 +65,7 @@ def ts(at: datetime | None) -> Timestamp | None:
 # ----- in -------------------------------------------------------------------------------------
 
 
-def lot_spec(lot: pb.Lot, settings: Settings) -> LotSpec:
+def lot_spec(lot: pb.Lot, default_ttl_s: int) -> LotSpec:
     v = Validator()
     v.ident("lot.id", lot.id)
     v.ident("lot.operator_id", lot.operator_id)
@@ -112,7 +112,7 @@ def lot_spec(lot: pb.Lot, settings: Settings) -> LotSpec:
         v.lat_lon(f"lot.entrances[{i}].location", e.location.lat, e.location.lon)
         entrances.append(EntranceSpec(e.id, e.location.lat, e.location.lon, e.entry, e.exit))
     v.enum("lot.detection_type", lot.detection_type, pb.DetectionType.DESCRIPTOR)
-    ttl = lot.occupancy_ttl_s or settings.occupancy_default_ttl_s
+    ttl = lot.occupancy_ttl_s or default_ttl_s
     v.integer("lot.occupancy_ttl_s", ttl, 10, 86_400)
     v.text("lot.phone", lot.phone, 40)
     fast, slow = lot.fast_charging_piles, lot.slow_charging_piles

@@ -26,6 +26,7 @@ from services.parking import convert
 from services.parking.availability import is_fresh
 from services.parking.feed import AvailabilityFeed
 from services.parking.model import Outcome, Report
+from services.parking.settings import ParkingSettings
 from services.parking.store import ParkingStore
 
 REPORTS = Counter("v2x_parking_reports_total", "Occupancy reports by result", ["result"])
@@ -59,21 +60,23 @@ def _untoken(token: str, cursor: re.Pattern[str]) -> str:
 
 
 class ParkingServicer(parking_pb2_grpc.ParkingServiceServicer):
-    def __init__(self, store: ParkingStore, feed: AvailabilityFeed, settings: Settings) -> None:
+    def __init__(self, store: ParkingStore, feed: AvailabilityFeed, settings: Settings,
+                 parking: ParkingSettings) -> None:
         self.store = store
         self.feed = feed
         self.settings = settings
+        self.parking = parking
 
     # ----- lots and spots -------------------------------------------------------------------
 
     async def RegisterLot(self, request: pb.RegisterLotRequest, context: Context) -> pb.Lot:
-        spec = convert.lot_spec(request.lot, self.settings)
+        spec = convert.lot_spec(request.lot, self.parking.occupancy_default_ttl_s)
         record = await self.store.register_lot(spec)
         await self.feed.lot_changed(spec.id)
         return convert.lot_proto(record)
 
     async def UpdateLot(self, request: pb.UpdateLotRequest, context: Context) -> pb.Lot:
-        spec = convert.lot_spec(request.lot, self.settings)
+        spec = convert.lot_spec(request.lot, self.parking.occupancy_default_ttl_s)
         record = await self.store.update_lot(current_principal(), spec, request.expected_version)
         await self.feed.lot_changed(spec.id)
         return convert.lot_proto(record)

@@ -14,6 +14,7 @@ from services.roadside.detector import Detector, DetectorConfig
 from services.roadside.engine import BatchDetector, CameraSession, InferenceEngine
 from services.roadside.events import EventPublisher
 from services.roadside.servicer import PlateService, RoadsideServicer
+from services.roadside.settings import RoadsideSettings
 from services.roadside.spots import SpotPublisher
 from services.roadside.store import CameraStore
 
@@ -33,26 +34,26 @@ POLICY = {
 }
 
 
-def make_builder(detector: BatchDetector | None = None, *, plates: bool = True) -> Builder:
-    """A builder with a given detector (tests and the simulator pass their own) or the ONNX one."""
+def make_builder(detector: BatchDetector | None = None, *, plates: bool = True,
+                 roadside: RoadsideSettings | None = None) -> Builder:
+    """A builder with a given detector (tests pass their own) or the configured one, and given settings or the
+    process' own."""
 
     def build(resources: Resources) -> ServiceParts:
         settings = resources.settings
-        det = detector or _default_detector(settings.roadside_detector, settings.roadside_max_batch)
+        r = roadside or RoadsideSettings.from_env(settings.env)
+        det = detector or _default_detector(r.detector, r.max_batch)
         events = EventPublisher(resources.redis, settings.redis_stream_maxlen)
-        spots = (SpotPublisher(settings.roadside_parking_target, settings.roadside_parking_key,
-                               settings.roadside_spot_refresh_s) if settings.roadside_parking_target else None)
+        spots = (SpotPublisher(r.parking_target, r.parking_key, r.spot_refresh_s) if r.parking_target else None)
 
         def on_spots(session: CameraSession, analysis: FrameAnalysis) -> None:
             if spots is not None and session.last_captured is not None:
                 spots.observe(session.last_captured, session.analytics.spot_states(), analysis.spot_changes)
 
         # The ONNX detector knows how many runs fit the cores; other detectors run in every worker.
-        runs = det.concurrent_runs if isinstance(det, Detector) else settings.roadside_infer_workers
-        engine = InferenceEngine(det, max_batch=settings.roadside_max_batch,
-                                 queue_frames=settings.roadside_queue_frames,
-                                 default_deadline_ms=settings.roadside_frame_deadline_ms,
-                                 workers=settings.roadside_infer_workers, concurrent_runs=runs,
+        runs = det.concurrent_runs if isinstance(det, Detector) else r.infer_workers
+        engine = InferenceEngine(det, max_batch=r.max_batch, queue_frames=r.queue_frames,
+                                 default_deadline_ms=r.frame_deadline_ms, workers=r.infer_workers, concurrent_runs=runs,
                                  on_events=events.offer, on_spots=on_spots)
         plate_service = PlateService()
         servicer = RoadsideServicer(CameraStore(resources.engine), engine, plate_service, settings)

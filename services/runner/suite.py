@@ -22,21 +22,21 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.charging.demo import seed_chargers
+from services.charging.settings import ChargingSettings
 from services.common.apikeys import create_key
 from services.common.config import Settings
 from services.common.db import create_engine, migrate
 from services.common.runfile import remove_if_ours, run_file, write_private
 from services.municipal.demo import demo_platform_env, emulator_ready, municipal_banner, report_municipal_lag
 from services.parking.demo import OPERATORS, seed_district
-from services.registry import builders
+from services.registry import builders, check_settings
 from services.runner import charging_sim
 from services.runner.embedded import EmbeddedPostgres, EmbeddedRedis
 from services.runner.occupancy_sim import simulate
+from services.runner.settings import RunSettings
 from services.runner.supervisor import ChildSpec, Probe, SuiteFailed, Supervisor, python_argv
 
 log = logging.getLogger("v2x.run")
-# The municipal platform emulator that the adapter delivers to in the demo (override: V2X_EMULATOR_PORT).
-EMULATOR_PORT = int(os.environ.get("V2X_EMULATOR_PORT", "8700"))
 # The roadside service reports on-street spot states to parking as the on-street operator of the district.
 ROADSIDE_PARKING_VARS = ("V2X_ROADSIDE_PARKING_TARGET", "V2X_ROADSIDE_PARKING_KEY")
 STREET_OPERATOR = "STREET"
@@ -86,6 +86,9 @@ async def run_suite(settings: Settings, *, simulate: bool = True) -> None:
     sims: list[asyncio.Task[None]] = []
     path = run_file()
     failed: str | None = None
+    run = RunSettings.from_env(settings.env)
+    check_settings(settings.env)  # every service's own settings, before anything starts
+    emulator_port = run.emulator_port
     try:
         database_url = settings.database_url
         if not database_url:
@@ -104,15 +107,15 @@ async def run_suite(settings: Settings, *, simulate: bool = True) -> None:
             keys = {role: (await create_key(engine, role, "demo")).key for role in ("admin", "police", "driver")}
             operator_keys = {op: (await create_key(engine, f"operator:{op}", "demo")).key for op in OPERATORS}
             roadside_env = await _roadside_parking_env(engine, settings)
-            env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
+            env = {**settings.env, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
             specs: list[ChildSpec] = []
-            emulator = "municipal" in builders() and not os.environ.get("V2X_MUNICIPAL_DESTINATIONS")
+            emulator = "municipal" in builders() and not settings.env.get("V2X_MUNICIPAL_DESTINATIONS")
             if emulator:
                 # The adapter delivers to a local platform emulator (unless destinations are configured).
-                emulator_env, adapter_env = demo_platform_env(EMULATOR_PORT)
+                emulator_env, adapter_env = demo_platform_env(emulator_port)
                 specs.append(ChildSpec("platform-emulator",
-                                       python_argv("platform-emulator", "--port", str(EMULATOR_PORT)),
-                                       {**env, **emulator_env}, lambda: emulator_ready(EMULATOR_PORT)))
+                                       python_argv("platform-emulator", "--port", str(emulator_port)),
+                                       {**env, **emulator_env}, lambda: emulator_ready(emulator_port)))
                 env.update(adapter_env)
             for name in builders():
                 child_env = {**env, **roadside_env} if name == "roadside" else env
@@ -137,7 +140,7 @@ async def run_suite(settings: Settings, *, simulate: bool = True) -> None:
         await suite.supervisor.wait_ready()
         _banner(settings, lots, stations, keys, operator_keys, roadside_env, time.monotonic() - started)
         if "municipal" in builders():
-            _say(municipal_banner(settings, EMULATOR_PORT if emulator else None))
+            _say(municipal_banner(settings, emulator_port if emulator else None))
             # The adapter's lag on the console every 30 s; cancelled with the simulators on stop.
             sims.append(asyncio.create_task(report_municipal_lag(settings, keys["admin"], _say)))
         spots: charging_sim.SpotBoard = {}  # what the occupancy simulator said; the charging one follows
@@ -196,7 +199,7 @@ async def _seed(engine: AsyncEngine) -> tuple[int, int]:
 async def _roadside_parking_env(engine: AsyncEngine, settings: Settings) -> dict[str, str]:
     """Where the roadside service sends on-street spot states: the parking service, with a key of the
     on-street operator. Nothing when the user configured it (or one of the two services is absent)."""
-    if any(os.environ.get(v) for v in ROADSIDE_PARKING_VARS) or not {"roadside", "parking"} <= set(builders()):
+    if any(settings.env.get(v) for v in ROADSIDE_PARKING_VARS) or not {"roadside", "parking"} <= set(builders()):
         return {}
     key = (await create_key(engine, f"operator:{STREET_OPERATOR}", "roadside spot states")).key
     return {"V2X_ROADSIDE_PARKING_TARGET": f"127.0.0.1:{settings.ports['parking']}",
@@ -214,9 +217,7 @@ async def simulate_charging(settings: Settings, operator_keys: dict[str, str],
 
 
 def _ocpp_url(settings: Settings) -> str:
-    if settings.ocpp_public_url:
-        return settings.ocpp_public_url
-    return f"ws://127.0.0.1:{settings.ocpp_port}/ocpp"
+    return ChargingSettings.from_env(settings.env).ocpp_url("127.0.0.1")
 
 
 def _banner(settings: Settings, lots: int, stations: int, keys: dict[str, str], operator_keys: dict[str, str],

@@ -13,6 +13,7 @@ from v2x.charging.v1 import charging_pb2 as pb
 from v2x.charging.v1.charging_pb2_grpc import ChargingServiceStub
 
 from services.charging.app import ChargingApp, assemble
+from services.charging.settings import ChargingSettings
 from services.common.runtime import Resources, RunningService, start_service
 from tests.charging.helpers import station
 from tests.conftest import Keys
@@ -55,10 +56,9 @@ class Harness:
 
 
 async def start_harness(resources: Resources, clock: Callable[[], datetime], **overrides: Any) -> Harness:
-    settings = dataclasses.replace(resources.settings, bind_host="127.0.0.1", ocpp_port=0,
-                                   bay_check_interval_s=3600.0, **overrides)
+    settings = dataclasses.replace(resources.settings, bind_host="127.0.0.1")
     res = Resources(settings, resources.engine, resources.redis, resources.verifier)
-    app = assemble(res, clock)
+    app = assemble(res, ChargingSettings(**{"ocpp_port": 0, "bay_check_interval_s": 3600.0, **overrides}), clock)
     running = await start_service(lambda _: app.parts, res, port=0, host="127.0.0.1")
     await asyncio.wait_for(app.gateway.ready.wait(), 10)
     channel = aio.insecure_channel(f"127.0.0.1:{running.server.port}")

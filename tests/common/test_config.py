@@ -1,4 +1,4 @@
-"""Config: one frozen object from the environment; bad values fail fast, naming the variable."""
+"""Config: the shared settings, frozen, from the environment; bad values fail fast, naming the variable."""
 
 from __future__ import annotations
 
@@ -34,7 +34,6 @@ def test_database_url_gets_the_async_driver() -> None:
     ({"REDIS_URL": "http://x"}, "REDIS_URL"),
     ({"V2X_TLS_CERT": "/nope.pem"}, "V2X_TLS_KEY"),
     ({"V2X_TLS_CLIENT_CA": "/ca.pem"}, "V2X_TLS_CLIENT_CA"),
-    ({"V2X_OCCUPANCY_TTL_S": "5"}, "V2X_OCCUPANCY_TTL_S"),
 ])
 def test_bad_values_fail_naming_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
@@ -53,23 +52,22 @@ def test_serve_needs_a_database_url() -> None:
         Settings.from_env({}).require_database_url()
 
 
-def test_idps_correlation_windows_are_read_from_the_environment() -> None:
-    s = Settings.from_env({"V2X_IDPS_CORRELATION_DISTANCE_M": "30", "V2X_IDPS_CORRELATION_WINDOW_S": "20.5"})
-    assert (s.idps_correlation_distance_m, s.idps_correlation_window_s) == (30.0, 20.5)
-    defaults = Settings.from_env({"V2X_IDPS_CORRELATION_DISTANCE_M": "", "V2X_IDPS_CORRELATION_WINDOW_S": ""})
-    assert (defaults.idps_correlation_distance_m, defaults.idps_correlation_window_s) == (100.0, 120.0)
+def test_v2x_run_refuses_a_bad_setting_of_any_service_before_it_starts_anything() -> None:
+    from services.registry import check_settings
+
+    check_settings({})
+    for env, named in [({"V2X_OCCUPANCY_TTL_S": "5"}, "V2X_OCCUPANCY_TTL_S"),
+                       ({"V2X_IDPS_SUBSCRIBER_BUFFER": "many"}, "V2X_IDPS_SUBSCRIBER_BUFFER"),
+                       ({"V2X_OCPP_PUBLIC_URL": "http://x"}, "V2X_OCPP_PUBLIC_URL"),
+                       ({"V2X_ROADSIDE_QUEUE_FRAMES": "0"}, "V2X_ROADSIDE_QUEUE_FRAMES"),
+                       ({"V2X_MUNICIPAL_DESTINATIONS": "[1]"}, "V2X_MUNICIPAL_DESTINATIONS")]:
+        with pytest.raises(ConfigError, match=named):
+            check_settings(env)
 
 
-@pytest.mark.parametrize(("name", "raw", "message"), [
-    ("V2X_IDPS_CORRELATION_DISTANCE_M", "30m", "V2X_IDPS_CORRELATION_DISTANCE_M must be a number, not '30m'"),
-    ("V2X_IDPS_CORRELATION_DISTANCE_M", "0", "V2X_IDPS_CORRELATION_DISTANCE_M must be between 1 and 5000, not 0.0"),
-    ("V2X_IDPS_CORRELATION_DISTANCE_M", "nan", "V2X_IDPS_CORRELATION_DISTANCE_M must be between 1 and 5000, not nan"),
-    ("V2X_IDPS_CORRELATION_WINDOW_S", "-20", "V2X_IDPS_CORRELATION_WINDOW_S must be between 1 and 86400, not -20.0"),
-    ("V2X_IDPS_CORRELATION_WINDOW_S", "inf", "V2X_IDPS_CORRELATION_WINDOW_S must be between 1 and 86400, not inf"),
-    ("V2X_IDPS_CORRELATION_WINDOW_S", "2 min", "V2X_IDPS_CORRELATION_WINDOW_S must be a number, not '2 min'"),
-])
-def test_bad_idps_correlation_windows_fail_with_a_message_naming_the_variable(name: str, raw: str,
-                                                                               message: str) -> None:
-    with pytest.raises(ConfigError) as err:
-        Settings.from_env({name: raw})
-    assert str(err.value) == message
+def test_each_process_reads_its_services_settings_from_the_environment_it_was_configured_with() -> None:
+    from services.parking.settings import ParkingSettings
+
+    s = Settings.from_env({"V2X_OCCUPANCY_TTL_S": "120"})
+    assert ParkingSettings.from_env(s.env).occupancy_default_ttl_s == 120
+    assert "V2X_OCCUPANCY_TTL_S" not in repr(s)

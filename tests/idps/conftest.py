@@ -27,8 +27,9 @@ SUBSCRIBER_BUFFER = 64
 
 @pytest.fixture(scope="session")
 def idps_resources(resources: Resources) -> Resources:
-    settings = dataclasses.replace(resources.settings, idps_reopen_window_s=REOPEN_WINDOW_S,
-                                   idps_subscriber_buffer=SUBSCRIBER_BUFFER)
+    settings = dataclasses.replace(resources.settings, env={
+        **resources.settings.env, "V2X_IDPS_REOPEN_WINDOW_S": f"{REOPEN_WINDOW_S:g}",
+        "V2X_IDPS_SUBSCRIBER_BUFFER": f"{SUBSCRIBER_BUFFER}"})
     return Resources(settings, resources.engine, resources.redis, resources.verifier)
 
 

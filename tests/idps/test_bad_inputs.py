@@ -20,6 +20,7 @@ from v2x.idps.v1 import idps_pb2 as pb
 
 from services.common.runtime import Resources
 from services.idps.feed import STREAM
+from services.idps.settings import IdpsSettings
 from services.idps.store import IdpsStore
 from tests.conftest import Keys
 from tests.idps.conftest import Stub
@@ -49,7 +50,7 @@ async def fingerprint(resources: Resources) -> dict[str, Any]:
 @asynccontextmanager
 async def nothing_written(resources: Resources) -> AsyncIterator[None]:
     # Let the auto-closer finish with what other tests left cleared, so that it cannot write meanwhile.
-    await IdpsStore(resources.engine, resources.settings).close_expired(datetime.now(UTC) + timedelta(days=1))
+    await IdpsStore(resources.engine, IdpsSettings()).close_expired(datetime.now(UTC) + timedelta(days=1))
     before = await fingerprint(resources)
     yield
     after = await fingerprint(resources)

@@ -18,6 +18,7 @@ from services.common.runtime import Resources
 from services.idps.batching import ReportBatcher
 from services.idps.feed import ChangeFeed
 from services.idps.model import ReportInput, ReportOutcome
+from services.idps.settings import IdpsSettings
 from services.idps.store import IdpsStore
 from tests.conftest import Keys
 from tests.idps.conftest import Stub
@@ -40,7 +41,7 @@ def outcomes(got: list[ReportOutcome | Exception]) -> list[ReportOutcome]:
 
 @pytest.fixture
 def store(idps_resources: Resources) -> IdpsStore:
-    return IdpsStore(idps_resources.engine, idps_resources.settings)
+    return IdpsStore(idps_resources.engine, IdpsSettings.from_env(idps_resources.settings.env))
 
 
 @pytest.fixture
@@ -137,7 +138,7 @@ async def test_a_failing_report_fails_its_own_call_with_internal_and_the_others_
 
 async def test_two_replicas_storing_batches_of_one_crash_at_once_make_one_incident(
         idps_resources: Resources, site: Point) -> None:
-    replicas = [IdpsStore(idps_resources.engine, idps_resources.settings) for _ in range(2)]
+    replicas = [IdpsStore(idps_resources.engine, IdpsSettings.from_env(idps_resources.settings.env)) for _ in range(2)]
     now = datetime.now(UTC)
     batches = [[(observation(offset(site, 7 * i + 3 * r, -5 * i), f"officer-{r}-{i}"), now) for i in range(5)]
                for r in range(2)]

@@ -11,6 +11,7 @@ from grpc import aio
 from v2x.idps.v1 import idps_pb2 as pb
 
 from services.common.runtime import Resources
+from services.idps.settings import IdpsSettings
 from services.idps.store import IdpsStore
 from tests.conftest import Keys
 from tests.idps.conftest import REOPEN_WINDOW_S, Stub
@@ -135,7 +136,7 @@ async def test_cleared_incidents_close_once_the_window_has_passed(stub: Stub, ke
     iid = await open_incident(stub, keys, site)
     for target in (pb.INCIDENT_STATUS_CONFIRMED, pb.INCIDENT_STATUS_CLEARED):
         await move(stub, keys, iid, target)
-    store = IdpsStore(idps_resources.engine, idps_resources.settings)
+    store = IdpsStore(idps_resources.engine, IdpsSettings.from_env(idps_resources.settings.env))
     await store.close_expired(datetime.now(UTC) + timedelta(seconds=REOPEN_WINDOW_S + 1))
     got = await stub.GetIncident(pb.GetIncidentRequest(incident_id=iid), metadata=keys.md(keys.police))
     assert got.incident.status == pb.INCIDENT_STATUS_CLOSED

@@ -13,6 +13,7 @@ from services.common.redis_streams import Entry as RawEntry
 from services.common.runtime import Resources
 from services.idps.feed import STREAM, ChangeFeed, Fanout, StreamEntry, Subscriptions, stream_id
 from services.idps.model import Attrs, Change, Incident, IncidentFilter
+from services.idps.settings import IdpsSettings
 from services.idps.store import IdpsStore
 from tests.conftest import Keys
 from tests.idps.conftest import Stub
@@ -148,7 +149,7 @@ async def _collect(gen: Any, out: list[pb.IncidentMessage], stop: asyncio.Event)
 
 async def test_a_slow_console_gets_a_resync_and_never_slows_the_others(idps_resources: Resources,
                                                                        site: Point) -> None:
-    store = IdpsStore(idps_resources.engine, idps_resources.settings)
+    store = IdpsStore(idps_resources.engine, IdpsSettings.from_env(idps_resources.settings.env))
     fanout = Fanout(idps_resources.redis)
     subs = Subscriptions(idps_resources.redis, store, fanout, buffer=25)
     feed = ChangeFeed(idps_resources.redis, 100_000)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,9 +11,10 @@ import pytest
 from grpc import aio
 from v2x.municipal.v1.municipal_pb2_grpc import MunicipalAdminServiceStub
 
-from services.common.config import MunicipalDestination, Settings
+from services.common.config import Settings
 from services.common.runtime import Resources, RunningService, start_service
 from services.municipal.emulator import Faults, Platform, RunningEmulator, start_emulator
+from services.municipal.settings import MunicipalDestination, MunicipalSettings
 from tests.conftest import Keys, fresh_database, make_keys, make_settings, open_channel, serve_parking
 from tests.municipal.helpers import SECRET
 
@@ -71,15 +71,14 @@ StartAdapter = Callable[..., Awaitable[Adapter]]
 @pytest.fixture
 async def start_adapter(resources: Resources, keys: Keys) -> AsyncIterator[StartAdapter]:
     """Starts the adapter in-process for the given destinations (fast polling and backoff)."""
-    from services.municipal.app import build
+    from services.municipal.app import assemble
 
     started: list[Adapter] = []
 
     async def start(*destinations: MunicipalDestination, **settings: Any) -> Adapter:
-        s: Settings = dataclasses.replace(
-            resources.settings, municipal_destinations=tuple(destinations), municipal_poll_s=0.02,
-            municipal_backoff_base_s=0.02, municipal_backoff_max_s=0.3, municipal_reconcile_hour=-1, **settings)
-        running = await start_service(build, dataclasses.replace(resources, settings=s), port=0, host="127.0.0.1")
+        municipal = MunicipalSettings(**{"destinations": tuple(destinations), "poll_s": 0.02, "backoff_base_s": 0.02,
+                                         "backoff_max_s": 0.3, "reconcile_hour": -1, **settings})
+        running = await start_service(lambda r: assemble(r, municipal), resources, port=0, host="127.0.0.1")
         channel = aio.insecure_channel(f"127.0.0.1:{running.server.port}")
         a = Adapter(running, channel, MunicipalAdminServiceStub(channel), keys.md(keys.admin), list(destinations))
         started.append(a)

@@ -16,10 +16,10 @@ from v2x.municipal.v1 import municipal_pb2 as pb
 from v2x.parking.v1 import parking_pb2 as ppb
 from v2x.parking.v1.parking_pb2_grpc import ParkingServiceStub
 
-from services.common.config import MunicipalDestination
 from services.common.runtime import Resources
 from services.municipal.emulator import RunningEmulator
 from services.municipal.model import LOCAL_TZ, idempotency_key
+from services.municipal.settings import MunicipalDestination
 from services.municipal.store import MunicipalStore
 from tests.conftest import Keys
 from tests.municipal.conftest import Adapter, StartAdapter, admin_get, destination, set_faults

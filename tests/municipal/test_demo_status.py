@@ -16,11 +16,12 @@ import aiohttp
 import pytest
 from v2x.municipal.v1 import municipal_pb2 as pb
 
-from services.common.config import Settings, municipal_destinations
+from services.common.config import Settings
 from services.common.runfile import run_file
 from services.common.runtime import Resources
 from services.municipal.demo import demo_platform_env, emulator_ready, municipal_banner, report_municipal_lag
 from services.municipal.emulator import RunningEmulator
+from services.municipal.settings import municipal_destinations
 from services.municipal.status_report import AdminAccess, load_access, save_access
 from services.runner.embedded import free_port
 from services.runner.supervisor import ChildSpec, Supervisor, python_argv

@@ -9,11 +9,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from services.common.config import MunicipalDestination
 from services.municipal import signing
 from services.municipal.emulator import RunningEmulator
 from services.municipal.model import idempotency_key
 from services.municipal.profiles import make_profile
+from services.municipal.settings import MunicipalDestination
 from tests.municipal.conftest import PATHS, admin_get, set_faults
 from tests.municipal.helpers import SECRET, lot_dynamic, record
 

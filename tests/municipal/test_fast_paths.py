@@ -13,13 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.common.config import MunicipalDestination
 from services.municipal import fastpath as fastpath_source
 from services.municipal import native
 from services.municipal.delivery import split_streams
 from services.municipal.model import InvalidRecord, OutboxRecord, idempotency_key, key_maker
 from services.municipal.profiles import make_profile
 from services.municipal.profiles.base import Profile
+from services.municipal.settings import MunicipalDestination, MunicipalSettings
 from tests.municipal.helpers import SECRET, lot_dynamic, lot_static, passage, record, spot_status
 
 NOW = datetime(2026, 11, 24, 4, 0, tzinfo=UTC)
@@ -204,12 +204,11 @@ def test_a_chunk_is_split_into_batches_that_never_share_a_lot_and_keep_id_order(
 def test_the_answer_is_read_per_record_whatever_its_shape() -> None:
     from typing import cast
 
-    from services.common.config import Settings
     from services.municipal.delivery import Lane, Parcel, Transient
     from services.municipal.store import MunicipalStore
 
     dest = MunicipalDestination(name="city", url="http://x/records", profile="municipal_json", secret=SECRET)
-    lane = Lane(dest, cast(MunicipalStore, None), Settings())
+    lane = Lane(dest, cast(MunicipalStore, None), MunicipalSettings())
     records = [record("lot_dynamic", f"L{i}", lot_dynamic(f"L{i}", 1), id_=i) for i in range(1, 5)]
     keys = [idempotency_key("city", r.id) for r in records]
     parcel = Parcel(records, keys, [b"{}"] * 4)

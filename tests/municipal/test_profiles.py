@@ -12,13 +12,14 @@ from hypothesis import strategies as st
 from v2x.charging.v1 import charging_pb2
 from v2x.parking.v1 import parking_pb2
 
-from services.common.config import ConfigError, MunicipalDestination, Settings
+from services.common.config import ConfigError
 from services.municipal import plates, vocab
 from services.municipal.coords import gcj02_to_wgs84, wgs84_to_gcj02
 from services.municipal.model import InvalidRecord, NotCarried, OutboxRecord, idempotency_key
 from services.municipal.profiles import RenderContext, make_profile
 from services.municipal.profiles.base import Profile
 from services.municipal.profiles.datex2 import NAMESPACES
+from services.municipal.settings import MunicipalDestination, MunicipalSettings
 from tests.municipal.helpers import (
     SECRET,
     charger_status,
@@ -102,7 +103,7 @@ def test_full_plates_must_be_mainland_plates_and_need_https() -> None:
     assert render(p, record("passage", "L1", passage("L1", "P1", "粤B12345D")))["data"]["plateNo"] == "粤B12345D"
     assert any(r.startswith("plate:") for r in reasons(p, record("passage", "L1", passage("L1", "P1", "ABC123"))))
     with pytest.raises(ConfigError, match="https"):
-        Settings.from_env({"V2X_MUNICIPAL_DESTINATIONS": json.dumps([{
+        MunicipalSettings.from_env({"V2X_MUNICIPAL_DESTINATIONS": json.dumps([{
             "name": "c", "url": "http://x/r", "profile": "municipal_json", "secret": SECRET, "plate_policy": "full"}])})
 
 
@@ -254,11 +255,11 @@ def test_masking_keeps_only_the_province_authority_and_last_two() -> None:
 
 def test_destinations_config_names_the_bad_setting() -> None:
     with pytest.raises(ConfigError, match="profile"):
-        Settings.from_env({"V2X_MUNICIPAL_DESTINATIONS": json.dumps([{
+        MunicipalSettings.from_env({"V2X_MUNICIPAL_DESTINATIONS": json.dumps([{
             "name": "c", "url": "http://x/r", "profile": "csv", "secret": SECRET}])})
     with pytest.raises(ConfigError, match="GCJ02"):
-        Settings.from_env({"V2X_MUNICIPAL_DESTINATIONS": json.dumps([{
+        MunicipalSettings.from_env({"V2X_MUNICIPAL_DESTINATIONS": json.dumps([{
             "name": "c", "url": "http://x/r", "profile": "ngsi_ld", "secret": SECRET, "coordinate_system": "GCJ02"}])})
-    ok = Settings.from_env({"S": SECRET, "V2X_MUNICIPAL_DESTINATIONS": json.dumps([{
+    ok = MunicipalSettings.from_env({"S": SECRET, "V2X_MUNICIPAL_DESTINATIONS": json.dumps([{
         "name": "c", "url": "http://x/r", "profile": "ngsi_ld", "secret_env": "S", "rate_limit_rps": 50}])})
-    assert ok.municipal_destinations[0].secret == SECRET and ok.municipal_destinations[0].rate_limit_rps == 50
+    assert ok.destinations[0].secret == SECRET and ok.destinations[0].rate_limit_rps == 50

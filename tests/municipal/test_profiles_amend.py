@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from services.common.config import MunicipalDestination
 from services.municipal.model import InvalidRecord, NotCarried, OutboxRecord, idempotency_key
 from services.municipal.profiles import make_profile
 from services.municipal.profiles.base import Profile
 from services.municipal.profiles.datex2 import NAMESPACES
+from services.municipal.settings import MunicipalDestination
 from tests.municipal.helpers import SECRET, lot_static, passage, record
 
 

@@ -17,11 +17,11 @@ import aiohttp
 import pytest
 from sqlalchemy import text
 
-from services.common.config import MunicipalDestination
 from services.common.runtime import Resources
 from services.municipal.adapter import Adapter
 from services.municipal.emulator import RunningEmulator
 from services.municipal.model import LOCAL_TZ, idempotency_key
+from services.municipal.settings import MunicipalDestination, MunicipalSettings
 from services.municipal.store import MunicipalStore
 from tests.municipal.conftest import StartAdapter, destination
 from tests.municipal.helpers import Row, eventually, lot_dynamic, lot_static
@@ -63,8 +63,7 @@ async def make_job(resources: Resources) -> AsyncIterator[MakeJob]:
     made: list[Adapter] = []
 
     def make(*destinations: MunicipalDestination, clock: Callable[[], datetime], hour: int = HOUR) -> Adapter:
-        settings = dataclasses.replace(resources.settings, municipal_destinations=destinations,
-                                       municipal_reconcile_hour=hour)
+        settings = MunicipalSettings(destinations=destinations, reconcile_hour=hour)
         job = Adapter(MunicipalStore(resources.engine), settings, clock=clock)
         made.append(job)
         return job

@@ -18,10 +18,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.common.backoff import backoff_s
-from services.common.config import MunicipalDestination
 from services.common.runtime import Resources
 from services.municipal.delivery import Lane
 from services.municipal.model import DestinationStatus, idempotency_key
+from services.municipal.settings import MunicipalDestination, MunicipalSettings
 from services.municipal.store import MunicipalStore
 from tests.municipal.helpers import SECRET, eventually, insert, lot_dynamic
 
@@ -137,8 +137,8 @@ async def run_lane(resources: Resources, platform: ScriptedPlatform, unique: str
         dest = MunicipalDestination(
             name=f"rp{unique}", url=f"http://127.0.0.1:{platform.runner.addresses[0][1]}/municipal/v1/records",
             profile="municipal_json", secret=SECRET, start="now", batch_size=50, timeout_s=2.0)
-        settings = dataclasses.replace(resources.settings, municipal_destinations=(dest,), municipal_poll_s=0.02,
-                                       municipal_backoff_base_s=BASE_S, municipal_backoff_max_s=backoff_max_s)
+        settings = MunicipalSettings(destinations=(dest,), poll_s=0.02, backoff_base_s=BASE_S,
+                                     backoff_max_s=backoff_max_s)
         store = MunicipalStore(resources.engine)
         await store.ensure([dest])  # with start "now", rows written from here on are the lane's
         lane = Lane(dest, store, settings)

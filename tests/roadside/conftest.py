@@ -8,7 +8,6 @@ the same ahead of time.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -27,6 +26,7 @@ from services.common.apikeys import create_key
 from services.common.runtime import Resources, RunningService, start_service
 from services.roadside.app import make_builder
 from services.roadside.detector import BgrImage, Detector, DetectorConfig
+from services.roadside.settings import RoadsideSettings
 from tests.conftest import Keys
 
 __all__ = ["Stub", "stream"]
@@ -87,11 +87,10 @@ async def sim_service(resources: Resources, parking_service: RunningService,
     """The roadside service with the key-colour detector of the simulator instead of the model: the
     whole pipeline (decoding, queues, batching, tracking, analytics, Redis, parking), fast. It reports
     spot states to the in-process parking service with operator OPA's key."""
-    settings = dataclasses.replace(resources.settings,
-                                   roadside_parking_target=f"127.0.0.1:{parking_service.server.port}",
-                                   roadside_parking_key=keys.op_a, roadside_spot_refresh_s=1.0)
-    res = Resources(settings, resources.engine, resources.redis, resources.verifier)
-    running = await start_service(make_builder(KeyColourDetector(), plates=False), res, port=0, host="127.0.0.1")
+    roadside = RoadsideSettings(parking_target=f"127.0.0.1:{parking_service.server.port}", parking_key=keys.op_a,
+                                spot_refresh_s=1.0)
+    running = await start_service(make_builder(KeyColourDetector(), plates=False, roadside=roadside), resources,
+                                  port=0, host="127.0.0.1")
     yield running
     await running.stop(0.5)
 

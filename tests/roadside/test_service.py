@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import struct
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -27,6 +26,7 @@ from services.roadside.app import make_builder
 from services.roadside.convert import ts
 from services.roadside.detector import BgrImage, Detection, VehicleClass
 from services.roadside.events import STREAM
+from services.roadside.settings import RoadsideSettings
 from tests.conftest import Keys, status_code
 from tests.parking.helpers import lot
 from tests.roadside.conftest import Stub, stream
@@ -307,10 +307,8 @@ class SlowDetector:
 async def test_a_flooding_camera_drops_its_oldest_frames_and_does_not_stall_another(
         resources: Resources, keys: Keys, unique: str) -> None:
     detector = SlowDetector(0.05)
-    settings = dataclasses.replace(resources.settings, roadside_queue_frames=2, roadside_max_batch=4,
-                                   roadside_infer_workers=1)
-    running = await start_service(make_builder(detector, plates=False),
-                                  Resources(settings, resources.engine, resources.redis, resources.verifier),
+    roadside = RoadsideSettings(queue_frames=2, max_batch=4, infer_workers=1)
+    running = await start_service(make_builder(detector, plates=False, roadside=roadside), resources,
                                   port=0, host="127.0.0.1")
     try:
         async with aio.insecure_channel(f"127.0.0.1:{running.server.port}") as channel:
@@ -347,9 +345,8 @@ async def test_a_flooding_camera_drops_its_oldest_frames_and_does_not_stall_anot
 
 async def test_frames_waiting_past_their_deadline_are_answered_deadline_exceeded(
         resources: Resources, keys: Keys, unique: str) -> None:
-    settings = dataclasses.replace(resources.settings, roadside_queue_frames=50, roadside_max_batch=1)
-    running = await start_service(make_builder(SlowDetector(0.1), plates=False),
-                                  Resources(settings, resources.engine, resources.redis, resources.verifier),
+    roadside = RoadsideSettings(queue_frames=50, max_batch=1)
+    running = await start_service(make_builder(SlowDetector(0.1), plates=False, roadside=roadside), resources,
                                   port=0, host="127.0.0.1")
     try:
         async with aio.insecure_channel(f"127.0.0.1:{running.server.port}") as channel:

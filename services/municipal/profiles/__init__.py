@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from services.common.config import MunicipalDestination
 from services.municipal.profiles.base import Profile, RenderContext
 from services.municipal.profiles.datex2 import Datex2Xml
 from services.municipal.profiles.municipal_json import MunicipalJson
 from services.municipal.profiles.ngsi_ld import NgsiLd
+from services.municipal.settings import MunicipalDestination
 
 PROFILES: dict[str, type[Profile]] = {p.name: p for p in (MunicipalJson, Datex2Xml, NgsiLd)}
 

@@ -9,10 +9,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from services.common.config import MunicipalDestination
 from services.municipal import plates
 from services.municipal.checks import Checker, check
 from services.municipal.model import LOCAL_TZ, InvalidRecord, NotCarried, OutboxRecord, Rendered
+from services.municipal.settings import MunicipalDestination
 
 PREVIEW_CHARS = 2000
 
