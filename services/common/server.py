@@ -18,7 +18,7 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio  # the asyncio health servicer it publishes
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
@@ -50,7 +50,7 @@ class ServiceDefinition:
 class RunningServer:
     server: aio.Server
     port: int
-    health: HealthServicer
+    health: health_aio.HealthServicer
     service_names: tuple[str, ...]
     metrics_port: int | None = None
     _metrics_server: Any = field(default=None, repr=False)
@@ -96,7 +96,7 @@ async def create_server(
         interceptors=[RpcInterceptor(verifier, policy)],
         options=options,
     )
-    health = HealthServicer()
+    health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = tuple(d.descriptor.full_name for d in definitions)
     for d in definitions:
