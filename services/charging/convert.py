@@ -36,8 +36,6 @@ MAX_RADIUS_M = 50_000.0
 MAX_POWER_KW = 2_000.0
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 20
-DEFAULT_PAGE = 100
-MAX_PAGE = 1000
 MAX_PRICE_FEN = 100_000  # CNY 1,000 per kWh: anything above is a unit mistake
 MAX_OCPP_ID = 1_000
 # OCPP identities: the last path segment of the WebSocket URL and the Basic-auth user name.
@@ -179,14 +177,6 @@ def find_query(req: pb.FindChargersRequest) -> FindQuery:
     v.check()
     return FindQuery(req.location.lat, req.location.lon, req.radius_m, req.standard, req.min_power_kw,
                      req.available_only, req.limit or DEFAULT_LIMIT)
-
-
-def page(p: cpb.PageRequest) -> tuple[int, str]:
-    v = Validator()
-    v.integer("page.page_size", p.page_size, 0, MAX_PAGE)
-    v.text("page.page_token", p.page_token, 200)
-    v.check()
-    return p.page_size or DEFAULT_PAGE, p.page_token
 
 
 def charge_point_request(req: pb.RegisterChargePointRequest) -> tuple[str, str, int]:

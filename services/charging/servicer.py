@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from datetime import datetime
@@ -23,6 +20,7 @@ from services.charging.model import BayFlagFilter, Outcome, Report
 from services.charging.settings import ChargingSettings
 from services.charging.store import ChargingStore
 from services.charging.writer import MAX_BATCH, StatusWriter
+from services.common import paging
 from services.common.cancellation import finish
 from services.common.config import Settings
 from services.common.errors import DomainError, FieldViolation, InvalidArgument, PermissionDenied
@@ -31,26 +29,6 @@ from services.common.stream_batches import batches
 from services.common.validation import ID_RE
 
 Context = aio.ServicerContext[Any, Any]
-_FLAG_CURSOR = re.compile(r"[1-9][0-9]{0,17}")
-
-
-def _token(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode() if value else ""
-
-
-def _untoken(token: str, cursor: re.Pattern[str]) -> str:
-    if not token:
-        return ""
-    try:
-        # Strict: the lenient decoder drops unknown characters, so garbage could read as "first page".
-        value = base64.b64decode(token, altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        value = ""
-    if not cursor.fullmatch(value):
-        raise InvalidArgument(FieldViolation("page.page_token", "is not a token this service issued"))
-    return value
-
-
 def _sees_ocpp_identity(principal: Principal, operator_id: str) -> bool:
     """Charge point ids are the user names of the OCPP gateway: shown to admins and the owner only."""
     return principal.role is Role.ADMIN or principal.is_operator(operator_id)
@@ -97,17 +75,17 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
 
     async def ListStations(self, request: pb.ListStationsRequest, context: Context) -> pb.ListStationsResponse:
         principal = current_principal()
-        size, token = convert.page(request.page)
+        page = paging.page(request.page, ID_RE)
         operator = convert.ident(request.operator_id, "operator_id") if request.operator_id else None
         lot = convert.ident(request.parking_lot_id, "parking_lot_id") if request.parking_lot_id else None
         if principal.role is Role.OPERATOR:
             operator = principal.scope
-        records = await self.store.list_stations(operator, lot, _untoken(token, ID_RE), size + 1)
+        records = await self.store.list_stations(operator, lot, page.cursor, page.size + 1)
         now = self.clock()
         out = pb.ListStationsResponse(stations=[_redacted(convert.station_proto(r, now), principal)
-                                                for r in records[:size]])
-        if len(records) > size:
-            out.page.next_page_token = _token(records[size - 1].spec.id)
+                                                for r in records[:page.size]])
+        if len(records) > page.size:
+            out.page.next_page_token = paging.token(records[page.size - 1].spec.id)
         return out
 
     # ----- status -------------------------------------------------------------------------
@@ -168,22 +146,22 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
 
     async def ListBayFlags(self, request: pb.ListBayFlagsRequest, context: Context) -> pb.ListBayFlagsResponse:
         principal = current_principal()
-        size, token = convert.page(request.page)
+        page = paging.page(request.page, paging.ROW_CURSOR)
         station = convert.ident(request.station_id, "station_id") if request.station_id else None
         lot = convert.ident(request.parking_lot_id, "parking_lot_id") if request.parking_lot_id else None
         kinds = convert.bay_flag_kinds(list(request.kinds))
-        after = int(_untoken(token, _FLAG_CURSOR) or 0)
+        after = int(page.cursor or 0)
         operator = None
         if principal.role is Role.OPERATOR:
             operator = principal.scope
             if station is not None and await self.store.station_operator(station) != operator:
                 raise PermissionDenied(f"station {station} belongs to another operator")
         flags, counts = await self.store.list_bay_flags(
-            BayFlagFilter(operator, station, lot, kinds, request.open_only), after, size + 1)
-        out = pb.ListBayFlagsResponse(flags=[convert.bay_flag_proto(f) for f in flags[:size]],
+            BayFlagFilter(operator, station, lot, kinds, request.open_only), after, page.size + 1)
+        out = pb.ListBayFlagsResponse(flags=[convert.bay_flag_proto(f) for f in flags[:page.size]],
                                       counts=[convert.bay_count_proto(c) for c in counts])
-        if len(flags) > size:
-            out.page.next_page_token = _token(str(flags[size - 1].id))
+        if len(flags) > page.size:
+            out.page.next_page_token = paging.token(str(flags[page.size - 1].id))
         return out
 
     # ----- charge points ------------------------------------------------------------------

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-# PostGIS' sphere for 4326: the WGS-84 mean radius (2a + b) / 3.
-EARTH_RADIUS_M = 6_371_008.771_415_059
+from services.common.geo import EARTH_RADIUS_M
+
 # A cell is this many degrees on a side: a few cells cover a driver's radius of one or two kilometres.
 CELL_DEG = 0.01
 # Beyond this many cells a query scans every point instead (huge radii, near the poles).

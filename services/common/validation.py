@@ -11,7 +11,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.errors import FieldViolation, InvalidArgument
 
-ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
+ID_PATTERN = r"[A-Za-z0-9._:\-]{1,64}"  # the ids of lots, stations, cameras, incidents...
+ID_RE = re.compile(rf"^{ID_PATTERN}$")
 # Timestamps before this are certainly wrong for live data (and guard against epoch-zero defaults).
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 

@@ -8,8 +8,8 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 
+from services.common.geo import haversine_m
 from services.idps import lifecycle, taxonomy
-from services.idps.geo import haversine_m
 from services.idps.model import Incident, ReportInput, Source
 
 MAX_PLATES = 32

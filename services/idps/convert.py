@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from datetime import UTC, datetime
 
@@ -12,11 +10,12 @@ from v2x.common.v1 import common_pb2 as cpb
 from v2x.idps.v1 import idps_pb2 as pb
 from v2x.parking.v1 import parking_pb2 as ppb
 
+from services.common import paging
 from services.common.errors import FieldViolation, InvalidArgument
+from services.common.geo import Area, parse_area
 from services.common.plates import mask_plates, may_contain_plate
-from services.common.validation import ID_RE, Validator
+from services.common.validation import ID_PATTERN, Validator
 from services.idps import lifecycle, taxonomy
-from services.idps.geo import Area
 from services.idps.model import (
     AuditEntry,
     Incident,
@@ -37,8 +36,6 @@ MAX_AREA_RADIUS_M = 100_000.0
 MAX_LANES = 16
 MAX_MERGE = 50
 MAX_SPLIT = 500
-DEFAULT_PAGE = 100
-MAX_PAGE = 1000
 DEFAULT_HEARTBEAT_S = 15
 
 
@@ -187,25 +184,7 @@ def id_list(values: list[str], field: str, lo: int, hi: int) -> list[str]:
 
 
 def area(a: cpb.Area, field: str = "area") -> Area:
-    v = Validator()
-    which = a.WhichOneof("shape")
-    if which == "box":
-        sw, ne = a.box.south_west, a.box.north_east
-        v.lat_lon(f"{field}.box.south_west", sw.lat, sw.lon)
-        v.lat_lon(f"{field}.box.north_east", ne.lat, ne.lon)
-        if not v.violations and (sw.lat > ne.lat or sw.lon > ne.lon):
-            v.fail(f"{field}.box", "south_west must be south-west of north_east")
-        v.check()
-        return Area(box=(sw.lat, sw.lon, ne.lat, ne.lon))
-    if which == "circle":
-        c = a.circle
-        v.lat_lon(f"{field}.circle.center", c.center.lat, c.center.lon)
-        v.number(f"{field}.circle.radius_m", c.radius_m, 1, MAX_AREA_RADIUS_M)
-        v.check()
-        return Area(circle=(c.center.lat, c.center.lon, c.radius_m))
-    v.fail(field, "give a box or a circle")
-    v.check()
-    raise AssertionError("unreachable")
+    return parse_area(a, field, max_radius_m=MAX_AREA_RADIUS_M)
 
 
 def incident_filter(f: pb.IncidentFilter, *, live: bool) -> IncidentFilter:
@@ -234,30 +213,29 @@ def list_query(req: pb.ListIncidentsRequest) -> ListQuery:
     end = v.timestamp("end_time", req.end_time) if req.HasField("end_time") else None
     if start and end and start >= end:
         v.fail("end_time", "must be after start_time")
-    v.integer("page.page_size", req.page.page_size, 0, MAX_PAGE)
-    v.text("page.page_token", req.page.page_token, 200)
+    page = paging.page(req.page, _INCIDENT_CURSOR, v)
     v.check()
     f = IncidentFilter(area(req.area) if req.HasField("area") else None, frozenset(req.types), 0,
                        frozenset(req.statuses))
-    return ListQuery(f, start, end, req.page.page_size or DEFAULT_PAGE, _untoken(req.page.page_token))
+    return ListQuery(f, start, end, page.size, _after(page.cursor))
+
+
+# A page of incidents ends at (created_at in epoch microseconds, incident id).
+_INCIDENT_CURSOR = re.compile(rf"[0-9]{{1,17}}:{ID_PATTERN}")
 
 
 def page_token(inc: Incident) -> str:
-    micros = int(inc.created_at.timestamp() * 1_000_000)
-    return base64.urlsafe_b64encode(f"{micros}:{inc.id}".encode()).decode()
+    return paging.token(f"{int(inc.created_at.timestamp() * 1_000_000)}:{inc.id}")
 
 
-def _untoken(token: str) -> tuple[datetime, str] | None:
-    if not token:
+def _after(cursor: str) -> tuple[datetime, str] | None:
+    if not cursor:
         return None
+    micros, _, iid = cursor.partition(":")
     try:
-        raw = base64.b64decode(token, altchars=b"-_", validate=True).decode()
-        micros, _, iid = raw.partition(":")
-        if ID_RE.fullmatch(iid) and micros.isdigit():
-            return datetime.fromtimestamp(int(micros) / 1_000_000, UTC), iid
-    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
-        pass
-    raise InvalidArgument(FieldViolation("page.page_token", "is not a token this service issued"))
+        return datetime.fromtimestamp(int(micros) / 1_000_000, UTC), iid
+    except (ValueError, OverflowError):
+        raise InvalidArgument(FieldViolation("page.page_token", "is not a token this service issued")) from None
 
 
 def cursor(value: str) -> str:

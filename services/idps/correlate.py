@@ -13,8 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from services.common.geo import EARTH_RADIUS_M, haversine_m
 from services.idps import lifecycle, taxonomy
-from services.idps.geo import EARTH_RADIUS_M, haversine_m, heading_difference
+from services.idps.geo import heading_difference
 from services.idps.model import Incident, ReportInput
 
 # Reports of one direction: headings within this many degrees count as the same direction.

@@ -1,44 +1,19 @@
-"""Geometry for correlation: distances, areas, headings, and the lock cells that make correlation
+"""Geometry for correlation: headings and the lock cells that make correlation
 race-free (two reports close enough to correlate always share at least one cell lock)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-EARTH_RADIUS_M = 6_371_008.8
 M_PER_DEG_LAT = 111_320.0
 # Namespace of the suite's IDPS advisory locks (high bits of the 64-bit key).
 _LOCK_NAMESPACE = 0x1D95 << 48
-
-
-def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
 
 
 def heading_difference(a: float, b: float) -> float:
     """Smallest angle between two headings, 0..180 degrees."""
     d = abs(a - b) % 360.0
     return 360.0 - d if d > 180.0 else d
-
-
-@dataclass(frozen=True)
-class Area:
-    """A box (south, west, north, east) or a circle (lat, lon, radius_m)."""
-
-    box: tuple[float, float, float, float] | None = None
-    circle: tuple[float, float, float] | None = None
-
-    def contains(self, lat: float, lon: float) -> bool:
-        if self.box is not None:
-            s, w, n, e = self.box
-            return s <= lat <= n and w <= lon <= e
-        assert self.circle is not None
-        clat, clon, r = self.circle
-        return haversine_m(clat, clon, lat, lon) <= r
 
 
 def lock_keys(lat: float, lon: float, distance_m: float) -> list[int]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from services.common.geo import Area
 from services.idps import lifecycle
-from services.idps.geo import Area
 
 
 @dataclass(frozen=True)

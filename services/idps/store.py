@@ -24,8 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from v2x.idps.v1 import idps_pb2 as pb
 
 from services.common.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from services.common.geo import Area
 from services.idps import aggregate, correlate, lifecycle
-from services.idps.geo import Area, lock_keys
+from services.idps.geo import lock_keys
 from services.idps.model import (
     AuditEntry,
     Change,

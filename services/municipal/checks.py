@@ -17,17 +17,16 @@ charger_status payload (written by the charging service; aggregate_id = station_
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from services.common.validation import EARLIEST, ID_RE
 from services.municipal import vocab
 from services.municipal.model import OutboxRecord
 
-ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
+ID = ID_RE
 _CLASSES = frozenset(vocab.SPACE_CLASSES)
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 # What a passage record is: the passage as recorded, a correction of it, or its withdrawal.
 PASSAGE_RECORD_TYPES = ("normal", "correction", "void")
 PILE_FIELDS = ("fast_charging_piles", "slow_charging_piles")

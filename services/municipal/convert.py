@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import UTC, date, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -12,6 +10,7 @@ from google.type import date_pb2
 from v2x.common.v1 import common_pb2 as cpb
 from v2x.municipal.v1 import municipal_pb2 as pb
 
+from services.common import paging
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.validation import Validator
 from services.municipal.delivery import Lane
@@ -28,8 +27,6 @@ STATE_TO_PROTO: dict[str, int] = {"open": pb.DEAD_LETTER_STATE_OPEN, "requeued":
                                   "resolved": pb.DEAD_LETTER_STATE_RESOLVED}
 # HTTP statuses of the last error as google.rpc codes (0 = no answer: UNAVAILABLE).
 _HTTP_TO_RPC = {400: 3, 401: 16, 403: 7, 404: 5, 408: 4, 409: 10, 413: 3, 422: 3, 429: 8}
-DEFAULT_PAGE = 100
-MAX_PAGE = 1000
 MAX_RETRY_IDS = 1000
 
 
@@ -58,22 +55,13 @@ def kind(value: int, field: str) -> str | None:
 
 
 def page(p: cpb.PageRequest) -> tuple[int, int]:
-    size = p.page_size or DEFAULT_PAGE
-    if not 1 <= size <= MAX_PAGE:
-        raise InvalidArgument(FieldViolation("page.page_size", f"must be 1..{MAX_PAGE}"))
-    if not p.page_token:
-        return size, 0
-    try:
-        before = int(base64.b64decode(p.page_token, altchars=b"-_", validate=True).decode())
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        before = -1
-    if before <= 0:
-        raise InvalidArgument(FieldViolation("page.page_token", "is not a token this service issued"))
-    return size, before
+    """A page of dead letters: its size and the id they come before (0 = the newest first)."""
+    page_ = paging.page(p, paging.ROW_CURSOR)
+    return page_.size, int(page_.cursor or 0)
 
 
 def token(last_id: int) -> str:
-    return base64.urlsafe_b64encode(str(last_id).encode()).decode()
+    return paging.token(str(last_id))
 
 
 def replay_time(request: pb.ReplayRequest) -> datetime:

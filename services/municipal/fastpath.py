@@ -17,8 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
+from services.common.validation import EARLIEST
 from services.municipal import vocab
-from services.municipal.checks import EARLIEST, ID, MAX_FUTURE
+from services.municipal.checks import ID, MAX_FUTURE
 from services.municipal.model import OutboxRecord
 from services.municipal.profiles.base import FastWire, changed_at, parsed_time
 

@@ -12,6 +12,7 @@ from v2x.parking.v1 import parking_pb2 as pb
 
 from services.common.config import Settings
 from services.common.error_mapping import to_status_proto
+from services.common.geo import Area, parse_area
 from services.common.validation import EARLIEST, ID_RE, Validator
 from services.parking.availability import (
     CLASS_NAMES,
@@ -22,7 +23,6 @@ from services.parking.availability import (
     site_status,
 )
 from services.parking.model import (
-    AreaQuery,
     EntranceSpec,
     FindQuery,
     LotRecord,
@@ -47,8 +47,6 @@ MAX_LINE_POINTS = 500
 MAX_RADIUS_M = 50_000.0
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 20
-DEFAULT_PAGE = 100
-MAX_PAGE = 1000
 
 _CAPACITY_FIELDS: dict[int, str] = {pb.SPACE_CLASS_GENERAL: "general", pb.SPACE_CLASS_EV: "ev",
                     pb.SPACE_CLASS_DISABLED: "disabled", pb.SPACE_CLASS_RESERVED: "reserved"}
@@ -307,36 +305,8 @@ def find_query(req: pb.FindAvailableRequest) -> FindQuery:
                      req.max_price_per_hour_fen)
 
 
-def area(a: cpb.Area, field: str = "area") -> AreaQuery:
-    v = Validator()
-    which = a.WhichOneof("shape")
-    if which == "box":
-        sw, ne = a.box.south_west, a.box.north_east
-        v.lat_lon(f"{field}.box.south_west", sw.lat, sw.lon)
-        v.lat_lon(f"{field}.box.north_east", ne.lat, ne.lon)
-        if not v.violations and (sw.lat > ne.lat or sw.lon > ne.lon):
-            v.fail(f"{field}.box", "south_west must be south-west of north_east")
-        if not v.violations and (ne.lat - sw.lat > 1.0 or ne.lon - sw.lon > 1.0):
-            v.fail(f"{field}.box", "at most 1 degree on a side")
-        v.check()
-        return AreaQuery(box=(sw.lat, sw.lon, ne.lat, ne.lon))
-    if which == "circle":
-        c = a.circle
-        v.lat_lon(f"{field}.circle.center", c.center.lat, c.center.lon)
-        v.number(f"{field}.circle.radius_m", c.radius_m, 1, MAX_RADIUS_M)
-        v.check()
-        return AreaQuery(circle=(c.center.lat, c.center.lon, c.radius_m))
-    v.fail(field, "give a box or a circle")
-    v.check()
-    raise AssertionError("unreachable")
-
-
-def page(p: cpb.PageRequest) -> tuple[int, str]:
-    v = Validator()
-    v.integer("page.page_size", p.page_size, 0, MAX_PAGE)
-    v.text("page.page_token", p.page_token, 200)
-    v.check()
-    return p.page_size or DEFAULT_PAGE, p.page_token
+def area(a: cpb.Area, field: str = "area") -> Area:
+    return parse_area(a, field, max_radius_m=MAX_RADIUS_M, max_box_side_deg=1.0)
 
 
 # ----- out ------------------------------------------------------------------------------------

@@ -22,13 +22,13 @@ from redis.exceptions import RedisError
 from v2x.parking.v1 import parking_pb2 as pb
 
 from services.common.cancellation import finish
+from services.common.geo import Area, haversine_m
 from services.common.redis_streams import Entry, Fields, follow, last_id, publish
 from services.common.stream_index import IndexFollower
 from services.parking import convert
 from services.parking.availability import expires_at
-from services.parking.geo import haversine_m
 from services.parking.index import LotIndex, decode_state, encode_state
-from services.parking.model import AreaQuery, LotView
+from services.parking.model import LotView
 from services.parking.store import ParkingStore
 
 log = logging.getLogger("v2x.parking.feed")
@@ -106,8 +106,8 @@ class AvailabilityFeed:
         if states:
             await index.apply(states)
 
-    async def watch(self, area: AreaQuery, snapshot: bool) -> AsyncGenerator[pb.AvailabilityUpdate, None]:
-        clat, clon = _center(area)
+    async def watch(self, area: Area, snapshot: bool) -> AsyncGenerator[pb.AvailabilityUpdate, None]:
+        clat, clon = area.center
         cursor = await last_id(self.redis, STREAM)
         sent: dict[str, tuple[float, pb.LotAvailability]] = {}
         if snapshot:
@@ -136,14 +136,6 @@ class AvailabilityFeed:
                     expired = _expired(lot)
                     sent[lot_id] = (0.0, expired)
                     yield Update(reason=Update.REASON_EXPIRED, lot=expired)
-
-
-def _center(area: AreaQuery) -> tuple[float, float]:
-    if area.box is not None:
-        s, w, n, e = area.box
-        return (s + n) / 2, (w + e) / 2
-    assert area.circle is not None
-    return area.circle[0], area.circle[1]
 
 
 def _expired(lot: pb.LotAvailability) -> pb.LotAvailability:

@@ -175,22 +175,4 @@ class FindQuery:
     max_price_per_hour_fen: int
 
 
-@dataclass(frozen=True)
-class AreaQuery:
-    """A bounding box (south, west, north, east) or a circle (lat, lon, radius_m)."""
-
-    box: tuple[float, float, float, float] | None = None
-    circle: tuple[float, float, float] | None = None
-
-    def contains(self, lat: float, lon: float) -> bool:
-        from services.parking.geo import haversine_m
-
-        if self.box is not None:
-            s, w, n, e = self.box
-            return s <= lat <= n and w <= lon <= e
-        assert self.circle is not None
-        clat, clon, r = self.circle
-        return haversine_m(clat, clon, lat, lon) <= r
-
-
 JsonDict = dict[str, Any]

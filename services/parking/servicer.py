@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import collections
-import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from datetime import UTC, datetime
@@ -16,6 +13,7 @@ from prometheus_client import Counter
 from v2x.parking.v1 import parking_pb2 as pb
 from v2x.parking.v1 import parking_pb2_grpc
 
+from services.common import paging
 from services.common.cancellation import finish
 from services.common.config import Settings
 from services.common.errors import DomainError, FieldViolation, InvalidArgument
@@ -36,27 +34,6 @@ Context = aio.ServicerContext[Any, Any]
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _token(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode() if value else ""
-
-
-# The cursor inside a ListPassages page token: a passage row id (ListLots' cursor is a lot id, ID_RE).
-_PASSAGE_CURSOR = re.compile(r"[1-9][0-9]{0,17}")
-
-
-def _untoken(token: str, cursor: re.Pattern[str]) -> str:
-    if not token:
-        return ""
-    try:
-        # Strict: the lenient decoder drops unknown characters, so garbage could read as "first page".
-        value = base64.b64decode(token, altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        value = ""
-    if not cursor.fullmatch(value):
-        raise InvalidArgument(FieldViolation("page.page_token", "is not a token this service issued"))
-    return value
 
 
 class ParkingServicer(parking_pb2_grpc.ParkingServiceServicer):
@@ -88,20 +65,20 @@ class ParkingServicer(parking_pb2_grpc.ParkingServiceServicer):
 
     async def ListLots(self, request: pb.ListLotsRequest, context: Context) -> pb.ListLotsResponse:
         principal = current_principal()
-        size, token = convert.page(request.page)
+        page = paging.page(request.page, ID_RE)
         operator = request.operator_id or None
         if operator:
             convert.lot_id(operator, "operator_id")
         if principal.role is Role.OPERATOR:
             operator = principal.scope
         now = _now()
-        rows = await self.store.list_lots(operator, _untoken(token, ID_RE), size + 1, now)
-        more = len(rows) > size
-        rows = rows[:size]
+        rows = await self.store.list_lots(operator, page.cursor, page.size + 1, now)
+        more = len(rows) > page.size
+        rows = rows[:page.size]
         out = pb.ListLotsResponse(lots=[pb.LotView(lot=convert.lot_proto(r), availability=convert.availability_proto(
             v, now)) for r, v in rows])
         if more:
-            out.page.next_page_token = _token(rows[-1][0].spec.id)
+            out.page.next_page_token = paging.token(rows[-1][0].spec.id)
         return out
 
     async def UpsertSpots(self, request: pb.UpsertSpotsRequest, context: Context) -> pb.UpsertSpotsResponse:
@@ -182,19 +159,18 @@ class ParkingServicer(parking_pb2_grpc.ParkingServiceServicer):
     async def ListPassages(self, request: pb.ListPassagesRequest, context: Context) -> pb.ListPassagesResponse:
         principal = current_principal()
         lot_id = convert.lot_id(request.lot_id)
-        size, token = convert.page(request.page)
+        page = paging.page(request.page, paging.ROW_CURSOR)
         since = None
         if request.HasField("since"):
             try:
                 since = request.since.ToDatetime(tzinfo=UTC)
             except (ValueError, OverflowError):
                 raise InvalidArgument(FieldViolation("since", "is not a valid timestamp")) from None
-        after = _untoken(token, _PASSAGE_CURSOR)
-        rows, redact = await self.store.list_passages(principal, lot_id, since, int(after or 0), size + 1)
-        out = pb.ListPassagesResponse(passages=[convert.passage_proto(p, redact) for _, p in rows[:size]],
+        rows, redact = await self.store.list_passages(principal, lot_id, since, int(page.cursor or 0), page.size + 1)
+        out = pb.ListPassagesResponse(passages=[convert.passage_proto(p, redact) for _, p in rows[:page.size]],
                                       plates_redacted=redact)
-        if len(rows) > size:
-            out.page.next_page_token = _token(str(rows[size - 1][0]))
+        if len(rows) > page.size:
+            out.page.next_page_token = paging.token(str(rows[page.size - 1][0]))
         return out
 
     # ----- drivers --------------------------------------------------------------------------

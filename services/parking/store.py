@@ -30,6 +30,7 @@ from services.common.errors import (
     NotFound,
     PermissionDenied,
 )
+from services.common.geo import Area
 from services.common.outbox import OutboxKind, OutboxRow, write_outbox
 from services.common.principal import Principal, Role
 from services.common.rawsql import fetch, positional
@@ -47,7 +48,6 @@ from services.parking.availability import (
     week_ranges,
 )
 from services.parking.model import (
-    AreaQuery,
     EntranceSpec,
     FindQuery,
     LotRecord,
@@ -580,7 +580,7 @@ class ParkingStore:
         async with self.engine.connect() as conn:
             return await fetch(conn, _INDEX, {"ids": list(ids) if ids is not None else None, "mow": 0})
 
-    async def lots_in_area(self, area: AreaQuery, now: datetime, limit: int = 5000) -> list[LotView]:
+    async def lots_in_area(self, area: Area, now: datetime, limit: int = 5000) -> list[LotView]:
         if area.box is not None:
             s, w, n, e = area.box
             lat, lon = (s + n) / 2, (w + e) / 2

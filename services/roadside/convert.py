@@ -39,8 +39,6 @@ MAX_ZONES = 256
 MAX_LINES = 32
 MAX_POINTS = 64
 MAX_COUNTS_RANGE = timedelta(hours=24)
-DEFAULT_PAGE = 100
-MAX_PAGE = 1000
 
 CLASS_TO_PROTO: dict[VehicleClass, int] = {
     VehicleClass.CAR: pb.OBJECT_CLASS_CAR,
@@ -278,14 +276,6 @@ def camera_id(value: str, field: str = "camera_id") -> str:
     v.ident(field, value)
     v.check()
     return value
-
-
-def page(p: cpb.PageRequest) -> tuple[int, str]:
-    v = Validator()
-    v.integer("page.page_size", p.page_size, 0, MAX_PAGE)
-    v.text("page.page_token", p.page_token, 200)
-    v.check()
-    return p.page_size or DEFAULT_PAGE, p.page_token
 
 
 def counts_range(req: pb.GetCountsRequest) -> tuple[datetime, datetime]:

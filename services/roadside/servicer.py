@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import itertools
 import logging
 import time
@@ -20,6 +18,7 @@ from grpc import aio
 from v2x.roadside.v1 import roadside_pb2 as pb
 from v2x.roadside.v1 import roadside_pb2_grpc
 
+from services.common import paging
 from services.common.cancellation import finish
 from services.common.config import Settings
 from services.common.errors import (
@@ -48,22 +47,6 @@ _GRPC_CODES = {c.value[0]: c for c in grpc.StatusCode}
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _token(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode() if value else ""
-
-
-def _untoken(token: str) -> str:
-    if not token:
-        return ""
-    try:
-        value = base64.b64decode(token, altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        value = ""
-    if not ID_RE.fullmatch(value):
-        raise InvalidArgument(FieldViolation("page.page_token", "is not a token this service issued"))
-    return value
 
 
 async def _abort(context: Context, status: status_pb2.Status) -> None:
@@ -356,11 +339,11 @@ class RoadsideServicer(roadside_pb2_grpc.RoadsideServiceServicer):
         return convert.camera_proto(record)
 
     async def ListCameras(self, request: pb.ListCamerasRequest, context: Context) -> pb.ListCamerasResponse:
-        size, token = convert.page(request.page)
-        rows = await self.store.list_cameras(_untoken(token), size + 1)
-        out = pb.ListCamerasResponse(cameras=[convert.camera_proto(r) for r in rows[:size]])
-        if len(rows) > size:
-            out.page.next_page_token = _token(rows[size - 1].spec.id)
+        page = paging.page(request.page, ID_RE)
+        rows = await self.store.list_cameras(page.cursor, page.size + 1)
+        out = pb.ListCamerasResponse(cameras=[convert.camera_proto(r) for r in rows[:page.size]])
+        if len(rows) > page.size:
+            out.page.next_page_token = paging.token(rows[page.size - 1].spec.id)
         return out
 
     async def GetCounts(self, request: pb.GetCountsRequest, context: Context) -> pb.GetCountsResponse:

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.common.geo import haversine_m
 from services.idps import lifecycle as lc
-from services.idps.geo import haversine_m, heading_difference, lock_keys
+from services.idps.geo import heading_difference, lock_keys
 
 ALLOWED = [(a, b) for a, targets in lc.TRANSITIONS.items() for b in targets]
 FORBIDDEN = [(a, b) for a in lc.ALL_STATUSES for b in lc.ALL_STATUSES

@@ -17,9 +17,9 @@ from v2x.common.v1 import common_pb2 as cpb
 from v2x.parking.v1 import parking_pb2 as pb
 from v2x.parking.v1.parking_pb2_grpc import ParkingServiceStub
 
+from services.common.geo import haversine_m
 from services.common.runtime import Resources
 from services.parking import convert
-from services.parking.geo import haversine_m
 from services.parking.index import LotIndex
 from services.parking.model import FindQuery
 from services.parking.store import ParkingStore

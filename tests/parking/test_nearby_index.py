@@ -14,9 +14,9 @@ from sqlalchemy import text
 from v2x.common.v1 import common_pb2 as cpb
 from v2x.parking.v1 import parking_pb2 as pb
 
+from services.common.geo import haversine_m
 from services.common.runtime import Resources
 from services.parking.feed import STREAM, AvailabilityFeed
-from services.parking.geo import haversine_m
 from services.parking.index import LotIndex
 from services.parking.model import FindQuery
 from services.parking.store import ParkingStore

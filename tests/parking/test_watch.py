@@ -13,7 +13,7 @@ import pytest
 from v2x.common.v1 import common_pb2 as cpb
 from v2x.parking.v1 import parking_pb2 as pb
 
-from services.parking.geo import haversine_m
+from services.common.geo import haversine_m
 from tests.conftest import Keys
 from tests.parking.conftest import NewLot
 from tests.parking.helpers import free_of, report, ts
