@@ -15,7 +15,6 @@ The spot's state is read from the parking service's tables (same database, read-
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -27,7 +26,7 @@ from v2x.parking.v1 import parking_pb2 as ppb
 
 from services.charging.status import VEHICLE_CONNECTED
 from services.charging.store import BayCondition, BayLink, ChargingStore
-from services.common.tasks import raise_if_stopping
+from services.common.tasks import every
 
 log = logging.getLogger("v2x.charging.bays")
 S = pb.ConnectorStatus
@@ -98,12 +97,4 @@ class BayChecker:
         return synced
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.check()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                raise_if_stopping()
-                log.exception("bay check failed")
-            await asyncio.sleep(self.interval_s)
+        await every(self.interval_s, self.check, "bay check", log)

@@ -6,7 +6,6 @@ connector again.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -14,7 +13,7 @@ from datetime import datetime
 from prometheus_client import Counter
 
 from services.charging.store import ChargingStore
-from services.common.tasks import raise_if_stopping
+from services.common.tasks import every
 
 log = logging.getLogger("v2x.charging.expiry")
 EXPIRED = Counter("v2x_charging_readings_expired_total", "Connector readings that expired (announced as UNKNOWN)")
@@ -36,12 +35,4 @@ class ExpirySweeper:
                 return total
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                raise_if_stopping()
-                log.exception("expiry sweep failed")
-            await asyncio.sleep(self.interval_s)
+        await every(self.interval_s, self.sweep, "expiry sweep", log)

@@ -19,7 +19,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
+from google.rpc import status_pb2
 from grpc import aio
+from grpc_status import rpc_status
 from prometheus_client import Counter, Histogram
 
 from services.common.apikeys import KeyVerifier
@@ -243,13 +245,14 @@ def _wrap(handler: Handler, method: _Method, auth: Authenticator) -> Handler:
 
 
 async def abort_with(context: Context, exc: DomainError) -> None:
-    status = to_status_proto(exc)
-    await context.abort(
-        grpc_code(exc),
-        status.message,  # bounded, as the details are
-        trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),
-                           ("x-request-id", request_id_var.get())),
-    )
+    await abort_with_status(context, to_status_proto(exc))
+
+
+async def abort_with_status(context: Context, status: status_pb2.Status) -> None:
+    """Ends the rpc with `status` (a google.rpc.Status: code, message, typed details) and the request id."""
+    wire = rpc_status.to_status(status)
+    await context.abort(wire.code, wire.details,  # the message is bounded, as the details are
+                        trailing_metadata=(*wire.trailing_metadata, ("x-request-id", request_id_var.get())))
 
 
 def _metadata(context: Context) -> dict[str, str]:

@@ -1,8 +1,11 @@
-"""Background loops: how one tells a stop request from an error it must ride out."""
+"""Background loops: one periodic loop for every service, and how it tells a stop request from an error it must ride
+out."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 
 
 def raise_if_stopping() -> None:
@@ -13,3 +16,16 @@ def raise_if_stopping() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def every(interval_s: float, work: Callable[[], Awaitable[object]], what: str, log: logging.Logger) -> None:
+    """Runs `work` every `interval_s` until cancelled; a failure is logged (with `what`) and the next turn goes on."""
+    while True:
+        try:
+            await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            raise_if_stopping()
+            log.exception("%s failed", what)
+        await asyncio.sleep(interval_s)

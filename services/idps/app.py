@@ -9,14 +9,13 @@ cameras only report.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 
 from services.common.principal import Role
 from services.common.runtime import Resources, ServiceParts
 from services.common.server import ServiceDefinition
-from services.common.tasks import raise_if_stopping
+from services.common.tasks import every
 from services.idps.feed import ChangeFeed, Fanout, Subscriptions
 from services.idps.roadside import RoadsideConsumer
 from services.idps.servicer import SERVICE, IdpsServicer, IncidentService, register
@@ -45,19 +44,15 @@ AUTO_CLOSE_EVERY_S = 5.0
 
 async def auto_close(store: IdpsStore, incidents: IncidentService, every_s: float = AUTO_CLOSE_EVERY_S) -> None:
     """Closes cleared incidents once their reopen window has passed."""
-    while True:
-        try:
-            while True:
-                changes = await store.close_expired(datetime.now(UTC))
-                await incidents.publish(changes)
-                if len(changes) < 500:
-                    break
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            raise_if_stopping()
-            log.warning("auto-close failed; retrying", exc_info=True)
-        await asyncio.sleep(every_s)
+
+    async def close_expired() -> None:
+        while True:
+            changes = await store.close_expired(datetime.now(UTC))
+            await incidents.publish(changes)
+            if len(changes) < 500:
+                return
+
+    await every(every_s, close_expired, "auto-close", log)
 
 
 def build(resources: Resources) -> ServiceParts:

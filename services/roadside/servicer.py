@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import grpc
-from google.rpc import code_pb2, status_pb2
+from google.rpc import code_pb2
 from grpc import aio
 from v2x.roadside.v1 import roadside_pb2 as pb
 from v2x.roadside.v1 import roadside_pb2_grpc
@@ -30,6 +29,7 @@ from services.common.errors import (
     NotFound,
     PermissionDenied,
 )
+from services.common.interceptors import abort_with_status
 from services.common.principal import Principal, Role, current_principal
 from services.common.validation import ID_RE
 from services.roadside import convert, frames
@@ -42,16 +42,10 @@ log = logging.getLogger("v2x.roadside")
 Context = aio.ServicerContext[Any, Any]
 SINK_BUFFER = 256
 CAMERA_CACHE_S = 5.0
-_GRPC_CODES = {c.value[0]: c for c in grpc.StatusCode}
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-async def _abort(context: Context, status: status_pb2.Status) -> None:
-    await context.abort(_GRPC_CODES.get(status.code, grpc.StatusCode.INTERNAL), status.message,
-                        trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),))
 
 
 class CameraDirectory:
@@ -213,7 +207,7 @@ class RoadsideServicer(roadside_pb2_grpc.RoadsideServiceServicer):
         self.engine.submit(job)
         outcome = await future
         if outcome.error is not None:
-            await _abort(context, outcome.error)
+            await abort_with_status(context, outcome.error)
         result = _frame_result(job, outcome, None)
         if outcome.image is not None and self.plates.reader is not None:
             reader = self.plates.reader

@@ -12,8 +12,9 @@ from typing import cast
 import cv2
 import grpc
 import pytest
-from google.rpc import code_pb2
+from google.rpc import code_pb2, error_details_pb2
 from grpc import aio
+from grpc_status import rpc_status
 from v2x.common.v1 import common_pb2 as cpb
 from v2x.parking.v1 import parking_pb2 as ppb
 from v2x.parking.v1.parking_pb2_grpc import ParkingServiceStub
@@ -365,3 +366,19 @@ async def test_frames_waiting_past_their_deadline_are_answered_deadline_exceeded
     assert results[-1].late_frames == len(late)
     assert "deadline is 250 ms" in late[0].error.message
     assert [r.frame_id for r in results if not r.HasField("error")][:2] == [1, 2]
+
+
+async def test_a_frame_refused_by_the_engine_answers_with_typed_details_and_the_request_id(
+        sim_stub: Stub, keys: Keys) -> None:
+    # Bytes that pass the request checks but do not decode: the engine refuses the frame, Detect answers its status.
+    frame = pb.Frame(frame_id=1, encoded=b"\xff\xd8\xff not really a JPEG")
+    frame.captured_at.GetCurrentTime()
+    with pytest.raises(aio.AioRpcError) as err:
+        await sim_stub.Detect(frame, metadata=(*keys.md(keys.admin), ("x-request-id", "detect-bad-frame-1")))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    trailers = dict(err.value.trailing_metadata() or ())
+    assert trailers.get("x-request-id") == "detect-bad-frame-1"
+    status = rpc_status.from_call(err.value)
+    assert status is not None and status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    info = error_details_pb2.ErrorInfo()
+    assert any(d.Unpack(info) for d in status.details) and info.reason
