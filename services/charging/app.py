@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from v2x.charging.v1 import charging_pb2, charging_pb2_grpc
+from v2x.charging.v1 import charging_pb2
 
 from services.charging.bays import BayChecker
 from services.charging.expiry import ExpirySweeper
@@ -20,11 +20,12 @@ from services.charging.store import ChargingStore
 from services.charging.writer import StatusWriter
 from services.common.principal import Role
 from services.common.runtime import Resources, ServiceParts
-from services.common.server import ServiceDefinition
+from services.common.server import ServiceDefinition, registration
 
 ALL = frozenset(Role)
 READERS = frozenset({Role.ADMIN, Role.OPERATOR, Role.POLICE, Role.PLATFORM})
 
+SERVICE = charging_pb2.DESCRIPTOR.services_by_name["ChargingService"]
 POLICY = {
     "RegisterStation": frozenset({Role.ADMIN}),
     "UpdateStation": frozenset({Role.ADMIN, Role.OPERATOR}),
@@ -70,8 +71,9 @@ def assemble(resources: Resources, charging: ChargingSettings, clock: Clock = wa
     sweeper = ExpirySweeper(store, clock)
     servicer = ChargingServicer(store, writer, feed, gateway, s, charging, clock)
     definition = ServiceDefinition(
-        descriptor=charging_pb2.DESCRIPTOR.services_by_name["ChargingService"],
-        register=lambda server: charging_pb2_grpc.add_ChargingServiceServicer_to_server(servicer, server),
+        descriptor=SERVICE,
+        # FindChargers answers from the nearby index with the answer already encoded.
+        register=registration(servicer, SERVICE, charging_pb2, {"FindChargers"}),
         policy=POLICY,
     )
     parts = ServiceParts([definition], background=[writer.run, gateway.run, bays.run, sweeper.run, feed.follow_index],

@@ -124,13 +124,14 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
 
     # ----- drivers ------------------------------------------------------------------------
 
-    async def FindChargers(self, request: pb.FindChargersRequest, context: Context) -> pb.FindChargersResponse:
+    async def FindChargers(self, request: pb.FindChargersRequest,  # type: ignore[override]
+                           context: Context) -> pb.FindChargersResponse | bytes:
         query = convert.find_query(request)
         now = self.clock()
         index = self.feed.index
         answer = index.find(query, now) if index is not None else None
         if answer is not None:
-            return pb.FindChargersResponse.FromString(answer)
+            return answer  # encoded (the rpc's serializer passes bytes through)
         # The index is loading, or may have missed other replicas' changes: PostGIS answers meanwhile.
         return self.answers.answer(await self.store.find(query, now), now)
 

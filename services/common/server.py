@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import grpc
@@ -61,6 +62,36 @@ class RunningServer:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
+
+
+def passthrough(message: Any) -> bytes:
+    """The response serializer of rpcs that may answer with their message already encoded (bytes): an answer
+    assembled from cached encodings goes out as it is, instead of being parsed into a message to be encoded again."""
+    return message if isinstance(message, bytes) else bytes(message.SerializeToString())
+
+
+def registration(servicer: object, service: ServiceDescriptor, messages: ModuleType,
+                 encoded: Collection[str] = ()) -> Callable[[aio.Server], None]:
+    """Adds `servicer`'s methods of `service` to a server as the generated `add_…_to_server` does, except that the
+    methods named in `encoded` may answer with encoded messages (`passthrough`)."""
+    unknown = set(encoded) - {m.name for m in service.methods}
+    if unknown:
+        raise ValueError(f"{service.full_name} has no methods {sorted(unknown)}")
+
+    def add(server: aio.Server) -> None:
+        handlers: dict[str, Any] = {}
+        for m in service.methods:
+            kind = {(False, False): grpc.unary_unary_rpc_method_handler,
+                    (False, True): grpc.unary_stream_rpc_method_handler,
+                    (True, False): grpc.stream_unary_rpc_method_handler,
+                    (True, True): grpc.stream_stream_rpc_method_handler}[(m.client_streaming, m.server_streaming)]
+            serialize = passthrough if m.name in encoded else getattr(messages, m.output_type.name).SerializeToString
+            handlers[m.name] = kind(getattr(servicer, m.name),
+                                    request_deserializer=getattr(messages, m.input_type.name).FromString,
+                                    response_serializer=serialize)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+    return add
 
 
 def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:

@@ -12,13 +12,15 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
+from v2x.idps.v1 import idps_pb2
+
 from services.common.principal import Role
 from services.common.runtime import Resources, ServiceParts
-from services.common.server import ServiceDefinition
+from services.common.server import ServiceDefinition, registration
 from services.common.tasks import every
 from services.idps.feed import ChangeFeed, Fanout, Subscriptions
 from services.idps.roadside import RoadsideConsumer
-from services.idps.servicer import SERVICE, IdpsServicer, IncidentService, register
+from services.idps.servicer import SERVICE, IdpsServicer, IncidentService
 from services.idps.settings import IdpsSettings
 from services.idps.store import IdpsStore
 
@@ -67,6 +69,8 @@ def assemble(resources: Resources, idps: IdpsSettings) -> ServiceParts:
     subscriptions = Subscriptions(resources.redis, store, fanout, idps.subscriber_buffer)
     servicer = IdpsServicer(incidents, subscriptions, settings)
     consumer = RoadsideConsumer(resources.redis, incidents, settings.max_future_skew_s)
-    definition = ServiceDefinition(descriptor=SERVICE, register=register(servicer), policy=POLICY)
+    # Subscribe sends SubscribeResponse bytes encoded once per change for all subscribers.
+    definition = ServiceDefinition(descriptor=SERVICE, policy=POLICY,
+                                   register=registration(servicer, SERVICE, idps_pb2, {"Subscribe"}))
     return ServiceParts([definition], background=[consumer.run, lambda: auto_close(store, incidents)],
                         on_stop=[incidents.batcher.stop, fanout.stop])

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-import grpc
 from grpc import aio
 from prometheus_client import Counter
 from v2x.idps.v1 import idps_pb2 as pb
@@ -150,29 +149,3 @@ class IdpsServicer(idps_pb2_grpc.IdpsServiceServicer):
         async with aclosing(self.subscriptions.stream(f, cursor, heartbeat)) as chunks:
             async for chunk in chunks:
                 yield convert.redact_subscribe_chunk(chunk) if redact else chunk
-
-
-def _passthrough(message: Any) -> bytes:
-    # Subscribe yields SubscribeResponse bytes serialized once per change for all subscribers.
-    return message if isinstance(message, bytes) else bytes(message.SerializeToString())
-
-
-def register(servicer: IdpsServicer) -> Callable[[aio.Server], None]:
-    """Like the generated add_IdpsServiceServicer_to_server, but Subscribe sends pre-serialized bytes."""
-
-    def add(server: aio.Server) -> None:
-        handlers: dict[str, Any] = {}
-        for m in SERVICE.methods:
-            request_type = getattr(pb, m.input_type.name)
-            response_type = getattr(pb, m.output_type.name)
-            behaviour = getattr(servicer, m.name)
-            if m.server_streaming:
-                handlers[m.name] = grpc.unary_stream_rpc_method_handler(
-                    behaviour, request_deserializer=request_type.FromString, response_serializer=_passthrough)
-            else:
-                handlers[m.name] = grpc.unary_unary_rpc_method_handler(
-                    behaviour, request_deserializer=request_type.FromString,
-                    response_serializer=response_type.SerializeToString)
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
-
-    return add

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from v2x.parking.v1 import parking_pb2, parking_pb2_grpc
+from v2x.parking.v1 import parking_pb2
 
 from services.common.principal import Role
 from services.common.runtime import Resources, ServiceParts
-from services.common.server import ServiceDefinition
+from services.common.server import ServiceDefinition, registration
 from services.parking.feed import AvailabilityFeed
 from services.parking.index import LotIndex
 from services.parking.servicer import ParkingServicer
@@ -16,6 +16,7 @@ from services.parking.store import ParkingStore
 ALL = frozenset(Role)
 WRITERS = frozenset({Role.ADMIN, Role.OPERATOR})
 
+SERVICE = parking_pb2.DESCRIPTOR.services_by_name["ParkingService"]
 POLICY = {
     "RegisterLot": frozenset({Role.ADMIN}),
     "UpdateLot": WRITERS,
@@ -42,8 +43,9 @@ def assemble(resources: Resources, parking: ParkingSettings) -> ServiceParts:
     feed = AvailabilityFeed(resources.redis, store, resources.settings.redis_stream_maxlen, LotIndex(store))
     servicer = ParkingServicer(store, feed, resources.settings, parking)
     definition = ServiceDefinition(
-        descriptor=parking_pb2.DESCRIPTOR.services_by_name["ParkingService"],
-        register=lambda server: parking_pb2_grpc.add_ParkingServiceServicer_to_server(servicer, server),
+        descriptor=SERVICE,
+        # FindAvailable answers from the nearby index with the answer already encoded.
+        register=registration(servicer, SERVICE, parking_pb2, {"FindAvailable"}),
         policy=POLICY,
     )
     return ServiceParts([definition], background=[feed.follow_index], on_start=[feed.load_index])

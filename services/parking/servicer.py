@@ -175,13 +175,14 @@ class ParkingServicer(parking_pb2_grpc.ParkingServiceServicer):
 
     # ----- drivers --------------------------------------------------------------------------
 
-    async def FindAvailable(self, request: pb.FindAvailableRequest, context: Context) -> pb.FindAvailableResponse:
+    async def FindAvailable(self, request: pb.FindAvailableRequest,  # type: ignore[override]
+                            context: Context) -> pb.FindAvailableResponse | bytes:
         query = convert.find_query(request)
         now = _now()
         index = self.feed.index
         answer = index.find(query, now) if index is not None else None
         if answer is not None:
-            return pb.FindAvailableResponse.FromString(answer)
+            return answer  # encoded (the rpc's serializer passes bytes through)
         # The index is loading, or may have missed other replicas' changes: PostGIS answers meanwhile.
         views = await self.store.find_available(query, now)
         return pb.FindAvailableResponse(lots=[convert.lot_availability_proto(v, now) for v in views])
