@@ -83,9 +83,9 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def _seed(settings: Settings) -> None:
-    from services.charging.demo import seed_chargers
     from services.common.db import create_engine
-    from services.parking.demo import seed_district
+    from services.runner.demo_chargers import seed_chargers
+    from services.runner.demo_district import seed_district
 
     engine = create_engine(settings.require_database_url(), pool_size=2)
     try:

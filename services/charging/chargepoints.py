@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -44,8 +45,8 @@ from services.charging.model import MeterSample, OcppConnector, Report
 from services.charging.status import clamp_ocpp_time, ocpp_ttl_s
 
 if TYPE_CHECKING:
-    from services.charging.gateway import OcppGateway
-    from services.charging.store import ChargePointAuth
+    from services.charging.store import ChargePointAuth, ChargingStore
+    from services.charging.writer import StatusWriter
 
 log = logging.getLogger("v2x.charging.ocpp")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -118,6 +119,19 @@ def meter_sample(values: list[dict[str, Any]] | None, default_at: datetime) -> M
     return MeterSample(at, energy, power, soc)
 
 
+@dataclass(frozen=True)
+class SessionContext:
+    """What a charge point's session may use of the gateway that accepted it, and nothing more."""
+
+    store: ChargingStore
+    writer: StatusWriter
+    clock: Callable[[], datetime]
+    heartbeat_s: int
+    heard: Callable[[str], None]  # a message from this charge point arrived
+    seen: Callable[[dict[str, datetime]], Awaitable[None]]  # record when charge points were last heard from
+    close_soon: Callable[[str, str], None]  # close this charge point's connection (id, reason)
+
+
 class _Common:
     """What both protocol versions share: the session's identity, its connectors, and status writes."""
 
@@ -125,7 +139,7 @@ class _Common:
     source: int
     id: str
 
-    def __init__(self, cp_id: str, connection: Any, gateway: OcppGateway, auth: ChargePointAuth,
+    def __init__(self, cp_id: str, connection: Any, gateway: SessionContext, auth: ChargePointAuth,
                  connectors: list[OcppConnector]) -> None:
         super().__init__(cp_id, connection, response_timeout=30)  # type: ignore[call-arg]
         self.gateway = gateway

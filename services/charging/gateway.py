@@ -33,7 +33,7 @@ from websockets.headers import build_www_authenticate_basic, parse_authorization
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from services.charging.chargepoints import ChargePoint16, ChargePoint201
+from services.charging.chargepoints import ChargePoint16, ChargePoint201, SessionContext
 from services.charging.feed import ChargingFeed
 from services.charging.passwords import check_password
 from services.charging.store import ChargePointAuth, ChargingStore
@@ -71,6 +71,8 @@ class OcppGateway:
         self._seen: dict[str, datetime] = {}
         self._flushed: dict[str, datetime] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.session_context = SessionContext(store, writer, clock, heartbeat_s, self.heard, self.seen,
+                                              self.close_soon)
 
     # ----- lifecycle ----------------------------------------------------------------------
 
@@ -173,7 +175,7 @@ class OcppGateway:
             log.info("charge point reconnected; closing its old connection", extra={"charge_point": auth.id})
             self._close_soon(old, "replaced by a new connection")
         cls = ChargePoint16 if ws.subprotocol == SUBPROTOCOLS[pb.OCPP_PROTOCOL_OCPP16J] else ChargePoint201
-        cp = cls(auth.id, ws, self, auth, await self.store.ocpp_connectors(auth.id))
+        cp = cls(auth.id, ws, self.session_context, auth, await self.store.ocpp_connectors(auth.id))
         now = self.clock()
         await self.store.charge_point_connected(auth.id, True, now)
         await self.seen({auth.id: now})

@@ -4,8 +4,9 @@ and bay flags.
 Status changes and their outbox rows commit in one transaction; writers of one connector serialise
 on its state row (`FOR UPDATE`, in connector id order so that batches never deadlock).
 
-The EV bay check reads the parking service's tables (parking_spots, parking_lot_state, parking_lots)
-read-only: both services share the database, and a spot's state there is the system of record.
+The EV bay check and a station's links to a parking lot read the parking service's read model (the views
+parking_read_spots and parking_read_lots, migration 0004), never parking's tables: a spot's state there is the system
+of record, and the views are what parking promises other services.
 """
 
 from __future__ import annotations
@@ -156,17 +157,15 @@ _INSERT_CONNECTORS = text(
     "service_fee_per_kwh_fen = excluded.service_fee_per_kwh_fen, parking_spot_id = excluded.parking_spot_id "
     "WHERE charging_connectors.station_id = excluded.station_id")
 
-# Every connector linked to a parking spot, with both states (parking's tables read-only).
+# Every connector linked to a parking spot, with both states (the spot's from parking's read model).
 _BAYS = text(f"""
 SELECT c.id AS connector_id, c.station_id, s.operator_id, p.lot_id, p.spot_id, p.status AS spot_status,
-       p.observed_at AS spot_since, ls.observed_at + make_interval(secs => l.ttl_s) AS spot_expires,
+       p.observed_at AS spot_since, p.expires_at AS spot_expires,
        st.status, st.status_since, ({_EXPIRES}) AS expires_at
 FROM charging_connectors c
 JOIN charging_stations s ON s.id = c.station_id AND s.parking_lot_id <> ''
-JOIN parking_spots p ON p.lot_id = s.parking_lot_id
+JOIN parking_read_spots p ON p.lot_id = s.parking_lot_id
      AND (p.spot_id = c.parking_spot_id OR (c.parking_spot_id = '' AND p.connector_id = c.id))
-JOIN parking_lots l ON l.id = p.lot_id
-JOIN parking_lot_state ls ON ls.lot_id = p.lot_id
 JOIN charging_connector_state st ON st.connector_id = c.id
 LEFT JOIN charging_charge_points cp ON cp.id = c.charge_point_id
 ORDER BY p.lot_id, p.spot_id, c.id
@@ -393,7 +392,7 @@ class ChargingStore:
                 raise FailedPrecondition(
                     f"charge point {other.charge_point_id} drives EVSEs of station {other.station_id}")
         if spec.parking_lot_id:
-            lot = (await conn.execute(text("SELECT 1 FROM parking_lots WHERE id = :id"),
+            lot = (await conn.execute(text("SELECT 1 FROM parking_read_lots WHERE id = :id"),
                                       {"id": spec.parking_lot_id})).first()
             if lot is None:
                 raise InvalidArgument(FieldViolation(
@@ -401,7 +400,7 @@ class ChargingStore:
             spots = sorted({c.parking_spot_id for _, c in spec.connectors() if c.parking_spot_id})
             if spots:
                 known = set((await conn.execute(text(
-                    "SELECT spot_id FROM parking_spots WHERE lot_id = :lot AND spot_id = ANY(:spots)"),
+                    "SELECT spot_id FROM parking_read_spots WHERE lot_id = :lot AND spot_id = ANY(:spots)"),
                     {"lot": spec.parking_lot_id, "spots": spots})).scalars())
                 missing = [s for s in spots if s not in known]
                 if missing:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, cast
 
@@ -11,6 +12,17 @@ from services.common.tasks import raise_if_stopping
 
 Fields = Mapping[str | bytes, bytes | str | int | float]
 Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+# A stream entry id, `<milliseconds>-<sequence>`: the cursors clients resume from.
+STREAM_ID_RE = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+
+
+def stream_id(value: bytes | str) -> tuple[int, int]:
+    """A stream entry id as a comparable (milliseconds, sequence)."""
+    text = value.decode() if isinstance(value, bytes) else value
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def create_redis(url: str) -> Redis:

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from services.common.nearby import PointIndex
-from services.common.redis_streams import Entry, follow, last_id
+from services.common.redis_streams import Entry, follow, last_id, stream_id
 from services.common.tasks import raise_if_stopping
 
 # A follower whose newest entry is older than this reloads from PostgreSQL rather than catch up.
@@ -103,11 +103,6 @@ class SnapshotIndex(ABC):
     @abstractmethod
     def _upsert(self, ids: Sequence[str], rows: Sequence[Any]) -> None:
         """Puts these items' rows in place of what the index holds of them (an id without a row is gone)."""
-
-
-def stream_id(value: bytes | str) -> tuple[int, int]:
-    ms, _, seq = (value.decode() if isinstance(value, bytes) else value).partition("-")
-    return int(ms), int(seq or 0)
 
 
 class IndexFollower:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
@@ -32,7 +31,7 @@ from v2x.idps.v1 import idps_pb2 as pb
 
 from services.common.cancellation import finish
 from services.common.redis_streams import Entry as RawEntry
-from services.common.redis_streams import follow
+from services.common.redis_streams import follow, stream_id
 from services.common.tasks import raise_if_stopping
 from services.idps import convert
 from services.idps.model import Attrs, Change, IncidentFilter
@@ -52,7 +51,6 @@ REPLAY_PAGE = 500
 # console latency; 10 ms made the service's event loop (which also accepts every ReportEvent) busy enough
 # to delay the reports more than it saved; 25 ms is between.
 LINGER_S = 0.025
-CURSOR_RE = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 Kind = pb.IncidentMessage.Kind
 NEW, UPDATE, END = pb.IncidentMessage.KIND_NEW, pb.IncidentMessage.KIND_UPDATE, pb.IncidentMessage.KIND_END
@@ -87,12 +85,6 @@ for j = 0, n - 1 do
 end
 return out
 """
-
-
-def stream_id(raw: bytes | str) -> tuple[int, int]:
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def classify(f: IncidentFilter, before: Attrs | None, after: Attrs) -> int | None:

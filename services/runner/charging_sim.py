@@ -24,7 +24,7 @@ from v2x.charging.v1.charging_pb2_grpc import ChargingServiceStub
 from v2x.common.v1 import common_pb2 as cpb
 from v2x.parking.v1 import parking_pb2 as ppb
 
-from services.charging.demo import detail, first_status, stations
+from services.runner.demo_chargers import detail, first_status, stations
 
 if TYPE_CHECKING:
     # The async flavour of the stub exists only in the generated .pyi.

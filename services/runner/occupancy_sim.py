@@ -18,8 +18,8 @@ from grpc import aio
 from v2x.parking.v1 import parking_pb2 as pb
 from v2x.parking.v1.parking_pb2_grpc import ParkingServiceStub
 
-from services.parking.demo import DemoLot, district, occupancy_report
 from services.parking.model import Report
+from services.runner.demo_district import DemoLot, district, occupancy_report
 
 log = logging.getLogger("v2x.sim")
 

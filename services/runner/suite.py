@@ -21,16 +21,16 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.charging.demo import seed_chargers
 from services.charging.settings import ChargingSettings
 from services.common.apikeys import create_key
 from services.common.config import Settings
 from services.common.db import create_engine, migrate
 from services.common.runfile import remove_if_ours, run_file, write_private
 from services.municipal.demo import demo_platform_env, emulator_ready, municipal_banner, report_municipal_lag
-from services.parking.demo import OPERATORS, seed_district
 from services.registry import builders, check_settings
 from services.runner import charging_sim
+from services.runner.demo_chargers import seed_chargers
+from services.runner.demo_district import OPERATORS, seed_district
 from services.runner.embedded import EmbeddedPostgres, EmbeddedRedis
 from services.runner.occupancy_sim import simulate
 from services.runner.settings import RunSettings

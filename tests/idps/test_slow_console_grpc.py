@@ -12,8 +12,8 @@ from grpc import aio
 from v2x.idps.v1 import idps_pb2 as pb
 from v2x.idps.v1.idps_pb2_grpc import IdpsServiceStub
 
+from services.common.redis_streams import stream_id
 from services.common.runtime import RunningService
-from services.idps.feed import stream_id
 from tests.conftest import Keys
 from tests.idps.conftest import SUBSCRIBER_BUFFER, Stub
 from tests.idps.helpers import circle, offset, report, subscribe

@@ -10,8 +10,9 @@ import pytest
 from v2x.idps.v1 import idps_pb2 as pb
 
 from services.common.redis_streams import Entry as RawEntry
+from services.common.redis_streams import stream_id
 from services.common.runtime import Resources
-from services.idps.feed import STREAM, ChangeFeed, Fanout, StreamEntry, Subscriptions, stream_id
+from services.idps.feed import STREAM, ChangeFeed, Fanout, StreamEntry, Subscriptions
 from services.idps.model import Attrs, Change, Incident, IncidentFilter
 from services.idps.settings import IdpsSettings
 from services.idps.store import IdpsStore

@@ -17,9 +17,9 @@ from sqlalchemy import text
 from v2x.charging.v1 import charging_pb2 as pb
 from v2x.common.v1 import common_pb2 as cpb
 
-from services.charging.demo import STATION_PREFIX, seed_chargers, stations
 from services.common.runtime import Resources
-from services.parking.demo import district, seed_district
+from services.runner.demo_chargers import STATION_PREFIX, seed_chargers, stations
+from services.runner.demo_district import district, seed_district
 from tests.charging.conftest import Harness, start_harness, stop_harness
 from tests.conftest import Keys
 

@@ -1,4 +1,4 @@
-"""Demo charging stations for the demo district (services/parking/demo.py).
+"""Demo charging stations for the demo district (services/runner/demo_district.py), seeded by `v2x run` and `v2x seed`.
 
 One station in every garage and surface lot that has EV spaces, run by the lot's operator and linked
 to the lot. Where a surface lot detects single spaces, its EV spots name their connectors
@@ -30,7 +30,7 @@ from services.charging.model import Report, StationSpec
 from services.charging.store import ChargingStore
 from services.charging.writer import MAX_BATCH
 from services.common.errors import AlreadyExists
-from services.parking.demo import DemoLot, district
+from services.runner.demo_district import DemoLot, district
 
 S = pb.ConnectorStatus
 GBT_AC, GBT_DC = pb.CONNECTOR_STANDARD_GBT_AC, pb.CONNECTOR_STANDARD_GBT_DC
@@ -158,7 +158,7 @@ async def seed_chargers(engine: AsyncEngine) -> int:
                 "WHERE c.station_id = ANY(:ids) AND (st.observed_at IS NULL "
                 "OR st.observed_at + make_interval(secs => st.ttl_s) <= now())"), {"ids": ids})).scalars())
             spots = {(r.lot_id, r.spot_id): r.status for r in (await conn.execute(text(
-                "SELECT lot_id, spot_id, status FROM parking_spots WHERE lot_id = ANY(:lots)"),
+                "SELECT lot_id, spot_id, status FROM parking_read_spots WHERE lot_id = ANY(:lots)"),
                 {"lots": [s.parking_lot_id for s in specs]})).all()}
         rng = random.Random(11)
         now = datetime.now(UTC)
