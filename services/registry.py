@@ -1,4 +1,4 @@
-"""The services this build implements, by name (the names of ARCHITECTURE.md's table)."""
+"""The services this build implements, by name (the names of docs/ARCHITECTURE.md's table)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The one place where the charging vocabularies meet the suite's canonical connector status.
 
-Tables (DOMAIN.md "EV charging"); each is tested for being total over its source vocabulary:
+Tables (docs/DOMAIN.md "EV charging"); each is tested for being total over its source vocabulary:
 - OCPP 1.6 ChargePointStatus and ChargePointErrorCode -> canonical status / error code;
 - OCPP 2.0.1 ConnectorStatusEnumType -> canonical status, and ChargingStateEnumType (TransactionEvent)
   -> the finer canonical status 2.0.1 connectors reach only through transactions;

@@ -119,7 +119,7 @@ TO_DENM: Mapping[int, int] = {
     UNMAPPED: DENM_UNMAPPED,
 }
 
-# DENM cause -> canonical type. Every DENM cause of DOMAIN.md has an entry (UNMAPPED where the suite has none).
+# DENM cause -> canonical type. Every DENM cause of docs/DOMAIN.md has an entry (UNMAPPED where the suite has none).
 FROM_DENM: Mapping[int, int] = {
     DENM_TRAFFIC_CONDITION: TRAFFIC_JAM,
     DENM_ACCIDENT: ACCIDENT,

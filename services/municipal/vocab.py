@@ -1,7 +1,7 @@
 """Every mapping between the suite's vocabulary (outbox payloads: proto enum names) and the
 destination profiles' vocabularies, in one place. Each table has a test that it covers every value.
 
-Sources: DOMAIN.md (DATEX II site status and detection types, FIWARE ParkingSpot status, OCPP
+Sources: docs/DOMAIN.md (DATEX II site status and detection types, FIWARE ParkingSpot status, OCPP
 connector states), the GB/T 29745 family of city platform uploads for the municipal JSON codes, and the
 Chinese EV charging interconnection convention for connector status codes (0 offline, 1 idle,
 2 occupied not charging, 3 charging, 4 reserved, 255 fault).
@@ -35,7 +35,7 @@ DETECTION_TYPES = ("DETECTION_TYPE_NONE", "DETECTION_TYPE_BALANCING", "DETECTION
 MUNICIPAL_DETECTION: Mapping[str, int] = {
     "DETECTION_TYPE_NONE": 0, "DETECTION_TYPE_BALANCING": 1, "DETECTION_TYPE_SINGLE_SPACE": 2,
     "DETECTION_TYPE_MODEL_BASED": 3, "DETECTION_TYPE_MANUAL": 4}
-# DATEX II and FIWARE share these names (DOMAIN.md "Detection type").
+# DATEX II and FIWARE share these names (docs/DOMAIN.md "Parking").
 STANDARD_DETECTION: Mapping[str, str] = {
     "DETECTION_TYPE_NONE": "none", "DETECTION_TYPE_BALANCING": "balancing",
     "DETECTION_TYPE_SINGLE_SPACE": "singleSpaceDetection", "DETECTION_TYPE_MODEL_BASED": "modelBased",

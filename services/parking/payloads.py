@@ -1,6 +1,6 @@
 """Outbox payloads for parking changes: the suite's canonical record of each change.
 
-Field names follow the platform's kinds of data (DOMAIN.md "City platform uploads"); the municipal
+Field names follow the platform's kinds of data (docs/DOMAIN.md "Parking", "The city platform"); the municipal
 adapter maps them to each destination's profile. Coordinates are WGS-84 and say so.
 """
 

@@ -1,5 +1,5 @@
 """The mapping tables between OCPP 1.6, OCPP 2.0.1, OCPI 2.2.1 and the canonical connector status: each
-is total over its source vocabulary (as the `ocpp` package and DOMAIN.md define it) and says what the
+is total over its source vocabulary (as the `ocpp` package and docs/DOMAIN.md define it) and says what the
 table below says, value by value."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from services.charging import mapping
 
 S = pb.ConnectorStatus
 OCPI_STATUSES = ("AVAILABLE", "BLOCKED", "CHARGING", "INOPERATIVE", "OUT_OF_ORDER", "PLANNED", "REMOVED", "RESERVED",
-                 "UNKNOWN")  # OCPI 2.2.1 EVSE Status, DOMAIN.md
+                 "UNKNOWN")  # OCPI 2.2.1 EVSE Status, docs/DOMAIN.md
 
 
 def _upper_snake(camel: str) -> str:

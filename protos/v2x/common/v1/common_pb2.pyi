@@ -42,7 +42,7 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     """The municipal platform side of the adapter."""
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper):
-    """Roles an API key can hold (see ARCHITECTURE.md, "Roles")."""
+    """Roles an API key can hold (see docs/DOMAIN.md, "Roles")."""
 
 ROLE_UNSPECIFIED: Role.ValueType  # 0
 """Not a valid role."""
