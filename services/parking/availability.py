@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from v2x.parking.v1 import parking_pb2 as pb
+from services.parking.vocab import CLASSES, OccupancyTrend, SiteStatus, SpaceClass
 
 # China has kept UTC+8 without daylight saving since 1991; opening hours are local wall-clock time.
 LOCAL_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
@@ -21,10 +21,7 @@ TREND_THRESHOLD = 0.03
 SAMPLE_SPACING_S = 30
 MAX_SAMPLES = 40
 
-CLASSES: tuple[int, ...] = (pb.SPACE_CLASS_GENERAL, pb.SPACE_CLASS_EV, pb.SPACE_CLASS_DISABLED,
-                            pb.SPACE_CLASS_RESERVED)
-CLASS_NAMES: dict[int, str] = {pb.SPACE_CLASS_GENERAL: "general", pb.SPACE_CLASS_EV: "ev",
-               pb.SPACE_CLASS_DISABLED: "disabled", pb.SPACE_CLASS_RESERVED: "reserved"}
+CLASS_NAMES: dict[int, str] = {c: c.name.lower() for c in CLASSES}
 
 
 @dataclass(frozen=True)
@@ -90,35 +87,35 @@ def almost_full_threshold(capacity: int) -> int:
     return max(2, math.ceil(capacity * 0.1))
 
 
-def site_status(state: LotState, capacity: dict[int, int], ttl_s: int, open_now: bool, now: datetime) -> int:
+def site_status(state: LotState, capacity: dict[int, int], ttl_s: int, open_now: bool, now: datetime) -> SiteStatus:
     """DATEX II status. General spaces decide full / almost full; a lot without general spaces
     is judged on all its spaces."""
     if not is_fresh(state, ttl_s, now):
-        return pb.SITE_STATUS_UNKNOWN
+        return SiteStatus.UNKNOWN
     if state.closed or not open_now:
-        return pb.SITE_STATUS_CLOSED
+        return SiteStatus.CLOSED
     if state.full_at_entrance:
-        return pb.SITE_STATUS_FULL_AT_ENTRANCE
+        return SiteStatus.FULL_AT_ENTRANCE
     # Plain loops: this runs for every report (outbox payload) and every availability answer.
     cap = free = 0
-    for c in _JUDGED if capacity.get(pb.SPACE_CLASS_GENERAL, 0) > 0 else CLASSES:
+    for c in _JUDGED if capacity.get(SpaceClass.GENERAL, 0) > 0 else CLASSES:
         class_cap = capacity.get(c, 0)
         if class_cap > 0:
             class_free = state.free.get(c)
             if class_free is None:
-                return pb.SITE_STATUS_UNKNOWN
+                return SiteStatus.UNKNOWN
             cap += class_cap
             free += class_free
     if cap <= 0:
-        return pb.SITE_STATUS_UNKNOWN
+        return SiteStatus.UNKNOWN
     if free <= 0:
-        return pb.SITE_STATUS_FULL
+        return SiteStatus.FULL
     if free <= almost_full_threshold(cap):
-        return pb.SITE_STATUS_ALMOST_FULL
-    return pb.SITE_STATUS_SPACES_AVAILABLE
+        return SiteStatus.ALMOST_FULL
+    return SiteStatus.SPACES_AVAILABLE
 
 
-_JUDGED = (pb.SPACE_CLASS_GENERAL,)
+_JUDGED = (SpaceClass.GENERAL,)
 
 
 def occupied(free: dict[int, int | None], capacity: dict[int, int]) -> int | None:
@@ -151,11 +148,11 @@ def next_samples(samples: list[list[float]], at: datetime, occupied_now: int | N
     return kept[-MAX_SAMPLES:]
 
 
-def trend(samples: list[list[float]], total_capacity: int) -> int:
+def trend(samples: list[list[float]], total_capacity: int) -> OccupancyTrend:
     """Least-squares slope of occupancy over the window, projected over the window's span, compared
     with 3 % of capacity. Fewer than two samples or under two minutes of history → UNKNOWN."""
     if len(samples) < 2 or samples[-1][0] - samples[0][0] < TREND_MIN_SPAN_S or total_capacity <= 0:
-        return pb.OCCUPANCY_TREND_UNKNOWN
+        return OccupancyTrend.UNKNOWN
     # One pass over the samples (this runs for every report). Times are taken relative to the first
     # sample: epoch seconds squared would lose the variance to rounding.
     n = len(samples)
@@ -170,7 +167,7 @@ def trend(samples: list[list[float]], total_capacity: int) -> int:
     slope = (sto - st * so / n) / (stt - st * st / n)
     change = slope * (samples[-1][0] - t0)
     if change > TREND_THRESHOLD * total_capacity:
-        return pb.OCCUPANCY_TREND_INCREASING
+        return OccupancyTrend.INCREASING
     if change < -TREND_THRESHOLD * total_capacity:
-        return pb.OCCUPANCY_TREND_DECREASING
-    return pb.OCCUPANCY_TREND_STABLE
+        return OccupancyTrend.DECREASING
+    return OccupancyTrend.STABLE

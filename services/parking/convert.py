@@ -16,7 +16,6 @@ from services.common.geo import Area, parse_area
 from services.common.validation import EARLIEST, ID_RE, Validator
 from services.parking.availability import (
     CLASS_NAMES,
-    CLASSES,
     Period,
     expires_at,
     is_fresh,
@@ -38,6 +37,7 @@ from services.parking.model import (
     SpotRecord,
     SpotSpec,
 )
+from services.parking.vocab import CLASSES, PassageAmendAction, SpaceClass
 
 MAX_SPOTS = 2000
 MAX_REPORT_SPOTS = 2000
@@ -280,7 +280,7 @@ def amendment(req: pb.AmendPassageRequest, settings: Settings, now: datetime) ->
             passed = v.timestamp("passed_at", req.passed_at, max_future_s=settings.max_future_skew_s, now=now)
     v.check()
     return PassageAmendment(
-        req.lot_id, req.passage_id, req.action, req.reason,
+        req.lot_id, req.passage_id, PassageAmendAction(req.action), req.reason,
         plate=req.plate if req.HasField("plate") else None,
         plate_colour=req.plate_colour if req.HasField("plate_colour") else None,
         passed_at=passed, lane=req.lane if req.HasField("lane") else None)
@@ -301,7 +301,7 @@ def find_query(req: pb.FindAvailableRequest) -> FindQuery:
     v.check()
     min_free = max(req.min_free, 1) if req.only_available else req.min_free
     return FindQuery(req.location.lat, req.location.lon, req.radius_m, req.limit or DEFAULT_LIMIT,
-                     req.space_class or pb.SPACE_CLASS_GENERAL, min_free, sorted(set(req.kinds)), req.open_now,
+                     SpaceClass(req.space_class or SpaceClass.GENERAL), min_free, sorted(set(req.kinds)), req.open_now,
                      req.max_price_per_hour_fen)
 
 

@@ -28,9 +28,10 @@ from services.common.epoch_us import NEVER, at_us, us
 from services.common.nearby import PointIndex
 from services.common.stream_index import SnapshotIndex
 from services.parking import convert
-from services.parking.availability import CLASS_NAMES, CLASSES, LotState, minute_of_week
+from services.parking.availability import CLASS_NAMES, LotState, minute_of_week
 from services.parking.model import FindQuery, LotView
 from services.parking.store import ParkingStore, view_of
+from services.parking.vocab import CLASSES
 
 _FREE = {c: f"free{c}" for c in CLASSES}
 _COLUMNS: dict[str, tuple[Any, Any]] = {

@@ -8,6 +8,7 @@ from typing import Any
 
 from services.common.errors import DomainError
 from services.parking.availability import LotState, Period
+from services.parking.vocab import PassageAmendAction, SpaceClass
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ class PassageAmendment:
 
     lot_id: str
     passage_id: str
-    action: int
+    action: PassageAmendAction
     reason: str
     plate: str | None = None
     plate_colour: int | None = None
@@ -168,7 +169,7 @@ class FindQuery:
     lon: float
     radius_m: float
     limit: int
-    space_class: int
+    space_class: SpaceClass
     min_free: int
     kinds: list[int]
     open_now: bool

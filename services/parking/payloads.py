@@ -11,8 +11,9 @@ from typing import Any
 
 from v2x.parking.v1 import parking_pb2 as pb
 
-from services.parking.availability import CLASS_NAMES, CLASSES, LotState, site_status
+from services.parking.availability import CLASS_NAMES, LotState, site_status
 from services.parking.model import LotSpec, LotSummary, PassageRecord, PassageSpec
+from services.parking.vocab import CLASSES, PassageAmendAction
 
 
 def lot_static(spec: LotSpec) -> dict[str, Any]:
@@ -61,7 +62,7 @@ def passage(p: PassageSpec, now: datetime) -> dict[str, Any]:
 
 
 # PassageAmendAction -> record_type of the passage record that carries the amendment.
-_RECORD_TYPES: dict[int, str] = {pb.PASSAGE_AMEND_ACTION_CORRECT: "correction", pb.PASSAGE_AMEND_ACTION_VOID: "void"}
+_RECORD_TYPES: dict[int, str] = {PassageAmendAction.CORRECT: "correction", PassageAmendAction.VOID: "void"}
 
 
 def passage_amendment(record: PassageRecord, action: int) -> dict[str, Any]:

@@ -6,7 +6,6 @@ its state row (`FOR UPDATE`, in lot id order so that batches never deadlock).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -18,13 +17,11 @@ import orjson
 from sqlalchemy import Row, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from v2x.parking.v1 import parking_pb2 as pb
 
 from services.common.errors import (
     Aborted,
     AlreadyExists,
     DomainError,
-    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
@@ -34,10 +31,9 @@ from services.common.geo import Area
 from services.common.outbox import OutboxKind, OutboxRow, write_outbox
 from services.common.principal import Principal, Role
 from services.common.rawsql import fetch, positional
-from services.parking import payloads
+from services.parking import payloads, rules
 from services.parking.availability import (
     CLASS_NAMES,
-    CLASSES,
     LotState,
     Period,
     minute_of_week,
@@ -63,19 +59,33 @@ from services.parking.model import (
     SpotRecord,
     SpotSpec,
 )
+from services.parking.vocab import (
+    CLASSES,
+    AckResult,
+    DetectionType,
+    SpaceClass,
+)
 
-_FREE_COLUMN: dict[int, str] = {pb.SPACE_CLASS_GENERAL: "free_general", pb.SPACE_CLASS_EV: "free_ev",
-                pb.SPACE_CLASS_DISABLED: "free_disabled", pb.SPACE_CLASS_RESERVED: "free_reserved"}
-_CAP_COLUMN: dict[int, str] = {pb.SPACE_CLASS_GENERAL: "cap_general", pb.SPACE_CLASS_EV: "cap_ev",
-               pb.SPACE_CLASS_DISABLED: "cap_disabled", pb.SPACE_CLASS_RESERVED: "cap_reserved"}
+_FREE_COLUMN: dict[int, str] = {SpaceClass.GENERAL: "free_general", SpaceClass.EV: "free_ev",
+                                SpaceClass.DISABLED: "free_disabled", SpaceClass.RESERVED: "free_reserved"}
+_CAP_COLUMN: dict[int, str] = {SpaceClass.GENERAL: "cap_general", SpaceClass.EV: "cap_ev",
+                               SpaceClass.DISABLED: "cap_disabled", SpaceClass.RESERVED: "cap_reserved"}
 
-# What every availability answer selects: the lot summary and its live state.
-_VIEW_COLUMNS = """
+
+
+def _view_columns(price: str = "l.price") -> str:
+    """What every availability answer selects: the lot summary and its live state. `price` spells the tariff
+    column (the jsonb, or it as text for callers that parse it themselves)."""
+    return f"""
     l.id, l.operator_id, l.name, l.kind, ST_Y(l.location::geometry) AS lat, ST_X(l.location::geometry) AS lon,
-    l.cap_general, l.cap_ev, l.cap_disabled, l.cap_reserved, l.price, l.ttl_s, l.detection_type,
+    l.cap_general, l.cap_ev, l.cap_disabled, l.cap_reserved, {price}, l.ttl_s, l.detection_type,
     (l.always_open OR l.open_minutes @> CAST(:mow AS integer)) AS open_now,
     s.seq, s.observed_at, s.received_at, s.free_general, s.free_ev, s.free_disabled, s.free_reserved,
     s.closed, s.full_at_entrance, s.trend"""
+
+
+_VIEW_COLUMNS = _view_columns()
+_PRICE_AS_TEXT = "CAST(l.price AS text) AS price"
 _STATIC_COLUMNS = """
     l.address, l.region_code, ST_AsGeoJSON(l.line::geometry) AS line, l.opening, l.always_open, l.entrances,
     l.phone, l.version, l.created_at, l.updated_at, l.fast_charging_piles, l.slow_charging_piles"""
@@ -83,7 +93,7 @@ _FROM = "FROM parking_lots l JOIN parking_lot_state s ON s.lot_id = l.id"
 
 # Only writers need the occupancy samples (for the trend); answers leave them out (most of a state row).
 # JSON as text: `_json` parses it with orjson, several times faster than the driver's jsonb codec (json.loads).
-_LOCK = text(f"SELECT {_VIEW_COLUMNS.replace('l.price,', 'CAST(l.price AS text) AS price,')}, "
+_LOCK = text(f"SELECT {_view_columns(_PRICE_AS_TEXT)}, "
              f"CAST(s.samples AS text) AS samples {_FROM} WHERE s.lot_id = ANY(:ids) ORDER BY s.lot_id FOR UPDATE OF s")
 _GET = text(f"SELECT {_VIEW_COLUMNS}, {_STATIC_COLUMNS} {_FROM} WHERE l.id = :id")
 _LIST = text(
@@ -167,7 +177,7 @@ _FIND_RAW = {c: positional(sql) for c, sql in _FIND.items()}
 # What the in-memory nearby index (services.parking.index) holds of every lot, or of the lots changed.
 _INDEX = positional(text(
     # The tariff stays text until a lot is first answered (decoding 100,000 at start-up costs seconds).
-    f"SELECT {_VIEW_COLUMNS.replace('l.price,', 'l.price::text AS price,')}, l.hourly_price_fen, l.always_open, "
+    f"SELECT {_view_columns(_PRICE_AS_TEXT)}, l.hourly_price_fen, l.always_open, "
     "ARRAY(SELECT lower(r) FROM unnest(l.open_minutes) AS r) AS open_from, "
     "ARRAY(SELECT upper(r) FROM unnest(l.open_minutes) AS r) AS open_to "
     f"{_FROM} WHERE CAST(:ids AS text[]) IS NULL OR l.id = ANY(CAST(:ids AS text[]))"
@@ -296,7 +306,7 @@ class ParkingStore:
             if current is None:
                 raise NotFound(f"lot {spec.id} does not exist")
             if principal.role is not Role.ADMIN:
-                _require_owner(principal, current.operator_id, spec.id)
+                rules.require_owner(principal, current.operator_id, spec.id)
                 if spec.operator_id != current.operator_id:
                     raise PermissionDenied("only an admin can move a lot to another operator")
             if expected_version and expected_version != current.version:
@@ -341,8 +351,8 @@ class ParkingStore:
             lot = (await conn.execute(_LOCK, {"ids": [lot_id], "mow": 0})).first()
             if lot is None:
                 raise NotFound(f"lot {lot_id} does not exist")
-            _require_owner_or_admin(principal, lot.operator_id, lot_id)
-            if lot.detection_type != pb.DETECTION_TYPE_SINGLE_SPACE:
+            rules.require_owner_or_admin(principal, lot.operator_id, lot_id)
+            if lot.detection_type != DetectionType.SINGLE_SPACE:
                 raise InvalidArgument(FieldViolation("lot_id", f"lot {lot_id} does not detect single spaces "
                                                                "(detection_type must be SINGLE_SPACE)"))
             await conn.execute(text(
@@ -403,7 +413,7 @@ class ParkingStore:
                     outcomes.append(self._apply_one(principal, r, working, spots, now, outbox, spot_updates))
                 except DomainError as exc:
                     stored = working[r.lot_id].state.sequence if r.lot_id in working else 0
-                    outcomes.append(Outcome(pb.ACK_RESULT_REJECTED, stored, exc))
+                    outcomes.append(Outcome(AckResult.REJECTED, stored, exc))
             changed = [w for w in working.values() if w.dirty]
             if changed:
                 await _write_batch(conn, changed, spot_updates, outbox)
@@ -415,28 +425,13 @@ class ParkingStore:
         w = working.get(r.lot_id)
         if w is None:
             raise NotFound(f"lot {r.lot_id} does not exist")
-        _require_owner(principal, w.summary.operator_id, r.lot_id)
-        cap = w.summary.capacity
-        for c, reported in r.counts.items():
-            if cap.get(c, 0) <= 0:  # the proto: "the class must have capacity on the lot"
-                raise InvalidArgument(FieldViolation("counts", f"lot {r.lot_id} has no {CLASS_NAMES[c]} spaces"))
-            if reported > cap[c]:
-                raise InvalidArgument(FieldViolation(
-                    "counts", f"free {CLASS_NAMES[c]} spaces {reported} exceed the {CLASS_NAMES[c]} capacity {cap[c]}"))
+        rules.require_owner(principal, w.summary.operator_id, r.lot_id)
         lot_spots = spots.get(r.lot_id, {})
-        if r.spots:
-            if w.summary.detection_type != pb.DETECTION_TYPE_SINGLE_SPACE:
-                raise InvalidArgument(FieldViolation("spots", f"lot {r.lot_id} does not detect single spaces"))
-            unknown = [s for s in r.spots if s not in lot_spots]
-            if unknown:
-                raise InvalidArgument(FieldViolation("spots", f"lot {r.lot_id} has no spot {unknown[0]!r}"
-                                                              + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1
-                                                                 else "")))
+        rules.check_report(r, w.summary, lot_spots)
         state = w.state
-        if r.sequence == state.sequence:
-            return Outcome(pb.ACK_RESULT_DUPLICATE, state.sequence)
-        if r.sequence < state.sequence or (state.observed_at is not None and r.observed_at < state.observed_at):
-            return Outcome(pb.ACK_RESULT_STALE, state.sequence)
+        verdict = rules.sequence_verdict(state, r)
+        if verdict is not None:
+            return Outcome(verdict, state.sequence)
         free = dict(state.free)
         free.update(r.counts)
         if r.spots:
@@ -446,13 +441,11 @@ class ParkingStore:
                     spot_updates.append((r.lot_id, spot_id, status, r.observed_at))
                     outbox.append(OutboxRow(OutboxKind.SPOT_STATUS, r.lot_id, payloads.spot_status(
                         r.lot_id, spot_id, lot_spots[spot_id][0], status, r.observed_at)))
-            for c in CLASSES:
-                if any(sc == c for sc, _ in lot_spots.values()):
-                    free[c] = sum(1 for sc, st in lot_spots.values() if sc == c and st == pb.SPOT_STATUS_FREE)
+            free = rules.free_from_spots(free, lot_spots)
         w.state = _advance(state, w.summary, free, r.sequence, r.observed_at, now, r.closed, r.full_at_entrance)
         w.dirty = True
         outbox.append(OutboxRow(OutboxKind.LOT_DYNAMIC, r.lot_id, payloads.lot_dynamic(w.summary, w.state, now)))
-        return Outcome(pb.ACK_RESULT_ACCEPTED, r.sequence)
+        return Outcome(AckResult.ACCEPTED, r.sequence)
 
     # ----- passages -----------------------------------------------------------------------
 
@@ -463,12 +456,9 @@ class ParkingStore:
             row = (await conn.execute(_LOCK, {"ids": [p.lot_id], "mow": minute_of_week(now)})).first()
             if row is None:
                 raise NotFound(f"lot {p.lot_id} does not exist")
-            _require_owner(principal, row.operator_id, p.lot_id)
+            rules.require_owner(principal, row.operator_id, p.lot_id)
             summary, state = _summary(row), _state(row)
-            cap = summary.capacity.get(p.space_class, 0)
-            if cap <= 0:
-                raise InvalidArgument(FieldViolation(
-                    "space_class", f"lot {p.lot_id} has no {CLASS_NAMES[p.space_class]} spaces"))
+            rules.check_passage(p, summary)
             inserted = (await conn.execute(text(
                 "INSERT INTO parking_passages (lot_id, passage_id, direction, plate, plate_colour, lane, space_class, "
                 "passed_at, received_at) VALUES (:lot_id, :passage_id, :direction, :plate, :plate_colour, :lane, "
@@ -478,17 +468,9 @@ class ParkingStore:
                 return False, LotView(summary, state), None
             outbox = [OutboxRow(OutboxKind.PASSAGE, p.lot_id, payloads.passage(p, now))]
             changed = None
-            if summary.detection_type == pb.DETECTION_TYPE_BALANCING:
+            if rules.moves_occupancy(summary):
                 # Passages are deltas: a late one still counts, but does not move observed_at back.
-                # Before any count, the lot is taken as empty; an absolute count corrects it.
-                base = state.free.get(p.space_class)
-                base = cap if base is None else base
-                delta = -1 if p.direction == pb.PASSAGE_DIRECTION_ENTRY else 1
-                free = dict(state.free)
-                for c in CLASSES:
-                    if free.get(c) is None and summary.capacity.get(c, 0) > 0:
-                        free[c] = summary.capacity[c]
-                free[p.space_class] = min(cap, max(0, base + delta))
+                free = rules.free_after_passage(state, summary, p)
                 observed = max(state.observed_at, p.passed_at) if state.observed_at else p.passed_at
                 state = _advance(state, summary, free, state.sequence, observed, now, state.closed,
                                  state.full_at_entrance)
@@ -505,43 +487,31 @@ class ParkingStore:
         redacted for this caller."""
         async with self.engine.connect() as conn:
             operator_id = await _lot_operator(conn, lot_id)
-            if principal.role is Role.OPERATOR:
-                _require_owner(principal, operator_id, lot_id)
+            rules.may_read_passages(principal, operator_id, lot_id)
             rows = (await conn.execute(text(
                 f"SELECT {_PASSAGE_COLUMNS} FROM parking_passages WHERE lot_id = :lot_id "
                 "AND (CAST(:since AS timestamptz) IS NULL OR passed_at >= :since) "
                 "AND (:after = 0 OR (passed_at, id) < (SELECT a.passed_at, a.id FROM parking_passages a "
                 "WHERE a.id = :after)) ORDER BY passed_at DESC, id DESC LIMIT :n"),
                 {"lot_id": lot_id, "since": since, "after": after_id, "n": n})).all()
-        redact = not (principal.role is Role.POLICE or principal.is_operator(operator_id))
+        redact = not rules.sees_plates(principal, operator_id)
         return [(r.id, _passage_record(r)) for r in rows], redact
 
     async def amend_passage(self, principal: Principal, a: PassageAmendment, now: datetime) -> PassageRecord:
         """Corrects or voids a recorded passage and writes its correction/void record to the outbox in the same
         transaction. Availability is left as it is (see the rpc's comment)."""
         async with self.engine.begin() as conn:
-            _require_owner(principal, await _lot_operator(conn, a.lot_id), a.lot_id)
+            rules.require_owner(principal, await _lot_operator(conn, a.lot_id), a.lot_id)
             row = (await conn.execute(text(
                 f"SELECT {_PASSAGE_COLUMNS} FROM parking_passages WHERE lot_id = :lot_id AND passage_id = :passage_id "
                 "FOR UPDATE"), {"lot_id": a.lot_id, "passage_id": a.passage_id})).first()
             if row is None:
                 raise NotFound(f"lot {a.lot_id} has no passage {a.passage_id}")
             current = _passage_record(row)
-            if current.state == pb.PASSAGE_STATE_VOIDED:
-                assert current.amended_at is not None
-                raise FailedPrecondition(f"passage {a.passage_id} of lot {a.lot_id} was voided at "
-                                         f"{current.amended_at.isoformat()}; a void is final")
-            before = current.spec
-            after = before
-            if a.action == pb.PASSAGE_AMEND_ACTION_CORRECT:
-                after = dataclasses.replace(
-                    before, plate=before.plate if a.plate is None else a.plate,
-                    plate_colour=before.plate_colour if a.plate_colour is None else a.plate_colour,
-                    passed_at=before.passed_at if a.passed_at is None else a.passed_at,
-                    lane=before.lane if a.lane is None else a.lane)
-                if after == before:
-                    return current  # nothing to correct (e.g. a retry): nothing written, nothing sent
-            state = pb.PASSAGE_STATE_VOIDED if a.action == pb.PASSAGE_AMEND_ACTION_VOID else pb.PASSAGE_STATE_CORRECTED
+            change = rules.amended(current, a)
+            if change is None:
+                return current  # nothing to correct (e.g. a retry): nothing written, nothing sent
+            before, (after, state) = current.spec, change
             updated = (await conn.execute(text(
                 "UPDATE parking_passages SET plate = :plate, plate_colour = :plate_colour, passed_at = :passed_at, "
                 "lane = :lane, state = :state, revision = revision + 1, amended_at = :now, amend_reason = :reason "
@@ -660,13 +630,3 @@ async def _lot_operator(conn: AsyncConnection, lot_id: str) -> str:
     if operator_id is None:
         raise NotFound(f"lot {lot_id} does not exist")
     return str(operator_id)
-
-
-def _require_owner(principal: Principal, operator_id: str, lot_id: str) -> None:
-    if not principal.is_operator(operator_id):
-        raise PermissionDenied(f"lot {lot_id} belongs to another operator")
-
-
-def _require_owner_or_admin(principal: Principal, operator_id: str, lot_id: str) -> None:
-    if principal.role is not Role.ADMIN:
-        _require_owner(principal, operator_id, lot_id)

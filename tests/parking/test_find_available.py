@@ -23,6 +23,7 @@ from services.parking import convert
 from services.parking.index import LotIndex
 from services.parking.model import FindQuery
 from services.parking.store import ParkingStore
+from services.parking.vocab import SpaceClass
 from tests.conftest import Keys, open_channel, serve_parking
 from tests.parking.conftest import NewLot
 from tests.parking.helpers import lot, report
@@ -405,7 +406,7 @@ async def test_the_index_answers_exactly_what_postgis_answers(resources: Resourc
     for _ in range(40):
         q = FindQuery(small.lat + rng.uniform(-0.01, 0.01), small.lon + rng.uniform(-0.01, 0.01),
                       rng.choice([300.0, 900.0, 2500.0]), rng.choice([1, 5, 20, 200]),
-                      rng.choice([pb.SPACE_CLASS_GENERAL, pb.SPACE_CLASS_EV]), rng.choice([0, 0, 1, 5, 30]),
+                      rng.choice([SpaceClass.GENERAL, SpaceClass.EV]), rng.choice([0, 0, 1, 5, 30]),
                       sorted(set(rng.sample(KINDS, rng.randint(0, 2)))), rng.random() < 0.5,
                       rng.choice([0, 0, 500, 900]))
         now = datetime.now(UTC)

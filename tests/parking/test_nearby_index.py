@@ -20,6 +20,7 @@ from services.parking.feed import STREAM, AvailabilityFeed
 from services.parking.index import LotIndex
 from services.parking.model import FindQuery
 from services.parking.store import ParkingStore
+from services.parking.vocab import SpaceClass
 from tests.conftest import Keys
 from tests.parking.conftest import NewLot, Stub
 from tests.parking.helpers import free_of, lot, report
@@ -155,7 +156,7 @@ async def test_the_index_reloads_after_losing_redis(stub: Stub, keys: Keys, new_
 
 async def test_an_unsynced_index_leaves_the_answer_to_postgis(resources: Resources) -> None:
     index = LotIndex(ParkingStore(resources.engine))
-    query = FindQuery(0.0, 0.0, 1000.0, 20, pb.SPACE_CLASS_GENERAL, 0, [], False, 0)
+    query = FindQuery(0.0, 0.0, 1000.0, 20, SpaceClass.GENERAL, 0, [], False, 0)
     assert index.find(query, datetime.now(UTC)) is None
     await index.load()
     assert index.find(query, datetime.now(UTC)) is not None
