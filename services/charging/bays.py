@@ -21,15 +21,15 @@ from datetime import datetime, timedelta
 from itertools import groupby
 
 from prometheus_client import Counter, Gauge
-from v2x.charging.v1 import charging_pb2 as pb
 from v2x.parking.v1 import parking_pb2 as ppb
 
 from services.charging.status import VEHICLE_CONNECTED
 from services.charging.store import BayCondition, BayLink, ChargingStore
+from services.charging.vocab import BayFlagKind, ConnectorStatus
 from services.common.tasks import every
 
 log = logging.getLogger("v2x.charging.bays")
-S = pb.ConnectorStatus
+S = ConnectorStatus
 RAISED = Counter("v2x_charging_bay_flags_raised_total", "EV bay flags raised", ["kind"])
 CLEARED = Counter("v2x_charging_bay_flags_cleared_total", "EV bay flags cleared")
 OPEN = Gauge("v2x_charging_bay_flags_open", "EV bay flags open after the last check", ["kind"])
@@ -55,16 +55,16 @@ def failing_checks(links: Sequence[BayLink], now: datetime, idle_grace: timedelt
             continue
         fresh = [c for c in bay if _fresh(c.expires_at, now)]
         if spot.spot_status == ppb.SPOT_STATUS_OCCUPIED and len(fresh) == len(bay) and all(
-                c.status == S.CONNECTOR_STATUS_AVAILABLE for c in bay):
+                c.status == S.AVAILABLE for c in bay):
             since = _latest(spot.spot_since, *(c.status_since for c in bay))
             if since is not None and now - since >= idle_grace:
-                out.append(BayCondition(pb.BAY_FLAG_KIND_NON_CHARGING_VEHICLE, spot.operator_id, spot.station_id,
-                                        spot.connector_id, lot_id, spot_id, S.CONNECTOR_STATUS_AVAILABLE, since))
+                out.append(BayCondition(BayFlagKind.NON_CHARGING_VEHICLE, spot.operator_id, spot.station_id,
+                                        spot.connector_id, lot_id, spot_id, S.AVAILABLE, since))
         if spot.spot_status == ppb.SPOT_STATUS_FREE:
             for c in fresh:
                 since = _latest(spot.spot_since, c.status_since)
                 if c.status in VEHICLE_CONNECTED and since is not None and now - since >= fault_grace:
-                    out.append(BayCondition(pb.BAY_FLAG_KIND_CHARGING_WHILE_SPOT_FREE, c.operator_id, c.station_id,
+                    out.append(BayCondition(BayFlagKind.CHARGING_WHILE_SPOT_FREE, c.operator_id, c.station_id,
                                             c.connector_id, lot_id, spot_id, c.status, since))
                     break
     return out
@@ -88,13 +88,18 @@ class BayChecker:
             return None
         raised, cleared = synced
         for c in raised:
-            RAISED.labels(pb.BayFlagKind.Name(c.kind)).inc()  # type: ignore[arg-type]
+            RAISED.labels(_label(c.kind)).inc()
         CLEARED.inc(cleared)
-        for kind in (pb.BAY_FLAG_KIND_NON_CHARGING_VEHICLE, pb.BAY_FLAG_KIND_CHARGING_WHILE_SPOT_FREE):
-            OPEN.labels(pb.BayFlagKind.Name(kind)).set(sum(1 for c in conditions if c.kind == kind))
+        for kind in BayFlagKind:
+            OPEN.labels(_label(kind)).set(sum(1 for c in conditions if c.kind == kind))
         if raised:
             log.info("bay flags raised", extra={"raised": len(raised), "cleared": cleared})
         return synced
 
     async def run(self) -> None:
         await every(self.interval_s, self.check, "bay check", log)
+
+
+def _label(kind: int) -> str:
+    """A flag kind as the metrics name it (the proto's name, e.g. BAY_FLAG_KIND_NON_CHARGING_VEHICLE)."""
+    return f"BAY_FLAG_KIND_{BayFlagKind(kind).name}"

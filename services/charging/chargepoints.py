@@ -38,11 +38,11 @@ from ocpp.v201 import call_result as result201
 from ocpp.v201 import datatypes as types201
 from ocpp.v201.enums import Action as Action201
 from ocpp.v201.enums import AuthorizationStatusEnumType, RegistrationStatusEnumType
-from v2x.charging.v1 import charging_pb2 as pb
 
 from services.charging import mapping
 from services.charging.model import MeterSample, OcppConnector, Report
 from services.charging.status import clamp_ocpp_time, ocpp_ttl_s
+from services.charging.vocab import ConnectorErrorCode, ConnectorStatus, OcppProtocol, StatusSource
 
 if TYPE_CHECKING:
     from services.charging.store import ChargePointAuth, ChargingStore
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("v2x.charging.ocpp")
 F = TypeVar("F", bound=Callable[..., Any])
-S = pb.ConnectorStatus
+S = ConnectorStatus
 ENERGY = "Energy.Active.Import.Register"
 POWER = "Power.Active.Import"
 SOC = "SoC"
@@ -215,8 +215,8 @@ class _Common:
 
 
 class ChargePoint16(_Common, ChargePoint16Base):  # type: ignore[misc]
-    protocol = pb.OCPP_PROTOCOL_OCPP16J
-    source = pb.STATUS_SOURCE_OCPP16
+    protocol = OcppProtocol.OCPP16J
+    source = StatusSource.OCPP16
 
     @handles(Action16.boot_notification)
     async def on_boot_notification(self, charge_point_vendor: str, charge_point_model: str,
@@ -279,8 +279,8 @@ class ChargePoint16(_Common, ChargePoint16Base):  # type: ignore[misc]
 
 
 class ChargePoint201(_Common, ChargePoint201Base):  # type: ignore[misc]
-    protocol = pb.OCPP_PROTOCOL_OCPP201
-    source = pb.STATUS_SOURCE_OCPP201
+    protocol = OcppProtocol.OCPP201
+    source = StatusSource.OCPP201
 
     @handles(Action201.boot_notification)
     async def on_boot_notification(self, charging_station: dict[str, Any], reason: str, **_: Any) -> Any:
@@ -299,7 +299,7 @@ class ChargePoint201(_Common, ChargePoint201Base):  # type: ignore[misc]
                                      **_: Any) -> Any:
         at = parse_time(timestamp, "timestamp")
         target = await self._target(evse_id, connector_id)
-        await self._report(target, mapping.ocpp201_status(connector_status), pb.CONNECTOR_ERROR_CODE_NO_ERROR, "",
+        await self._report(target, mapping.ocpp201_status(connector_status), ConnectorErrorCode.NO_ERROR, "",
                            at)
         return result201.StatusNotification()
 
@@ -334,9 +334,9 @@ class ChargePoint201(_Common, ChargePoint201Base):  # type: ignore[misc]
             ev_gone = (trigger_reason in _EV_GONE_TRIGGERS
                        or transaction_info.get("stopped_reason") in _EV_GONE_REASONS)
             if not ev_gone:
-                await self._report(target, S.CONNECTOR_STATUS_FINISHING, pb.CONNECTOR_ERROR_CODE_NO_ERROR, "", at)
+                await self._report(target, S.FINISHING, ConnectorErrorCode.NO_ERROR, "", at)
         elif state in mapping.OCPP201_CHARGING_STATE and state != "Idle":
-            await self._report(target, mapping.OCPP201_CHARGING_STATE[state], pb.CONNECTOR_ERROR_CODE_NO_ERROR, "",
+            await self._report(target, mapping.OCPP201_CHARGING_STATE[state], ConnectorErrorCode.NO_ERROR, "",
                                at)
         if id_token:
             return result201.TransactionEvent(

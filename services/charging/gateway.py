@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 
 import ocpp.messages
 from prometheus_client import Counter, Gauge
-from v2x.charging.v1 import charging_pb2 as pb
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidHeader, NegotiationError
 from websockets.headers import build_www_authenticate_basic, parse_authorization_basic
@@ -37,6 +36,7 @@ from services.charging.chargepoints import ChargePoint16, ChargePoint201, Sessio
 from services.charging.feed import ChargingFeed
 from services.charging.passwords import check_password
 from services.charging.store import ChargePointAuth, ChargingStore
+from services.charging.vocab import OcppProtocol
 from services.charging.writer import StatusWriter
 
 # The OCPP schemas are tiny: validating in the event loop (~40 us) beats the package's default hop to
@@ -44,8 +44,8 @@ from services.charging.writer import StatusWriter
 ocpp.messages.ASYNC_VALIDATION = False
 
 log = logging.getLogger("v2x.charging.gateway")
-SUBPROTOCOLS: dict[int, Subprotocol] = {pb.OCPP_PROTOCOL_OCPP16J: Subprotocol("ocpp1.6"),
-                                        pb.OCPP_PROTOCOL_OCPP201: Subprotocol("ocpp2.0.1")}
+SUBPROTOCOLS: dict[int, Subprotocol] = {OcppProtocol.OCPP16J: Subprotocol("ocpp1.6"),
+                                        OcppProtocol.OCPP201: Subprotocol("ocpp2.0.1")}
 PATH = re.compile(r"/ocpp/([A-Za-z0-9._-]{1,48})")
 REALM = "v2x OCPP"
 CONNECTED = Gauge("v2x_charging_ocpp_connected", "Charge points connected to this gateway")
@@ -174,7 +174,7 @@ class OcppGateway:
         if old is not None:
             log.info("charge point reconnected; closing its old connection", extra={"charge_point": auth.id})
             self._close_soon(old, "replaced by a new connection")
-        cls = ChargePoint16 if ws.subprotocol == SUBPROTOCOLS[pb.OCPP_PROTOCOL_OCPP16J] else ChargePoint201
+        cls = ChargePoint16 if ws.subprotocol == SUBPROTOCOLS[OcppProtocol.OCPP16J] else ChargePoint201
         cp = cls(auth.id, ws, self.session_context, auth, await self.store.ocpp_connectors(auth.id))
         now = self.clock()
         await self.store.charge_point_connected(auth.id, True, now)

@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from v2x.charging.v1 import charging_pb2 as pb
+from services.charging.vocab import ConnectorErrorCode, ConnectorStatus
 
-S = pb.ConnectorStatus
-E = pb.ConnectorErrorCode
+S = ConnectorStatus
+E = ConnectorErrorCode
 
 
 def _frozen(table: dict[str, int]) -> Mapping[str, int]:
@@ -28,86 +28,86 @@ def _frozen(table: dict[str, int]) -> Mapping[str, int]:
 # ----- OCPP 1.6 --------------------------------------------------------------------------------
 
 OCPP16_STATUS: Mapping[str, int] = _frozen({
-    "Available": S.CONNECTOR_STATUS_AVAILABLE,
-    "Preparing": S.CONNECTOR_STATUS_PREPARING,
-    "Charging": S.CONNECTOR_STATUS_CHARGING,
-    "SuspendedEVSE": S.CONNECTOR_STATUS_SUSPENDED_EVSE,
-    "SuspendedEV": S.CONNECTOR_STATUS_SUSPENDED_EV,
-    "Finishing": S.CONNECTOR_STATUS_FINISHING,
-    "Reserved": S.CONNECTOR_STATUS_RESERVED,
-    "Unavailable": S.CONNECTOR_STATUS_UNAVAILABLE,
-    "Faulted": S.CONNECTOR_STATUS_FAULTED,
+    "Available": S.AVAILABLE,
+    "Preparing": S.PREPARING,
+    "Charging": S.CHARGING,
+    "SuspendedEVSE": S.SUSPENDED_EVSE,
+    "SuspendedEV": S.SUSPENDED_EV,
+    "Finishing": S.FINISHING,
+    "Reserved": S.RESERVED,
+    "Unavailable": S.UNAVAILABLE,
+    "Faulted": S.FAULTED,
 })
 
 OCPP16_ERROR: Mapping[str, int] = _frozen({
-    "ConnectorLockFailure": E.CONNECTOR_ERROR_CODE_CONNECTOR_LOCK_FAILURE,
-    "EVCommunicationError": E.CONNECTOR_ERROR_CODE_EV_COMMUNICATION_ERROR,
-    "GroundFailure": E.CONNECTOR_ERROR_CODE_GROUND_FAILURE,
-    "HighTemperature": E.CONNECTOR_ERROR_CODE_HIGH_TEMPERATURE,
-    "InternalError": E.CONNECTOR_ERROR_CODE_INTERNAL_ERROR,
-    "LocalListConflict": E.CONNECTOR_ERROR_CODE_LOCAL_LIST_CONFLICT,
-    "NoError": E.CONNECTOR_ERROR_CODE_NO_ERROR,
-    "OtherError": E.CONNECTOR_ERROR_CODE_OTHER_ERROR,
-    "OverCurrentFailure": E.CONNECTOR_ERROR_CODE_OVER_CURRENT_FAILURE,
-    "PowerMeterFailure": E.CONNECTOR_ERROR_CODE_POWER_METER_FAILURE,
-    "PowerSwitchFailure": E.CONNECTOR_ERROR_CODE_POWER_SWITCH_FAILURE,
-    "ReaderFailure": E.CONNECTOR_ERROR_CODE_READER_FAILURE,
-    "ResetFailure": E.CONNECTOR_ERROR_CODE_RESET_FAILURE,
-    "UnderVoltage": E.CONNECTOR_ERROR_CODE_UNDER_VOLTAGE,
-    "OverVoltage": E.CONNECTOR_ERROR_CODE_OVER_VOLTAGE,
-    "WeakSignal": E.CONNECTOR_ERROR_CODE_WEAK_SIGNAL,
+    "ConnectorLockFailure": E.CONNECTOR_LOCK_FAILURE,
+    "EVCommunicationError": E.EV_COMMUNICATION_ERROR,
+    "GroundFailure": E.GROUND_FAILURE,
+    "HighTemperature": E.HIGH_TEMPERATURE,
+    "InternalError": E.INTERNAL_ERROR,
+    "LocalListConflict": E.LOCAL_LIST_CONFLICT,
+    "NoError": E.NO_ERROR,
+    "OtherError": E.OTHER_ERROR,
+    "OverCurrentFailure": E.OVER_CURRENT_FAILURE,
+    "PowerMeterFailure": E.POWER_METER_FAILURE,
+    "PowerSwitchFailure": E.POWER_SWITCH_FAILURE,
+    "ReaderFailure": E.READER_FAILURE,
+    "ResetFailure": E.RESET_FAILURE,
+    "UnderVoltage": E.UNDER_VOLTAGE,
+    "OverVoltage": E.OVER_VOLTAGE,
+    "WeakSignal": E.WEAK_SIGNAL,
 })
 
 # ----- OCPP 2.0.1 ------------------------------------------------------------------------------
 
 OCPP201_STATUS: Mapping[str, int] = _frozen({
-    "Available": S.CONNECTOR_STATUS_AVAILABLE,
-    "Occupied": S.CONNECTOR_STATUS_OCCUPIED,
-    "Reserved": S.CONNECTOR_STATUS_RESERVED,
-    "Unavailable": S.CONNECTOR_STATUS_UNAVAILABLE,
-    "Faulted": S.CONNECTOR_STATUS_FAULTED,
+    "Available": S.AVAILABLE,
+    "Occupied": S.OCCUPIED,
+    "Reserved": S.RESERVED,
+    "Unavailable": S.UNAVAILABLE,
+    "Faulted": S.FAULTED,
 })
 
 # TransactionEvent.transactionInfo.chargingState: what a 2.0.1 charger says about a session in progress.
 # Idle = a transaction is open but no vehicle is connected yet (1.6 Preparing); EVConnected = plugged
 # in, no energy flowing and neither side suspending (in use, no finer detail).
 OCPP201_CHARGING_STATE: Mapping[str, int] = _frozen({
-    "Charging": S.CONNECTOR_STATUS_CHARGING,
-    "EVConnected": S.CONNECTOR_STATUS_OCCUPIED,
-    "SuspendedEV": S.CONNECTOR_STATUS_SUSPENDED_EV,
-    "SuspendedEVSE": S.CONNECTOR_STATUS_SUSPENDED_EVSE,
-    "Idle": S.CONNECTOR_STATUS_PREPARING,
+    "Charging": S.CHARGING,
+    "EVConnected": S.OCCUPIED,
+    "SuspendedEV": S.SUSPENDED_EV,
+    "SuspendedEVSE": S.SUSPENDED_EVSE,
+    "Idle": S.PREPARING,
 })
 
 # ----- OCPI 2.2.1 ------------------------------------------------------------------------------
 
 OCPI_TO_CANONICAL: Mapping[str, int] = _frozen({
-    "AVAILABLE": S.CONNECTOR_STATUS_AVAILABLE,
-    "BLOCKED": S.CONNECTOR_STATUS_BLOCKED,
-    "CHARGING": S.CONNECTOR_STATUS_CHARGING,
-    "INOPERATIVE": S.CONNECTOR_STATUS_UNAVAILABLE,
-    "OUT_OF_ORDER": S.CONNECTOR_STATUS_FAULTED,
-    "PLANNED": S.CONNECTOR_STATUS_UNAVAILABLE,
-    "REMOVED": S.CONNECTOR_STATUS_UNAVAILABLE,
-    "RESERVED": S.CONNECTOR_STATUS_RESERVED,
-    "UNKNOWN": S.CONNECTOR_STATUS_UNKNOWN,
+    "AVAILABLE": S.AVAILABLE,
+    "BLOCKED": S.BLOCKED,
+    "CHARGING": S.CHARGING,
+    "INOPERATIVE": S.UNAVAILABLE,
+    "OUT_OF_ORDER": S.FAULTED,
+    "PLANNED": S.UNAVAILABLE,
+    "REMOVED": S.UNAVAILABLE,
+    "RESERVED": S.RESERVED,
+    "UNKNOWN": S.UNKNOWN,
 })
 
 # OCPI has one in-use status: every canonical session state is CHARGING there (OCPI 2.2.1 defines
 # CHARGING as "the EVSE is in use").
 CANONICAL_TO_OCPI: Mapping[int, str] = MappingProxyType({
-    S.CONNECTOR_STATUS_AVAILABLE: "AVAILABLE",
-    S.CONNECTOR_STATUS_OCCUPIED: "CHARGING",
-    S.CONNECTOR_STATUS_PREPARING: "CHARGING",
-    S.CONNECTOR_STATUS_CHARGING: "CHARGING",
-    S.CONNECTOR_STATUS_SUSPENDED_EV: "CHARGING",
-    S.CONNECTOR_STATUS_SUSPENDED_EVSE: "CHARGING",
-    S.CONNECTOR_STATUS_FINISHING: "CHARGING",
-    S.CONNECTOR_STATUS_RESERVED: "RESERVED",
-    S.CONNECTOR_STATUS_BLOCKED: "BLOCKED",
-    S.CONNECTOR_STATUS_UNAVAILABLE: "INOPERATIVE",
-    S.CONNECTOR_STATUS_FAULTED: "OUT_OF_ORDER",
-    S.CONNECTOR_STATUS_UNKNOWN: "UNKNOWN",
+    S.AVAILABLE: "AVAILABLE",
+    S.OCCUPIED: "CHARGING",
+    S.PREPARING: "CHARGING",
+    S.CHARGING: "CHARGING",
+    S.SUSPENDED_EV: "CHARGING",
+    S.SUSPENDED_EVSE: "CHARGING",
+    S.FINISHING: "CHARGING",
+    S.RESERVED: "RESERVED",
+    S.BLOCKED: "BLOCKED",
+    S.UNAVAILABLE: "INOPERATIVE",
+    S.FAULTED: "OUT_OF_ORDER",
+    S.UNKNOWN: "UNKNOWN",
 })
 
 

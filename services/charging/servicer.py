@@ -12,7 +12,7 @@ from grpc import aio
 from v2x.charging.v1 import charging_pb2 as pb
 from v2x.charging.v1 import charging_pb2_grpc
 
-from services.charging import convert, passwords
+from services.charging import convert, passwords, rules
 from services.charging.answers import AnswerCache
 from services.charging.feed import ChargingFeed
 from services.charging.gateway import OcppGateway
@@ -23,7 +23,7 @@ from services.charging.writer import MAX_BATCH, StatusWriter
 from services.common import paging
 from services.common.cancellation import finish
 from services.common.config import Settings
-from services.common.errors import DomainError, FieldViolation, InvalidArgument, PermissionDenied
+from services.common.errors import DomainError, FieldViolation, InvalidArgument
 from services.common.principal import Principal, Role, current_principal
 from services.common.stream_batches import batches
 from services.common.validation import ID_RE
@@ -155,8 +155,8 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         operator = None
         if principal.role is Role.OPERATOR:
             operator = principal.scope
-            if station is not None and await self.store.station_operator(station) != operator:
-                raise PermissionDenied(f"station {station} belongs to another operator")
+            if station is not None:
+                rules.require_owner(principal, await self.store.station_operator(station), f"station {station}")
         flags, counts = await self.store.list_bay_flags(
             BayFlagFilter(operator, station, lot, kinds, request.open_only), after, page.size + 1)
         out = pb.ListBayFlagsResponse(flags=[convert.bay_flag_proto(f) for f in flags[:page.size]],

@@ -11,29 +11,27 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from v2x.charging.v1 import charging_pb2 as pb
-
 from services.charging.model import ConnectorState, Report
+from services.charging.vocab import AckResult, ConnectorErrorCode, ConnectorStatus, StatusSource
 
-S = pb.ConnectorStatus
+S = ConnectorStatus
 DEFAULT_TTL_S = 300
 HEARTBEATS_TO_OFFLINE = 3
-OCPP_SOURCES = frozenset({pb.STATUS_SOURCE_OCPP16, pb.STATUS_SOURCE_OCPP201})
+OCPP_SOURCES = frozenset({StatusSource.OCPP16, StatusSource.OCPP201})
 
 # Statuses in which a vehicle is plugged in and a session is open or ending.
-IN_SESSION = frozenset({S.CONNECTOR_STATUS_OCCUPIED, S.CONNECTOR_STATUS_PREPARING, S.CONNECTOR_STATUS_CHARGING,
-                        S.CONNECTOR_STATUS_SUSPENDED_EV, S.CONNECTOR_STATUS_SUSPENDED_EVSE,
-                        S.CONNECTOR_STATUS_FINISHING})
+IN_SESSION = frozenset({S.OCCUPIED, S.PREPARING, S.CHARGING,
+                        S.SUSPENDED_EV, S.SUSPENDED_EVSE,
+                        S.FINISHING})
 # Statuses that say a vehicle is connected and drawing (or about to draw) energy right now: a parking
 # spot under such a connector cannot be free.
-VEHICLE_CONNECTED = frozenset({S.CONNECTOR_STATUS_CHARGING, S.CONNECTOR_STATUS_SUSPENDED_EV,
-                               S.CONNECTOR_STATUS_SUSPENDED_EVSE})
+VEHICLE_CONNECTED = frozenset({S.CHARGING, S.SUSPENDED_EV,
+                               S.SUSPENDED_EVSE})
 # What may be written (UNKNOWN is derived, never reported).
-WRITABLE = frozenset(v.number for v in S.DESCRIPTOR.values) - {S.CONNECTOR_STATUS_UNSPECIFIED,
-                                                                 S.CONNECTOR_STATUS_UNKNOWN}
+WRITABLE = frozenset(S) - {S.UNKNOWN}
 
-EMPTY = ConnectorState(status=S.CONNECTOR_STATUS_UNKNOWN, error_code=pb.CONNECTOR_ERROR_CODE_NO_ERROR, info="",
-                       source=pb.STATUS_SOURCE_UNSPECIFIED, observed_at=None, received_at=None, status_since=None,
+EMPTY = ConnectorState(status=S.UNKNOWN, error_code=ConnectorErrorCode.NO_ERROR, info="",
+                       source=0, observed_at=None, received_at=None, status_since=None,
                        ttl_s=0, expires_at=None)
 
 
@@ -55,19 +53,19 @@ def judge(stored: ConnectorState, r: Report, status: int) -> int:
     """ACCEPTED, STALE (observed before the stored reading) or DUPLICATE (the same reading again).
     `status` is what the report stands for (see `refine`)."""
     if stored.observed_at is None:
-        return pb.ACK_RESULT_ACCEPTED
+        return AckResult.ACCEPTED
     if r.observed_at < stored.observed_at:
-        return pb.ACK_RESULT_STALE
+        return AckResult.STALE
     if (r.observed_at == stored.observed_at and status == stored.status and r.error_code == stored.error_code
             and r.info == stored.info):
-        return pb.ACK_RESULT_DUPLICATE
-    return pb.ACK_RESULT_ACCEPTED
+        return AckResult.DUPLICATE
+    return AckResult.ACCEPTED
 
 
 def refine(stored: ConnectorState, r: Report, now: datetime) -> int:
     """The status a report stands for. OCPP 2.0.1 StatusNotification only knows Occupied; a live finer
     session state learnt from TransactionEvent (e.g. CHARGING) is kept rather than coarsened."""
-    if (r.source == pb.STATUS_SOURCE_OCPP201 and r.status == S.CONNECTOR_STATUS_OCCUPIED
+    if (r.source == StatusSource.OCPP201 and r.status == S.OCCUPIED
             and stored.status in IN_SESSION and stored.is_fresh(now)):
         return stored.status
     return r.status
@@ -85,7 +83,7 @@ def advance(stored: ConnectorState, r: Report, status: int, ttl_s: int, now: dat
 
 def visible_status(state: ConnectorState, now: datetime) -> int:
     """What readers see: the stored status while fresh, UNKNOWN otherwise."""
-    return state.status if state.is_fresh(now) else S.CONNECTOR_STATUS_UNKNOWN
+    return state.status if state.is_fresh(now) else S.UNKNOWN
 
 
 def clamp_ocpp_time(at: datetime | None, now: datetime) -> datetime:

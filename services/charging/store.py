@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from v2x.charging.v1 import charging_pb2 as pb
 
-from services.charging import payloads
+from services.charging import payloads, rules
 from services.charging.model import (
     BayFlag,
     BayFlagCount,
@@ -42,7 +42,8 @@ from services.charging.model import (
     StationRecord,
     StationSpec,
 )
-from services.charging.status import OCPP_SOURCES, advance, judge, refine
+from services.charging.status import advance, judge, refine
+from services.charging.vocab import AckResult, ConnectorStatus, OcppProtocol
 from services.common.errors import (
     Aborted,
     AlreadyExists,
@@ -51,13 +52,12 @@ from services.common.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
 )
 from services.common.outbox import OutboxKind, OutboxRow, write_outbox
-from services.common.principal import Principal, Role
+from services.common.principal import Principal
 from services.common.rawsql import fetch, positional
 
-S = pb.ConnectorStatus
+S = ConnectorStatus
 
 # When a connector's reading expires (see status.py): OCPP readings live while the charge point is heard from.
 _EXPIRES = """CASE WHEN st.observed_at IS NULL THEN NULL
@@ -350,10 +350,7 @@ class ChargingStore:
                 {"id": spec.id})).first()
             if current is None:
                 raise NotFound(f"station {spec.id} does not exist")
-            if principal.role is not Role.ADMIN:
-                _require_owner(principal, current.operator_id, f"station {spec.id}")
-                if spec.operator_id != current.operator_id:
-                    raise PermissionDenied("only an admin can move a station to another operator")
+            rules.may_update_station(principal, spec.id, current.operator_id, spec.operator_id)
             if expected_version and expected_version != current.version:
                 raise Aborted(f"station {spec.id} is at version {current.version}, not {expected_version}: re-read it")
             await self._check_links(conn, spec)
@@ -455,7 +452,7 @@ class ChargingStore:
             working: dict[str, _Working] = {}
             for row in (await conn.execute(_LOCK, {"ids": ids})).all():
                 state = _state(row)
-                announced = ((S.CONNECTOR_STATUS_UNKNOWN, 0) if row.expiry_announced or state.observed_at is None
+                announced = ((S.UNKNOWN, 0) if row.expiry_announced or state.observed_at is None
                              else (state.status, state.error_code))
                 working[row.id] = _Working(row, state, announced)
             outcomes: list[Outcome] = []
@@ -464,7 +461,7 @@ class ChargingStore:
                 try:
                     outcomes.append(_apply_one(r, working, now, outbox))
                 except DomainError as exc:
-                    outcomes.append(Outcome(pb.ACK_RESULT_REJECTED, None, exc))
+                    outcomes.append(Outcome(AckResult.REJECTED, None, exc))
             changed = [w for w in working.values() if w.dirty]
             if changed:
                 cols: dict[str, list[Any]] = {k: [] for k in (
@@ -496,7 +493,7 @@ class ChargingStore:
                 "UPDATE charging_connector_state SET expiry_announced = true WHERE connector_id = ANY(:ids)"),
                 {"ids": [r.id for r in rows]})
             await write_outbox(conn, [OutboxRow(OutboxKind.CHARGER_STATUS, r.station_id, _payload(
-                r, S.CONNECTOR_STATUS_UNKNOWN, r.error_code, "", r.observed_at, now, expired=True)) for r in rows])
+                r, S.UNKNOWN, r.error_code, "", r.observed_at, now, expired=True)) for r in rows])
         return [_view(r) for r in rows]
 
     # ----- queries ------------------------------------------------------------------------
@@ -545,10 +542,10 @@ class ChargingStore:
             if not driven:
                 raise FailedPrecondition(f"station {station_id} has no EVSE driven by charge point {cp_id} "
                                          "(set evses[].charge_point_id first)")
-            if protocol == pb.OCPP_PROTOCOL_OCPP16J and any(r.ocpp_evse_id != 0 for r in driven):
+            if protocol == OcppProtocol.OCPP16J and any(r.ocpp_evse_id != 0 for r in driven):
                 raise FailedPrecondition(f"an OCPP 1.6 charge point has no EVSE ids: set ocpp_evse_id = 0 on the "
                                          f"EVSEs of {cp_id}")
-            if protocol == pb.OCPP_PROTOCOL_OCPP201 and any(r.ocpp_evse_id < 1 for r in driven):
+            if protocol == OcppProtocol.OCPP201 and any(r.ocpp_evse_id < 1 for r in driven):
                 raise FailedPrecondition(f"an OCPP 2.0.1 charge point numbers its EVSEs from 1: set ocpp_evse_id "
                                          f"on the EVSEs of {cp_id}")
             row = (await conn.execute(text(
@@ -741,15 +738,11 @@ def _apply_one(r: Report, working: dict[str, _Working], now: datetime, outbox: l
     if w is None:
         raise NotFound(f"connector {r.connector_id} does not exist")
     row = w.row
-    if r.source in OCPP_SOURCES:
-        if row.charge_point_id != r.actor:
-            raise PermissionDenied(f"connector {r.connector_id} is not driven by charge point {r.actor}")
-    elif row.operator_id != r.actor:
-        raise PermissionDenied(f"connector {r.connector_id} belongs to another operator")
+    rules.may_report(r.connector_id, r.source, r.actor, row.operator_id, row.charge_point_id)
     stored = w.state
     status = refine(stored, r, now)
     result = judge(stored, r, status)
-    if result != pb.ACK_RESULT_ACCEPTED:
+    if result != AckResult.ACCEPTED:
         return Outcome(result, stored)
     ttl = r.ttl_s or row.status_ttl_s
     w.state = advance(stored, r, status, ttl, now, row.cp_last_seen)
@@ -784,8 +777,3 @@ def plug_mask(standards: Iterable[int]) -> int:
     for s in standards:
         mask |= 1 << s
     return mask
-
-
-def _require_owner(principal: Principal, operator_id: str, what: str) -> None:
-    if not principal.is_operator(operator_id):
-        raise PermissionDenied(f"{what} belongs to another operator")

@@ -7,13 +7,15 @@ from collections.abc import Iterable, Mapping
 
 from v2x.idps.v1 import idps_pb2 as pb
 
-REPORTED: int = pb.INCIDENT_STATUS_REPORTED
-CONFIRMED: int = pb.INCIDENT_STATUS_CONFIRMED
-DISPATCHED: int = pb.INCIDENT_STATUS_DISPATCHED
-ON_SCENE: int = pb.INCIDENT_STATUS_ON_SCENE
-CLEARED: int = pb.INCIDENT_STATUS_CLEARED
-CLOSED: int = pb.INCIDENT_STATUS_CLOSED
-FALSE_ALARM: int = pb.INCIDENT_STATUS_FALSE_ALARM
+from services.idps.vocab import IncidentStatus, LaneState, Severity
+
+REPORTED: int = IncidentStatus.REPORTED
+CONFIRMED: int = IncidentStatus.CONFIRMED
+DISPATCHED: int = IncidentStatus.DISPATCHED
+ON_SCENE: int = IncidentStatus.ON_SCENE
+CLEARED: int = IncidentStatus.CLEARED
+CLOSED: int = IncidentStatus.CLOSED
+FALSE_ALARM: int = IncidentStatus.FALSE_ALARM
 
 OPEN: frozenset[int] = frozenset({REPORTED, CONFIRMED, DISPATCHED, ON_SCENE})
 TERMINAL: frozenset[int] = frozenset({CLOSED, FALSE_ALARM})
@@ -35,13 +37,13 @@ REOPEN_TARGETS: frozenset[int] = frozenset({CONFIRMED, DISPATCHED, ON_SCENE})
 # The status a cleared incident goes back to when a new report reactivates it.
 REACTIVATED_STATUS: int = CONFIRMED
 
-MINOR: int = pb.SEVERITY_MINOR
-NORMAL: int = pb.SEVERITY_NORMAL
-MAJOR: int = pb.SEVERITY_MAJOR
+MINOR: int = Severity.MINOR
+NORMAL: int = Severity.NORMAL
+MAJOR: int = Severity.MAJOR
 
-FREE: int = pb.LANE_STATE_FREE
-BLOCKED: int = pb.LANE_STATE_BLOCKED
-AFFECTED: int = pb.LANE_STATE_AFFECTED
+FREE: int = LaneState.FREE
+BLOCKED: int = LaneState.BLOCKED
+AFFECTED: int = LaneState.AFFECTED
 
 
 def transition_error(current: int, target: int, cleared_age_s: float | None, reopen_window_s: float) -> str | None:

@@ -21,7 +21,6 @@ from typing import Any
 import asyncpg
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from v2x.idps.v1 import idps_pb2 as pb
 
 from services.common.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from services.common.geo import Area
@@ -41,6 +40,7 @@ from services.idps.model import (
     UpdateSpec,
 )
 from services.idps.settings import IdpsSettings
+from services.idps.vocab import AuditAction, LinkKind
 
 SNAPSHOT_LIMIT = 50_000
 SYSTEM = "system"
@@ -265,15 +265,15 @@ class _Batch:
             inc = aggregate.open_incident(aggregate.new_id("I"), r, now)
             pool[inc.id] = inc
             self.touched[inc.id] = True
-            audit = (pb.AUDIT_ACTION_CREATED, 0, inc.status, f"opened by {lifecycle.type_name(r.type)} report")
-            link, before, reactivated = pb.LINK_KIND_OPENED, None, False
+            audit = (AuditAction.CREATED, 0, inc.status, f"opened by {lifecycle.type_name(r.type)} report")
+            link, before, reactivated = LinkKind.OPENED, None, False
         else:
             inc, before, from_status = target, target.attrs(), target.status
             details, reactivated = aggregate.join(inc, r, now)
             self.touched.setdefault(inc.id, False)
-            audit = (pb.AUDIT_ACTION_REACTIVATED if reactivated else pb.AUDIT_ACTION_SOURCE_ADDED, from_status,
+            audit = (AuditAction.REACTIVATED if reactivated else AuditAction.SOURCE_ADDED, from_status,
                      inc.status, "; ".join(details))
-            link = pb.LINK_KIND_JOINED
+            link = LinkKind.JOINED
         snap = inc.snapshot()
         self.outcomes.append(ReportOutcome(snap, report_id, opened=before is None, reactivated=reactivated,
                                            changes=(Change(snap, before),)))
@@ -414,7 +414,7 @@ class IdpsStore:
             inc.version += 1
             inc.updated_at = now
             await conn.execute(text(_UPDATE_INCIDENT), _params(inc))
-            await self._audit(conn, inc.id, AuditEntry(inc.version, now, actor, pb.AUDIT_ACTION_TRANSITIONED, note,
+            await self._audit(conn, inc.id, AuditEntry(inc.version, now, actor, AuditAction.TRANSITIONED, note,
                                                        from_status, target))
             return Change(inc, before)
 
@@ -454,7 +454,7 @@ class IdpsStore:
             inc.version += 1
             inc.updated_at = now
             await conn.execute(text(_UPDATE_INCIDENT), _params(inc))
-            await self._audit(conn, inc.id, AuditEntry(inc.version, now, actor, pb.AUDIT_ACTION_UPDATED, spec.note,
+            await self._audit(conn, inc.id, AuditEntry(inc.version, now, actor, AuditAction.UPDATED, spec.note,
                                                        inc.status, inc.status, "; ".join(details)))
             return Change(inc, before)
 
@@ -479,7 +479,7 @@ class IdpsStore:
                 {"target": target_id, "others": list(other_ids)})).all()
             if moved:
                 await conn.execute(text(_INSERT_LINK), [_link_params(Link(
-                    m.id, pb.LINK_KIND_MERGED, m.was, target_id, now, actor)) for m in moved])
+                    m.id, LinkKind.MERGED, m.was, target_id, now, actor)) for m in moved])
             sources = [_source(r) for r in (await conn.execute(_SOURCES, {"id": target_id})).all()]
             changes: list[Change] = []
             before = target.attrs()
@@ -501,10 +501,10 @@ class IdpsStore:
                 other.source_count, other.version, other.updated_at = 0, other.version + 1, now
                 await conn.execute(text(_UPDATE_INCIDENT), _params(other))
                 await self._audit(conn, other_id, AuditEntry(
-                    other.version, now, actor, pb.AUDIT_ACTION_MERGED, note, other_status, lifecycle.CLOSED,
+                    other.version, now, actor, AuditAction.MERGED, note, other_status, lifecycle.CLOSED,
                     f"merged into {target_id}", related_incident_id=target_id))
                 await self._audit(conn, target_id, AuditEntry(
-                    target.version, now, actor, pb.AUDIT_ACTION_MERGED, note, target.status, target.status,
+                    target.version, now, actor, AuditAction.MERGED, note, target.status, target.status,
                     f"merged {other_id} ({sum(1 for m in moved if m.was == other_id)} sources)",
                     related_incident_id=other_id))
                 changes.append(Change(other, other_before))
@@ -537,7 +537,7 @@ class IdpsStore:
             await conn.execute(text(_INSERT_INCIDENT), _params(new))
             await conn.execute(text("UPDATE idps_reports SET incident_id = :new WHERE id = ANY(:ids)"),
                                {"new": new.id, "ids": [s.report_id for s in go]})
-            await conn.execute(text(_INSERT_LINK), [_link_params(Link(s.report_id, pb.LINK_KIND_SPLIT, incident_id,
+            await conn.execute(text(_INSERT_LINK), [_link_params(Link(s.report_id, LinkKind.SPLIT, incident_id,
                                                                       new.id, now, actor)) for s in go])
             before = inc.attrs()
             aggregate.recompute(inc, stay)
@@ -545,10 +545,10 @@ class IdpsStore:
             inc.updated_at = now
             await conn.execute(text(_UPDATE_INCIDENT), _params(inc))
             moved = ", ".join(s.report_id for s in go)
-            await self._audit(conn, inc.id, AuditEntry(inc.version, now, actor, pb.AUDIT_ACTION_SPLIT, note,
+            await self._audit(conn, inc.id, AuditEntry(inc.version, now, actor, AuditAction.SPLIT, note,
                                                        inc.status, inc.status, f"moved {moved} to {new.id}",
                                                        related_incident_id=new.id))
-            await self._audit(conn, new.id, AuditEntry(1, now, actor, pb.AUDIT_ACTION_SPLIT, note, 0, new.status,
+            await self._audit(conn, new.id, AuditEntry(1, now, actor, AuditAction.SPLIT, note, 0, new.status,
                                                        f"split from {inc.id}: {moved}", related_incident_id=inc.id))
             return Change(inc, before), Change(new, None)
 
@@ -568,7 +568,7 @@ class IdpsStore:
             if changes:
                 await conn.execute(text(_UPDATE_INCIDENT), [_params(c.incident) for c in changes])
                 await conn.execute(text(_INSERT_AUDIT), [_audit_params(c.incident.id, AuditEntry(
-                    c.incident.version, now, SYSTEM, pb.AUDIT_ACTION_AUTO_CLOSED, "", lifecycle.CLEARED,
+                    c.incident.version, now, SYSTEM, AuditAction.AUTO_CLOSED, "", lifecycle.CLEARED,
                     lifecycle.CLOSED, f"cleared more than {self.reopen_s:g} s ago")) for c in changes])
             return changes
 
