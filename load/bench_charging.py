@@ -70,14 +70,14 @@ from v2x.common.v1 import common_pb2 as cpb
 from websockets.asyncio.client import ClientConnection, connect
 
 from services.charging import convert
-from services.charging.answers import AnswerCache
+from services.charging.connector_cache import AnswerCache
 from services.charging.feed import ChargingFeed
+from services.charging.group_commit import MAX_BATCH, StatusWriter
 from services.charging.model import Report
 from services.charging.passwords import hash_password, new_password
 from services.charging.settings import ChargingSettings
 from services.charging.status import ocpp_ttl_s
 from services.charging.store import ChargingStore, plug_mask
-from services.charging.writer import MAX_BATCH, StatusWriter
 from services.common.apikeys import create_key
 from services.common.config import Settings
 from services.common.db import create_engine, migrate

@@ -9,15 +9,15 @@ from datetime import UTC, datetime
 
 from v2x.charging.v1 import charging_pb2
 
-from services.charging.bays import BayChecker
+from services.charging.bay_checks import BayChecker
 from services.charging.expiry import ExpirySweeper
 from services.charging.feed import ChargingFeed
 from services.charging.gateway import OcppGateway
+from services.charging.group_commit import StatusWriter
 from services.charging.index import ChargerIndex
 from services.charging.servicer import ChargingServicer
 from services.charging.settings import ChargingSettings
 from services.charging.store import ChargingStore
-from services.charging.writer import StatusWriter
 from services.common.principal import Role
 from services.common.runtime import Resources, ServiceParts
 from services.common.server import ServiceDefinition, registration

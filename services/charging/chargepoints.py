@@ -32,7 +32,7 @@ from ocpp.v16 import ChargePoint as ChargePoint16Base
 from ocpp.v16 import call_result as result16
 from ocpp.v16 import datatypes as types16
 from ocpp.v16.enums import Action as Action16
-from ocpp.v16.enums import AuthorizationStatus, RegistrationStatus
+from ocpp.v16.enums import AuthorizationStatus, Measurand, RegistrationStatus
 from ocpp.v201 import ChargePoint as ChargePoint201Base
 from ocpp.v201 import call_result as result201
 from ocpp.v201 import datatypes as types201
@@ -45,15 +45,16 @@ from services.charging.status import clamp_ocpp_time, ocpp_ttl_s
 from services.charging.vocab import ConnectorErrorCode, ConnectorStatus, OcppProtocol, StatusSource
 
 if TYPE_CHECKING:
+    from services.charging.group_commit import StatusWriter
     from services.charging.store import ChargePointAuth, ChargingStore
-    from services.charging.writer import StatusWriter
 
 log = logging.getLogger("v2x.charging.ocpp")
 F = TypeVar("F", bound=Callable[..., Any])
 S = ConnectorStatus
-ENERGY = "Energy.Active.Import.Register"
-POWER = "Power.Active.Import"
-SOC = "SoC"
+# The measurands read from meter values (1.6 and 2.0.1 spell them the same; their enums are str enums).
+ENERGY = Measurand.energy_active_import_register.value
+POWER = Measurand.power_active_import.value
+SOC = Measurand.soc.value
 # TransactionEvent triggers and stop reasons that say the vehicle has already gone.
 _EV_GONE_TRIGGERS = frozenset({"EVDeparted", "EVCommunicationLost"})
 _EV_GONE_REASONS = frozenset({"EVDisconnected"})

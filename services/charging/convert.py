@@ -250,7 +250,7 @@ def station_proto(record: StationRecord, now: datetime) -> pb.Station:
 
 def match_proto(m: StationMatch, connectors: bytes, available: int, out: pb.ChargerMatch) -> pb.ChargerMatch:
     """Built in place: the station, and its connectors as given already encoded (entries of
-    ChargerMatch.connectors, each `connector_proto`'s; `answers.py` keeps them), `available` of them
+    ChargerMatch.connectors, each `connector_proto`'s; `connector_cache.py` keeps them), `available` of them
     AVAILABLE."""
     out.station_id, out.name, out.operator_id = m.station_id, m.name, m.operator_id
     out.location.lat, out.location.lon = m.lat, m.lon

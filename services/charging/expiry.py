@@ -13,7 +13,7 @@ from datetime import datetime
 from prometheus_client import Counter
 
 from services.charging.store import ChargingStore
-from services.common.tasks import every
+from services.common.background import every
 
 log = logging.getLogger("v2x.charging.expiry")
 EXPIRED = Counter("v2x_charging_readings_expired_total", "Connector readings that expired (announced as UNKNOWN)")

@@ -34,10 +34,10 @@ from websockets.typing import Subprotocol
 
 from services.charging.chargepoints import ChargePoint16, ChargePoint201, SessionContext
 from services.charging.feed import ChargingFeed
+from services.charging.group_commit import StatusWriter
 from services.charging.passwords import check_password
 from services.charging.store import ChargePointAuth, ChargingStore
 from services.charging.vocab import OcppProtocol
-from services.charging.writer import StatusWriter
 
 # The OCPP schemas are tiny: validating in the event loop (~40 us) beats the package's default hop to
 # a worker thread per message (~300 us), and keeps messages of one charge point strictly in order.

@@ -16,7 +16,7 @@ Stations are points of a `PointIndex` (grid cells, great-circle distances as Pos
 station's connectors are consecutive slots of numpy columns (standard, power, status, expiry), so that a
 query's filters run vectorised over the ~1,500 connectors within a driver's radius. Each connector's
 answer entry is encoded once per (state, fresh or not) and each station's header once, as in
-`answers.py`; an answer is their concatenation.
+`connector_cache.py`; an answer is their concatenation.
 """
 
 from __future__ import annotations
@@ -37,17 +37,17 @@ from services.charging import convert
 from services.charging.model import ConnectorSpec, ConnectorState, FindQuery
 from services.charging.status import OCPP_SOURCES, expires_at
 from services.charging.store import ChargingStore
-from services.common import wire
+from services.common import proto_wire
 from services.common.epoch_us import NEVER, at_us, us
 from services.common.nearby import PointIndex
 from services.common.stream_index import SnapshotIndex
 
 AVAILABLE = pb.CONNECTOR_STATUS_AVAILABLE
 _STATION_COLUMNS: dict[str, tuple[Any, Any]] = {"first": (np.int64, 0), "count": (np.int64, 0)}
-_STATIONS = wire.tag(pb.FindChargersResponse.DESCRIPTOR, "stations")
-_CONNECTORS = wire.tag(pb.ChargerMatch.DESCRIPTOR, "connectors")
-_DISTANCE = wire.tag(pb.ChargerMatch.DESCRIPTOR, "distance_m")
-_AVAILABLE_COUNT = wire.varint(pb.ChargerMatch.DESCRIPTOR.fields_by_name["available_count"].number << 3)  # varint
+_STATIONS = proto_wire.tag(pb.FindChargersResponse.DESCRIPTOR, "stations")
+_CONNECTORS = proto_wire.tag(pb.ChargerMatch.DESCRIPTOR, "connectors")
+_DISTANCE = proto_wire.tag(pb.ChargerMatch.DESCRIPTOR, "distance_m")
+_AVAILABLE_COUNT = proto_wire.varint(pb.ChargerMatch.DESCRIPTOR.fields_by_name["available_count"].number << 3)  # varint
 Ints = npt.NDArray[np.int64]
 Change = tuple[str, str, ConnectorState]  # (station id, connector id, committed state)
 
@@ -259,7 +259,7 @@ class ChargerIndex(SnapshotIndex):
 
     def _encode(self, slot: int, now: datetime) -> bytes:
         body = convert.connector_proto(self._specs[slot], self._states[slot], now).SerializeToString()
-        return wire.embedded(_CONNECTORS, body)
+        return proto_wire.embedded(_CONNECTORS, body)
 
     def warm(self, now: datetime) -> None:
         """Encodes every connector as it reads now, so that answers right after a start need no encoding.
@@ -319,10 +319,10 @@ class ChargerIndex(SnapshotIndex):
                 n_available += available[j]
             k += n
             # As convert.match_proto rounds it.
-            body.append(wire.double(_DISTANCE, round(d, 2) if math.isfinite(d) else 0.0))
+            body.append(proto_wire.double(_DISTANCE, round(d, 2) if math.isfinite(d) else 0.0))
             if n_available:
-                body.append(_AVAILABLE_COUNT + wire.varint(n_available))
-            parts.append(wire.embedded(_STATIONS, b"".join(body)))
+                body.append(_AVAILABLE_COUNT + proto_wire.varint(n_available))
+            parts.append(proto_wire.embedded(_STATIONS, b"".join(body)))
         return b"".join(parts)
 
     def _matching(self, idx: Ints, q: FindQuery) -> npt.NDArray[np.bool_]:

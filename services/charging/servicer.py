@@ -13,13 +13,13 @@ from v2x.charging.v1 import charging_pb2 as pb
 from v2x.charging.v1 import charging_pb2_grpc
 
 from services.charging import convert, passwords, rules
-from services.charging.answers import AnswerCache
+from services.charging.connector_cache import AnswerCache
 from services.charging.feed import ChargingFeed
 from services.charging.gateway import OcppGateway
+from services.charging.group_commit import MAX_BATCH, StatusWriter
 from services.charging.model import BayFlagFilter, Outcome, Report
 from services.charging.settings import ChargingSettings
 from services.charging.store import ChargingStore
-from services.charging.writer import MAX_BATCH, StatusWriter
 from services.common import paging
 from services.common.cancellation import finish
 from services.common.config import Settings

@@ -242,7 +242,7 @@ class _Working:
 
 @dataclass(frozen=True)
 class BayCondition:
-    """An EV bay check that fails now (see bays.py)."""
+    """An EV bay check that fails now (see bay_checks.py)."""
 
     kind: int
     operator_id: str

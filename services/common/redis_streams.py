@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from services.common.tasks import raise_if_stopping
+from services.common.background import raise_if_stopping
 
 Fields = Mapping[str | bytes, bytes | str | int | float]
 Entry = tuple[bytes, dict[bytes, bytes]]

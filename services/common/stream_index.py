@@ -22,9 +22,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
+from services.common.background import raise_if_stopping
 from services.common.nearby import PointIndex
 from services.common.redis_streams import Entry, follow, last_id, stream_id
-from services.common.tasks import raise_if_stopping
 
 # A follower whose newest entry is older than this reloads from PostgreSQL rather than catch up.
 MAX_LAG_S = 10.0

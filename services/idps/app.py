@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 
 from v2x.idps.v1 import idps_pb2
 
+from services.common.background import every
 from services.common.principal import Role
 from services.common.runtime import Resources, ServiceParts
 from services.common.server import ServiceDefinition, registration
-from services.common.tasks import every
 from services.idps.feed import ChangeFeed, Fanout, Subscriptions
 from services.idps.roadside import RoadsideConsumer
 from services.idps.servicer import SERVICE, IdpsServicer, IncidentService

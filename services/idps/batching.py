@@ -14,7 +14,7 @@ import logging
 from collections import deque
 from datetime import datetime
 
-from services.common.tasks import raise_if_stopping
+from services.common.background import raise_if_stopping
 from services.idps.feed import ChangeFeed
 from services.idps.model import ReportInput, ReportOutcome
 from services.idps.store import IdpsStore

@@ -13,7 +13,7 @@ from v2x.parking.v1 import parking_pb2 as ppb
 from services.common import paging
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.geo import Area, parse_area
-from services.common.plates import mask_plates, may_contain_plate
+from services.common.plate_numbers import mask_plates, may_contain_plate
 from services.common.redis_streams import STREAM_ID_RE
 from services.common.validation import ID_PATTERN, Validator
 from services.idps import lifecycle, taxonomy

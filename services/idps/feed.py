@@ -29,10 +29,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from v2x.idps.v1 import idps_pb2 as pb
 
+from services.common.background import raise_if_stopping
 from services.common.cancellation import finish
 from services.common.redis_streams import Entry as RawEntry
 from services.common.redis_streams import follow, stream_id
-from services.common.tasks import raise_if_stopping
 from services.idps import convert
 from services.idps.model import Attrs, Change, IncidentFilter
 from services.idps.store import IdpsStore

@@ -26,9 +26,9 @@ from redis.exceptions import RedisError, ResponseError
 from v2x.idps.v1 import idps_pb2 as pb
 from v2x.roadside.v1 import roadside_pb2 as rpb
 
+from services.common.background import raise_if_stopping
 from services.common.errors import DomainError, InvalidArgument
 from services.common.redis_streams import Entry
-from services.common.tasks import raise_if_stopping
 from services.idps import convert
 from services.idps.servicer import IncidentService
 

@@ -11,7 +11,7 @@ from v2x.municipal.v1 import municipal_pb2, municipal_pb2_grpc
 from services.common.principal import Role
 from services.common.runtime import Resources, ServiceParts
 from services.common.server import ServiceDefinition
-from services.municipal.adapter import Adapter
+from services.municipal.destinations import Adapter
 from services.municipal.servicer import MunicipalAdminServicer
 from services.municipal.settings import MunicipalSettings
 from services.municipal.store import MunicipalStore

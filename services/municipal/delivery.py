@@ -43,8 +43,8 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.common.background import raise_if_stopping
 from services.common.backoff import backoff_s
-from services.common.tasks import raise_if_stopping
 from services.municipal import signing
 from services.municipal.model import (
     Fate,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from services.common.plates import MAINLAND_PLATE as MAINLAND_PLATE
+from services.common.plate_numbers import MAINLAND_PLATE as MAINLAND_PLATE
 
 
 def is_mainland_plate(plate: str) -> bool:

@@ -11,7 +11,7 @@ from v2x.municipal.v1 import municipal_pb2_grpc
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.validation import Validator
 from services.municipal import convert
-from services.municipal.adapter import Adapter
+from services.municipal.destinations import Adapter
 
 Context = aio.ServicerContext[Any, Any]
 

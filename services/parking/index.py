@@ -23,7 +23,7 @@ import numpy.typing as npt
 import orjson
 from v2x.parking.v1 import parking_pb2 as pb
 
-from services.common import wire
+from services.common import proto_wire
 from services.common.epoch_us import NEVER, at_us, us
 from services.common.nearby import PointIndex
 from services.common.stream_index import SnapshotIndex
@@ -40,8 +40,8 @@ _COLUMNS: dict[str, tuple[Any, Any]] = {
     # -1: no count (NULL in the database), which no min_free admits.
     **{name: (np.int32, -1) for name in _FREE.values()},
 }
-_DISTANCE = wire.tag(pb.LotAvailability.DESCRIPTOR, "distance_m")
-_LOTS = wire.tag(pb.FindAvailableResponse.DESCRIPTOR, "lots")
+_DISTANCE = proto_wire.tag(pb.LotAvailability.DESCRIPTOR, "distance_m")
+_LOTS = proto_wire.tag(pb.FindAvailableResponse.DESCRIPTOR, "lots")
 
 
 def encode_state(state: LotState) -> bytes:
@@ -286,5 +286,5 @@ class LotIndex(SnapshotIndex):
                 body = encoded[key] = self._encode(slot, is_open_now, now)
             # As convert.lot_availability_proto rounds it.
             distance = round(d, 2) if math.isfinite(d) else 0.0
-            parts.append(wire.embedded(_LOTS, body + wire.double(_DISTANCE, distance)))
+            parts.append(proto_wire.embedded(_LOTS, body + proto_wire.double(_DISTANCE, distance)))
         return b"".join(parts)

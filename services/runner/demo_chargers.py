@@ -26,9 +26,9 @@ from v2x.common.v1 import common_pb2 as cpb
 from v2x.parking.v1 import parking_pb2 as ppb
 
 from services.charging import convert
+from services.charging.group_commit import MAX_BATCH
 from services.charging.model import Report, StationSpec
 from services.charging.store import ChargingStore
-from services.charging.writer import MAX_BATCH
 from services.common.errors import AlreadyExists
 from services.runner.demo_district import DemoLot, district
 

@@ -10,7 +10,7 @@ from v2x.charging.v1 import charging_pb2 as pb
 from v2x.common.v1 import common_pb2 as cpb
 
 from services.charging import convert
-from services.charging.answers import AnswerCache
+from services.charging.connector_cache import AnswerCache
 from services.charging.model import ConnectorSpec, ConnectorState, FindQuery
 from services.charging.status import visible_status
 from tests.charging.conftest import Harness, NewStation, ShiftClock, Stub, station_maker

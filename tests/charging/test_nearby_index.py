@@ -16,7 +16,7 @@ from sqlalchemy import text
 from v2x.charging.v1 import charging_pb2 as pb
 from v2x.common.v1 import common_pb2 as cpb
 
-from services.charging.answers import AnswerCache
+from services.charging.connector_cache import AnswerCache
 from services.charging.feed import STREAM, ChargingFeed
 from services.charging.index import ChargerIndex
 from services.charging.model import FindQuery

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from services.common.background import raise_if_stopping
 from services.common.redis_streams import follow
 from services.common.runtime import Resources
-from services.common.tasks import raise_if_stopping
 from tests.redis_faults import LosesCancellation
 
 

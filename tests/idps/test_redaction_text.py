@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from v2x.idps.v1 import idps_pb2 as pb
 
-from services.common.plates import MAINLAND_PLATE, PLATE_MASK, mask_plates, may_contain_plate
+from services.common.plate_numbers import MAINLAND_PLATE, PLATE_MASK, mask_plates, may_contain_plate
 from services.idps.convert import redact_subscribe_chunk
 from services.idps.feed import NEW, frame
 from tests.conftest import Keys

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import text
 
 from services.common.runtime import Resources
-from services.municipal.adapter import Adapter
+from services.municipal.destinations import Adapter
 from services.municipal.emulator import RunningEmulator
 from services.municipal.model import LOCAL_TZ, idempotency_key
 from services.municipal.settings import MunicipalDestination, MunicipalSettings

@@ -26,7 +26,7 @@ from v2x.parking.v1 import parking_pb2 as ppb
 from services.charging.status import VEHICLE_CONNECTED
 from services.charging.store import BayCondition, BayLink, ChargingStore
 from services.charging.vocab import BayFlagKind, ConnectorStatus
-from services.common.tasks import every
+from services.common.background import every
 
 log = logging.getLogger("v2x.charging.bays")
 S = ConnectorStatus

@@ -18,9 +18,9 @@ from v2x.charging.v1 import charging_pb2 as pb
 from services.charging import convert
 from services.charging.model import ConnectorView, StationMatch
 from services.charging.status import visible_status
-from services.common import wire
+from services.common import proto_wire
 
-_CONNECTORS = wire.tag(pb.ChargerMatch.DESCRIPTOR, "connectors")
+_CONNECTORS = proto_wire.tag(pb.ChargerMatch.DESCRIPTOR, "connectors")
 # Beyond this many encodings (old states pile up as connectors change) the cache starts over.
 MAX_ENTRIES = 100_000
 
@@ -42,7 +42,7 @@ class AnswerCache:
             if len(self._encoded) >= self.max_entries:
                 self._encoded.clear()
             body = convert.connector_proto(c, s, now).SerializeToString()
-            hit = self._encoded[key] = (wire.embedded(_CONNECTORS, body),
+            hit = self._encoded[key] = (proto_wire.embedded(_CONNECTORS, body),
                                         visible_status(s, now) == pb.CONNECTOR_STATUS_AVAILABLE)
         return hit
 
