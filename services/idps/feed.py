@@ -47,9 +47,8 @@ REPLAY_PAGE = 500
 # Pause of the fan-out reader after each batch, seconds. Each console costs one gRPC message (and a
 # system call at both ends) per read, whatever the number of changes in it: 25 ms bounds that at 40 a
 # second per console, for at most 25 ms more latency under load (an idle stream's change goes at once).
-# Measured with 50 consoles at 1,000 changes/s on 2 cores: 40 ms added ~25 ms to the median report ->
-# console latency; 10 ms made the service's event loop (which also accepts every ReportEvent) busy enough
-# to delay the reports more than it saved; 25 ms is between.
+# Longer pauses add their length to the report -> console latency, shorter ones keep the event loop that
+# also accepts every ReportEvent busier (load/README.md, "IDPS benchmark", has the measurements).
 LINGER_S = 0.025
 
 Kind = pb.IncidentMessage.Kind
