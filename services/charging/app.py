@@ -62,7 +62,7 @@ class ChargingApp:
 def assemble(resources: Resources, charging: ChargingSettings, clock: Clock = wall_clock) -> ChargingApp:
     s = resources.settings
     store = ChargingStore(resources.engine)
-    feed = ChargingFeed(resources.redis, store, s.redis_stream_maxlen, clock, ChargerIndex(store))
+    feed = ChargingFeed(resources.redis, store, s.redis_stream_maxlen, clock, ChargerIndex(store), s.feed_shards)
     writer = StatusWriter(store, feed, clock)
     gateway = OcppGateway(store, writer, clock, host=s.bind_host, port=charging.ocpp_port,
                           heartbeat_s=charging.ocpp_heartbeat_s, feed=feed)

@@ -30,26 +30,27 @@ from services.charging.model import ConnectorView
 from services.charging.store import ChargingStore
 from services.common.cancellation import finish
 from services.common.epoch_us import at_us, us
-from services.common.redis_streams import Entry, Fields, follow, last_id, publish
+from services.common.redis_streams import Entry, Feed, Fields, follow, last_id, publish_sharded
 from services.common.stream_index import IndexFollower
 
 log = logging.getLogger("v2x.charging.feed")
-STREAM = "v2x:{charging}:changes"
+STREAM = "v2x:{charging}:changes"  # the feed's stream with one shard (tests write to it directly)
 Update = pb.StationUpdate
 Clock = Callable[[], datetime]
 
 
 class ChargingFeed:
     def __init__(self, redis: Redis, store: ChargingStore, maxlen: int, clock: Clock,
-                 index: ChargerIndex | None = None) -> None:
+                 index: ChargerIndex | None = None, shards: int = 1) -> None:
         self.redis = redis
+        self.feed = Feed("charging", "changes", shards)  # a station's entries stay in the shard of its id
         self.store = store
         self.maxlen = maxlen
         self.clock = clock
         self.index = index
         # Entries this process wrote are in its index already: its follower skips them.
         self.source = uuid.uuid4().hex.encode()
-        self._follower = IndexFollower(redis, STREAM, index, self._apply, log) if index is not None else None
+        self._follower = IndexFollower(redis, self.feed, index, self._apply, log) if index is not None else None
 
     async def publish_connectors(self, views: Sequence[ConnectorView], now: datetime) -> None:
         """Puts committed changes into this process' index (before the write is acknowledged), then into
@@ -60,20 +61,20 @@ class ChargingFeed:
             return
         if self.index is not None:
             await self.index.apply((v.station_id, v.spec.id, v.state) for v in views)
-        entries: list[Fields] = []
+        entries: list[tuple[str, Fields]] = []
         for v in views:
             exp = v.state.expires_at
-            entries.append({"t": "c", "station": v.station_id, "evse": v.evse_id,
+            entries.append((v.station_id, {"t": "c", "station": v.station_id, "evse": v.evse_id,
                             "exp": repr(exp.timestamp()) if exp else "0",
                             "data": convert.view_connector_proto(v, now).SerializeToString(),
-                            "st": encode_state(v.spec.id, v.state), "src": self.source})
+                            "st": encode_state(v.spec.id, v.state), "src": self.source}))
         await self._publish(entries)
 
     async def publish_station(self, station_id: str) -> None:
         """A station's static data changed (or it is new): this process reads it again, other replicas too."""
         if self.index is not None:
             await self.index.refresh([station_id])
-        await self._publish([{"t": "s", "station": station_id, "src": self.source}])
+        await self._publish([(station_id, {"t": "s", "station": station_id, "src": self.source})])
 
     async def charge_points_seen(self, seen: Mapping[str, datetime]) -> None:
         """Charge points heard from, as just recorded in their rows: their readings live longer, here and
@@ -82,12 +83,13 @@ class ChargingFeed:
             return
         if self.index is not None:
             self.index.charge_points_seen(seen)
-        await self._publish([{"t": "cp", "seen": orjson.dumps([[cp, us(at)] for cp, at in seen.items()]),
-                              "src": self.source}])
+        # Not a station's: any shard does (only the indexes read them); the first charge point's keeps them spread.
+        await self._publish([(next(iter(seen)), {"t": "cp", "seen": orjson.dumps(
+            [[cp, us(at)] for cp, at in seen.items()]), "src": self.source})])
 
-    async def _publish(self, entries: list[Fields]) -> None:
+    async def _publish(self, entries: list[tuple[str, Fields]]) -> None:
         try:
-            await publish(self.redis, STREAM, entries, self.maxlen)
+            await publish_sharded(self.redis, self.feed, entries, self.maxlen)
         except RedisError:
             log.warning("could not publish charging changes", exc_info=True)
 
@@ -104,13 +106,13 @@ class ChargingFeed:
         if self._follower is not None:
             await self._follower.run()
 
-    async def _apply(self, batch: list[Entry]) -> None:
+    async def _apply(self, batch: list[tuple[int, Entry]]) -> None:
         index = self.index
         assert index is not None
         changes: list[Change] = []
         stations: set[str] = set()
         seen: dict[str, datetime] = {}
-        for _id, fields in batch:
+        for _shard, (_id, fields) in batch:
             if fields.get(b"src") == self.source:
                 continue
             kind = fields.get(b"t")
@@ -132,7 +134,8 @@ class ChargingFeed:
             index.charge_points_seen(seen)
 
     async def watch(self, station_id: str) -> AsyncGenerator[pb.StationUpdate, None]:
-        cursor = await last_id(self.redis, STREAM)
+        stream = self.feed.key(self.feed.shard_of(station_id))  # the station's changes are all in its shard
+        cursor = await last_id(self.redis, stream)
         record = await finish(self.store.get_station(station_id))  # NOT_FOUND before anything is sent
         now = self.clock()
         yield Update(reason=Update.REASON_SNAPSHOT, station=convert.station_proto(record, now))
@@ -141,7 +144,7 @@ class ChargingFeed:
             cid: (s.expires_at.timestamp() if s.expires_at else 0.0, convert.state_proto(s, now).status)
             for cid, s in record.states.items()}
         key = station_id.encode()
-        async for batch in follow(self.redis, STREAM, cursor, block_ms=500):
+        async for batch in follow(self.redis, stream, cursor, block_ms=500):
             for _id, fields in batch:
                 if fields.get(b"station") != key:
                     continue

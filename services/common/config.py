@@ -59,6 +59,10 @@ class Settings:
     api_key_cache_s: float = 30.0
     max_future_skew_s: float = 60.0  # how far in the future an observation's time may be (clock skew)
     redis_stream_maxlen: int = 200_000
+    # REDIS_URL names one node of a Redis Cluster (the client finds the others).
+    redis_cluster: bool = False
+    # Streams per change feed (services/common/redis_streams.Feed): more than one spreads a feed over a cluster.
+    feed_shards: int = 1
     # The environment these settings were read from: each service reads its own settings from it.
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -104,6 +108,8 @@ class Settings:
             api_key_cache_s=env_float(e, "V2X_API_KEY_CACHE_S", defaults.api_key_cache_s, 0, 3600),
             max_future_skew_s=env_float(e, "V2X_MAX_FUTURE_SKEW_S", defaults.max_future_skew_s, 0, 3600),
             redis_stream_maxlen=env_int(e, "V2X_REDIS_STREAM_MAXLEN", defaults.redis_stream_maxlen, 1000, 10**8),
+            redis_cluster=env_bool(e, "V2X_REDIS_CLUSTER", defaults.redis_cluster),
+            feed_shards=env_int(e, "V2X_FEED_SHARDS", defaults.feed_shards, 1, 256),
             env=dict(e),
         )
 
@@ -140,6 +146,17 @@ def env_float(env: Mapping[str, str], name: str, default: float, lo: float, hi: 
     if not lo <= value <= hi:
         raise ConfigError(f"{name} must be between {lo} and {hi}, not {value}")
     return value
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false (1/0, yes/no), not {raw!r}")
 
 
 def env_choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:

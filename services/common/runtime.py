@@ -36,7 +36,7 @@ class Resources:
     def open(cls, settings: Settings, name: str) -> Resources:
         engine = create_engine(settings.require_database_url(), pool_size=settings.db_pool_size,
                                application_name=f"v2x-{name}")
-        return cls(settings, engine, create_redis(settings.require_redis_url()),
+        return cls(settings, engine, create_redis(settings.require_redis_url(), cluster=settings.redis_cluster),
                    KeyVerifier(engine, settings.api_key_cache_s))
 
     async def close(self) -> None:

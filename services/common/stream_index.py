@@ -24,7 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeout
 
 from services.common.background import raise_if_stopping
 from services.common.nearby import PointIndex
-from services.common.redis_streams import Entry, follow, last_id, stream_id
+from services.common.redis_streams import Entry, Feed, Position, follow_feed, last_position, stream_id
 
 # A follower whose newest entry is older than this reloads from PostgreSQL rather than catch up.
 MAX_LAG_S = 10.0
@@ -106,23 +106,23 @@ class SnapshotIndex(ABC):
 
 
 class IndexFollower:
-    def __init__(self, redis: Redis, stream: str, index: FollowedIndex,
-                 apply: Callable[[list[Entry]], Awaitable[None]], log: logging.Logger, *,
+    def __init__(self, redis: Redis, feed: Feed, index: FollowedIndex,
+                 apply: Callable[[list[tuple[int, Entry]]], Awaitable[None]], log: logging.Logger, *,
                  max_lag_s: float = MAX_LAG_S, retry_s: float = RETRY_S) -> None:
         self.redis = redis
-        self.stream = stream
+        self.feed = feed
         self.index = index
         self.apply = apply
         self.log = log
         self.max_lag_s = max_lag_s
         self.retry_s = retry_s
-        self._cursor: bytes | None = None
+        self._cursor: Position | None = None
 
     async def start(self, warm: Callable[[], None] | None = None) -> None:
         """Loads the index (then `warm`s it) before the server reports SERVING. Without Redis the index
         stays unused (answers come from PostgreSQL) until `run` gets through."""
         try:
-            cursor = await last_id(self.redis, self.stream)
+            cursor = await last_position(self.redis, self.feed)
         except RedisError:
             self.log.warning("no change stream: the nearby index waits for Redis", exc_info=True)
             return
@@ -139,18 +139,19 @@ class IndexFollower:
             try:
                 if self._cursor is None:
                     index.unsynced()
-                    cursor = await last_id(self.redis, self.stream)
+                    cursor = await last_position(self.redis, self.feed)
                     await index.load()
                     self._cursor = cursor
                     self.log.info("nearby index reloaded", extra={"entries": len(index)})
-                async for batch in follow(self.redis, self.stream, self._cursor, block_ms=1000):
+                async for batch in follow_feed(self.redis, self.feed, self._cursor, block_ms=1000):
                     if not batch:
                         continue
                     if await self._missed(self._cursor, batch):
                         self._cursor = None
                         break
                     await self.apply(batch)
-                    self._cursor = batch[-1][0]
+                    for shard, (entry_id, _) in batch:
+                        self._cursor = self._cursor.advanced(shard, entry_id.decode())
                     slow_since = None
             except asyncio.CancelledError:
                 raise
@@ -175,9 +176,17 @@ class IndexFollower:
                 self._cursor = None
                 await asyncio.sleep(self.retry_s)
 
-    async def _missed(self, cursor: bytes, batch: list[Entry]) -> bool:
-        """Whether entries after `cursor` may be gone unread (trimmed), or the follower is too far behind."""
-        info = await self.redis.xinfo_stream(self.stream)
+    async def _missed(self, cursor: Position, batch: list[tuple[int, Entry]]) -> bool:
+        """Whether entries after `cursor` may be gone unread (trimmed) in a shard the batch comes from, or the
+        follower is too far behind."""
+        last = {shard: entry_id for shard, (entry_id, _) in batch}
+        for shard, newest in last.items():
+            if await self._missed_in(self.feed.key(shard), cursor.ids[shard].encode(), newest):
+                return True
+        return False
+
+    async def _missed_in(self, stream: str, cursor: bytes, newest: bytes) -> bool:
+        info = await self.redis.xinfo_stream(stream)
         at = stream_id(cursor)
         if at == (0, 0):
             # The stream was empty at the snapshot: anything ever trimmed or deleted may have been unread.
@@ -193,7 +202,7 @@ class IndexFollower:
             self.log.warning("change stream trimmed past the nearby index's position; reloading")
             return True
         # Both ids are stamped by the Redis clock: no skew between hosts comes into the lag.
-        lag_ms = stream_id(info.get("last-generated-id", b"0-0"))[0] - stream_id(batch[-1][0])[0]
+        lag_ms = stream_id(info.get("last-generated-id", b"0-0"))[0] - stream_id(newest)[0]
         if lag_ms > self.max_lag_s * 1000:
             self.log.warning("nearby index is behind its change stream; reloading", extra={"lag_ms": lag_ms})
             return True

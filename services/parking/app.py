@@ -40,7 +40,8 @@ def build(resources: Resources) -> ServiceParts:
 
 def assemble(resources: Resources, parking: ParkingSettings) -> ServiceParts:
     store = ParkingStore(resources.engine)
-    feed = AvailabilityFeed(resources.redis, store, resources.settings.redis_stream_maxlen, LotIndex(store))
+    feed = AvailabilityFeed(resources.redis, store, resources.settings.redis_stream_maxlen, LotIndex(store),
+                            shards=resources.settings.feed_shards)
     servicer = ParkingServicer(store, feed, resources.settings, parking)
     definition = ServiceDefinition(
         descriptor=SERVICE,

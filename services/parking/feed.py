@@ -23,7 +23,7 @@ from v2x.parking.v1 import parking_pb2 as pb
 
 from services.common.cancellation import finish
 from services.common.geo import Area, haversine_m
-from services.common.redis_streams import Entry, Fields, follow, last_id, publish
+from services.common.redis_streams import Entry, Feed, Fields, follow_feed, last_position, publish_sharded
 from services.common.stream_index import IndexFollower
 from services.parking import convert
 from services.parking.availability import expires_at
@@ -32,19 +32,21 @@ from services.parking.model import LotView
 from services.parking.store import ParkingStore
 
 log = logging.getLogger("v2x.parking.feed")
-STREAM = "v2x:{parking}:changes"
+STREAM = "v2x:{parking}:changes"  # the feed's stream with one shard (tests write to it directly)
 Update = pb.AvailabilityUpdate
 
 
 class AvailabilityFeed:
-    def __init__(self, redis: Redis, store: ParkingStore, maxlen: int, index: LotIndex | None = None) -> None:
+    def __init__(self, redis: Redis, store: ParkingStore, maxlen: int, index: LotIndex | None = None,
+                 shards: int = 1) -> None:
         self.redis = redis
+        self.feed = Feed("parking", "changes", shards)  # a lot's entries stay in the shard of its id
         self.store = store
         self.maxlen = maxlen
         self.index = index
         # Entries this process wrote are in its index already: its follower skips them.
         self.source = uuid.uuid4().hex.encode()
-        self._follower = IndexFollower(redis, STREAM, index, self._apply, log) if index is not None else None
+        self._follower = IndexFollower(redis, self.feed, index, self._apply, log) if index is not None else None
 
     async def publish(self, views: Sequence[LotView], now: datetime) -> None:
         """Puts committed changes into this process' index (before the write is acknowledged), then into
@@ -55,24 +57,24 @@ class AvailabilityFeed:
             return
         if self.index is not None:
             await self.index.apply((v.summary.id, v.state) for v in views)
-        entries: list[Fields] = []
+        entries: list[tuple[str, Fields]] = []
         for v in views:
             exp = expires_at(v.state, v.summary.ttl_s)
-            entries.append({"lot": v.summary.id, "lat": repr(v.summary.lat), "lon": repr(v.summary.lon),
+            entries.append((v.summary.id, {"lot": v.summary.id, "lat": repr(v.summary.lat), "lon": repr(v.summary.lon),
                             "exp": repr(exp.timestamp()) if exp else "0",
                             "data": convert.lot_availability_proto(v, now).SerializeToString(),
-                            "st": encode_state(v.state), "src": self.source})
+                            "st": encode_state(v.state), "src": self.source}))
         await self._publish(entries)
 
     async def lot_changed(self, lot_id: str) -> None:
         """A lot's static data changed (or it is new): this process reads it again, other replicas too."""
         if self.index is not None:
             await self.index.refresh([lot_id])
-        await self._publish([{"t": "lot", "lot": lot_id, "src": self.source}])
+        await self._publish([(lot_id, {"t": "lot", "lot": lot_id, "src": self.source})])
 
-    async def _publish(self, entries: list[Fields]) -> None:
+    async def _publish(self, entries: list[tuple[str, Fields]]) -> None:
         try:
-            await publish(self.redis, STREAM, entries, self.maxlen)
+            await publish_sharded(self.redis, self.feed, entries, self.maxlen)
         except RedisError:
             log.warning("could not publish availability changes", exc_info=True)
 
@@ -89,12 +91,12 @@ class AvailabilityFeed:
         if self._follower is not None:
             await self._follower.run()
 
-    async def _apply(self, batch: list[Entry]) -> None:
+    async def _apply(self, batch: list[tuple[int, Entry]]) -> None:
         index = self.index
         assert index is not None
         states = []
         static: list[str] = []
-        for _id, fields in batch:
+        for _shard, (_id, fields) in batch:
             if fields.get(b"src") == self.source:
                 continue
             if fields.get(b"t") == b"lot":
@@ -108,7 +110,7 @@ class AvailabilityFeed:
 
     async def watch(self, area: Area, snapshot: bool) -> AsyncGenerator[pb.AvailabilityUpdate, None]:
         clat, clon = area.center
-        cursor = await last_id(self.redis, STREAM)
+        position = await last_position(self.redis, self.feed)
         sent: dict[str, tuple[float, pb.LotAvailability]] = {}
         if snapshot:
             now = datetime.now(UTC)
@@ -119,8 +121,8 @@ class AvailabilityFeed:
                 sent[v.summary.id] = (exp.timestamp() if exp else 0.0, lot)
                 yield Update(reason=Update.REASON_SNAPSHOT, lot=lot)
             yield Update(reason=Update.REASON_SNAPSHOT_END)
-        async for batch in follow(self.redis, STREAM, cursor, block_ms=500):
-            for _id, fields in batch:
+        async for batch in follow_feed(self.redis, self.feed, position, block_ms=500):
+            for _shard, (_id, fields) in batch:
                 if b"data" not in fields:
                     continue  # a static change: the lot's availability entry follows if it changed
                 lat, lon = float(fields[b"lat"]), float(fields[b"lon"])

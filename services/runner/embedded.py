@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 __all__ = ["EmbeddedPostgres", "EmbeddedRedis", "EmbeddedServiceError", "find_redis_server", "free_port"]
 
@@ -651,10 +651,12 @@ class EmbeddedRedis(_EmbeddedServer):
         base_dir: str | Path | None = None,
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
+        cluster: bool = False,
     ) -> None:
         super().__init__(port=port, base_dir=base_dir, start_timeout=start_timeout, stop_timeout=stop_timeout)
         self._binary_override = None if server_binary is None else Path(server_binary)
         self._binary: Path | None = None
+        self.cluster = cluster  # a node of a Redis Cluster (EmbeddedRedisCluster joins the nodes)
 
     @property
     def server_binary(self) -> Path | None:
@@ -705,6 +707,9 @@ class EmbeddedRedis(_EmbeddedServer):
                     "appendonly yes",
                     # At most ~1 s of writes lost if the process is killed; a clean restart loses none.
                     "appendfsync everysec",
+                    *(["cluster-enabled yes", "cluster-config-file nodes.conf", "cluster-node-timeout 2000",
+                       # A node that is down leaves its slots unserved; the others go on serving theirs.
+                       "cluster-require-full-coverage no"] if self.cluster else []),
                     "",
                 ]
             )
@@ -746,3 +751,72 @@ class EmbeddedRedis(_EmbeddedServer):
                 return f"process_id:{proc.pid}\r\n".encode() in buf
         except (OSError, ValueError):
             return False
+
+
+class EmbeddedRedisCluster:
+    """A Redis Cluster of `nodes` embedded servers on 127.0.0.1 (primaries only, the slots split evenly), as a city
+    would run Valkey or Redis Cluster, for `v2x run --redis-cluster M` and the tests. Each node keeps its data in its
+    append-only file, so a node that is stopped and restarted comes back with its streams."""
+
+    SLOTS = 16384
+
+    def __init__(self, nodes: int = 3, *, base_dir: str | Path | None = None, start_timeout: float = 30.0) -> None:
+        if nodes < 1:
+            raise ValueError("a cluster needs at least one node")
+        self.nodes = [EmbeddedRedis(base_dir=base_dir, cluster=True) for _ in range(nodes)]
+        self._start_timeout = start_timeout
+        self._url: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The URL of one node; a cluster client finds the others from it."""
+        if self._url is None:
+            raise EmbeddedServiceError("embedded redis cluster is not running")
+        return self._url
+
+    def start(self) -> str:
+        if self._url is not None:
+            return self._url
+        import redis  # the sync client: this runs before any event loop, and in tests from threads
+
+        try:
+            for node in self.nodes:
+                node.start()
+            clients = [redis.Redis(host="127.0.0.1", port=n.port) for n in self.nodes]
+            command = _command  # CLUSTER commands: redis-py's plain client has no typed methods for them
+            step = self.SLOTS // len(self.nodes)
+            for i, client in enumerate(clients):
+                last = self.SLOTS - 1 if i == len(clients) - 1 else (i + 1) * step - 1
+                command(client, "CLUSTER", "ADDSLOTSRANGE", i * step, last)
+            for client in clients[1:]:
+                command(client, "CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
+            deadline = time.monotonic() + self._start_timeout
+            while not all(b"cluster_state:ok" in command(c, "CLUSTER", "INFO") for c in clients):
+                if time.monotonic() > deadline:
+                    raise EmbeddedServiceError(f"the embedded redis cluster was not ok within {self._start_timeout} s")
+                time.sleep(0.05)
+            for c in clients:
+                c.close()
+        except BaseException:
+            self.stop()
+            raise
+        self._url = f"redis://127.0.0.1:{self.nodes[0].port}/0"
+        log.info("embedded redis cluster of %d nodes up at %s", len(self.nodes), self._url)
+        return self._url
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self._url = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def _command(client: Any, *args: object) -> Any:
+    return client.execute_command(*args)
