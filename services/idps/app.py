@@ -16,9 +16,10 @@ from v2x.idps.v1 import idps_pb2
 
 from services.common.background import every
 from services.common.principal import Role
+from services.common.redis_streams import Feed
 from services.common.runtime import Resources, ServiceParts
 from services.common.server import ServiceDefinition, registration
-from services.idps.feed import ChangeFeed, Fanout, Subscriptions
+from services.idps.feed import FEED, ChangeFeed, Fanout, Subscriptions
 from services.idps.roadside import RoadsideConsumer
 from services.idps.servicer import SERVICE, IdpsServicer, IncidentService
 from services.idps.settings import IdpsSettings
@@ -64,8 +65,9 @@ def build(resources: Resources) -> ServiceParts:
 def assemble(resources: Resources, idps: IdpsSettings) -> ServiceParts:
     settings = resources.settings
     store = IdpsStore(resources.engine, idps)
-    incidents = IncidentService(store, ChangeFeed(resources.redis, idps.stream_maxlen))
-    fanout = Fanout(resources.redis)
+    shards = resources.settings.feed_shards
+    incidents = IncidentService(store, ChangeFeed(resources.redis, idps.stream_maxlen, shards))
+    fanout = Fanout(resources.redis, Feed(FEED.service, FEED.name, shards))
     subscriptions = Subscriptions(resources.redis, store, fanout, idps.subscriber_buffer)
     servicer = IdpsServicer(incidents, subscriptions, settings)
     consumer = RoadsideConsumer(resources.redis, incidents, settings.max_future_skew_s)

@@ -14,7 +14,7 @@ from services.common import paging
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.geo import Area, parse_area
 from services.common.plate_numbers import mask_plates, may_contain_plate
-from services.common.redis_streams import STREAM_ID_RE
+from services.common.redis_streams import CURSOR_RE
 from services.common.validation import ID_PATTERN, Validator
 from services.idps import lifecycle, taxonomy
 from services.idps.model import (
@@ -240,7 +240,7 @@ def _after(cursor: str) -> tuple[datetime, str] | None:
 
 
 def cursor(value: str) -> str:
-    if value and not STREAM_ID_RE.fullmatch(value):
+    if value and not CURSOR_RE.fullmatch(value):
         raise InvalidArgument(FieldViolation("cursor", "is not a cursor this service issued (e.g. 1718000000000-0)"))
     return value
 

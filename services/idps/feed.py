@@ -11,6 +11,11 @@ live subscriber got (no gap, no duplicate), without per-console state on the ser
 Following: one reader task per process (`Fanout`) reads the stream and offers each entry to every
 subscriber's bounded buffer. A subscriber that cannot keep up overflows only its own buffer and is then
 sent a RESYNC and a fresh snapshot; the reader never waits for anyone.
+
+Shards (V2X_FEED_SHARDS, for a Redis Cluster): an incident's entries all go to the shard of its id, so they stay in
+order and each entry's "before" attributes remain its incident's previous entry. A cursor is then one id per shard
+(`redis_streams.Position`): a replay delivers every entry after the cursor's id in each shard, so a resume is
+exact across shards. A cursor of a feed with another number of shards is refused (FAILED_PRECONDITION).
 """
 
 from __future__ import annotations
@@ -31,16 +36,17 @@ from v2x.idps.v1 import idps_pb2 as pb
 
 from services.common.background import raise_if_stopping
 from services.common.cancellation import finish
+from services.common.errors import FailedPrecondition
+from services.common.redis_streams import BadCursor, Feed, Position, follow_feed, last_position, stream_id
 from services.common.redis_streams import Entry as RawEntry
-from services.common.redis_streams import follow, stream_id
 from services.idps import convert
 from services.idps.model import Attrs, Change, IncidentFilter
 from services.idps.store import IdpsStore
 
 log = logging.getLogger("v2x.idps.feed")
 
-STREAM = "v2x:{idps}:incidents"
-VERSION_KEY = "v2x:{idps}:published:"
+STREAM = "v2x:{idps}:incidents"  # the feed's stream with one shard (tests read it directly)
+FEED = Feed("idps", "incidents")
 VERSION_TTL_S = 7 * 86400
 MAX_BATCH = 500
 REPLAY_PAGE = 500
@@ -122,10 +128,14 @@ class StreamEntry:
     attrs: Attrs
     before: Attrs | None
     data: bytes
+    shard: int = 0
+    # Where a reader that has read this entry is in the whole feed: its cursor (set by whoever reads in order).
+    position: Position = field(default_factory=lambda: Position(("0-0",)))
     _frames: dict[int, bytes] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, raw: RawEntry) -> StreamEntry:
+    def parse(cls, raw: RawEntry, shard: int = 0, before: Position | None = None) -> StreamEntry:
+        """An entry of `shard`; read after `before`, its position is `before` advanced by it."""
         entry_id, f = raw
         head = f.get(b"h")
         if head is not None:
@@ -134,46 +144,64 @@ class StreamEntry:
             incident_id, version, a, p = (f[k].decode() for k in (b"i", b"v", b"a", b"p"))
         attrs = Attrs.decode(a)
         assert attrs is not None
-        return cls(entry_id.decode(), stream_id(entry_id), incident_id, int(version), attrs, Attrs.decode(p), f[b"d"])
+        eid = entry_id.decode()
+        position = (before or Position(("0-0",))).advanced(shard, eid)
+        return cls(eid, stream_id(entry_id), incident_id, int(version), attrs, Attrs.decode(p), f[b"d"], shard,
+                   position)
+
+    @property
+    def cursor(self) -> str:
+        return self.position.encode()
 
     def framed(self, kind: int) -> bytes:
         """Serialized once per kind, whatever the number of subscribers."""
         out = self._frames.get(kind)
         if out is None:
-            out = self._frames[kind] = frame(kind, self.id, self.data)
+            out = self._frames[kind] = frame(kind, self.cursor, self.data)
         return out
 
 
 class ChangeFeed:
     """Appends committed changes to the stream (best effort: the change is committed already)."""
 
-    def __init__(self, redis: Redis, maxlen: int) -> None:
+    def __init__(self, redis: Redis, maxlen: int, shards: int = 1) -> None:
         self.redis = redis
         self.maxlen = maxlen
+        self.feed = Feed(FEED.service, FEED.name, shards)
         self._script = redis.register_script(_PUBLISH)
 
     async def publish(self, changes: Sequence[Change]) -> list[str]:
-        """Returns the stream ids ("" for a version already superseded)."""
+        """Returns the stream ids ("" for a version already superseded), in the order of `changes`. One script call
+        per shard: a script's keys must all be in one slot of a cluster (the shard's stream and version keys are)."""
         if not changes:
             return []
-        keys = [STREAM, *(VERSION_KEY + c.incident.id for c in changes)]
-        args: list[Any] = [self.maxlen, VERSION_TTL_S]
-        for c in changes:
-            fallback = c.before.encode() if c.before is not None else ""
-            args += [c.incident.id, c.incident.version, c.incident.attrs().encode(), fallback,
-                     convert.incident_proto(c.incident).SerializeToString()]
-        try:
-            ids = cast(list[bytes], await self._script(keys=keys, args=args))
-        except RedisError:
-            PUBLISH_FAILED.inc(len(changes))
-            log.warning("could not publish incident changes", exc_info=True)
-            return []
-        PUBLISHED.inc(sum(1 for i in ids if i))
-        return [i.decode() if isinstance(i, bytes) else "" for i in ids]
+        by_shard: dict[int, list[int]] = {}
+        for i, c in enumerate(changes):
+            by_shard.setdefault(self.feed.shard_of(c.incident.id), []).append(i)
+        out = [""] * len(changes)
+        for shard, indexes in by_shard.items():
+            version_key = f"v2x:{self.feed.tag(shard)}:published:"
+            keys = [self.feed.key(shard), *(version_key + changes[i].incident.id for i in indexes)]
+            args: list[Any] = [self.maxlen, VERSION_TTL_S]
+            for i in indexes:
+                c = changes[i]
+                fallback = c.before.encode() if c.before is not None else ""
+                args += [c.incident.id, c.incident.version, c.incident.attrs().encode(), fallback,
+                         convert.incident_proto(c.incident).SerializeToString()]
+            try:
+                ids = cast(list[bytes], await self._script(keys=keys, args=args))
+            except RedisError:
+                PUBLISH_FAILED.inc(len(indexes))
+                log.warning("could not publish incident changes", exc_info=True)
+                continue
+            PUBLISHED.inc(sum(1 for i in ids if i))
+            for i, entry_id in zip(indexes, ids, strict=True):
+                out[i] = entry_id.decode() if isinstance(entry_id, bytes) else ""
+        return out
 
 
 class Subscriber:
-    """One live Subscribe stream: its filter, its bounded buffer and where it is in the stream."""
+    """One live Subscribe stream: its filter, its bounded buffer and where it is in the feed."""
 
     def __init__(self, f: IncidentFilter, limit: int) -> None:
         self.filter = f
@@ -181,8 +209,7 @@ class Subscriber:
         self.queue: deque[tuple[StreamEntry, bytes]] = deque()  # entries and their messages, framed
         self.wake = asyncio.Event()
         self.overflowed = False
-        self.position = "0-0"
-        self.skip_through: tuple[int, int] | None = None
+        self.position = Position(("0-0",))
         self.snapshot_versions: dict[str, int] = {}
 
     def offer(self, entries: Sequence[StreamEntry], messages: Sequence[tuple[StreamEntry, bytes]]) -> None:
@@ -191,12 +218,6 @@ class Subscriber:
         subscribers of that filter."""
         if self.overflowed or not entries:
             return
-        if self.skip_through is not None and entries[0].sid <= self.skip_through:
-            skip = self.skip_through
-            entries = [e for e in entries if e.sid > skip]
-            messages = [(e, m) for e, m in messages if e.sid > skip]
-            if not entries:
-                return
         if messages:
             if len(self.queue) + len(messages) > self.limit:
                 self.overflowed = True
@@ -205,32 +226,32 @@ class Subscriber:
                 return
             self.queue.extend(messages)
             self.wake.set()
-        self.position = entries[-1].id
+        self.position = entries[-1].position
 
 
 class Fanout:
-    """One reader of the change stream per process, feeding every subscriber's buffer."""
+    """One reader of the change feed per process, feeding every subscriber's buffer."""
 
-    def __init__(self, redis: Redis, stream: str = STREAM, linger_s: float = LINGER_S) -> None:
+    def __init__(self, redis: Redis, feed: Feed = FEED, linger_s: float = LINGER_S) -> None:
         self.redis = redis
-        self.stream = stream
+        self.feed = feed
         self.linger_s = linger_s
         self.subscribers: set[Subscriber] = set()
         # Subscribers by filter: an entry is classified once per distinct filter, not once per console.
         self.by_filter: dict[IncidentFilter, set[Subscriber]] = {}
-        self.position = "0-0"
+        self.position = Position.start(feed.shards)
+        self.moved = asyncio.Condition()  # notified whenever the position moves (replays wait on it)
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     async def ensure_started(self) -> None:
         async with self._lock:
             if self._task is None or self._task.done():
-                newest = cast(list[RawEntry], await self.redis.xrevrange(self.stream, count=1))
-                self.position = newest[0][0].decode() if newest else "0-0"
+                self.position = await last_position(self.redis, self.feed)
                 self._task = asyncio.create_task(self._run(), name="idps-fanout")
 
-    def register(self, sub: Subscriber) -> str:
-        """Adds a subscriber; it is offered every entry after the returned stream id."""
+    def register(self, sub: Subscriber) -> Position:
+        """Adds a subscriber; it is offered every entry after the returned position."""
         self.subscribers.add(sub)
         self.by_filter.setdefault(sub.filter, set()).add(sub)
         SUBSCRIBERS.set(len(self.subscribers))
@@ -245,6 +266,18 @@ class Fanout:
                 del self.by_filter[sub.filter]
         SUBSCRIBERS.set(len(self.subscribers))
 
+    async def reached(self, position: Position, timeout_s: float) -> bool:
+        """Waits until the reader is at or past `position` in every shard; False when it is not within the time."""
+        def there() -> bool:
+            return all(stream_id(a) >= stream_id(b) for a, b in zip(self.position.ids, position.ids, strict=True))
+
+        try:
+            async with asyncio.timeout(timeout_s), self.moved:
+                await self.moved.wait_for(there)
+        except TimeoutError:
+            return False
+        return True
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -253,10 +286,18 @@ class Fanout:
     async def _run(self) -> None:
         while True:
             try:
-                # `follow` checks for a stop request on every turn (a client may lose the cancel of a blocking read).
-                async for raw in follow(self.redis, self.stream, self.position, block_ms=2000, count=1000):
+                # `follow_feed` checks for a stop request on every turn (a client may lose the cancel of a blocking
+                # read).
+                async for raw in follow_feed(self.redis, self.feed, self.position, block_ms=2000, count=1000):
                     if raw:
-                        self._offer([StreamEntry.parse(item) for item in raw])
+                        entries = []
+                        position = self.position
+                        for shard, item in raw:
+                            entries.append(entry := StreamEntry.parse(item, shard, position))
+                            position = entry.position
+                        self._offer(entries)
+                        async with self.moved:
+                            self.moved.notify_all()
                         # Let changes gather before the next read: under load each console then gets one response
                         # per linger period instead of one per change (a lone change was just sent without delay).
                         await asyncio.sleep(self.linger_s)
@@ -270,11 +311,14 @@ class Fanout:
             messages = [(e, e.framed(k)) for e in entries if (k := classify(f, e.before, e.attrs)) is not None]
             for sub in list(group):
                 sub.offer(entries, messages)
-        self.position = entries[-1].id
+        self.position = entries[-1].position
 
 
 class Subscriptions:
     """Serves Subscribe: replay from a cursor or a snapshot, then the live entries of the fan-out."""
+
+    # How long a replay that got ahead of the fan-out waits for it before it resyncs instead.
+    CATCH_UP_S = 10.0
 
     def __init__(self, redis: Redis, store: IdpsStore, fanout: Fanout, buffer: int) -> None:
         self.redis = redis
@@ -282,15 +326,30 @@ class Subscriptions:
         self.fanout = fanout
         self.buffer = buffer
 
+    @property
+    def feed(self) -> Feed:
+        return self.fanout.feed
+
+    def position(self, cursor: str) -> Position | None:
+        """The position a client's cursor names (None for none); FAILED_PRECONDITION for a cursor of another shard
+        count (issued before the feed was resharded)."""
+        if not cursor:
+            return None
+        try:
+            return Position.decode(cursor, self.feed.shards)
+        except BadCursor as exc:
+            raise FailedPrecondition(str(exc), reason="CURSOR_OF_ANOTHER_FEED") from None
+
     async def stream(self, f: IncidentFilter, cursor: str, heartbeat_s: float) -> AsyncGenerator[bytes, None]:
+        start = self.position(cursor)
         await self.fanout.ensure_started()
         sub = Subscriber(f, self.buffer)
         try:
-            if cursor and await self.resumable(cursor):
-                async for chunk in self._replay(sub, cursor):
+            if start is not None and await self.resumable(start):
+                async for chunk in self._replay(sub, start):
                     yield chunk
             else:
-                if cursor:
+                if start is not None:
                     RESYNCS.labels("cursor").inc()
                 async for chunk in self._resync(sub):
                     yield chunk
@@ -312,7 +371,7 @@ class Subscriptions:
                     async with asyncio.timeout(heartbeat_s):  # no task per wait, unlike wait_for
                         await sub.wake.wait()
                 except TimeoutError:
-                    yield frame(HEARTBEAT, sub.position)
+                    yield frame(HEARTBEAT, sub.position.encode())
         finally:
             self.fanout.unregister(sub)
 
@@ -323,14 +382,21 @@ class Subscriptions:
             return b"".join(m for entry, m in taken if entry.version > seen.get(entry.incident_id, 0))
         return b"".join(m for _, m in taken)
 
-    async def resumable(self, cursor: str) -> bool:
+    async def resumable(self, position: Position) -> bool:
+        """True when every entry after `position` is still in every shard (see `_resumable_in`)."""
+        for shard, at in enumerate(position.ids):
+            if not await self._resumable_in(self.feed.key(shard), at):
+                return False
+        return True
+
+    async def _resumable_in(self, stream: str, cursor: str) -> bool:
         """True when every entry after `cursor` is still in the stream. Trimming removes entries from the
         head only, so that holds when the cursor is at or after the first entry, or nothing was ever
         removed. (A cursor just before the first entry may still be exact, but that cannot be told: resync.)"""
         try:
-            info = cast(dict[Any, Any], await self.redis.xinfo_stream(STREAM))
-        except ResponseError:  # no stream: nothing to resume from
-            return False
+            info = cast(dict[Any, Any], await self.redis.xinfo_stream(stream))
+        except ResponseError:  # no stream: exact only from its beginning
+            return stream_id(cursor) == (0, 0)
         info = {(k.decode() if isinstance(k, bytes) else k): v for k, v in info.items()}
         at = stream_id(cursor)
         if at > stream_id(info["last-generated-id"]):
@@ -343,35 +409,46 @@ class Subscriptions:
         first = info.get("first-entry")
         return first is not None and at >= stream_id(first[0])
 
-    async def _replay(self, sub: Subscriber, cursor: str) -> AsyncIterator[bytes]:
-        last = cursor
-        async for chunk, upto in self._range(sub.filter, cursor, "+"):
-            last = upto
-            if chunk:
-                yield chunk
-        position = self.fanout.register(sub)
-        if stream_id(position) > stream_id(last):
-            async for chunk, upto in self._range(sub.filter, last, position):
+    async def _replay(self, sub: Subscriber, start: Position) -> AsyncIterator[bytes]:
+        """Every entry after `start`, then the fan-out's live entries. The replay reads each shard to its end;
+        the fan-out may not have got that far yet, so the subscriber joins it once it has (every message then
+        carries a cursor at or past what the subscriber was sent), after reading what lies between."""
+        last = start
+        for shard in range(self.feed.shards):
+            async for chunk, upto in self._range(sub.filter, shard, last, "+"):
                 last = upto
                 if chunk:
                     yield chunk
-        else:
-            sub.skip_through = stream_id(last)
-        sub.position = last if stream_id(last) > stream_id(position) else position
-        yield frame(HEARTBEAT, sub.position)  # caught up
+        if not await self.fanout.reached(last, self.CATCH_UP_S):
+            RESYNCS.labels("cursor").inc()
+            async for chunk in self._resync(sub):
+                yield chunk
+            return
+        position = self.fanout.register(sub)
+        for shard in range(self.feed.shards):
+            if stream_id(position.ids[shard]) > stream_id(last.ids[shard]):
+                async for chunk, upto in self._range(sub.filter, shard, last, position.ids[shard]):
+                    last = upto
+                    if chunk:
+                        yield chunk
+        sub.position = position
+        yield frame(HEARTBEAT, position.encode())  # caught up
 
-    async def _range(self, f: IncidentFilter, after: str, until: str) -> AsyncIterator[tuple[bytes, str]]:
+    async def _range(self, f: IncidentFilter, shard: int, after: Position,
+                     until: str) -> AsyncIterator[tuple[bytes, Position]]:
+        stream = self.feed.key(shard)
         while True:
-            raw = cast(list[RawEntry], await self.redis.xrange(STREAM, min="(" + after, max=until, count=REPLAY_PAGE))
+            raw = cast(list[RawEntry], await self.redis.xrange(stream, min="(" + after.ids[shard], max=until,
+                                                                count=REPLAY_PAGE))
             if not raw:
                 return
             parts: list[bytes] = []
             for item in raw:
-                entry = StreamEntry.parse(item)
+                entry = StreamEntry.parse(item, shard, after)
                 kind = classify(f, entry.before, entry.attrs)
                 if kind is not None:
                     parts.append(entry.framed(kind))
-                after = entry.id
+                after = entry.position
             yield b"".join(parts), after
 
     async def _resync(self, sub: Subscriber) -> AsyncIterator[bytes]:
@@ -382,4 +459,4 @@ class Subscriptions:
         sub.snapshot_versions = {i.id: i.version for i in incidents}
         for start in range(0, len(incidents), MAX_BATCH):
             yield b"".join(frame(NEW, "", convert.incident_proto(i)) for i in incidents[start:start + MAX_BATCH])
-        yield frame(SNAPSHOT_END, position)
+        yield frame(SNAPSHOT_END, position.encode())

@@ -657,6 +657,8 @@ class EmbeddedRedis(_EmbeddedServer):
         self._binary_override = None if server_binary is None else Path(server_binary)
         self._binary: Path | None = None
         self.cluster = cluster  # a node of a Redis Cluster (EmbeddedRedisCluster joins the nodes)
+        # The cluster bus' port: by default the server's + 10000, which overflows for high ports; kept over restarts.
+        self._bus_port: int | None = None
 
     @property
     def server_binary(self) -> Path | None:
@@ -708,6 +710,7 @@ class EmbeddedRedis(_EmbeddedServer):
                     # At most ~1 s of writes lost if the process is killed; a clean restart loses none.
                     "appendfsync everysec",
                     *(["cluster-enabled yes", "cluster-config-file nodes.conf", "cluster-node-timeout 2000",
+                       f"cluster-port {self._cluster_bus_port()}",
                        # A node that is down leaves its slots unserved; the others go on serving theirs.
                        "cluster-require-full-coverage no"] if self.cluster else []),
                     "",
@@ -727,6 +730,16 @@ class EmbeddedRedis(_EmbeddedServer):
             )
         finally:
             os.close(log_fd)
+
+    def _cluster_bus_port(self) -> int:
+        if self._bus_port is None:
+            self._bus_port = free_port()
+        return self._bus_port
+
+    @property
+    def bus_port(self) -> int:
+        """The node's cluster bus port (other nodes MEET it there)."""
+        return self._cluster_bus_port()
 
     def _is_ready(self, proc: subprocess.Popen[bytes], port: int) -> bool:
         # PING answers -LOADING while the AOF is replayed; INFO's process_id proves that the server on
@@ -789,9 +802,13 @@ class EmbeddedRedisCluster:
                 last = self.SLOTS - 1 if i == len(clients) - 1 else (i + 1) * step - 1
                 command(client, "CLUSTER", "ADDSLOTSRANGE", i * step, last)
             for client in clients[1:]:
-                command(client, "CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
+                command(client, "CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port, self.nodes[0].bus_port)
             deadline = time.monotonic() + self._start_timeout
-            while not all(b"cluster_state:ok" in command(c, "CLUSTER", "INFO") for c in clients):
+            # Every node knows every other and every slot's owner (cluster_state alone says ok too early: the nodes
+            # serve with slots uncovered, as a cluster that lost a node should).
+            formed = [b"cluster_state:ok", f"cluster_slots_assigned:{self.SLOTS}".encode(),
+                      f"cluster_known_nodes:{len(self.nodes)}".encode()]
+            while not all(all(f in command(c, "CLUSTER", "INFO") for f in formed) for c in clients):
                 if time.monotonic() > deadline:
                     raise EmbeddedServiceError(f"the embedded redis cluster was not ok within {self._start_timeout} s")
                 time.sleep(0.05)

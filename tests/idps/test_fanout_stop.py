@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from services.common.redis_streams import Feed
 from services.common.runtime import Resources
 from services.idps.feed import Fanout
 from tests.redis_faults import LosesCancellation
@@ -12,7 +13,7 @@ from tests.redis_faults import LosesCancellation
 
 async def test_the_fan_out_stops_even_when_the_client_swallows_the_cancel(resources: Resources, unique: str) -> None:
     redis = LosesCancellation(resources.redis)
-    fanout = Fanout(redis, stream=f"v2x:test:fanout-{unique}")  # type: ignore[arg-type]
+    fanout = Fanout(redis, Feed("test", f"fanout-{unique}"))  # type: ignore[arg-type]
     await fanout.ensure_started()
     await redis.reading.wait()  # blocked in its first XREAD (2 s)
     await asyncio.sleep(0.1)

@@ -10,14 +10,17 @@ import signal
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
+import grpc
 import pytest
 from grpc import aio
 from redis.asyncio import Redis
+from v2x.idps.v1 import idps_pb2 as ipb
+from v2x.idps.v1.idps_pb2_grpc import IdpsServiceStub
 from v2x.parking.v1 import parking_pb2 as pb
 from v2x.parking.v1.parking_pb2_grpc import ParkingServiceStub
 
 from services.common.config import Settings
-from services.common.redis_streams import Feed, create_redis
+from services.common.redis_streams import Feed, Position, create_redis
 from services.common.runtime import Resources, RunningService, start_service
 from services.parking.app import build
 from services.parking.feed import AvailabilityFeed
@@ -27,6 +30,9 @@ from services.parking.store import ParkingStore
 from services.parking.vocab import SpaceClass
 from services.runner.embedded import EmbeddedRedis, EmbeddedRedisCluster
 from tests.conftest import Keys
+from tests.idps.conftest import Stub as IdpsStub
+from tests.idps.helpers import Reader, circle, offset, subscribe
+from tests.idps.helpers import report as idps_report
 from tests.parking.conftest import Stub
 from tests.parking.helpers import lot, report
 from tests.replicas import following
@@ -153,3 +159,74 @@ async def _eventually_free(replica: AvailabilityFeed, place: tuple[str, float, f
 
 async def _restart(node: EmbeddedRedis) -> None:
     await asyncio.to_thread(node.restart)
+
+
+# ----- IDPS: a console's cursor spans the shards ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def idps_on_cluster(on_cluster: Resources) -> AsyncIterator[IdpsStub]:
+    from services.idps.app import build as build_idps
+
+    running = await start_service(build_idps, on_cluster, port=0, host="127.0.0.1")
+    channel = aio.insecure_channel(f"127.0.0.1:{running.server.port}")
+    yield IdpsServiceStub(channel)
+    await channel.close()
+    await running.stop(0.5)
+
+
+async def _report_apart(stub: IdpsStub, keys: Keys, site: tuple[float, float], first: int, n: int) -> list[str]:
+    """`n` incidents of their own (400 m apart: none joins another)."""
+    ids = []
+    for i in range(first, first + n):
+        r = await stub.ReportEvent(idps_report(offset(site, 400 * i, 0), source=f"officer-{i}"),
+                                   metadata=keys.md(keys.police))
+        assert r.opened
+        ids.append(r.incident_id)
+    return ids
+
+
+async def _until_caught_up(console: Reader) -> list[ipb.IncidentMessage]:
+    """Messages up to the heartbeat that says a replay caught up."""
+    out = []
+    while (m := await console.next(10, heartbeats=True)).kind != ipb.IncidentMessage.KIND_HEARTBEAT:
+        out.append(m)
+    return out
+
+
+async def test_a_console_resumes_across_shards_with_no_gap_and_no_duplicate(
+        idps_on_cluster: IdpsStub, keys: Keys, unique: str) -> None:
+    stub = idps_on_cluster
+    site = (-20.0 - int(unique, 16) % 1000 / 100, 30.0)
+    console = subscribe(stub, keys, keys.police, area=circle(site, 20_000))
+    assert await console.until_live() == []
+    before = await _report_apart(stub, keys, site, 0, 6)
+    seen = [await console.next(10) for _ in before]
+    assert [m.incident.id for m in seen] == before and all(m.kind == ipb.IncidentMessage.KIND_NEW for m in seen)
+    cursor = seen[2].cursor
+    assert len(cursor.split(",")) == SHARDS
+    console.cancel()
+    # While the console is away: more incidents, over several shards.
+    missed = await _report_apart(stub, keys, site, 6, 8)
+    feed = Feed("idps", "incidents", SHARDS)
+    assert len({feed.shard_of(i) for i in [*before[3:], *missed]}) > 1
+    resumed = subscribe(stub, keys, keys.police, area=circle(site, 20_000), cursor=cursor)
+    replayed = await _until_caught_up(resumed)
+    got = sorted(m.incident.id for m in replayed)
+    assert got == sorted([*before[3:], *missed]), "a gap or a duplicate"
+    # Live again: the next change comes once, with a cursor at or past everything it was sent.
+    live = await _report_apart(stub, keys, site, 14, 1)
+    m = await resumed.next(10)
+    assert m.incident.id == live[0]
+    last = Position.decode(replayed[-1].cursor, SHARDS)
+    assert Position.decode(m.cursor, SHARDS).after(last)
+    resumed.cancel()
+
+
+async def test_a_cursor_from_before_the_feed_was_sharded_is_refused_with_a_clear_status(
+        idps_on_cluster: IdpsStub, keys: Keys) -> None:
+    console = subscribe(idps_on_cluster, keys, keys.police, cursor="1718000000000-0")
+    with pytest.raises(aio.AioRpcError) as err:
+        await console.next(10)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "subscribe again without a cursor" in (err.value.details() or "")
