@@ -30,6 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the whole suite")
     run.add_argument("--no-sim", action="store_true", help="do not simulate occupancy changes in the demo district")
+    run.add_argument("--replicas", type=int, default=1, metavar="N",
+                     help="run every service as N processes sharing its port (default 1)")
+    run.add_argument("--redis-cluster", type=int, default=0, metavar="M",
+                     help="without REDIS_URL: an embedded Redis Cluster of M nodes (feeds sharded over it)")
     serve = sub.add_parser("serve", help="run one service")
     serve.add_argument("service", help="service name, e.g. parking")
     serve.add_argument("--processes", type=int, default=1, metavar="N",
@@ -107,7 +111,12 @@ def main(argv: list[str] | None = None) -> None:
         if ns.command == "run":
             from services.runner.suite import run_suite
 
-            eventloop.run(run_suite(settings, simulate=not ns.no_sim), settings.event_loop)
+            if not 1 <= ns.replicas <= 16:
+                raise SystemExit("--replicas must be between 1 and 16")
+            if ns.redis_cluster and not 1 <= ns.redis_cluster <= 9:
+                raise SystemExit("--redis-cluster must be between 1 and 9 nodes")
+            eventloop.run(run_suite(settings, simulate=not ns.no_sim, replicas=ns.replicas,
+                                    redis_cluster=ns.redis_cluster), settings.event_loop)
         elif ns.command == "serve":
             from services.common.runtime import serve
             from services.registry import builders

@@ -27,12 +27,17 @@ READY_FD_ENV = "V2X_READY_FD"
 READY_LINE = "processes serving on port"
 
 
+# A service's processes take metrics ports this far apart (the service's, +100, +200, ...), so that the replicas of
+# all the services on one host (`v2x run --replicas N`) never take each other's.
+METRICS_STRIDE = 100
+
+
 def worker_env(env: Mapping[str, str], name: str, index: int, metrics_port: int) -> dict[str, str]:
-    """The environment of process `index`: one process each, and its own metrics port (the service's port + index)
-    when the service has one, since every process keeps its own counters."""
+    """The environment of process `index`: one process each, and its own metrics port (the service's port +
+    index * METRICS_STRIDE) when the service has one, since every process keeps its own counters."""
     out = dict(env)
     if metrics_port:
-        out[f"V2X_{name.upper()}_METRICS_PORT"] = str(metrics_port + index)
+        out[f"V2X_{name.upper()}_METRICS_PORT"] = str(metrics_port + index * METRICS_STRIDE)
     return out
 
 

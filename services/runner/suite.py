@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -31,7 +32,7 @@ from services.registry import builders, check_settings
 from services.runner import charging_sim
 from services.runner.demo_chargers import seed_chargers
 from services.runner.demo_district import OPERATORS, seed_district
-from services.runner.embedded import EmbeddedPostgres, EmbeddedRedis
+from services.runner.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedRedisCluster
 from services.runner.occupancy_sim import simulate
 from services.runner.settings import RunSettings
 from services.runner.supervisor import ChildSpec, Probe, SuiteFailed, Supervisor, python_argv
@@ -50,7 +51,7 @@ _FAST_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconn
 class Suite:
     supervisor: Supervisor | None = None
     postgres: EmbeddedPostgres | None = None
-    redis: EmbeddedRedis | None = None
+    redis: EmbeddedRedis | EmbeddedRedisCluster | None = None
 
     async def stop(self, grace_s: float) -> None:
         if self.supervisor is not None:
@@ -76,7 +77,7 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-async def run_suite(settings: Settings, *, simulate: bool = True) -> None:
+async def run_suite(settings: Settings, *, simulate: bool = True, replicas: int = 1, redis_cluster: int = 0) -> None:
     started = time.monotonic()
     suite = Suite()
     loop = asyncio.get_running_loop()
@@ -97,8 +98,14 @@ async def run_suite(settings: Settings, *, simulate: bool = True) -> None:
             _say(f"embedded PostGIS cluster: {database_url}")
         redis_url = settings.redis_url
         if not redis_url:
-            suite.redis = EmbeddedRedis()
+            suite.redis = EmbeddedRedisCluster(redis_cluster) if redis_cluster else EmbeddedRedis()
             redis_url = await asyncio.to_thread(suite.redis.start)
+            if redis_cluster:
+                _say(f"embedded Redis Cluster of {redis_cluster} nodes")
+                # Each feed spread over the nodes: two shards a node.
+                cluster_env = {"V2X_REDIS_CLUSTER": "1", "V2X_FEED_SHARDS": str(2 * redis_cluster)}
+                settings = dataclasses.replace(settings, redis_cluster=True, feed_shards=2 * redis_cluster,
+                                               env={**settings.env, **cluster_env})
             _say(f"embedded Redis: {redis_url}")
         await migrate(database_url)
         migrated_at = time.monotonic() - started
@@ -119,7 +126,8 @@ async def run_suite(settings: Settings, *, simulate: bool = True) -> None:
                 env.update(adapter_env)
             for name in builders():
                 child_env = {**env, **roadside_env} if name == "roadside" else env
-                specs.append(ChildSpec(name, python_argv("serve", name), child_env,
+                serve = ["serve", name, *(["--processes", str(replicas)] if replicas > 1 else [])]
+                specs.append(ChildSpec(name, python_argv(*serve), child_env,
                                        grpc_ready(settings.ports[name])))
             suite.supervisor = Supervisor(specs, say=_say,
                                           on_change=lambda: _write_run_file(path, settings, suite, keys, operator_keys))
@@ -137,7 +145,17 @@ async def run_suite(settings: Settings, *, simulate: bool = True) -> None:
             await engine.dispose()
         log.info("start-up: database ready at %.1f s, demo seeded at %.1f s", migrated_at,
                  time.monotonic() - started)
-        await suite.supervisor.wait_ready()
+        # Ctrl-C while the services start stops the suite too.
+        ready = asyncio.ensure_future(suite.supervisor.wait_ready())
+        interrupted = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([ready, interrupted], return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+            await asyncio.gather(ready, return_exceptions=True)
+            _say("stopping...")
+            return
+        interrupted.cancel()
+        ready.result()  # SuiteFailed when a process gave up
         _banner(settings, lots, stations, keys, operator_keys, roadside_env, time.monotonic() - started)
         if "municipal" in builders():
             _say(municipal_banner(settings, emulator_port if emulator else None))

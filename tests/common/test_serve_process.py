@@ -15,6 +15,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.config import Settings
+from services.common.processes import METRICS_STRIDE
 
 
 def _free_port() -> int:
@@ -95,7 +96,7 @@ async def _start_processes(settings: Settings, n: int) -> tuple[asyncio.subproce
     assert proc.stderr is not None
     line = await asyncio.wait_for(proc.stderr.readline(), 60)
     assert f"{n} processes serving on port {port}".encode() in line, line
-    return proc, port, [metrics + i for i in range(n)]
+    return proc, port, [metrics + i * METRICS_STRIDE for i in range(n)]
 
 
 async def test_serve_processes_share_the_port_and_stop_together(settings: Settings) -> None:
