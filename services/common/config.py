@@ -46,6 +46,9 @@ class Settings:
     """The settings every v2x process shares. Build with `Settings.from_env()`."""
 
     database_url: str | None = None
+    # A streaming replica for reads that may be a little behind (services/common/read_replica.py)
+    database_read_url: str | None = None
+    read_max_lag_s: float = 2.0
     redis_url: str | None = None
     bind_host: str = "0.0.0.0"
     ports: Mapping[str, int] = field(default_factory=lambda: dict(SERVICE_PORTS))
@@ -90,11 +93,17 @@ class Settings:
         database_url = e.get("DATABASE_URL") or None
         if database_url and not database_url.startswith(("postgresql://", "postgresql+asyncpg://", "postgres://")):
             raise ConfigError("DATABASE_URL must be a postgresql:// URL")
+        database_read_url = e.get("DATABASE_READ_URL") or None
+        if database_read_url and not database_read_url.startswith(("postgresql://", "postgresql+asyncpg://",
+                                                                   "postgres://")):
+            raise ConfigError("DATABASE_READ_URL must be a postgresql:// URL")
         redis_url = e.get("REDIS_URL") or None
         if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("REDIS_URL must be a redis://, rediss:// or unix:// URL")
         return cls(
             database_url=normalise_database_url(database_url) if database_url else None,
+            database_read_url=normalise_database_url(database_read_url) if database_read_url else None,
+            read_max_lag_s=env_float(e, "V2X_READ_MAX_LAG_S", defaults.read_max_lag_s, 0.1, 3600),
             redis_url=redis_url,
             bind_host=e.get("V2X_BIND_HOST", defaults.bind_host),
             ports=ports,

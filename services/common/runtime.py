@@ -17,6 +17,7 @@ from services.common.apikeys import KeyVerifier
 from services.common.config import Settings
 from services.common.db import create_engine, require_current_schema
 from services.common.processes import READY_FD_ENV
+from services.common.read_replica import Reads
 from services.common.redis_streams import create_redis
 from services.common.server import RunningServer, ServiceDefinition, create_server, wait_for_stop_signal
 
@@ -25,22 +26,29 @@ log = logging.getLogger("v2x.runtime")
 
 @dataclass
 class Resources:
-    """One engine, one Redis client and one key verifier per process."""
+    """One engine, one Redis client and one key verifier per process, and where stale-tolerant reads go."""
 
     settings: Settings
     engine: AsyncEngine
     redis: Redis
     verifier: KeyVerifier
+    reads: Reads
 
     @classmethod
     def open(cls, settings: Settings, name: str) -> Resources:
         engine = create_engine(settings.require_database_url(), pool_size=settings.db_pool_size,
                                application_name=f"v2x-{name}")
+        replica = None
+        if settings.database_read_url:
+            replica = create_engine(settings.database_read_url, pool_size=settings.db_pool_size,
+                                    application_name=f"v2x-{name}-reads")
         return cls(settings, engine, create_redis(settings.require_redis_url(), cluster=settings.redis_cluster),
-                   KeyVerifier(engine, settings.api_key_cache_s))
+                   KeyVerifier(engine, settings.api_key_cache_s),
+                   Reads(engine, replica, max_lag_s=settings.read_max_lag_s))
 
     async def close(self) -> None:
         await self.redis.aclose()
+        await self.reads.close()
         await self.engine.dispose()
 
 
@@ -80,7 +88,7 @@ async def start_service(builder: Builder, resources: Resources, *, port: int, ho
         await hook()
     server = await create_server(parts.definitions, resources.settings, resources.verifier, port=port, host=host,
                                  metrics_port=metrics_port)
-    tasks = [asyncio.create_task(job()) for job in parts.background]
+    tasks = [asyncio.create_task(job()) for job in [*parts.background, resources.reads.monitor]]
     return RunningService(server, parts, tasks)
 
 

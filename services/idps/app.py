@@ -64,7 +64,7 @@ def build(resources: Resources) -> ServiceParts:
 
 def assemble(resources: Resources, idps: IdpsSettings) -> ServiceParts:
     settings = resources.settings
-    store = IdpsStore(resources.engine, idps)
+    store = IdpsStore(resources.engine, idps, resources.reads)
     shards = resources.settings.feed_shards
     incidents = IncidentService(store, ChangeFeed(resources.redis, idps.stream_maxlen, shards))
     fanout = Fanout(resources.redis, Feed(FEED.service, FEED.name, shards))

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from services.common.geo import Area
+from services.common.read_replica import Reads
 from services.idps import aggregate, correlate, lifecycle
 from services.idps.geo import lock_keys
 from services.idps.model import (
@@ -296,8 +297,11 @@ class _Batch:
 
 
 class IdpsStore:
-    def __init__(self, engine: AsyncEngine, settings: IdpsSettings) -> None:
+    def __init__(self, engine: AsyncEngine, settings: IdpsSettings, reads: Reads | None = None) -> None:
         self.engine = engine
+        # Consoles' lookups and listings may be up to the replica's bound behind; a write's answer and
+        # Subscribe's snapshot (aligned with the feed) always come from the primary.
+        self.reads = reads or Reads(engine)
         self.reopen_s = settings.reopen_window_s
         self.windows = correlate.Windows(settings.correlation_distance_m,
                                          timedelta(seconds=settings.correlation_window_s),
@@ -575,21 +579,25 @@ class IdpsStore:
     # ----- reads --------------------------------------------------------------------------------
 
     async def get(self, incident_id: str) -> IncidentDetail:
-        async with self.engine.connect() as conn:
-            inc = await self._get(conn, incident_id)
-            sources = [_source(r) for r in (await conn.execute(_SOURCES, {"id": incident_id})).all()]
-            audit = [AuditEntry(r.version, r.at, r.actor, r.action, r.note, r.from_status, r.to_status, r.details,
-                                r.report_id, r.related_incident_id)
-                     for r in (await conn.execute(_AUDIT, {"id": incident_id})).all()]
-            links = [Link(r.report_id, r.kind, r.from_incident_id or "", r.to_incident_id, r.at, r.actor)
-                     for r in (await conn.execute(_LINKS, {"id": incident_id})).all()]
+        return await self.reads.read(lambda conn: self._detail(conn, incident_id))
+
+    async def _detail(self, conn: AsyncConnection, incident_id: str) -> IncidentDetail:
+        inc = await self._get(conn, incident_id)
+        sources = [_source(r) for r in (await conn.execute(_SOURCES, {"id": incident_id})).all()]
+        audit = [AuditEntry(r.version, r.at, r.actor, r.action, r.note, r.from_status, r.to_status, r.details,
+                            r.report_id, r.related_incident_id)
+                 for r in (await conn.execute(_AUDIT, {"id": incident_id})).all()]
+        links = [Link(r.report_id, r.kind, r.from_incident_id or "", r.to_incident_id, r.at, r.actor)
+                 for r in (await conn.execute(_LINKS, {"id": incident_id})).all()]
         return IncidentDetail(inc, sources, audit, links)
 
     async def evidence(self, report_id: str) -> tuple[str, int, bytes]:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(text(
+        async def query(conn: AsyncConnection) -> Any:
+            return (await conn.execute(text(
                 "SELECT r.plate, r.plate_colour, e.snapshot_jpeg FROM idps_reports r "
                 "LEFT JOIN idps_evidence e ON e.report_id = r.id WHERE r.id = :id"), {"id": report_id})).first()
+
+        row = await self.reads.read(query)
         if row is None:
             raise NotFound(f"no report {report_id}")
         return row.plate, row.plate_colour, bytes(row.snapshot_jpeg or b"")
@@ -608,8 +616,10 @@ class IdpsStore:
             params["after_at"], params["after_id"] = q.after
         sql = f"SELECT {_COLS} FROM idps_incidents {'WHERE ' + ' AND '.join(where) if where else ''} " \
               "ORDER BY created_at DESC, id DESC LIMIT :n"
-        async with self.engine.connect() as conn:
+        async def query(conn: AsyncConnection) -> list[Incident]:
             return [_incident(r) for r in (await conn.execute(text(sql), params)).all()]
+
+        return await self.reads.read(query)
 
     async def snapshot(self, f: IncidentFilter) -> list[Incident]:
         """Every incident a live subscriber with this filter follows now."""

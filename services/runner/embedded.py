@@ -387,11 +387,17 @@ class EmbeddedPostgres(_EmbeddedServer):
         max_connections: int = 200,
         start_timeout: float = 30.0,
         stop_timeout: float = 30.0,
+        standby_of: EmbeddedPostgres | None = None,
     ) -> None:
+        """`standby_of`: start as a hot standby streaming from that (running) cluster, e.g. for reads
+        through DATABASE_READ_URL."""
         super().__init__(port=port, base_dir=base_dir, start_timeout=start_timeout, stop_timeout=stop_timeout)
+        self._primary = standby_of
+        if standby_of is not None:
+            database = str(standby_of.database)
         if not _DB_NAME.fullmatch(database):
             raise ValueError(f"database name must match {_DB_NAME.pattern}: {database!r}")
-        self.database = database
+        self.database: str = database
         self._bindir_override = bindir
         self._bindir: Path | None = None
         self._shared_buffers = shared_buffers
@@ -476,6 +482,8 @@ class EmbeddedPostgres(_EmbeddedServer):
             for path in (directory, socket_dir):
                 os.chown(path, self._uid, self._gid)
 
+        if self._primary is not None:
+            return self._start_standby(directory)
         initdb = self._run_as_owner(
             [
                 str(self._bindir / "initdb"),
@@ -500,6 +508,25 @@ class EmbeddedPostgres(_EmbeddedServer):
 
         port = self._run_server(self._requested_port, may_change_port=self._requested_port is None)
         self._create_database(port)
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{port}/{self.database}"
+
+    def _start_standby(self, directory: Path) -> str:
+        assert self._bindir is not None and self._primary is not None
+        # initdb's trust setup admits replication connections from 127.0.0.1; -R writes the standby's
+        # primary_conninfo and standby.signal; -X stream copies the WAL made during the copy too.
+        backup = self._run_as_owner(
+            [
+                str(self._bindir / "pg_basebackup"),
+                "-h", "127.0.0.1", "-p", str(self._primary.port), "-U", "postgres",
+                "-D", str(directory / "data"),
+                "-R", "-X", "stream", "-c", "fast", "--no-sync",
+            ],
+            timeout=self._start_timeout,
+        )  # fmt: skip
+        if backup.returncode != 0:
+            output = _tail(backup.stdout + backup.stderr)
+            raise EmbeddedServiceError(f"pg_basebackup failed ({backup.returncode}):\n{output}")
+        port = self._run_server(self._requested_port, may_change_port=self._requested_port is None)
         return f"postgresql+asyncpg://postgres@127.0.0.1:{port}/{self.database}"
 
     def _spawn(self, port: int) -> subprocess.Popen[bytes]:
@@ -548,7 +575,9 @@ class EmbeddedPostgres(_EmbeddedServer):
             lines = (self._dir / "data" / "postmaster.pid").read_text().splitlines()
         except (FileNotFoundError, UnicodeDecodeError):
             return False
-        return len(lines) >= 8 and lines[0].strip() == str(proc.pid) and lines[7].strip() == "ready"
+        # A hot standby says "standby" once it accepts read-only connections.
+        accepting = ("ready",) if self._primary is None else ("ready", "standby")
+        return len(lines) >= 8 and lines[0].strip() == str(proc.pid) and lines[7].strip() in accepting
 
     def _create_database(self, port: int) -> None:
         assert self._bindir is not None

@@ -57,7 +57,7 @@ class Harness:
 
 async def start_harness(resources: Resources, clock: Callable[[], datetime], **overrides: Any) -> Harness:
     settings = dataclasses.replace(resources.settings, bind_host="127.0.0.1")
-    res = Resources(settings, resources.engine, resources.redis, resources.verifier)
+    res = Resources(settings, resources.engine, resources.redis, resources.verifier, resources.reads)
     app = assemble(res, ChargingSettings(**{"ocpp_port": 0, "bay_check_interval_s": 3600.0, **overrides}), clock)
     running = await start_service(lambda _: app.parts, res, port=0, host="127.0.0.1")
     await asyncio.wait_for(app.gateway.ready.wait(), 10)

@@ -77,7 +77,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 async def _serve(settings: Settings, resources: Resources, env: dict[str, str]) -> AsyncIterator[int]:
     tls_settings = Settings.from_env(
         {"DATABASE_URL": settings.database_url or "", "REDIS_URL": settings.redis_url or "", **env})
-    res = Resources(tls_settings, resources.engine, resources.redis, resources.verifier)
+    res = Resources(tls_settings, resources.engine, resources.redis, resources.verifier, resources.reads)
     running = await start_service(build, res, port=0, host="127.0.0.1")
     yield running.server.port
     await running.stop(0)

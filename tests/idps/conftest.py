@@ -30,7 +30,7 @@ def idps_resources(resources: Resources) -> Resources:
     settings = dataclasses.replace(resources.settings, env={
         **resources.settings.env, "V2X_IDPS_REOPEN_WINDOW_S": f"{REOPEN_WINDOW_S:g}",
         "V2X_IDPS_SUBSCRIBER_BUFFER": f"{SUBSCRIBER_BUFFER}"})
-    return Resources(settings, resources.engine, resources.redis, resources.verifier)
+    return Resources(settings, resources.engine, resources.redis, resources.verifier, resources.reads)
 
 
 @pytest.fixture(scope="session")

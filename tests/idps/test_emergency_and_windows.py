@@ -89,7 +89,8 @@ async def narrow_stub(idps_resources: Resources) -> AsyncIterator[Stub]:
         "V2X_IDPS_REOPEN_WINDOW_S": f"{REOPEN_WINDOW_S:g}", "V2X_IDPS_SUBSCRIBER_BUFFER": f"{SUBSCRIBER_BUFFER}",
         "V2X_IDPS_CORRELATION_DISTANCE_M": f"{NARROW_DISTANCE_M:g}",
         "V2X_IDPS_CORRELATION_WINDOW_S": f"{NARROW_WINDOW_S:g}"})
-    narrow = Resources(settings, idps_resources.engine, idps_resources.redis, idps_resources.verifier)
+    narrow = Resources(settings, idps_resources.engine, idps_resources.redis, idps_resources.verifier,
+                       idps_resources.reads)
     running = await start_service(_reports_only, narrow, port=0, host="127.0.0.1")
     channel = aio.insecure_channel(f"127.0.0.1:{running.server.port}")
     yield IdpsServiceStub(channel)
