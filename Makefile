@@ -67,6 +67,7 @@ run: deps models
 
 test: deps models
 	@infra/ensure-test-services.sh
+	@infra/ensure-haproxy.sh
 	$(PY) -m pytest
 
 lint: $(STAMP)
