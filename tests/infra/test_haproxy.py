@@ -5,6 +5,7 @@ of ONE client channel reach both replicas (each replica's own metrics count its 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -70,6 +71,7 @@ def _haproxy() -> str:
 @dataclass
 class Front:
     target: str  # what clients dial: HAProxy
+    ports: list[int]  # the replicas' own gRPC ports
     metrics_ports: list[int]  # one per replica
 
 
@@ -79,8 +81,9 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
-@pytest.fixture
-async def front(settings: Settings, tmp_path: Path) -> AsyncIterator[Front]:
+@pytest.fixture(scope="module")
+async def front(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Front]:
+    """Two replicas and the front, shared by this module's tests (each counts only its own calls)."""
     haproxy = _haproxy()
     procs: list[asyncio.subprocess.Process] = []
     ports, metrics = [_free_port(), _free_port()], [_free_port(), _free_port()]
@@ -97,7 +100,7 @@ async def front(settings: Settings, tmp_path: Path) -> AsyncIterator[Front]:
         bind = f"127.0.0.1:{_free_port()}"
         env = {**os.environ, "V2X_HAPROXY_BIND": bind, "V2X_BACKEND_1": f"127.0.0.1:{ports[0]}",
                "V2X_BACKEND_2": f"127.0.0.1:{ports[1]}"}
-        log = tmp_path / "haproxy.log"
+        log = tmp_path_factory.mktemp("haproxy") / "haproxy.log"
         with log.open("wb") as out:
             procs.append(await asyncio.create_subprocess_exec(haproxy, "-db", "-f", CONFIG, env=env, stdout=out,
                                                               stderr=subprocess.STDOUT))
@@ -105,23 +108,37 @@ async def front(settings: Settings, tmp_path: Path) -> AsyncIterator[Front]:
             await assert_eventually(lambda: _serving(bind), "parking to serve through HAProxy", within_s=20)
         except AssertionError as exc:
             raise AssertionError(f"{exc}; HAProxy said:\n{log.read_text()}") from None
-        yield Front(bind, metrics)
+        yield Front(bind, ports, metrics)
     finally:
         for proc in procs:
             await _kill(proc)
 
 
-async def test_calls_of_one_channel_reach_both_replicas(front: Front, keys: Keys, unique: str) -> None:
+async def _find_many(front: Front, keys: Keys, target: str, options: list[tuple[str, str]]) -> list[float]:
+    """CALLS FindAvailable calls over one channel to `target`; how many each replica counted."""
     before = [_handled(port, "FindAvailable") for port in front.metrics_ports]
-    async with aio.insecure_channel(front.target) as channel:
+    async with aio.insecure_channel(target, options=options) as channel:
         stub: Stub = ParkingServiceStub(channel)
         request = pb.FindAvailableRequest(location=cpb.LatLon(lat=31.40, lon=121.49), radius_m=1000, limit=5)
         for _ in range(CALLS):
             await stub.FindAvailable(request, metadata=keys.md(keys.driver))
-    counted = [_handled(port, "FindAvailable") - b for port, b in zip(front.metrics_ports, before, strict=True)]
+    return [_handled(port, "FindAvailable") - b for port, b in zip(front.metrics_ports, before, strict=True)]
+
+
+async def test_calls_of_one_channel_reach_both_replicas(front: Front, keys: Keys) -> None:
+    counted = await _find_many(front, keys, front.target, [])
     assert sum(counted) == CALLS, counted
     # Round robin per call: each replica took about half (not all on the one connection's replica).
     assert all(n >= CALLS / 4 for n in counted), counted
+
+
+async def test_client_side_round_robin_over_the_replicas_addresses_reaches_both(front: Front, keys: Keys) -> None:
+    """The balancer-less way (README, "Several replicas"): a channel over every replica's address with the
+    round_robin policy; `dns:///parking.example:50053` does the same with the addresses DNS returns."""
+    target = "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in front.ports)
+    config = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+    counted = await _find_many(front, keys, target, [("grpc.service_config", config)])
+    assert sum(counted) == CALLS and all(n >= CALLS / 4 for n in counted), counted
 
 
 async def test_a_server_stream_passes_through(front: Front, keys: Keys, unique: str) -> None:
