@@ -56,6 +56,8 @@ CONNECTED = Gauge("v2x_charging_ocpp_connected", "Charge points connected to thi
 REFUSED = Counter("v2x_charging_ocpp_refused_total", "WebSocket upgrades refused", ["reason"])
 MAX_MESSAGE_BYTES = 64 * 1024
 GOING_AWAY = 1001  # RFC 6455: the server is going down; a charge point reconnects (OCPP-J: with its retry back-off)
+POLICY_VIOLATION = 1008  # RFC 6455: replaced by a newer connection, disconnected by an admin
+DRAINING = "server going away; reconnect"
 
 
 class OcppGateway:
@@ -107,6 +109,10 @@ class OcppGateway:
             finally:
                 self.ready.clear()
                 await self._flush()
+                # What a drain did not reach (it was cut short, or there was none): the server's own close below
+                # does nothing once a drain has closed the listener.
+                for ws in list(self._live.values()):
+                    self._close_soon(ws, DRAINING, code=GOING_AWAY)
 
     async def drain(self, grace_s: float) -> None:
         """Hands every charge point to other replicas within the first half of the grace period (an `on_drain`
@@ -118,12 +124,11 @@ class OcppGateway:
         live = list(self._live.values())
         gap_s = grace_s / 2 / len(live) if live else 0.0
         log.info("OCPP gateway draining", extra={"connections": len(live), "over_s": round(gap_s * len(live), 2)})
-        closing = []
         for i, ws in enumerate(live):
             if i:
                 await asyncio.sleep(gap_s)
-            closing.append(asyncio.create_task(ws.close(code=GOING_AWAY, reason="server going away; reconnect")))
-        await asyncio.gather(*closing, return_exceptions=True)
+            # Its own task: the close handshake (bounded by the close timeout) outlives the drain if it must.
+            self._close_soon(ws, DRAINING, code=GOING_AWAY)
 
     def close_soon(self, cp_id: str, reason: str) -> None:
         """Closes the charge point's connection shortly, once the current reply has gone out."""
@@ -139,9 +144,9 @@ class OcppGateway:
         return True
 
     @staticmethod
-    async def _close(ws: ServerConnection, reason: str, delay_s: float = 0.0) -> None:
+    async def _close(ws: ServerConnection, reason: str, delay_s: float = 0.0, code: int = POLICY_VIOLATION) -> None:
         await asyncio.sleep(delay_s)
-        await ws.close(code=1008, reason=reason[:100])  # policy violation
+        await ws.close(code=code, reason=reason[:100])
 
     def connected(self, cp_id: str) -> bool:
         return cp_id in self._live
@@ -217,8 +222,9 @@ class OcppGateway:
                     await self.seen({auth.id: now})
             log.info("charge point disconnected", extra={"charge_point": auth.id})
 
-    def _close_soon(self, ws: ServerConnection, reason: str, delay_s: float = 0.0) -> None:
-        task = asyncio.create_task(self._close(ws, reason, delay_s))
+    def _close_soon(self, ws: ServerConnection, reason: str, delay_s: float = 0.0,
+                    code: int = POLICY_VIOLATION) -> None:
+        task = asyncio.create_task(self._close(ws, reason, delay_s, code))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
