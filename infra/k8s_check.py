@@ -10,8 +10,9 @@
 3. Checks what no schema can: every ConfigMap and Secret a pod reads is rendered (the Secret v2x-secrets may come
    from outside, as in district and city, with the keys of infra/k8s/secrets.example.env), every HPA, PDB, Service
    and Ingress finds its target, every service container has gRPC readiness and liveness probes on a port it declares
-   and CPU and memory requests and limits, no StatefulSet (the datastores are external), and the environment
-   each pod gets is accepted by the suite's own settings parser (`Settings.from_env`).
+   and CPU and memory requests and limits, no StatefulSet (the datastores are external), the environment each pod
+   gets is accepted by the suite's own settings parser (`Settings.from_env`), and a pod's termination grace period
+   outlasts its preStop pause plus V2X_GRACE_S.
 
 Prints one line per overlay, or every problem found; exits 1 if there is any.
 """
@@ -151,10 +152,25 @@ def reference_problems(objs: list[Obj], overlay: Path) -> list[str]:
             if obj["kind"] == "Deployment":
                 problems += container_problems(name_of(obj), container)
         try:
-            Settings.from_env(env)
+            settings = Settings.from_env(env)
         except ConfigError as exc:
             problems.append(f"{name_of(obj)}: the suite refuses its settings: {exc}")
+            continue
+        if obj["kind"] == "Deployment":
+            problems += grace_problems(name_of(obj), pod_spec(obj), settings.grace_s)
     return problems
+
+
+def grace_problems(where: str, spec: Obj, grace_s: float) -> list[str]:
+    """The kubelet kills a pod `terminationGracePeriodSeconds` after it began stopping it, preStop pause included: the
+    process' own grace period (in-flight calls, the OCPP drain) must end before that."""
+    pod_grace = spec.get("terminationGracePeriodSeconds", 30)
+    pause = max((c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+                 for c in spec["containers"]), default=0)
+    if pause + grace_s >= pod_grace:
+        return [f"{where}: terminationGracePeriodSeconds {pod_grace} leaves no time after the preStop pause "
+                f"({pause} s) and V2X_GRACE_S ({grace_s:g} s): the kubelet would kill the process mid-drain"]
+    return []
 
 
 def container_problems(where: str, container: Obj) -> list[str]:

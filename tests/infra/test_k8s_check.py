@@ -85,3 +85,11 @@ def test_a_service_container_without_the_grpc_health_probe_fails(k8s_copy: Path)
     out = run_check(k8s_copy / "overlays" / "dev")
     assert out.returncode == 1
     assert "Deployment/idps: livenessProbe is not the standard gRPC health probe" in out.stdout, out.stdout
+
+
+def test_a_grace_period_longer_than_the_pods_fails(k8s_copy: Path) -> None:
+    edit(k8s_copy / "base" / "settings.env", "V2X_GRACE_S=20", "V2X_GRACE_S=30")
+    out = run_check(k8s_copy / "overlays" / "city")
+    assert out.returncode == 1
+    assert ("Deployment/charging: terminationGracePeriodSeconds 30 leaves no time after the preStop pause (5 s) and "
+            "V2X_GRACE_S (30 s)") in out.stdout, out.stdout
