@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 UV := $(VENV)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lock lint typecheck protos check-protos deps postgis native models bench-parking clean help
+.PHONY: run test lock lint typecheck protos check-protos deps postgis native models bench-parking k8s-check clean help
 
 help:
 	@echo "make run      the whole suite on embedded PostGIS + Redis (Ctrl-C stops it)"
@@ -16,6 +16,7 @@ help:
 	@echo "make protos   regenerate the Python stubs from protos/"
 	@echo "make models   build the ONNX vehicle detector into models/build/"
 	@echo "make bench-parking   load/bench_parking.py (100,000 lots)"
+	@echo "make k8s-check       render every infra/k8s overlay and validate it offline (also part of make test)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -66,11 +67,17 @@ run: deps models
 
 test: deps models
 	@infra/ensure-test-services.sh
+	@infra/ensure-haproxy.sh
 	$(PY) -m pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+# Renders every kustomize overlay of infra/k8s (kubectl from the lock) and validates it offline against the Kubernetes
+# schemas; `make test` runs the same check (tests/infra/test_k8s_check.py).
+k8s-check: $(STAMP)
+	$(PY) infra/k8s_check.py
 
 bench-parking: deps
 	@infra/ensure-test-services.sh

@@ -77,7 +77,7 @@ def assemble(resources: Resources, charging: ChargingSettings, clock: Clock = wa
         policy=POLICY,
     )
     parts = ServiceParts([definition], background=[writer.run, gateway.run, bays.run, sweeper.run, feed.follow_index],
-                         on_stop=[store.close], on_start=[feed.load_index])
+                         on_stop=[store.close], on_start=[feed.load_index], on_drain=[gateway.drain])
     return ChargingApp(store, feed, writer, gateway, bays, sweeper, parts)
 
 

@@ -7,6 +7,10 @@
   OCPP message: 404 for another path, 401 for missing or wrong credentials or an unknown charge point
   (the same answer, at the same cost), 400 when it does not offer its registered subprotocol.
 - One connection per charge point: a new one replaces the old.
+- Draining (the process is told to stop): the listener closes at once, so new connections go to other replicas
+  (handshakes under way get 503), and every open connection is closed with 1001 (going away), spread over half
+  the grace period, so that the charge points reconnect through the balancer to replicas that stay, and do not
+  all arrive there (and pay for their password check) in the same instant.
 - Liveness: every message counts as "heard from". Arrival is noted in memory and flushed to the charge
   point row in batches (at most every quarter heartbeat interval, and at least every 5 s); readings of
   its connectors expire 3 heartbeat intervals after the last message (status.py).
@@ -51,6 +55,9 @@ REALM = "v2x OCPP"
 CONNECTED = Gauge("v2x_charging_ocpp_connected", "Charge points connected to this gateway")
 REFUSED = Counter("v2x_charging_ocpp_refused_total", "WebSocket upgrades refused", ["reason"])
 MAX_MESSAGE_BYTES = 64 * 1024
+GOING_AWAY = 1001  # RFC 6455: the server is going down; a charge point reconnects (OCPP-J: with its retry back-off)
+POLICY_VIOLATION = 1008  # RFC 6455: replaced by a newer connection, disconnected by an admin
+DRAINING = "server going away; reconnect"
 
 
 class OcppGateway:
@@ -73,6 +80,7 @@ class OcppGateway:
         self._tasks: set[asyncio.Task[None]] = set()
         self.session_context = SessionContext(store, writer, clock, heartbeat_s, self.heard, self.seen,
                                               self.close_soon)
+        self._server: Server | None = None
 
     # ----- lifecycle ----------------------------------------------------------------------
 
@@ -94,6 +102,7 @@ class OcppGateway:
                 continue
             break
         async with server:
+            self._server = server
             self.port = _bound_port(server)
             self.ready.set()
             log.info("OCPP gateway listening", extra={"port": self.port})
@@ -102,6 +111,26 @@ class OcppGateway:
             finally:
                 self.ready.clear()
                 await self._flush()
+                # What a drain did not reach (it was cut short, or there was none): the server's own close below
+                # does nothing once a drain has closed the listener.
+                for ws in list(self._live.values()):
+                    self._close_soon(ws, DRAINING, code=GOING_AWAY)
+
+    async def drain(self, grace_s: float) -> None:
+        """Hands every charge point to other replicas within the first half of the grace period (an `on_drain`
+        hook of the service): no new connection from now on, and the open ones closed one after another."""
+        if self._server is None:
+            return
+        self.ready.clear()
+        self._server.close(close_connections=False)  # the listener only: connections are closed below, spread out
+        live = list(self._live.values())
+        gap_s = grace_s / 2 / len(live) if live else 0.0
+        log.info("OCPP gateway draining", extra={"connections": len(live), "over_s": round(gap_s * len(live), 2)})
+        for i, ws in enumerate(live):
+            if i:
+                await asyncio.sleep(gap_s)
+            # Its own task: the close handshake (bounded by the close timeout) outlives the drain if it must.
+            self._close_soon(ws, DRAINING, code=GOING_AWAY)
 
     def close_soon(self, cp_id: str, reason: str) -> None:
         """Closes the charge point's connection shortly, once the current reply has gone out."""
@@ -117,9 +146,9 @@ class OcppGateway:
         return True
 
     @staticmethod
-    async def _close(ws: ServerConnection, reason: str, delay_s: float = 0.0) -> None:
+    async def _close(ws: ServerConnection, reason: str, delay_s: float = 0.0, code: int = POLICY_VIOLATION) -> None:
         await asyncio.sleep(delay_s)
-        await ws.close(code=1008, reason=reason[:100])  # policy violation
+        await ws.close(code=code, reason=reason[:100])
 
     def connected(self, cp_id: str) -> bool:
         return cp_id in self._live
@@ -195,8 +224,9 @@ class OcppGateway:
                     await self.seen({auth.id: now})
             log.info("charge point disconnected", extra={"charge_point": auth.id})
 
-    def _close_soon(self, ws: ServerConnection, reason: str, delay_s: float = 0.0) -> None:
-        task = asyncio.create_task(self._close(ws, reason, delay_s))
+    def _close_soon(self, ws: ServerConnection, reason: str, delay_s: float = 0.0,
+                    code: int = POLICY_VIOLATION) -> None:
+        task = asyncio.create_task(self._close(ws, reason, delay_s, code))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -55,12 +55,15 @@ class Resources:
 @dataclass
 class ServiceParts:
     """What a service builder returns: gRPC services, what must be done before they report SERVING (e.g.
-    loading an in-memory index) and background tasks (e.g. a drainer)."""
+    loading an in-memory index) and background tasks (e.g. a drainer). `on_drain` hooks start when the service
+    is told to stop, beside the gRPC grace period, and get its length (e.g. to hand long-lived connections of
+    another protocol to other replicas while gRPC calls finish)."""
 
     definitions: list[ServiceDefinition]
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_drain: list[Callable[[float], Awaitable[None]]] = field(default_factory=list)
 
 
 Builder = Callable[[Resources], ServiceParts]
@@ -73,7 +76,18 @@ class RunningService:
     tasks: list[asyncio.Task[None]]
 
     async def stop(self, grace_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        drains = [asyncio.ensure_future(hook(grace_s)) for hook in self.parts.on_drain]
         await self.server.stop(grace_s)
+        if drains:  # they share the grace period with the gRPC calls; what is left of it is what they get
+            done, late = await asyncio.wait(drains, timeout=max(deadline - loop.time(), 0.1))
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            for task in done:
+                if not task.cancelled() and (exc := task.exception()) is not None:
+                    log.error("a drain hook failed", exc_info=exc)
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)

