@@ -57,6 +57,9 @@ class Settings:
     log_level: str = "INFO"
     event_loop: str = "asyncio"  # of the services' processes: "asyncio" (Python's own) or "uvloop"
     grace_s: float = 5.0
+    # A client connection is asked to reconnect after this long (0: never), so clients that balance over DNS
+    # (round_robin over a headless Service) find pods added since they connected; streams in flight go on.
+    max_connection_age_s: float = 300.0
     max_message_bytes: int = 4 * 1024 * 1024
     db_pool_size: int = 10
     api_key_cache_s: float = 30.0
@@ -112,6 +115,7 @@ class Settings:
             log_level=level,
             event_loop=env_choice(e, "V2X_EVENT_LOOP", defaults.event_loop, ("uvloop", "asyncio")),
             grace_s=env_float(e, "V2X_GRACE_S", defaults.grace_s, 0, 300),
+            max_connection_age_s=env_float(e, "V2X_MAX_CONNECTION_AGE_S", defaults.max_connection_age_s, 0, 86400),
             max_message_bytes=env_int(e, "V2X_MAX_MESSAGE_BYTES", defaults.max_message_bytes, 1024, 64 << 20),
             db_pool_size=env_int(e, "V2X_DB_POOL_SIZE", defaults.db_pool_size, 1, 200),
             api_key_cache_s=env_float(e, "V2X_API_KEY_CACHE_S", defaults.api_key_cache_s, 0, 3600),

@@ -123,6 +123,10 @@ async def create_server(
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ]
+    if settings.max_connection_age_s > 0:
+        # No max_connection_age_grace: the GOAWAY only moves new calls to a new connection, long streams
+        # (Subscribe, WatchAvailability) stay where they are.
+        options.append(("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)))
     server = aio.server(
         interceptors=[RpcInterceptor(verifier, policy)],
         options=options,

@@ -105,7 +105,9 @@ class SpotPublisher:
         return report
 
     async def run(self) -> None:
-        async with aio.insecure_channel(self.target) as channel:
+        # round_robin: a target that resolves to several parking replicas (a headless Service) gets calls
+        # spread over all of them, not pinned to the first address.
+        async with aio.insecure_channel(self.target, options=[("grpc.lb_policy_name", "round_robin")]) as channel:
             stub: Stub = ParkingServiceStub(channel)
             while True:
                 with contextlib.suppress(TimeoutError):

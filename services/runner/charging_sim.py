@@ -204,6 +204,6 @@ async def simulate(target: str, operator_keys: Mapping[str, str], period_s: floa
                     if planned:
                         await push(stub, key, planned, rng, now)
                 except aio.AioRpcError as exc:
-                    log.warning("simulated charger push failed", extra={"operator": operator,
-                                                                        "code": exc.code().name})
+                    log.warning("simulated charger push failed", extra={
+                        "operator": operator, "code": exc.code().name, "details": exc.details()})
             await asyncio.sleep(period_s)

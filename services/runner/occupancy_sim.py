@@ -71,5 +71,6 @@ async def simulate(target: str, operator_keys: Mapping[str, str], period_s: floa
                     async for _acks in call:
                         pass
                 except aio.AioRpcError as exc:
-                    log.warning("simulated push failed", extra={"operator": operator, "code": exc.code().name})
+                    log.warning("simulated push failed", extra={"operator": operator, "code": exc.code().name,
+                                                                "details": exc.details()})
             await asyncio.sleep(period_s)

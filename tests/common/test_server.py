@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,6 +22,7 @@ from services.common.runtime import Resources, RunningService, ServiceParts, sta
 from services.common.server import ServiceDefinition
 from services.parking.app import POLICY
 from tests.conftest import Keys
+from tests.waiting import assert_eventually
 
 
 class _Broken(parking_pb2_grpc.ParkingServiceServicer):
@@ -105,3 +108,46 @@ def test_a_method_without_policy_fails_at_start() -> None:
     definition = ServiceDefinition(pb.DESCRIPTOR.services_by_name["ParkingService"], lambda s: None, incomplete)
     with pytest.raises(ValueError, match="GetLot"):
         definition.full_policy()
+
+
+def _client_ports(server_port: int) -> set[int]:
+    """Local ports of established TCP connections to `server_port` (from /proc/net/tcp and tcp6: gRPC's sockets
+    may be IPv6 ones with v4-mapped addresses)."""
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/self/net/{table}").read_text().splitlines()[1:]:
+            local, remote, state = line.split()[1:4]
+            if state == "01" and int(remote.rsplit(":", 1)[1], 16) == server_port:
+                ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
+async def test_old_connections_are_asked_to_reconnect_and_streams_on_them_go_on(resources: Resources) -> None:
+    """V2X_MAX_CONNECTION_AGE_S: after it a client's next call goes over a new connection (so a client balancing
+    over DNS finds replicas added since), while a stream begun on the old one is not cut."""
+    aged = Resources(dataclasses.replace(resources.settings, max_connection_age_s=1.0), resources.engine,
+                     resources.redis, resources.verifier, resources.reads)
+    running = await start_service(_broken_parts, aged, port=0, host="127.0.0.1")
+    port = running.server.port
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            await stub.Check(health_pb2.HealthCheckRequest())
+            first = _client_ports(port)
+            assert len(first) == 1
+            watch = stub.Watch(health_pb2.HealthCheckRequest(service="v2x.parking.v1.ParkingService"))
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+
+            async def moved() -> bool:
+                await stub.Check(health_pb2.HealthCheckRequest())
+                return bool(_client_ports(port) - first)
+
+            await assert_eventually(moved, "a call over a new connection once the first grew old", within_s=10)
+            # The stream still lives on the first connection: a status change reaches it.
+            await running.server.health.set("v2x.parking.v1.ParkingService",
+                                            health_pb2.HealthCheckResponse.NOT_SERVING)
+            changed = await asyncio.wait_for(watch.read(), 5)
+            assert changed.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            watch.cancel()
+    finally:
+        await running.stop(0)
