@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -73,11 +74,16 @@ async def start_suite(tmp: Path, extra_env: dict[str, str] | None = None) -> Run
                                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     suite = RunningSuite(proc, runtime, log)
     deadline = time.monotonic() + READY_S
-    while "v2x-suite is up" not in suite.output():
-        if proc.returncode is not None or time.monotonic() > deadline:
-            await stop_suite(suite)
-            raise AssertionError(f"v2x run did not come up:\n{suite.output()[-4000:]}")
-        await asyncio.sleep(0.5)
+    try:
+        while "v2x-suite is up" not in suite.output():
+            if proc.returncode is not None or time.monotonic() > deadline:
+                raise AssertionError(f"v2x run did not come up:\n{suite.output()[-4000:]}")
+            await asyncio.sleep(0.5)
+    except BaseException:
+        # However the wait ends (no start, the test's timeout, Ctrl-C), no suite is left behind: the fixture's
+        # teardown never runs for a fixture that did not finish setting up.
+        await asyncio.shield(stop_suite(suite))
+        raise
     return suite
 
 
@@ -89,6 +95,8 @@ async def stop_suite(suite: RunningSuite) -> int:
         except TimeoutError:
             os.killpg(suite.proc.pid, signal.SIGKILL)
             await suite.proc.wait()
+    with contextlib.suppress(ProcessLookupError):  # anything of its session the suite left (it must not)
+        os.killpg(suite.proc.pid, signal.SIGKILL)
     return suite.proc.returncode or 0
 
 
