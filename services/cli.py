@@ -118,20 +118,22 @@ def main(argv: list[str] | None = None) -> None:
             eventloop.run(run_suite(settings, simulate=not ns.no_sim, replicas=ns.replicas,
                                     redis_cluster=ns.redis_cluster), settings.event_loop)
         elif ns.command == "serve":
-            from services.common.runtime import serve
-            from services.registry import builders
+            from services.registry import NAMES
 
-            known = builders()
-            if ns.service not in known:
-                raise SystemExit(f"unknown service {ns.service!r}; this build serves: {', '.join(sorted(known))}")
+            if ns.service not in NAMES:
+                raise SystemExit(f"unknown service {ns.service!r}; this build serves: {', '.join(sorted(NAMES))}")
             if not 1 <= ns.processes <= 64:
                 raise SystemExit("--processes must be between 1 and 64")
             if ns.processes > 1:
+                # The parent only starts and watches its processes: it imports none of the service's code.
                 from services.common.processes import supervise
 
                 raise SystemExit(supervise(ns.service, ns.processes, settings.ports[ns.service],
                                            settings.metrics_ports[ns.service], settings.grace_s))
-            eventloop.run(serve(ns.service, known[ns.service], settings), settings.event_loop)
+            from services.common.runtime import serve
+            from services.registry import builders
+
+            eventloop.run(serve(ns.service, builders()[ns.service], settings), settings.event_loop)
         elif ns.command == "migrate":
             asyncio.run(_migrate(settings))
         elif ns.command == "keys":

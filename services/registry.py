@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from services.common.runtime import Builder
+if TYPE_CHECKING:
+    from services.common.runtime import Builder
+
+# In the order `v2x run` starts them; known without importing any of them.
+NAMES = ("parking", "idps", "charging", "roadside", "municipal")
 
 
 def builders() -> dict[str, Builder]:
@@ -14,8 +19,10 @@ def builders() -> dict[str, Builder]:
     from services.parking.app import build as parking
     from services.roadside.app import build as roadside
 
-    return {"parking": parking, "idps": idps, "charging": charging, "roadside": roadside,
-            "municipal": municipal}
+    built: dict[str, Builder] = {"parking": parking, "idps": idps, "charging": charging, "roadside": roadside,
+                                 "municipal": municipal}
+    assert tuple(built) == NAMES
+    return built
 
 
 def check_settings(env: Mapping[str, str]) -> None:

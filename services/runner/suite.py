@@ -129,7 +129,7 @@ async def run_suite(settings: Settings, *, simulate: bool = True, replicas: int 
                 serve = ["serve", name, *(["--processes", str(replicas)] if replicas > 1 else [])]
                 specs.append(ChildSpec(name, python_argv(*serve), child_env,
                                        grpc_ready(settings.ports[name])))
-            suite.supervisor = Supervisor(specs, say=_say,
+            suite.supervisor = Supervisor(specs, say=_say, ready_timeout_s=run.ready_timeout_s,
                                           on_change=lambda: _write_run_file(path, settings, suite, keys, operator_keys))
             # The demo data goes in while the services start (they do not need it to start).
             seeding = asyncio.create_task(_seed(engine))
