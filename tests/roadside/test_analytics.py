@@ -13,7 +13,7 @@ import statistics
 import pytest
 
 from roadside_sim.scene import NB_CENTRE_E, SB_CENTRE_E, Scene, SimVehicle, drive
-from services.roadside.detector import VehicleClass
+from roadside_sim.truth import VehicleClass
 from services.roadside.model import Congestion, EventType, SpotState
 from tests.roadside.helpers import run_tracks
 

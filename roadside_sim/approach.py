@@ -1,13 +1,13 @@
-"""Demo: the simulated intersection streamed to a running roadside service, events printed as they come.
+"""Demo: the simple key-coloured approach streamed to a running roadside service, events printed as they come.
 
-    python -m roadside_sim --target 127.0.0.1:50051 --key <admin key> [--camera-id sim-1] [--fps 5]
+    python -m roadside_sim approach --target 127.0.0.1:50051 --key <admin key> [--camera-id sim-1] [--fps 5]
 
 Configures the camera (the simulator's lanes, zones, counting line and homography; with --lot-id its
 two kerb spots report to that parking lot), then plays a two-minute scenario in real time: traffic both
 ways, a car stopping 40 s in the box junction (903), one parking at the bus stop (1002), a wrong-way
 driver (904), a speeder (901), a crawler (902), a pedestrian crossing (405) and a car taking spot S1.
 With the ONNX detector the key-coloured boxes are not vehicles to it; run the service with the
-simulator's detector for this demo (``V2X_ROADSIDE_DETECTOR=sim``, see services/roadside/app.py).
+demo key-colour detector for this (``V2X_ROADSIDE_DETECTOR=sim``, services/roadside/keycolour.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from v2x.roadside.v1 import roadside_pb2 as pb
 from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceStub
 
 from roadside_sim.scene import NB_CENTRE_E, SB_CENTRE_E, Scene, SimVehicle, drive
-from services.roadside.detector import VehicleClass
+from roadside_sim.truth import VehicleClass
 
 if TYPE_CHECKING:
     from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceAsyncStub as Stub
@@ -81,15 +81,16 @@ async def run(args: argparse.Namespace) -> None:
                 print(f"frame {result.frame_id}: {result.error.message}", flush=True)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="roadside_sim approach", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", default="127.0.0.1:50051")
     p.add_argument("--key", required=True, help="an admin API key (configures the camera and streams it)")
     p.add_argument("--camera-id", default="sim-1")
     p.add_argument("--lot-id", default="", help="an on-street SINGLE_SPACE lot with spots S1 and S2")
     p.add_argument("--fps", type=float, default=5.0)
     p.add_argument("--seconds", type=float, default=120.0)
-    asyncio.run(run(p.parse_args()))
+    asyncio.run(run(p.parse_args(argv)))
 
 
 if __name__ == "__main__":
