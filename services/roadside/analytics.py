@@ -17,6 +17,9 @@ Definitions (the issue leaves them open; constants below):
   for the camera's stop threshold while not part of a queue (no other standing vehicle on the lane
   within 12 m / 2.5 box heights). 1002 illegal parking: standing in a NO_STOPPING zone for the zone's
   threshold. Raised once per stay; the vehicle must leave the zone for 3 s before it can raise again.
+* 1001 crash: two or more vehicles on one lane, outside zones, each standing for the camera's stop threshold,
+  nose to tail: ground positions at most 6 m apart (a car's length and 1.5 m; vehicles queueing keep more than
+  2 m between them). Raised once per group (by its lowest track id); its vehicles raise no 903.
 * 904 wrong way: moving against the lane's direction (more than 120 degrees off) for 1 s, having moved
   at least 3 m (uncalibrated: one box height). Once per track and lane.
 * 901 overspeed: faster than the lane's limit plus the tolerance for 1 s. 902 slow: moving (>= 5 km/h)
@@ -95,6 +98,7 @@ ZONE_REARM_S = 3.0
 SPOT_DEFAULT_THRESHOLD_S = 10
 SPOT_FREE_AFTER_S = 5.0
 QUEUE_GAP_M = 12.0
+CRASH_CONTACT_M = 6.0
 QUEUE_GAP_BOX = 2.5
 VEHICLE_LENGTH_M = 5.0
 CONGESTION_WINDOW_S = 60.0
@@ -382,6 +386,9 @@ class CameraAnalytics:
                         acc[1] += 1
             events.extend(self._jam(lane, live, level, queue_m, t, captured_at, frame_id))
 
+        crashed = self._crashes(by_lane, t)
+        for group in crashed:
+            events.extend(self._crash_event(group, t, captured_at, frame_id))
         for tr in seen:
             events.extend(self._track_events(tr, t, captured_at, frame_id, by_lane, lane_mean, minute_key))
             self._count_lines(tr, minute_key)
@@ -595,6 +602,52 @@ class CameraAnalytics:
                 out.append(self._event(EventType.STOPPED_VEHICLE, tr, at, frame_id, lane.id,
                                        stationary_s=int(tr.standing_s(t))))
         return out
+
+    def _crashes(self, by_lane: dict[str, list[_Track]], t: float) -> list[list[_Track]]:
+        """Groups of vehicles standing nose to tail on a lane, outside zones, for the stop threshold."""
+        threshold = self._geo.spec.thresholds.stop_threshold_s
+        groups: list[list[_Track]] = []
+        for tracks in by_lane.values():
+            stood = [tr for tr in tracks if tr.ground is not None and tr.standing_s(t) >= threshold
+                     and not any(point_in_polygon(tr.point, z.polygon) for z in self._geo.stop_zones)]
+            seen: set[int] = set()
+            for tr in stood:
+                if tr.track_id in seen:
+                    continue
+                group, todo = [tr], [tr]
+                seen.add(tr.track_id)
+                while todo:
+                    cur = todo.pop()
+                    for other in stood:
+                        if other.track_id not in seen and cur.ground is not None and other.ground is not None \
+                                and math.dist(cur.ground, other.ground) <= CRASH_CONTACT_M:
+                            seen.add(other.track_id)
+                            group.append(other)
+                            todo.append(other)
+                if len(group) >= 2:
+                    groups.append(group)
+        for group in groups:
+            for tr in group:
+                tr.raised.add("903")  # the crash is the event; its vehicles are not stopped vehicles too
+        return groups
+
+    def _crash_event(self, group: list[_Track], t: float, at: datetime, frame_id: int) -> list[Event]:
+        if any("1001" in tr.raised for tr in group):
+            for tr in group:
+                tr.raised.add("1001")
+            return []
+        for tr in group:
+            tr.raised.add("1001")
+        first = min(group, key=lambda tr: tr.track_id)
+        e = self._event(EventType.ACCIDENT, first, at, frame_id, first.lane_id,
+                        stationary_s=int(min(tr.standing_s(t) for tr in group)))
+        geo = self._geo
+        grounds = [tr.ground for tr in group if tr.ground is not None]
+        if geo.mapping is not None and grounds:
+            lat, lon = geo.mapping.to_wgs84((sum(g[0] for g in grounds) / len(grounds),
+                                             sum(g[1] for g in grounds) / len(grounds)))
+            e = replace(e, lat=lat, lon=lon)
+        return [e]
 
     def _count_lines(self, tr: _Track, minute_key: int) -> None:
         if tr.object_class not in VEHICLES:
