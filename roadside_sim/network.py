@@ -67,9 +67,10 @@ class Approach:
         return [self.point_upstream(near, b), self.point_upstream(near, a), self.point_upstream(far, a),
                 self.point_upstream(far, b)]
 
-    def kerb_quad(self, near: float, far: float, width: float) -> list[Point]:
-        """The strip beside the kerb lane coming in (where a vehicle pulls over)."""
-        return [self.point_upstream(near, width), self.point_upstream(near, 0.0), self.point_upstream(far, 0.0),
+    def kerb_quad(self, near: float, far: float, width: float, inner: float = 0.0) -> list[Point]:
+        """The strip beside the kerb lane coming in (where a vehicle pulls over), from `inner` to `width` metres
+        outside the kerb line."""
+        return [self.point_upstream(near, width), self.point_upstream(near, inner), self.point_upstream(far, inner),
                 self.point_upstream(far, width)]
 
     def far_kerb_quad(self, near: float, far: float, width: float) -> tuple[Point, Point, Point, Point]:

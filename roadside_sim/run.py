@@ -67,6 +67,7 @@ class SimConfig:
     spots: bool = True
     lot_prefix: str = "SIM"
     traffic_scale: float = 1.0
+    keep_every: int = 60  # keep every Nth frame of each camera as JPEG in <out>/frames (0: none)
     say: Callable[[str], None] = print
 
 
@@ -227,8 +228,11 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
                 queues = {lane: traffic.queue_m(lane) for lane in traffic.e2}
                 frame_no += 1
                 for f, (img, boxes) in zip(feeds.values(), rendered, strict=True):
-                    frame = rpb.Frame(camera_id=f.rig.camera_id, frame_id=frame_no,
-                                      encoded=await loop.run_in_executor(pool, encode_jpeg, img))
+                    jpeg = await loop.run_in_executor(pool, encode_jpeg, img)
+                    frame = rpb.Frame(camera_id=f.rig.camera_id, frame_id=frame_no, encoded=jpeg)
+                    if cfg.keep_every and frame_no % cfg.keep_every == 0:
+                        kept = out / "frames" / f"{f.rig.camera_id}-{frame_no:06d}.jpg"
+                        await loop.run_in_executor(pool, _save, kept, jpeg)
                     frame.captured_at.FromDatetime(captured)
                     if f.queue.full():
                         f.dropped += 1  # the service has not taken the last one yet: a camera sends fresh frames
@@ -253,6 +257,11 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
             traffic.close()
             pool.shutdown(wait=False)
     return run
+
+
+def _save(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
 
 def summary(run: SimRun) -> dict[str, Any]:

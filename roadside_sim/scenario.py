@@ -30,7 +30,7 @@ from roadside_sim.network import Approach, District
 WRONG_WAY_MPS = 8.0
 OVERSPEED_MPS = 22.5
 OVERSPEED_TOLERANCE_KMH = 10.0
-JAM_QUEUE_M = 25.0
+JAM_QUEUE_M = 15.0
 JAM_HOLD_S = 60.0
 STOP_ALONG_M = 32.0  # where stalls and crashes happen: mid-view on the inner lane coming in
 
@@ -48,7 +48,7 @@ class Kind(IntEnum):
 DEMO_ORDER = (Kind.STOPPED, Kind.WRONG_WAY, Kind.JAM, Kind.ILLEGAL_PARKING, Kind.CRASH, Kind.OVERSPEED)
 HOLD_S = {Kind.OVERSPEED: 1.0, Kind.WRONG_WAY: 1.0, Kind.JAM: JAM_HOLD_S, Kind.STOPPED: 0.0, Kind.CRASH: 0.0,
           Kind.ILLEGAL_PARKING: 0.0}
-DURATION_S = {Kind.OVERSPEED: 30.0, Kind.WRONG_WAY: 30.0, Kind.JAM: 150.0, Kind.STOPPED: 70.0, Kind.CRASH: 80.0,
+DURATION_S = {Kind.OVERSPEED: 30.0, Kind.WRONG_WAY: 30.0, Kind.JAM: 180.0, Kind.STOPPED: 70.0, Kind.CRASH: 80.0,
               Kind.ILLEGAL_PARKING: 70.0}
 
 

@@ -73,8 +73,9 @@ def metres(a: tuple[float, float], b: tuple[float, float]) -> float:
 class Watch:
     """What the suite said while the scenario ran."""
 
-    incidents: dict[str, ipb.Incident] = field(default_factory=dict)  # opened during the run (first NEW)
-    seen_at: dict[str, datetime] = field(default_factory=dict)
+    # (incident id, type) -> when the incident came to have that type (opened with it, or a report of a more specific
+    # type joined it: a crash reported where a stopped vehicle was), and the incident then
+    typed: dict[tuple[str, int], tuple[datetime, ipb.Incident]] = field(default_factory=dict)
     spot_samples: list[tuple[datetime, str, str, str]] = field(default_factory=list)
     snapshot_done: bool = False
 
@@ -87,12 +88,13 @@ async def watch_incidents(idps: IdpsStub, key: str, centre: tuple[float, float],
         for m in response.messages:
             if m.kind == ipb.IncidentMessage.KIND_SNAPSHOT_END:
                 watch.snapshot_done = True
-            elif m.kind == ipb.IncidentMessage.KIND_NEW:
+            elif m.kind in (ipb.IncidentMessage.KIND_NEW, ipb.IncidentMessage.KIND_UPDATE):
+                inc = m.incident
                 if not watch.snapshot_done:
-                    known.add(m.incident.id)  # opened before the run
-                elif m.incident.id not in known and m.incident.id not in watch.incidents:
-                    watch.incidents[m.incident.id] = m.incident
-                    watch.seen_at[m.incident.id] = datetime.now(UTC)
+                    known.add(inc.id)  # opened before the run
+                elif inc.id not in known and (inc.id, int(inc.type)) not in watch.typed:
+                    at = inc.created_at if m.kind == ipb.IncidentMessage.KIND_NEW else inc.updated_at
+                    watch.typed[(inc.id, int(inc.type))] = (at.ToDatetime(tzinfo=UTC), inc)
 
 
 async def poll_spots(parking: ParkingStub, key: str, lots: list[str], watch: Watch, stop: asyncio.Event) -> None:
@@ -222,23 +224,22 @@ async def count_scores(run: SimRun, roadside: RoadsideStub, key: str) -> dict[st
 
 def event_scores(run: SimRun, watch: Watch) -> dict[str, Any]:
     cams = [r.location for r in run.rigs]
-    ours = {i: inc for i, inc in watch.incidents.items()
-            if any(metres((inc.position.lat, inc.position.lon), c) <= CAMERA_RADIUS_M for c in cams)
-            and ipb.SOURCE_KIND_ROADSIDE_DETECTION in inc.source_kinds}
+    ours = {k: v for k, v in watch.typed.items()
+            if any(metres((v[1].position.lat, v[1].position.lon), c) <= CAMERA_RADIUS_M for c in cams)
+            and ipb.SOURCE_KIND_ROADSIDE_DETECTION in v[1].source_kinds}
     out: dict[str, Any] = {}
     matched_incidents: set[str] = set()
     details = []
     for kind in Kind:
         truths = [e for e in run.truth.event_truth if e["type"] == int(kind) and e["start"] is not None]
-        incidents = {i: inc for i, inc in ours.items() if int(inc.type) == int(kind)}
+        incidents = {i: v for (i, t), v in ours.items() if t == int(kind)}
         latencies, after_hold = [], []
         found = 0
         for e in truths:
             start = datetime.fromisoformat(e["start"])
             end = datetime.fromisoformat(e["end"]) if e["end"] else run.ended_wall or start
             best = None
-            for i, inc in incidents.items():
-                created = inc.created_at.ToDatetime(tzinfo=UTC)
+            for i, (created, inc) in incidents.items():
                 near = e["lat"] is None or metres((inc.position.lat, inc.position.lon), (e["lat"], e["lon"])) \
                     <= MATCH_RADIUS_M
                 if near and start - timedelta(seconds=10) <= created <= end + timedelta(seconds=MATCH_AFTER_S) \
@@ -267,20 +268,30 @@ def event_scores(run: SimRun, watch: Watch) -> dict[str, Any]:
     for result in run.truth.results.values():
         for ev in result.events:
             roadside_events[str(int(ev.type))] += 1
-    return {"per_type": out, "events": details, "roadside_events": dict(roadside_events),
-            "incidents_near_cameras": len(ours),
-            "other_incident_types": sorted({int(inc.type) for inc in ours.values()} - {int(k) for k in Kind})}
+    def nearest(inc: ipb.Incident) -> str:
+        return min(run.rigs, key=lambda r: metres((inc.position.lat, inc.position.lon), r.location)).camera_id
+
+    listed = [{"incident": i, "type": t, "at": at.isoformat(), "lat": inc.position.lat, "lon": inc.position.lon,
+               "camera": nearest(inc), "matched": i in matched_incidents}
+              for (i, t), (at, inc) in sorted(ours.items(), key=lambda kv: kv[1][0])]
+    raised = [{"camera": r.camera_id, "type": int(ev.type), "at": ev.observed_at.ToDatetime(tzinfo=UTC).isoformat(),
+               "lane": ev.lane_id, "zone": ev.zone_id, "track": ev.track_id}
+              for r in run.rigs for res in run.feeds[r.camera_id].results for ev in res.events]
+    return {"per_type": out, "events": details, "roadside_events": dict(roadside_events), "incidents": listed,
+            "raised": raised, "other_incident_types": sorted({t for (_, t) in ours} - {int(k) for k in Kind})}
 
 
 def spot_scores(run: SimRun, watch: Watch) -> dict[str, Any]:
     right = total = 0
+    confusion: dict[str, int] = defaultdict(int)
     for at, lot, spot, status in watch.spot_samples:
         truth = run.truth.spot_state_at(lot, spot, at - timedelta(seconds=SPOT_LAG_S))
         if truth is None:
             continue
         total += 1
         right += status == truth
-    return {"accuracy": right / total if total else None, "samples": total}
+        confusion[f"true {truth}, reported {status}"] += 1
+    return {"accuracy": right / total if total else None, "samples": total, "confusion": dict(confusion)}
 
 
 def _fmt(v: Any, pct: bool = False, digits: int = 2) -> str:

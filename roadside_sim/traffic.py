@@ -24,6 +24,7 @@ from roadside_sim.render import PAINTS, VehicleState
 from roadside_sim.truth import VehicleClass
 
 STEP_S = 0.1
+LANE_WIDTH_M = 3.2  # netgenerate's default, every lane of the district
 # Vehicles entering the district per hour, by local hour of the day: a quiet night, a morning and an evening rush.
 DAILY_PROFILE = (120, 80, 60, 60, 80, 180, 600, 1800, 2400, 1600, 1200, 1200, 1300, 1200, 1200, 1300, 1600, 2300,
                  2000, 1400, 1000, 700, 400, 200)
@@ -148,14 +149,18 @@ class Traffic:
             east, north = self.district.local(x, y)
             parked = bool(v.isStoppedParking(vid))
             heading = float(v.getAngle(vid))
+            lane_id = v.getLaneID(vid)
             if parked:
-                # SUMO keeps a parked vehicle at its lane position; it stands at the kerb, beside the lane.
+                # SUMO takes a parked vehicle off its lane and keeps it at its lane position; it stands at the
+                # kerb, beside the lane (the kerb lane of the edge it stopped on).
+                route = v.getRoute(vid)
+                lane_id = f"{route[max(0, v.getRouteIndex(vid))]}_0"
                 h = math.radians(heading)
                 right = (math.cos(h), -math.sin(h))
-                off = float(libsumo.lane.getWidth(v.getLaneID(vid))) / 2 + 1.2
+                off = LANE_WIDTH_M / 2 + 1.2
                 east, north = east + right[0] * off, north + right[1] * off
             out.append(VehicleState(vid, east, north, heading, float(v.getSpeed(vid)), float(v.getLength(vid)),
-                                    float(v.getWidth(vid)), float(v.getHeight(vid)), v.getLaneID(vid),
+                                    float(v.getWidth(vid)), float(v.getHeight(vid)), lane_id,
                                     VehicleClass.CAR, zlib.crc32(vid.encode()) % len(PAINTS), parked))
         return out
 

@@ -32,7 +32,10 @@ Definitions (the issue leaves them open; constants below):
   like those of GA/T 115 for urban arterials: >= 30 km/h free flow, >= 20 light, >= 15 moderate,
   below heavy; it takes at least 3 vehicles to judge by speed. A queue of 60 m or more raises the
   level by one. No vehicles: free flow. Uncalibrated: UNKNOWN.
-  707 traffic jam: a lane at MODERATE or worse for 60 s; re-armed after 60 s at LIGHT or better.
+  707 traffic jam: a lane at MODERATE or worse with a queue of standing vehicles for 60 s (a queue that a signal
+  cycle does not clear; the queue may vanish for up to 5 s, a missed detection or two); re-armed after 60 s at
+  LIGHT or better. (Found by `v2x sim score`: without the queue condition, the slow mean speed of traffic
+  waiting at every red light raised a jam each rush-hour cycle.)
 * Lane counts: a vehicle counts once per lane, when it has been seen on 3 frames and is on the lane,
   as wrong-way when it moves against the lane then (or is later found to). Line counts: each time a
   track's position changes side of the line (beyond 2 px), within the line's ends.
@@ -107,6 +110,7 @@ QUEUE_RAISES_LEVEL_M = 60.0
 CONGESTION_MIN_VEHICLES = 3
 JAM_MIN_S = 60.0
 JAM_CLEAR_S = 60.0
+JAM_QUEUE_GRACE_S = 5.0
 LANE_HALF_WIDTH_M = 1.75
 LANE_HALF_WIDTH_BOX = 0.6
 LINE_MARGIN_PX = 2.0
@@ -203,6 +207,7 @@ class _LaneLive:
     jam_since: float | None = None
     jam_raised: bool = False
     clear_since: float | None = None
+    queue_seen: float | None = None  # last time the lane had a queue
 
 
 @dataclass(slots=True)
@@ -675,7 +680,10 @@ class CameraAnalytics:
              frame_id: int) -> list[Event]:
         if level is Congestion.UNKNOWN:
             return []
-        if level >= Congestion.MODERATE:
+        if queue_m > 0:
+            live.queue_seen = t
+        queued = live.queue_seen is not None and t - live.queue_seen <= JAM_QUEUE_GRACE_S
+        if level >= Congestion.MODERATE and (queued or live.jam_raised):
             live.clear_since = None
             if live.jam_since is None:
                 live.jam_since = t
