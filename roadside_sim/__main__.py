@@ -2,6 +2,7 @@
 
     python -m roadside_sim [run] --intersections 4 --cameras-per 1 --fps 3 --seconds 0 [--target HOST:PORT --key K]
     python -m roadside_sim score --seconds 600 --json score.json
+    python -m roadside_sim picture --run DIR --camera ID --out PNG   (a kept frame with detections and tracks)
     python -m roadside_sim approach --key K          (the simple key-coloured approach, for the sim detector)
 
 `v2x sim ...` runs the same (services/cli.py starts `python -m roadside_sim`). Targets and keys default to the ones
@@ -100,6 +101,11 @@ def _config(ns: argparse.Namespace, seconds_default: float = 0.0) -> tuple[SimCo
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["picture"]:
+        from roadside_sim.picture import main as picture
+
+        picture(args[1:])
+        return
     if args[:1] == ["approach"]:
         from roadside_sim.approach import main as approach
 

@@ -31,7 +31,7 @@ LOOK_AT_M = 32.0  # how far up the approach the optical axis meets the middle of
 POLE_ALONG_M = 20.0  # the pole stands this far before the stop line...
 KERB_OFFSET_M = 12.0  # ...and this far outside the kerb, looking obliquely across the road
 NEAR_M, FAR_M = 18.0, 50.0  # the stretch of the approach configured as lanes (metres before the stop line)
-NO_STOPPING_M = (24.0, 36.0)  # the kerb strip of the lanes coming in where stopping is forbidden
+NO_STOPPING_M = (38.0, 50.0)  # the kerb strip of the lanes coming in where stopping is forbidden
 KERB_STRIP_M = 2.2  # width of the kerb strip beside lane 0 where vehicles stop or park
 SPOTS_M = (26.0, 32.0)  # on-street spots on the far kerb (metres from the stop line, 6 m each)
 COUNT_LINE_M = 30.0
@@ -146,7 +146,7 @@ def rigs(district: District, intersections: int, cameras_per: int, *, lot_prefix
             rig = CameraRig(camera_id, approach, district.frame)
             if lot_prefix:
                 rig.lot_id = f"{lot_prefix}-{junction}-{approach.edge_out}"
-                rig.spots = [SpotZone(f"K{i:02d}", approach.far_kerb_quad(s, s + 6.0, KERB_STRIP_M),
+                rig.spots = [SpotZone(f"K{i:02d}", approach.far_kerb_quad(s, s + 6.0, KERB_STRIP_M, reach=1.5),
                                       approach.out_lane_pos(s + 3.0)) for i, s in enumerate(SPOTS_M)]
             out.append(rig)
     return out

@@ -73,11 +73,12 @@ class Approach:
         return [self.point_upstream(near, width), self.point_upstream(near, inner), self.point_upstream(far, inner),
                 self.point_upstream(far, width)]
 
-    def far_kerb_quad(self, near: float, far: float, width: float) -> tuple[Point, Point, Point, Point]:
-        """The strip beside the kerb lane going out (on-street parking)."""
-        k = -4 * self.lane_width
-        return (self.point_upstream(near, k - width), self.point_upstream(near, k), self.point_upstream(far, k),
-                self.point_upstream(far, k - width))
+    def far_kerb_quad(self, near: float, far: float, width: float, reach: float = 0.0
+                      ) -> tuple[Point, Point, Point, Point]:
+        """The strip beside the kerb lane going out (on-street parking), reaching `reach` metres into the lane."""
+        k = -4 * self.lane_width + reach
+        return (self.point_upstream(near, k - width - reach), self.point_upstream(near, k), self.point_upstream(far, k),
+                self.point_upstream(far, k - width - reach))
 
     def out_lane_pos(self, along: float) -> float:
         """Position on the outgoing lanes (metres from their start) of a point `along` metres from the stop line."""

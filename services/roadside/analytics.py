@@ -13,9 +13,9 @@ Definitions (the issue leaves them open; constants below):
 * Standing: the object stayed within 2 m (uncalibrated: a quarter of its box height) of an anchor
   point; standing time is the time since the anchor was set. Standing in a zone counts from the later
   of the anchor and the zone entry. A vehicle is "standing" for queues from 2 s on.
-* 903 stopped vehicle: standing in a GENERIC zone for the zone's threshold, or on a lane outside zones
-  for the camera's stop threshold while not part of a queue (no other standing vehicle on the lane
-  within 12 m / 2.5 box heights). 1002 illegal parking: standing in a NO_STOPPING zone for the zone's
+* 903 stopped vehicle: standing in a GENERIC zone for the zone's threshold, or on a lane outside zones (parking
+  spots included: a vehicle standing there is parked) for the camera's stop threshold while not part of a
+  queue (no other standing vehicle on the lane within 12 m / 2.5 box heights). 1002 illegal parking: standing in a NO_STOPPING zone for the zone's
   threshold. Raised once per stay; the vehicle must leave the zone for 3 s before it can raise again.
 * 1001 crash: two or more vehicles on one lane, outside zones, each standing for the camera's stop threshold,
   nose to tail: ground positions at most 6 m apart (a car's length and 1.5 m; vehicles queueing keep more than
@@ -591,8 +591,10 @@ class CameraAnalytics:
                 tr.raised.add("902")
                 out.append(self._event(EventType.SLOW_VEHICLE, tr, at, frame_id, lane.id))
 
-        # Stopped on the lane, outside zones, not queued behind others.
-        if not in_zone and "903" not in tr.raised and tr.standing_s(t) >= th.stop_threshold_s:
+        # Stopped on the lane, outside zones, not queued behind others. A vehicle standing in a parking spot is
+        # parked, not stopped (found by `v2x sim score`: kerbside spots overlap the kerb lane in an oblique view).
+        in_spot = any(point_in_polygon(tr.point, z.polygon) for z in geo.spot_zones)
+        if not in_zone and not in_spot and "903" not in tr.raised and tr.standing_s(t) >= th.stop_threshold_s:
             queued = False
             for other in by_lane.get(lane.id, []):
                 if other is tr or not self._is_standing(other, t):
@@ -614,7 +616,8 @@ class CameraAnalytics:
         groups: list[list[_Track]] = []
         for tracks in by_lane.values():
             stood = [tr for tr in tracks if tr.ground is not None and tr.standing_s(t) >= threshold
-                     and not any(point_in_polygon(tr.point, z.polygon) for z in self._geo.stop_zones)]
+                     and not any(point_in_polygon(tr.point, z.polygon)
+                                 for z in (*self._geo.stop_zones, *self._geo.spot_zones))]
             seen: set[int] = set()
             for tr in stood:
                 if tr.track_id in seen:
