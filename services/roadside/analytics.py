@@ -16,7 +16,8 @@ Definitions (the issue leaves them open; constants below):
 * 903 stopped vehicle: standing in a GENERIC zone for the zone's threshold, or on a lane outside zones (parking
   spots included: a vehicle standing there is parked) for the camera's stop threshold while not part of a
   queue (no other standing vehicle on the lane within 12 m / 2.5 box heights). 1002 illegal parking:
-  standing in a NO_STOPPING zone for the zone's threshold. Raised once per stay; the vehicle must leave the zone for 3 s before it can raise again.
+  standing in a NO_STOPPING zone for the zone's threshold. Raised once per stay; the vehicle must leave
+  the zone for 3 s before it can raise again.
 * 1001 crash: two or more vehicles on one lane, outside zones, each standing for the camera's stop threshold,
   nose to tail: ground positions at most 6 m apart (a car's length and 1.5 m; vehicles queueing keep more than
   2 m between them). Raised once per group (by its lowest track id); its vehicles raise no 903.
