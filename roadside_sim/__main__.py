@@ -45,6 +45,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-scenarios", action="store_true", help="traffic only, no injected events")
     p.add_argument("--no-spots", action="store_true", help="no on-street parking spots")
     p.add_argument("--events", default="", help="only these event types, e.g. 903,904 (default: all)")
+    p.add_argument("--render", choices=("photo", "key"), default="photo",
+                   help="vehicles from a real photo (for the real detector) or key-coloured (for the service's "
+                   "V2X_ROADSIDE_DETECTOR=sim)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -94,7 +97,8 @@ def _config(ns: argparse.Namespace, seconds_default: float = 0.0) -> tuple[SimCo
     cfg = SimConfig(roadside=ns.target or targets["roadside"], parking=ns.parking or targets["parking"],
                     admin_key=admin, intersections=ns.intersections, cameras_per=ns.cameras_per, fps=ns.fps,
                     seconds=ns.seconds or seconds_default, start=start, out=Path(ns.out) if ns.out else None,
-                    seed=ns.seed, scenarios=not ns.no_scenarios, kinds=kinds, spots=not ns.no_spots)
+                    seed=ns.seed, scenarios=not ns.no_scenarios, kinds=kinds, spots=not ns.no_spots,
+                    render=ns.render)
     extra = {"idps": ns.idps or targets["idps"], "police": ns.police_key or keys.get("police", "")}
     return cfg, extra
 

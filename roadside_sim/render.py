@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from roadside_sim.cameras import CameraRig
+from roadside_sim.scene import KEY_COLOURS
 from roadside_sim.truth import VehicleClass
 
 BgrImage = NDArray[np.uint8]
@@ -121,7 +122,14 @@ def cuboid(v: VehicleState) -> NDArray[np.float64]:
 
 
 class Renderer:
-    def __init__(self, rig: CameraRig, *, seed: int = 7) -> None:
+    """Draws a camera's frames. `style` "photo" draws vehicles from the photo crop (for the real detector); "key"
+    draws the same silhouettes in their class's key colour (roadside_sim/scene.py), for the service's demo detector
+    (V2X_ROADSIDE_DETECTOR=sim): the whole pipeline, fast and exact, as in the tests."""
+
+    def __init__(self, rig: CameraRig, *, seed: int = 7, style: str = "photo") -> None:
+        if style not in ("photo", "key"):
+            raise ValueError(f"unknown render style {style!r}: photo or key")
+        self.style = style
         self.rig = rig
         self.cam = rig.pinhole
         self.size = rig.size
@@ -207,11 +215,15 @@ class Renderer:
             sprite = cv2.resize(image, (bw, bh), interpolation=cv2.INTER_AREA if bw < image.shape[1] else
                                 cv2.INTER_LINEAR)
             alpha = cv2.resize(mask, (bw, bh), interpolation=cv2.INTER_NEAREST) > 127
-            paint = np.array(PAINTS[v.paint % len(PAINTS)], np.float32)
-            # Paint the bright body panels; windows, tyres and shadows stay as they are.
-            lum = sprite.mean(axis=2, keepdims=True) / 255.0
-            body = np.clip((lum - 0.55) * 3.0, 0.0, 1.0)
-            sprite = np.clip(sprite * (1 - body) + sprite * paint * body, 0, 255).astype(np.uint8)
+            if self.style == "key":
+                sprite = np.empty_like(sprite)
+                sprite[:] = KEY_COLOURS[v.object_class]
+            else:
+                paint = np.array(PAINTS[v.paint % len(PAINTS)], np.float32)
+                # Paint the bright body panels; windows, tyres and shadows stay as they are.
+                lum = sprite.mean(axis=2, keepdims=True) / 255.0
+                body = np.clip((lum - 0.55) * 3.0, 0.0, 1.0)
+                sprite = np.clip(sprite * (1 - body) + sprite * paint * body, 0, 255).astype(np.uint8)
             # A shadow on the road under it (background, not part of the vehicle's pixels).
             ground = self.cam.project(corners[[0, 2, 4, 6]])
             cv2.fillConvexPoly(img, cv2.convexHull(np.round(ground).astype(np.int32)), (42, 42, 45))

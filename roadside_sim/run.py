@@ -67,6 +67,7 @@ class SimConfig:
     spots: bool = True
     lot_prefix: str = "SIM"
     traffic_scale: float = 1.0
+    render: str = "photo"  # or "key": key-coloured silhouettes for the service's demo detector
     keep_every: int = 60  # keep every Nth frame of each camera as JPEG in <out>/frames (0: none)
     say: Callable[[str], None] = print
 
@@ -181,7 +182,7 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
     parkers = sc.parking_plan(cams, sim_begin, horizon, cfg.seed) if cfg.spots else []
     scenario = sc.Scenario(district, injections, parkers)
     traffic.step_to(sim_begin)
-    feeds = {r.camera_id: CameraFeed(r, Renderer(r, seed=cfg.seed)) for r in cams}
+    feeds = {r.camera_id: CameraFeed(r, Renderer(r, seed=cfg.seed, style=cfg.render)) for r in cams}
     truth = TruthLog(out, cams)
     run = SimRun(cfg, cams, injections, truth, feeds, datetime.now(UTC), sim_begin_s=sim_begin)
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render")

@@ -32,7 +32,7 @@ OVERSPEED_MPS = 22.5
 OVERSPEED_TOLERANCE_KMH = 10.0
 JAM_QUEUE_M = 15.0
 JAM_HOLD_S = 60.0
-STOP_ALONG_M = 32.0  # where stalls and crashes happen: mid-view on the inner lane coming in
+STOP_ALONG_M = 44.0  # where stalls and crashes happen: mid-view on the inner lane coming in
 
 
 class Kind(IntEnum):
@@ -48,6 +48,9 @@ class Kind(IntEnum):
 DEMO_ORDER = (Kind.STOPPED, Kind.WRONG_WAY, Kind.JAM, Kind.ILLEGAL_PARKING, Kind.CRASH, Kind.OVERSPEED)
 HOLD_S = {Kind.OVERSPEED: 1.0, Kind.WRONG_WAY: 1.0, Kind.JAM: JAM_HOLD_S, Kind.STOPPED: 0.0, Kind.CRASH: 0.0,
           Kind.ILLEGAL_PARKING: 0.0}
+# Roughly how long after injection an event's condition holds in view (driving there, the stop threshold).
+STARTS_AFTER_S = {Kind.OVERSPEED: 10.0, Kind.WRONG_WAY: 2.0, Kind.JAM: 90.0, Kind.STOPPED: 32.0, Kind.CRASH: 35.0,
+                  Kind.ILLEGAL_PARKING: 32.0}
 DURATION_S = {Kind.OVERSPEED: 30.0, Kind.WRONG_WAY: 30.0, Kind.JAM: 180.0, Kind.STOPPED: 70.0, Kind.CRASH: 80.0,
               Kind.ILLEGAL_PARKING: 70.0}
 
@@ -85,8 +88,8 @@ def plan(rigs: list[CameraRig], begin_s: float, seconds: float, kinds: tuple[Kin
         rig = min(rigs, key=lambda r: (free_at[r.camera_id], r.camera_id))
         at = free_at[rig.camera_id]
         duration = DURATION_S[kind]
-        if at + duration + HOLD_S[kind] + 15 > begin_s + seconds:
-            break
+        if at + STARTS_AFTER_S[kind] + HOLD_S[kind] + 15 > begin_s + seconds:
+            break  # (an event running past the end is cut there)
         out.append(Injection(kind, rig, at, duration))
         free_at[rig.camera_id] = at + duration + (140.0 if kind in (Kind.STOPPED, Kind.CRASH, Kind.JAM) else gap_s)
         k += 1
@@ -202,7 +205,7 @@ class Scenario:
             libsumo.vehicle.setStop(vid, a.edge_in, length - along, 0, inj.duration_s, 1)  # flags 1: parking
             inj.lane_id = "no-stopping"
         elif inj.kind is Kind.WRONG_WAY:
-            self._add(inj, 0, length - 12.0, "0")
+            self._add(inj, 0, length - 22.0, "0")
             inj.wrong_way_from = t
             inj.lane_id = a.lanes_in[0].id
         elif inj.kind is Kind.OVERSPEED:
@@ -250,9 +253,11 @@ class Scenario:
         elif inj.kind is Kind.WRONG_WAY:
             vid = inj.vids[0]
             if not self._alive(vid):
-                inj.finished = True
+                if inj.start_s is not None or t > inj.at_s + 30:
+                    inj.finished = True
+                inj.wrong_way_from = t  # still waiting to be inserted: it starts where it is put in
                 return
-            along = 12.0 + WRONG_WAY_MPS * (t - inj.wrong_way_from)
+            along = 22.0 + WRONG_WAY_MPS * (t - inj.wrong_way_from)
             e, n = a.point_upstream(along, -a.lane_width / 2)
             x, y = e + self.district.offset[0], n + self.district.offset[1]
             heading = (a.lanes_in[0].heading_deg + 180.0) % 360.0
@@ -267,6 +272,8 @@ class Scenario:
         elif inj.kind is Kind.OVERSPEED:
             vid = inj.vids[0]
             if not self._alive(vid):
+                if inj.start_s is None and t < inj.at_s + 30:
+                    return  # not inserted yet
                 inj.finished = True
                 if inj.start_s is not None and inj.end_s is None:
                     inj.end_s = t
