@@ -51,7 +51,8 @@ def test_the_simulator_imports_nothing_from_services() -> None:
 
 def test_the_import_check_sees_lazy_and_relative_imports(tmp_path: Path) -> None:
     sample = ROOT / "roadside_sim" / "_boundary_probe_does_not_exist.py"
-    source = "def f() -> None:\n    from services.roadside import detector\n    import services.cli\nfrom . import scene\n"
+    source = ("def f() -> None:\n    from services.roadside import detector\n    import services.cli\n"
+              "from . import scene\n")
     tree_modules = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom | ast.Import):

@@ -3,6 +3,7 @@ its truth says, and the truth holds what the scoring compares against."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,9 +96,9 @@ def test_a_crash_is_two_vehicles_standing_nose_to_tail(sim: Sim) -> None:
 
 def test_an_illegal_parker_stands_at_the_kerb_inside_the_no_stopping_stretch(sim: Sim) -> None:
     for inj in sim.of(sc.Kind.ILLEGAL_PARKING):
-        (vid,) = inj.vids
+        (_vid,) = inj.vids
         assert inj.position is not None
-        (front, across) = inj.rig.approach.coordinates(inj.position)  # it faces the junction: its rear is upstream
+        (front, _across) = inj.rig.approach.coordinates(inj.position)  # it faces the junction: its rear is upstream
         assert NO_STOPPING_M[0] <= front and front + 4.5 <= NO_STOPPING_M[1]
         assert libsumo.vehicle.getIDCount() >= 0  # the simulation is still up for the checks
 
@@ -107,7 +108,7 @@ def test_a_wrong_way_driver_moves_up_the_kerb_lane_against_its_direction(sim: Si
         (vid,) = inj.vids
         seen = [p for p in sim.trace[vid] if NEAR_M <= p[1] <= FAR_M]
         assert len(seen) >= 4
-        assert all(b[1] > a[1] for a, b in zip(seen, seen[1:], strict=False))  # away from the junction
+        assert all(b[1] > a[1] for a, b in itertools.pairwise(seen))  # away from the junction
         lane_heading = inj.rig.approach.lanes_in[0].heading_deg
         assert all(abs(((p[4] - lane_heading) % 360) - 180) < 5 for p in seen)
         assert all(-inj.rig.approach.lane_width < p[2] < 0 for p in seen)
