@@ -1,13 +1,14 @@
-"""Cameras of the demo district: one per approach of an intersection, looking upstream at the traffic coming in.
+"""Cameras of the demo district: one per approach of an intersection, watching the traffic coming in from the side.
 
 Each camera stands on an 8 m pole 30 m off the kerb of its approach, 20 m before the stop line, and looks obliquely
-across the road at a point 45 m up the approach with a 26 degree lens: zoomed in, because YOLOv3-tiny at 416 pixels
-finds the photo's car reliably only from ~130 pixels long (measured on these frames), and from the side, as the
-photo shows it. Whole cars of that size fill the 33..52 m stretch before the stop line of the lanes coming in. Its
-configuration for the roadside service (ConfigureCamera) is computed from the same pinhole camera the renderer draws with: the lanes
-(the approach's two lanes coming in and the two going out beside them) as image polygons with their ground
-headings, a no-stopping zone on the kerb, on-street parking spots on the far kerb, a counting line across the
-lanes coming in, and the homography of 4 ground points.
+across the road at a point 45 m up the approach with a 26 degree lens: zoomed in, because YOLOv3-tiny at 416
+pixels finds the photo's car reliably only from ~130 pixels long (measured on these frames), and from the side, as
+the photo shows it. Whole cars of that size fill the 33..52 m stretch before the stop line of the lanes coming in.
+
+Its configuration for the roadside service (ConfigureCamera) is computed from the same pinhole camera the renderer
+draws with: the lanes (the approach's two lanes coming in and the two going out beside them) as image polygons
+with their ground headings, a no-stopping zone on the kerb, on-street parking spots on the far kerb, a counting
+line across the lanes coming in, and the homography of 4 image points and the ground points they show.
 """
 
 from __future__ import annotations
