@@ -143,6 +143,7 @@ def detection_scores(run: SimRun) -> dict[str, Any]:
                 used_d.add(j)
                 g, counts = gts[i]
                 d, cls, _ = dets[j]
+                # A detection of a truth box that does not count (mostly hidden, tiny) is neither right nor wrong.
                 if agnostic_pass:
                     if counts:
                         agnostic[0] += 1

@@ -71,6 +71,7 @@ class TruthLog:
         self._along: dict[tuple[str, str], float] = {}
         self.spot_truth: dict[tuple[str, str], SpotTruth] = {}
         self.spot_history: list[tuple[datetime, str, str, str]] = []
+        self._spots_logged: set[tuple[str, str]] = set()
         self.event_truth: list[dict[str, Any]] = []
         self._frames = (out / "frames.jsonl").open("w")
         self._results = (out / "results.jsonl").open("w")
@@ -151,7 +152,8 @@ class TruthLog:
                     st.occupied_since = None
                     st.empty_since = st.empty_since if st.empty_since is not None else t
                     new = "FREE" if st.empty_since == 0.0 or t - st.empty_since >= SPOT_FREE_AFTER_S else st.state
-                if new != st.state or not self.spot_history:
+                if new != st.state or key not in self._spots_logged:
+                    self._spots_logged.add(key)
                     st.state = new
                     self.spot_history.append((captured, key[0], key[1], new))
                     self._spots.write(json.dumps({"at": captured.isoformat(), "lot": key[0], "spot": key[1],
