@@ -34,10 +34,10 @@ Definitions (the issue leaves them open; constants below):
   like those of GA/T 115 for urban arterials: >= 30 km/h free flow, >= 20 light, >= 15 moderate,
   below heavy; it takes at least 3 vehicles to judge by speed. A queue of 60 m or more raises the
   level by one. No vehicles: free flow. Uncalibrated: UNKNOWN.
-  707 traffic jam: a lane at MODERATE or worse with a queue of standing vehicles for 60 s (a queue that a signal
-  cycle does not clear; the queue may vanish for up to 5 s, a missed detection or two); re-armed after 60 s at
-  LIGHT or better. (Found by `v2x sim score`: without the queue condition, the slow mean speed of traffic
-  waiting at every red light raised a jam each rush-hour cycle.)
+  707 traffic jam: a lane at MODERATE or worse for 60 s while it keeps a queue of standing vehicles or its
+  moving vehicles crawl (below 20 km/h now), either of them gone for at most 5 s (a missed detection or two): a
+  queue that a signal cycle does not clear, or stop-and-go; re-armed after 60 s at LIGHT or better. (Found by
+  `v2x sim score`: on the 60 s mean speed alone, traffic waiting at every rush-hour red light raised a jam.)
 * Lane counts: a vehicle counts once per lane, when it has been seen on 3 frames and is on the lane,
   as wrong-way when it moves against the lane then (or is later found to). Line counts: each time a
   track's position changes side of the line (beyond 2 px), within the line's ends.
@@ -211,7 +211,7 @@ class _LaneLive:
     jam_since: float | None = None
     jam_raised: bool = False
     clear_since: float | None = None
-    queue_seen: float | None = None  # last time the lane had a queue
+    queue_seen: float | None = None  # last time the lane had a queue, or its traffic crawled
 
 
 @dataclass(slots=True)
@@ -394,7 +394,9 @@ class CameraAnalytics:
                         acc = agg.speeds.setdefault(tr.track_id, [0.0, 0])
                         acc[0] += tr.speed
                         acc[1] += 1
-            events.extend(self._jam(lane, live, level, queue_m, t, captured_at, frame_id))
+            moving = [tr.speed for tr in on_lane if tr.speed is not None and tr.speed >= MOVING_MPS]
+            crawling = bool(moving) and sum(moving) / len(moving) * 3.6 < CONGESTION_BANDS_KMH[1]
+            events.extend(self._jam(lane, live, level, queue_m, crawling, t, captured_at, frame_id))
 
         crashed = self._crashes(by_lane, t)
         for group in crashed:
@@ -686,11 +688,11 @@ class CameraAnalytics:
                 counts[0 if side == positive_side else 1] += 1
                 minute.dirty = True
 
-    def _jam(self, lane: Lane, live: _LaneLive, level: Congestion, queue_m: float, t: float, at: datetime,
-             frame_id: int) -> list[Event]:
+    def _jam(self, lane: Lane, live: _LaneLive, level: Congestion, queue_m: float, crawling: bool, t: float,
+             at: datetime, frame_id: int) -> list[Event]:
         if level is Congestion.UNKNOWN:
             return []
-        if queue_m > 0:
+        if queue_m > 0 or crawling:
             live.queue_seen = t
         queued = live.queue_seen is not None and t - live.queue_seen <= JAM_QUEUE_GRACE_S
         if level >= Congestion.MODERATE and (queued or live.jam_raised):
