@@ -44,6 +44,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--no-scenarios", action="store_true", help="traffic only, no injected events")
     p.add_argument("--no-spots", action="store_true", help="no on-street parking spots")
+    p.add_argument("--no-gates", action="store_true", help="no garage gate with plates (needs an operator key of "
+                   "the running `v2x run`)")
     p.add_argument("--events", default="", help="only these event types, e.g. 903,904 (default: all)")
     p.add_argument("--render", choices=("photo", "key"), default="photo",
                    help="vehicles from a real photo (for the real detector) or key-coloured (for the service's "
@@ -99,6 +101,10 @@ def _config(ns: argparse.Namespace, seconds_default: float = 0.0) -> tuple[SimCo
                     seconds=ns.seconds or seconds_default, start=start, out=Path(ns.out) if ns.out else None,
                     seed=ns.seed, scenarios=not ns.no_scenarios, kinds=kinds, spots=not ns.no_spots,
                     render=ns.render)
+    operators = sorted(k.removeprefix("operator:") for k in keys
+                       if k.startswith("operator:") and k != "operator:STREET")
+    if operators and not ns.no_gates:
+        cfg.gate_operator, cfg.gate_key = operators[0], keys[f"operator:{operators[0]}"]
     extra = {"idps": ns.idps or targets["idps"], "police": ns.police_key or keys.get("police", "")}
     return cfg, extra
 

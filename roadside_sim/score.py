@@ -325,6 +325,12 @@ def table(scores: dict[str, Any]) -> str:
                      f"{_fmt(s['median_latency_s'], digits=1):>12} s "
                      f"{_fmt(s['median_latency_after_hold_s'], digits=1):>10} s")
     lines.append(f"  roadside events raised: {scores['events']['roadside_events']}")
+    g = scores.get("gates")
+    if g:
+        lines.append(f"gate passages: {g['passages']} ({g['green_plates']} green), {g['recorded']} recorded in "
+                     "parking; "
+                     f"plates read exactly {_fmt(g['plates_read_exactly'], True)} (green "
+                     f"{_fmt(g['green_read_exactly'], True)}), colour right {_fmt(g['colour_right'], True)}")
     return "\n".join(lines)
 
 
@@ -362,7 +368,8 @@ async def score(cfg: SimConfig, idps_target: str, police_key: str) -> dict[str, 
         counts = await count_scores(run, roadside, cfg.admin_key)
     return {"seconds": cfg.seconds, "fps": cfg.fps, "run": summary(run), "out": str(run.truth.out),
             "detection": detection_scores(run), "counts": counts, "queues": queue_scores(run),
-            "events": event_scores(run, watch), "spots": spot_scores(run, watch)}
+            "events": event_scores(run, watch), "spots": spot_scores(run, watch),
+            "gates": run.gates.scores() if run.gates else None}
 
 
 async def score_command(cfg: SimConfig, idps_target: str, police_key: str, json_path: str, min_recall: str) -> int:
