@@ -150,8 +150,8 @@ async def _run(cfg: SimConfig) -> None:
     session = 0
     while not stop.is_set():
         session += 1
-        part = dataclasses.replace(cfg, seconds=3600.0, start=None,
-                                   out=base / f"session-{session}" if base else None)
+        part = dataclasses.replace(cfg, seconds=3600.0, start=None, out=base / f"session-{session}" if base else None,
+                                   jam_lead_s=60.0 if session == 1 else 0.0)
         run = await simulate(part, stop)
         print(f"roadside_sim: hour {session} done: {summary(run)}", flush=True)
 

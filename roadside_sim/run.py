@@ -70,6 +70,7 @@ class SimConfig:
     traffic_scale: float = 1.0
     gate_operator: str = ""  # an operator whose key is gate_key: a simulated garage with gate cameras (plates)
     gate_key: str = ""
+    jam_lead_s: float = 0.0  # start the first jam this long before the cameras (demo: a 707 within two minutes)
     render: str = "photo"  # or "key": key-coloured silhouettes for the service's demo detector
     keep_every: int = 60  # keep every Nth frame of each camera as JPEG in <out>/frames (0: none)
     say: Callable[[str], None] = print
@@ -182,10 +183,10 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
     for rig in cams:
         traffic.add_e2(rig.approach, NEAR_M, FAR_M)
     await asyncio.to_thread(traffic.start)
-    injections = sc.plan(cams, sim_begin, horizon, cfg.kinds) if cfg.scenarios else []
+    injections = sc.plan(cams, sim_begin, horizon, cfg.kinds, jam_lead_s=cfg.jam_lead_s) if cfg.scenarios else []
     parkers = sc.parking_plan(cams, sim_begin, horizon, cfg.seed) if cfg.spots else []
     scenario = sc.Scenario(district, injections, parkers)
-    traffic.step_to(sim_begin)
+    traffic.step_to(sim_begin, scenario.step)
     feeds = {r.camera_id: CameraFeed(r, Renderer(r, seed=cfg.seed, style=cfg.render)) for r in cams}
     truth = TruthLog(out, cams)
     run = SimRun(cfg, cams, injections, truth, feeds, datetime.now(UTC), sim_begin_s=sim_begin)

@@ -32,7 +32,7 @@ OVERSPEED_MPS = 22.5
 OVERSPEED_TOLERANCE_KMH = 10.0
 JAM_QUEUE_M = 15.0
 JAM_HOLD_S = 60.0
-STOP_ALONG_M = 44.0  # where stalls and crashes happen: mid-view on the inner lane coming in
+STOP_ALONG_M = 38.0  # where stalls and crashes happen: mid-view on the inner lane coming in
 
 
 class Kind(IntEnum):
@@ -77,9 +77,10 @@ class Injection:
 
 
 def plan(rigs: list[CameraRig], begin_s: float, seconds: float, kinds: tuple[Kind, ...] = DEMO_ORDER,
-         first_after_s: float = 10.0, gap_s: float = 25.0) -> list[Injection]:
+         first_after_s: float = 10.0, gap_s: float = 25.0, jam_lead_s: float = 0.0) -> list[Injection]:
     """Injections round-robin over kinds and cameras: each camera hosts one at a time, with a pause after it (so
-    that IDPS does not join two of them into one incident), until `seconds` is used up."""
+    that IDPS does not join two of them into one incident), until `seconds` is used up. With `jam_lead_s` the first
+    jam starts that long before `begin_s` (during the warm-up: a demo's police see its 707 within two minutes)."""
     out: list[Injection] = []
     free_at = {r.camera_id: begin_s + first_after_s for r in rigs}
     k = 0
@@ -90,6 +91,8 @@ def plan(rigs: list[CameraRig], begin_s: float, seconds: float, kinds: tuple[Kin
         duration = DURATION_S[kind]
         if at + STARTS_AFTER_S[kind] + HOLD_S[kind] + 15 > begin_s + seconds:
             break  # (an event running past the end is cut there)
+        if kind is Kind.JAM and jam_lead_s and not any(i.kind is Kind.JAM for i in out):
+            at -= jam_lead_s + first_after_s
         out.append(Injection(kind, rig, at, duration))
         free_at[rig.camera_id] = at + duration + (140.0 if kind in (Kind.STOPPED, Kind.CRASH, Kind.JAM) else gap_s)
         k += 1

@@ -30,7 +30,7 @@ def car_at(rig: CameraRig, vid: str, along: float, across: float) -> VehicleStat
 
 
 def test_a_lone_vehicles_box_is_its_projected_cuboid(rig: CameraRig) -> None:
-    car = car_at(rig, "a", 42.0, -4.8)
+    car = car_at(rig, "a", 38.0, -4.8)
 
     _, boxes = Renderer(rig).render([car])
 
@@ -48,8 +48,8 @@ def test_a_lone_vehicles_box_is_its_projected_cuboid(rig: CameraRig) -> None:
 
 
 def test_a_vehicle_behind_another_keeps_only_its_visible_pixels(rig: CameraRig) -> None:
-    far = car_at(rig, "far", 44.0, -4.8)
-    near = car_at(rig, "near", 42.0, -1.6)
+    far = car_at(rig, "far", 40.0, -4.8)
+    near = car_at(rig, "near", 38.0, -1.6)
     renderer = Renderer(rig)
 
     _, alone = renderer.render([far])
@@ -67,7 +67,7 @@ def test_a_vehicle_behind_another_keeps_only_its_visible_pixels(rig: CameraRig) 
 
 
 def test_key_style_draws_the_same_silhouettes_in_key_colours(rig: CameraRig) -> None:
-    car = car_at(rig, "a", 42.0, -4.8)
+    car = car_at(rig, "a", 38.0, -4.8)
 
     img, (box,) = Renderer(rig, style="key").render([car])
     _, (photo_box,) = Renderer(rig).render([car])
@@ -85,7 +85,7 @@ def test_the_camera_configuration_passes_the_services_checks_and_its_homography_
     assert spec.calibration is not None
     mapping = spec.calibration.mapping()
     foot = (rig.pinhole.east, rig.pinhole.north)
-    for along, across in ((34.0, -1.6), (44.0, -8.0), (52.0, -11.0)):
+    for along, across in ((30.0, -1.6), (40.0, -8.0), (48.0, -11.0)):
         g = rig.approach.point_upstream(along, across)
         px = rig.pinhole.ground_to_image(*g)
         seen = mapping.to_ground(px)
@@ -99,7 +99,7 @@ def test_each_lane_shows_the_vehicles_driving_on_it(rig: CameraRig) -> None:
     polygons = {lane.id: [(p.x, p.y) for p in lane.polygon.points] for lane in camera.lanes}
     a = rig.approach
     for lane, across in ((a.lanes_in[0], -1.6), (a.lanes_in[1], -4.8), (a.lanes_out[1], -8.0), (a.lanes_out[0], -11.2)):
-        e, n = a.point_upstream(44.0, across)
+        e, n = a.point_upstream(40.0, across)
         px = rig.pinhole.ground_to_image(e, n)
         contour = np.array(polygons[lane.id], np.float32)
         assert cv2.pointPolygonTest(contour, px, False) >= 0, lane.id
