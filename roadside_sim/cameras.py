@@ -4,9 +4,9 @@ Each camera stands on a 14 m pole 20 m off the kerb of its approach, 20 m before
 across the road at a point 40 m up the approach with a 30 degree lens: zoomed in, because YOLOv3-tiny at 416
 pixels finds the photo's car reliably only from ~130 pixels long (measured on these frames), from the side, as the
 photo shows it, and from high enough that the lanes hide each other little. Whole cars of 135..215 pixels fill the
-29..47 m stretch before the stop line of the lanes coming in. (Measured on SUMO traffic at 8:00, 4 cameras, 10 frames each:
-an 8 m pole 30 m off found 17 % of the cars, this one 67 %, a 6 m pole 12 m off 73 % but saw only 5 m of the near
-lane.)
+29..47 m stretch before the stop line of the lanes coming in. (Measured on SUMO traffic at 8:00, 4 cameras, 10
+frames each: an 8 m pole 30 m off found 17 % of the cars, this one 67 %, a 6 m pole 12 m off 73 % but saw only
+5 m of the near lane.)
 
 Its configuration for the roadside service (ConfigureCamera) is computed from the same pinhole camera the renderer
 draws with: the lanes (the approach's two lanes coming in and the two going out beside them) as image polygons
