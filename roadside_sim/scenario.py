@@ -6,7 +6,7 @@ Each injection puts vehicles of its own into SUMO (type `scenario`) on a camera'
 * 1001 crash: two vehicles stop nose to tail on the inner lane (no gap) for its duration;
 * 1002 illegal parking: pulls over into the kerb strip of the no-stopping zone (a parking stop) for its duration;
 * 904 wrong way: drives up the kerb lane against the traffic, moved every step with ``moveToXY(keepRoute=2)``;
-* 901 overspeed: drives through at 81 km/h (speed mode 0, fixed speed) where the limit is 50;
+* 901 overspeed: drives through at 70 km/h (speed mode 0, fixed speed) where the limit is 50;
 * 707 jam: the approach's signal stays red for its duration (a copy of the junction's program with the approach's
   links red), so a queue backs up along it (measured by the E2 detectors).
 
@@ -28,7 +28,7 @@ from roadside_sim.cameras import FAR_M, NEAR_M, NO_STOPPING_M, SPEED_LIMIT_KMH, 
 from roadside_sim.network import Approach, District
 
 WRONG_WAY_MPS = 8.0
-OVERSPEED_MPS = 22.5
+OVERSPEED_MPS = 19.5  # 70 km/h where the limit is 50 (and 60 raises 901)
 OVERSPEED_TOLERANCE_KMH = 10.0
 JAM_QUEUE_M = 15.0
 JAM_HOLD_S = 60.0
