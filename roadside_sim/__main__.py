@@ -1,95 +1,159 @@
-"""Demo: the simulated intersection streamed to a running roadside service, events printed as they come.
+"""The roadside simulator: intersections of the demo district streamed to a running suite.
 
-    python -m roadside_sim --target 127.0.0.1:50051 --key <admin key> [--camera-id sim-1] [--fps 5]
+    python -m roadside_sim [run] --intersections 4 --cameras-per 1 --fps 3 --seconds 0 [--target HOST:PORT --key K]
+    python -m roadside_sim score --seconds 600 --json score.json
+    python -m roadside_sim picture --run DIR --camera ID --out PNG   (a kept frame with detections and tracks)
+    python -m roadside_sim approach --key K          (the simple key-coloured approach, for the sim detector)
 
-Configures the camera (the simulator's lanes, zones, counting line and homography; with --lot-id its
-two kerb spots report to that parking lot), then plays a two-minute scenario in real time: traffic both
-ways, a car stopping 40 s in the box junction (903), one parking at the bus stop (1002), a wrong-way
-driver (904), a speeder (901), a crawler (902), a pedestrian crossing (405) and a car taking spot S1.
-With the ONNX detector the key-coloured boxes are not vehicles to it; run the service with the
-simulator's detector for this demo (``V2X_ROADSIDE_DETECTOR=sim``, see services/roadside/app.py).
+`v2x sim ...` runs the same (services/cli.py starts `python -m roadside_sim`). Targets and keys default to the ones
+the running `v2x run` of this user left in its run file.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import time
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+import dataclasses
+import signal
+import sys
+from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
-from grpc import aio
-from v2x.roadside.v1 import roadside_pb2 as pb
-from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceStub
-
-from roadside_sim.scene import NB_CENTRE_E, SB_CENTRE_E, Scene, SimVehicle, drive
-from services.roadside.detector import VehicleClass
+from roadside_sim.scenario import DEMO_ORDER, Kind
+from roadside_sim.suite import read_run_file
 
 if TYPE_CHECKING:
-    from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceAsyncStub as Stub
-else:
-    Stub = RoadsideServiceStub
+    from roadside_sim.run import SimConfig
+
+DEFAULTS = {"roadside": "127.0.0.1:50051", "parking": "127.0.0.1:50053", "idps": "127.0.0.1:50052"}
 
 
-def scenario() -> list[SimVehicle]:
-    # Simulated vehicles pass through each other: the northbound flow waits until the lane's events are
-    # over, so that the stopped car is not hidden by cars driving through it.
-    vehicles = [drive(100 + i, 110.0 + 3.0 * i, 12, 66, 40) for i in range(10)]
-    vehicles += [drive(200 + i, 1.5 + 4.0 * i, 66, 12, 35, east=SB_CENTRE_E) for i in range(35)]
-    vehicles += [
-        drive(1, 5, 12, 50, 36).hold(40).then(3, NB_CENTRE_E, 66),  # 903 in the box junction
-        drive(2, 20, 12, 30, 20, east=-4.75).hold(30).then(4, -4.75, 66),  # 1002 at the bus stop
-        SimVehicle(3, VehicleClass.CAR, [(60.0, NB_CENTRE_E, 66.0), (66.0, NB_CENTRE_E, 12.0)]),  # 904
-        drive(4, 75, 12, 66, 85),  # 901
-        drive(5, 85, 12, 50, 7),  # 902
-        SimVehicle(6, VehicleClass.PERSON, [(100.0, -2.0, 25.0), (106.0, 2.0, 25.0)]),  # 405
-        SimVehicle(7, VehicleClass.CAR, [(30.0, NB_CENTRE_E, 12.0), (32.0, 4.75, 17.0)]).hold(60),  # spot S1
-    ]
-    return vehicles
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--intersections", type=int, default=4, help="junctions of the district with cameras (1..4)")
+    p.add_argument("--cameras-per", type=int, default=1, help="cameras per junction, one per approach (1..4)")
+    p.add_argument("--fps", type=float, default=3.0, help="frames per second per camera")
+    p.add_argument("--seconds", type=float, default=0.0, help="how long (0: until Ctrl-C)")
+    p.add_argument("--target", default="", help="the roadside service (default: the running `v2x run`'s)")
+    p.add_argument("--parking", default="", help="the parking service (default: the running `v2x run`'s)")
+    p.add_argument("--idps", default="", help="the IDPS service (scoring; default: the running `v2x run`'s)")
+    p.add_argument("--key", default="", help="an admin API key (default: the running `v2x run`'s demo admin key)")
+    p.add_argument("--police-key", default="", help="a police key (scoring; default: the run's demo police key)")
+    p.add_argument("--start", default="", help="local time of day to simulate, HH:MM (default: now in Shanghai)")
+    p.add_argument("--out", default="", help="folder for ground truth and results (default: a new temp folder)")
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--no-scenarios", action="store_true", help="traffic only, no injected events")
+    p.add_argument("--no-spots", action="store_true", help="no on-street parking spots")
+    p.add_argument("--no-gates", action="store_true", help="no garage gate with plates (needs an operator key of "
+                   "the running `v2x run`)")
+    p.add_argument("--events", default="", help="only these event types, e.g. 903,904 (default: all)")
+    p.add_argument("--render", choices=("photo", "key"), default="photo",
+                   help="vehicles from a real photo (for the real detector) or key-coloured (for the service's "
+                   "V2X_ROADSIDE_DETECTOR=sim)")
 
 
-async def run(args: argparse.Namespace) -> None:
-    scene = Scene()
-    md = (("authorization", f"Bearer {args.key}"),)
-    async with aio.insecure_channel(args.target) as channel:
-        stub: Stub = RoadsideServiceStub(channel)
-        camera = await stub.ConfigureCamera(
-            pb.ConfigureCameraRequest(camera=scene.camera(args.camera_id, lot_id=args.lot_id)), metadata=md)
-        print(f"camera {camera.id} configured (version {camera.version})", flush=True)
-        vehicles = scenario()
-        start_wall = datetime.now(UTC)
-        start = time.monotonic()
-
-        async def frames() -> AsyncIterator[pb.Frame]:
-            i = 0
-            while (t := i / args.fps) <= args.seconds:
-                await asyncio.sleep(max(0.0, start + t - time.monotonic()))
-                _, buf = cv2.imencode(".jpg", scene.render(vehicles, t), [cv2.IMWRITE_JPEG_QUALITY, 90])
-                frame = pb.Frame(camera_id=args.camera_id, frame_id=i + 1, encoded=buf.tobytes())
-                frame.captured_at.FromDatetime(start_wall + timedelta(seconds=t))
-                i += 1
-                yield frame
-
-        async for result in stub.StreamFrames(frames(), metadata=md):
-            for e in result.events:
-                print(f"{e.observed_at.ToDatetime():%H:%M:%S} {pb.AnalyticsEventType.Name(e.type)} "
-                      f"lane={e.lane_id} zone={e.zone_id} track={e.track_id} conf={e.confidence:.2f} "
-                      f"at {e.position.lat:.6f},{e.position.lon:.6f}", flush=True)
-            if result.HasField("error"):
-                print(f"frame {result.frame_id}: {result.error.message}", flush=True)
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="v2x sim", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="stream the district's cameras to a running suite (the default)")
+    _add_common(run)
+    score = sub.add_parser("score", help="run a scenario and score what the suite reported against the truth")
+    _add_common(score)
+    score.add_argument("--json", default="", help="write the scores here")
+    score.add_argument("--min-recall", default="", help="fail (exit 1) when an event type's recall is below, "
+                       "e.g. 903=0.9,904=0.9")
+    sub.add_parser("approach", help="the simple key-coloured approach (see roadside_sim/approach.py)", add_help=False)
+    return p
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target", default="127.0.0.1:50051")
-    p.add_argument("--key", required=True, help="an admin API key (configures the camera and streams it)")
-    p.add_argument("--camera-id", default="sim-1")
-    p.add_argument("--lot-id", default="", help="an on-street SINGLE_SPACE lot with spots S1 and S2")
-    p.add_argument("--fps", type=float, default=5.0)
-    p.add_argument("--seconds", type=float, default=120.0)
-    asyncio.run(run(p.parse_args()))
+def _config(ns: argparse.Namespace, seconds_default: float = 0.0) -> tuple[SimConfig, dict[str, str]]:
+    from roadside_sim.run import SimConfig
+
+    run = read_run_file() or {}
+    targets = {**DEFAULTS, **run.get("targets", {})}
+    keys = run.get("keys", {})
+    admin = ns.key or keys.get("admin", "")
+    if not admin:
+        raise SystemExit("v2x sim: no admin key: give --key (no running `v2x run` of this user was found)")
+    if not 1 <= ns.intersections <= 4 or not 1 <= ns.cameras_per <= 4:
+        raise SystemExit("v2x sim: --intersections and --cameras-per must be 1..4")
+    if not 0.2 <= ns.fps <= 30:
+        raise SystemExit("v2x sim: --fps must be 0.2..30")
+    start = None
+    if ns.start:
+        from roadside_sim.run import SHANGHAI
+
+        try:
+            hh, mm = (int(x) for x in ns.start.split(":"))
+            start = datetime.now(SHANGHAI).replace(hour=hh, minute=mm, second=0, microsecond=0)
+        except ValueError:
+            raise SystemExit(f"v2x sim: --start {ns.start!r} is not HH:MM") from None
+    kinds: tuple[Kind, ...] = DEMO_ORDER
+    if ns.events:
+        try:
+            kinds = tuple(Kind(int(x)) for x in ns.events.split(","))
+        except ValueError:
+            raise SystemExit(f"v2x sim: --events {ns.events!r}: known types are "
+                             f"{','.join(str(int(k)) for k in Kind)}") from None
+    cfg = SimConfig(roadside=ns.target or targets["roadside"], parking=ns.parking or targets["parking"],
+                    admin_key=admin, intersections=ns.intersections, cameras_per=ns.cameras_per, fps=ns.fps,
+                    seconds=ns.seconds or seconds_default, start=start, out=Path(ns.out) if ns.out else None,
+                    seed=ns.seed, scenarios=not ns.no_scenarios, kinds=kinds, spots=not ns.no_spots,
+                    render=ns.render)
+    operators = sorted(k.removeprefix("operator:") for k in keys
+                       if k.startswith("operator:") and k != "operator:STREET")
+    if operators and not ns.no_gates:
+        cfg.gate_operator, cfg.gate_key = operators[0], keys[f"operator:{operators[0]}"]
+    extra = {"idps": ns.idps or targets["idps"], "police": ns.police_key or keys.get("police", "")}
+    return cfg, extra
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["picture"]:
+        from roadside_sim.picture import main as picture
+
+        picture(args[1:])
+        return
+    if args[:1] == ["approach"]:
+        from roadside_sim.approach import main as approach
+
+        approach(args[1:])
+        return
+    if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help")):
+        args = ["run", *args]
+    ns = parser().parse_args(args)
+    if ns.command == "score":
+        from roadside_sim.score import score_command
+
+        cfg, extra = _config(ns, seconds_default=600.0)
+        raise SystemExit(asyncio.run(score_command(cfg, extra["idps"], extra["police"], ns.json, ns.min_recall)))
+    cfg, _ = _config(ns)
+    asyncio.run(_run(cfg))
+
+
+async def _run(cfg: SimConfig) -> None:
+    from roadside_sim.run import simulate, summary
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if cfg.seconds > 0:
+        run = await simulate(cfg, stop)
+        print(f"roadside_sim: done: {summary(run)}", flush=True)
+        return
+    # Until stopped: one simulated hour at a time (routes for an hour build in seconds), each from the time of day
+    # it starts at, ground truth in a folder of its own.
+    base = cfg.out
+    session = 0
+    while not stop.is_set():
+        session += 1
+        part = dataclasses.replace(cfg, seconds=3600.0, start=None, out=base / f"session-{session}" if base else None,
+                                   jam_lead_s=60.0 if session == 1 else 0.0)
+        run = await simulate(part, stop)
+        print(f"roadside_sim: hour {session} done: {summary(run)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ along it. Ground coordinates are metres east/north of the camera; a 4-point homo
 
 Vehicles follow piecewise-linear ground paths. ``detections`` gives what an ideal detector would see at
 a time (with optional pixel jitter); ``render`` draws a frame in which each class has its own key
-colour, and ``KeyColourDetector`` finds them again exactly: the service under test runs its whole
-pipeline (decode, batching, tracking, analytics) on these frames without the ONNX model.
+colour, and the service's demo detector (``V2X_ROADSIDE_DETECTOR=sim``, services/roadside/keycolour.py)
+finds them again exactly: the service under test runs its whole pipeline (decode, batching, tracking,
+analytics) on these frames without the ONNX model. The key colours are the one thing both sides must agree
+on (like a contract; tests/sim/test_boundary.py checks the two tables agree).
 """
 
 from __future__ import annotations
@@ -26,11 +28,14 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 from v2x.common.v1 import common_pb2 as cpb
 from v2x.roadside.v1 import roadside_pb2 as pb
 
-from services.roadside.detector import BgrImage, Detection, VehicleClass
-from services.roadside.geometry import GroundMapping, LocalFrame, Point
+from roadside_sim.geometry import Homography, LocalFrame, Point
+from roadside_sim.truth import TruthBox, VehicleClass
+
+BgrImage = NDArray[np.uint8]
 
 CAMERA_LAT, CAMERA_LON = 31.2304, 121.4737
 IMAGE_SIZE = (640, 480)
@@ -115,7 +120,7 @@ class Scene:
         self.size = size
         sx, sy = size[0] / IMAGE_SIZE[0], size[1] / IMAGE_SIZE[1]
         self.image_points = tuple((x * sx, y * sy) for x, y in IMAGE_POINTS)
-        self.mapping = GroundMapping(self.image_points, GROUND_POINTS, LocalFrame(CAMERA_LAT, CAMERA_LON))
+        self.mapping = Homography(self.image_points, GROUND_POINTS, LocalFrame(CAMERA_LAT, CAMERA_LON))
         self._background: BgrImage | None = None
 
     # ----- geometry ----------------------------------------------------------------------------------
@@ -199,7 +204,8 @@ class Scene:
     # ----- what a detector sees ----------------------------------------------------------------------
 
     def detections(self, vehicles: Sequence[SimVehicle], t: float, *, jitter_px: float = 0.0,
-                   rng: random.Random | None = None, score: float = 0.9) -> list[Detection]:
+                   rng: random.Random | None = None, score: float = 0.9) -> list[TruthBox]:
+        """What an ideal detector would report at time t (boxes of every visible road user)."""
         out = []
         for v in vehicles:
             box = self.box_of(v, t)
@@ -208,7 +214,7 @@ class Scene:
             if jitter_px and rng is not None:
                 box = tuple(c + rng.uniform(-jitter_px, jitter_px) for c in box)  # type: ignore[assignment]
             x1, y1, x2, y2 = box
-            out.append(Detection(v.object_class, score, x1, y1, x2, y2, v.object_class.value))
+            out.append(TruthBox(v.object_class, x1, y1, x2, y2, score))
         return out
 
     # ----- frames ------------------------------------------------------------------------------------
@@ -233,34 +239,6 @@ class Scene:
             x1, y1, x2, y2 = (round(c) for c in box)
             cv2.rectangle(img, (x1, y1), (x2 - 1, y2 - 1), KEY_COLOURS[v.object_class], -1)
         return img
-
-
-class KeyColourDetector:
-    """Finds the key-coloured boxes of `Scene.render` (exactly, for PNG or raw frames; JPEG blurs edges
-    by a pixel or two). Implements the engine's detector interface."""
-
-    def __init__(self, score: float = 0.9, min_area_px: int = 12, tolerance: int = 40) -> None:
-        self.score = score
-        self.min_area_px = min_area_px
-        self.tolerance = tolerance
-        self.calls = 0
-
-    def detect(self, image: BgrImage) -> list[Detection]:
-        out: list[Detection] = []
-        for cls, colour in KEY_COLOURS.items():
-            lo = np.clip(np.array(colour) - self.tolerance, 0, 255).astype(np.uint8)
-            hi = np.clip(np.array(colour) + self.tolerance, 0, 255).astype(np.uint8)
-            mask = cv2.inRange(image, lo, hi)
-            n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
-            for i in range(1, n):
-                x, y, w, h, area = (int(v) for v in stats[i])
-                if area >= self.min_area_px:
-                    out.append(Detection(cls, self.score, float(x), float(y), float(x + w), float(y + h), cls.value))
-        return out
-
-    def detect_batch(self, bgr_images: Sequence[BgrImage]) -> list[list[Detection]]:
-        self.calls += 1
-        return [self.detect(image) for image in bgr_images]
 
 
 def frame_times(start_s: float, end_s: float, fps: float) -> list[float]:

@@ -10,6 +10,8 @@
   v2x platform-emulator        a municipal platform emulator (receives the adapter's deliveries)
   v2x municipal-status         the municipal adapter's delivery per destination: lag, delivered, errors
   v2x camera --camera-id ID --source rtsp://...|file.mp4|/dev/video0   stream a camera to roadside
+  v2x sim [--intersections N --cameras-per K --fps F --seconds S]   the simulated district's cameras
+  v2x sim score --seconds S --json PATH   a scenario scored against the ground truth
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import faulthandler
+import os
 import sys
 
 from services.common import eventloop
@@ -29,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="v2x", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the whole suite")
-    run.add_argument("--no-sim", action="store_true", help="do not simulate occupancy changes in the demo district")
+    run.add_argument("--no-sim", action="store_true",
+                     help="start none of the simulators (occupancy, chargers, the roadside simulator's intersections)")
     run.add_argument("--replicas", type=int, default=1, metavar="N",
                      help="run every service as N processes sharing its port (default 1)")
     run.add_argument("--redis-cluster", type=int, default=0, metavar="M",
@@ -62,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     from services.roadside.agent_args import add_arguments as camera_arguments
 
     camera_arguments(camera)
+    sub.add_parser("sim", help="the roadside simulator (python -m roadside_sim; `v2x sim --help`)", add_help=False)
     return p
 
 
@@ -100,7 +105,16 @@ async def _seed(settings: Settings) -> None:
         await engine.dispose()
 
 
+def _sim(argv: list[str]) -> None:
+    """`v2x sim ...` is the roadside simulator, a client from outside the suite: it runs as `python -m roadside_sim`
+    in this process' place, so that nothing in services/ imports it (tests/sim/test_boundary.py)."""
+    os.execv(sys.executable, [sys.executable, "-m", "roadside_sim", *argv])
+
+
 def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["sim"]:
+        _sim(args[1:])
     # A native crash (a segfault in an extension module) prints the Python stack of every thread before the
     # process dies, so that the log says where it happened.
     faulthandler.enable(all_threads=True)
@@ -141,8 +155,6 @@ def main(argv: list[str] | None = None) -> None:
         elif ns.command == "seed":
             asyncio.run(_seed(settings))
         elif ns.command == "platform-emulator":
-            import os
-
             from services.municipal.emulator import run as run_emulator
 
             asyncio.run(run_emulator(ns, dict(os.environ)))

@@ -89,9 +89,9 @@ def make_builder(detector: BatchDetector | None = None, *, plates: bool = True,
 
 def _default_detector(kind: str, max_batch: int) -> BatchDetector:
     if kind == "sim":
-        from roadside_sim.scene import KeyColourDetector
+        from services.roadside.keycolour import KeyColourDetector
 
-        log.warning("V2X_ROADSIDE_DETECTOR=sim: the simulator's key-colour detector, not the model")
+        log.warning("V2X_ROADSIDE_DETECTOR=sim: the demo key-colour detector, not the model")
         return KeyColourDetector()
     config = DetectorConfig.from_env()
     return Detector(DetectorConfig(model_path=config.model_path, intra_op_threads=config.intra_op_threads,

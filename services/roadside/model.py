@@ -29,6 +29,7 @@ class EventType(enum.IntEnum):
     SLOW_VEHICLE = 902
     STOPPED_VEHICLE = 903
     WRONG_WAY = 904
+    ACCIDENT = 1001
     ILLEGAL_PARKING = 1002
 
 

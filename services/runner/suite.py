@@ -3,7 +3,9 @@
 Without DATABASE_URL a throwaway PostGIS cluster is started, without REDIS_URL an embedded Redis;
 then migrations, demo keys, one process per implemented service (the demo district and its charging
 stations are seeded while they start), the endpoints and demo keys printed, simulated operators
-pushing occupancy and charger statuses, and on Ctrl-C (or SIGTERM) everything stopped, children first.
+pushing occupancy and charger statuses, the roadside simulator streaming the district's intersections to the
+roadside service (`v2x sim`, a supervised process of its own), and on Ctrl-C (or SIGTERM) everything stopped,
+children first. `v2x run --no-sim` starts none of the simulators.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ log = logging.getLogger("v2x.run")
 # The roadside service reports on-street spot states to parking as the on-street operator of the district.
 ROADSIDE_PARKING_VARS = ("V2X_ROADSIDE_PARKING_TARGET", "V2X_ROADSIDE_PARKING_KEY")
 STREET_OPERATOR = "STREET"
+# The roadside simulator in `make run`: the district's 4 intersections, one camera each at 3 fps: 12 frames/s to the
+# real detector (~55 ms of one core per frame here, about 0.7 of the 2 cores, rendering ~0.2 more; measured with
+# `v2x sim score`, README "Roadside simulator").
+SIM_INTERSECTIONS, SIM_CAMERAS_PER, SIM_FPS = 4, 1, 3.0
 # The health checks poll a server that is still starting: retry its connection quickly (gRPC's default
 # backoff grows to seconds, which made start-up wait on it).
 _FAST_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
@@ -50,10 +56,13 @@ _FAST_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconn
 @dataclass
 class Suite:
     supervisor: Supervisor | None = None
+    simulator: Supervisor | None = None  # its own: a simulator that cannot start does not stop the suite
     postgres: EmbeddedPostgres | None = None
     redis: EmbeddedRedis | EmbeddedRedisCluster | None = None
 
     async def stop(self, grace_s: float) -> None:
+        if self.simulator is not None:
+            await self.simulator.stop(grace_s)
         if self.supervisor is not None:
             await self.supervisor.stop(grace_s)
         if self.redis is not None:
@@ -156,7 +165,7 @@ async def run_suite(settings: Settings, *, simulate: bool = True, replicas: int 
             return
         interrupted.cancel()
         ready.result()  # SuiteFailed when a process gave up
-        _banner(settings, lots, stations, keys, operator_keys, roadside_env, time.monotonic() - started)
+        _banner(settings, lots, stations, keys, operator_keys, roadside_env, time.monotonic() - started, simulate)
         if "municipal" in builders():
             _say(municipal_banner(settings, emulator_port if emulator else None))
             # The adapter's lag on the console every 30 s; cancelled with the simulators on stop.
@@ -166,6 +175,10 @@ async def run_suite(settings: Settings, *, simulate: bool = True, replicas: int 
             sims.append(asyncio.create_task(simulate_occupancy(settings, operator_keys, spots)))
         if simulate and "charging" in builders():
             sims.append(asyncio.create_task(simulate_charging(settings, operator_keys, spots)))
+        if simulate and {"roadside", "parking", "idps"} <= set(builders()):
+            suite.simulator = Supervisor([roadside_simulator(settings, keys["admin"], env)], say=_say,
+                                         on_change=lambda: _write_run_file(path, settings, suite, keys, operator_keys))
+            suite.simulator.start()
         gave_up = asyncio.ensure_future(suite.supervisor.wait_failed())
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait([gave_up, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -200,7 +213,7 @@ def _write_run_file(path: Path, settings: Settings, suite: Suite, keys: dict[str
             "targets": {name: f"127.0.0.1:{settings.ports[name]}" for name in builders()},
             "ocpp_url": _ocpp_url(settings),
             "keys": {**keys, **{f"operator:{op}": key for op, key in operator_keys.items()}},
-            "processes": suite.supervisor.state()}
+            "processes": {**suite.supervisor.state(), **(suite.simulator.state() if suite.simulator else {})}}
     try:
         write_private(path, data)
     except OSError as exc:
@@ -224,6 +237,21 @@ async def _roadside_parking_env(engine: AsyncEngine, settings: Settings) -> dict
             "V2X_ROADSIDE_PARKING_KEY": key}
 
 
+def roadside_simulator(settings: Settings, admin_key: str, env: dict[str, str]) -> ChildSpec:
+    """`v2x sim` against this suite: the district's cameras (ConfigureCamera), their frames (StreamFrames), the
+    on-street segments they watch (parking), scenarios that make incidents. Ready once it runs: it waits for the
+    services itself."""
+
+    async def running() -> bool:
+        return True
+
+    argv = python_argv("sim", "run", "--intersections", str(SIM_INTERSECTIONS), "--cameras-per",
+                       str(SIM_CAMERAS_PER), "--fps", f"{SIM_FPS:g}",
+                       "--target", f"127.0.0.1:{settings.ports['roadside']}",
+                       "--parking", f"127.0.0.1:{settings.ports['parking']}", "--key", admin_key)
+    return ChildSpec("roadside-sim", argv, env, running)
+
+
 async def simulate_occupancy(settings: Settings, operator_keys: dict[str, str],
                              spots: charging_sim.SpotBoard | None = None) -> None:
     await simulate(f"127.0.0.1:{settings.ports['parking']}", operator_keys, spots=spots)
@@ -239,7 +267,7 @@ def _ocpp_url(settings: Settings) -> str:
 
 
 def _banner(settings: Settings, lots: int, stations: int, keys: dict[str, str], operator_keys: dict[str, str],
-            roadside_env: dict[str, str], took_s: float) -> None:
+            roadside_env: dict[str, str], took_s: float, simulate: bool) -> None:
     services = builders()
     here = "{\"lat\":31.40,\"lon\":121.49}"
     lines = [f"v2x-suite is up in {took_s:.1f} s with a demo district of {lots} lots and {stations} charging "
@@ -254,6 +282,11 @@ def _banner(settings: Settings, lots: int, stations: int, keys: dict[str, str], 
     if roadside_env:
         lines.append(f"  roadside -> parking: on-street spot states to {roadside_env['V2X_ROADSIDE_PARKING_TARGET']} "
                      f"as operator:{STREET_OPERATOR}")
+    if simulate and {"roadside", "parking", "idps"} <= set(services):
+        lines.append(f"  roadside simulator (v2x sim): {SIM_INTERSECTIONS} intersections, "
+                     f"{SIM_INTERSECTIONS * SIM_CAMERAS_PER} cameras at {SIM_FPS:g} fps "
+                     f"({SIM_INTERSECTIONS * SIM_CAMERAS_PER * SIM_FPS:g} frames/s to the detector); camera incidents "
+                     "reach the police stream below within two minutes")
     lines += ["", "demo API keys (send as `authorization: Bearer <key>`):"]
     lines += [f"  {role:<16} {key}" for role, key in keys.items()]
     lines += [f"  operator:{op:<7} {key}" for op, key in operator_keys.items()]

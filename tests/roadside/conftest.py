@@ -21,11 +21,11 @@ from grpc import aio
 from v2x.roadside.v1 import roadside_pb2 as pb
 from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceStub
 
-from roadside_sim.scene import KeyColourDetector
 from services.common.apikeys import create_key
 from services.common.runtime import Resources, RunningService, start_service
 from services.roadside.app import make_builder
 from services.roadside.detector import BgrImage, Detector, DetectorConfig
+from services.roadside.keycolour import KeyColourDetector
 from services.roadside.settings import RoadsideSettings
 from tests.conftest import Keys
 

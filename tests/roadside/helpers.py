@@ -13,7 +13,7 @@ from v2x.roadside.v1 import roadside_pb2 as pb
 from roadside_sim.scene import Scene, SimVehicle
 from services.roadside import convert
 from services.roadside.analytics import CameraAnalytics
-from services.roadside.detector import Detection
+from services.roadside.detector import Detection, VehicleClass
 from services.roadside.model import CameraSpec, Event, EventType, LaneStatus, MinuteCounts, SpotChange
 from services.roadside.tracker import Tracker
 
@@ -76,10 +76,9 @@ def run_tracks(scene: Scene, vehicles: Sequence[SimVehicle], end_s: float, *, fp
     for i in range(n + 1):
         t = i / fps
         at = T0 + timedelta(seconds=t)
-        detections = scene.detections(vehicles, t, jitter_px=jitter_px, rng=rng)
-        if (sx, sy) != (1.0, 1.0):
-            detections = [Detection(d.vehicle_class, d.score, d.x1 * sx, d.y1 * sy, d.x2 * sx, d.y2 * sy,
-                                    d.model_class) for d in detections]
+        detections = [Detection(VehicleClass(b.object_class.value), b.score, b.x1 * sx, b.y1 * sy, b.x2 * sx,
+                                b.y2 * sy, b.object_class.value)
+                      for b in scene.detections(vehicles, t, jitter_px=jitter_px, rng=rng)]
         tracked = tracker.update(detections, int(at.timestamp() * 1e9))
         result = analytics.process(at, i, tracked, size)
         run.events.extend(result.events)

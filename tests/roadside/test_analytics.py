@@ -13,7 +13,7 @@ import statistics
 import pytest
 
 from roadside_sim.scene import NB_CENTRE_E, SB_CENTRE_E, Scene, SimVehicle, drive
-from services.roadside.detector import VehicleClass
+from roadside_sim.truth import VehicleClass
 from services.roadside.model import Congestion, EventType, SpotState
 from tests.roadside.helpers import run_tracks
 
@@ -217,3 +217,47 @@ def test_frames_larger_than_the_configured_size_are_scaled_to_its_geometry() -> 
     assert len(run.of(EventType.STOPPED_VEHICLE)) == 1
     (speeds,) = run.speeds.values()
     assert max(speeds) == pytest.approx(10.0, rel=0.1)
+
+
+# ----- rules the roadside simulator's scoring found (roadside_sim, `v2x sim score`) ------------------------------
+
+
+def test_two_vehicles_standing_nose_to_tail_raise_one_1001_and_no_903() -> None:
+    camera = SCENE.camera("sim", stop_threshold_s=20)
+    crash = [drive(1, 0, 12, 40, 36).hold(40), drive(2, 1.0, 12, 35.2, 36).hold(40)]
+
+    run = run_tracks(SCENE, crash, 40, camera=camera)
+
+    (accident,) = run.of(EventType.ACCIDENT)
+    assert accident.lane_id == "NB" and accident.stationary_s >= 20
+    assert not run.of(EventType.STOPPED_VEHICLE)
+
+
+def test_two_vehicles_queueing_with_a_gap_are_no_crash() -> None:
+    camera = SCENE.camera("sim", stop_threshold_s=20)
+    queue = [drive(1, 0, 12, 40, 36).hold(40), drive(2, 1.0, 12, 33.0, 36).hold(40)]
+
+    run = run_tracks(SCENE, queue, 40, camera=camera)
+
+    assert not run.of(EventType.ACCIDENT)
+
+
+def test_traffic_waiting_at_red_lights_is_no_jam() -> None:
+    # Three signal cycles: a queue of 5 stands 40 s at the red, then leaves at 36 km/h; each car then gone.
+    cars = []
+    for cycle in range(3):
+        t0 = cycle * 70.0
+        for i in range(5):
+            cars.append(drive(10 * cycle + i, t0 + 1.5 * i, 12, 60 - 7 * i, 30).hold(40 - 1.5 * i).then(
+                (12 + 7 * i) / 10, NB_CENTRE_E, 69))
+    run = run_tracks(SCENE, cars, 210)
+
+    assert not run.of(EventType.TRAFFIC_JAM)
+
+
+def test_a_fast_car_crossing_the_view_in_a_second_raises_901() -> None:
+    fast = [drive(1, 0, 40, 66, 90)]  # 26 m at 90 km/h: about a second in view
+
+    run = run_tracks(SCENE, fast, 3)
+
+    assert len(run.of(EventType.OVERSPEED)) == 1

@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 from google.rpc import code_pb2
 
-from roadside_sim.scene import KeyColourDetector, Scene
+from roadside_sim.scene import Scene
 from services.roadside import convert, frames
 from services.roadside.analytics import FrameAnalysis
 from services.roadside.detector import BgrImage, Detection
 from services.roadside.engine import CameraSession, FrameJob, FrameOutcome, InferenceEngine
+from services.roadside.keycolour import KeyColourDetector
 from services.roadside.model import CameraRecord
 
 SCENE = Scene()

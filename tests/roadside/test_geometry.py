@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from roadside_sim.scene import CAMERA_LAT, CAMERA_LON, GROUND_POINTS, IMAGE_POINTS, Scene
+from roadside_sim.scene import CAMERA_LAT, CAMERA_LON, GROUND_POINTS, IMAGE_POINTS
 from services.roadside.geometry import (
+    GroundMapping,
     LocalFrame,
     any_three_collinear,
     heading_deg,
@@ -15,14 +16,14 @@ from services.roadside.geometry import (
 
 
 def test_the_homography_maps_its_calibration_points_exactly() -> None:
-    mapping = Scene().mapping
+    mapping = GroundMapping(IMAGE_POINTS, GROUND_POINTS, LocalFrame(CAMERA_LAT, CAMERA_LON))
 
     for image, ground in zip(IMAGE_POINTS, GROUND_POINTS, strict=True):
         assert mapping.to_ground(image) == pytest.approx(ground, abs=1e-6)
         assert mapping.to_image(ground) == pytest.approx(image, abs=1e-6)
 
 def test_points_above_the_horizon_have_no_ground_position() -> None:
-    mapping = Scene().mapping
+    mapping = GroundMapping(IMAGE_POINTS, GROUND_POINTS, LocalFrame(CAMERA_LAT, CAMERA_LON))
 
     assert mapping.to_ground((320, 0)) is None
 

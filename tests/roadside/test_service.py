@@ -21,12 +21,14 @@ from v2x.parking.v1.parking_pb2_grpc import ParkingServiceStub
 from v2x.roadside.v1 import roadside_pb2 as pb
 from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceStub
 
-from roadside_sim.scene import NB_CENTRE_E, KeyColourDetector, Scene, SimVehicle, drive
+from roadside_sim.scene import NB_CENTRE_E, Scene, SimVehicle, drive
+from roadside_sim.truth import VehicleClass as SimClass
 from services.common.runtime import Resources, start_service
 from services.roadside.app import make_builder
 from services.roadside.convert import ts
-from services.roadside.detector import BgrImage, Detection, VehicleClass
+from services.roadside.detector import BgrImage, Detection
 from services.roadside.events import STREAM
+from services.roadside.keycolour import KeyColourDetector
 from services.roadside.settings import RoadsideSettings
 from tests.conftest import Keys, status_code
 from tests.parking.helpers import lot
@@ -236,7 +238,7 @@ async def test_spot_zones_become_on_street_spot_states_at_parking(
         ppb.Spot(id="S2", space_class=ppb.SPACE_CLASS_GENERAL)]), metadata=keys.md(keys.op_a))
     camera_id = f"cam-{unique}"
     await configure(sim_stub, keys, SCENE.camera(camera_id, lot_id=lot_id))
-    parked = SimVehicle(1, VehicleClass.CAR, [(0.0, NB_CENTRE_E, 12.0), (2.0, 4.75, 17.0)]).hold(30)
+    parked = SimVehicle(1, SimClass.CAR, [(0.0, NB_CENTRE_E, 12.0), (2.0, 4.75, 17.0)]).hold(30)
     frames = sim_frames(SCENE, [parked], camera_id, 20, recent_start(20), fps=4)
 
     await stream(sim_stub, frames, keys.admin, window=2)

@@ -149,6 +149,10 @@ class _AnalyticsEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_An
     """RSI 903: vehicle stopped on a lane or in a generic zone longer than the stop threshold."""
     ANALYTICS_EVENT_TYPE_WRONG_WAY: _AnalyticsEventType.ValueType  # 904
     """RSI 904: vehicle moving against the lane's direction of travel."""
+    ANALYTICS_EVENT_TYPE_ACCIDENT: _AnalyticsEventType.ValueType  # 1001
+    """Suite code 1001 (not in GB/T 29100): a crash: two or more vehicles standing nose to tail (in
+    contact) on a lane, outside zones, longer than the camera's stop threshold.
+    """
     ANALYTICS_EVENT_TYPE_ILLEGAL_PARKING: _AnalyticsEventType.ValueType  # 1002
     """Suite code 1002 (not in GB/T 29100): vehicle standing in a no-stopping zone longer than the
     zone's stop threshold.
@@ -173,6 +177,10 @@ ANALYTICS_EVENT_TYPE_STOPPED_VEHICLE: AnalyticsEventType.ValueType  # 903
 """RSI 903: vehicle stopped on a lane or in a generic zone longer than the stop threshold."""
 ANALYTICS_EVENT_TYPE_WRONG_WAY: AnalyticsEventType.ValueType  # 904
 """RSI 904: vehicle moving against the lane's direction of travel."""
+ANALYTICS_EVENT_TYPE_ACCIDENT: AnalyticsEventType.ValueType  # 1001
+"""Suite code 1001 (not in GB/T 29100): a crash: two or more vehicles standing nose to tail (in
+contact) on a lane, outside zones, longer than the camera's stop threshold.
+"""
 ANALYTICS_EVENT_TYPE_ILLEGAL_PARKING: AnalyticsEventType.ValueType  # 1002
 """Suite code 1002 (not in GB/T 29100): vehicle standing in a no-stopping zone longer than the
 zone's stop threshold.

@@ -1,0 +1,289 @@
+"""A simulator session: SUMO traffic with scenarios, cameras streaming rendered frames to the roadside service, the
+district's on-street spots registered in parking, and ground truth written as JSON lines next to the run.
+
+Everything goes over the suite's public interfaces, as real cameras and an administrator would use them: parking
+RegisterLot/UpsertSpots (admin) for the on-street segments the cameras watch, roadside ConfigureCamera (admin), then
+one StreamFrames call per camera sending JPEG frames at the camera's frame rate (a camera that is not answered in
+time drops its frame, as a camera agent does, rather than queueing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import grpc
+from grpc import aio
+from v2x.common.v1 import common_pb2 as cpb
+from v2x.parking.v1 import parking_pb2 as ppb
+from v2x.parking.v1.parking_pb2_grpc import ParkingServiceStub
+from v2x.roadside.v1 import roadside_pb2 as rpb
+from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceStub
+
+from roadside_sim import scenario as sc
+from roadside_sim.cameras import FAR_M, NEAR_M, CameraRig, rigs
+from roadside_sim.gates import GateLog, register_garage, run_gate
+from roadside_sim.network import District
+from roadside_sim.render import Renderer, brightness_at, encode_jpeg
+from roadside_sim.traffic import Traffic
+from roadside_sim.truth_log import TruthLog
+
+if TYPE_CHECKING:
+    from v2x.parking.v1.parking_pb2_grpc import ParkingServiceAsyncStub as ParkingStub
+    from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceAsyncStub as RoadsideStub
+else:
+    ParkingStub, RoadsideStub = ParkingServiceStub, RoadsideServiceStub
+
+log = logging.getLogger("roadside_sim")
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+STREET_OPERATOR = "STREET"  # the on-street operator of the demo district (its key is the roadside service's)
+WARM_UP_S = 240.0
+
+
+@dataclass
+class SimConfig:
+    roadside: str
+    parking: str
+    admin_key: str
+    intersections: int = 4
+    cameras_per: int = 1
+    fps: float = 3.0
+    seconds: float = 0.0  # 0: until stopped
+    start: datetime | None = None  # local time of day to simulate (default: now in Shanghai)
+    out: Path | None = None  # ground truth and results; default: a fresh temp folder
+    seed: int = 13
+    scenarios: bool = True
+    kinds: tuple[sc.Kind, ...] = sc.DEMO_ORDER
+    spots: bool = True
+    lot_prefix: str = "SIM"
+    traffic_scale: float = 1.0
+    gate_operator: str = ""  # an operator whose key is gate_key: a simulated garage with gate cameras (plates)
+    gate_key: str = ""
+    jam_lead_s: float = 0.0  # start the first jam this long before the cameras (demo: a 707 within two minutes)
+    render: str = "photo"  # or "key": key-coloured silhouettes for the service's demo detector
+    keep_every: int = 60  # keep every Nth frame of each camera as JPEG in <out>/frames (0: none)
+    say: Callable[[str], None] = print
+
+
+@dataclass
+class CameraFeed:
+    rig: CameraRig
+    renderer: Renderer
+    queue: asyncio.Queue[rpb.Frame | None] = field(default_factory=lambda: asyncio.Queue(maxsize=2))
+    sent: int = 0
+    dropped: int = 0
+    answered: int = 0
+    errors: int = 0
+    results: list[rpb.FrameResult] = field(default_factory=list)
+
+
+@dataclass
+class SimRun:
+    config: SimConfig
+    rigs: list[CameraRig]
+    injections: list[sc.Injection]
+    truth: TruthLog
+    feeds: dict[str, CameraFeed]
+    started_wall: datetime
+    ended_wall: datetime | None = None
+    sim_begin_s: float = 0.0
+    gates: GateLog | None = None
+
+    def wall_of(self, sim_s: float) -> datetime:
+        return self.started_wall + timedelta(seconds=sim_s - self.sim_begin_s)
+
+
+def _metadata(key: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {key}"),)
+
+
+async def register_spots(parking: ParkingStub, key: str, district: District, cameras: list[CameraRig]) -> int:
+    """The on-street segment each camera watches (its far kerb), registered once, with its spots."""
+    made = 0
+    for rig in cameras:
+        if not rig.lot_id or not rig.spots:
+            continue
+        a = rig.approach
+        first, last = rig.spots[0].corners, rig.spots[-1].corners
+        p0 = district.frame.to_wgs84(*first[1])
+        p1 = district.frame.to_wgs84(*last[2])
+        mid = district.frame.to_wgs84((first[1][0] + last[2][0]) / 2, (first[1][1] + last[2][1]) / 2)
+        lot = ppb.Lot(id=rig.lot_id, operator_id=STREET_OPERATOR,
+                      name=f"{a.junction} {a.edge_out} kerbside (simulated)",
+                      region_code="310113", kind=ppb.LOT_KIND_ON_STREET_SEGMENT,
+                      location=cpb.LatLon(lat=mid[0], lon=mid[1]),
+                      line=cpb.LineString(points=[cpb.LatLon(lat=p0[0], lon=p0[1]), cpb.LatLon(lat=p1[0], lon=p1[1])]),
+                      capacity=ppb.Capacity(general=len(rig.spots)), detection_type=ppb.DETECTION_TYPE_SINGLE_SPACE,
+                      occupancy_ttl_s=600, opening_hours=ppb.OpeningHours(always_open=True))
+        try:
+            await parking.RegisterLot(ppb.RegisterLotRequest(lot=lot), metadata=_metadata(key), timeout=60,
+                                      wait_for_ready=True)
+            made += 1
+        except aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+        spots = []
+        for s in rig.spots:
+            cx = sum(c[0] for c in s.corners) / 4
+            cy = sum(c[1] for c in s.corners) / 4
+            lat, lon = district.frame.to_wgs84(cx, cy)
+            spots.append(ppb.Spot(id=s.spot_id, space_class=ppb.SPACE_CLASS_GENERAL,
+                                  location=cpb.LatLon(lat=lat, lon=lon)))
+        await parking.UpsertSpots(ppb.UpsertSpotsRequest(lot_id=rig.lot_id, spots=spots), metadata=_metadata(key),
+                                  timeout=10)
+    return made
+
+
+async def _stream(stub: RoadsideStub, feed: CameraFeed, key: str, on_result: Callable[[rpb.FrameResult], None]
+                  ) -> None:
+    async def frames() -> AsyncIterator[rpb.Frame]:
+        while (frame := await feed.queue.get()) is not None:
+            yield frame
+
+    delay = 0.5
+    while True:
+        try:
+            async for result in stub.StreamFrames(frames(), metadata=_metadata(key)):
+                feed.answered += 1
+                if result.HasField("error"):
+                    feed.errors += 1
+                on_result(result)
+                delay = 0.5
+            return
+        except aio.AioRpcError as exc:
+            log.warning("camera %s stream ended: %s %s; reconnecting", feed.rig.camera_id, exc.code().name,
+                        exc.details())
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
+                   on_result: Callable[[str, rpb.FrameResult], None] | None = None) -> SimRun:
+    stop = stop or asyncio.Event()
+    district = District()
+    cams = rigs(district, cfg.intersections, cfg.cameras_per, lot_prefix=cfg.lot_prefix if cfg.spots else "")
+    local_start = (cfg.start or datetime.now(SHANGHAI)).astimezone(SHANGHAI)
+    sim_begin = local_start.hour * 3600 + local_start.minute * 60 + local_start.second
+    horizon = cfg.seconds if cfg.seconds > 0 else 24 * 3600 - 60
+    out = cfg.out or Path(tempfile.mkdtemp(prefix="roadside-sim-"))
+    out.mkdir(parents=True, exist_ok=True)
+    traffic = Traffic(district, out / "sumo", sim_begin - WARM_UP_S, sim_begin + horizon + 60, seed=cfg.seed,
+                      scale=cfg.traffic_scale)
+    for rig in cams:
+        traffic.add_e2(rig.approach, NEAR_M, FAR_M)
+    await asyncio.to_thread(traffic.start)
+    injections = sc.plan(cams, sim_begin, horizon, cfg.kinds, jam_lead_s=cfg.jam_lead_s) if cfg.scenarios else []
+    parkers = sc.parking_plan(cams, sim_begin, horizon, cfg.seed) if cfg.spots else []
+    scenario = sc.Scenario(district, injections, parkers)
+    traffic.step_to(sim_begin, scenario.step)
+    feeds = {r.camera_id: CameraFeed(r, Renderer(r, seed=cfg.seed, style=cfg.render)) for r in cams}
+    truth = TruthLog(out, cams)
+    run = SimRun(cfg, cams, injections, truth, feeds, datetime.now(UTC), sim_begin_s=sim_begin)
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render")
+    async with aio.insecure_channel(cfg.roadside) as rch, aio.insecure_channel(cfg.parking) as pch:
+        roadside: RoadsideStub = RoadsideServiceStub(rch)
+        parking: ParkingStub = ParkingServiceStub(pch)
+        if cfg.spots:
+            await register_spots(parking, cfg.admin_key, district, cams)
+        for rig in cams:
+            await roadside.ConfigureCamera(rpb.ConfigureCameraRequest(camera=rig.camera()),
+                                           metadata=_metadata(cfg.admin_key), timeout=60,
+                                           wait_for_ready=True)
+
+        def record(camera_id: str) -> Callable[[rpb.FrameResult], None]:
+            def take(result: rpb.FrameResult) -> None:
+                feeds[camera_id].results.append(result)
+                truth.result(camera_id, result)
+                if on_result is not None:
+                    on_result(camera_id, result)
+            return take
+
+        streams = [asyncio.create_task(_stream(roadside, f, cfg.admin_key, record(cid))) for cid, f in feeds.items()]
+        gate_stop = asyncio.Event()
+        if cfg.gate_operator and cfg.gate_key:
+            run.gates = GateLog(f"{cfg.lot_prefix}-GARAGE-{cfg.gate_operator}")
+            await register_garage(parking, cfg.admin_key, run.gates.lot_id, cfg.gate_operator,
+                                  district.frame.to_wgs84(*district.local(350.0, 200.0)))
+            streams.append(asyncio.create_task(run_gate(roadside, parking, cfg.admin_key, cfg.gate_key, run.gates,
+                                                        gate_stop, seed=cfg.seed)))
+        cfg.say(f"roadside_sim: {len(cams)} cameras at {cfg.fps:g} fps on {cfg.intersections} intersections, "
+                f"simulating from {local_start:%H:%M:%S} (Asia/Shanghai); ground truth in {out}")
+        run.started_wall = datetime.now(UTC)
+        t0 = time.monotonic()
+        frame_no = 0
+        try:
+            while not stop.is_set():
+                elapsed = frame_no / cfg.fps
+                if cfg.seconds > 0 and elapsed > cfg.seconds:
+                    break
+                await asyncio.sleep(max(0.0, t0 + elapsed - time.monotonic()))
+                sim_t = sim_begin + elapsed
+                traffic.step_to(sim_t, scenario.step)
+                captured = run.started_wall + timedelta(seconds=elapsed)
+                vehicles = traffic.vehicles()
+                hour = (sim_t / 3600) % 24
+                light = brightness_at(hour)
+                loop = asyncio.get_running_loop()
+                rendered = await asyncio.gather(*[loop.run_in_executor(pool, partial(f.renderer.render, vehicles,
+                                                                                     brightness=light))
+                                                  for f in feeds.values()])
+                queues = {lane: traffic.queue_m(lane) for lane in traffic.e2}
+                frame_no += 1
+                for f, (img, boxes) in zip(feeds.values(), rendered, strict=True):
+                    jpeg = await loop.run_in_executor(pool, encode_jpeg, img)
+                    frame = rpb.Frame(camera_id=f.rig.camera_id, frame_id=frame_no, encoded=jpeg)
+                    if cfg.keep_every and frame_no % cfg.keep_every == 0:
+                        kept = out / "frames" / f"{f.rig.camera_id}-{frame_no:06d}.jpg"
+                        await loop.run_in_executor(pool, _save, kept, jpeg)
+                    frame.captured_at.FromDatetime(captured)
+                    if f.queue.full():
+                        f.dropped += 1  # the service has not taken the last one yet: a camera sends fresh frames
+                        with contextlib.suppress(asyncio.QueueEmpty):
+                            f.queue.get_nowait()
+                    f.queue.put_nowait(frame)
+                    f.sent += 1
+                    truth.frame(f.rig, frame_no, captured, sim_t, boxes, vehicles, queues)
+                truth.spots(captured, sim_t, vehicles)
+        finally:
+            scenario.finish(traffic.time)
+            gate_stop.set()
+            for f in feeds.values():
+                with contextlib.suppress(asyncio.QueueFull):
+                    f.queue.put_nowait(None)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*streams, return_exceptions=True), 15)
+            for s in streams:
+                s.cancel()
+            run.ended_wall = datetime.now(UTC)
+            truth.events(run)
+            truth.close()
+            traffic.close()
+            pool.shutdown(wait=False)
+    return run
+
+
+def _save(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def summary(run: SimRun) -> dict[str, Any]:
+    return {"cameras": len(run.feeds), "frames_sent": sum(f.sent for f in run.feeds.values()),
+            "frames_answered": sum(f.answered for f in run.feeds.values()),
+            "frames_dropped_by_sim": sum(f.dropped for f in run.feeds.values()),
+            "frame_errors": sum(f.errors for f in run.feeds.values()),
+            "injections": len(run.injections),
+            "gate_passages": len(run.gates.passages) if run.gates else 0}
+
+
