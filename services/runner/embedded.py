@@ -808,6 +808,9 @@ class EmbeddedRedisCluster:
         self.nodes = [EmbeddedRedis(base_dir=base_dir, cluster=True) for _ in range(nodes)]
         self._start_timeout = start_timeout
         self._url: str | None = None
+        # A stop() while start() runs in another thread (a Ctrl-C during `v2x run`'s start-up) waits for it,
+        # then stops every node it started.
+        self._lock = threading.RLock()
 
     @property
     def url(self) -> str:
@@ -817,6 +820,10 @@ class EmbeddedRedisCluster:
         return self._url
 
     def start(self) -> str:
+        with self._lock:
+            return self._start()
+
+    def _start(self) -> str:
         if self._url is not None:
             return self._url
         import redis  # the sync client: this runs before any event loop, and in tests from threads
@@ -851,9 +858,10 @@ class EmbeddedRedisCluster:
         return self._url
 
     def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-        self._url = None
+        with self._lock:
+            for node in self.nodes:
+                node.stop()
+            self._url = None
 
     def __enter__(self) -> Self:
         self.start()

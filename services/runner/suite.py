@@ -86,6 +86,24 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+class _StoppedWhileStarting(Exception):
+    """Ctrl-C or SIGTERM came before every service served."""
+
+
+@dataclass
+class _Started:
+    """What start-up made: the settings the services run with, keys, the demo's size, where things are."""
+
+    settings: Settings
+    env: dict[str, str]
+    keys: dict[str, str]
+    operator_keys: dict[str, str]
+    roadside_env: dict[str, str]
+    lots: int
+    stations: int
+    emulator: bool
+
+
 async def run_suite(settings: Settings, *, simulate: bool = True, replicas: int = 1, redis_cluster: int = 0) -> None:
     started = time.monotonic()
     suite = Suite()
@@ -98,87 +116,36 @@ async def run_suite(settings: Settings, *, simulate: bool = True, replicas: int 
     failed: str | None = None
     run = RunSettings.from_env(settings.env)
     check_settings(settings.env)  # every service's own settings, before anything starts
-    emulator_port = run.emulator_port
     try:
-        database_url = settings.database_url
-        if not database_url:
-            suite.postgres = EmbeddedPostgres()
-            database_url = await asyncio.to_thread(suite.postgres.start)
-            _say(f"embedded PostGIS cluster: {database_url}")
-        redis_url = settings.redis_url
-        if not redis_url:
-            suite.redis = EmbeddedRedisCluster(redis_cluster) if redis_cluster else EmbeddedRedis()
-            redis_url = await asyncio.to_thread(suite.redis.start)
-            if redis_cluster:
-                _say(f"embedded Redis Cluster of {redis_cluster} nodes")
-                # Each feed spread over the nodes: two shards a node.
-                cluster_env = {"V2X_REDIS_CLUSTER": "1", "V2X_FEED_SHARDS": str(2 * redis_cluster)}
-                settings = dataclasses.replace(settings, redis_cluster=True, feed_shards=2 * redis_cluster,
-                                               env={**settings.env, **cluster_env})
-            _say(f"embedded Redis: {redis_url}")
-        await migrate(database_url)
-        migrated_at = time.monotonic() - started
-        engine = create_engine(database_url, pool_size=2)
-        try:
-            keys = {role: (await create_key(engine, role, "demo")).key for role in ("admin", "police", "driver")}
-            operator_keys = {op: (await create_key(engine, f"operator:{op}", "demo")).key for op in OPERATORS}
-            roadside_env = await _roadside_parking_env(engine, settings)
-            env = {**settings.env, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
-            specs: list[ChildSpec] = []
-            emulator = "municipal" in builders() and not settings.env.get("V2X_MUNICIPAL_DESTINATIONS")
-            if emulator:
-                # The adapter delivers to a local platform emulator (unless destinations are configured).
-                emulator_env, adapter_env = demo_platform_env(emulator_port)
-                specs.append(ChildSpec("platform-emulator",
-                                       python_argv("platform-emulator", "--port", str(emulator_port)),
-                                       {**env, **emulator_env}, lambda: emulator_ready(emulator_port)))
-                env.update(adapter_env)
-            for name in builders():
-                child_env = {**env, **roadside_env} if name == "roadside" else env
-                serve = ["serve", name, *(["--processes", str(replicas)] if replicas > 1 else [])]
-                specs.append(ChildSpec(name, python_argv(*serve), child_env,
-                                       grpc_ready(settings.ports[name])))
-            suite.supervisor = Supervisor(specs, say=_say, ready_timeout_s=run.ready_timeout_s,
-                                          on_change=lambda: _write_run_file(path, settings, suite, keys, operator_keys))
-            # The demo data goes in while the services start (they do not need it to start).
-            seeding = asyncio.create_task(_seed(engine))
-            try:
-                suite.supervisor.start()
-                lots, stations = await seeding
-            finally:
-                if not seeding.done():
-                    seeding.cancel()
-                    with contextlib.suppress(BaseException):
-                        await seeding
-        finally:
-            await engine.dispose()
-        log.info("start-up: database ready at %.1f s, demo seeded at %.1f s", migrated_at,
-                 time.monotonic() - started)
-        # Ctrl-C while the services start stops the suite too.
-        ready = asyncio.ensure_future(suite.supervisor.wait_ready())
+        # Ctrl-C (or SIGTERM) at any moment of start-up stops the suite: start-up is cancelled at its next step,
+        # and whatever it started is stopped below.
+        starting = asyncio.ensure_future(_start(suite, settings, run, path, replicas, redis_cluster, started))
         interrupted = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([ready, interrupted], return_when=asyncio.FIRST_COMPLETED)
-        if not ready.done():
-            ready.cancel()
-            await asyncio.gather(ready, return_exceptions=True)
-            _say("stopping...")
-            return
+        await asyncio.wait([starting, interrupted], return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            raise _StoppedWhileStarting
         interrupted.cancel()
-        ready.result()  # SuiteFailed when a process gave up
-        _banner(settings, lots, stations, keys, operator_keys, roadside_env, time.monotonic() - started, simulate)
+        up = starting.result()  # SuiteFailed when a process gave up
+        settings = up.settings
+        _banner(settings, up.lots, up.stations, up.keys, up.operator_keys, up.roadside_env,
+                time.monotonic() - started, simulate)
         if "municipal" in builders():
-            _say(municipal_banner(settings, emulator_port if emulator else None))
+            _say(municipal_banner(settings, run.emulator_port if up.emulator else None))
             # The adapter's lag on the console every 30 s; cancelled with the simulators on stop.
-            sims.append(asyncio.create_task(report_municipal_lag(settings, keys["admin"], _say)))
+            sims.append(asyncio.create_task(report_municipal_lag(settings, up.keys["admin"], _say)))
         spots: charging_sim.SpotBoard = {}  # what the occupancy simulator said; the charging one follows
         if simulate and "parking" in builders():
-            sims.append(asyncio.create_task(simulate_occupancy(settings, operator_keys, spots)))
+            sims.append(asyncio.create_task(simulate_occupancy(settings, up.operator_keys, spots)))
         if simulate and "charging" in builders():
-            sims.append(asyncio.create_task(simulate_charging(settings, operator_keys, spots)))
+            sims.append(asyncio.create_task(simulate_charging(settings, up.operator_keys, spots)))
         if simulate and {"roadside", "parking", "idps"} <= set(builders()):
-            suite.simulator = Supervisor([roadside_simulator(settings, keys["admin"], env)], say=_say,
-                                         on_change=lambda: _write_run_file(path, settings, suite, keys, operator_keys))
+            suite.simulator = Supervisor([roadside_simulator(settings, up.keys["admin"], up.env)], say=_say,
+                                         on_change=lambda: _write_run_file(path, settings, suite, up.keys,
+                                                                           up.operator_keys))
             suite.simulator.start()
+        assert suite.supervisor is not None
         gave_up = asyncio.ensure_future(suite.supervisor.wait_failed())
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait([gave_up, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -188,6 +155,8 @@ async def run_suite(settings: Settings, *, simulate: bool = True, replicas: int 
         else:
             gave_up.cancel()
             _say("stopping...")
+    except _StoppedWhileStarting:
+        _say("stopping...")
     except SuiteFailed as exc:
         failed = str(exc)
     finally:
@@ -202,6 +171,66 @@ async def run_suite(settings: Settings, *, simulate: bool = True, replicas: int 
     if failed is not None:
         raise RuntimeError(failed)
     _say("stopped; nothing left running")
+
+
+async def _start(suite: Suite, settings: Settings, run: RunSettings, path: Path, replicas: int, redis_cluster: int,
+                 started: float) -> _Started:
+    """Datastores, schema, demo keys and data, every service's processes, until all of them serve."""
+    database_url = settings.database_url
+    if not database_url:
+        suite.postgres = EmbeddedPostgres()
+        database_url = await asyncio.to_thread(suite.postgres.start)
+        _say(f"embedded PostGIS cluster: {database_url}")
+    redis_url = settings.redis_url
+    if not redis_url:
+        suite.redis = EmbeddedRedisCluster(redis_cluster) if redis_cluster else EmbeddedRedis()
+        redis_url = await asyncio.to_thread(suite.redis.start)
+        if redis_cluster:
+            _say(f"embedded Redis Cluster of {redis_cluster} nodes")
+            # Each feed spread over the nodes: two shards a node.
+            cluster_env = {"V2X_REDIS_CLUSTER": "1", "V2X_FEED_SHARDS": str(2 * redis_cluster)}
+            settings = dataclasses.replace(settings, redis_cluster=True, feed_shards=2 * redis_cluster,
+                                           env={**settings.env, **cluster_env})
+        _say(f"embedded Redis: {redis_url}")
+    await migrate(database_url)
+    migrated_at = time.monotonic() - started
+    engine = create_engine(database_url, pool_size=2)
+    try:
+        keys = {role: (await create_key(engine, role, "demo")).key for role in ("admin", "police", "driver")}
+        operator_keys = {op: (await create_key(engine, f"operator:{op}", "demo")).key for op in OPERATORS}
+        roadside_env = await _roadside_parking_env(engine, settings)
+        env = {**settings.env, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
+        specs: list[ChildSpec] = []
+        emulator = "municipal" in builders() and not settings.env.get("V2X_MUNICIPAL_DESTINATIONS")
+        if emulator:
+            # The adapter delivers to a local platform emulator (unless destinations are configured).
+            emulator_env, adapter_env = demo_platform_env(run.emulator_port)
+            specs.append(ChildSpec("platform-emulator",
+                                   python_argv("platform-emulator", "--port", str(run.emulator_port)),
+                                   {**env, **emulator_env}, lambda: emulator_ready(run.emulator_port)))
+            env.update(adapter_env)
+        for name in builders():
+            child_env = {**env, **roadside_env} if name == "roadside" else env
+            serve = ["serve", name, *(["--processes", str(replicas)] if replicas > 1 else [])]
+            specs.append(ChildSpec(name, python_argv(*serve), child_env, grpc_ready(settings.ports[name])))
+        final = settings
+        suite.supervisor = Supervisor(specs, say=_say, ready_timeout_s=run.ready_timeout_s,
+                                      on_change=lambda: _write_run_file(path, final, suite, keys, operator_keys))
+        # The demo data goes in while the services start (they do not need it to start).
+        seeding = asyncio.create_task(_seed(engine))
+        try:
+            suite.supervisor.start()
+            lots, stations = await seeding
+        finally:
+            if not seeding.done():
+                seeding.cancel()
+                with contextlib.suppress(BaseException):
+                    await seeding
+    finally:
+        await engine.dispose()
+    log.info("start-up: database ready at %.1f s, demo seeded at %.1f s", migrated_at, time.monotonic() - started)
+    await suite.supervisor.wait_ready()
+    return _Started(settings, env, keys, operator_keys, roadside_env, lots, stations, emulator)
 
 
 def _write_run_file(path: Path, settings: Settings, suite: Suite, keys: dict[str, str],

@@ -59,6 +59,24 @@ class RunningSuite:
 
 
 async def start_suite(tmp: Path, extra_env: dict[str, str] | None = None) -> RunningSuite:
+    """A `v2x run` that is up (every service serving)."""
+    suite = await spawn_suite(tmp, extra_env)
+    deadline = time.monotonic() + READY_S
+    try:
+        while "v2x-suite is up" not in suite.output():
+            if suite.proc.returncode is not None or time.monotonic() > deadline:
+                raise AssertionError(f"v2x run did not come up:\n{suite.output()[-4000:]}")
+            await asyncio.sleep(0.5)
+    except BaseException:
+        # However the wait ends (no start, the test's timeout, Ctrl-C), no suite is left behind: the fixture's
+        # teardown never runs for a fixture that did not finish setting up.
+        await asyncio.shield(stop_suite(suite))
+        raise
+    return suite
+
+
+async def spawn_suite(tmp: Path, extra_env: dict[str, str] | None = None) -> RunningSuite:
+    """A `v2x run` just started (in a session of its own, every port free)."""
     runtime = tmp / "xdg"
     runtime.mkdir(mode=0o700)
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
@@ -72,19 +90,7 @@ async def start_suite(tmp: Path, extra_env: dict[str, str] | None = None) -> Run
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.cli", "run", "--no-sim", env=env,
                                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    suite = RunningSuite(proc, runtime, log)
-    deadline = time.monotonic() + READY_S
-    try:
-        while "v2x-suite is up" not in suite.output():
-            if proc.returncode is not None or time.monotonic() > deadline:
-                raise AssertionError(f"v2x run did not come up:\n{suite.output()[-4000:]}")
-            await asyncio.sleep(0.5)
-    except BaseException:
-        # However the wait ends (no start, the test's timeout, Ctrl-C), no suite is left behind: the fixture's
-        # teardown never runs for a fixture that did not finish setting up.
-        await asyncio.shield(stop_suite(suite))
-        raise
-    return suite
+    return RunningSuite(proc, runtime, log)
 
 
 async def stop_suite(suite: RunningSuite) -> int:
