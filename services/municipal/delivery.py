@@ -31,7 +31,8 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import attrgetter, itemgetter
@@ -47,6 +48,7 @@ from services.common.background import raise_if_stopping
 from services.common.backoff import backoff_s
 from services.municipal import signing
 from services.municipal.model import (
+    KEY_NAMESPACE,
     Fate,
     InvalidRecord,
     NotCarried,
@@ -230,6 +232,29 @@ def split_streams(records: list[OutboxRecord], keys: list[str], wires: list[byte
              for i in range(0, len(rs), batch_size)] for rs, ks, ds in by_stream]
 
 
+def split_publications(streams: list[list[Parcel]], publication: Callable[[str], str]) -> list[list[Parcel]]:
+    """Cuts each parcel where the publication of its records changes (a profile whose body holds one publication),
+    keeping the records' order within each stream."""
+    out = []
+    for stream in streams:
+        parcels = []
+        for parcel in stream:
+            start = 0
+            pubs = [publication(r.kind) for r in parcel.records]
+            for i in range(1, len(pubs) + 1):
+                if i == len(pubs) or pubs[i] != pubs[start]:
+                    parcels.append(Parcel(parcel.records[start:i], parcel.keys[start:i], parcel.wires[start:i]))
+                    start = i
+        out.append(parcels)
+    return out
+
+
+def request_key(keys: Sequence[str]) -> str:
+    """The idempotency key of a request: its record's key, or for several records a UUIDv5 of their keys (the same
+    for the same records on every retry)."""
+    return keys[0] if len(keys) == 1 else str(uuid.uuid5(KEY_NAMESPACE, ",".join(keys)))
+
+
 @dataclass
 class Progress:
     """Where a drain round stands: the chunks being sent (oldest first; at most two, as the next one starts while
@@ -344,6 +369,8 @@ class Lane:
         self.wake = asyncio.Event()
         self.session: aiohttp.ClientSession | None = None
         self.lot_kinds: dict[str, str] = {}
+        # The profile has more than one publication (a request body holds one).
+        self.mixed_publications = len({self.profile.publication(k) for k in self.profile.kinds}) > 1
         self.key = key_maker(self.name)
         self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.owner = False
@@ -541,6 +568,8 @@ class Lane:
                 self._render(to_records(rows[i:i + SLICE]), ctx, replay, chunk.dead, sendable, keys, wires)
                 await asyncio.sleep(0)
         chunk.streams = split_streams(sendable, keys, wires, self.destination.batch_size)
+        if self.mixed_publications:
+            chunk.streams = split_publications(chunk.streams, self.profile.publication)
         for stream in chunk.streams:
             for parcel in stream:
                 parcel.body = self.profile.body_of(parcel.wires)
@@ -672,6 +701,7 @@ class Lane:
         body = items.body
         records = items.records
         headers = {"Content-Type": self.profile.content_type, "X-V2X-Destination": self.name,
+                   "Idempotency-Key": request_key(items.keys),
                    "X-V2X-Batch": f"{records[0].id}..{records[-1].id}/{len(records)}",
                    **signing.headers(self.destination.secret, int(time.time()), body)}
         try:
@@ -769,7 +799,12 @@ class Lane:
                     continue
                 sendable.append(r)
                 keys.append(key)
-            sent = await self._send(Parcel(sendable, keys, wires))
+            sent = Sent()
+            parcels = [Parcel(sendable, keys, wires)]
+            if self.mixed_publications:
+                parcels = split_publications([parcels], self.profile.publication)[0]
+            for parcel in parcels:
+                sent.add(await self._send(parcel))
             resolved = await self.store.commit_retried(self.name, sent.delivered, dead + sent.dead)
             log.info("dead letters retried", extra={"destination": self.name, "resolved": resolved,
                                                     "still_dead": len(records) - resolved})

@@ -5,7 +5,9 @@ records by idempotency key, answers per record, and keeps what it received in me
 appended to a JSON-lines file that is read back on start, so dedupe survives a restart).
 
     POST /municipal/v1/records                 municipal JSON batches
-    POST /datex2/v3/parking                    DATEX II XML batches
+    POST /datex2/v3/parking                    one DATEX II v3 d2:payload per request, checked against the
+                                               published XSD (../shared/standards; --standards): 400 + the
+                                               validation errors when invalid
     POST /ngsi-ld/v1/entityOperations/upsert   NGSI-LD batch upserts
     GET  /municipal/v1/counts?day=YYYY-MM-DD[&kind=K&keys=1]   per-day counts of the sender (signed;
                                                X-V2X-Destination names the sender, as on its POSTs)
@@ -47,9 +49,11 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from lxml import etree
 
 from services.municipal import signing
 from services.municipal.model import KINDS, LOCAL_TZ
+from services.municipal.standards import MissingStandards, datex2_errors, datex2_schema, standards_dir
 
 log = logging.getLogger("v2x.emulator")
 V2X_NS = "urn:v2x-suite:delivery:1"
@@ -98,14 +102,21 @@ class Stats:
     dropped: int = 0
     in_flight: int = 0
     order_violations: int = 0
+    invalid_bodies: int = 0  # answered 400: not valid against the standard's schema
 
 
 class Platform:
     """What the emulator has received, and how it is told to misbehave."""
 
     def __init__(self, secrets: list[str], tolerance_s: float, faults: Faults, store: Path | None = None,
-                 seed: int | None = None, admin_token: str = "") -> None:
+                 seed: int | None = None, admin_token: str = "", standards: Path | bool | None = True) -> None:
         self.secrets = secrets
+        # DATEX II bodies are checked against the published XSD of the standards folder (True: the default folder,
+        # ../shared/standards; False or None: not checked). A folder that is not there raises MissingStandards.
+        folder = standards_dir() if standards is True else standards or None
+        self.datex2: etree.XMLSchema | None = datex2_schema(folder) if isinstance(folder, Path) else None
+        # Every signed body received, with its path, when asked for (conformance tests read them).
+        self.bodies: list[tuple[str, bytes]] | None = None
         self.tolerance_s = tolerance_s
         self.faults = faults
         self.store = store
@@ -132,6 +143,8 @@ class Platform:
 
     def reset(self) -> None:
         self.stats = Stats(in_flight=self.stats.in_flight)
+        if self.bodies is not None:
+            self.bodies.clear()
         self.seen.clear()
         self.lots.clear()
         self.counts.clear()
@@ -236,17 +249,30 @@ def read_municipal_json(body: bytes, source: str = "") -> list[Incoming]:
     return out
 
 
+D2_NS = "http://datex2.eu/schema/3/d2Payload"
+# The elements that are one record each in the profile's publications.
+_DATEX2_RECORDS = ("{http://datex2.eu/schema/3/parking}hierarchyElementGeneral",
+                   "{http://datex2.eu/schema/3/parking}parkingStatusInformation",
+                   "{http://datex2.eu/schema/3/energyInfrastructure}energyInfrastructureSiteStatus")
+
+
 def read_datex2(body: bytes, source: str = "") -> list[Incoming]:
+    """The records of one DATEX II v3 `d2:payload` (checked against the XSD before, when the emulator has it), each
+    with the delivery facts of its `v2x:delivery` extension element."""
     root = ET.fromstring(body)
-    if root.tag != f"{{{V2X_NS}}}batch":
-        raise ValueError("root element must be v2x:batch")
+    if root.tag != f"{{{D2_NS}}}payload":
+        raise ValueError("root element must be d2:payload (one DATEX II payload per request)")
     out = []
-    for rec in root.findall(f"{{{V2X_NS}}}record"):
-        problems: list[str] = []
-        payload = rec.find("{http://datex2.eu/schema/3/d2Payload}payload")
-        if payload is None:
-            problems.append("record holds no d2:payload")
-        out.append(_envelope(dict(rec.attrib), problems, source))
+    for tag in _DATEX2_RECORDS:
+        for rec in root.iter(tag):
+            delivery = rec.find(f".//{{{V2X_NS}}}delivery")
+            if delivery is None:
+                out.append(Incoming("", "", "", 0, "", (f"{tag.rsplit('}', 1)[1]} has no v2x:delivery facts",)))
+                continue
+            out.append(_envelope(dict(delivery.attrib), [], source))
+    if not out:
+        raise ValueError("the payload holds no record")
+    out.sort(key=lambda r: r.sequence)
     return out
 
 
@@ -267,9 +293,10 @@ def read_ngsi_ld(body: bytes, source: str = "") -> list[Incoming]:
     return out
 
 
+DATEX2_PATH = "/datex2/v3/parking"
 READERS: dict[str, Callable[[bytes, str], list[Incoming]]] = {
     "/municipal/v1/records": read_municipal_json,
-    "/datex2/v3/parking": read_datex2,
+    DATEX2_PATH: read_datex2,
     "/ngsi-ld/v1/entityOperations/upsert": read_ngsi_ld,
 }
 
@@ -307,6 +334,14 @@ async def _ingest(request: web.Request) -> web.StreamResponse:
             else:
                 p.stats.bad_signature += 1
             return web.json_response({"error": why}, status=401)
+        if p.bodies is not None:
+            p.bodies.append((request.path, body))
+        if request.path == DATEX2_PATH and p.datex2 is not None:
+            errors = datex2_errors(p.datex2, body)
+            if errors:
+                p.stats.invalid_bodies += 1
+                return web.json_response({"error": "the payload is not valid DATEX II v3.5 (DATEXII_3_D2Payload.xsd)",
+                                          "errors": errors}, status=400)
         try:
             # Each record is read with its sender (X-V2X-Destination) at once: no copy per record to add it later.
             source = request.headers.get("X-V2X-Destination", "")
@@ -514,8 +549,13 @@ async def run(ns: argparse.Namespace, env: dict[str, str]) -> None:
                           "drop_rate": ns.drop_rate, "outage_mode": ns.outage_mode})
     if ns.outage_for > 0:
         apply_faults(faults, {"outage_s": ns.outage_for, "outage_in_s": ns.outage_at})
-    platform = Platform(secrets, ns.max_skew_s, faults, ns.store, ns.seed,
-                        ns.admin_token or env.get("V2X_EMULATOR_ADMIN_TOKEN", ""))
+    admin_token = ns.admin_token or env.get("V2X_EMULATOR_ADMIN_TOKEN", "")
+    standards = None if ns.no_schema_check else (ns.standards or standards_dir(env))
+    try:
+        platform = Platform(secrets, ns.max_skew_s, faults, ns.store, ns.seed, admin_token, standards)
+    except MissingStandards as exc:
+        print(f"platform-emulator: DATEX II bodies are not checked against the XSD: {exc}", flush=True)
+        platform = Platform(secrets, ns.max_skew_s, faults, ns.store, ns.seed, admin_token, None)
     running = await start_emulator(platform, ns.host, ns.port, tls_cert, tls_key)
     print(f"municipal platform emulator on {running.scheme}://{ns.host}:{running.port} "
           f"(records: /municipal/v1/records, /datex2/v3/parking, /ngsi-ld/v1/entityOperations/upsert; "

@@ -127,3 +127,15 @@ async def test_counts_per_day_need_a_signature(emulator: RunningEmulator) -> Non
         headers = signing.headers(SECRET, int(time.time()), b"")
         async with s.get(emulator.url + "/municipal/v1/counts", params={"day": day}, headers=headers) as r:
             assert (await r.json())["counts"] == {"lot_dynamic": 2}
+
+
+async def test_a_datex2_payload_that_the_xsd_refuses_is_answered_400_with_the_validation_error(
+        emulator: RunningEmulator) -> None:
+    body = batch(emulator, [1, 2], profile="datex2_xml")
+    assert (await post(emulator, body, profile="datex2_xml"))[0] == 200
+    # A v2.3 element name inside the v3 namespace, as the profile once wrote.
+    bad = batch(emulator, [3], profile="datex2_xml").replace(b"prk:occupancy>", b"prk:parkingOccupancy>")
+    status, answer = await post(emulator, bad, profile="datex2_xml")
+    assert status == 400 and "DATEX II" in answer["error"]
+    assert any("parkingOccupancy" in e for e in answer["errors"]), answer
+    assert emulator.platform.stats.invalid_bodies == 1 and emulator.platform.stats.accepted == 2

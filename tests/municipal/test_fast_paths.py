@@ -5,6 +5,7 @@ and a body assembled from wire forms is the body of the documents. Also the spli
 from __future__ import annotations
 
 import copy
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -140,9 +141,17 @@ def test_a_body_built_from_wire_forms_is_the_body_of_the_documents(profile_name:
                record("spot_status", "L1", spot_status("L1", "S1"), id_=3)]
     if "passage" in p.kinds:
         records.append(record("passage", "L1", passage("L1", "P1"), id_=4))
+    if profile_name == "datex2_xml":
+        # A DATEX II payload holds one publication (the lane never mixes them); its publication time is the clock's.
+        records = [r for r in records if r.kind != "lot_static"]
     docs = [p.render(r, idempotency_key("city", r.id)).doc for r in records]
-    assert p.body_of([p.wire(d) for d in docs]) == p.body(docs)
-    assert p.body_of([]) == p.body([])
+
+    def timeless(body: bytes) -> bytes:
+        return re.sub(rb"<com:publicationTime>[^<]*</com:publicationTime>", b"", body)
+
+    assert timeless(p.body_of([p.wire(d) for d in docs])) == timeless(p.body(docs))
+    if profile_name != "datex2_xml":  # a DATEX II payload needs a record
+        assert p.body_of([]) == p.body([])
 
 
 def test_the_fast_path_runs_compiled_and_from_the_current_source() -> None:

@@ -103,6 +103,11 @@ class Profile(ABC):
         self.fast: dict[str, FastRender] = {k: f for k, f in self.fast_renderers().items() if k in self.kinds}
         self.fast_wire: dict[str, FastWire] = {k: f for k, f in self.fast_wires().items() if k in self.kinds}
 
+    def publication(self, kind: str) -> str:
+        """Which of the profile's publications a kind goes in. A request body holds one publication: the lane never
+        puts records of two in one request. One for all kinds by default."""
+        return ""
+
     def fast_renderers(self) -> Mapping[str, FastRender]:
         """kind -> fast path (see the class docstring); none by default."""
         return {}
