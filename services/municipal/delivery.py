@@ -59,7 +59,7 @@ from services.municipal.model import (
 )
 from services.municipal.native import fastpath
 from services.municipal.profiles import RenderContext, make_profile
-from services.municipal.profiles.base import preview, record_key
+from services.municipal.profiles.base import lot_location, preview, record_key
 from services.municipal.settings import MunicipalDestination, MunicipalSettings
 from services.municipal.store import Commit, Control, MunicipalStore, Row, chunk_end, row_position, to_records
 
@@ -108,10 +108,17 @@ class AuthRefused(Exception):
 
 
 class Transient(Exception):
-    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+    """A failure worth trying again. When the platform settled part of the batch (an NGSI-LD 207 with transient
+    errors for some entities), `settled` is that part and `rest` the records to send again; else the whole batch
+    goes again."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None, settled: Sent | None = None,
+                 rest: Parcel | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.settled = settled
+        self.rest = rest
 
 
 class TokenBucket:
@@ -164,6 +171,21 @@ class Parcel:
         h = len(self.records) // 2
         return (Parcel(self.records[:h], self.keys[:h], self.wires[:h]),
                 Parcel(self.records[h:], self.keys[h:], self.wires[h:]))
+
+
+def _problem(error: Any) -> tuple[int, str]:
+    """An NGSI-LD ProblemDetails ({"type", "title", "status"?, "detail"?}) as (HTTP status, reason): its status, else
+    one from its type (InternalError and LdContextNotAvailable are the broker's trouble, the rest the entity's)."""
+    if not isinstance(error, dict):
+        return 400, str(error)
+    kind = str(error.get("type", ""))
+    reason = "; ".join(str(error[k]) for k in ("type", "title", "detail") if error.get(k))
+    status = error.get("status")
+    if type(status) is int and 400 <= status < 600:
+        return status, reason
+    if kind.endswith(("/InternalError", "/LdContextNotAvailable")):
+        return 503, reason
+    return (404 if kind.endswith("/ResourceNotFound") else 400), reason
 
 
 @dataclass(slots=True)
@@ -362,6 +384,7 @@ class Lane:
         self.store = store
         self.settings = settings
         self.profile = make_profile(destination)
+        self.url = self.profile.request_url(destination.url)
         self.kinds = sorted(self.profile.kinds)
         self.bucket = TokenBucket(destination.rate_limit_rps, max(destination.rate_limit_rps,
                                                                    float(destination.batch_size)))
@@ -369,6 +392,7 @@ class Lane:
         self.wake = asyncio.Event()
         self.session: aiohttp.ClientSession | None = None
         self.lot_kinds: dict[str, str] = {}
+        self.lot_locations: dict[str, dict[str, Any]] = {}
         # The profile has more than one publication (a request body holds one).
         self.mixed_publications = len({self.profile.publication(k) for k in self.profile.kinds}) > 1
         self.key = key_maker(self.name)
@@ -608,14 +632,21 @@ class Lane:
             return RenderContext()
         for r in records:
             if r.kind == "lot_static" and isinstance(r.payload, dict) and r.payload.get("lot_kind"):
-                self.lot_kinds[r.aggregate_id] = str(r.payload["lot_kind"])
+                self._know_lot(r.aggregate_id, r.payload)
         unknown = sorted({r.aggregate_id for r in records if r.kind in ("lot_dynamic", "spot_status")}
                          - set(self.lot_kinds))
         if unknown:
             if len(self.lot_kinds) > 200_000:
                 self.lot_kinds.clear()
-            self.lot_kinds.update(await self.store.lot_kinds(unknown))
-        return RenderContext(self.lot_kinds)
+                self.lot_locations.clear()
+            for lot, facts in (await self.store.lot_facts(unknown)).items():
+                self._know_lot(lot, facts)
+        return RenderContext(self.lot_kinds, self.lot_locations)
+
+    def _know_lot(self, lot: str, facts: dict[str, Any]) -> None:
+        self.lot_kinds[lot] = str(facts["lot_kind"])
+        if facts.get("line") or (facts.get("lat") is not None and facts.get("lon") is not None):
+            self.lot_locations[lot] = lot_location(facts)
 
     # ----- sending ---------------------------------------------------------------------------------------
 
@@ -668,14 +699,19 @@ class Lane:
     async def _send(self, items: Parcel) -> Sent:
         """Delivers `items` (in order). Retries until the platform answers something other than a transient
         failure. Raises Paused when the destination gets paused."""
+        done = Sent()
         if not items.records:
-            return Sent()
+            return done
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self._post(items, attempt)
+                done.add(await self._post(items, attempt))
+                return done
             except Transient as exc:
+                if exc.settled is not None and exc.rest is not None:
+                    done.add(exc.settled)
+                    items = exc.rest
                 REQUESTS.labels(self.name, str(exc.status)).inc()
                 await self._note_error(exc.status, str(exc))
                 delay = backoff_s(attempt, self.settings.backoff_base_s,
@@ -705,7 +741,7 @@ class Lane:
                    "X-V2X-Batch": f"{records[0].id}..{records[-1].id}/{len(records)}",
                    **signing.headers(self.destination.secret, int(time.time()), body)}
         try:
-            async with self.in_flight, self.http().post(self.destination.url, data=body, headers=headers) as resp:
+            async with self.in_flight, self.http().post(self.url, data=body, headers=headers) as resp:
                 status = resp.status
                 answer = await resp.read()
                 retry_after = resp.headers.get("Retry-After")
@@ -713,7 +749,7 @@ class Lane:
             raise Transient(0, f"{type(exc).__name__}: {exc}".strip()) from None
         if 200 <= status < 300:
             REQUESTS.labels(self.name, str(status)).inc()
-            return self._results(items, answer, attempt)
+            return self._results(items, answer, attempt, status)
         message = answer[:500].decode(errors="replace")
         if status in (401, 403):
             raise AuthRefused(status, message)
@@ -733,10 +769,12 @@ class Lane:
         return Sent([], [Outcome(r, Fate.DEAD, items.keys[0], record_key(r), status, "REJECTED_BY_PLATFORM",
                                  f"HTTP {status}: {message}", preview(r), attempt)])
 
-    def _results(self, items: Parcel, answer: bytes, attempt: int) -> Sent:
+    def _results(self, items: Parcel, answer: bytes, attempt: int, status: int = 200) -> Sent:
         doc: Any = None
         with contextlib.suppress(ValueError):
             doc = orjson.loads(answer)  # an empty answer is a ValueError too: every record delivered
+        if isinstance(doc, dict) and isinstance(doc.get("errors"), list) and status == 207:
+            return self._entity_results(items, doc["errors"], attempt)
         results = doc.get("results", []) if isinstance(doc, dict) else []
         keys = items.keys
         if type(results) is list and len(results) == len(keys):
@@ -763,6 +801,33 @@ class Lane:
                                         f"HTTP {code}: {err}"[:2000], preview(r), attempt))
             else:
                 out.delivered.append(r)
+        return out
+
+    def _entity_results(self, items: Parcel, errors: list[Any], attempt: int) -> Sent:
+        """An NGSI-LD batch answer (207 `{"success": [ids], "errors": [{"entityId", "error"}]}`), entity by entity:
+        the records of a rejected entity become dead letters with the broker's reason, those of an entity that failed
+        transiently (5xx, 408/425/429) go again (raises Transient with the rest), the others are delivered."""
+        failed: dict[str, tuple[int, str]] = {}
+        for e in errors:
+            if isinstance(e, dict) and isinstance(e.get("entityId"), str):
+                failed[e["entityId"]] = _problem(e.get("error"))
+        out, again = Sent(), Parcel([], [], [])
+        for r, key, wire in zip(items.records, items.keys, items.wires, strict=True):
+            problem = failed.get(self.profile.subject(wire) or "")
+            if problem is None:
+                out.delivered.append(r)
+                continue
+            code, reason = problem
+            if code >= 500 or code in RETRYABLE:
+                again.records.append(r)
+                again.keys.append(key)
+                again.wires.append(wire)
+            else:
+                out.dead.append(Outcome(r, Fate.DEAD, key, record_key(r), code, "REJECTED_BY_PLATFORM",
+                                        f"HTTP {code}: {reason}"[:2000], preview(r), attempt))
+        if again.records:
+            raise Transient(503, f"{len(again.records)} records: entities failed transiently", settled=out,
+                            rest=again)
         return out
 
     async def _note_error(self, status: int, message: str) -> None:

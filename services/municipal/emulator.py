@@ -8,7 +8,10 @@ appended to a JSON-lines file that is read back on start, so dedupe survives a r
     POST /datex2/v3/parking                    one DATEX II v3 d2:payload per request, checked against the
                                                published XSD (../shared/standards; --standards): 400 + the
                                                validation errors when invalid
-    POST /ngsi-ld/v1/entityOperations/upsert   NGSI-LD batch upserts
+    POST /ngsi-ld/v1/entityOperations/upsert   NGSI-LD batch upserts, as a broker: without ?options=update an
+                                               entity replaces the one held (its other attributes are gone),
+                                               with it the attributes are merged in; 201 [ids], or 207
+                                               {"success": [ids], "errors": [{"entityId", "error"}]}
     GET  /municipal/v1/counts?day=YYYY-MM-DD[&kind=K&keys=1]   per-day counts of the sender (signed;
                                                X-V2X-Destination names the sender, as on its POSTs)
     GET  /_admin/state                         counters, faults, per-lot order violations
@@ -21,7 +24,8 @@ Failure modes (flags, or PUT /_admin/faults): `fail_rate` of requests answered 5
 `fail_after_store` of them after the records were stored, as a platform whose answer got lost),
 `latency_ms` (+ `latency_jitter_ms`) added after storing, `drop_rate` of connections closed without an
 answer, an outage window (`outage_s` from now, or --outage-at/--outage-for from start) answered 503 or
-with dropped connections (`outage_mode`), and `reject_aggregates` whose records get a per-record 422.
+with dropped connections (`outage_mode`), `reject_aggregates` whose records get a per-record 422 (an NGSI-LD
+entity error 400), and `transient_aggregates` whose NGSI-LD entities fail once with a 207 error of status 503.
 The admin endpoints need `Authorization: Bearer <admin token>` when one is set.
 
 With a certificate and its key (--tls-cert/--tls-key) it serves https instead of http, so that the adapter's
@@ -71,6 +75,7 @@ class Faults:
     outage_until: float = 0.0  # monotonic
     outage_from: float = 0.0  # monotonic
     reject_aggregates: list[str] = field(default_factory=list)
+    transient_aggregates: list[str] = field(default_factory=list)  # NGSI-LD: their entities fail once, with 503
 
     def in_outage(self, now: float) -> bool:
         return self.outage_from <= now < self.outage_until
@@ -87,6 +92,7 @@ class Incoming:
     changed_at: str
     problems: tuple[str, ...] = ()
     source: str = ""  # the sender's destination name (X-V2X-Destination): counts are kept per source
+    entity: str = ""  # NGSI-LD: the id of the entity that carried the record
 
 
 @dataclass
@@ -127,6 +133,8 @@ class Platform:
         self.lots: dict[tuple[str, str], list[int]] = {}  # (source, aggregate) -> sequences in arrival order
         self.counts: dict[tuple[str, str, str], int] = {}  # (source, day, kind) -> records
         self.keys: dict[tuple[str, str, str], list[str]] = {}
+        # NGSI-LD: the entities as a broker holds them, per sender: (source, entity id) -> entity.
+        self.entities: dict[tuple[str, str], dict[str, Any]] = {}
         self._file: Any = None
         if store is not None:
             self._load(store)
@@ -149,6 +157,7 @@ class Platform:
         self.lots.clear()
         self.counts.clear()
         self.keys.clear()
+        self.entities.clear()
 
     def _keep(self, rec: Incoming, persist: bool = True) -> None:
         self.seen[rec.key] = rec
@@ -277,27 +286,75 @@ def read_datex2(body: bytes, source: str = "") -> list[Incoming]:
 
 
 def read_ngsi_ld(body: bytes, source: str = "") -> list[Incoming]:
+    """The records of an NGSI-LD batch upsert: each entity's `v2xDelivery` facts (a list: the records merged into the
+    entity), each record knowing its entity. An entity id that comes twice in a batch is refused, as brokers do."""
     doc = orjson.loads(body)
     if not isinstance(doc, list):
         raise ValueError("an NGSI-LD batch upsert is a JSON array of entities")
     out = []
+    ids: set[str] = set()
     for entity in doc:
         problems: list[str] = []
         if not isinstance(entity, dict):
             out.append(Incoming("", "", "", 0, "", ("entity is not an object",)))
             continue
-        if not str(entity.get("id", "")).startswith("urn:ngsi-ld:") or not entity.get("type"):
+        eid = str(entity.get("id", ""))
+        if not eid.startswith("urn:ngsi-ld:") or not entity.get("type"):
             problems.append("entity needs an urn:ngsi-ld: id and a type")
+        if eid in ids:
+            problems.append(f"entity {eid} comes twice in the batch")
+        ids.add(eid)
         delivery = entity.get("v2xDelivery")
-        out.append(_envelope(delivery.get("value") if isinstance(delivery, dict) else None, problems, source))
+        facts = delivery.get("value") if isinstance(delivery, dict) else None
+        for env in facts if isinstance(facts, list) and facts else [facts]:
+            out.append(dataclasses.replace(_envelope(env, list(problems), source), entity=eid))
     return out
 
 
+def upsert(entities: dict[tuple[str, str], dict[str, Any]], source: str, entity: dict[str, Any], update: bool) -> bool:
+    """An entity into the broker's store: merged into the one it has (`options=update`: its other attributes stay)
+    or replacing it whole (the default). True when it was created."""
+    key = (source, str(entity["id"]))
+    had = entities.get(key)
+    if had is None or not update:
+        entities[key] = dict(entity)
+        return had is None
+    had.update({k: v for k, v in entity.items() if k not in ("id", "type")})
+    return False
+
+
+def ngsi_answer(p: Platform, body: bytes, source: str, update: bool, results: list[dict[str, Any]],
+                records: list[Incoming], transient: set[str]) -> web.Response:
+    """A broker's answer to a batch upsert: 201 with the ids when every entity went in, else 207 with
+    {"success": [ids], "errors": [{"entityId", "error": ProblemDetails}]}; accepted entities are stored."""
+    refused: dict[str, str] = {}
+    for rec, res in zip(records, results, strict=True):
+        if res["status"] >= 400:
+            refused.setdefault(rec.entity, res.get("error", "refused"))
+    success, errors = [], []
+    for entity in orjson.loads(body):
+        eid = str(entity.get("id", "")) if isinstance(entity, dict) else ""
+        if eid in transient:
+            errors.append({"entityId": eid, "error": {"type": "https://uri.etsi.org/ngsi-ld/errors/InternalError",
+                                                      "title": "injected transient failure", "status": 503}})
+        elif eid in refused or not eid:
+            errors.append({"entityId": eid, "error": {"type": "https://uri.etsi.org/ngsi-ld/errors/BadRequestData",
+                                                      "title": refused.get(eid, "not an entity"), "status": 400}})
+        elif eid not in success:
+            upsert(p.entities, source, entity, update)
+            success.append(eid)
+    if errors:
+        return web.Response(body=orjson.dumps({"success": success, "errors": errors}), status=207,
+                            content_type="application/json")
+    return web.Response(body=orjson.dumps(success), status=201, content_type="application/json")
+
+
 DATEX2_PATH = "/datex2/v3/parking"
+NGSI_PATH = "/ngsi-ld/v1/entityOperations/upsert"
 READERS: dict[str, Callable[[bytes, str], list[Incoming]]] = {
     "/municipal/v1/records": read_municipal_json,
     DATEX2_PATH: read_datex2,
-    "/ngsi-ld/v1/entityOperations/upsert": read_ngsi_ld,
+    NGSI_PATH: read_ngsi_ld,
 }
 
 
@@ -358,6 +415,12 @@ async def _ingest(request: web.Request) -> web.StreamResponse:
         if drop and not drop_after:
             p.stats.dropped += 1
             return _drop(request)
+        transient: set[str] = set()
+        if request.path == NGSI_PATH and f.transient_aggregates:
+            # Entities of these aggregates fail once, transiently (a 207 error with status 503), and are not stored.
+            transient = {r.entity for r in records if r.aggregate in f.transient_aggregates}
+            f.transient_aggregates = [a for a in f.transient_aggregates if a not in {r.aggregate for r in records}]
+            records = [r for r in records if r.entity not in transient]
         results = p.accept(records, source)
         delay = f.latency_ms + (p.rng.uniform(0, f.latency_jitter_ms) if f.latency_jitter_ms else 0.0)
         if delay > 0:
@@ -368,6 +431,9 @@ async def _ingest(request: web.Request) -> web.StreamResponse:
         if drop_after:
             p.stats.dropped += 1
             return _drop(request)
+        if request.path == NGSI_PATH:
+            return ngsi_answer(p, body, source, request.query.get("options") == "update", results, records,
+                               transient)
         rejected = sum(1 for r in results if r["status"] >= 400)
         return web.Response(body=orjson.dumps({
             "results": results, "accepted": sum(1 for r in results if r["status"] == 201),
@@ -449,6 +515,10 @@ def apply_faults(f: Faults, change: dict[str, Any]) -> None:
         v = float(change["outage_s"])
         start = time.monotonic() + float(change.get("outage_in_s", 0))
         f.outage_from, f.outage_until = start, start + max(v, 0.0)
+    if "transient_aggregates" in change:
+        if not isinstance(change["transient_aggregates"], list):
+            raise ValueError("transient_aggregates must be a list")
+        f.transient_aggregates = [str(a) for a in change["transient_aggregates"]]
     if "reject_aggregates" in change:
         if not isinstance(change["reject_aggregates"], list):
             raise ValueError("reject_aggregates must be a list")

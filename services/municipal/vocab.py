@@ -25,9 +25,13 @@ DATEX_LAYOUT: Mapping[str, str] = {
 NGSI_LOT_TYPE: Mapping[str, str] = {
     "LOT_KIND_GARAGE": "OffStreetParking", "LOT_KIND_SURFACE_LOT": "OffStreetParking",
     "LOT_KIND_ON_STREET_SEGMENT": "OnStreetParking"}
-NGSI_LOT_CATEGORY: Mapping[str, str] = {
-    "LOT_KIND_GARAGE": "parkingGarage", "LOT_KIND_SURFACE_LOT": "parkingLot",
-    "LOT_KIND_ON_STREET_SEGMENT": "onStreet"}
+# Smart Data Models category: OffStreetParking has parkingGarage / parkingLot; OnStreetParking has no category for
+# being on the street (its type says it).
+NGSI_LOT_CATEGORY: Mapping[str, str | None] = {
+    "LOT_KIND_GARAGE": "parkingGarage", "LOT_KIND_SURFACE_LOT": "parkingLot", "LOT_KIND_ON_STREET_SEGMENT": None}
+# OffStreetParking layout.
+NGSI_LOT_LAYOUT: Mapping[str, str] = {
+    "LOT_KIND_GARAGE": "multiStorey", "LOT_KIND_SURFACE_LOT": "surface", "LOT_KIND_ON_STREET_SEGMENT": "openSpace"}
 
 # ----- detection types ----------------------------------------------------------------------------------
 DETECTION_TYPES = ("DETECTION_TYPE_NONE", "DETECTION_TYPE_BALANCING", "DETECTION_TYPE_SINGLE_SPACE",
@@ -61,12 +65,13 @@ DATEX_PLACE_STATUS: Mapping[str, str] = {
 DATEX_OPENING_STATUS: Mapping[str, str] = {
     "SITE_STATUS_SPACES_AVAILABLE": "open", "SITE_STATUS_ALMOST_FULL": "open", "SITE_STATUS_FULL_AT_ENTRANCE": "open",
     "SITE_STATUS_FULL": "open", "SITE_STATUS_CLOSED": "closed", "SITE_STATUS_UNKNOWN": "statusUnknown"}
-# Smart Data Models OffStreetParking/OnStreetParking `status` (a list): each status as the model names it; a
-# state that is not known is sent as no status at all (the model's enum has no "unknown").
-NGSI_SITE_STATUS: Mapping[str, str | None] = {
+# Smart Data Models OffStreetParking/OnStreetParking `status` (a list): each status as the model names it. The enum
+# has no "unknown": a lot whose state is not known is open as its opening times say (openingTimesInForce), and its
+# occupancy is not sent (the last one keeps its observedAt, which dates it).
+NGSI_SITE_STATUS: Mapping[str, str] = {
     "SITE_STATUS_SPACES_AVAILABLE": "spacesAvailable", "SITE_STATUS_ALMOST_FULL": "almostFull",
     "SITE_STATUS_FULL_AT_ENTRANCE": "fullAtEntrance", "SITE_STATUS_FULL": "full", "SITE_STATUS_CLOSED": "closed",
-    "SITE_STATUS_UNKNOWN": None}
+    "SITE_STATUS_UNKNOWN": "openingTimesInForce"}
 
 # ----- spot status ---------------------------------------------------------------------------------------
 SPOT_STATUSES = ("SPOT_STATUS_FREE", "SPOT_STATUS_OCCUPIED", "SPOT_STATUS_CLOSED", "SPOT_STATUS_UNKNOWN")
@@ -119,3 +124,16 @@ NGSI_CONNECTOR_STATUS: Mapping[str, str] = {
     "CONNECTOR_STATUS_FINISHING": "Finishing", "CONNECTOR_STATUS_RESERVED": "Reserved",
     "CONNECTOR_STATUS_BLOCKED": "Blocked", "CONNECTOR_STATUS_UNAVAILABLE": "Unavailable",
     "CONNECTOR_STATUS_FAULTED": "Faulted", "CONNECTOR_STATUS_UNKNOWN": "Unknown"}
+# Smart Data Models EVChargingStation `status` of one charging point: working (usable, in use or not), withIncidence
+# (faulted, blocked), outOfService (unavailable, or not heard from: UNKNOWN); availableCapacity says if it is free.
+NGSI_CHARGER_STATUS: Mapping[str, str] = {
+    "CONNECTOR_STATUS_AVAILABLE": "working", "CONNECTOR_STATUS_OCCUPIED": "working",
+    "CONNECTOR_STATUS_PREPARING": "working", "CONNECTOR_STATUS_CHARGING": "working",
+    "CONNECTOR_STATUS_SUSPENDED_EV": "working", "CONNECTOR_STATUS_SUSPENDED_EVSE": "working",
+    "CONNECTOR_STATUS_FINISHING": "working", "CONNECTOR_STATUS_RESERVED": "working",
+    "CONNECTOR_STATUS_BLOCKED": "withIncidence", "CONNECTOR_STATUS_UNAVAILABLE": "outOfService",
+    "CONNECTOR_STATUS_FAULTED": "withIncidence", "CONNECTOR_STATUS_UNKNOWN": "outOfService"}
+# EVChargingStation `socketType`: the model names no GB/T plug (China's standard): Other.
+NGSI_SOCKET_TYPE: Mapping[str, str] = {
+    "CONNECTOR_STANDARD_GBT_AC": "Other", "CONNECTOR_STANDARD_GBT_DC": "Other", "CONNECTOR_STANDARD_CCS2": "CCS/SAE",
+    "CONNECTOR_STANDARD_TYPE2": "Type2", "CONNECTOR_STANDARD_CHADEMO": "CHAdeMO"}

@@ -11,10 +11,10 @@ import orjson
 
 from services.common.runtime import Resources
 from services.municipal.emulator import RunningEmulator
-from tests.municipal.conftest import PATHS, StartAdapter, destination
+from tests.municipal.conftest import PATHS, StartAdapter, destination, set_faults
 from tests.municipal.helpers import Row, charger_status, insert, lot_dynamic, lot_static, passage, spot_status
-from tests.municipal.standards import datex2_problems, folder
-from tests.municipal.test_delivery import caught_up
+from tests.municipal.standards import datex2_problems, folder, sdm_problems
+from tests.municipal.test_delivery import caught_up, dead_letters, delivered
 
 
 def every_kind(u: str) -> list[Row]:
@@ -82,3 +82,54 @@ async def test_every_municipal_json_record_has_what_the_platform_requires(
     assert {r["recordType"] for r in records} == {"lot_static", "lot_dynamic", "spot_status", "passage",
                                                   "charger_status"}
     assert len(records) == len(every_kind(unique)) and emulator.platform.stats.rejected == 0
+
+
+async def test_every_ngsi_ld_entity_validates_against_its_smart_data_model(
+        resources: Resources, emulator: RunningEmulator, start_adapter: StartAdapter, unique: str) -> None:
+    bodies = await deliver_every_kind(resources, emulator, start_adapter, unique, "ngsi_ld")
+    types = set()
+    for body in bodies:
+        entities = orjson.loads(body)
+        ids = [e["id"] for e in entities]
+        assert len(ids) == len(set(ids)), "an entity id twice in one batch"
+        for e in entities:
+            assert sdm_problems(e) == [], e
+            assert any("smart-data-models" in c for c in e["@context"] if isinstance(c, str))
+            types.add(e["type"])
+    assert types == {"OffStreetParking", "OnStreetParking", "ParkingSpot", "EVChargingStation"}
+    # And as the broker holds them after every update.
+    for entity in emulator.platform.entities.values():
+        assert sdm_problems(entity) == [], entity
+    assert emulator.platform.stats.rejected == 0
+
+
+async def test_a_lots_occupancy_update_keeps_its_name_and_location_at_a_replacing_broker(
+        resources: Resources, emulator: RunningEmulator, start_adapter: StartAdapter, unique: str) -> None:
+    # The emulator replaces whole entities on upsert unless the request says ?options=update, as brokers do.
+    a = await start_adapter(destination(emulator, "ngsi_ld"))
+    lot = f"K{unique}"
+    await insert(resources.engine, [("lot_static", lot, lot_static(lot))])
+    await caught_up(a)
+    await insert(resources.engine, [("lot_dynamic", lot, lot_dynamic(lot, 1, 77))])
+    s = await caught_up(a)
+    assert delivered(s) == 1
+    entity = emulator.platform.entities[(a.name, f"urn:ngsi-ld:OffStreetParking:{lot}")]
+    assert entity["name"]["value"] == lot_static(lot)["name"]
+    assert entity["location"]["value"] == {"type": "Point", "coordinates": [121.49, 31.4]}
+    assert entity["totalSpotNumber"]["value"] == 346 and entity["availableSpotNumber"]["value"] == 89
+    assert sdm_problems(entity) == []
+
+
+async def test_a_207_with_one_rejected_entity_leaves_exactly_one_dead_letter_and_a_transient_one_is_retried(
+        resources: Resources, emulator: RunningEmulator, start_adapter: StartAdapter, unique: str) -> None:
+    refused, flaky, fine = f"R{unique}", f"T{unique}", f"F{unique}"
+    await set_faults(emulator, reject_aggregates=[refused], transient_aggregates=[flaky])
+    a = await start_adapter(destination(emulator, "ngsi_ld"))
+    ids = await insert(resources.engine, [("lot_dynamic", lot, lot_dynamic(lot, 1)) for lot in (refused, flaky, fine)])
+    s = await caught_up(a)
+    assert s.dead_letters == 1 and delivered(s) == 2
+    (letter,) = await dead_letters(a)
+    assert letter.outbox_id == ids[0] and letter.reason == "REJECTED_BY_PLATFORM"
+    assert letter.http_status == 400 and f"records of {refused}" in letter.last_error.message
+    assert {r.sequence for r in emulator.platform.seen.values()} == set(ids[1:])
+    assert not emulator.platform.faults.transient_aggregates  # the flaky entity failed once, then got through

@@ -243,7 +243,9 @@ def test_ngsi_ld_lots_are_off_or_on_street_parking_with_geojson_locations() -> N
     assert garage["id"] == "urn:ngsi-ld:OffStreetParking:L1" and garage["type"] == "OffStreetParking"
     assert garage["location"]["value"] == {"type": "Point", "coordinates": [121.49, 31.4]}
     assert street["type"] == "OnStreetParking"
-    assert garage["v2xDelivery"]["value"]["recordType"] == "lot_static"
+    assert garage["v2xDelivery"]["value"][0]["recordType"] == "lot_static"
+    assert "onStreet" not in street["category"]["value"]  # not a category of OnStreetParking
+    assert street["location"]["value"]["type"] == "Point"
 
 
 def test_ngsi_ld_availability_follows_the_lot_type_and_carries_observed_at() -> None:
@@ -256,14 +258,48 @@ def test_ngsi_ld_availability_follows_the_lot_type_and_carries_observed_at() -> 
 
 def test_ngsi_ld_spot_and_charger_entities() -> None:
     p = profile("ngsi_ld")
-    spot = render(p, record("spot_status", "L1", spot_status("L1", "S1")))
+    ctx = RenderContext({"L1": "LOT_KIND_GARAGE"}, {"L1": {"type": "Point", "coordinates": [121.49, 31.4]}})
+    spot = render(p, record("spot_status", "L1", spot_status("L1", "S1")), ctx)
     assert spot["type"] == "ParkingSpot" and spot["status"]["value"] == "occupied"
     assert spot["refParkingSite"]["object"] == "urn:ngsi-ld:OffStreetParking:L1"
+    assert spot["location"]["value"]["coordinates"] == [121.49, 31.4]  # the lot's, when the berth has none
+    berth = render(p, record("spot_status", "L1", {**spot_status("L1", "S2"), "lat": 31.41, "lon": 121.5}), ctx)
+    assert berth["location"]["value"]["coordinates"] == [121.5, 31.41]
     station = render(p, record("charger_status", "ST1", charger_status("ST1", "C1")))
-    assert station["type"] == "EVChargingStation"
-    assert station["connectorStatus"]["value"] == "Charging"
-    assert station["connectorStatus"]["datasetId"] == "urn:ngsi-ld:Dataset:C1"
+    assert station["type"] == "EVChargingStation" and station["id"] == "urn:ngsi-ld:EVChargingStation:ST1:C1"
+    assert station["v2xConnectorStatus"]["value"] == "Charging" and station["status"]["value"] == "working"
+    assert (station["capacity"]["value"], station["availableCapacity"]["value"]) == (1, 0)
+    assert station["socketType"]["value"] and station["allowedVehicleType"]["value"] == ["car"]
     assert isinstance(json.loads(p.body([spot, station])), list)
+
+
+def test_ngsi_ld_occupancy_is_a_fragment_with_the_lots_location_and_the_models_status() -> None:
+    p = profile("ngsi_ld")
+    ctx = RenderContext({"L1": "LOT_KIND_GARAGE"}, {"L1": {"type": "Point", "coordinates": [121.49, 31.4]}})
+    full = render(p, record("lot_dynamic", "L1", lot_dynamic("L1", 1, status="SITE_STATUS_FULL_AT_ENTRANCE")), ctx)
+    assert full["status"]["value"] == ["fullAtEntrance"] and full["location"]["value"]["type"] == "Point"
+    assert "name" not in full  # an update fragment: the broker keeps the rest (?options=update)
+    unknown = render(p, record("lot_dynamic", "L1", lot_dynamic("L1", 2, status="SITE_STATUS_UNKNOWN")), ctx)
+    assert unknown["status"]["value"] == ["openingTimesInForce"]
+    assert p.request_url("http://b/ngsi-ld/v1/entityOperations/upsert") == (
+        "http://b/ngsi-ld/v1/entityOperations/upsert?options=update")
+    assert p.request_url("http://b/u?options=replace&x=1") == "http://b/u?x=1&options=update"
+
+
+def test_ngsi_ld_merges_the_records_of_one_entity_in_a_batch_into_one_fragment() -> None:
+    p = profile("ngsi_ld")
+    ctx = RenderContext({"L1": "LOT_KIND_GARAGE"})
+    docs = [render(p, record("lot_static", "L1", lot_static("L1"), id_=1), ctx),
+            render(p, record("lot_dynamic", "L1", lot_dynamic("L1", 1, 100), id_=2), ctx),
+            render(p, record("spot_status", "L1", spot_status("L1", "S1"), id_=3), ctx),
+            render(p, record("lot_dynamic", "L1", lot_dynamic("L1", 2, 90), id_=4), ctx)]
+    body = p.body_of([p.wire(d) for d in docs])
+    entities = json.loads(body)
+    assert [e["id"] for e in entities] == ["urn:ngsi-ld:OffStreetParking:L1", "urn:ngsi-ld:ParkingSpot:L1:S1"]
+    lot = entities[0]
+    assert lot["name"]["value"] and lot["availableSpotNumber"]["value"] == 102  # the later record's count
+    assert [d["sequence"] for d in lot["v2xDelivery"]["value"]] == [1, 2, 4]
+    assert body == p.body(docs)
 
 
 # ----- the vocabulary tables ------------------------------------------------------------------------------------
