@@ -230,7 +230,8 @@ def _envelope(env: Any, problems: list[str], source: str = "") -> Incoming:
 
 
 _MUNICIPAL_REQUIRED = {
-    "lot_static": ("parkCode", "parkName", "regionCode", "coordinateSystem", "latitude", "longitude", "totalBerths"),
+    "lot_static": ("parkCode", "parkName", "regionCode", "coordinateSystem", "latitude", "longitude", "totalBerths",
+                   "publicBerths", "feeRule"),
     "lot_dynamic": ("parkCode", "totalBerths", "parkStatus"),
     "spot_status": ("parkCode", "berthCode", "berthStatus"),
     "passage": ("parkCode", "recordId", "direction", "plateColor", "passTime"),

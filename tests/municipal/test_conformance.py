@@ -22,10 +22,11 @@ def every_kind(u: str) -> list[Row]:
     street = {**lot_static(f"N{u}", kind="LOT_KIND_ON_STREET_SEGMENT"),
               "line": [[31.40, 121.49], [31.401, 121.491]], "always_open": True, "opening_periods": [],
               "price": {"free_minutes": 0, "first_hour_fen": 0, "per_hour_fen": 0, "daily_cap_fen": 0}}
-    surface = {**lot_static(f"S{u}", kind="LOT_KIND_SURFACE_LOT"), "fast_charging_piles": 2,
+    surface = {**lot_static(f"S{u}", kind="LOT_KIND_SURFACE_LOT"), "fast_charging_piles": 2, "public_spaces": 300,
                "slow_charging_piles": 6, "detection_type": "DETECTION_TYPE_SINGLE_SPACE"}
-    exit_ = {**passage(f"G{u}", "P2"), "direction": "PASSAGE_DIRECTION_EXIT"}
     now = datetime.now(UTC).isoformat()
+    exit_ = {**passage(f"G{u}", "P2"), "direction": "PASSAGE_DIRECTION_EXIT", "entry_passage_id": "P1",
+             "entry_passed_at": now, "duration_s": 0, "fee_fen": 0}
     amended = {**passage(f"G{u}", "P1"), "record_type": "correction", "original_passage_id": "P1", "revision": 1,
                "reason": "plate misread", "amended_at": now}
     unknown_charger = {**charger_status(f"C{u}", "2", "CONNECTOR_STATUS_UNKNOWN"), "observed_at": None}
@@ -39,6 +40,7 @@ def every_kind(u: str) -> list[Row]:
         *[("spot_status", f"N{u}", spot_status(f"N{u}", f"B{i}", s)) for i, s in enumerate(
             ("SPOT_STATUS_FREE", "SPOT_STATUS_OCCUPIED", "SPOT_STATUS_CLOSED", "SPOT_STATUS_UNKNOWN"))],
         ("spot_status", f"G{u}", spot_status(f"G{u}", "S1")),
+        ("spot_status", f"N{u}", {**spot_status(f"N{u}", "B9"), "lat": 31.4005, "lon": 121.4905}),
         ("passage", f"G{u}", passage(f"G{u}", "P1")), ("passage", f"G{u}", exit_), ("passage", f"G{u}", amended),
         ("charger_status", f"C{u}", charger_status(f"C{u}", "1")), ("charger_status", f"C{u}", unknown_charger),
         ("charger_status", f"C{u}", charger_status(f"C{u}", "3", "CONNECTOR_STATUS_FAULTED")),
@@ -82,6 +84,12 @@ async def test_every_municipal_json_record_has_what_the_platform_requires(
     assert {r["recordType"] for r in records} == {"lot_static", "lot_dynamic", "spot_status", "passage",
                                                   "charger_status"}
     assert len(records) == len(every_kind(unique)) and emulator.platform.stats.rejected == 0
+    lots = {r["data"]["parkCode"]: r["data"] for r in records if r["recordType"] == "lot_static"}
+    assert lots[f"S{unique}"]["publicBerths"] == 300 and lots[f"G{unique}"]["feeRule"]["periods"][0]["bands"]
+    exits = [r["data"] for r in records if r["recordType"] == "passage" and r["data"]["direction"] == 2]
+    assert exits[0]["entryRecordId"] == "P1" and exits[0]["feeFen"] == 0
+    berths = [r["data"] for r in records if r["recordType"] == "spot_status" and r["data"]["berthCode"] == "B9"]
+    assert berths[0]["latitude"] == 31.4005
 
 
 async def test_every_ngsi_ld_entity_validates_against_its_smart_data_model(
