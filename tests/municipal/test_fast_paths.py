@@ -241,3 +241,16 @@ def test_the_answer_is_read_per_record_whatever_its_shape() -> None:
     assert outcome({"results": twice}) == (every, [])
     with pytest.raises(Transient):
         outcome({"results": [{"idempotencyKey": k, "status": 503 if i == 3 else 201} for i, k in enumerate(keys)]})
+
+
+def test_a_profile_with_publications_never_gets_two_in_one_request() -> None:
+    from services.municipal.delivery import request_key, split_publications
+
+    p = make_profile(MunicipalDestination(name="city", url="http://x/d", profile="datex2_xml", secret=SECRET))
+    kinds = ["lot_static", "lot_dynamic", "spot_status", "lot_static", "lot_dynamic"]
+    records = [record(k, "L1", {}, id_=i) for i, k in enumerate(kinds, 1)]
+    keys = [idempotency_key("city", r.id) for r in records]
+    streams = split_streams(records, keys, [b"w"] * len(records), 500)
+    (parcels,) = split_publications(streams, p.publication)
+    assert [[r.id for r in parcel.records] for parcel in parcels] == [[1], [2, 3], [4], [5]]
+    assert request_key(keys[:1]) == keys[0] and request_key(keys) == request_key(list(keys)) != keys[0]
