@@ -68,6 +68,10 @@ DELIVERED = Counter("v2x_municipal_delivered_total", "Records acknowledged by th
 DEAD = Counter("v2x_municipal_dead_letters_total", "Records that became dead letters", ["destination", "reason"])
 REQUESTS = Counter("v2x_municipal_requests_total", "Delivery requests by HTTP status (0 = no answer)",
                    ["destination", "status"])
+# A read of the outbox that found nothing to send (the lane then waits poll_s): tests wait for it before they
+# assert that something was not sent.
+IDLE_POLLS = Counter("v2x_municipal_idle_polls_total", "Reads of the outbox that found nothing to send",
+                     ["destination"])
 LAG_RECORDS = Gauge("v2x_municipal_lag_records", "Outbox records waiting for a destination", ["destination"])
 LAG_SECONDS = Gauge("v2x_municipal_lag_seconds", "Age of the oldest record waiting for a destination",
                     ["destination"])
@@ -470,6 +474,7 @@ class Lane:
                                                                                   if end < p),
                                                                       [], [], done.replay.end, True))
                             break
+                        IDLE_POLLS.labels(self.name).inc()
                         await self._sleep(self.settings.poll_s)
                         continue
                     done.pending.append(self._start_delivery(chunk, done.pending[-1] if done.pending else None))
