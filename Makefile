@@ -6,11 +6,12 @@ STAMP := $(VENV)/.installed-stamp
 UV := $(VENV)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lock lint typecheck protos check-protos deps postgis native models bench-parking k8s-check clean help
+.PHONY: run test test-fast lock lint typecheck protos check-protos deps postgis native models bench-parking k8s-check clean help
 
 help:
 	@echo "make run      the whole suite on embedded PostGIS + Redis (Ctrl-C stops it)"
 	@echo "make test     every test against real PostgreSQL/PostGIS and Redis"
+	@echo "make test-fast   the same without the slow and chaos tests (-m 'not slow and not chaos')"
 	@echo "make lint     ruff + mypy"
 	@echo "make lock     re-resolve uv.lock to the newest allowed versions"
 	@echo "make protos   regenerate the Python stubs from protos/"
@@ -69,6 +70,12 @@ test: deps models
 	@infra/ensure-test-services.sh
 	@infra/ensure-haproxy.sh
 	$(PY) -m pytest
+
+# The quick tier while working: every test but the ones marked slow (> ~5 s) or chaos (kill processes or nodes).
+test-fast: deps models
+	@infra/ensure-test-services.sh
+	@infra/ensure-haproxy.sh
+	$(PY) -m pytest -m "not slow and not chaos"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
