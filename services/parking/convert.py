@@ -6,13 +6,14 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from v2x.common.v1 import common_pb2 as cpb
 from v2x.parking.v1 import parking_pb2 as pb
 
 from services.common.config import Settings
 from services.common.error_mapping import to_status_proto
+from services.common.fast_paths import FastPath, on
 from services.common.geo import Area, parse_area
+from services.common.timestamps import set_ts, ts
 from services.common.validation import EARLIEST, ID_RE, Validator
 from services.parking.availability import (
     CLASS_NAMES,
@@ -50,14 +51,6 @@ DEFAULT_LIMIT = 20
 
 _CAPACITY_FIELDS: dict[int, str] = {pb.SPACE_CLASS_GENERAL: "general", pb.SPACE_CLASS_EV: "ev",
                     pb.SPACE_CLASS_DISABLED: "disabled", pb.SPACE_CLASS_RESERVED: "reserved"}
-
-
-def ts(at: datetime | None) -> Timestamp | None:
-    if at is None:
-        return None
-    t = Timestamp()
-    t.FromDatetime(at)
-    return t
 
 
 # ----- in -------------------------------------------------------------------------------------
@@ -166,17 +159,23 @@ def spot_specs(req: pb.UpsertSpotsRequest) -> list[SpotSpec]:
 
 
 def report(r: pb.OccupancyReport, settings: Settings, now: datetime) -> Report:
-    """Checks everything that does not need the stored lot; capacity is checked by the store."""
-    return _plain_report(r, settings, now) or _checked_report(r, settings, now)
+    """Checks everything that does not need the stored lot; capacity is checked by the store. The usual report
+    takes the fast path (FastPath.PARKING_REPORT_CHECKS) when it runs; anything it does not accept goes through
+    `checked_report`, which accepts it or names every bad field."""
+    if on(FastPath.PARKING_REPORT_CHECKS):
+        fast = usual_report(r, settings, now)
+        if fast is not None:
+            return fast
+    return checked_report(r, settings, now)
 
 
 _EARLIEST_S = int(EARLIEST.timestamp())
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _plain_report(r: pb.OccupancyReport, settings: Settings, now: datetime) -> Report | None:
-    """The usual report (class counts and/or flags, everything in range) at under half the CPU of the
-    Validator: every report of a stream comes through here. Anything else is None and goes the long way
-    (`_checked_report`), which accepts it or names every bad field; this accepts nothing that refuses."""
+def usual_report(r: pb.OccupancyReport, settings: Settings, now: datetime) -> Report | None:
+    """The usual report (class counts and/or flags, everything in range) in straight-line checks, or None for
+    anything else. Accepts only what `checked_report` accepts, as the same Report (tests/parking/test_fast_paths.py)."""
     if r.sequence < 1 or r.spots or not ID_RE.fullmatch(r.lot_id):
         return None
     report_id = r.report_id
@@ -199,7 +198,7 @@ def _plain_report(r: pb.OccupancyReport, settings: Settings, now: datetime) -> R
     return Report(r.lot_id, r.sequence, observed, counts, {}, r.closed, r.full_at_entrance, report_id)
 
 
-def _checked_report(r: pb.OccupancyReport, settings: Settings, now: datetime) -> Report:
+def checked_report(r: pb.OccupancyReport, settings: Settings, now: datetime) -> Report:
     v = Validator()
     v.ident("lot_id", r.lot_id)
     if r.sequence < 1:
@@ -338,19 +337,6 @@ def lot_proto(record: LotRecord) -> pb.Lot:
     return lot
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _set_ts(ts: Timestamp, at: datetime) -> None:
-    """`ts.FromDatetime(at)` without its time-tuple round trip (the same value, a sixth of the CPU)."""
-    if at.tzinfo is None:
-        ts.FromDatetime(at)
-        return
-    delta = at - _EPOCH
-    ts.seconds = delta.days * 86_400 + delta.seconds
-    ts.nanos = delta.microseconds * 1000
-
-
 def availability_proto(view: LotView, now: datetime) -> pb.Availability:
     out = pb.Availability()
     _fill_availability(out, view, now)
@@ -382,12 +368,12 @@ def _fill_availability(out: pb.Availability, view: LotView, now: datetime) -> No
     f.ttl_s = summary.ttl_s
     f.stale = not fresh
     if state.observed_at:
-        _set_ts(f.observed_at, state.observed_at)
+        set_ts(f.observed_at, state.observed_at)
         exp = expires_at(state, summary.ttl_s)
         assert exp is not None
-        _set_ts(f.expires_at, exp)
+        set_ts(f.expires_at, exp)
     if state.received_at:
-        _set_ts(f.received_at, state.received_at)
+        set_ts(f.received_at, state.received_at)
 
 
 def lot_availability_proto(view: LotView, now: datetime) -> pb.LotAvailability:

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from v2x.charging.v1 import charging_pb2 as pb
 from v2x.common.v1 import common_pb2 as cpb
 
-from services.charging.connector_cache import AnswerCache
+from services.charging import convert
 from services.charging.feed import STREAM, ChargingFeed
 from services.charging.index import ChargerIndex
 from services.charging.model import FindQuery
@@ -61,7 +61,7 @@ def _from_index(index: ChargerIndex | None, q: FindQuery, now: datetime) -> pb.F
 
 
 async def _from_postgis(store: ChargingStore, q: FindQuery, now: datetime) -> pb.FindChargersResponse:
-    return AnswerCache().answer(await store.find(q, now), now)
+    return convert.answer_proto(await store.find(q, now), now)
 
 
 async def _eventually(check: Callable[[], bool]) -> None:
