@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import math
@@ -55,9 +54,7 @@ from typing import Any
 import asyncpg
 import ocpp.messages
 from grpc import aio
-from ocpp.v16 import ChargePoint as Client16Base
 from ocpp.v16 import call as call16
-from ocpp.v201 import ChargePoint as Client201Base
 from ocpp.v201 import call as call201
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -82,6 +79,7 @@ from services.common.fast_paths import FastPath
 from services.common.redis_streams import create_redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's `load`
+from load.chargepoints import Client16, Client201, basic, ocpp_now
 from load.harness import (
     Counter,
     CpuSnapshot,
@@ -365,14 +363,6 @@ def raw_ingest_worker(writer: StatusWriter, settings: Settings, operator: str, s
 # ----- OCPP -------------------------------------------------------------------------------------
 
 
-class Client16(Client16Base):  # type: ignore[misc]
-    pass
-
-
-class Client201(Client201Base):  # type: ignore[misc]
-    pass
-
-
 @dataclass
 class OcppClient:
     station: BenchStation
@@ -381,15 +371,11 @@ class OcppClient:
     task: asyncio.Task[None]
 
 
-def _ocpp_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 async def connect_charge_point(url: str, st: BenchStation) -> OcppClient:
-    auth = base64.b64encode(f"{st.charge_point}:{st.password}".encode()).decode()
     protocol = "ocpp1.6" if st.version == "1.6" else "ocpp2.0.1"
     ws = await connect(f"{url}/{st.charge_point}", subprotocols=[protocol],  # type: ignore[list-item]
-                       additional_headers={"Authorization": f"Basic {auth}"}, open_timeout=60, compression=None)
+                       additional_headers={"Authorization": basic(st.charge_point, st.password)}, open_timeout=60,
+                       compression=None)
     cp = (Client16 if st.version == "1.6" else Client201)(st.charge_point, ws, response_timeout=60)
     task = asyncio.create_task(cp.start())
     if st.version == "1.6":
@@ -407,8 +393,8 @@ def status_message(st: BenchStation, k: int) -> Any:
     connector = k % n + 1
     if st.version == "1.6":
         return call16.StatusNotification(connector_id=connector, error_code="NoError",
-                                         status="Available" if (k // n) % 2 else "Charging", timestamp=_ocpp_now())
-    return call201.StatusNotification(timestamp=_ocpp_now(),
+                                         status="Available" if (k // n) % 2 else "Charging", timestamp=ocpp_now())
+    return call201.StatusNotification(timestamp=ocpp_now(),
                                       connector_status="Available" if (k // n) % 2 else "Occupied",
                                       evse_id=connector, connector_id=1)
 
@@ -738,9 +724,9 @@ def report(args: argparse.Namespace, city: dict[str, Any], results: dict[str, di
 
 def ab_report(args: argparse.Namespace, city: dict[str, Any],
               compared: list[tuple[Variant, dict[str, dict[str, PhaseResult]], float]]) -> dict[str, Any]:
-    results = {v.name: figures({f"{kind} {mode}": (r, mode == "service") for kind, by_mode in res.items()
-                                for mode, r in by_mode.items()}, started)
-               for v, res, started in compared}
+    results = [(v.name, figures({f"{kind} {mode}": (r, mode == "service") for kind, by_mode in res.items()
+                                 for mode, r in by_mode.items()}, started))
+               for v, res, started in compared]
     print_ab(f"charging A/B: {city['connectors']:,} connectors, {args.concurrency[0]} FindChargers calls in flight, "
              f"{args.operators} operator streams (CPU us/op: the service's in gRPC phases, this process' in raw ones)",
              results)

@@ -575,8 +575,8 @@ def report(args: argparse.Namespace, city: dict[str, Any], rows: list[Row]) -> d
 
 def ab_report(args: argparse.Namespace, city: dict[str, Any],
               compared: list[tuple[Variant, list[Row], float]]) -> dict[str, Any]:
-    results = {v.name: figures({f"{r.kind} {r.mode}": (r.result, r.mode == "service") for r in rows}, started)
-               for v, rows, started in compared}
+    results = [(v.name, figures({f"{r.kind} {r.mode}": (r.result, r.mode == "service") for r in rows}, started))
+               for v, rows, started in compared]
     print_ab(f"parking A/B: {city['lots']:,} lots, {args.concurrency[0]} FindAvailable calls in flight, "
              f"{args.operators} operator streams (CPU us/op: the service's in gRPC phases, this process' in raw ones)",
              results)

@@ -31,8 +31,12 @@ FAST = Variant("fast", frozenset())
 
 
 def variants(paths: Iterable[FastPath]) -> list[Variant]:
-    """Every fast path on, then each of `paths` off in turn."""
-    return [FAST, *(Variant(f"plain {p.value}", frozenset({p})) for p in paths)]
+    """Each of `paths` off in turn, each right after a run with every fast path on (the one it is compared with:
+    on a shared machine the load drifts between runs far apart)."""
+    out: list[Variant] = []
+    for p in paths:
+        out += [FAST, Variant(f"plain {p.value}", frozenset({p}))]
+    return out
 
 
 Figures = dict[str, dict[str, float | None]]
@@ -51,17 +55,20 @@ def figures(phases: dict[str, tuple[PhaseResult, bool]], serving_after_s: float)
     return out
 
 
-def print_ab(title: str, results: dict[str, Figures]) -> None:
-    """The A/B table: per variant and phase, the rate, the CPU per operation and its change against `fast`."""
-    fast = results[FAST.name]
-    phases = [k for k in fast if k != "start"]
+def print_ab(title: str, results: list[tuple[str, Figures]]) -> None:
+    """The A/B table: per run and phase, the rate, the CPU per operation and, for a plain variant, its change against
+    the run with every fast path on just before it."""
+    phases = [k for k in results[0][1] if k != "start"]
     print()
     print(f"{title}; load average at the end {load_average()}")
     head = f"{'variant':<30}" + "".join(f"{p:>27}" for p in phases) + f"{'serving after':>15}"
     print(head)
     print(f"{'':<30}" + "".join(f"{'rate/s  CPU us/op  change':>27}" for _ in phases) + f"{'s':>15}")
     print("-" * len(head))
-    for name, fig in results.items():
+    fast = results[0][1]
+    for name, fig in results:
+        if name == FAST.name:
+            fast = fig
         cells = ""
         for p in phases:
             f, base = fig[p], fast[p]

@@ -21,6 +21,8 @@ from services.charging.feed import STREAM, ChargingFeed
 from services.charging.index import ChargerIndex
 from services.charging.model import FindQuery
 from services.charging.store import ChargingStore
+from services.common import fast_paths
+from services.common.fast_paths import FastPath
 from services.common.nearby import haversine_m
 from services.common.runtime import Resources
 from tests.charging.conftest import Harness, NewStation, ShiftClock, Stub, charge_point_maker
@@ -107,6 +109,11 @@ async def test_the_index_answers_what_postgis_answers_on_random_stations(chargin
             else:
                 await charging.stub.ReportStatus(report(cid, rng.choice(STATUSES)), metadata=md)
     index, store = charging.app.feed.index, charging.app.store
+    # The fast paths (FastPath.DRIVER_READS, SPLICED_ANSWERS, TIMESTAMPS) answer what the plain ones answer: from
+    # PostGIS, from this index, and from an index loaded through SQLAlchemy.
+    plain_index = ChargerIndex(store)
+    with fast_paths.plain(*FastPath):
+        await plain_index.load()
     non_empty = filled = available_only = 0
     for _ in range(120):
         q = _query(lat + rng.uniform(-0.02, 0.02), lon + rng.uniform(-0.02, 0.02),
@@ -116,6 +123,10 @@ async def test_the_index_answers_what_postgis_answers_on_random_stations(chargin
         now = charging.clock()
         expected = await _from_postgis(store, q, now)
         assert _from_index(index, q, now) == expected, q
+        with fast_paths.plain(*FastPath):
+            assert await _from_postgis(store, q, now) == expected, q
+            assert _from_index(index, q, now) == expected, q
+            assert _from_index(plain_index, q, now) == expected, q
         non_empty += bool(expected.stations)
         filled += len(expected.stations) == q.limit
         available_only += q.available_only and bool(expected.stations)
