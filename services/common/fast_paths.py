@@ -15,8 +15,6 @@ from collections.abc import Iterable, Iterator
 
 
 class FastPath(enum.Enum):
-    # services/parking/convert.report: the usual occupancy report checked in straight-line code.
-    PARKING_REPORT_CHECKS = "parking-report-checks"
     # services/common/timestamps.set_ts: a datetime's Timestamp by integer arithmetic instead of FromDatetime.
     TIMESTAMPS = "timestamps"
     # services/common/rawsql.fetch: the FindAvailable / FindChargers PostGIS queries and the nearby indexes'

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from v2x.common.v1 import common_pb2 as cpb
 from v2x.parking.v1 import parking_pb2 as pb
 
 from services.common.config import Settings
 from services.common.error_mapping import to_status_proto
-from services.common.fast_paths import FastPath, on
 from services.common.geo import Area, parse_area
 from services.common.timestamps import set_ts, ts
-from services.common.validation import EARLIEST, ID_RE, Validator
+from services.common.validation import Validator
 from services.parking.availability import (
     CLASS_NAMES,
     Period,
@@ -159,46 +158,7 @@ def spot_specs(req: pb.UpsertSpotsRequest) -> list[SpotSpec]:
 
 
 def report(r: pb.OccupancyReport, settings: Settings, now: datetime) -> Report:
-    """Checks everything that does not need the stored lot; capacity is checked by the store. The usual report
-    takes the fast path (FastPath.PARKING_REPORT_CHECKS) when it runs; anything it does not accept goes through
-    `checked_report`, which accepts it or names every bad field."""
-    if on(FastPath.PARKING_REPORT_CHECKS):
-        fast = usual_report(r, settings, now)
-        if fast is not None:
-            return fast
-    return checked_report(r, settings, now)
-
-
-_EARLIEST_S = int(EARLIEST.timestamp())
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def usual_report(r: pb.OccupancyReport, settings: Settings, now: datetime) -> Report | None:
-    """The usual report (class counts and/or flags, everything in range) in straight-line checks, or None for
-    anything else. Accepts only what `checked_report` accepts, as the same Report (tests/parking/test_fast_paths.py)."""
-    if r.sequence < 1 or r.spots or not ID_RE.fullmatch(r.lot_id):
-        return None
-    report_id = r.report_id
-    if report_id and not (len(report_id) <= 64 and report_id.isprintable()):
-        return None
-    seconds, nanos = r.observed_at.seconds, r.observed_at.nanos
-    if not (_EARLIEST_S <= seconds <= now.timestamp() + settings.max_future_skew_s and 0 <= nanos < 1_000_000_000):
-        return None
-    observed = _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)  # = Timestamp.ToDatetime(UTC)
-    if observed > now + timedelta(seconds=settings.max_future_skew_s):
-        return None
-    counts: dict[int, int] = {}
-    for c in r.counts:
-        space_class, free = c.space_class, c.free
-        if space_class not in CLASS_NAMES or space_class in counts or free < 0:
-            return None
-        counts[space_class] = free
-    if not counts and not r.closed and not r.full_at_entrance:
-        return None
-    return Report(r.lot_id, r.sequence, observed, counts, {}, r.closed, r.full_at_entrance, report_id)
-
-
-def checked_report(r: pb.OccupancyReport, settings: Settings, now: datetime) -> Report:
+    """Checks everything that does not need the stored lot; capacity is checked by the store."""
     v = Validator()
     v.ident("lot_id", r.lot_id)
     if r.sequence < 1:
