@@ -117,7 +117,7 @@ GOAL_P99_MS = 20.0
 
 BENCH_DB = f"v2x_bench_charging_{os.getpid()}_{uuid.uuid4().hex[:6]}"
 # The fast paths the charging service and its raw baselines run (services/common/fast_paths.py), compared by --ab.
-CHARGING_FAST_PATHS = (FastPath.TIMESTAMPS, FastPath.DRIVER_READS, FastPath.SPLICED_ANSWERS)
+CHARGING_FAST_PATHS = (FastPath.DRIVER_READS, FastPath.SPLICED_ANSWERS)
 
 
 # ----- the city ---------------------------------------------------------------------------------

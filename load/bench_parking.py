@@ -95,7 +95,7 @@ GOAL_QPS = 1000.0
 GOAL_P99_MS = 20.0
 GOAL_RATIO = 0.5
 # The fast paths the parking service and its raw baselines run (services/common/fast_paths.py), compared by --ab.
-PARKING_FAST_PATHS = (FastPath.TIMESTAMPS, FastPath.DRIVER_READS, FastPath.SPLICED_ANSWERS)
+PARKING_FAST_PATHS = (FastPath.DRIVER_READS, FastPath.SPLICED_ANSWERS)
 
 
 # ----- the city ---------------------------------------------------------------------------------

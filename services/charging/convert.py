@@ -28,7 +28,7 @@ from services.charging.model import ConnectorSpec as ConnectorSpecModel
 from services.charging.status import DEFAULT_TTL_S, visible_status
 from services.common.config import Settings
 from services.common.error_mapping import to_status_proto
-from services.common.timestamps import set_ts, ts
+from services.common.timestamps import ts
 from services.common.validation import Validator
 
 MAX_EVSES = 200
@@ -196,13 +196,13 @@ def state_proto(s: ConnectorState, now: datetime, out: pb.ConnectorState | None 
     f.ttl_s = s.ttl_s
     f.stale = not fresh
     if s.observed_at is not None:
-        set_ts(f.observed_at, s.observed_at)
+        f.observed_at.FromDatetime(s.observed_at)
     if s.received_at is not None:
-        set_ts(f.received_at, s.received_at)
+        f.received_at.FromDatetime(s.received_at)
     if s.expires_at is not None:
-        set_ts(f.expires_at, s.expires_at)
+        f.expires_at.FromDatetime(s.expires_at)
     if fresh and s.status_since is not None:
-        set_ts(out.status_since, s.status_since)
+        out.status_since.FromDatetime(s.status_since)
     return out
 
 

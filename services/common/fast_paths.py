@@ -15,8 +15,6 @@ from collections.abc import Iterable, Iterator
 
 
 class FastPath(enum.Enum):
-    # services/common/timestamps.set_ts: a datetime's Timestamp by integer arithmetic instead of FromDatetime.
-    TIMESTAMPS = "timestamps"
     # services/common/rawsql.fetch: the FindAvailable / FindChargers PostGIS queries and the nearby indexes'
     # loads read through the asyncpg driver, without SQLAlchemy's result processing.
     DRIVER_READS = "driver-reads"

@@ -12,7 +12,7 @@ from v2x.parking.v1 import parking_pb2 as pb
 from services.common.config import Settings
 from services.common.error_mapping import to_status_proto
 from services.common.geo import Area, parse_area
-from services.common.timestamps import set_ts, ts
+from services.common.timestamps import ts
 from services.common.validation import Validator
 from services.parking.availability import (
     CLASS_NAMES,
@@ -328,12 +328,12 @@ def _fill_availability(out: pb.Availability, view: LotView, now: datetime) -> No
     f.ttl_s = summary.ttl_s
     f.stale = not fresh
     if state.observed_at:
-        set_ts(f.observed_at, state.observed_at)
+        f.observed_at.FromDatetime(state.observed_at)
         exp = expires_at(state, summary.ttl_s)
         assert exp is not None
-        set_ts(f.expires_at, exp)
+        f.expires_at.FromDatetime(exp)
     if state.received_at:
-        set_ts(f.received_at, state.received_at)
+        f.received_at.FromDatetime(state.received_at)
 
 
 def lot_availability_proto(view: LotView, now: datetime) -> pb.LotAvailability:

@@ -109,7 +109,7 @@ async def test_the_index_answers_what_postgis_answers_on_random_stations(chargin
             else:
                 await charging.stub.ReportStatus(report(cid, rng.choice(STATUSES)), metadata=md)
     index, store = charging.app.feed.index, charging.app.store
-    # The fast paths (FastPath.DRIVER_READS, SPLICED_ANSWERS, TIMESTAMPS) answer what the plain ones answer: from
+    # The fast paths (FastPath.DRIVER_READS, SPLICED_ANSWERS) answer what the plain ones answer: from
     # PostGIS, from this index, and from an index loaded through SQLAlchemy.
     plain_index = ChargerIndex(store)
     with fast_paths.plain(*FastPath):

@@ -424,7 +424,7 @@ async def test_the_index_answers_exactly_what_postgis_answers(resources: Resourc
 
 
 async def test_the_fast_paths_answer_what_the_plain_paths_answer(resources: Resources, small: SmallSet) -> None:
-    """FastPath.DRIVER_READS, SPLICED_ANSWERS and TIMESTAMPS: PostGIS answers read through the driver or through
+    """FastPath.DRIVER_READS and SPLICED_ANSWERS: PostGIS answers read through the driver or through
     SQLAlchemy, and index answers spliced or built (from an index loaded either way), are the same."""
     store = ParkingStore(resources.engine)
     fast_index, plain_index = LotIndex(store), LotIndex(store)
