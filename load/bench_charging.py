@@ -44,8 +44,9 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,6 +78,7 @@ from services.common.db import create_engine, migrate
 from services.common.errors import DomainError
 from services.common.fast_paths import FastPath
 from services.common.redis_streams import create_redis
+from services.common.stream_batches import batches
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's `load`
 from load.chargepoints import Client16, Client201, basic, ocpp_now
@@ -312,36 +314,22 @@ def grpc_ingest_worker(channel: aio.Channel, key: str, source: ReportSource, win
 
 def raw_ingest_worker(writer: StatusWriter, settings: Settings, operator: str, source: ReportSource, window: int,
                       counter: Counter) -> Worker:
-    """What the service does for one stream, without gRPC: the same queue, the same batching (whatever
+    """What the service does for one stream, without gRPC: the same batching (services/common/stream_batches: whatever
     queued up, at most MAX_BATCH), the same validation and group commit."""
 
     async def run(stop: asyncio.Event) -> None:
-        queue: asyncio.Queue[pb.StatusReport | None] = asyncio.Queue()
         credit = asyncio.Semaphore(window)
 
-        async def produce() -> None:
+        async def arriving() -> AsyncIterator[pb.StatusReport]:
             while True:
                 await credit.acquire()
                 if stop.is_set():
-                    break
-                queue.put_nowait(source.next())
+                    return
+                yield source.next()
                 await asyncio.sleep(0)  # as reports arrive one by one from the network
-            queue.put_nowait(None)
 
-        producer = asyncio.create_task(produce())
-        try:
-            ended = False
-            while not ended:
-                first = await queue.get()
-                if first is None:
-                    break
-                batch = [first]
-                while len(batch) < MAX_BATCH and not queue.empty():
-                    item = queue.get_nowait()
-                    if item is None:
-                        ended = True
-                        break
-                    batch.append(item)
+        async with aclosing(batches(arriving(), limit=MAX_BATCH, buffered=4 * MAX_BATCH)) as stream:
+            async for batch in stream:
                 now = datetime.now(UTC)
                 valid: list[Report] = []
                 for r in batch:
@@ -353,9 +341,6 @@ def raw_ingest_worker(writer: StatusWriter, settings: Settings, operator: str, s
                     counter.ack(o.result, o.error.message if o.error else "")
                 for _ in batch:
                     credit.release()
-            await producer
-        finally:
-            producer.cancel()
 
     return run
 
