@@ -31,6 +31,7 @@ from services.common.geo import Area
 from services.common.outbox import OutboxKind, OutboxRow, write_outbox
 from services.common.principal import Principal, Role
 from services.common.rawsql import Query, fetch
+from services.common.read_replica import Reads
 from services.parking import payloads, rules
 from services.parking.availability import (
     CLASS_NAMES,
@@ -275,8 +276,11 @@ class _Working:
 
 
 class ParkingStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, reads: Reads | None = None) -> None:
         self.engine = engine
+        # Drivers' queries (lots, a lot, the PostGIS nearby search) may be answered by the read replica within its
+        # bound; writes' answers, the nearby index's loads and a watch's snapshot stay on the primary.
+        self.reads = reads or Reads(engine)
 
     # ----- lots ---------------------------------------------------------------------------
 
@@ -324,17 +328,21 @@ class ParkingStore:
         return _record(row)
 
     async def get_lot(self, lot_id: str, now: datetime) -> tuple[LotRecord, LotView]:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(_GET, {"id": lot_id, "mow": minute_of_week(now)})).first()
+        async def query(conn: AsyncConnection) -> Row[Any] | None:
+            return (await conn.execute(_GET, {"id": lot_id, "mow": minute_of_week(now)})).first()
+
+        row = await self.reads.read(query)
         if row is None:
             raise NotFound(f"lot {lot_id} does not exist")
         return _record(row), _view(row._mapping, 0.0)
 
     async def list_lots(self, operator_id: str | None, after: str, n: int,
                         now: datetime) -> list[tuple[LotRecord, LotView]]:
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(
+        async def query(conn: AsyncConnection) -> Sequence[Row[Any]]:
+            return (await conn.execute(
                 _LIST, {"operator": operator_id, "after": after, "n": n, "mow": minute_of_week(now)})).all()
+
+        rows = await self.reads.read(query)
         return [(_record(r), _view(r._mapping, 0.0)) for r in rows]
 
     # ----- spots --------------------------------------------------------------------------
@@ -545,8 +553,7 @@ class ParkingStore:
         params = {"lat": q.lat, "lon": q.lon, "radius": q.radius_m, "any_kind": not q.kinds, "kinds": q.kinds,
                   "max_price": q.max_price_per_hour_fen, "open_now": q.open_now, "mow": minute_of_week(now),
                   "min_free": q.min_free, "now": now, "limit": q.limit}
-        async with self.engine.connect() as conn:
-            records = await fetch(conn, _FIND_QUERY[q.space_class], params)
+        records = await self.reads.read(lambda conn: fetch(conn, _FIND_QUERY[q.space_class], params))
         return [_view(r) for r in records]
 
     async def index_rows(self, ids: Sequence[str] | None = None) -> Sequence[Any]:
