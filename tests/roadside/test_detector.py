@@ -70,6 +70,19 @@ def test_every_car_or_truck_box_on_the_dog_photo_is_the_pickup(detector: Detecto
     assert all(iou(d, DOG_PICKUP) >= 0.5 for d in vehicles), vehicles
 
 
+def test_dog_photo_shows_one_vehicle_with_the_runner_up_class_kept(detector: Detector, load_sample: LoadSample) -> None:
+    merged = of_class(detector.detect(load_sample("dog.jpg")), VehicleClass.CAR, VehicleClass.TRUCK, VehicleClass.BUS)
+    per_class = Detector(DetectorConfig(model_path=detector.config.model_path, merge_vehicle_classes=False))
+    unmerged = of_class(per_class.detect(load_sample("dog.jpg")), VehicleClass.CAR, VehicleClass.TRUCK)
+
+    assert len(unmerged) == 2  # the pickup as car and as truck: what per-class NMS lets through
+    assert len(merged) == 1
+    (pickup,) = merged
+    assert pickup.score == max(d.score for d in unmerged)
+    assert {pickup.vehicle_class, pickup.alt_class} == {VehicleClass.CAR, VehicleClass.TRUCK}
+    assert pickup.alt_score == min(d.score for d in unmerged)
+
+
 def test_small_people_get_boxes_of_their_size(detector: Detector, load_sample: LoadSample) -> None:
     people = of_class(detector.detect(load_sample("kite.jpg")), VehicleClass.PERSON)
 
