@@ -99,6 +99,16 @@ class DetectorError(RuntimeError):
     """The model or its metadata cannot be used."""
 
 
+def model_for_precision(model_path: Path, precision: str) -> Path:
+    """The model file of a precision: ``fp32`` the model itself, ``int8`` the ``<stem>-int8.onnx`` beside it that
+    ``models/quantize_detector.py`` writes (with its own ``.json``)."""
+    if precision == "fp32":
+        return model_path
+    if precision == "int8":
+        return model_path.with_name(f"{model_path.stem}-int8{model_path.suffix}")
+    raise DetectorError(f"unknown detector precision {precision!r}: fp32 or int8")
+
+
 @dataclass(frozen=True, slots=True)
 class Detection:
     """One road user in source-image pixels (``x1 <= x2``, ``y1 <= y2``, clipped to the image)."""
