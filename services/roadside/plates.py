@@ -20,11 +20,9 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -32,6 +30,7 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from services.roadside.detector import BgrImage
+from services.roadside.plate_text import BOTTOM_ROW, TOP_ROW, PlateRecogniser, TextReading, fits
 
 log = logging.getLogger("v2x.roadside.plates")
 
@@ -72,7 +71,7 @@ class PlateConfig:
     threads: int = 1  # measured: 1 thread beats 2 for these small models on the 2-core machine
     crop_height: int = 48
     extra_margin: float = 0.04  # grow the corner quad by this share before warping
-    rapidocr_params: dict[str, Any] = field(default_factory=dict)
+    second_pass_below: float = 0.6  # read again (other margins, contrast) when a character is less sure than this
 
 
 def normalise_text(text: str) -> str:
@@ -83,19 +82,44 @@ def looks_like_plate(text: str) -> bool:
     return bool(PLATE_RE.match(text))
 
 
-def plate_colour(crop: BgrImage) -> int:
-    """The plate's colour from the median of its pixels (the background is the majority)."""
-    hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV).reshape(-1, 3).astype(np.float32)
-    h, s, v = (float(np.median(hsv[:, i])) for i in range(3))
-    if v < 60:
-        return BLACK
-    if s < 50:
-        return WHITE if v > 130 else BLACK
-    if 95 <= h <= 130:  # OpenCV hue is 0..180
+# Colours the national format fixes: police plates are white, Hong Kong/Macau ones black, driving-school ones
+# yellow, new-energy ones (8 characters) green.
+_SUFFIX_COLOUR = {"警": WHITE, "港": BLACK, "澳": BLACK, "学": YELLOW}
+
+
+def plate_colour(crop: BgrImage, text: str = "") -> int:
+    """The plate's colour: from the format where the format fixes it, else from the background pixels.
+
+    The background is told from the characters by Otsu's threshold on lightness (the background is the larger
+    part). A saturated background is blue, yellow or green by its hue; an unsaturated one is white when it is
+    lighter than its characters and black when darker, which holds at night as well as by day."""
+    if text and fits(text):
+        if text[-1] in _SUFFIX_COLOUR:
+            return _SUFFIX_COLOUR[text[-1]]
+        if len(text) == 8:
+            return GREEN
+    hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV)
+    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    h_, w_ = grey.shape
+    inner = (slice(h_ // 8, h_ - h_ // 8), slice(w_ // 20, w_ - w_ // 20))  # the frame line and margin out
+    grey, hsv = grey[inner], hsv[inner]
+    _, light = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    light_mask = light > 0
+    background = light_mask if light_mask.mean() >= 0.5 else ~light_mask
+    if not background.any() or background.all():
+        background = np.ones_like(light_mask)
+    bg = hsv[background].astype(np.float32)
+    hue, sat = float(np.median(bg[:, 0])), float(np.median(bg[:, 1]))
+    if sat < 70:
+        text_part = ~background
+        if not text_part.any():
+            return WHITE if float(np.median(bg[:, 2])) > 130 else BLACK
+        return WHITE if float(np.median(grey[background])) > float(np.median(grey[text_part])) else BLACK
+    if 95 <= hue <= 135:  # OpenCV hue is 0..180
         return BLUE
-    if 15 <= h < 35:
+    if 10 <= hue < 35:
         return YELLOW
-    if 35 <= h < 95:
+    if 35 <= hue < 95:
         return GREEN
     return OTHER
 
@@ -191,22 +215,7 @@ class PlateReader:
         rec_path = self.config.recognizer_path or _packaged_recognizer()
         if not rec_path.is_file():
             raise FileNotFoundError(f"plate recogniser {rec_path} missing (install the roadside extra: rapidocr)")
-        from rapidocr import RapidOCR
-
-        params: dict[str, Any] = {
-            "Global.log_level": "warning",
-            "Global.use_det": False,
-            "Global.use_cls": False,
-            "Global.use_rec": True,
-            "Global.text_score": 0.0,
-            "Rec.model_path": str(rec_path),
-            "EngineConfig.onnxruntime.intra_op_num_threads": self.config.threads,
-            "EngineConfig.onnxruntime.inter_op_num_threads": 1,
-            # Plates are ~3.4:1; the default 320-wide input pads them to 6.7:1 and costs twice the time.
-            "Rec.rec_img_shape": [3, 48, 192],
-            **self.config.rapidocr_params,
-        }
-        self._ocr = RapidOCR(params=params)
+        self.recogniser = PlateRecogniser(rec_path, self.config.threads)
         self._lock = threading.Lock()
 
     def detect(self, image: BgrImage) -> list[tuple[float, NDArray[np.float32], NDArray[np.float32]]]:
@@ -225,31 +234,90 @@ class PlateReader:
         return [(s, (b.reshape(2, 2) * back).reshape(4), c * back) for s, b, c in found]
 
     def recognise(self, crop: BgrImage) -> tuple[str, float]:
-        result: Any = self._ocr(crop, use_det=False, use_cls=False, use_rec=True)
-        texts: Sequence[str] = getattr(result, "txts", None) or ()
-        scores: Sequence[float] = getattr(result, "scores", None) or ()
-        if not texts:
-            return "", 0.0
-        return normalise_text("".join(texts)), float(np.prod(scores)) if scores else 0.0
+        """Text and confidence of an upright single-row plate crop."""
+        reading = self.recogniser.read(crop)
+        return reading.text, reading.confidence
 
     def read_crop(self, crop: BgrImage, box: tuple[float, float, float, float] = (0, 0, 0, 0),
                   corners: tuple[tuple[float, float], ...] = (), detection_score: float = 1.0) -> PlateReading:
-        """Reads an already-upright plate crop."""
+        """Reads an already-upright single-row plate crop."""
         with self._lock:
-            text, score = self.recognise(crop)
-        if text and not looks_like_plate(text):
-            score *= 0.5
-        return PlateReading(text, plate_colour(crop), score, box, corners, detection_score)
+            reading = self.recogniser.read(crop)
+        return PlateReading(reading.text, plate_colour(crop, reading.text), reading.confidence, box, corners,
+                            detection_score)
+
+    def read_plate(self, image: BgrImage, corners: NDArray[np.float32]) -> tuple[TextReading, BgrImage]:
+        """The best reading of the plate at ``corners``: one row, two rows when the plate is square enough to be a
+        two-row plate, and a second pass (other margins, contrast-stretched) when the first is unsure."""
+        aspect = quad_aspect(corners)
+        tries: list[tuple[TextReading, BgrImage]] = []
+        if aspect >= TWO_ROW_ASPECT[0]:
+            crop = warp_plate(image, corners, self.config.crop_height, self.config.extra_margin)
+            tries.append((self.recogniser.read(crop), crop))
+        if aspect < TWO_ROW_ASPECT[1]:
+            tries.append(self._read_two_rows(image, corners))
+        best = max(tries, key=_rank)
+        if best[0].complete and best[0].weakest >= self.config.second_pass_below:
+            return best
+        for margin, stretch in ((0.0, False), (2 * self.config.extra_margin + 0.04, False),
+                                (self.config.extra_margin, True)):
+            if aspect >= TWO_ROW_ASPECT[0]:
+                crop = warp_plate(image, corners, self.config.crop_height, margin)
+                crop = contrast_stretch(crop) if stretch else crop
+                tries.append((self.recogniser.read(crop), crop))
+            if aspect < TWO_ROW_ASPECT[1]:
+                tries.append(self._read_two_rows(image, corners, margin, stretch))
+        return max(tries, key=_rank)
+
+    def _read_two_rows(self, image: BgrImage, corners: NDArray[np.float32], margin: float | None = None,
+                       stretch: bool = False) -> tuple[TextReading, BgrImage]:
+        height = 2 * self.config.crop_height
+        crop = warp_plate(image, corners, height, self.config.extra_margin if margin is None else margin)
+        crop = contrast_stretch(crop) if stretch else crop
+        w = crop.shape[1]
+        top = crop[int(0.03 * height) : int(0.40 * height), int(0.2 * w) : int(0.8 * w)]
+        bottom = crop[int(0.37 * height) : int(0.97 * height), :]
+        upper = self.recogniser.read(top, TOP_ROW)
+        lower = self.recogniser.read(bottom, BOTTOM_ROW)
+        n_up, n_low = max(len(upper.text), 1), max(len(lower.text), 1)
+        text = upper.text + lower.text
+        complete = upper.complete and lower.complete and fits(text, TWO_ROW)
+        confidence = (upper.confidence * n_up + lower.confidence * n_low) / (n_up + n_low)
+        return TextReading(text, confidence, min(upper.weakest, lower.weakest), complete), bottom
 
     def read(self, image: BgrImage) -> list[PlateReading]:
         """Every plate on the image, best reading first."""
         with self._lock:
             found = self.detect(image)
+            readings = [(score, box, corners, *self.read_plate(image, corners)) for score, box, corners in found]
         out: list[PlateReading] = []
-        for score, box, corners in found:
-            crop = warp_plate(image, corners, self.config.crop_height, self.config.extra_margin)
+        for score, box, corners, reading, crop in readings:
             x1, y1, x2, y2 = (float(v) for v in box)
-            out.append(self.read_crop(crop, (x1, y1, x2, y2), tuple((float(x), float(y)) for x, y in corners),
-                                      score))
+            out.append(PlateReading(reading.text, plate_colour(crop, reading.text), reading.confidence,
+                                    (x1, y1, x2, y2), tuple((float(x), float(y)) for x, y in corners), score))
         out.sort(key=lambda p: -p.confidence)
         return out
+
+
+# Width/height of the plate quad on the image: single-row plates are 3.1-3.4 seen square on, 2.4 and up turned
+# 35 degrees; two-row plates 2.0 and less. Between the two bounds both readings are tried.
+TWO_ROW_ASPECT = (2.3, 2.6)
+TWO_ROW = tuple(top + bottom for top in TOP_ROW for bottom in BOTTOM_ROW)
+
+
+def _rank(item: tuple[TextReading, BgrImage]) -> tuple[bool, float]:
+    return item[0].complete, item[0].confidence
+
+
+def quad_aspect(corners: NDArray[np.float32]) -> float:
+    tl, tr, br, bl = corners
+    w = (np.linalg.norm(tr - tl) + np.linalg.norm(br - bl)) / 2
+    h = (np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2
+    return float(w / h) if h > 0 else 3.0
+
+
+def contrast_stretch(crop: BgrImage) -> BgrImage:
+    """Night and haze: stretch the lightness to the full range (CLAHE), colours kept."""
+    lab = cv2.cvtColor(crop, cv2.COLOR_BGR2LAB)
+    lab[:, :, 0] = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(2, 6)).apply(lab[:, :, 0])
+    return np.asarray(cv2.cvtColor(lab, cv2.COLOR_LAB2BGR), np.uint8)
