@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 import grpc
 from grpc import aio
+from v2x.charging.v1.charging_pb2_grpc import ChargingServiceStub
 from v2x.common.v1 import common_pb2 as cpb
 from v2x.parking.v1 import parking_pb2 as ppb
 from v2x.parking.v1.parking_pb2_grpc import ParkingServiceStub
@@ -33,6 +34,7 @@ from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceStub
 
 from roadside_sim import scenario as sc
 from roadside_sim.cameras import FAR_M, NEAR_M, CameraRig, rigs
+from roadside_sim.chargers import Chargers, district_chargers
 from roadside_sim.gates import GateLog, register_garage, run_gate
 from roadside_sim.network import District
 from roadside_sim.render import Renderer, brightness_at, encode_jpeg
@@ -40,10 +42,11 @@ from roadside_sim.traffic import Traffic
 from roadside_sim.truth_log import TruthLog
 
 if TYPE_CHECKING:
+    from v2x.charging.v1.charging_pb2_grpc import ChargingServiceAsyncStub as ChargingStub
     from v2x.parking.v1.parking_pb2_grpc import ParkingServiceAsyncStub as ParkingStub
     from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceAsyncStub as RoadsideStub
 else:
-    ParkingStub, RoadsideStub = ParkingServiceStub, RoadsideServiceStub
+    ChargingStub, ParkingStub, RoadsideStub = ChargingServiceStub, ParkingServiceStub, RoadsideServiceStub
 
 log = logging.getLogger("roadside_sim")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -72,6 +75,7 @@ class SimConfig:
     gate_key: str = ""
     jam_lead_s: float = 0.0  # start the first jam this long before the cameras (demo: a 707 within two minutes)
     render: str = "photo"  # or "key": key-coloured silhouettes for the service's demo detector
+    charging: str = ""  # the charging service: kerbside chargers over its OCPP gateway ("": none)
     keep_every: int = 60  # keep every Nth frame of each camera as JPEG in <out>/frames (0: none)
     say: Callable[[str], None] = print
 
@@ -99,6 +103,7 @@ class SimRun:
     ended_wall: datetime | None = None
     sim_begin_s: float = 0.0
     gates: GateLog | None = None
+    chargers: Chargers | None = None
 
     def wall_of(self, sim_s: float) -> datetime:
         return self.started_wall + timedelta(seconds=sim_s - self.sim_begin_s)
@@ -191,9 +196,15 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
     truth = TruthLog(out, cams)
     run = SimRun(cfg, cams, injections, truth, feeds, datetime.now(UTC), sim_begin_s=sim_begin)
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render")
-    async with aio.insecure_channel(cfg.roadside) as rch, aio.insecure_channel(cfg.parking) as pch:
+    async with aio.insecure_channel(cfg.roadside) as rch, aio.insecure_channel(cfg.parking) as pch, \
+            aio.insecure_channel(cfg.charging or cfg.roadside) as cch:
         roadside: RoadsideStub = RoadsideServiceStub(rch)
         parking: ParkingStub = ParkingServiceStub(pch)
+        if cfg.charging:
+            charging: ChargingStub = ChargingServiceStub(cch)
+            run.chargers = await Chargers.start(charging, cfg.admin_key,
+                                                district_chargers(district, cfg.intersections, cfg.lot_prefix), out,
+                                                seed=cfg.seed)
         if cfg.spots:
             await register_spots(parking, cfg.admin_key, district, cams)
         for rig in cams:
@@ -217,8 +228,10 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
                                   district.frame.to_wgs84(*district.local(350.0, 200.0)))
             streams.append(asyncio.create_task(run_gate(roadside, parking, cfg.admin_key, cfg.gate_key, run.gates,
                                                         gate_stop, seed=cfg.seed)))
-        cfg.say(f"roadside_sim: {len(cams)} cameras at {cfg.fps:g} fps on {cfg.intersections} intersections, "
-                f"simulating from {local_start:%H:%M:%S} (Asia/Shanghai); ground truth in {out}")
+        chargers = (f", {len(run.chargers.points)} kerbside charge points over OCPP"
+                    if run.chargers is not None else "")
+        cfg.say(f"roadside_sim: {len(cams)} cameras at {cfg.fps:g} fps on {cfg.intersections} intersections"
+                f"{chargers}, simulating from {local_start:%H:%M:%S} (Asia/Shanghai); ground truth in {out}")
         run.started_wall = datetime.now(UTC)
         t0 = time.monotonic()
         frame_no = 0
@@ -231,6 +244,8 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
                 sim_t = sim_begin + elapsed
                 traffic.step_to(sim_t, scenario.step)
                 captured = run.started_wall + timedelta(seconds=elapsed)
+                if run.chargers is not None:
+                    run.chargers.step(sim_t, captured)
                 vehicles = traffic.vehicles()
                 hour = (sim_t / 3600) % 24
                 light = brightness_at(hour)
@@ -265,6 +280,8 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
                 await asyncio.wait_for(asyncio.gather(*streams, return_exceptions=True), 15)
             for s in streams:
                 s.cancel()
+            if run.chargers is not None:
+                await run.chargers.stop()
             run.ended_wall = datetime.now(UTC)
             truth.events(run)
             truth.close()
@@ -284,6 +301,7 @@ def summary(run: SimRun) -> dict[str, Any]:
             "frames_dropped_by_sim": sum(f.dropped for f in run.feeds.values()),
             "frame_errors": sum(f.errors for f in run.feeds.values()),
             "injections": len(run.injections),
-            "gate_passages": len(run.gates.passages) if run.gates else 0}
+            "gate_passages": len(run.gates.passages) if run.gates else 0,
+            **({"chargers": run.chargers.summary()} if run.chargers else {})}
 
 

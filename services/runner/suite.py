@@ -278,6 +278,8 @@ def roadside_simulator(settings: Settings, admin_key: str, env: dict[str, str]) 
                        str(SIM_CAMERAS_PER), "--fps", f"{SIM_FPS:g}",
                        "--target", f"127.0.0.1:{settings.ports['roadside']}",
                        "--parking", f"127.0.0.1:{settings.ports['parking']}", "--key", admin_key)
+    if "charging" in builders():
+        argv += ["--charging", f"127.0.0.1:{settings.ports['charging']}"]
     return ChildSpec("roadside-sim", argv, env, running)
 
 
