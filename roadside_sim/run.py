@@ -52,6 +52,11 @@ log = logging.getLogger("roadside_sim")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 STREET_OPERATOR = "STREET"  # the on-street operator of the demo district (its key is the roadside service's)
 WARM_UP_S = 240.0
+# A camera sends its next frame only while fewer than this many are unanswered (one inferred, one waiting): it sends
+# at its frame rate when the service keeps up and as fast as the service answers when it does not, instead of
+# sending frames the service would drop unseen.
+IN_FLIGHT = 2
+RATE_REPORT_S = 60.0
 
 
 @dataclass
@@ -88,6 +93,9 @@ class CameraFeed:
     sent: int = 0
     dropped: int = 0
     answered: int = 0
+    held: int = 0  # frames not sent: IN_FLIGHT frames were still unanswered (the service was busy)
+    outstanding: int = 0  # sent on this stream, neither answered nor dropped by the service yet
+    last_service_dropped: int = 0
     errors: int = 0
     results: list[rpb.FrameResult] = field(default_factory=list)
 
@@ -158,9 +166,13 @@ async def _stream(stub: RoadsideStub, feed: CameraFeed, key: str, on_result: Cal
 
     delay = 0.5
     while True:
+        feed.outstanding, feed.last_service_dropped = feed.queue.qsize(), 0
         try:
             async for result in stub.StreamFrames(frames(), metadata=_metadata(key)):
                 feed.answered += 1
+                gone = max(0, result.dropped_frames - feed.last_service_dropped)
+                feed.last_service_dropped = result.dropped_frames
+                feed.outstanding = max(0, feed.outstanding - 1 - gone)
                 if result.HasField("error"):
                     feed.errors += 1
                 on_result(result)
@@ -234,6 +246,8 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
                 f"{chargers}, simulating from {local_start:%H:%M:%S} (Asia/Shanghai); ground truth in {out}")
         run.started_wall = datetime.now(UTC)
         t0 = time.monotonic()
+        next_report = t0 + RATE_REPORT_S
+        rates = RateReport()
         frame_no = 0
         try:
             while not stop.is_set():
@@ -256,6 +270,10 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
                 queues = {lane: traffic.queue_m(lane) for lane in traffic.e2}
                 frame_no += 1
                 for f, (img, boxes) in zip(feeds.values(), rendered, strict=True):
+                    truth.frame(f.rig, frame_no, captured, sim_t, boxes, vehicles, queues)
+                    if f.outstanding >= IN_FLIGHT:
+                        f.held += 1
+                        continue
                     jpeg = await loop.run_in_executor(pool, encode_jpeg, img)
                     frame = rpb.Frame(camera_id=f.rig.camera_id, frame_id=frame_no, encoded=jpeg)
                     if cfg.keep_every and frame_no % cfg.keep_every == 0:
@@ -263,13 +281,17 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
                         await loop.run_in_executor(pool, _save, kept, jpeg)
                     frame.captured_at.FromDatetime(captured)
                     if f.queue.full():
-                        f.dropped += 1  # the service has not taken the last one yet: a camera sends fresh frames
+                        f.dropped += 1  # the stream has not taken the last one yet: a camera sends fresh frames
+                        f.outstanding -= 1
                         with contextlib.suppress(asyncio.QueueEmpty):
                             f.queue.get_nowait()
                     f.queue.put_nowait(frame)
                     f.sent += 1
-                    truth.frame(f.rig, frame_no, captured, sim_t, boxes, vehicles, queues)
+                    f.outstanding += 1
                 truth.spots(captured, sim_t, vehicles)
+                if time.monotonic() >= next_report:
+                    next_report += RATE_REPORT_S
+                    cfg.say(rates.report(feeds, cfg.fps))
         finally:
             scenario.finish(traffic.time)
             gate_stop.set()
@@ -290,6 +312,29 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
     return run
 
 
+@dataclass
+class RateReport:
+    """Each camera's frames per second sent and answered since the last report, and what was held back."""
+
+    last: dict[str, tuple[float, int, int, int]] = field(default_factory=dict)
+
+    def report(self, feeds: dict[str, CameraFeed], fps: float) -> str:
+        now = time.monotonic()
+        parts, slow = [], []
+        for cid, f in feeds.items():
+            t, sent, answered, held = self.last.get(cid, (now - RATE_REPORT_S, 0, 0, 0))
+            span = max(now - t, 1e-3)
+            a = (f.answered - answered) / span
+            parts.append(f"{cid} {a:.1f}")
+            if a < 0.9 * fps:
+                slow.append(f"{cid} ({f.held - held} frames held back, {(f.sent - sent) / span:.1f} fps sent)")
+            self.last[cid] = (now, f.sent, f.answered, f.held)
+        line = f"roadside_sim: frames/s answered per camera (of {fps:g}): {', '.join(parts)}"
+        if slow:
+            line += "; the service did not keep up with " + ", ".join(slow)
+        return line
+
+
 def _save(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -299,6 +344,7 @@ def summary(run: SimRun) -> dict[str, Any]:
     return {"cameras": len(run.feeds), "frames_sent": sum(f.sent for f in run.feeds.values()),
             "frames_answered": sum(f.answered for f in run.feeds.values()),
             "frames_dropped_by_sim": sum(f.dropped for f in run.feeds.values()),
+            "frames_held_back": sum(f.held for f in run.feeds.values()),
             "frame_errors": sum(f.errors for f in run.feeds.values()),
             "injections": len(run.injections),
             "gate_passages": len(run.gates.passages) if run.gates else 0,

@@ -328,7 +328,8 @@ def _fmt(v: Any, pct: bool = False, digits: int = 2) -> str:
 
 def table(scores: dict[str, Any]) -> str:
     lines = [f"scenario: {scores['seconds']:.0f} s, {scores['run']['cameras']} cameras at {scores['fps']:g} fps, "
-             f"{scores['run']['frames_answered']}/{scores['run']['frames_sent']} frames answered", ""]
+             f"{scores['run']['frames_answered']}/{scores['run']['frames_sent']} frames answered, "
+             f"{scores['run'].get('frames_held_back', 0)} held back while the service was busy", ""]
     d = scores["detection"]
     lines.append("detection (IoU >= 0.5)   precision  recall   tp     fp     fn")
     for cls, s in [*d["per_class"].items(), ("any class", d["any_class"])]:
