@@ -57,6 +57,7 @@ WARM_UP_S = 240.0
 # sending frames the service would drop unseen.
 IN_FLIGHT = 2
 RATE_REPORT_S = 60.0
+FIRST_RATE_REPORT_S = 20.0
 
 
 @dataclass
@@ -246,7 +247,7 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
                 f"{chargers}, simulating from {local_start:%H:%M:%S} (Asia/Shanghai); ground truth in {out}")
         run.started_wall = datetime.now(UTC)
         t0 = time.monotonic()
-        next_report = t0 + RATE_REPORT_S
+        next_report = t0 + FIRST_RATE_REPORT_S
         rates = RateReport()
         frame_no = 0
         try:
@@ -317,12 +318,13 @@ class RateReport:
     """Each camera's frames per second sent and answered since the last report, and what was held back."""
 
     last: dict[str, tuple[float, int, int, int]] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
 
     def report(self, feeds: dict[str, CameraFeed], fps: float) -> str:
         now = time.monotonic()
         parts, slow = [], []
         for cid, f in feeds.items():
-            t, sent, answered, held = self.last.get(cid, (now - RATE_REPORT_S, 0, 0, 0))
+            t, sent, answered, held = self.last.get(cid, (self.started, 0, 0, 0))
             span = max(now - t, 1e-3)
             a = (f.answered - answered) / span
             parts.append(f"{cid} {a:.1f}")
