@@ -17,6 +17,8 @@ help:
 	@echo "make models   build the ONNX vehicle detector into models/build/"
 	@echo "make bench-parking   load/bench_parking.py (100,000 lots)"
 	@echo "make k8s-check       render every infra/k8s overlay and validate it offline (also part of make test)"
+	@echo "make console-assets  the web console's map library (npm ci) into services/console/static/vendor/"
+	@echo "make chromium        Debian's chromium for the console's browser tests (when missing)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

@@ -74,6 +74,10 @@ async def sign_out(request: web.Request) -> web.Response:
     return response
 
 
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
 async def district(request: web.Request) -> web.Response:
     return web.Response(body=request.app[DISTRICT], content_type="application/json",
                         headers={"Cache-Control": "public, max-age=3600"})
@@ -109,6 +113,7 @@ def build_app(settings: ConsoleSettings, backends: Backends | None = None) -> we
     app.on_cleanup.append(close)
     app.add_routes([web.post("/api/v1/session", sign_in), web.get("/api/v1/session", whoami),
                     web.delete("/api/v1/session", sign_out), web.get("/api/v1/map/district", district),
+                    web.get("/healthz", healthz),
                     *police.routes(), *operator.routes(), *public.routes(), *(_page(n) for n in PAGES.values()),
                     web.static("/static", STATIC, follow_symlinks=False)])
     return app

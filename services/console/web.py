@@ -57,8 +57,8 @@ def require(request: web.Request, *roles: str) -> Session:
     session = session_of(request)
     if session is None or session.role not in roles:
         who = f"role {session.role}" if session else "without sign-in, the public"
-        raise web.HTTPForbidden(body=orjson.dumps({"error": f"{who} may not use this (allowed: {', '.join(roles)})"}),
-                                content_type="application/json")
+        message = f"{who} may not use this (allowed: {', '.join(roles)})"
+        raise web.HTTPForbidden(text=orjson.dumps({"error": message}).decode(), content_type="application/json")
     return session
 
 
@@ -66,10 +66,10 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json(loads=orjson.loads)
     except (ValueError, orjson.JSONDecodeError):
-        raise web.HTTPBadRequest(body=orjson.dumps({"error": "the body must be a JSON object"}),
+        raise web.HTTPBadRequest(text=orjson.dumps({"error": "the body must be a JSON object"}).decode(),
                                  content_type="application/json") from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(body=orjson.dumps({"error": "the body must be a JSON object"}),
+        raise web.HTTPBadRequest(text=orjson.dumps({"error": "the body must be a JSON object"}).decode(),
                                  content_type="application/json")
     return body
 

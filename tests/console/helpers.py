@@ -70,6 +70,12 @@ async def sign_in_page(context: BrowserContext, console: Console, path: str, key
     return page
 
 
+def http_client() -> aiohttp.ClientSession:
+    """An HTTP client that keeps the console's cookie (it is set by 127.0.0.1, an address: aiohttp's default jar
+    refuses cookies from addresses)."""
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
 async def http_sign_in(session: aiohttp.ClientSession, console: Console, key: str) -> dict[str, Any]:
     async with session.post(console.url + "/api/v1/session", json={"key": key}) as r:
         assert r.status == 200, await r.text()

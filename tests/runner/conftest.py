@@ -81,7 +81,8 @@ async def spawn_suite(tmp: Path, extra_env: dict[str, str] | None = None) -> Run
     runtime.mkdir(mode=0o700)
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update({"XDG_RUNTIME_DIR": str(runtime), "V2X_BIND_HOST": "127.0.0.1", "V2X_GRACE_S": "1",
-                "V2X_OCPP_PORT": str(free_port()), "V2X_EMULATOR_PORT": str(free_port()), "LOG_LEVEL": "WARNING"})
+                "V2X_OCPP_PORT": str(free_port()), "V2X_EMULATOR_PORT": str(free_port()),
+                "V2X_CONSOLE_PORT": str(free_port()), "LOG_LEVEL": "WARNING"})
     for name in SERVICE_PORTS:
         env[f"V2X_{name.upper()}_PORT"] = str(free_port())
         env[f"V2X_{name.upper()}_METRICS_PORT"] = str(free_port())
