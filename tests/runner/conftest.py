@@ -58,9 +58,9 @@ class RunningSuite:
         return self.log.read_text(errors="replace")
 
 
-async def start_suite(tmp: Path, extra_env: dict[str, str] | None = None) -> RunningSuite:
-    """A `v2x run` that is up (every service serving)."""
-    suite = await spawn_suite(tmp, extra_env)
+async def start_suite(tmp: Path, extra_env: dict[str, str] | None = None, *, simulate: bool = False) -> RunningSuite:
+    """A `v2x run` that is up (every service serving); with `simulate`, its simulators too."""
+    suite = await spawn_suite(tmp, extra_env, simulate=simulate)
     deadline = time.monotonic() + READY_S
     try:
         while "v2x-suite is up" not in suite.output():
@@ -75,7 +75,7 @@ async def start_suite(tmp: Path, extra_env: dict[str, str] | None = None) -> Run
     return suite
 
 
-async def spawn_suite(tmp: Path, extra_env: dict[str, str] | None = None) -> RunningSuite:
+async def spawn_suite(tmp: Path, extra_env: dict[str, str] | None = None, *, simulate: bool = False) -> RunningSuite:
     """A `v2x run` just started (in a session of its own, every port free)."""
     runtime = tmp / "xdg"
     runtime.mkdir(mode=0o700)
@@ -89,7 +89,8 @@ async def spawn_suite(tmp: Path, extra_env: dict[str, str] | None = None) -> Run
     env.update(extra_env or {})
     log = tmp / "run.log"
     with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.cli", "run", "--no-sim", env=env,
+        argv = ["run"] if simulate else ["run", "--no-sim"]
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.cli", *argv, env=env,
                                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return RunningSuite(proc, runtime, log)
 
