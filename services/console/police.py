@@ -134,23 +134,33 @@ async def evidence(request: web.Request) -> web.Response:
 async def incident_stream(request: web.Request) -> web.StreamResponse:
     """IDPS Subscribe as Server-Sent Events. Each event's id is the IDPS cursor, so a browser that reconnects sends
     it back as Last-Event-ID and IDPS resumes right after it: nothing is missed, nothing repeated. Without one (or
-    with one IDPS can no longer resume) the stream starts with `resync` and a snapshot."""
+    with one IDPS can no longer resume) the stream starts with `resync` and a snapshot; a Last-Event-ID that is no
+    cursor at all gets the same."""
     session = require(request, POLICE)
     cursor = request.headers.get("Last-Event-ID", "").strip()
-    call = request.app[BACKENDS].idps.Subscribe(
-        idps_pb2.SubscribeRequest(cursor=cursor, heartbeat_interval_s=HEARTBEAT_S), metadata=bearer(session.key))
     async with sse_response(request) as response:
-        try:
-            async for reply in call:
-                for m in reply.messages:
-                    data = to_dict(m.incident) if m.HasField("incident") else {}
-                    await response.write(encode(KINDS.get(m.kind, "unknown"), data, m.cursor or None))
-        except aio.AioRpcError as exc:
-            # The browser reconnects after `retry` with its Last-Event-ID; IDPS may be back by then.
-            await response.write(encode("failure", {"error": exc.details() or exc.code().name,
-                                                    "code": exc.code().name}))
-        finally:
-            call.cancel()
+        while True:
+            call = request.app[BACKENDS].idps.Subscribe(
+                idps_pb2.SubscribeRequest(cursor=cursor, heartbeat_interval_s=HEARTBEAT_S),
+                metadata=bearer(session.key))
+            sent = False
+            try:
+                async for reply in call:
+                    for m in reply.messages:
+                        data = to_dict(m.incident) if m.HasField("incident") else {}
+                        await response.write(encode(KINDS.get(m.kind, "unknown"), data, m.cursor or None))
+                        sent = True
+                break
+            except aio.AioRpcError as exc:
+                if exc.code().name == "INVALID_ARGUMENT" and cursor and not sent:
+                    cursor = ""  # not a cursor IDPS issued: start over with a snapshot
+                    continue
+                # The browser reconnects after `retry` with its Last-Event-ID; IDPS may be back by then.
+                await response.write(encode("failure", {"error": exc.details() or exc.code().name,
+                                                        "code": exc.code().name}))
+                break
+            finally:
+                call.cancel()
     return response
 
 

@@ -148,3 +148,11 @@ async def test_sign_in_sets_a_strict_httponly_expiring_cookie_and_the_key_stays_
     assert requests and all(u.startswith(console.url) for u in requests), [u for u in requests
                                                                           if not u.startswith(console.url)]
     assert any(u.endswith("/static/vendor/leaflet/leaflet.js") for u in requests)
+
+
+async def test_a_last_event_id_that_is_no_cursor_starts_over_with_a_snapshot(console: Console, keys: Keys) -> None:
+    async with http_client() as http:
+        await http_sign_in(http, console, keys.police)
+        async with http.get(console.url + "/api/v1/incidents/stream", headers={"Last-Event-ID": "nonsense"}) as r:
+            events = await _events(r, "snapshot_end")
+    assert events[0]["event"] == "resync" and events[-1]["id"]
