@@ -78,6 +78,10 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
+async def no_icon(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
 async def district(request: web.Request) -> web.Response:
     return web.Response(body=request.app[DISTRICT], content_type="application/json",
                         headers={"Cache-Control": "public, max-age=3600"})
@@ -113,7 +117,7 @@ def build_app(settings: ConsoleSettings, backends: Backends | None = None) -> we
     app.on_cleanup.append(close)
     app.add_routes([web.post("/api/v1/session", sign_in), web.get("/api/v1/session", whoami),
                     web.delete("/api/v1/session", sign_out), web.get("/api/v1/map/district", district),
-                    web.get("/healthz", healthz),
+                    web.get("/healthz", healthz), web.get("/favicon.ico", no_icon),
                     *police.routes(), *operator.routes(), *public.routes(), *(_page(n) for n in PAGES.values()),
                     web.static("/static", STATIC, follow_symlinks=False)])
     return app

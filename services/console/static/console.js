@@ -96,6 +96,7 @@ const V2X = {
           : { color: "#8b98a5", weight: 2, opacity: 0.9 },
       }).addTo(map);
       map.v2xDistrict = layer;
+      if (!center && r.data.features.length) map.fitBounds(layer.getBounds().pad(0.15));
     }
     return map;
   },

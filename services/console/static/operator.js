@@ -4,7 +4,7 @@
 
 const E = V2X.el;
 const S = (v, p) => V2X.strip(v, p);
-const TREND = { INCREASING: "↑ filling", DECREASING: "↓ emptying", STABLE: "→ stable", UNKNOWN: "?" };
+const TREND = { INCREASING: "↑ filling", DECREASING: "↓ emptying", STABLE: "→ stable", UNKNOWN: "– not known yet" };
 const state = { lots: new Map(), markers: new Map(), map: null, open: null };
 
 function freeOf(a) { return a && a.total_free !== undefined ? a.total_free : null; }
@@ -104,11 +104,12 @@ document.addEventListener("DOMContentLoaded", async () => {
     V2X.signIn(app, "operator", s.signed_in ? "Signed in as " + s.role + ": this page is for parking operators." : null);
     return;
   }
-  app.append(E("section", {}, E("div", { id: "map" })),
-    E("div", {}, E("section", {}, E("h2", {}, "Lots of " + s.scope + " ", E("span", { className: "muted", id: "stream-state" }, "connecting…")),
-      E("table", { id: "lots" }, E("thead", {}, E("tr", {}, E("th", {}, "lot"), E("th", {}, "free"), E("th", {}, "by class"),
-        E("th", {}, "status"), E("th", {}, "trend"))), E("tbody", {}))),
-    E("section", { id: "passages" }, E("p", { className: "muted" }, "Select a lot for its passages."))));
+  app.append(E("div", {}, E("section", {}, E("div", { id: "map" })),
+    E("section", { id: "passages" }, E("p", { className: "muted" }, "Select a lot for its passages."))),
+  E("div", {}, E("section", { className: "scroll" }, E("h2", {}, "Lots of " + s.scope + " ",
+    E("span", { className: "muted", id: "stream-state" }, "connecting…")),
+  E("table", { id: "lots" }, E("thead", {}, E("tr", {}, E("th", {}, "lot"), E("th", {}, "free"), E("th", {}, "by class"),
+    E("th", {}, "status"), E("th", {}, "trend"))), E("tbody", {})))));
   state.map = await V2X.map("map");
   const r = await V2X.get("/api/v1/operator/lots");
   if (!r.ok) { app.prepend(E("div", { className: "message error" }, r.data.error)); return; }

@@ -12,15 +12,16 @@ const SEVERITY_COLOUR = { SEVERITY_MAJOR: "#b00020", SEVERITY_NORMAL: "#e07b00",
 
 function layout(app) {
   app.append(
-    E("section", {}, E("div", { id: "map" })),
+    E("div", {}, E("section", {}, E("div", { id: "map" })),
+      E("section", { id: "detail" }, E("p", { className: "muted" }, "Select an incident."))),
     E("div", {},
-      E("section", {}, E("h2", {}, "Incidents ", E("span", { className: "muted", id: "stream-state" }, "connecting…")),
-        E("table", { id: "incidents" }, E("thead", {}, E("tr", {}, E("th", {}, "type"), E("th", {}, "status"),
-          E("th", {}, "severity"), E("th", {}, "conf."), E("th", {}, "sources"), E("th", {}, "updated"))),
-          E("tbody", {}))),
-      E("section", { id: "detail" }, E("p", { className: "muted" }, "Select an incident.")),
-      E("section", {}, E("h2", {}, "Cameras"), E("div", { id: "cameras" }, E("p", { className: "muted" }, "…"))),
-      E("section", {}, E("h2", {}, "Municipal delivery"), E("div", { id: "municipal" }, "…"))));
+      E("section", { className: "scroll-short" }, E("h2", {}, "Incidents ",
+        E("span", { className: "muted", id: "stream-state" }, "connecting…")),
+      E("table", { id: "incidents" }, E("thead", {}, E("tr", {}, E("th", {}, "type"), E("th", {}, "status"),
+        E("th", {}, "severity"), E("th", {}, "conf."), E("th", {}, "sources"), E("th", {}, "updated"))),
+      E("tbody", {}))),
+      E("section", {}, E("h2", {}, "Municipal delivery"), E("div", { id: "municipal" }, "…")),
+      E("section", {}, E("h2", {}, "Cameras"), E("div", { id: "cameras" }, E("p", { className: "muted" }, "…")))));
 }
 
 function scheduleRender() {

@@ -96,7 +96,7 @@ document.addEventListener("DOMContentLoaded", async () => {
       E("section", {}, E("h2", {}, "Parking"), E("button", { className: "secondary", id: "locate" }, "Use my position"),
         E("div", { id: "lots" })),
       E("section", {}, E("h2", {}, "Charging"), E("div", { id: "chargers" }))));
-  state.map = await V2X.map("map");
+  state.map = await V2X.map("map", [31.40, 121.49]);
   state.layer = L.layerGroup().addTo(state.map);
   const params = new URLSearchParams(location.search);
   const lat = Number(params.get("lat") || 31.40), lon = Number(params.get("lon") || 121.49);
