@@ -4,7 +4,6 @@ counts and queues, and the municipal delivery lag. Police keys only, as IDPS has
 from __future__ import annotations
 
 import asyncio
-import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +16,7 @@ from v2x.municipal.v1 import municipal_pb2
 from v2x.roadside.v1 import roadside_pb2
 
 from services.console.backends import BACKENDS, CALL_TIMEOUT_S, bearer
+from services.console.camera_view import field_of_view
 from services.console.sse import encode, sse_response
 from services.console.web import error, grpc_error, json_body, json_response, require, to_dict
 
@@ -33,8 +33,6 @@ KINDS = {idps_pb2.IncidentMessage.KIND_NEW: "new", idps_pb2.IncidentMessage.KIND
          idps_pb2.IncidentMessage.KIND_SNAPSHOT_END: "snapshot_end"}
 # IDPS heartbeats on an idle stream this often: it is also how soon a browser that left is noticed.
 HEARTBEAT_S = 5
-# A camera without a calibration is drawn with this field of view (its heading, this wide, this far).
-DEFAULT_FOV_DEG, DEFAULT_FOV_M = 60.0, 80.0
 
 
 def _version(body: dict[str, Any]) -> int:
@@ -164,31 +162,6 @@ async def incident_stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _fov(camera: roadside_pb2.Camera) -> list[list[float]]:
-    """The camera's field of view on the ground as a [lat, lon] ring: its calibration's four ground points when
-    it has them, else a wedge along its heading."""
-    ground = [p for p in camera.homography.points]
-    if len(ground) == 4 and all(p.HasField("wgs84") for p in ground):
-        ring = [[p.wgs84.lat, p.wgs84.lon] for p in ground]
-    elif len(ground) == 4 and camera.homography.HasField("local_origin"):
-        o = camera.homography.local_origin
-        ring = [[o.lat + p.local.north_m / 111_320, o.lon + p.local.east_m / (111_320 * math.cos(math.radians(o.lat)))]
-                for p in ground]
-    else:
-        lat, lon = camera.location.lat, camera.location.lon
-        ring = [[lat, lon]]
-        half = DEFAULT_FOV_DEG / 2
-        for a in (camera.heading_deg - half, camera.heading_deg, camera.heading_deg + half):
-            r = math.radians(a)
-            ring.append([lat + DEFAULT_FOV_M * math.cos(r) / 111_320,
-                         lon + DEFAULT_FOV_M * math.sin(r) / (111_320 * math.cos(math.radians(lat)))])
-        return ring
-    # The image's corners come in image order (around the picture): sort them around their centre for a ring.
-    clat, clon = sum(p[0] for p in ring) / 4, sum(p[1] for p in ring) / 4
-    ring.sort(key=lambda p: math.atan2(p[0] - clat, p[1] - clon))
-    return ring
-
-
 async def cameras(request: web.Request) -> web.Response:
     """Every camera with its field of view and, per lane (approach), the last minute with frames: vehicles, the
     longest queue, congestion."""
@@ -227,7 +200,7 @@ async def cameras(request: web.Request) -> web.Response:
             if lane["lane_id"] in headings:
                 lane["heading_deg"] = headings[lane["lane_id"]]
         out.append({"id": camera.id, "name": camera.name, "lat": camera.location.lat, "lon": camera.location.lon,
-                    "heading_deg": camera.heading_deg, "fov": _fov(camera), "lanes": lanes})
+                    "heading_deg": camera.heading_deg, "fov": field_of_view(camera), "lanes": lanes})
     return json_response({"cameras": out})
 
 

@@ -3,6 +3,7 @@ delivery status, and merging incidents."""
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 from playwright.async_api import BrowserContext, expect
@@ -17,6 +18,16 @@ from tests.console.helpers import http_client, http_sign_in, idps, report, sign_
 from tests.roadside.conftest import stream
 from tests.roadside.helpers import sim_frames
 from tests.roadside.test_service import recent_start
+
+
+def _inside(lat: float, lon: float, ring: list[list[float]], margin: float) -> bool:
+    """Within the convex ring (or on its edge, give or take `margin` degrees)."""
+    signs = set()
+    for (a_lat, a_lon), (b_lat, b_lon) in zip(ring, ring[1:] + ring[:1], strict=True):
+        cross = (b_lon - a_lon) * (lat - a_lat) - (b_lat - a_lat) * (lon - a_lon)
+        if abs(cross) > margin * margin:
+            signs.add(cross > 0)
+    return len(signs) <= 1
 
 
 async def test_a_camera_shows_with_its_field_of_view_and_its_counts_per_lane(
@@ -35,11 +46,15 @@ async def test_a_camera_shows_with_its_field_of_view_and_its_counts_per_lane(
         async with http.get(console.url + "/api/v1/cameras") as r:
             assert r.status == 200, await r.text()
             (mine,) = [c for c in (await r.json())["cameras"] if c["id"] == camera_id]
-    ground = {(round(p.wgs84.lat, 7), round(p.wgs84.lon, 7)) if p.HasField("wgs84") else None
-              for p in camera.homography.points}
-    assert len(mine["fov"]) == 4
-    if None not in ground:
-        assert {(round(lat, 7), round(lon, 7)) for lat, lon in mine["fov"]} == ground
+    # The view: the picture's ground from its bottom row up to the calibration's far points (70 m ahead here),
+    # holding every calibration point.
+    ring = mine["fov"]
+    assert len(ring) == 4
+    origin = camera.homography.local_origin
+    for point in camera.homography.points:
+        lat = origin.lat + point.local.north_m / 111_320
+        lon = origin.lon + point.local.east_m / (111_320 * math.cos(math.radians(origin.lat)))
+        assert _inside(lat, lon, ring, margin=1e-6), (point, ring)
     lanes = {lane["lane_id"]: lane for lane in mine["lanes"]}
     assert lanes["NB"]["vehicles_per_min"] == 5 and lanes["SB"]["vehicles_per_min"] == 0
     assert lanes["NB"]["queue_m"] == 0

@@ -43,6 +43,8 @@ const V2X = {
     return e;
   },
   clear(e) { while (e.firstChild) e.removeChild(e.firstChild); return e; },
+  // Replaces `e`'s children with `children`, leaving out null and undefined (a child shown only sometimes).
+  fill(e, ...children) { V2X.clear(e).append(...children.flat().filter((c) => c !== null && c !== undefined)); return e; },
   strip(value, prefix) { return String(value || "").replace(prefix, "").replaceAll("_", " ").toLowerCase(); },
   time(iso) { return iso ? new Date(iso).toLocaleTimeString() : ""; },
   yuan(fen) { return "¥" + (fen / 100).toFixed(2); },

@@ -121,7 +121,7 @@ async function openIncident(id) {
       { incident_ids: ids, expected_version: state.openVersion, note: note.value });
     showResult(message, res, id);
   };
-  V2X.clear(box).append(
+  V2X.fill(box,
     E("h2", { id: "detail-title" }, S(i.type, /^EVENT_TYPE_/) + " · " + S(i.status, /^INCIDENT_STATUS_/)),
     E("p", {}, E("span", { className: "badge", id: "detail-version" }, "version " + i.version), " ",
       E("span", { className: "sev-" + S(i.severity, /^SEVERITY_/).toUpperCase() }, S(i.severity, /^SEVERITY_/)),

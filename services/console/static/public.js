@@ -14,8 +14,9 @@ function lotCard(l) {
     E("h3", {}, l.name, " ", E("span", { className: "badge" }, S(l.kind, /^$/))),
     E("div", {}, E("span", { className: "free", "data-free": l.total_free ?? "" }, (l.total_free ?? "?") + " free"),
       " · " + classes + " · " + l.distance_m + " m"),
-    E("div", { className: "muted" }, price + V2X.yuan(l.price.first_hour_fen || 0) + " first hour, " +
-      V2X.yuan(l.price.per_hour_fen || 0) + "/h after" + (l.price.daily_cap_fen ? ", max " + V2X.yuan(l.price.daily_cap_fen) + "/day" : "")),
+    E("div", { className: "muted price" }, !l.price.first_hour_fen && !l.price.per_hour_fen ? "free of charge"
+      : price + V2X.yuan(l.price.first_hour_fen || 0) + " first hour, " + V2X.yuan(l.price.per_hour_fen || 0) + "/h after" +
+        (l.price.daily_cap_fen ? ", max " + V2X.yuan(l.price.daily_cap_fen) + "/day" : "")),
     E("div", { className: "muted" }, (l.opening_hours || []).join("; ")));
 }
 
