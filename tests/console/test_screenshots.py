@@ -20,6 +20,8 @@ from playwright.async_api import Browser, Page, expect
 from tests.runner.conftest import start_suite, stop_suite
 from tests.waiting import assert_eventually
 
+# The simulator's gate garage belongs to the first demo operator by name (roadside_sim/__main__.py).
+GATE_OPERATOR = "ACME"
 OUT = os.environ.get("V2X_CONSOLE_SCREENSHOTS", "")
 pytestmark = [pytest.mark.skipif(not OUT, reason="V2X_CONSOLE_SCREENSHOTS (a directory) is not set"),
               pytest.mark.timeout(1200)]
@@ -61,6 +63,22 @@ async def test_screenshots_of_the_three_pages_from_the_simulated_suite(browser: 
 
             await assert_eventually(district_alive, "cameras with counts and an incident from the simulator",
                                     within_s=600, every_s=5)
+        # The operator of the simulator's gate garage (plates read at its gates), once trends are known (two
+        # minutes of readings) and its garage has passages.
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            async with http.post(url + "/api/v1/session", json={"key": keys[f"operator:{GATE_OPERATOR}"]}) as r:
+                assert r.status == 200
+
+            async def operator_alive() -> bool:
+                lots = await _json(http, url + "/api/v1/operator/lots")
+                if not lots:
+                    return False
+                garage = [v["lot"]["id"] for v in lots["lots"] if "GARAGE" in v["lot"]["id"]]
+                trends = {v.get("availability", {}).get("trend") for v in lots["lots"]}
+                passages = garage and await _json(http, f"{url}/api/v1/operator/lots/{garage[0]}/passages")
+                return bool(passages and passages["passages"] and trends - {None, "OCCUPANCY_TREND_UNKNOWN"})
+
+            await assert_eventually(operator_alive, "trends and gate passages", within_s=600, every_s=5)
         police = await browser.new_page(viewport={"width": 1440, "height": 1000})
         await _sign_in(police, url + "/police", keys["police"])
         await expect(police.locator("#stream-state")).to_have_text("live", timeout=30_000)
@@ -70,10 +88,10 @@ async def test_screenshots_of_the_three_pages_from_the_simulated_suite(browser: 
         await police.screenshot(path=str(out / "police.png"), full_page=True)
 
         operator = await browser.new_page(viewport={"width": 1440, "height": 1000})
-        await _sign_in(operator, url + "/operator", keys["operator:BSCT"])
+        await _sign_in(operator, url + "/operator", keys[f"operator:{GATE_OPERATOR}"])
         await expect(operator.locator("#stream-state")).to_have_text("live", timeout=30_000)
-        await operator.locator("#lots tbody tr").first.click()
-        await expect(operator.locator("#passages h2")).to_be_visible()
+        await operator.locator('#lots tbody tr[data-id*="GARAGE"]').click()
+        await expect(operator.locator("#passage-table .plate").first).to_be_visible()
         await operator.screenshot(path=str(out / "operator.png"), full_page=False)
 
         public = await browser.new_page(viewport={"width": 1440, "height": 1000})

@@ -4,7 +4,7 @@
 
 const E = V2X.el;
 const S = (v, p) => V2X.strip(v, p);
-const TREND = { INCREASING: "↑ filling", DECREASING: "↓ emptying", STABLE: "→ stable", UNKNOWN: "– not known yet" };
+const TREND = { INCREASING: "↑ filling", DECREASING: "↓ emptying", STABLE: "→ stable", UNKNOWN: "–" };
 const state = { lots: new Map(), markers: new Map(), map: null, open: null };
 
 function freeOf(a) { return a && a.total_free !== undefined ? a.total_free : null; }
