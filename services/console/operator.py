@@ -4,6 +4,7 @@ plates only, and the console filters the live stream to them as well."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -13,7 +14,7 @@ from v2x.common.v1 import common_pb2
 from v2x.parking.v1 import parking_pb2
 
 from services.console.backends import BACKENDS, CALL_TIMEOUT_S, bearer
-from services.console.sse import encode, sse_response
+from services.console.sse import encode, pump, sse_response
 from services.console.web import error, json_body, json_response, require, to_dict
 
 OPERATOR = "operator"
@@ -44,27 +45,35 @@ async def lot_stream(request: web.Request) -> web.StreamResponse:
     session = require(request, OPERATOR)
     lots = await _lots(request, session.key)
     mine = {v.lot.id for v in lots}
-    async with sse_response(request) as response:
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1000)
+
+    async def watch() -> None:
         if not lots:
-            await response.write(encode("snapshot_end", {}))
-            return response
+            await queue.put(encode("snapshot_end", {}))
+            return
         lats = [v.lot.location.lat for v in lots]
         lons = [v.lot.location.lon for v in lots]
         area = common_pb2.Area(box=common_pb2.BoundingBox(
             south_west=common_pb2.LatLon(lat=min(lats) - AREA_MARGIN_DEG, lon=min(lons) - AREA_MARGIN_DEG),
             north_east=common_pb2.LatLon(lat=max(lats) + AREA_MARGIN_DEG, lon=max(lons) + AREA_MARGIN_DEG)))
-        call = request.app[BACKENDS].parking.WatchAvailability(
-            parking_pb2.WatchAvailabilityRequest(area=area, snapshot=True), metadata=bearer(session.key))
         try:
-            async for update in call:
+            async for update in request.app[BACKENDS].parking.WatchAvailability(
+                    parking_pb2.WatchAvailabilityRequest(area=area, snapshot=True), metadata=bearer(session.key)):
                 if update.reason == parking_pb2.AvailabilityUpdate.REASON_SNAPSHOT_END:
-                    await response.write(encode("snapshot_end", {}))
+                    await queue.put(encode("snapshot_end", {}))
                 elif update.lot.lot_id in mine:
-                    await response.write(encode("lot", to_dict(update.lot)))
+                    await queue.put(encode("lot", to_dict(update.lot)))
         except aio.AioRpcError as exc:
-            await response.write(encode("failure", {"error": exc.details() or exc.code().name}))
-        finally:
-            call.cancel()
+            await queue.put(encode("failure", {"error": exc.details() or exc.code().name}))
+            await queue.put(None)
+
+    task = asyncio.create_task(watch())
+    try:
+        async with sse_response(request) as response:
+            await pump(response, queue)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
     return response
 
 

@@ -18,7 +18,7 @@ from v2x.parking.v1 import parking_pb2
 
 from services.console.backends import BACKENDS, CALL_TIMEOUT_S, bearer
 from services.console.settings import ConsoleSettings
-from services.console.sse import encode, sse_response
+from services.console.sse import encode, pump, sse_response
 from services.console.web import json_response
 
 SETTINGS: web.AppKey[ConsoleSettings] = web.AppKey("settings", ConsoleSettings)
@@ -26,7 +26,6 @@ LOT_HOURS: web.AppKey[dict[str, tuple[float, list[str]]]] = web.AppKey("lot_hour
 DEFAULT_RADIUS_M, MAX_RADIUS_M = 1500.0, 5000.0
 MAX_LOTS, MAX_STATIONS = 40, 30
 HOURS_CACHE_S = 300.0  # a lot's opening hours change rarely: asked again after this long
-KEEPALIVE_S = 15.0
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
@@ -137,7 +136,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     key = _key(request)
     station_ids = [s for s in request.query.get("stations", "").split(",") if s][:MAX_STATIONS]
     backends = request.app[BACKENDS]
-    queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1000)
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1000)
 
     async def lots() -> None:
         area = common_pb2.Area(circle=common_pb2.Circle(center=common_pb2.LatLon(lat=lat, lon=lon), radius_m=radius))
@@ -160,16 +159,13 @@ async def stream(request: web.Request) -> web.StreamResponse:
             await job
         except aio.AioRpcError as exc:
             await queue.put(encode("failure", {"error": exc.details() or exc.code().name}))
+            if exc.code().name not in ("NOT_FOUND", "INVALID_ARGUMENT"):  # those would fail again on reconnect
+                await queue.put(None)
 
     tasks = [asyncio.create_task(guarded(lots())), *(asyncio.create_task(guarded(station(s))) for s in station_ids)]
     try:
         async with sse_response(request) as response:
-            while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
-                except TimeoutError:
-                    event = b": keepalive\n\n"  # a browser that left is noticed on this write
-                await response.write(event)
+            await pump(response, queue)
     finally:
         for task in tasks:
             task.cancel()

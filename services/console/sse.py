@@ -15,6 +15,8 @@ from services.console.web import security_headers
 STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams", set)
 # A reconnecting browser waits this long (the SSE `retry` field), then sends Last-Event-ID.
 RETRY_MS = 1000
+# An idle stream gets a comment this often: a browser that left is noticed on the write.
+KEEPALIVE_S = 15.0
 
 
 def encode(event: str, data: Any, event_id: str | None = None) -> bytes:
@@ -49,3 +51,17 @@ async def close_streams(app: web.Application) -> None:
     streams: set[asyncio.Task[Any]] = app[STREAMS]
     for task in list(streams):
         task.cancel()
+
+
+async def pump(response: web.StreamResponse, queue: asyncio.Queue[bytes | None]) -> None:
+    """Writes what `queue` holds as it comes, with a keep-alive comment when it is idle, until a None (the source
+    failed: the browser reconnects after `retry` and everything starts again), the browser leaves, or the console
+    stops."""
+    while True:
+        try:
+            event = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+        except TimeoutError:
+            event = b": keepalive\n\n"
+        if event is None:
+            return
+        await response.write(event)
