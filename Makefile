@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 UV := $(VENV)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test test-fast lock lint typecheck protos check-protos deps postgis native models bench-parking k8s-check clean help
+.PHONY: run test test-fast lock lint typecheck protos check-protos deps postgis native console-assets chromium models bench-parking k8s-check clean help
 
 help:
 	@echo "make run      the whole suite on embedded PostGIS + Redis (Ctrl-C stops it)"
@@ -18,6 +18,8 @@ help:
 	@echo "make models   build the ONNX vehicle detector into models/build/"
 	@echo "make bench-parking   load/bench_parking.py (100,000 lots)"
 	@echo "make k8s-check       render every infra/k8s overlay and validate it offline (also part of make test)"
+	@echo "make console-assets  the web console's map library (npm ci) into services/console/static/vendor/"
+	@echo "make chromium        Debian's chromium for the console's browser tests (when missing)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +38,26 @@ $(STAMP): pyproject.toml uv.lock infra/uv_requirement.py | $(PY)
 lock: $(STAMP)
 	$(UV) lock --upgrade
 
-deps: $(STAMP) postgis native
+deps: $(STAMP) postgis native console-assets
+
+# The console's map library (Leaflet, exactly as services/console/package-lock.json pins it, from the npm registry)
+# copied into the console's static files (services/console/static/vendor/, not committed): the pages never load
+# code from a CDN.
+CONSOLE := services/console
+CONSOLE_VENDOR := $(CONSOLE)/static/vendor/leaflet/leaflet.js
+
+console-assets: $(CONSOLE_VENDOR)
+
+$(CONSOLE_VENDOR): $(CONSOLE)/package.json $(CONSOLE)/package-lock.json
+	npm ci --prefix $(CONSOLE) --no-audit --no-fund --silent
+	rm -rf $(CONSOLE)/static/vendor/leaflet
+	mkdir -p $(CONSOLE)/static/vendor
+	cp -r $(CONSOLE)/node_modules/leaflet/dist $(CONSOLE)/static/vendor/leaflet
+	@touch $@
+
+# Debian's chromium, which the console's browser tests drive (tests/console/); instant when it is there.
+chromium:
+	@infra/ensure-chromium.sh
 
 # The municipal adapter's per-record hot path, compiled with mypyc (falls back to the interpreted source when it
 # cannot be built, or when the source changed since: services/municipal/native.py).
@@ -68,7 +89,7 @@ models: $(STAMP)
 run: deps models
 	$(VENV)/bin/v2x run
 
-test: deps models
+test: deps models chromium
 	@infra/ensure-test-services.sh
 	@infra/ensure-haproxy.sh
 	$(PY) -m pytest
@@ -95,3 +116,4 @@ bench-parking: deps
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
 	rm -f services/municipal/_fastpath_native*.so $(NATIVE_STAMP)
+	rm -rf $(CONSOLE)/node_modules $(CONSOLE)/static/vendor
