@@ -19,7 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from grpc import aio
+from v2x.common.v1 import common_pb2 as cpb
+from v2x.roadside.v1 import roadside_pb2 as rpb
+from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceStub
 
+from load.harness import free_port
 from services.common.runtime import Resources, RunningService, start_service
 from services.idps.app import build as build_idps
 from services.municipal.emulator import Faults, Platform, start_emulator
@@ -50,7 +55,7 @@ class Suite:
     ocpp_url: str
 
 
-@pytest.fixture
+@pytest.fixture(scope="package")
 async def suite(resources: Resources, parking_service: RunningService) -> AsyncIterator[Suite]:
     res = Resources(dataclasses.replace(resources.settings, bind_host="127.0.0.1"), resources.engine, resources.redis,
                     resources.verifier, resources.reads)
@@ -91,29 +96,77 @@ async def _run(*argv: str, env: dict[str, str] | None = None, timeout_s: float) 
     return proc.returncode, out.decode(errors="replace")
 
 
-@pytest.mark.timeout(300)
-async def test_locust_runs_every_user_class_against_the_suite_without_a_failure(
-        tmp_path: Path, suite: Suite, keys: Keys) -> None:
-    frames = tmp_path / "frames.zip"
-    code, out = await _run(sys.executable, "-m", "load.frames", "--out", str(frames), "--render", "key",
+@pytest.fixture(scope="package")
+async def frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Frames of one simulated camera, 4 s at 5 fps, key-coloured (rendered once for the package's tests)."""
+    path = tmp_path_factory.mktemp("frames") / "frames.zip"
+    code, out = await _run(sys.executable, "-m", "load.frames", "--out", str(path), "--render", "key",
                            "--intersections", "1", "--fps", "5", "--seconds", "4", timeout_s=180)
     assert code == 0, out
-    plan = tmp_path / "plan.json"
-    plan.write_text(json.dumps({
+    return path
+
+
+def write_plan(path: Path, suite: Suite, keys: Keys, frames: Path, tag: str, counts: dict[str, int]) -> dict[str, str]:
+    """The plan the users read; returns the environment locust runs with."""
+    path.write_text(json.dumps({
         "targets": suite.targets, "ocpp_url": suite.ocpp_url, "operator_id": "OPA", "frames": str(frames),
-        "fps": 5.0, "tag": "SMOKE", "counts": {name: 1 for name in CLASSES},
+        "fps": 5.0, "tag": tag, "counts": counts,
         "keys": {"admin": keys.admin, "police": keys.police, "driver": keys.driver, "operator": keys.op_a}}))
-    env = {**os.environ, "V2X_LOAD_PLAN": str(plan), "PYTHONPATH": f"{ROOT}:{ROOT / 'protos'}"}
-    code, out = await _run(str(BIN / "locust"), "-f", "load/locustfile.py", "--headless", "-u", str(len(CLASSES)),
-                           "-r", str(len(CLASSES)), "-t", f"{SECONDS}s", "--stop-timeout", "5",
-                           "--exit-code-on-error", "1", "--only-summary", "--csv", str(tmp_path / "locust"),
+    return {**os.environ, "V2X_LOAD_PLAN": str(path), "PYTHONPATH": f"{ROOT}:{ROOT / 'protos'}"}
+
+
+def read_stats(prefix: Path) -> list[dict[str, str]]:
+    with prefix.with_name(prefix.name + "_stats.csv").open() as f:
+        return [r for r in csv.DictReader(f) if r["Name"] != "Aggregated"]
+
+
+HEADLESS = ("--headless", "--stop-timeout", "5", "--exit-code-on-error", "1", "--only-summary")
+
+
+@pytest.mark.timeout(300)
+async def test_locust_runs_every_user_class_against_the_suite_without_a_failure(
+        tmp_path: Path, suite: Suite, keys: Keys, frames: Path) -> None:
+    env = write_plan(tmp_path / "plan.json", suite, keys, frames, "SMOKE", {name: 1 for name in CLASSES})
+    code, out = await _run(str(BIN / "locust"), "-f", "load/locustfile.py", *HEADLESS, "-u", str(len(CLASSES)),
+                           "-r", str(len(CLASSES)), "-t", f"{SECONDS}s", "--csv", str(tmp_path / "locust"),
                            *CLASSES, env=env, timeout_s=120)
     assert code == 0, out
-    with (tmp_path / "locust_stats.csv").open() as f:
-        rows = [r for r in csv.DictReader(f) if r["Name"] != "Aggregated"]
+    rows = read_stats(tmp_path / "locust")
     counts = {r["Name"]: int(r["Request Count"]) for r in rows}
     failed = {f"{r['Type']} {r['Name']}": r["Failure Count"] for r in rows if int(r["Failure Count"])}
     assert not failed, out
     for cls, names in CLASSES.items():
         assert sum(counts.get(name, 0) for name in names) > 0, f"{cls} made none of {names}:\n{out}"
     assert counts.get("roadside.StreamFrames frame", 0) >= 2 * SECONDS, out  # 5 fps, answered
+
+
+@pytest.mark.timeout(300)
+async def test_distributed_a_master_and_two_workers_share_the_users(
+        tmp_path: Path, suite: Suite, keys: Keys, frames: Path) -> None:
+    """`--master` and two `--worker` processes on this machine: the master hands each worker one camera (the ids a
+    user registers carry its worker's index, so workers never share one), its report holds what both sent, and
+    every process exits 0. (With several classes locust's dispatcher may put both cameras on one worker: one class
+    here, so that the split is certain.)"""
+    env = write_plan(tmp_path / "plan.json", suite, keys, frames, "DIST", {"Camera": 2})
+    port = free_port()
+    master = asyncio.create_task(_run(
+        str(BIN / "locust"), "-f", "load/locustfile.py", *HEADLESS, "-u", "2", "-r", "2", "-t", "12s", "--master",
+        "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port), "--expect-workers", "2",
+        "--expect-workers-max-wait", "60", "--csv", str(tmp_path / "locust"), "Camera", env=env,
+        timeout_s=150))
+    workers = [asyncio.create_task(_run(str(BIN / "locust"), "-f", "load/locustfile.py", "--worker", "--master-host",
+                                        "127.0.0.1", "--master-port", str(port), "Camera", env=env,
+                                        timeout_s=150)) for _ in range(2)]
+    code, out = await master
+    results = [await w for w in workers]
+    assert code == 0, out
+    assert all(c == 0 for c, _ in results), [o for _, o in results]
+    rows = read_stats(tmp_path / "locust")
+    assert not [r for r in rows if int(r["Failure Count"])], out
+    frames_answered = sum(int(r["Request Count"]) for r in rows if r["Name"] == "roadside.StreamFrames frame")
+    assert frames_answered >= 20, out  # both cameras streamed (at 5 fps each; fewer are answered on a busy machine)
+    async with aio.insecure_channel(suite.targets["roadside"]) as ch:
+        listed = await RoadsideServiceStub(ch).ListCameras(rpb.ListCamerasRequest(page=cpb.PageRequest(page_size=500)),
+                                                          metadata=keys.md(keys.admin), timeout=10)
+    ours = sorted(c.id for c in listed.cameras if c.id.startswith("dist-cam-"))
+    assert {i.split("-")[2] for i in ours} == {"w0", "w1"}, (ours, out)
