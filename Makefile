@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 UV := $(VENV)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test test-fast lock lint typecheck protos check-protos deps postgis native console-assets chromium models bench-parking k8s-check clean help
+.PHONY: run test test-fast lock lint typecheck protos check-protos deps postgis native console-assets chromium models bench-parking k8s-check load load-capacity clean help
 
 help:
 	@echo "make run      the whole suite on embedded PostGIS + Redis (Ctrl-C stops it)"
@@ -20,6 +20,8 @@ help:
 	@echo "make k8s-check       render every infra/k8s overlay and validate it offline (also part of make test)"
 	@echo "make console-assets  the web console's map library (npm ci) into services/console/static/vendor/"
 	@echo "make chromium        Debian's chromium for the console's browser tests (when missing)"
+	@echo "make load            locust: every client of the suite at once for LOAD_SECONDS (120), load/README.md"
+	@echo "make load-capacity   how many intersections one node holds within the bounds of load/mix.toml"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -112,6 +114,14 @@ k8s-check: $(STAMP)
 bench-parking: deps
 	@infra/ensure-test-services.sh
 	$(PY) load/bench_parking.py
+
+# Locust against a suite of its own (`v2x run --no-sim` on LOAD_PORT_BASE+1..) or V2X_TARGET: load/README.md.
+# LOAD_SECONDS (120), LOAD_MIX (load/mix.toml), LOAD_INTERSECTIONS, LOAD_SHAPE=rush, LOAD_WORKERS=N, LOAD_DETECTOR.
+load: deps models
+	$(PY) load/run.py
+
+load-capacity: deps models
+	$(PY) load/capacity.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
