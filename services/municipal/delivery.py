@@ -18,7 +18,10 @@
   refused record is alone, and that record becomes a dead letter. A per-record 4xx in a 2xx answer: that
   record becomes a dead letter. Records that fail their profile's checks never leave: dead letters too.
 - A token bucket keeps each destination under its rate limit (records per second).
-- Only one process drains a destination at a time (a PostgreSQL advisory lock), so replicas fail over.
+- Only one process drains a destination at a time (a PostgreSQL advisory lock), so replicas fail over. A chunk's
+  commit checks, in its transaction, that this process's lock session still holds the lock: a process whose
+  lock session died unnoticed may send a chunk the new owner sends too (deduped by the receiver), but never
+  moves the cursor or counts a record twice, and stops draining at once.
 """
 
 from __future__ import annotations
@@ -59,7 +62,17 @@ from services.municipal.model import (
 from services.municipal.profiles import RenderContext, make_profile
 from services.municipal.profiles.base import lot_location, preview, record_key
 from services.municipal.settings import MunicipalDestination, MunicipalSettings
-from services.municipal.store import Commit, Control, MunicipalStore, Row, chunk_end, row_position, to_records
+from services.municipal.store import (
+    Commit,
+    Control,
+    MunicipalStore,
+    NotOwner,
+    Owner,
+    Row,
+    chunk_end,
+    row_position,
+    to_records,
+)
 
 log = logging.getLogger("v2x.municipal")
 
@@ -68,11 +81,18 @@ DELIVERED = Counter("v2x_municipal_delivered_total", "Records acknowledged by th
 DEAD = Counter("v2x_municipal_dead_letters_total", "Records that became dead letters", ["destination", "reason"])
 REQUESTS = Counter("v2x_municipal_requests_total", "Delivery requests by HTTP status (0 = no answer)",
                    ["destination", "status"])
+# A read of the outbox that found nothing to send (the lane then waits poll_s): tests wait for it before they
+# assert that something was not sent.
+IDLE_POLLS = Counter("v2x_municipal_idle_polls_total", "Reads of the outbox that found nothing to send",
+                     ["destination"])
 LAG_RECORDS = Gauge("v2x_municipal_lag_records", "Outbox records waiting for a destination", ["destination"])
 LAG_SECONDS = Gauge("v2x_municipal_lag_seconds", "Age of the oldest record waiting for a destination",
                     ["destination"])
 
+# The owner looks at its lock session this often; a process that waits for the lock asks again this often (a
+# failover takes about that long; the commit fence, not this, keeps a former owner from writing).
 LOCK_CHECK_S = 5.0
+LOCK_RETRY_S = 1.0
 # Pause, replay and requeued dead letters are read from the database at least this often (at once when an
 # rpc in this process pokes the lane), not before every batch.
 CONTROL_EVERY_S = 0.5
@@ -396,6 +416,7 @@ class Lane:
         self.key = key_maker(self.name)
         self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.owner = False
+        self._lock_owner: Owner | None = None
         self._error_written = 0.0
         self._lock_checked = 0.0
         self._control_due = True
@@ -429,12 +450,16 @@ class Lane:
                 async with self.store.engine.connect() as lock_conn:
                     if not await self._lock(lock_conn):
                         self.owner = False
-                        await self._sleep(LOCK_CHECK_S)
+                        await self._sleep(LOCK_RETRY_S)
                         continue
                     try:
                         self.owner = True
                         attempt = 0
                         await self._drain(lock_conn)
+                    except NotOwner as exc:
+                        # Back to asking for the lock: the process that holds it now keeps it.
+                        log.warning("lost the destination's lock; another process drains it now",
+                                    extra={"destination": self.name, "reason": str(exc)})
                     finally:
                         self.owner = False
                         with contextlib.suppress(Exception):
@@ -450,9 +475,11 @@ class Lane:
                 await asyncio.sleep(backoff_s(attempt, 0.5, 10.0, self.rng))
 
     async def _lock(self, conn: AsyncConnection) -> bool:
-        got = (await conn.execute(text("SELECT pg_try_advisory_lock(hashtextextended(:k, 0))"),
-                                  {"k": f"v2x-municipal:{self.name}"})).scalar_one()
+        key = f"v2x-municipal:{self.name}"
+        got, pid = (await conn.execute(text("SELECT pg_try_advisory_lock(hashtextextended(:k, 0)), pg_backend_pid()"),
+                                       {"k": key})).one()
         await conn.commit()
+        self._lock_owner = Owner(int(pid), key) if got else None
         return bool(got)
 
     async def _unlock(self, conn: AsyncConnection) -> None:
@@ -517,8 +544,10 @@ class Lane:
                             end = max(done.pos, done.replay.end)
                             await self.store.commit(self.name, Commit(end, sorted(i for i, p in done.ahead.items()
                                                                                   if end < p),
-                                                                      [], [], done.replay.end, True))
+                                                                      [], [], done.replay.end, True),
+                                                    self._lock_owner)
                             break
+                        IDLE_POLLS.labels(self.name).inc()
                         await self._sleep(self.settings.poll_s)
                         continue
                     done.pending.append(self._start_delivery(chunk, done.pending[-1] if done.pending else None))
@@ -560,7 +589,7 @@ class Lane:
             done.committing = None
 
     async def _commit(self, c: Commit) -> None:
-        counted = await self.store.commit(self.name, c)
+        counted = await self.store.commit(self.name, c, self._lock_owner)
         for o in c.dead:
             DEAD.labels(self.name, o.reason).inc()
         if counted:

@@ -127,6 +127,15 @@ UPDATE municipal_destinations SET
     updated_at = now()
 WHERE name = $1"""
 
+# The commit's fence: the session that took the destination's advisory lock (see delivery.Lane) still holds it. A
+# lane whose lock session died (a dropped connection, a terminated backend) notices only at its next look at that
+# session; meanwhile another process may own the destination. Checked in the commit's own transaction, its cursor,
+# counts and dead letters are never written by a process that no longer owns the destination. (A bigint advisory
+# key is stored in pg_locks as its high half in classid and its low half in objid, with objsubid 1.)
+_OWNS_PG = """
+SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $1 AND objsubid = 1
+                   AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($2, 0))"""
+
 _DELIVERED_AT_PG = "UPDATE municipal_destinations SET last_delivered_at = now() WHERE name = $1"
 
 _COUNT_PG = """
@@ -311,6 +320,18 @@ class Commit:
     replay_done: bool
 
 
+@dataclass(frozen=True)
+class Owner:
+    """Who drains a destination: the backend (pid) of the session holding its advisory lock, and the lock's key."""
+
+    pid: int
+    key: str
+
+
+class NotOwner(Exception):
+    """The destination's lock is no longer held by this process's session: its commit was refused."""
+
+
 def local_day_bounds(day: date) -> tuple[datetime, datetime]:
     start = datetime(day.year, day.month, day.day, tzinfo=LOCAL_TZ)
     return start, start + timedelta(days=1)
@@ -380,14 +401,17 @@ class MunicipalStore:
             return {r.id: Position(int(r.txid), r.id)
                     for r in await conn.execute(_POSITIONS, {"ids": list(ids)})}
 
-    async def commit(self, name: str, c: Commit) -> int:
+    async def commit(self, name: str, c: Commit, owner: Owner | None = None) -> int:
         """Advances the cursor and records the batch's outcomes; returns how many records were counted
-        as delivered (each record is counted once, also when a replay or a retry sends it again)."""
+        as delivered (each record is counted once, also when a replay or a retry sends it again). With `owner`,
+        only while that session still holds the destination's lock (else NotOwner, and nothing is written)."""
         delivered, dead = c.delivered, c.dead
         async with self.engine.connect() as conn:
             pg = (await conn.get_raw_connection()).driver_connection
             assert pg is not None
             async with pg.transaction():
+                if owner is not None and not await pg.fetchval(_OWNS_PG, owner.pid, owner.key):
+                    raise NotOwner(f"the lock of destination {name} is no longer held by backend {owner.pid}")
                 # No wait for the WAL flush: if PostgreSQL itself crashes, the last few advances are lost and their
                 # records are sent again, which the receiver dedupes (same idempotency keys), with counts and dead
                 # letters lost and redone in the same transactions. The cursor never gets ahead of the platform.
