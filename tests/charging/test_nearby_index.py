@@ -15,11 +15,13 @@ from sqlalchemy import text
 from v2x.charging.v1 import charging_pb2 as pb
 from v2x.common.v1 import common_pb2 as cpb
 
-from services.charging.connector_cache import AnswerCache
+from services.charging import convert
 from services.charging.feed import STREAM, ChargingFeed
 from services.charging.index import ChargerIndex
 from services.charging.model import FindQuery
 from services.charging.store import ChargingStore
+from services.common import fast_paths
+from services.common.fast_paths import FastPath
 from services.common.nearby import haversine_m
 from services.common.runtime import Resources
 from tests.charging.conftest import Harness, NewStation, ShiftClock, Stub, charge_point_maker
@@ -63,7 +65,7 @@ def _from_index(index: ChargerIndex | None, q: FindQuery, now: datetime) -> pb.F
 
 
 async def _from_postgis(store: ChargingStore, q: FindQuery, now: datetime) -> pb.FindChargersResponse:
-    return AnswerCache().answer(await store.find(q, now), now)
+    return convert.answer_proto(await store.find(q, now), now)
 
 
 @pytest.fixture
@@ -102,6 +104,11 @@ async def test_the_index_answers_what_postgis_answers_on_random_stations(chargin
             else:
                 await charging.stub.ReportStatus(report(cid, rng.choice(STATUSES)), metadata=md)
     index, store = charging.app.feed.index, charging.app.store
+    # The fast paths (FastPath.DRIVER_READS, SPLICED_ANSWERS) answer what the plain ones answer: from
+    # PostGIS, from this index, and from an index loaded through SQLAlchemy.
+    plain_index = ChargerIndex(store)
+    with fast_paths.plain(*FastPath):
+        await plain_index.load()
     non_empty = filled = available_only = 0
     for _ in range(120):
         q = _query(lat + rng.uniform(-0.02, 0.02), lon + rng.uniform(-0.02, 0.02),
@@ -111,6 +118,10 @@ async def test_the_index_answers_what_postgis_answers_on_random_stations(chargin
         now = charging.clock()
         expected = await _from_postgis(store, q, now)
         assert _from_index(index, q, now) == expected, q
+        with fast_paths.plain(*FastPath):
+            assert await _from_postgis(store, q, now) == expected, q
+            assert _from_index(index, q, now) == expected, q
+            assert _from_index(plain_index, q, now) == expected, q
         non_empty += bool(expected.stations)
         filled += len(expected.stations) == q.limit
         available_only += q.available_only and bool(expected.stations)

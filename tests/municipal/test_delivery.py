@@ -358,7 +358,7 @@ async def test_each_destination_gets_every_change_in_its_own_profile(
                                           ("charger_status", f"CS{unique}", charger_status(f"CS{unique}", "C1"))])
     for d in dests:
         await caught_up(a, d.name)
-    for d, carried in zip(dests, (ids, ids[:3], [*ids[:3], ids[4]]), strict=True):
+    for d, carried in zip(dests, (ids, [*ids[:3], ids[4]], [*ids[:3], ids[4]]), strict=True):
         assert set(emulator.platform.seen) >= {idempotency_key(d.name, i) for i in carried}
         assert not {idempotency_key(d.name, i) for i in set(ids) - set(carried)} & set(emulator.platform.seen)
     assert emulator.platform.stats.rejected == 0

@@ -117,5 +117,6 @@ def test_v2x_run_leaves_where_it_listens_and_its_keys_in_a_private_run_file(suit
     state = suite.state()
     assert set(state["targets"]) == {"roadside", "idps", "parking", "charging", "municipal"}
     assert {"admin", "police", "driver", "operator:BSCT"} <= set(state["keys"])
-    assert set(state["processes"]) == {*state["targets"], "platform-emulator"}
+    assert set(state["processes"]) == {*state["targets"], "platform-emulator", "console"}
+    assert state["console_url"].startswith("http://127.0.0.1:")
     assert suite.run_file.stat().st_mode & 0o777 == 0o600
