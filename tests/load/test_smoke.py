@@ -123,6 +123,7 @@ def read_stats(prefix: Path) -> list[dict[str, str]]:
 HEADLESS = ("--headless", "--stop-timeout", "5", "--exit-code-on-error", "1", "--only-summary")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_locust_runs_every_user_class_against_the_suite_without_a_failure(
         tmp_path: Path, suite: Suite, keys: Keys, frames: Path) -> None:
@@ -140,6 +141,7 @@ async def test_locust_runs_every_user_class_against_the_suite_without_a_failure(
     assert counts.get("roadside.StreamFrames frame", 0) >= 2 * SECONDS, out  # 5 fps, answered
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_distributed_a_master_and_two_workers_share_the_users(
         tmp_path: Path, suite: Suite, keys: Keys, frames: Path) -> None:
