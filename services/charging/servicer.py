@@ -68,7 +68,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         return convert.station_proto(record, self.clock())
 
     async def GetStation(self, request: pb.GetStationRequest, context: Context) -> pb.Station:
-        record = await self.store.get_station(convert.ident(request.station_id, "station_id"))
+        record = await self.store.get_station(convert.ident(request.station_id, "station_id"), stale_ok=True)
         return _redacted(convert.station_proto(record, self.clock()), current_principal())
 
     async def ListStations(self, request: pb.ListStationsRequest, context: Context) -> pb.ListStationsResponse:

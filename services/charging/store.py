@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Row, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -55,6 +55,9 @@ from services.common.errors import (
 from services.common.outbox import OutboxKind, OutboxRow, write_outbox
 from services.common.principal import Principal
 from services.common.rawsql import Query, fetch
+from services.common.read_replica import Reads
+
+T = TypeVar("T")
 
 S = ConnectorStatus
 
@@ -280,8 +283,11 @@ class ChargePointAuth:
 
 
 class ChargingStore:
-    def __init__(self, engine: AsyncEngine, read_leases: int = 4) -> None:
+    def __init__(self, engine: AsyncEngine, read_leases: int = 4, reads: Reads | None = None) -> None:
         self.engine = engine
+        # Drivers' queries (stations, a station, the PostGIS charger search) go to the read replica while it is within
+        # its bound; writes' answers, the index's loads and a watch's snapshot stay on the primary.
+        self.reads = reads
         # Reads are single statements: in autocommit they need no BEGIN / ROLLBACK round trips.
         self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
         # A few connections of the engine's pool stay checked out for reads: a checkout (pre-ping,
@@ -318,6 +324,14 @@ class ChargingStore:
             self._leases.append(conn)
             raise
         self._leases.append(conn)
+
+    async def _stale_ok(self, query: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """A read that may be up to the replica's bound behind: on the replica while it is within it, else on a
+        leased connection to the primary."""
+        if self.reads is not None and self.reads.replica_fresh():
+            return await self.reads.read(query)
+        async with self._read() as conn:
+            return await query(conn)
 
     async def close(self) -> None:
         """Returns the leased read connections to the pool (before the engine is disposed)."""
@@ -430,15 +444,20 @@ class ChargingStore:
         order = {sid: i for i, sid in enumerate(ids)}
         return sorted((_record(s, by_station.get(s.id, [])) for s in stations), key=lambda r: order[r.spec.id])
 
-    async def get_station(self, station_id: str) -> StationRecord:
+    async def get_station(self, station_id: str, stale_ok: bool = False) -> StationRecord:
+        """A station; with `stale_ok` (a driver's GetStation) possibly from the read replica."""
+        if stale_ok:
+            return await self._stale_ok(lambda conn: self._get(conn, station_id))
         async with self._read() as conn:
             return await self._get(conn, station_id)
 
     async def list_stations(self, operator_id: str | None, lot_id: str | None, after: str,
                             n: int) -> list[StationRecord]:
-        async with self._read() as conn:
+        async def query(conn: AsyncConnection) -> list[StationRecord]:
             rows = (await conn.execute(_LIST, {"operator": operator_id, "lot": lot_id, "after": after, "n": n})).all()
             return await self._records(conn, [r.id for r in rows])
+
+        return await self._stale_ok(query)
 
     # ----- status -------------------------------------------------------------------------
 
@@ -501,8 +520,7 @@ class ChargingStore:
         params = {"lat": q.lat, "lon": q.lon, "radius": q.radius_m, "standard": q.standard,
                   "plug_bit": 1 << q.standard if q.standard else 0,
                   "min_power": q.min_power_kw, "available_only": q.available_only, "now": now, "limit": q.limit}
-        async with self._read() as conn:
-            rows = await fetch(conn, _FIND_QUERY, params)
+        rows = await self._stale_ok(lambda conn: fetch(conn, _FIND_QUERY, params))
         out: list[StationMatch] = []
         for (s_id, s_operator, s_name, s_address, s_lot, s_lat, s_lon, distance_m, cid, station_id, evse_id,
              standard, kw, price, fee, spot, ocpp_connector, status, error_code, info, source, observed_at,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,6 +31,7 @@ from services.common.geo import Area
 from services.common.outbox import OutboxKind, OutboxRow, write_outbox
 from services.common.principal import Principal, Role
 from services.common.rawsql import Query, fetch
+from services.common.read_replica import Reads
 from services.parking import payloads, rules
 from services.parking.availability import (
     CLASS_NAMES,
@@ -63,6 +64,7 @@ from services.parking.vocab import (
     CLASSES,
     AckResult,
     DetectionType,
+    PassageDirection,
     SpaceClass,
 )
 
@@ -95,6 +97,9 @@ _FROM = "FROM parking_lots l JOIN parking_lot_state s ON s.lot_id = l.id"
 # JSON as text: `_json` parses it with orjson, several times faster than the driver's jsonb codec (json.loads).
 _LOCK = text(f"SELECT {_view_columns(_PRICE_AS_TEXT)}, "
              f"CAST(s.samples AS text) AS samples {_FROM} WHERE s.lot_id = ANY(:ids) ORDER BY s.lot_id FOR UPDATE OF s")
+_ENTRY_OF_EXIT = text(
+    "SELECT passage_id, passed_at FROM parking_passages WHERE lot_id = :lot_id AND plate = :plate "
+    "AND direction = :entry AND passed_at <= :at ORDER BY passed_at DESC, id DESC LIMIT 1")
 _GET = text(f"SELECT {_VIEW_COLUMNS}, {_STATIC_COLUMNS} {_FROM} WHERE l.id = :id")
 _LIST = text(
     f"SELECT {_VIEW_COLUMNS}, {_STATIC_COLUMNS} {_FROM} "
@@ -271,8 +276,11 @@ class _Working:
 
 
 class ParkingStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, reads: Reads | None = None) -> None:
         self.engine = engine
+        # Drivers' queries (lots, a lot, the PostGIS nearby search) may be answered by the read replica within its
+        # bound; writes' answers, the nearby index's loads and a watch's snapshot stay on the primary.
+        self.reads = reads or Reads(engine)
 
     # ----- lots ---------------------------------------------------------------------------
 
@@ -320,17 +328,21 @@ class ParkingStore:
         return _record(row)
 
     async def get_lot(self, lot_id: str, now: datetime) -> tuple[LotRecord, LotView]:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(_GET, {"id": lot_id, "mow": minute_of_week(now)})).first()
+        async def query(conn: AsyncConnection) -> Row[Any] | None:
+            return (await conn.execute(_GET, {"id": lot_id, "mow": minute_of_week(now)})).first()
+
+        row = await self.reads.read(query)
         if row is None:
             raise NotFound(f"lot {lot_id} does not exist")
         return _record(row), _view(row._mapping, 0.0)
 
     async def list_lots(self, operator_id: str | None, after: str, n: int,
                         now: datetime) -> list[tuple[LotRecord, LotView]]:
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(
+        async def query(conn: AsyncConnection) -> Sequence[Row[Any]]:
+            return (await conn.execute(
                 _LIST, {"operator": operator_id, "after": after, "n": n, "mow": minute_of_week(now)})).all()
+
+        rows = await self.reads.read(query)
         return [(_record(r), _view(r._mapping, 0.0)) for r in rows]
 
     # ----- spots --------------------------------------------------------------------------
@@ -389,17 +401,21 @@ class ParkingStore:
                        for row in (await conn.execute(_LOCK, {"ids": ids, "mow": minute_of_week(now)})).all()}
             spot_lots = sorted({r.lot_id for r in reports if r.spots and r.lot_id in working})
             spots: dict[str, dict[str, list[int]]] = {lid: {} for lid in spot_lots}
+            places: dict[tuple[str, str], tuple[float, float]] = {}  # (lot, spot) -> (lat, lon) of located spots
             if spot_lots:
                 for srow in (await conn.execute(text(
-                        "SELECT lot_id, spot_id, space_class, status FROM parking_spots WHERE lot_id = ANY(:ids)"),
+                        "SELECT lot_id, spot_id, space_class, status, ST_Y(location::geometry) AS lat, "
+                        "ST_X(location::geometry) AS lon FROM parking_spots WHERE lot_id = ANY(:ids)"),
                         {"ids": spot_lots})).all():
                     spots[srow.lot_id][srow.spot_id] = [srow.space_class, srow.status]
+                    if srow.lat is not None and srow.lon is not None:
+                        places[(srow.lot_id, srow.spot_id)] = (srow.lat, srow.lon)
             outcomes: list[Outcome] = []
             outbox: list[OutboxRow] = []
             spot_updates: list[tuple[str, str, int, datetime]] = []
             for r in reports:
                 try:
-                    outcomes.append(self._apply_one(principal, r, working, spots, now, outbox, spot_updates))
+                    outcomes.append(self._apply_one(principal, r, working, spots, now, outbox, spot_updates, places))
                 except DomainError as exc:
                     stored = working[r.lot_id].state.sequence if r.lot_id in working else 0
                     outcomes.append(Outcome(AckResult.REJECTED, stored, exc))
@@ -410,7 +426,8 @@ class ParkingStore:
 
     def _apply_one(self, principal: Principal, r: Report, working: dict[str, _Working],
                    spots: dict[str, dict[str, list[int]]], now: datetime, outbox: list[OutboxRow],
-                   spot_updates: list[tuple[str, str, int, datetime]]) -> Outcome:
+                   spot_updates: list[tuple[str, str, int, datetime]],
+                   places: Mapping[tuple[str, str], tuple[float, float]]) -> Outcome:
         w = working.get(r.lot_id)
         if w is None:
             raise NotFound(f"lot {r.lot_id} does not exist")
@@ -429,7 +446,8 @@ class ParkingStore:
                     lot_spots[spot_id][1] = status
                     spot_updates.append((r.lot_id, spot_id, status, r.observed_at))
                     outbox.append(OutboxRow(OutboxKind.SPOT_STATUS, r.lot_id, payloads.spot_status(
-                        r.lot_id, spot_id, lot_spots[spot_id][0], status, r.observed_at)))
+                        r.lot_id, spot_id, lot_spots[spot_id][0], status, r.observed_at,
+                        places.get((r.lot_id, spot_id)))))
             free = rules.free_from_spots(free, lot_spots)
         w.state = _advance(state, w.summary, free, r.sequence, r.observed_at, now, r.closed, r.full_at_entrance)
         w.dirty = True
@@ -455,7 +473,16 @@ class ParkingStore:
                 {**p.__dict__, "now": now})).first()
             if inserted is None:
                 return False, LotView(summary, state), None
-            outbox = [OutboxRow(OutboxKind.PASSAGE, p.lot_id, payloads.passage(p, now))]
+            entry, fee = None, None
+            if p.direction == PassageDirection.EXIT:
+                # The stay this exit ends: the plate's latest entry into the lot before it.
+                found = (await conn.execute(_ENTRY_OF_EXIT, {"lot_id": p.lot_id, "plate": p.plate,
+                                                             "entry": PassageDirection.ENTRY,
+                                                             "at": p.passed_at})).first()
+                if found is not None:
+                    entry = (found.passage_id, found.passed_at)
+                    fee = rules.parking_fee_fen(summary.price, (p.passed_at - found.passed_at).total_seconds())
+            outbox = [OutboxRow(OutboxKind.PASSAGE, p.lot_id, payloads.passage(p, now, entry, fee))]
             changed = None
             if rules.moves_occupancy(summary):
                 # Passages are deltas: a late one still counts, but does not move observed_at back.
@@ -526,8 +553,7 @@ class ParkingStore:
         params = {"lat": q.lat, "lon": q.lon, "radius": q.radius_m, "any_kind": not q.kinds, "kinds": q.kinds,
                   "max_price": q.max_price_per_hour_fen, "open_now": q.open_now, "mow": minute_of_week(now),
                   "min_free": q.min_free, "now": now, "limit": q.limit}
-        async with self.engine.connect() as conn:
-            records = await fetch(conn, _FIND_QUERY[q.space_class], params)
+        records = await self.reads.read(lambda conn: fetch(conn, _FIND_QUERY[q.space_class], params))
         return [_view(r) for r in records]
 
     async def index_rows(self, ids: Sequence[str] | None = None) -> Sequence[Any]:

@@ -4,9 +4,8 @@ the answer back to PostGIS when it may have missed a change."""
 
 from __future__ import annotations
 
-import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
 
 import numpy as np
@@ -34,14 +33,17 @@ from tests.charging.helpers import (
     GBT_AC,
     GBT_DC,
     TYPE2,
+    arrival_recorded,
     ocpp_client,
     ocpp_now,
     report,
 )
 from tests.conftest import Keys
 from tests.replicas import following
+from tests.waiting import assert_eventually
 
 WAIT_S = 10.0
+CAUGHT_UP = "the replica's index to catch up"
 STATUSES = (AVAILABLE, CHARGING, pb.CONNECTOR_STATUS_FAULTED, pb.CONNECTOR_STATUS_PREPARING)
 
 
@@ -64,13 +66,6 @@ def _from_index(index: ChargerIndex | None, q: FindQuery, now: datetime) -> pb.F
 
 async def _from_postgis(store: ChargingStore, q: FindQuery, now: datetime) -> pb.FindChargersResponse:
     return convert.answer_proto(await store.find(q, now), now)
-
-
-async def _eventually(check: Callable[[], bool]) -> None:
-    deadline = asyncio.get_running_loop().time() + WAIT_S
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "the replica's index never caught up"
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -180,10 +175,11 @@ async def test_stations_and_states_written_elsewhere_reach_a_replica(stub: Stub,
     st = await new_station(lat=lat, lon=lon, plugs=[(GBT_DC, 120.0)])
     cid = st.evses[0].connectors[0].id
     q = _query(lat, lon, available_only=True)
-    await _eventually(lambda: _ids(_from_index(replica.index, _query(lat, lon), charging.clock())) == [st.id])
+    await assert_eventually(lambda: _ids(_from_index(replica.index, _query(lat, lon), charging.clock())) == [st.id],
+                            CAUGHT_UP, WAIT_S)
     assert _ids(_from_index(replica.index, q, charging.clock())) == []
     await stub.ReportStatus(report(cid, AVAILABLE), metadata=keys.md(keys.op_a))
-    await _eventually(lambda: _ids(_from_index(replica.index, q, charging.clock())) == [st.id])
+    await assert_eventually(lambda: _ids(_from_index(replica.index, q, charging.clock())) == [st.id], CAUGHT_UP, WAIT_S)
     # Moved 800 m north with a second, AC connector: both show, at the new distance.
     edited = pb.Station()
     edited.CopyFrom(st)
@@ -197,7 +193,7 @@ async def test_stations_and_states_written_elsewhere_reach_a_replica(stub: Stub,
         found = _from_index(replica.index, _query(lat, lon), charging.clock()).stations
         return [(round(s.distance_m), len(s.connectors)) for s in found] == [(distance, 2)]
 
-    await _eventually(moved)
+    await assert_eventually(moved, CAUGHT_UP, WAIT_S)
     now = charging.clock()
     for query in (_query(lat, lon), q, _query(lat, lon, standard=GBT_AC)):
         assert _from_index(replica.index, query, now) == await _from_postgis(charging.app.store, query, now)
@@ -211,7 +207,7 @@ async def test_a_replica_reloads_when_the_stream_was_trimmed_past_it(keys: Keys,
     cid = st.evses[0].connectors[0].id
     q = _query(lat, lon, available_only=True)
     await charging.stub.ReportStatus(report(cid, AVAILABLE), metadata=keys.md(keys.op_a))
-    await _eventually(lambda: _ids(_from_index(replica.index, q, charging.clock())) == [st.id])
+    await assert_eventually(lambda: _ids(_from_index(replica.index, q, charging.clock())) == [st.id], CAUGHT_UP, WAIT_S)
     # A committed change whose announcement is lost, then entries trimmed before the replica could read them.
     async with resources.engine.begin() as conn:
         await conn.execute(text("UPDATE charging_connector_state SET status = :s, received_at = now() "
@@ -227,7 +223,7 @@ async def test_a_replica_reloads_when_the_stream_was_trimmed_past_it(keys: Keys,
         answer = replica.index.find(q, charging.clock())
         return answer is not None and _ids(pb.FindChargersResponse.FromString(answer)) == []
 
-    await _eventually(reloaded)
+    await assert_eventually(reloaded, CAUGHT_UP, WAIT_S)
 
 
 async def test_a_charge_point_heard_from_keeps_its_readings_fresh_in_the_index(
@@ -242,14 +238,16 @@ async def test_a_charge_point_heard_from_keeps_its_readings_fresh_in_the_index(
                                                   timestamp=ocpp_now()))
         assert _ids(_from_index(h.app.feed.index, q, clock())) == [cp.station.id]
         clock.advance(3 * boot.interval - 5)
+        heard_at = clock()
         await client.call(call.Heartbeat())
-        await asyncio.sleep(1.5)  # arrival is flushed to the charge point's row within a second
+        await arrival_recorded(h.app.gateway, cp.cp_id, heard_at)  # flushed to the charge point's row and the index
         clock.advance(10)  # 3 intervals after the reading, but not after the heartbeat
         now = clock()
         assert _ids(_from_index(h.app.feed.index, q, now)) == [cp.station.id]
         assert _from_index(h.app.feed.index, q, now) == await _from_postgis(h.app.store, q, now)
         # Another replica hears of the heartbeat through the stream.
-        await _eventually(lambda: _from_index(replica.index, q, now) == _from_index(h.app.feed.index, q, now))
+        await assert_eventually(lambda: _from_index(replica.index, q, now) == _from_index(h.app.feed.index, q, now),
+                                CAUGHT_UP, WAIT_S)
         clock.advance(3 * boot.interval)  # silent since
         now = clock()
         assert _ids(_from_index(h.app.feed.index, q, now)) == []
