@@ -237,6 +237,11 @@ INSERT INTO municipal_reconciliations (destination, day, matched, report) VALUES
 ON CONFLICT (destination, day) DO UPDATE SET matched = excluded.matched, report = excluded.report,
     created_at = now()""")
 
+_LOT_FACTS = text("""
+SELECT DISTINCT ON (aggregate_id) aggregate_id, payload->>'lot_kind', (payload->>'lat')::float8,
+       (payload->>'lon')::float8, (payload->'line')::text
+FROM outbox WHERE kind = 'lot_static' AND aggregate_id = ANY(CAST(:ids AS text[]))
+ORDER BY aggregate_id, id DESC""")
 _LOT_KINDS = text("""
 SELECT DISTINCT ON (aggregate_id) aggregate_id, payload->>'lot_kind' FROM outbox
 WHERE kind = 'lot_static' AND aggregate_id = ANY(CAST(:ids AS text[]))
@@ -544,6 +549,15 @@ class MunicipalStore:
                                                       "matched": r.matched, "report": json.dumps(report)})
 
     # ----- facts for profiles ---------------------------------------------------------------------------
+
+    async def lot_facts(self, lot_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Each lot's kind and location from its latest static record: {lot: {"lot_kind", "lat", "lon", "line"}}."""
+        if not lot_ids:
+            return {}
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(_LOT_FACTS, {"ids": list(lot_ids)})
+            return {r[0]: {"lot_kind": r[1], "lat": r[2], "lon": r[3], "line": orjson.loads(r[4]) if r[4] else None}
+                    for r in rows if r[1]}
 
     async def lot_kinds(self, lot_ids: Sequence[str]) -> dict[str, str]:
         if not lot_ids:

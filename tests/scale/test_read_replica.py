@@ -46,6 +46,9 @@ from tests.parking.conftest import Stub as ParkingStub
 from tests.parking.helpers import lot
 from tests.waiting import assert_eventually
 
+# A streaming standby of its own (an embedded PostgreSQL): ~10 s to set up on the 2-core machine.
+pytestmark = pytest.mark.slow
+
 MAX_LAG_S = 0.6
 SITE = (31.40, 121.49)
 
