@@ -622,7 +622,7 @@ def report(args: argparse.Namespace, results: list[Result], seconds: float) -> d
     print(f"\n{len(rows)} workloads in {seconds:.0f} s; load average at the end {load_average()}; "
           f"{os.cpu_count()} cores")
     out = {"rows": rows, "seconds": round(seconds), "load_average_end": load_average(), "cores": os.cpu_count(),
-           "args": {k: v for k, v in vars(args).items() if k != "pg_admin"}}
+           "args": {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items() if k != "pg_admin"}}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return out
