@@ -4,7 +4,6 @@ real photos and on held-out simulator frames, and the service picks it by its se
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,17 +13,8 @@ import pytest
 from roadside_sim.detection_set import EVALUATION_SEED, LabelledFrame, Score, real_photos, sim_frames
 from services.roadside.app import _default_detector
 from services.roadside.detector import BgrImage, Detector, DetectorConfig, DetectorError, model_for_precision
-from tests.roadside.conftest import ROOT, _run
 
 DOG_PICKUP = (465.0, 72.0, 690.0, 172.0)
-
-
-@pytest.fixture(scope="session")
-def int8_path(model_path: Path, samples_dir: Path) -> Path:
-    path = model_for_precision(model_path, "int8")
-    if not path.is_file() or not path.with_suffix(".json").is_file():
-        _run([sys.executable, str(ROOT / "models" / "quantize_detector.py")], "quantising the detector")
-    return path
 
 
 @pytest.fixture(scope="session")
