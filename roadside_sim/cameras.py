@@ -38,6 +38,7 @@ KERB_OFFSET_M = 20.0  # ...and this far outside the kerb, looking obliquely acro
 NEAR_M, FAR_M = 26.0, 52.0  # the stretch of the approach configured as lanes (metres before the stop line)
 NO_STOPPING_M = (32.0, 44.0)  # the kerb strip of the lanes coming in where stopping is forbidden
 KERB_STRIP_M = 2.2  # width of the kerb strip beside lane 0 where vehicles stop or park
+SPOT_BEYOND_M = 1.5  # the camera's spot zones reach this far beyond the kerb strip
 SPOTS_M = (34.0, 40.0)  # on-street spots on the far kerb (metres from the stop line, 6 m each)
 COUNT_LINE_M = 38.0
 SPEED_LIMIT_KMH = 50.0
@@ -110,7 +111,11 @@ class CameraRig:
         if kerb is not None:
             cam.zones.add(id="no-stopping", kind=pb.ZONE_KIND_NO_STOPPING, polygon=_poly(kerb))
         for spot in self.spots:
-            poly = self.ground_polygon(spot.corners)
+            # Like the no-stopping zone, drawn where the boxes of the cars parked in it put them: the bottom centre of
+            # the box of a car at the far kerb lands up to ~1.5 m beyond it in this view (`v2x sim score` found
+            # parked cars 0.6 m outside the spot as drawn, and every occupied spot read free).
+            along = sorted({round(a.coordinates(c)[0], 3) for c in spot.corners})
+            poly = self.ground_polygon(a.far_kerb_quad(along[0], along[-1], KERB_STRIP_M + SPOT_BEYOND_M, reach=1.5))
             if poly is not None and self.lot_id:
                 cam.zones.add(id=f"spot-{spot.spot_id}", kind=pb.ZONE_KIND_PARKING_SPOT, polygon=_poly(poly),
                               parking_lot_id=self.lot_id, parking_spot_id=spot.spot_id)
