@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from edgefirst.tracker import ByteTrack
@@ -151,7 +151,7 @@ class Tracker:
             track.observe(d, timestamp_ns)
             voted = track.vote(d.vehicle_class)
             if voted is not d.vehicle_class:
-                d = Detection(voted, d.score, d.x1, d.y1, d.x2, d.y2, d.model_class)
+                d = replace(d, vehicle_class=voted)
             out.append((track.track_id, d))
         self._frames += 1
         self._previous_ns = timestamp_ns

@@ -33,6 +33,7 @@ from tests.conftest import Keys
 RECALL_FLOOR = {"903": 1.0, "904": 1.0, "901": 1.0}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 async def test_a_one_minute_scenario_scores_every_injected_event_as_an_incident(
         tmp_path: Path, resources: Resources, parking_service: RunningService, keys: Keys) -> None:
