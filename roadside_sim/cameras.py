@@ -42,6 +42,10 @@ SPOT_BEYOND_M = 1.5  # the camera's spot zones reach this far beyond the kerb st
 SPOTS_M = (34.0, 40.0)  # on-street spots on the far kerb (metres from the stop line, 6 m each)
 COUNT_LINE_M = 38.0
 SPEED_LIMIT_KMH = 50.0
+# The cameras' frame deadline: with at most two frames in flight (roadside_sim/run.py) a frame waits for one other at
+# most, so a late answer is better than none (on the loaded machine frames waited 2..3 s and were answered
+# DEADLINE_EXCEEDED at the service's default of 2 s, after which the cameras' streams were answered no more).
+FRAME_DEADLINE_MS = 8000
 STOP_THRESHOLD_S = 20  # the cameras' stop threshold (903 on a lane, 1002 in the no-stopping zone)
 
 
@@ -98,7 +102,8 @@ class CameraRig:
         cam = pb.Camera(id=self.camera_id, name=name or f"{a.junction} approach from {a.edge_in}",
                         location=cpb.LatLon(lat=lat, lon=lon), heading_deg=round(self.pinhole.heading_deg, 2),
                         image_width=self.size[0], image_height=self.size[1],
-                        thresholds=pb.CameraThresholds(stop_threshold_s=STOP_THRESHOLD_S))
+                        thresholds=pb.CameraThresholds(stop_threshold_s=STOP_THRESHOLD_S,
+                                                           frame_deadline_ms=FRAME_DEADLINE_MS))
         for lane in a.lanes_in + a.lanes_out:
             poly = self.ground_polygon(a.lane_quad(lane, NEAR_M, FAR_M))
             if poly is None:

@@ -166,8 +166,11 @@ async def register_spots(parking: ParkingStub, key: str, district: District, cam
     return made
 
 
-async def _stream(stub: RoadsideStub, feed: CameraFeed, key: str, on_result: Callable[[rpb.FrameResult], None]
-                  ) -> None:
+async def _stream(target: str, feed: CameraFeed, key: str, on_result: Callable[[rpb.FrameResult], None]) -> None:
+    """One camera's StreamFrames, on a connection of its own as a camera has; a stalled stream is started again on a
+    new connection (all streams on one connection stalled together on the loaded machine: one stuck stream can hold
+    the connection's flow-control window)."""
+
     async def frames() -> AsyncIterator[rpb.Frame]:
         while (frame := await feed.queue.get()) is not None:
             yield frame
@@ -176,34 +179,38 @@ async def _stream(stub: RoadsideStub, feed: CameraFeed, key: str, on_result: Cal
     while True:
         feed.outstanding, feed.last_service_dropped = feed.queue.qsize(), 0
         feed.last_progress = time.monotonic()
+        restart = False
         try:
-            feed.call = stub.StreamFrames(frames(), metadata=_metadata(key))
-            async for result in feed.call:
-                feed.answered += 1
-                feed.last_progress = time.monotonic()
-                gone = max(0, result.dropped_frames - feed.last_service_dropped)
-                feed.last_service_dropped = result.dropped_frames
-                feed.outstanding = max(0, feed.outstanding - 1 - gone)
-                if result.HasField("error"):
-                    feed.errors += 1
-                on_result(result)
-                delay = 0.5
-            if feed.call.cancelled() and feed.restart:
-                feed.restart = False
-                continue  # started again by the frame loop (a stalled stream)
-            return
+            async with aio.insecure_channel(target) as channel:
+                stub: RoadsideStub = RoadsideServiceStub(channel)
+                feed.call = stub.StreamFrames(frames(), metadata=_metadata(key))
+                async for result in feed.call:
+                    feed.answered += 1
+                    feed.last_progress = time.monotonic()
+                    gone = max(0, result.dropped_frames - feed.last_service_dropped)
+                    feed.last_service_dropped = result.dropped_frames
+                    feed.outstanding = max(0, feed.outstanding - 1 - gone)
+                    if result.HasField("error"):
+                        feed.errors += 1
+                    on_result(result)
+                    delay = 0.5
+                restart = feed.call.cancelled() and feed.restart
         except asyncio.CancelledError:
             if not feed.restart:
                 raise
-            feed.restart = False  # the frame loop cancelled this call to start the stream again
+            restart = True  # the frame loop cancelled this call to start the stream again
         except aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.CANCELLED and feed.restart:
-                feed.restart = False
+                restart = True
+            else:
+                log.warning("camera %s stream ended: %s %s; reconnecting", feed.rig.camera_id, exc.code().name,
+                            exc.details())
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
                 continue
-            log.warning("camera %s stream ended: %s %s; reconnecting", feed.rig.camera_id, exc.code().name,
-                        exc.details())
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+        if not restart:
+            return
+        feed.restart = False
 
 
 async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
@@ -253,7 +260,8 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
                     on_result(camera_id, result)
             return take
 
-        streams = [asyncio.create_task(_stream(roadside, f, cfg.admin_key, record(cid))) for cid, f in feeds.items()]
+        streams = [asyncio.create_task(_stream(cfg.roadside, f, cfg.admin_key, record(cid)))
+                   for cid, f in feeds.items()]
         gate_stop = asyncio.Event()
         if cfg.gate_operator and cfg.gate_key:
             run.gates = GateLog(f"{cfg.lot_prefix}-GARAGE-{cfg.gate_operator}")
