@@ -82,7 +82,10 @@ function stream() {
   es.addEventListener("snapshot_end", () => { label.textContent = "live"; });
   es.addEventListener("heartbeat", () => { label.textContent = "live"; });
   es.onerror = () => { label.textContent = "reconnecting…"; };
-  es.addEventListener("resync", () => { for (const id of [...state.incidents.keys()]) remove(id); });
+  es.addEventListener("resync", () => {
+    document.body.dataset.resyncs = String(Number(document.body.dataset.resyncs || 0) + 1);
+    for (const id of [...state.incidents.keys()]) remove(id);
+  });
   es.addEventListener("new", (e) => upsert(JSON.parse(e.data)));
   es.addEventListener("update", (e) => upsert(JSON.parse(e.data)));
   es.addEventListener("end", (e) => remove(JSON.parse(e.data).id));
