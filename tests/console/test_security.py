@@ -9,9 +9,12 @@ import aiohttp
 from playwright.async_api import BrowserContext, Request, expect
 from v2x.idps.v1 import idps_pb2
 
+from services.common.apikeys import create_key, revoke_key
+from services.common.runtime import Resources
 from tests.conftest import Keys
 from tests.console.conftest import Console
 from tests.console.helpers import http_client, http_sign_in, idps, report, sign_in_page, site
+from tests.waiting import assert_eventually
 
 
 async def _events(response: aiohttp.ClientResponse, until: str) -> list[dict[str, Any]]:
@@ -156,3 +159,22 @@ async def test_a_last_event_id_that_is_no_cursor_starts_over_with_a_snapshot(con
         async with http.get(console.url + "/api/v1/incidents/stream", headers={"Last-Event-ID": "nonsense"}) as r:
             events = await _events(r, "snapshot_end")
     assert events[0]["event"] == "resync" and events[-1]["id"]
+
+
+async def test_a_revoked_key_ends_its_session(console: Console, keys: Keys, resources: Resources) -> None:
+    issued = await create_key(resources.engine, "police", "to be revoked")
+    async with http_client() as http:
+        await http_sign_in(http, console, issued.key)
+        async with http.get(console.url + "/api/v1/incidents") as r:
+            assert r.status == 200
+        await revoke_key(resources.engine, issued.principal.key_id)
+
+        async def refused() -> bool:
+            async with http.get(console.url + "/api/v1/incidents") as r:
+                return r.status == 401 and "sign in again" in (await r.json())["error"]
+
+        await assert_eventually(refused, "the revoked key refused (after the services' key cache)", within_s=10)
+        async with http.get(console.url + "/api/v1/session") as r:
+            assert (await r.json()) == {"signed_in": False}
+        async with http.get(console.url + "/api/v1/incidents") as r:
+            assert r.status == 403

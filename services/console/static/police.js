@@ -81,7 +81,11 @@ function stream() {
   es.onopen = () => { label.textContent = "connected"; };
   es.addEventListener("snapshot_end", () => { label.textContent = "live"; });
   es.addEventListener("heartbeat", () => { label.textContent = "live"; });
-  es.onerror = () => { label.textContent = "reconnecting…"; };
+  es.onerror = async () => {
+    label.textContent = "reconnecting…";
+    // Refused for good (the session ended, e.g. its key was revoked): back to the sign-in form.
+    if (es.readyState === EventSource.CLOSED && !(await V2X.whoami()).signed_in) location.reload();
+  };
   es.addEventListener("resync", () => {
     document.body.dataset.resyncs = String(Number(document.body.dataset.resyncs || 0) + 1);
     for (const id of [...state.incidents.keys()]) remove(id);
