@@ -144,4 +144,5 @@ def _headers(request: web.Request, response: web.StreamResponse) -> None:
 
 def security_headers() -> dict[str, str]:
     return {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-            "X-Frame-Options": "DENY", "Cross-Origin-Opener-Policy": "same-origin"}
+            "X-Frame-Options": "DENY", "Cross-Origin-Opener-Policy": "same-origin",
+            "Permissions-Policy": "geolocation=(self), camera=(), microphone=()"}
