@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
-from playwright.async_api import BrowserContext, Request, expect
+from playwright.async_api import BrowserContext, ConsoleMessage, Request, expect
 from v2x.idps.v1 import idps_pb2
 
 from services.common.apikeys import create_key, revoke_key
@@ -141,7 +141,12 @@ async def test_sign_in_sets_a_strict_httponly_expiring_cookie_and_the_key_stays_
     requests: list[str] = []
     context.on("request", lambda request: requests.append(request.url) if isinstance(request, Request) else None)
     page = await sign_in_page(context, console, "/police", keys.police)
+    await expect(page.locator("#stream-state")).to_be_visible()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if isinstance(m, ConsoleMessage) and m.type == "error" else None)
+    await page.reload()  # the signed-in page, watched from its first byte
     await expect(page.locator("#stream-state")).to_have_text("live", timeout=15_000)
+    assert not errors, errors  # no script error, nothing the Content-Security-Policy blocked
     assert keys.police not in page.url
     storage = await page.evaluate("() => JSON.stringify([{...localStorage}, {...sessionStorage}, document.cookie])")
     assert keys.police not in storage and "v2x_console_session" not in storage
