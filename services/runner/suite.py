@@ -304,6 +304,8 @@ def roadside_simulator(settings: Settings, admin_key: str, env: dict[str, str]) 
                        str(SIM_CAMERAS_PER), "--fps", f"{SIM_FPS:g}",
                        "--target", f"127.0.0.1:{settings.ports['roadside']}",
                        "--parking", f"127.0.0.1:{settings.ports['parking']}", "--key", admin_key)
+    if "charging" in builders():
+        argv += ["--charging", f"127.0.0.1:{settings.ports['charging']}"]
     return ChildSpec("roadside-sim", argv, env, running)
 
 
@@ -338,10 +340,14 @@ def _banner(settings: Settings, lots: int, stations: int, keys: dict[str, str], 
         lines.append(f"  roadside -> parking: on-street spot states to {roadside_env['V2X_ROADSIDE_PARKING_TARGET']} "
                      f"as operator:{STREET_OPERATOR}")
     if simulate and {"roadside", "parking", "idps"} <= set(services):
+        chargers = (f", and a kerbside charging station at each driven by an OCPP charge point ({_ocpp_url(settings)})"
+                    if "charging" in services else "")
         lines.append(f"  roadside simulator (v2x sim): {SIM_INTERSECTIONS} intersections, "
-                     f"{SIM_INTERSECTIONS * SIM_CAMERAS_PER} cameras at {SIM_FPS:g} fps "
-                     f"({SIM_INTERSECTIONS * SIM_CAMERAS_PER * SIM_FPS:g} frames/s to the detector); camera incidents "
-                     "reach the police stream below within two minutes")
+                     f"{SIM_INTERSECTIONS * SIM_CAMERAS_PER} cameras at up to {SIM_FPS:g} fps each "
+                     f"({SIM_INTERSECTIONS * SIM_CAMERAS_PER * SIM_FPS:g} frames/s to the real detector; a camera "
+                     "sends its next frame once the detector has answered all but one, and the simulator prints the "
+                     f"frames/s answered per camera after 20 s and every minute){chargers}; camera incidents reach "
+                     "the police stream below within two minutes")
     console = ConsoleSettings.from_env(settings.env).port
     lines += ["", f"web console: http://127.0.0.1:{console}/  (police and operators sign in with their key below; "
               f"the public page http://127.0.0.1:{console}/public needs none)"]

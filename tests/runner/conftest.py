@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from services.common.config import SERVICE_PORTS
 from services.common.runfile import run_file
+from tests.waiting import assert_eventually
 
 READY_S = 180.0
 
@@ -61,12 +61,17 @@ class RunningSuite:
 async def start_suite(tmp: Path, extra_env: dict[str, str] | None = None, *, simulate: bool = False) -> RunningSuite:
     """A `v2x run` that is up (every service serving); with `simulate`, its simulators too."""
     suite = await spawn_suite(tmp, extra_env, simulate=simulate)
-    deadline = time.monotonic() + READY_S
+
+    def up() -> bool:
+        if suite.proc.returncode is not None:
+            raise AssertionError(f"v2x run exited with {suite.proc.returncode}:\n{suite.output()[-4000:]}")
+        return "v2x-suite is up" in suite.output()
+
     try:
-        while "v2x-suite is up" not in suite.output():
-            if suite.proc.returncode is not None or time.monotonic() > deadline:
-                raise AssertionError(f"v2x run did not come up:\n{suite.output()[-4000:]}")
-            await asyncio.sleep(0.5)
+        try:
+            await assert_eventually(up, "v2x run to say it is up", READY_S, every_s=0.5)
+        except AssertionError as exc:
+            raise AssertionError(f"v2x run did not come up ({exc}):\n{suite.output()[-4000:]}") from None
     except BaseException:
         # However the wait ends (no start, the test's timeout, Ctrl-C), no suite is left behind: the fixture's
         # teardown never runs for a fixture that did not finish setting up.
