@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import aiohttp
+import pytest
 
 from tests.runner.conftest import RunningSuite
 
 
+@pytest.mark.slow  # the whole `v2x run`
 async def test_the_console_serves_and_signs_the_demo_police_key_in(suite: RunningSuite) -> None:
     url = suite.state()["console_url"]
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:  # the cookie of 127.0.0.1
