@@ -211,6 +211,6 @@ document.addEventListener("DOMContentLoaded", async () => {
   state.map = await V2X.map("map");
   stream();
   cameras(); municipal();
-  setInterval(cameras, 15000);
+  setInterval(cameras, 5000);  // counts are per minute; a queue shows within 5 s
   setInterval(municipal, 15000);
 });
