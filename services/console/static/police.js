@@ -211,6 +211,6 @@ document.addEventListener("DOMContentLoaded", async () => {
   state.map = await V2X.map("map");
   stream();
   cameras(); municipal();
-  setInterval(cameras, 5000);  // counts are per minute; a queue shows within 5 s
+  setInterval(cameras, 5000);  // the latest minute of counts, as soon as the roadside service has it
   setInterval(municipal, 15000);
 });
