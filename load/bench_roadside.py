@@ -2,7 +2,7 @@
 
     .venv/bin/python load/bench_roadside.py [--json results.json] [--cameras 1,4,8] [--seconds 8]
 
-What it does, all in one run (about three minutes on a 2-core machine; no camera count
+What it does, all in one run (about five minutes on a 2-core machine; no camera count
 is started after --budget seconds):
 
 1. creates a fresh database ``v2x_bench_rs_<pid>`` on the local PostgreSQL/PostGIS cluster, migrates it,
@@ -10,20 +10,22 @@ is started after --budget seconds):
 2. prepares the frames: the Darknet sample photos with road users (dog, person, kite) and simulator
    frames, 640x480 JPEG (quality 85), cycled per camera, so the detector, the tracker and the analytics
    all have work;
-3. starts two roadside services as separate processes (``v2x serve roadside``): the one measured, as the
-   service is configured by default (``--max-batch``: V2X_ROADSIDE_MAX_BATCH, default 1, micro-batching off),
-   and one with the other setting (``--compare-batch``, default 4); each gets 8 cameras with the
-   simulator's geometry (lanes, zones, a counting line, a homography). Only one is busy at a time;
+3. starts one roadside service per detector precision as separate processes (``v2x serve roadside``,
+   ``--precisions``, default fp32 and int8: V2X_ROADSIDE_DETECTOR_PRECISION), at the batch setting measured
+   (``--max-batch``: V2X_ROADSIDE_MAX_BATCH, default 1, micro-batching off), and optionally an fp32 one with
+   another batch setting (``--compare-batch``, default none); each gets 8 cameras with the simulator's
+   geometry (lanes, zones, a counting line, a homography). Only one is busy at a time;
 4. for 1, 4 and 8 concurrent camera streams:
-   - raw slice: in this process, ``session.run`` of the YOLOv3-tiny model on the same frames, already
-     decoded and letterboxed, one frame per call, back to back, two ways: one loop with an intra-op thread
-     per core and spinning (the fastest single frame), and the service's options (1 thread per run, spinning off)
-     in one loop per core. Raw frames/s is the faster of the two, the single-frame latency the one loop's;
+   - raw slice, per precision: in this process, ``session.run`` of that model (YOLOv3-tiny fp32, or its int8
+     QDQ version) on the same frames, already decoded and letterboxed, one frame per call, back to back, two
+     ways: one loop with an intra-op thread per core and spinning (the fastest single frame), and the service's
+     options (1 thread per run, spinning off) in one loop per core. Raw frames/s is the faster of the two, the
+     single-frame latency the one loop's;
    - saturated: each camera sends as fast as the service answers (2 frames in flight per camera; the
-     service drops the oldest when a camera's queue is full): frames/s of results, of both services
-     (micro-batching on and off: the measurement behind the default);
+     service drops the oldest when a camera's queue is full): frames/s of results, of every service;
    - live: each camera at a fixed rate (5 fps, or less so that all cameras together offer at most 75%
-     of the raw frames/s): p50/p99 latency from sending a frame to receiving its result;
+     of fp32's raw frames/s), every precision at the same rate: p50/p99 latency from sending a frame to
+     receiving its result;
    - raw slice again. Each service figure is compared with the mean of the two raw slices around it:
      other engineers' work on the shared machine comes and goes within minutes;
 5. the plate reader: 40 rendered Chinese plates (沪A·12345 style, blue/yellow/green, WenQuanYi Micro
@@ -31,8 +33,9 @@ is started after --budget seconds):
    service (``ReadPlate``, one call at a time): read rate (text and colour exact) and ms per plate;
 6. stops the services with SIGTERM and drops the database (also on error or Ctrl-C).
 
-Goals (issue 3): service throughput >= 0.85 x raw at every camera count; p99 latency at 4 cameras
-<= 3 x the single-frame model latency. The CPU table says how busy the machine was (other engineers share it).
+Goals (issue 3): service throughput >= 0.85 x raw (of its own precision) at every camera count; p99 latency
+at 4 cameras <= 3 x the single-frame model latency. Issue 19: int8 frames/s through the service >= 1.8 x fp32's
+at every camera count. The CPU table says how busy the machine was (other engineers share it).
 """
 
 from __future__ import annotations
@@ -68,8 +71,8 @@ from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceStub
 from roadside_sim.scene import SB_CENTRE_E, Scene, drive
 from services.common.apikeys import create_key
 from services.common.db import create_engine, migrate
-from services.roadside.detector import Detector, DetectorConfig
-from services.roadside.settings import RoadsideSettings
+from services.roadside.detector import Detector, DetectorConfig, model_for_precision
+from services.roadside.settings import PRECISIONS, RoadsideSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's `load`
 from load.harness import ServiceProcess, free_port, proc_cpu_s
@@ -85,6 +88,7 @@ SERVICE = "v2x.roadside.v1.RoadsideService"
 FRAME_SIZE = (640, 480)
 GOAL_RATIO = 0.85
 GOAL_P99_X = 3.0
+GOAL_INT8_SPEEDUP = 1.8  # issue 19: int8 frames/s through the service >= 1.8 x fp32's
 LIVE_FPS = 5.0
 LIVE_LOAD = 0.75
 
@@ -172,9 +176,9 @@ def raw_as_served() -> RawSetup:
                     detector.spinning, runs)
 
 
-def raw_loops(tensors: list[np.ndarray[Any, Any]], setup: RawSetup, seconds: float) -> dict[str, Any]:
+def raw_loops(tensors: list[np.ndarray[Any, Any]], setup: RawSetup, seconds: float, model: Path) -> dict[str, Any]:
     """session.run on letterboxed tensors, one frame per call, back to back in each loop, for `seconds`."""
-    detector = Detector(DetectorConfig(verify_sha256=False, intra_op_threads=setup.intra_op_threads,
+    detector = Detector(DetectorConfig(model_path=model, verify_sha256=False, intra_op_threads=setup.intra_op_threads,
                                        spinning=setup.spinning))
     name = detector.spec.input_name
     for t in tensors[:3]:
@@ -206,28 +210,30 @@ def raw_loops(tensors: list[np.ndarray[Any, Any]], setup: RawSetup, seconds: flo
             "p99_ms": round(percentile(latencies, 0.99) * 1000, 2), "cpu_cores": cpu1.cores_since(cpu0)}
 
 
-def raw_baseline(images: list[np.ndarray[Any, Any]], seconds: float) -> dict[str, Any]:
+def raw_baseline(images: list[np.ndarray[Any, Any]], seconds: float, precision: str = "fp32") -> dict[str, Any]:
     """Both raw setups, `seconds` each. The service is held to the faster frames/s of the two and to the
     single-frame latency of one loop on every core: whichever the service's own options are, raw is the
     best onnxruntime does with this model on this machine."""
-    tensors = [Detector(DetectorConfig(verify_sha256=False)).preprocess(image)[0][None] for image in images]
-    one = raw_loops(tensors, RAW_ONE_LOOP, seconds)
-    served = raw_loops(tensors, raw_as_served(), seconds)
-    return {"frames_per_s": max(one["frames_per_s"], served["frames_per_s"]), "p50_ms": one["p50_ms"],
-            "one_loop": one, "as_served": served}
+    model = model_for_precision(DetectorConfig.from_env().model_path, precision)
+    tensors = [Detector(DetectorConfig(model_path=model, verify_sha256=False)).preprocess(image)[0][None]
+               for image in images]
+    one = raw_loops(tensors, RAW_ONE_LOOP, seconds, model)
+    served = raw_loops(tensors, raw_as_served(), seconds, model)
+    return {"precision": precision, "frames_per_s": max(one["frames_per_s"], served["frames_per_s"]),
+            "p50_ms": one["p50_ms"], "one_loop": one, "as_served": served}
 
 
 # ----- the service -------------------------------------------------------------------------------------
 
 
-def start_service(database_url: str, redis_url: str, max_batch: int) -> ServiceProcess:
+def start_service(database_url: str, redis_url: str, max_batch: int, precision: str) -> ServiceProcess:
     port, metrics_port = free_port(), free_port()
     exe = Path(sys.executable).with_name("v2x")
     cmd = [str(exe), "serve", "roadside"] if exe.exists() else [sys.executable, "-m", "services.cli", "serve",
                                                                  "roadside"]
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "V2X_ROADSIDE_PORT": str(port),
            "V2X_ROADSIDE_METRICS_PORT": str(metrics_port), "V2X_BIND_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING",
-           "V2X_ROADSIDE_MAX_BATCH": str(max_batch)}
+           "V2X_ROADSIDE_MAX_BATCH": str(max_batch), "V2X_ROADSIDE_DETECTOR_PRECISION": precision}
     log_path = Path(tempfile.gettempdir()) / f"v2x_bench_{os.getpid()}_roadside.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
@@ -438,8 +444,8 @@ async def configure_cameras(stub: Stub, key: str, n: int, prefix: str) -> list[s
 
 
 async def open_service(database_url: str, redis_url: str, key: str, max_batch: int, n_cameras: int,
-                       prefix: str) -> tuple[ServiceProcess, list[aio.Channel], list[Stub], list[str]]:
-    service = start_service(database_url, redis_url, max_batch)
+                       prefix: str, precision: str) -> tuple[ServiceProcess, list[aio.Channel], list[Stub], list[str]]:
+    service = start_service(database_url, redis_url, max_batch, precision)
     await wait_healthy(service)
     channels = [aio.insecure_channel(f"127.0.0.1:{service.port}", options=[("grpc.use_local_subchannel_pool", 1)])
                 for _ in range(2)]
@@ -477,18 +483,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"frames: {len(frames)} JPEG {FRAME_SIZE[0]}x{FRAME_SIZE[1]}, "
               f"{sum(map(len, frames)) // len(frames) // 1024} KiB on average; load {load_average()}", flush=True)
         n_max = max(args.cameras)
-        main = await open_service(database_url, args.redis_url, key, args.max_batch, n_max, "a")
-        services.append(main[:2])
-        compare = None
-        if args.compare_batch != args.max_batch:
-            compare = await open_service(database_url, args.redis_url, key, args.compare_batch, n_max, "b")
-            services.append(compare[:2])
+        # One service per precision at the measured batch setting, and optionally one fp32 service at another.
+        setups = [(precision, args.max_batch) for precision in args.precisions]
+        if args.compare_batch and args.compare_batch != args.max_batch:
+            setups.append((args.precisions[0], args.compare_batch))
+        opened = []
+        for index, (precision, max_batch) in enumerate(setups):
+            svc = await open_service(database_url, args.redis_url, key, max_batch, n_max, f"{precision}{index}",
+                                     precision)
+            services.append(svc[:2])
+            opened.append((precision, max_batch, svc))
         raws: list[dict[str, Any]] = []
 
-        async def raw_slice() -> dict[str, Any]:
-            r = await asyncio.to_thread(raw_baseline, images, args.raw_seconds)
-            raws.append(r)
-            return r
+        async def raw_slice() -> dict[str, dict[str, Any]]:
+            slice_ = {}
+            for precision in args.precisions:
+                r = await asyncio.to_thread(raw_baseline, images, args.raw_seconds, precision)
+                raws.append(r)
+                slice_[precision] = r
+            return slice_
 
         def record(row: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> None:
             raw_fps = (before["frames_per_s"] + after["frames_per_s"]) / 2
@@ -498,7 +511,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                        p99_x_single=round(row["p99_ms"] / raw_ms, 2) if raw_ms else None)
             out["rows"].append(row)
             c = row["cpu_cores"]
-            print(f"  {row['mode']:9} batch<={row['max_batch']} {row['cameras']} cam "
+            print(f"  {row['precision']} {row['mode']:9} batch<={row['max_batch']} {row['cameras']} cam "
                   f"{row['fps_per_camera'] or 'max'} fps: {row['frames_per_s']} frames/s = {row['ratio']} x raw "
                   f"({row['raw_frames_per_s']}), p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms "
                   f"= {row['p99_x_single']} x single frame, dropped {row['dropped']}, cores server {c['server']} "
@@ -507,27 +520,32 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for n in args.cameras:
             before = await raw_slice()
             rows = []
-            for svc, max_batch in ((main, args.max_batch), (compare, args.compare_batch)):
+            for precision, max_batch, svc in opened:
                 # One camera never fills a batch (one frame per camera per batch): the other setting is the same there.
-                if svc is None or (svc is compare and n == 1):
+                if max_batch != args.max_batch and n == 1:
                     continue
                 _, _, stubs, cameras = svc
                 row = await phase(stubs, key, cameras[:n], frames, seconds=args.seconds, warmup=args.warmup,
                                   window=2, fps=None, server_pid=svc[0].proc.pid)
-                row.update(mode="saturated", max_batch=max_batch)
+                row.update(mode="saturated", max_batch=max_batch, precision=precision)
                 rows.append(row)
-            fps = min(LIVE_FPS, LIVE_LOAD * before["frames_per_s"] / n)
-            _, _, stubs, cameras = main
-            live = await phase(stubs, key, cameras[:n], frames, seconds=args.seconds, warmup=args.warmup, window=2,
-                               fps=round(fps, 2), server_pid=main[0].proc.pid)
-            live.update(mode="live", max_batch=args.max_batch)
-            rows.append(live)
+            # Live cameras offer the same rate to every precision: what fp32 can serve, so the latencies compare.
+            fps = min(LIVE_FPS, LIVE_LOAD * before[args.precisions[0]]["frames_per_s"] / n)
+            for precision, max_batch, svc in opened:
+                if max_batch != args.max_batch:
+                    continue
+                _, _, stubs, cameras = svc
+                live = await phase(stubs, key, cameras[:n], frames, seconds=args.seconds, warmup=args.warmup,
+                                   window=2, fps=round(fps, 2), server_pid=svc[0].proc.pid)
+                live.update(mode="live", max_batch=max_batch, precision=precision)
+                rows.append(live)
             after = await raw_slice()
             for row in rows:
-                record(row, before, after)
+                record(row, before[row["precision"]], after[row["precision"]])
             if time.monotonic() - started > args.budget:
                 print(f"over the {args.budget:g} s budget: stopping here", flush=True)
                 break
+        main = opened[0][2]
         plates = plate_set(args.plates, 20261124)
         out["plates_raw"] = await asyncio.to_thread(raw_plates, plates)
         out["plates_service"] = await service_plates(main[2][0], key, plates)
@@ -543,40 +561,53 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await admin.close()
 
     out.update(raw=raws, load_average_after=load_average(), seconds=round(time.monotonic() - started, 1),
-               max_batch=args.max_batch, compare_batch=args.compare_batch)
+               max_batch=args.max_batch, compare_batch=args.compare_batch, precisions=args.precisions)
     rows = out["rows"]
+    base = args.precisions[0]
     saturated = [r for r in rows if r["mode"] == "saturated" and r["max_batch"] == args.max_batch]
-    live4 = next((r for r in rows if r["mode"] == "live" and r["cameras"] == 4), None)
+    live4 = next((r for r in rows if r["mode"] == "live" and r["cameras"] == 4 and r["precision"] == base), None)
     # The issue asks it of every camera count, not of the best one.
     out["goals"] = {
         "throughput_ratio_worst": min((r["ratio"] or 0 for r in saturated), default=None),
-        "throughput_ratio_by_cameras": {r["cameras"]: r["ratio"] for r in saturated},
+        "throughput_ratio_by_cameras": {f"{r['precision']} {r['cameras']}": r["ratio"] for r in saturated},
         "throughput_ratio_goal": GOAL_RATIO,
         "throughput_ok": bool(saturated) and all((r["ratio"] or 0) >= GOAL_RATIO for r in saturated),
         "p99_at_4_cameras_ms": live4["p99_ms"] if live4 else None,
         "p99_limit_ms": round(GOAL_P99_X * live4["raw_single_frame_ms"], 1) if live4 else None,
         "p99_ok": bool(live4 and live4["p99_x_single"] is not None and live4["p99_x_single"] <= GOAL_P99_X),
     }
+    # int8 through the service against fp32 through the service, same camera count, same minutes.
+    by = {(r["precision"], r["cameras"]): r for r in saturated}
+    speedup = {n: round(by[("int8", n)]["frames_per_s"] / by[(base, n)]["frames_per_s"], 2)
+               for (p, n) in by if p == "int8" and (base, n) in by and by[(base, n)]["frames_per_s"]}
+    if speedup and base != "int8":
+        out["goals"].update(int8_speedup_by_cameras=speedup, int8_speedup_goal=GOAL_INT8_SPEEDUP,
+                            int8_speedup_ok=all(v >= GOAL_INT8_SPEEDUP for v in speedup.values()))
     print_table(out)
     return out
 
 
 def print_table(out: dict[str, Any]) -> None:
     print()
-    print("| mode | max batch | cameras | fps/camera | frames/s | raw frames/s (same minute) | x raw | p50 ms "
-          "| p99 ms | p99 / single frame | dropped | errors | cores: server / client / others |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| precision | mode | max batch | cameras | fps/camera | frames/s | raw frames/s (same minute) | x raw "
+          "| p50 ms | p99 ms | p99 / single frame | dropped | errors | cores: server / client / others |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in out["rows"]:
         c = r["cpu_cores"]
-        print(f"| {r['mode']} | {r['max_batch']} | {r['cameras']} | {r['fps_per_camera'] or 'max'} | "
+        print(f"| {r['precision']} | {r['mode']} | {r['max_batch']} | {r['cameras']} | "
+              f"{r['fps_per_camera'] or 'max'} | "
               f"{r['frames_per_s']} | {r['raw_frames_per_s']} | {r['ratio']} | {r['p50_ms']} | {r['p99_ms']} | "
               f"{r['p99_x_single']} | {r['dropped']} | {r['errors']} | {c['server']} / {c['client']} / {c['others']} |")
-    raw = out["raw"]
     print()
-    for key in ("one_loop", "as_served"):
-        print(f"raw session.run, {raw[0][key]['setup']} (frames/s, single-frame p50 ms): "
-              + ", ".join(f"{r[key]['frames_per_s']} / {r[key]['p50_ms']}" for r in raw))
+    for precision in out["precisions"]:
+        raw = [r for r in out["raw"] if r["precision"] == precision]
+        for key in ("one_loop", "as_served"):
+            print(f"raw session.run {precision}, {raw[0][key]['setup']} (frames/s, single-frame p50 ms): "
+                  + ", ".join(f"{r[key]['frames_per_s']} / {r[key]['p50_ms']}" for r in raw))
     g = out["goals"]
+    if "int8_speedup_by_cameras" in g:
+        print(f"int8 / fp32 frames/s through the service, by cameras: {g['int8_speedup_by_cameras']} "
+              f"(goal >= {g['int8_speedup_goal']} at each): {'met' if g['int8_speedup_ok'] else 'NOT met'}")
     print(f"throughput (the service as configured, max batch {out['max_batch']}) by cameras: "
           f"{g['throughput_ratio_by_cameras']} x raw, worst "
           f"{g['throughput_ratio_worst']} (goal >= {g['throughput_ratio_goal']} for each): "
@@ -602,6 +633,13 @@ def _levels(value: str) -> list[int]:
     return levels
 
 
+def _precisions(value: str) -> list[str]:
+    chosen = [v.strip() for v in value.split(",") if v.strip()]
+    if not chosen or any(v not in PRECISIONS for v in chosen) or len(set(chosen)) != len(chosen):
+        raise argparse.ArgumentTypeError(f"a comma-separated list of {', '.join(PRECISIONS)}")
+    return chosen
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cameras", type=_levels, default=[1, 4, 8], help="concurrent camera streams (default 1,4,8)")
@@ -610,10 +648,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--raw-seconds", type=float, default=4.0, help="seconds of each raw setup in a raw slice")
     p.add_argument("--max-batch", type=int, default=RoadsideSettings().max_batch,
                    help="the measured service's V2X_ROADSIDE_MAX_BATCH (default: the service's default)")
-    p.add_argument("--compare-batch", type=int, default=4,
-                   help="V2X_ROADSIDE_MAX_BATCH of a second service, measured saturated beside the first")
+    p.add_argument("--compare-batch", type=int, default=0,
+                   help="V2X_ROADSIDE_MAX_BATCH of a further fp32 service, measured saturated beside the others "
+                        "(default 0: none)")
+    p.add_argument("--precisions", type=_precisions, default=["fp32", "int8"],
+                   help="detector precisions, one service each (default fp32,int8; the first is the reference)")
     p.add_argument("--plates", type=int, default=40, help="rendered plates for the plate reader figures")
-    p.add_argument("--budget", type=float, default=200.0,
+    p.add_argument("--budget", type=float, default=300.0,
                    help="seconds; no further camera count is started after this")
     p.add_argument("--pg-admin", default=os.environ.get("V2X_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
                    help="an admin URL of the cluster to create the benchmark database in")

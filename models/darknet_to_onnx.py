@@ -11,6 +11,7 @@ dimension is symbolic so callers can micro-batch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -263,8 +264,15 @@ def _route(g: _GraphBuilder, s: Section, index: int, layers: list[_Tensor]) -> _
     return _Tensor(out, sum(t.channels for t in sources), sources[0].height, sources[0].width)
 
 
-def convert(cfg_text: str, weights_data: bytes) -> ConversionResult:
-    """Build the ONNX model (input ``images`` ``[batch, C, H, W]``) and its head metadata."""
+def convert(
+    cfg_text: str, weights_data: bytes, mask_overrides: Mapping[int, Sequence[int]] | None = None
+) -> ConversionResult:
+    """Build the ONNX model (input ``images`` ``[batch, C, H, W]``) and its head metadata.
+
+    ``mask_overrides`` maps a ``[yolo]`` section's index (0 = the first head in the cfg) to the anchor mask the
+    weights were trained with, where the cfg that ships with them says otherwise.
+    """
+    overrides = dict(mask_overrides or {})
     sections = parse_cfg(cfg_text)
     net = sections[0]
     width, height, channels = net.get_int("width"), net.get_int("height"), net.get_int("channels", 3)
@@ -289,6 +297,9 @@ def convert(cfg_text: str, weights_data: bytes) -> ConversionResult:
             anchors_flat = [float(v) for v in s.get_str("anchors", "").split(",") if v.strip()]
             anchors = list(zip(anchors_flat[0::2], anchors_flat[1::2], strict=True))
             mask = s.get_ints("mask") if "mask" in s.options else list(range(len(anchors)))
+            mask = list(overrides.pop(len(heads), mask))
+            if any(not 0 <= m < len(anchors) for m in mask):
+                raise DarknetConversionError(f"[yolo] at line {s.line}: mask {mask} outside the {len(anchors)} anchors")
             if x.channels != len(mask) * (5 + classes):
                 raise DarknetConversionError(
                     f"[yolo] at line {s.line}: input has {x.channels} channels, "
@@ -324,6 +335,8 @@ def convert(cfg_text: str, weights_data: bytes) -> ConversionResult:
         )
     if not heads or num_classes is None:
         raise DarknetConversionError("cfg has no [yolo] section")
+    if overrides:
+        raise DarknetConversionError(f"mask overrides for heads {sorted(overrides)} the cfg does not have")
 
     graph = helper.make_graph(
         g.nodes,

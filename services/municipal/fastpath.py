@@ -156,6 +156,8 @@ def wire_spot_status(record: OutboxRecord, key: str, now: datetime) -> bytes | N
     if (not isinstance(lot, str) or lot != record.aggregate_id or not _ident(lot) or not isinstance(spot, str)
             or not _ident(spot)):
         return None
+    if "lat" in p or "lon" in p:
+        return None  # a berth with coordinates (on-street) goes the general way
     space_class, status = p.get("space_class"), p.get("status")
     berth_class = _BERTH_CLASS.get(space_class) if isinstance(space_class, str) else None
     berth_status = _BERTH_STATUS.get(status) if isinstance(status, str) else None

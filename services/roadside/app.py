@@ -10,7 +10,7 @@ from services.common.principal import Role
 from services.common.runtime import Builder, Resources, ServiceParts
 from services.common.server import ServiceDefinition
 from services.roadside.analytics import FrameAnalysis
-from services.roadside.detector import Detector, DetectorConfig
+from services.roadside.detector import Detector, DetectorConfig, model_for_precision
 from services.roadside.engine import BatchDetector, CameraSession, InferenceEngine
 from services.roadside.events import EventPublisher
 from services.roadside.servicer import PlateService, RoadsideServicer
@@ -42,7 +42,7 @@ def make_builder(detector: BatchDetector | None = None, *, plates: bool = True,
     def build(resources: Resources) -> ServiceParts:
         settings = resources.settings
         r = roadside or RoadsideSettings.from_env(settings.env)
-        det = detector or _default_detector(r.detector, r.max_batch)
+        det = detector or _default_detector(r.detector, r.max_batch, r.detector_precision)
         events = EventPublisher(resources.redis, settings.redis_stream_maxlen)
         spots = (SpotPublisher(r.parking_target, r.parking_key, r.spot_refresh_s) if r.parking_target else None)
 
@@ -87,14 +87,15 @@ def make_builder(detector: BatchDetector | None = None, *, plates: bool = True,
     return build
 
 
-def _default_detector(kind: str, max_batch: int) -> BatchDetector:
+def _default_detector(kind: str, max_batch: int, precision: str = "fp32") -> BatchDetector:
     if kind == "sim":
         from services.roadside.keycolour import KeyColourDetector
 
         log.warning("V2X_ROADSIDE_DETECTOR=sim: the demo key-colour detector, not the model")
         return KeyColourDetector()
     config = DetectorConfig.from_env()
-    return Detector(DetectorConfig(model_path=config.model_path, intra_op_threads=config.intra_op_threads,
+    return Detector(DetectorConfig(model_path=model_for_precision(config.model_path, precision),
+                                   intra_op_threads=config.intra_op_threads,
                                    max_batch=max(max_batch, 1)))
 
 

@@ -36,13 +36,14 @@ from services.roadside.yolo_decode import (
     Candidates,
     DarknetHead,
     FloatArray,
+    IntArray,
     Letterbox,
     OutputLayout,
     decode_darknet_head,
     decode_yolov5,
     decode_yolov8,
     infer_flat_layout,
-    nms_per_class,
+    nms_grouped,
     unletterbox,
 )
 
@@ -74,6 +75,9 @@ MODEL_CLASS_TO_VEHICLE: Mapping[str, VehicleClass] = MappingProxyType(
     }
 )
 
+# The classes one physical vehicle gets confused between; NMS suppresses across them (DetectorConfig).
+MERGED_VEHICLE_CLASSES = frozenset({VehicleClass.CAR, VehicleClass.BUS, VehicleClass.TRUCK, VehicleClass.MOTORCYCLE})
+
 # Score = objectness * class probability. Starting points, not calibrated on roadside footage: on the
 # Darknet sample photos every real vehicle scores >= 0.54 and the spurious part-of-a-vehicle boxes
 # below 0.3. Pedestrians feed "pedestrian on road" events, so they need a little more confidence.
@@ -95,6 +99,16 @@ class DetectorError(RuntimeError):
     """The model or its metadata cannot be used."""
 
 
+def model_for_precision(model_path: Path, precision: str) -> Path:
+    """The model file of a precision: ``fp32`` the model itself, ``int8`` the ``<stem>-int8.onnx`` beside it that
+    ``models/quantize_detector.py`` writes (with its own ``.json``)."""
+    if precision == "fp32":
+        return model_path
+    if precision == "int8":
+        return model_path.with_name(f"{model_path.stem}-int8{model_path.suffix}")
+    raise DetectorError(f"unknown detector precision {precision!r}: fp32 or int8")
+
+
 @dataclass(frozen=True, slots=True)
 class Detection:
     """One road user in source-image pixels (``x1 <= x2``, ``y1 <= y2``, clipped to the image)."""
@@ -106,6 +120,10 @@ class Detection:
     x2: float
     y2: float
     model_class: str  # the model's own class name, e.g. "motorbike"
+    # The best other vehicle class whose box on the same object was suppressed (a pickup as car 0.64 with truck
+    # 0.54 behind it); None when no other class scored on that object.
+    alt_class: VehicleClass | None = None
+    alt_score: float = 0.0
 
     @property
     def width(self) -> float:
@@ -128,6 +146,9 @@ class DetectorConfig:
     spinning: bool = False  # intra-op threads spin while waiting for work (only with intra_op_threads != 1)
     score_thresholds: Mapping[VehicleClass, float] = field(default_factory=lambda: DEFAULT_SCORE_THRESHOLDS)
     nms_iou: float = 0.45
+    # Suppress across car, bus, truck and motorcycle (one box per vehicle, the best class kept, the runner-up as
+    # Detection.alt_class); False: per-class NMS only, as Darknet does.
+    merge_vehicle_classes: bool = True
     max_detections: int = 100
     max_batch: int = 8  # frames per session run in detect_batch
     verify_sha256: bool = True  # check the ONNX file against the metadata's onnx_sha256
@@ -239,6 +260,7 @@ class Detector:
         batch_dim = self.session.get_inputs()[0].shape[0]
         self.dynamic_batch = not isinstance(batch_dim, int) or batch_dim <= 0
         self._thresholds = self._class_thresholds(self.config.score_thresholds)
+        self._class_groups = self._nms_groups(self.config.merge_vehicle_classes)
         self._output_names = (
             [h.output for h in self.spec.heads]
             if self.spec.layout is OutputLayout.DARKNET
@@ -254,6 +276,15 @@ class Detector:
         if not np.isfinite(thresholds).any():
             raise DetectorError("none of the model's classes maps to a vehicle class")
         return thresholds
+
+    def _nms_groups(self, merge: bool) -> IntArray:
+        """Per model class its NMS group: its own index, or one shared group for the merged vehicle classes."""
+        groups = np.arange(len(self.spec.class_names), dtype=np.int64)
+        if merge:
+            for index, name in enumerate(self.spec.class_names):
+                if MODEL_CLASS_TO_VEHICLE.get(name) in MERGED_VEHICLE_CLASSES:
+                    groups[index] = len(self.spec.class_names)
+        return groups
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -324,16 +355,33 @@ class Detector:
         return decode_yolov5(raw, self._thresholds)
 
     def _postprocess(self, outputs: Sequence[FloatArray], box: Letterbox) -> list[Detection]:
-        kept = nms_per_class(self._decode(outputs), self.config.nms_iou, self.config.max_detections)
+        result = nms_grouped(self._decode(outputs), self.config.nms_iou, self._class_groups, self.config.max_detections)
+        kept = result.candidates
         boxes = unletterbox(kept.boxes, box)
         detections: list[Detection] = []
-        for (x1, y1, x2, y2), score, class_id in zip(
-            boxes.tolist(), kept.scores.tolist(), kept.class_ids.tolist(), strict=True
+        for (x1, y1, x2, y2), score, class_id, alt_id, alt_score in zip(
+            boxes.tolist(),
+            kept.scores.tolist(),
+            kept.class_ids.tolist(),
+            result.alt_class_ids.tolist(),
+            result.alt_scores.tolist(),
+            strict=True,
         ):
             if x2 <= x1 or y2 <= y1:
                 continue  # entirely in the letterbox padding
             name = self.spec.class_names[class_id]
+            alt_class = MODEL_CLASS_TO_VEHICLE[self.spec.class_names[alt_id]] if alt_id >= 0 else None
             detections.append(
-                Detection(MODEL_CLASS_TO_VEHICLE[name], float(score), x1, y1, x2, y2, model_class=name)
+                Detection(
+                    MODEL_CLASS_TO_VEHICLE[name],
+                    float(score),
+                    x1,
+                    y1,
+                    x2,
+                    y2,
+                    model_class=name,
+                    alt_class=alt_class,
+                    alt_score=float(alt_score) if alt_class is not None else 0.0,
+                )
             )
         return detections

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from services.common.config import ConfigError, env_choice, env_float, env_int
 
+PRECISIONS = ("fp32", "int8")
+
 
 @dataclass(frozen=True)
 class RoadsideSettings:
@@ -20,6 +22,8 @@ class RoadsideSettings:
     max_batch: int = 1
     infer_workers: int = 2  # batches in flight at once (one detector session, shared)
     detector: str = "onnx"  # "sim": the key-colour detector for demos without cameras (keycolour.py)
+    # "int8": the detector quantised by models/quantize_detector.py (<model>-int8.onnx beside the fp32 one).
+    detector_precision: str = "fp32"
     frame_deadline_ms: int = 2000
     parking_target: str = ""  # host:port of the parking service
     parking_key: str = field(default="", repr=False)
@@ -34,6 +38,7 @@ class RoadsideSettings:
             max_batch=env_int(env, "V2X_ROADSIDE_MAX_BATCH", d.max_batch, 1, 64),
             infer_workers=env_int(env, "V2X_ROADSIDE_INFER_WORKERS", d.infer_workers, 1, 16),
             detector=env_choice(env, "V2X_ROADSIDE_DETECTOR", d.detector, ("onnx", "sim")),
+            detector_precision=env_choice(env, "V2X_ROADSIDE_DETECTOR_PRECISION", d.detector_precision, PRECISIONS),
             frame_deadline_ms=env_int(env, "V2X_ROADSIDE_FRAME_DEADLINE_MS", d.frame_deadline_ms, 50, 60_000),
             parking_target=target,
             parking_key=key,

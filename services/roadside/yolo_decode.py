@@ -174,17 +174,39 @@ def infer_flat_layout(shape: tuple[int, ...], num_classes: int) -> OutputLayout:
     raise ValueError(f"cannot tell the layout of an output {shape} with {num_classes} classes")
 
 
-def nms_per_class(candidates: Candidates, iou_threshold: float, max_detections: int = 300) -> Candidates:
-    """Greedy non-maximum suppression within each class; result sorted by descending score."""
-    if len(candidates) == 0:
-        return candidates
-    # Offsetting each class into its own coordinate range makes one pass act per class.
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """What NMS kept (sorted by descending score) and, per kept box, the best other class among the boxes it
+    suppressed (``alt_class_ids`` -1 and ``alt_scores`` 0 where there was none)."""
+
+    candidates: Candidates
+    alt_class_ids: IntArray
+    alt_scores: FloatArray
+
+
+def nms_grouped(
+    candidates: Candidates,
+    iou_threshold: float,
+    class_groups: IntArray | None = None,
+    max_detections: int = 300,
+) -> Kept:
+    """Greedy non-maximum suppression within groups of classes; ``class_groups[class_id]`` is a class's group
+    (default: every class its own group, i.e. per-class NMS). A box suppresses overlapping boxes of any class of
+    its group, keeps its own (best-scoring) class and records the best suppressed other class as the alternative.
+    """
+    n = len(candidates)
+    if n == 0:
+        return Kept(candidates, np.zeros((0,), np.int64), np.zeros((0,), np.float32))
+    groups = candidates.class_ids if class_groups is None else class_groups[candidates.class_ids]
+    # Offsetting each group into its own coordinate range makes one pass act per group.
     span = float(np.max(candidates.boxes)) - float(np.min(candidates.boxes)) + 1.0
-    boxes = candidates.boxes.astype(np.float64) + (candidates.class_ids * span)[:, None]
+    boxes = candidates.boxes.astype(np.float64) + (groups * span)[:, None]
     x1, y1, x2, y2 = boxes.T
     areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
     order = np.argsort(-candidates.scores, kind="stable")
     keep: list[int] = []
+    alt_ids: list[int] = []
+    alt_scores: list[float] = []
     while order.size and len(keep) < max_detections:
         i = int(order[0])
         keep.append(i)
@@ -193,8 +215,22 @@ def nms_per_class(candidates: Candidates, iou_threshold: float, max_detections: 
         ih = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
         inter = iw * ih
         iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
+        suppressed = rest[iou > iou_threshold]
+        # `order` is by descending score, so the first suppressed box of another class is the best one.
+        other = suppressed[candidates.class_ids[suppressed] != candidates.class_ids[i]]
+        alt_ids.append(int(candidates.class_ids[other[0]]) if other.size else -1)
+        alt_scores.append(float(candidates.scores[other[0]]) if other.size else 0.0)
         order = rest[iou <= iou_threshold]
-    return candidates.take(np.asarray(keep, dtype=np.int64))
+    return Kept(
+        candidates.take(np.asarray(keep, dtype=np.int64)),
+        np.asarray(alt_ids, dtype=np.int64),
+        np.asarray(alt_scores, dtype=np.float32),
+    )
+
+
+def nms_per_class(candidates: Candidates, iou_threshold: float, max_detections: int = 300) -> Candidates:
+    """Greedy non-maximum suppression within each class; result sorted by descending score."""
+    return nms_grouped(candidates, iou_threshold, None, max_detections).candidates
 
 
 def unletterbox(boxes: FloatArray, letterbox: Letterbox) -> FloatArray:

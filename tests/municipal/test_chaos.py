@@ -103,6 +103,8 @@ async def _batch_in_flight(emu: RunningEmulator, at_least: int, within_s: float 
     raise AssertionError(f"no batch in flight after {at_least} records within {within_s} s")
 
 
+@pytest.mark.slow
+@pytest.mark.chaos
 async def test_20000_changes_arrive_once_each_in_order_through_5xx_outage_and_two_sigkills(
         resources: Resources, settings: Settings, keys: Keys, chaos_emulator: RunningEmulator, unique: str) -> None:
     emu = chaos_emulator

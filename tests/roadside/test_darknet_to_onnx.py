@@ -178,6 +178,26 @@ def test_heads_carry_their_masked_anchors_and_strides() -> None:
     ]
 
 
+def test_a_mask_override_replaces_the_cfg_mask_of_that_head_only() -> None:
+    weights = Weights(seed=7)
+    tiny_reference(np.zeros((3, 8, 8), np.float32), weights)
+
+    heads = convert(TINY_CFG, weights.to_bytes(), {0: (1,)}).heads
+
+    assert [(h.mask, h.anchors) for h in heads] == [((1,), ((4.0, 5.0),)), ((0, 1), ((2.0, 3.0), (4.0, 5.0)))]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"), [({0: (2,)}, r"mask \[2\] outside the 2 anchors"), ({5: (0,)}, r"heads \[5\]")]
+)
+def test_mask_overrides_that_do_not_fit_are_refused(overrides: dict[int, tuple[int, ...]], message: str) -> None:
+    weights = Weights(seed=7)
+    tiny_reference(np.zeros((3, 8, 8), np.float32), weights)
+
+    with pytest.raises(DarknetConversionError, match=message):
+        convert(TINY_CFG, weights.to_bytes(), overrides)
+
+
 def test_weights_that_do_not_fit_the_cfg_are_refused() -> None:
     weights = Weights(seed=7)
     tiny_reference(np.zeros((3, 8, 8), np.float32), weights)

@@ -35,6 +35,9 @@ DOG_PICKUP = (465.0, 72.0, 690.0, 172.0)
 DOG_BICYCLE = (125.0, 135.0, 565.0, 420.0)
 # person.jpg (640x424): the man in the blue jacket between the dog and the horse.
 PERSON_MAN = (188.0, 95.0, 277.0, 378.0)
+# kite.jpg (1352x900): the two children in hoods walking at the water's edge, lower left. Small enough that
+# only the stride-16 head finds them, so their box sizes show whether that head's anchors are right.
+KITE_CHILDREN = ((105.0, 615.0, 160.0, 755.0), (212.0, 695.0, 277.0, 855.0))
 
 
 def iou(d: Detection, box: tuple[float, float, float, float]) -> float:
@@ -56,6 +59,35 @@ def test_dog_photo_finds_the_pickup_as_car_or_truck(detector: Detector, load_sam
 
     assert vehicles, "no car or truck found"
     assert max(iou(d, DOG_PICKUP) for d in vehicles) >= 0.7
+
+
+def test_every_car_or_truck_box_on_the_dog_photo_is_the_pickup(detector: Detector, load_sample: LoadSample) -> None:
+    # With the stride-16 head decoded on the cfg's anchor mask 0,1,2 instead of the trained 1,2,3 the pickup came
+    # out twice: car 0.64 around it and a "truck" box at 0.45x its size nested inside (IoU 0.25).
+    vehicles = of_class(detector.detect(load_sample("dog.jpg")), VehicleClass.CAR, VehicleClass.TRUCK)
+
+    assert vehicles
+    assert all(iou(d, DOG_PICKUP) >= 0.5 for d in vehicles), vehicles
+
+
+def test_dog_photo_shows_one_vehicle_with_the_runner_up_class_kept(detector: Detector, load_sample: LoadSample) -> None:
+    merged = of_class(detector.detect(load_sample("dog.jpg")), VehicleClass.CAR, VehicleClass.TRUCK, VehicleClass.BUS)
+    per_class = Detector(DetectorConfig(model_path=detector.config.model_path, merge_vehicle_classes=False))
+    unmerged = of_class(per_class.detect(load_sample("dog.jpg")), VehicleClass.CAR, VehicleClass.TRUCK)
+
+    assert len(unmerged) == 2  # the pickup as car and as truck: what per-class NMS lets through
+    assert len(merged) == 1
+    (pickup,) = merged
+    assert pickup.score == max(d.score for d in unmerged)
+    assert {pickup.vehicle_class, pickup.alt_class} == {VehicleClass.CAR, VehicleClass.TRUCK}
+    assert pickup.alt_score == min(d.score for d in unmerged)
+
+
+def test_small_people_get_boxes_of_their_size(detector: Detector, load_sample: LoadSample) -> None:
+    people = of_class(detector.detect(load_sample("kite.jpg")), VehicleClass.PERSON)
+
+    for child in KITE_CHILDREN:
+        assert max((iou(d, child) for d in people), default=0.0) >= 0.6, (child, people)
 
 
 def test_dog_photo_vehicles_are_all_in_the_upper_right(detector: Detector, load_sample: LoadSample) -> None:
@@ -157,8 +189,9 @@ def test_metadata_describes_the_heads_and_pins_the_onnx_file(model_path: Path) -
 
     assert [(h["output"], h["stride"], h["mask"]) for h in meta["heads"]] == [
         ("head_stride32", 32, [3, 4, 5]),
-        ("head_stride16", 16, [0, 1, 2]),
+        ("head_stride16", 16, [1, 2, 3]),  # what the weights were trained with, not the cfg's 0,1,2
     ]
+    assert meta["heads"][1]["anchors"] == [[23, 27], [37, 58], [81, 82]]
     assert meta["heads"][0]["anchors"] == [[81, 82], [135, 169], [344, 319]]
     assert (meta["input"]["width"], meta["input"]["height"]) == (416, 416)
     assert len(meta["class_names"]) == 80

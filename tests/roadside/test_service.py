@@ -177,6 +177,7 @@ async def _events(resources: Resources, camera_id: str) -> list[pb.AnalyticsEven
             if fields.get(b"camera") == camera_id.encode()]
 
 
+@pytest.mark.slow
 async def test_a_stop_in_the_zone_reaches_idps_as_exactly_one_903_with_a_snapshot(
         sim_stub: Stub, keys: Keys, resources: Resources, unique: str) -> None:
     camera_id = f"cam-{unique}"
@@ -203,6 +204,7 @@ async def test_a_stop_in_the_zone_reaches_idps_as_exactly_one_903_with_a_snapsho
     assert sum(d.lane_id == "NB" for d in tracked) > 0.9 * len(tracked)  # the first frames are short of the lane
 
 
+@pytest.mark.slow
 async def test_counts_per_minute_match_the_vehicles_that_crossed(sim_stub: Stub, keys: Keys, unique: str) -> None:
     camera_id = f"cam-{unique}"
     await configure(sim_stub, keys, SCENE.camera(camera_id))
@@ -225,6 +227,7 @@ async def test_counts_per_minute_match_the_vehicles_that_crossed(sim_stub: Stub,
     assert counts.minutes[1].lanes[0].congestion == pb.CONGESTION_LEVEL_UNKNOWN
 
 
+@pytest.mark.slow
 async def test_spot_zones_become_on_street_spot_states_at_parking(
         sim_stub: Stub, keys: Keys, parking_channel: aio.Channel, unique: str) -> None:
     parking = ParkingServiceStub(parking_channel)
@@ -307,6 +310,7 @@ class SlowDetector:
         return self.inner.detect_batch(bgr_images)
 
 
+@pytest.mark.slow
 async def test_a_flooding_camera_drops_its_oldest_frames_and_does_not_stall_another(
         resources: Resources, keys: Keys, unique: str) -> None:
     detector = SlowDetector(0.05)

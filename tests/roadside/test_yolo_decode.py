@@ -17,6 +17,7 @@ from services.roadside.yolo_decode import (
     decode_yolov5,
     decode_yolov8,
     infer_flat_layout,
+    nms_grouped,
     nms_per_class,
     unletterbox,
 )
@@ -116,6 +117,37 @@ def test_nms_does_not_suppress_across_classes() -> None:
     )
 
     assert sorted(nms_per_class(candidates, iou_threshold=0.45).class_ids.tolist()) == [0, 1]
+
+
+def test_grouped_nms_keeps_one_box_per_object_across_a_group_with_the_runner_up_class() -> None:
+    # classes 0 car, 1 truck, 2 person; car and truck share group 5, person is its own group
+    groups = np.array([5, 5, 2], dtype=np.int64)
+    candidates = Candidates(
+        boxes=np.array(
+            [[0, 0, 100, 50], [4, 2, 98, 50], [2, 0, 100, 52], [10, 0, 40, 50], [300, 0, 400, 50]], dtype=np.float32
+        ),
+        scores=np.array([0.64, 0.54, 0.40, 0.9, 0.5], dtype=np.float32),
+        class_ids=np.array([0, 1, 1, 2, 1], dtype=np.int64),
+    )
+
+    kept = nms_grouped(candidates, 0.45, groups)
+
+    assert kept.candidates.class_ids.tolist() == [2, 0, 1]  # the person, the car (truck suppressed), a lone truck
+    assert kept.alt_class_ids.tolist() == [-1, 1, -1]
+    assert kept.alt_scores.tolist() == [0.0, pytest.approx(0.54), 0.0]  # the best suppressed truck, not the 0.40
+
+
+def test_grouped_nms_without_groups_is_per_class() -> None:
+    candidates = Candidates(
+        boxes=np.array([[0, 0, 100, 100], [5, 5, 105, 105], [0, 0, 101, 101]], dtype=np.float32),
+        scores=np.array([0.6, 0.9, 0.5], dtype=np.float32),
+        class_ids=np.array([0, 1, 1], dtype=np.int64),
+    )
+
+    kept = nms_grouped(candidates, 0.45)
+
+    assert sorted(kept.candidates.class_ids.tolist()) == [0, 1]
+    assert kept.alt_class_ids.tolist() == [-1, -1]
 
 
 def test_nms_keeps_boxes_that_overlap_less_than_the_threshold() -> None:

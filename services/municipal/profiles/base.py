@@ -57,11 +57,22 @@ def preview(record: OutboxRecord) -> str:
     return text[:PREVIEW_CHARS]
 
 
-class RenderContext:
-    """Facts a profile may need beyond the record itself (e.g. which NGSI-LD type a lot is)."""
+def lot_location(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A lot's GeoJSON from its static record (WGS-84 [lon, lat]): its street line when it has one, else its point."""
+    line = payload.get("line")
+    if line:
+        return {"type": "LineString", "coordinates": [[lon, lat] for lat, lon in line]}
+    return {"type": "Point", "coordinates": [payload["lon"], payload["lat"]]}
 
-    def __init__(self, lot_kinds: Mapping[str, str] | None = None) -> None:
+
+class RenderContext:
+    """Facts a profile may need beyond the record itself, from the lots' latest static records: which NGSI-LD type a
+    lot is, and where it is (GeoJSON, WGS-84: the NGSI-LD models want a location on every entity)."""
+
+    def __init__(self, lot_kinds: Mapping[str, str] | None = None,
+                 lot_locations: Mapping[str, dict[str, Any]] | None = None) -> None:
         self.lot_kinds: Mapping[str, str] = lot_kinds or {}
+        self.lot_locations: Mapping[str, dict[str, Any]] = lot_locations or {}
 
 
 # A profile's fast path for one kind: the record's document when the record certainly passes every check of
@@ -102,6 +113,19 @@ class Profile(ABC):
         self.kinds = frozenset(destination.kinds) & self.carries if destination.kinds else self.carries
         self.fast: dict[str, FastRender] = {k: f for k, f in self.fast_renderers().items() if k in self.kinds}
         self.fast_wire: dict[str, FastWire] = {k: f for k, f in self.fast_wires().items() if k in self.kinds}
+
+    def publication(self, kind: str) -> str:
+        """Which of the profile's publications a kind goes in. A request body holds one publication: the lane never
+        puts records of two in one request. One for all kinds by default."""
+        return ""
+
+    def request_url(self, url: str) -> str:
+        """Where a batch is POSTed, from the destination's url (a profile may add what its protocol needs)."""
+        return url
+
+    def subject(self, wire: bytes) -> str | None:
+        """The id the receiver names a document by in a per-entity answer (NGSI-LD 207), or None."""
+        return None
 
     def fast_renderers(self) -> Mapping[str, FastRender]:
         """kind -> fast path (see the class docstring); none by default."""

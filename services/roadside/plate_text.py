@@ -1,0 +1,196 @@
+"""Reading a plate crop: the PP-OCRv6 text recogniser run directly with onnxruntime, and its CTC output decoded
+under the national plate format (GA 36-style), as LPR systems do.
+
+The recogniser gives, per 8-pixel column, probabilities over 18,708 characters (and the CTC blank). A general
+decoder (greedy, what rapidocr does) happily returns 律 for 津, 0 for O, drops the province or the 警 suffix. We
+decode only over the characters a plate can hold, with a prefix beam search whose prefixes must fit one of the
+plate patterns below: position 1 a province, position 2 a letter (no I or O), then five letters or digits, four
+and a suffix (警 学 港 澳 挂 领 试 超), or the six of a new-energy plate (D or F first, or five digits then D or F).
+Two-row plates (yellow, large vehicles) are read as two rows: province and letter above, five below.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+BgrImage = NDArray[np.uint8]
+
+PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
+LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"  # I and O are never issued
+DIGITS = "0123456789"
+ALNUM = LETTERS + DIGITS
+SUFFIXES = "警学港澳挂领试超"
+ALPHABET = PROVINCES + ALNUM + SUFFIXES
+
+Pattern = tuple[str, ...]  # the characters allowed at each position
+
+SINGLE_ROW: tuple[Pattern, ...] = (
+    (PROVINCES, LETTERS, ALNUM, ALNUM, ALNUM, ALNUM, ALNUM),
+    (PROVINCES, LETTERS, ALNUM, ALNUM, ALNUM, ALNUM, SUFFIXES),
+    (PROVINCES, LETTERS, "DF", ALNUM, ALNUM, ALNUM, ALNUM, ALNUM),  # small new-energy
+    (PROVINCES, LETTERS, DIGITS, DIGITS, DIGITS, DIGITS, DIGITS, "DF"),  # large new-energy
+)
+TOP_ROW: tuple[Pattern, ...] = ((PROVINCES, LETTERS),)
+BOTTOM_ROW: tuple[Pattern, ...] = ((ALNUM,) * 5, (ALNUM, ALNUM, ALNUM, ALNUM, SUFFIXES))
+
+REC_HEIGHT = 48
+REC_MIN_WIDTH = 192  # PP-OCR pads narrower crops to 4:1
+
+
+def fits(text: str, patterns: Sequence[Pattern] = SINGLE_ROW) -> bool:
+    """Whether ``text`` is a whole plate of one of the patterns."""
+    return any(len(p) == len(text) and all(c in allowed for c, allowed in zip(text, p, strict=True))
+               for p in patterns)
+
+
+@dataclass(frozen=True, slots=True)
+class TextReading:
+    text: str
+    confidence: float  # mean of the characters' probabilities
+    weakest: float  # the least sure character's probability
+    complete: bool  # the text fits a pattern
+
+
+class PlateDecoder:
+    """Constrained CTC decoding over the recogniser's vocabulary (index 0 = blank)."""
+
+    def __init__(self, vocabulary: Sequence[str], beam: int = 10, min_prob: float = 1e-4) -> None:
+        index = {c: i for i, c in enumerate(vocabulary)}
+        missing = [c for c in ALPHABET if c not in index]
+        if missing:
+            raise ValueError(f"the recogniser cannot write {''.join(missing)}")
+        self.columns = np.array([0] + [index[c] for c in ALPHABET], np.int64)  # blank first
+        self.chars = ("", *ALPHABET)
+        self.beam = beam
+        self.min_prob = min_prob
+
+    def restrict(self, probs: NDArray[np.float32]) -> NDArray[np.float64]:
+        """[T, 1 + len(ALPHABET)]: blank and plate characters only, each frame renormalised."""
+        sub = probs[:, self.columns].astype(np.float64)
+        out: NDArray[np.float64] = sub / np.maximum(sub.sum(axis=1, keepdims=True), 1e-12)
+        return out
+
+    def decode(self, probs: NDArray[np.float32], patterns: Sequence[Pattern] = SINGLE_ROW) -> TextReading:
+        sub = self.restrict(probs)
+        allowed_at = [self._allowed(patterns, k) for k in range(max(len(p) for p in patterns) + 1)]
+        # prefix (tuple of column indices) -> [p ending in blank, p ending in its last character]
+        beams: dict[tuple[int, ...], list[float]] = {(): [1.0, 0.0]}
+        for t in range(sub.shape[0]):
+            frame = sub[t]
+            candidates = np.nonzero(frame >= self.min_prob)[0]
+            candidates = candidates[candidates > 0]
+            nxt: dict[tuple[int, ...], list[float]] = {}
+            for prefix, (pb, pnb) in beams.items():
+                entry = nxt.setdefault(prefix, [0.0, 0.0])
+                entry[0] += (pb + pnb) * frame[0]
+                if prefix:
+                    entry[1] += pnb * frame[prefix[-1]]
+                if len(prefix) >= len(allowed_at) - 1:
+                    continue
+                consistent = self._consistent(prefix, patterns)
+                allowed = {c for p in consistent if len(p) > len(prefix) for c in p[len(prefix)]}
+                for c in candidates:
+                    if self.chars[c] not in allowed:
+                        continue
+                    longer = (*prefix, int(c))
+                    e = nxt.setdefault(longer, [0.0, 0.0])
+                    e[1] += (pb if prefix and prefix[-1] == c else pb + pnb) * frame[c]
+            ranked = sorted(nxt.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[: self.beam]
+            top = ranked[0][1][0] + ranked[0][1][1] or 1.0
+            beams = {k: [v[0] / top, v[1] / top] for k, v in ranked}  # rescaled: no underflow over the frames
+        done = [(k, v[0] + v[1]) for k, v in beams.items() if fits(self._text(k), patterns)]
+        complete = bool(done)
+        best = max(done, key=lambda kv: kv[1])[0] if done else max(beams.items(), key=lambda kv: sum(kv[1]))[0]
+        text = self._text(best)
+        probs_per_char = self._char_probs(sub, best)
+        confidence = float(np.mean(probs_per_char)) if probs_per_char else 0.0
+        weakest = float(np.min(probs_per_char)) if probs_per_char else 0.0
+        return TextReading(text, confidence if complete else confidence * 0.5, weakest, complete)
+
+    def _text(self, prefix: tuple[int, ...]) -> str:
+        return "".join(self.chars[c] for c in prefix)
+
+    def _consistent(self, prefix: tuple[int, ...], patterns: Sequence[Pattern]) -> list[Pattern]:
+        text = self._text(prefix)
+        return [p for p in patterns if len(p) >= len(text) and all(c in a for c, a in zip(text, p, strict=False))]
+
+    @staticmethod
+    def _allowed(patterns: Sequence[Pattern], k: int) -> set[str]:
+        return {c for p in patterns if len(p) > k for c in p[k]}
+
+    @staticmethod
+    def _char_probs(sub: NDArray[np.float64], labels: tuple[int, ...]) -> list[float]:
+        """Each label's best frame probability along the most likely CTC alignment (Viterbi)."""
+        if not labels:
+            return []
+        ext = [0]
+        for c in labels:
+            ext += [c, 0]
+        n_t, n_s = sub.shape[0], len(ext)
+        if n_t < len(labels):
+            return [0.0] * len(labels)
+        logp = np.log(np.maximum(sub[:, ext], 1e-30))
+        score = np.full((n_t, n_s), -np.inf)
+        back = np.zeros((n_t, n_s), np.int64)
+        score[0, 0] = logp[0, 0]
+        score[0, 1] = logp[0, 1]
+        for t in range(1, n_t):
+            for s in range(n_s):
+                options = [(score[t - 1, s], s)]
+                if s >= 1:
+                    options.append((score[t - 1, s - 1], s - 1))
+                if s >= 2 and ext[s] != 0 and ext[s] != ext[s - 2]:
+                    options.append((score[t - 1, s - 2], s - 2))
+                best, arg = max(options)
+                score[t, s] = best + logp[t, s]
+                back[t, s] = arg
+        s = n_s - 1 if score[-1, n_s - 1] >= score[-1, n_s - 2] else n_s - 2
+        best_prob = [0.0] * len(labels)
+        for t in range(n_t - 1, -1, -1):
+            if s % 2 == 1:
+                k = s // 2
+                best_prob[k] = max(best_prob[k], float(sub[t, ext[s]]))
+            s = int(back[t, s])
+        return best_prob
+
+
+class PlateRecogniser:
+    """The PP-OCRv6 recogniser session and the plate decoder; one crop per call."""
+
+    def __init__(self, model_path: Path, threads: int = 1) -> None:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+        characters = self.session.get_modelmeta().custom_metadata_map.get("character", "").splitlines()
+        if not characters:
+            raise ValueError(f"{model_path} carries no character list")
+        vocabulary = ["", *characters, " "]
+        self.decoder = PlateDecoder(vocabulary)
+        self._input = self.session.get_inputs()[0].name
+
+    @staticmethod
+    def tensor(crop: BgrImage) -> NDArray[np.float32]:
+        """PP-OCR's input: 48 px high, the crop's aspect kept, scaled to -1..1, padded right to at least 4:1."""
+        h, w = crop.shape[:2]
+        width = max(1, math.ceil(REC_HEIGHT * w / max(h, 1)))
+        resized = cv2.resize(crop, (width, REC_HEIGHT), interpolation=cv2.INTER_LINEAR if width > w else cv2.INTER_AREA)
+        out = np.zeros((3, REC_HEIGHT, max(width, REC_MIN_WIDTH)), np.float32)
+        out[:, :, :width] = resized.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0
+        return out
+
+    def probabilities(self, crop: BgrImage) -> NDArray[np.float32]:
+        probs: NDArray[np.float32] = self.session.run(None, {self._input: self.tensor(crop)[None]})[0][0]
+        return probs
+
+    def read(self, crop: BgrImage, patterns: Sequence[Pattern] = SINGLE_ROW) -> TextReading:
+        return self.decoder.decode(self.probabilities(crop), patterns)

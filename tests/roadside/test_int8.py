@@ -1,0 +1,86 @@
+"""The int8 detector (models/quantize_detector.py) against the fp32 one it was made from: the same vehicles on the
+real photos and on held-out simulator frames, and the service picks it by its setting."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import onnx
+import pytest
+
+from roadside_sim.detection_set import EVALUATION_SEED, LabelledFrame, Score, real_photos, sim_frames
+from services.roadside.app import _default_detector
+from services.roadside.detector import BgrImage, Detector, DetectorConfig, DetectorError, model_for_precision
+from tests.roadside.conftest import ROOT, _run
+
+DOG_PICKUP = (465.0, 72.0, 690.0, 172.0)
+
+
+@pytest.fixture(scope="session")
+def int8_path(model_path: Path, samples_dir: Path) -> Path:
+    path = model_for_precision(model_path, "int8")
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        _run([sys.executable, str(ROOT / "models" / "quantize_detector.py")], "quantising the detector")
+    return path
+
+
+@pytest.fixture(scope="session")
+def int8_detector(int8_path: Path) -> Detector:
+    return Detector(DetectorConfig(model_path=int8_path))
+
+
+def recall(detector: Detector, frames: list[LabelledFrame]) -> Score:
+    score = Score()
+    for frame in frames:
+        found = detector.detect(frame.image)
+        score.add(frame.truth, [((d.x1, d.y1, d.x2, d.y2), d.vehicle_class.value) for d in found])
+    return score
+
+
+def test_the_int8_model_is_qdq_per_channel_and_says_how_it_was_made(int8_path: Path, model_path: Path) -> None:
+    model = onnx.load(str(int8_path))
+    ops = {n.op_type for n in model.graph.node}
+    meta = json.loads(int8_path.with_suffix(".json").read_text())
+
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    weight_scales = [i for i in model.graph.initializer if i.name.endswith("_scale") and len(i.dims) == 1]
+    assert any(i.dims[0] > 1 for i in weight_scales)  # a scale per output channel
+    assert meta["quantization"]["format"] == "QDQ" and meta["quantization"]["per_channel"]
+    assert meta["quantization"]["from_sha256"] == json.loads(model_path.with_suffix(".json").read_text())[
+        "onnx_sha256"
+    ]
+
+
+def test_int8_finds_the_same_vehicles_as_fp32(detector: Detector, int8_detector: Detector) -> None:
+    frames = real_photos() + sim_frames(EVALUATION_SEED, 40)
+
+    fp32, int8 = recall(detector, frames), recall(int8_detector, frames)
+
+    assert fp32.truths == int8.truths > 50
+    assert fp32.recall > 0.6
+    assert int8.recall >= fp32.recall - 0.02, (fp32, int8)
+    assert int8.unmatched <= fp32.unmatched + 3
+
+
+def test_int8_keeps_the_pickup_as_one_vehicle(int8_detector: Detector, load_sample: Callable[[str], BgrImage]) -> None:
+    vehicles = [d for d in int8_detector.detect(load_sample("dog.jpg")) if d.vehicle_class.value in ("car", "truck")]
+
+    assert len(vehicles) == 1
+    d = vehicles[0]
+    ix = max(0.0, min(d.x2, DOG_PICKUP[2]) - max(d.x1, DOG_PICKUP[0]))
+    iy = max(0.0, min(d.y2, DOG_PICKUP[3]) - max(d.y1, DOG_PICKUP[1]))
+    union = d.width * d.height + (DOG_PICKUP[2] - DOG_PICKUP[0]) * (DOG_PICKUP[3] - DOG_PICKUP[1]) - ix * iy
+    assert ix * iy / union >= 0.7
+
+
+def test_the_service_loads_the_model_of_its_precision(int8_path: Path, model_path: Path) -> None:
+    int8 = _default_detector("onnx", 1, "int8")
+    fp32 = _default_detector("onnx", 1, "fp32")
+
+    assert isinstance(int8, Detector) and int8.config.model_path == int8_path
+    assert isinstance(fp32, Detector) and fp32.config.model_path == model_path
+    with pytest.raises(DetectorError, match="fp32 or int8"):
+        model_for_precision(model_path, "fp16")
