@@ -60,7 +60,7 @@ from services.municipal.settings import MunicipalDestination
 from services.municipal.store import MunicipalStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's `load`
-from load.harness import free_port
+from load.harness import free_port, proc_cpu_s, with_db
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret-0123456789abcdef"
@@ -80,20 +80,6 @@ SELECT 'lot_dynamic', 'B-' || lpad((g % $3)::text, 5, '0'),
                           ELSE 'SITE_STATUS_SPACES_AVAILABLE' END,
            'ttl_s', 600)
 FROM generate_series($1::bigint, $2::bigint) AS g ORDER BY g"""
-
-
-def _with_db(url: str, db: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{db}"
-
-
-def proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
 
 
 def postgres_cpu_s() -> float:
@@ -122,7 +108,14 @@ def machine_busy_s() -> float:
 
 def cpu_now(pids: dict[str, int]) -> dict[str, float]:
     """CPU seconds so far of each named process, of PostgreSQL, and of the whole machine."""
-    own = {name: (time.process_time() if pid == os.getpid() else proc_cpu_s(pid)) for name, pid in pids.items()}
+    own: dict[str, float] = {}
+    for name, pid in pids.items():
+        own[name] = 0.0
+        if pid == os.getpid():
+            own[name] = time.process_time()
+        else:
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                own[name] = proc_cpu_s(pid)[1]
     return {**own, "postgres": postgres_cpu_s(), "machine": machine_busy_s()}
 
 
@@ -338,7 +331,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     db = f"v2x_bench_municipal_{os.getpid()}_{uuid.uuid4().hex[:4]}"
     admin = await asyncpg.connect(args.pg_admin)
     await admin.execute(f'CREATE DATABASE "{db}"')
-    db_url = _with_db(args.pg_admin, db)
+    db_url = with_db(args.pg_admin, db)
     emulator: Emulator | None = None
     log = tempfile.NamedTemporaryFile(prefix="bench-municipal-", suffix=".log", delete=False)  # noqa: SIM115
     started = time.monotonic()
