@@ -105,6 +105,12 @@ def channel(port: int) -> aio.Channel:
     return aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
 
 
+def offset(center: tuple[float, float], north_m: float, east_m: float) -> tuple[float, float]:
+    """The point (lat, lon) `north_m` north and `east_m` east of `center` (flat-earth: a city's extent)."""
+    lat, lon = center
+    return lat + north_m / 111_320, lon + east_m / (111_320 * math.cos(math.radians(lat)))
+
+
 def load_average() -> tuple[float, float, float]:
     return os.getloadavg()
 

@@ -57,6 +57,9 @@ WARM_UP_S = 240.0
 # sending frames the service would drop unseen.
 IN_FLIGHT = 2
 RATE_REPORT_S = 60.0
+# A stream with frames in flight and no answer for this long is started again, as a camera agent does (seen on the
+# loaded machine: after frames answered DEADLINE_EXCEEDED, a stream's last frames were never answered).
+STALL_S = 6.0
 FIRST_RATE_REPORT_S = 20.0
 
 
@@ -97,6 +100,10 @@ class CameraFeed:
     held: int = 0  # frames not sent: IN_FLIGHT frames were still unanswered (the service was busy)
     outstanding: int = 0  # sent on this stream, neither answered nor dropped by the service yet
     last_service_dropped: int = 0
+    last_progress: float = field(default_factory=time.monotonic)  # the stream's start or its last answer
+    call: Any = None  # the StreamFrames call in progress
+    stalls: int = 0
+    restart: bool = False  # the call was cancelled to start the stream again
     errors: int = 0
     results: list[rpb.FrameResult] = field(default_factory=list)
 
@@ -159,8 +166,11 @@ async def register_spots(parking: ParkingStub, key: str, district: District, cam
     return made
 
 
-async def _stream(stub: RoadsideStub, feed: CameraFeed, key: str, on_result: Callable[[rpb.FrameResult], None]
-                  ) -> None:
+async def _stream(target: str, feed: CameraFeed, key: str, on_result: Callable[[rpb.FrameResult], None]) -> None:
+    """One camera's StreamFrames, on a connection of its own as a camera has; a stalled stream is started again on a
+    new connection (all streams on one connection stalled together on the loaded machine: one stuck stream can hold
+    the connection's flow-control window)."""
+
     async def frames() -> AsyncIterator[rpb.Frame]:
         while (frame := await feed.queue.get()) is not None:
             yield frame
@@ -168,22 +178,39 @@ async def _stream(stub: RoadsideStub, feed: CameraFeed, key: str, on_result: Cal
     delay = 0.5
     while True:
         feed.outstanding, feed.last_service_dropped = feed.queue.qsize(), 0
+        feed.last_progress = time.monotonic()
+        restart = False
         try:
-            async for result in stub.StreamFrames(frames(), metadata=_metadata(key)):
-                feed.answered += 1
-                gone = max(0, result.dropped_frames - feed.last_service_dropped)
-                feed.last_service_dropped = result.dropped_frames
-                feed.outstanding = max(0, feed.outstanding - 1 - gone)
-                if result.HasField("error"):
-                    feed.errors += 1
-                on_result(result)
-                delay = 0.5
-            return
+            async with aio.insecure_channel(target) as channel:
+                stub: RoadsideStub = RoadsideServiceStub(channel)
+                feed.call = stub.StreamFrames(frames(), metadata=_metadata(key))
+                async for result in feed.call:
+                    feed.answered += 1
+                    feed.last_progress = time.monotonic()
+                    gone = max(0, result.dropped_frames - feed.last_service_dropped)
+                    feed.last_service_dropped = result.dropped_frames
+                    feed.outstanding = max(0, feed.outstanding - 1 - gone)
+                    if result.HasField("error"):
+                        feed.errors += 1
+                    on_result(result)
+                    delay = 0.5
+                restart = feed.call.cancelled() and feed.restart
+        except asyncio.CancelledError:
+            if not feed.restart:
+                raise
+            restart = True  # the frame loop cancelled this call to start the stream again
         except aio.AioRpcError as exc:
-            log.warning("camera %s stream ended: %s %s; reconnecting", feed.rig.camera_id, exc.code().name,
-                        exc.details())
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            if exc.code() == grpc.StatusCode.CANCELLED and feed.restart:
+                restart = True
+            else:
+                log.warning("camera %s stream ended: %s %s; reconnecting", feed.rig.camera_id, exc.code().name,
+                            exc.details())
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+        if not restart:
+            return
+        feed.restart = False
 
 
 async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
@@ -233,7 +260,8 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
                     on_result(camera_id, result)
             return take
 
-        streams = [asyncio.create_task(_stream(roadside, f, cfg.admin_key, record(cid))) for cid, f in feeds.items()]
+        streams = [asyncio.create_task(_stream(cfg.roadside, f, cfg.admin_key, record(cid)))
+                   for cid, f in feeds.items()]
         gate_stop = asyncio.Event()
         if cfg.gate_operator and cfg.gate_key:
             run.gates = GateLog(f"{cfg.lot_prefix}-GARAGE-{cfg.gate_operator}")
@@ -274,6 +302,13 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
                     truth.frame(f.rig, frame_no, captured, sim_t, boxes, vehicles, queues)
                     if f.outstanding >= IN_FLIGHT:
                         f.held += 1
+                        if time.monotonic() - f.last_progress > STALL_S and f.call is not None:
+                            f.stalls += 1
+                            log.warning("camera %s: %d frames unanswered for %.0f s; starting its stream again",
+                                        f.rig.camera_id, f.outstanding, STALL_S)
+                            f.last_progress = time.monotonic()
+                            f.restart = True
+                            f.call.cancel()
                         continue
                     jpeg = await loop.run_in_executor(pool, encode_jpeg, img)
                     frame = rpb.Frame(camera_id=f.rig.camera_id, frame_id=frame_no, encoded=jpeg)
@@ -347,6 +382,7 @@ def summary(run: SimRun) -> dict[str, Any]:
             "frames_answered": sum(f.answered for f in run.feeds.values()),
             "frames_dropped_by_sim": sum(f.dropped for f in run.feeds.values()),
             "frames_held_back": sum(f.held for f in run.feeds.values()),
+            "streams_restarted": sum(f.stalls for f in run.feeds.values()),
             "frame_errors": sum(f.errors for f in run.feeds.values()),
             "injections": len(run.injections),
             "gate_passages": len(run.gates.passages) if run.gates else 0,

@@ -295,3 +295,15 @@ def test_at_one_and_a_half_frames_a_second_a_car_at_the_limit_raises_no_901() ->
     run = run_tracks(SCENE, legal, 3.0, fps=1.5)
 
     assert not run.of(EventType.OVERSPEED)
+
+
+def test_a_car_with_its_lane_put_on_the_opposite_lane_for_one_frame_raises_no_904() -> None:
+    # Found by `v2x sim score`: a car leaving the view on its own lane, its box merged on the last frame with one on
+    # the lane beside it (the other direction); its velocity, from a second on its own lane, then pointed against
+    # the lane it was put on.
+    south = SimVehicle(1, VehicleClass.CAR, [(0.0, SB_CENTRE_E, 60.0), (1.9, SB_CENTRE_E, 38.0),
+                                             (2.0, NB_CENTRE_E - 1.0, 37.0)])
+
+    run = run_tracks(SCENE, [south], 2.0, fps=1.5)
+
+    assert not run.of(EventType.WRONG_WAY)
