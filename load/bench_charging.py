@@ -35,21 +35,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
-import math
 import os
 import random
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import aclosing
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,10 +54,7 @@ from typing import Any
 import asyncpg
 import ocpp.messages
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from ocpp.v16 import ChargePoint as Client16Base
 from ocpp.v16 import call as call16
-from ocpp.v201 import ChargePoint as Client201Base
 from ocpp.v201 import call as call201
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -70,7 +64,6 @@ from v2x.common.v1 import common_pb2 as cpb
 from websockets.asyncio.client import ClientConnection, connect
 
 from services.charging import convert
-from services.charging.connector_cache import AnswerCache
 from services.charging.feed import ChargingFeed
 from services.charging.group_commit import MAX_BATCH, StatusWriter
 from services.charging.model import Report
@@ -82,10 +75,31 @@ from services.common.apikeys import create_key
 from services.common.config import Settings
 from services.common.db import create_engine, migrate
 from services.common.errors import DomainError
+from services.common.fast_paths import FastPath
 from services.common.redis_streams import create_redis
+from services.common.stream_batches import batches
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's `load`
-from load.harness import ServiceProcess, free_port, percentile, proc_cpu_s, tree_cpu_s, wait_all_processes
+from load.chargepoints import Client16, Client201, basic, ocpp_now
+from load.harness import (
+    Counter,
+    CpuSnapshot,
+    PhaseResult,
+    ServiceProcess,
+    Worker,
+    channel,
+    free_port,
+    load_average,
+    offset,
+    percentile,
+    postgres_pids,
+    start_service,
+    stop_service,
+    timed_phase,
+    wait_healthy,
+    with_db,
+)
+from load.variants import FAST, Variant, figures, print_ab, variants
 
 ocpp.messages.ASYNC_VALIDATION = False  # as the gateway does: tiny schemas validate faster inline
 
@@ -103,8 +117,9 @@ GOAL_GRPC = 3000.0
 GOAL_OCPP = 1000.0
 GOAL_P99_MS = 20.0
 
-Worker = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 BENCH_DB = f"v2x_bench_charging_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+# The fast paths the charging service and its raw baselines run (services/common/fast_paths.py), compared by --ab.
+CHARGING_FAST_PATHS = (FastPath.DRIVER_READS, FastPath.SPLICED_ANSWERS)
 
 
 # ----- the city ---------------------------------------------------------------------------------
@@ -120,13 +135,8 @@ class BenchStation:
     password: str = ""
 
 
-def _offset(north_m: float, east_m: float) -> tuple[float, float]:
-    lat, lon = CENTER
-    return lat + north_m / 111_320, lon + east_m / (111_320 * math.cos(math.radians(lat)))
-
-
 def random_point(rng: random.Random) -> tuple[float, float]:
-    return _offset(rng.uniform(-HALF_SIDE_M, HALF_SIDE_M), rng.uniform(-HALF_SIDE_M, HALF_SIDE_M))
+    return offset(CENTER, rng.uniform(-HALF_SIDE_M, HALF_SIDE_M), rng.uniform(-HALF_SIDE_M, HALF_SIDE_M))
 
 
 def generate_city(n_connectors: int, operators: list[str], n_charge_points: int,
@@ -146,7 +156,7 @@ def generate_city(n_connectors: int, operators: list[str], n_charge_points: int,
             north, east = max(-HALF_SIDE_M, min(HALF_SIDE_M, north)), max(-HALF_SIDE_M, min(HALF_SIDE_M, east))
         else:
             north, east = rng.uniform(-HALF_SIDE_M, HALF_SIDE_M), rng.uniform(-HALF_SIDE_M, HALF_SIDE_M)
-        lat, lon = _offset(north, east)
+        lat, lon = offset(CENTER, north, east)
         n = min(rng.choices([1, 2, 4, 6, 8], weights=[10, 30, 30, 15, 15])[0], n_connectors - total)
         sid = f"BS{i:06d}"
         st = BenchStation(sid, operators[rng.randrange(len(operators))], [])
@@ -194,121 +204,8 @@ FROM unnest($1::text[], $2::smallint[]) AS t(id, status)
 """
 
 
-# ----- measuring --------------------------------------------------------------------------------
-
-
-@dataclass
-class CpuSnapshot:
-    wall: float
-    client: float
-    server: float
-    postgres: float
-    redis: float
-    machine_busy: float
-
-    @classmethod
-    def take(cls, server_pid: int | None) -> CpuSnapshot:
-        """Postgres counts the backends serving the benchmark database only (other work on the
-        cluster would blur it); it shows in the machine's busy cores."""
-        postgres = redis = 0.0
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                comm, cpu = proc_cpu_s(entry)
-                if comm.startswith("postgres"):
-                    with open(f"/proc/{entry}/cmdline", "rb") as f:
-                        if BENCH_DB.encode() not in f.read():
-                            continue
-            except (OSError, ValueError, IndexError):
-                continue
-            if comm.startswith("postgres"):
-                postgres += cpu
-            elif comm.startswith("redis-server"):
-                redis += cpu
-        server = tree_cpu_s(server_pid) if server_pid is not None else 0.0
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-        busy = (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-        return cls(time.perf_counter(), time.process_time(), server, postgres, redis, busy)
-
-    def cores_since(self, start: CpuSnapshot) -> dict[str, float]:
-        wall = self.wall - start.wall
-        return {name: round((getattr(self, name) - getattr(start, name)) / wall, 2)
-                for name in ("client", "server", "postgres", "redis", "machine_busy")}
-
-
-@dataclass
-class PhaseResult:
-    rate: float
-    count: int
-    seconds: float
-    cpu_cores: dict[str, float]
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    mean_items: float | None = None
-    avg_batch: float | None = None
-    not_accepted: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Counter:
-    accepted: int = 0
-    other: int = 0
-    first_error: str = ""
-    recording: bool = False
-    latencies: list[float] = field(default_factory=list)
-    items: int = 0
-
-    def ack(self, result: int, error: str) -> None:
-        if result == pb.ACK_RESULT_ACCEPTED:
-            self.accepted += 1
-        else:
-            self.other += 1
-            if not self.first_error:
-                self.first_error = f"{pb.AckResult.Name(result)}: {error}"  # type: ignore[arg-type]
-
-    def timed(self, dt: float, items: int = 0) -> None:
-        if self.recording:
-            self.accepted += 1
-            self.latencies.append(dt)
-            self.items += items
-
-
-async def timed_phase(duration: float, warmup: float, server_pid: int | None, counter: Counter,
-                      workers: list[Worker]) -> PhaseResult:
-    """Runs the workers until told to stop; counts what `counter.accepted` gains after the warm-up."""
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(w(stop)) for w in workers]
-    try:
-        await asyncio.sleep(warmup)
-        counter.recording = True
-        begin, cpu0 = counter.accepted, CpuSnapshot.take(server_pid)
-        await asyncio.sleep(duration)
-        end, cpu1 = counter.accepted, CpuSnapshot.take(server_pid)
-        counter.recording = False
-        stop.set()
-        done, pending = await asyncio.wait(tasks, timeout=60)
-        for t in done:
-            t.result()
-        if pending:
-            raise RuntimeError(f"{len(pending)} workers did not finish within 60 s of the stop")
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    seconds = cpu1.wall - cpu0.wall
-    result = PhaseResult(rate=(end - begin) / seconds, count=end - begin, seconds=seconds,
-                         cpu_cores=cpu1.cores_since(cpu0), not_accepted=counter.other)
-    if counter.first_error:
-        result.errors.append(counter.first_error)
-    if counter.latencies:
-        lat = sorted(counter.latencies)
-        result.p50_ms = round(percentile(lat, 0.50) * 1000, 2)
-        result.p99_ms = round(percentile(lat, 0.99) * 1000, 2)
-        result.mean_items = round(counter.items / len(lat), 1)
-    return result
+def _counter() -> Counter:
+    return Counter(pb.AckResult.Name, pb.ACK_RESULT_ACCEPTED)  # type: ignore[arg-type]
 
 
 # ----- FindChargers -----------------------------------------------------------------------------
@@ -342,13 +239,12 @@ async def check_answers(channel: aio.Channel, key: str, store: ChargingStore, se
     built here at the same moment (nothing writes meanwhile)."""
     stub = ChargingServiceStub(channel)
     rng = random.Random(seed)
-    cache = AnswerCache()
     equal = 0
     for _ in range(n):
         request = find_request(rng, radius_m)
         served = await stub.FindChargers(request, metadata=(("authorization", f"Bearer {key}"),))
         now = datetime.now(UTC)
-        equal += served == cache.answer(await store.find(convert.find_query(request), now), now)
+        equal += served == convert.answer_proto(await store.find(convert.find_query(request), now), now)
     return equal
 
 
@@ -413,36 +309,22 @@ def grpc_ingest_worker(channel: aio.Channel, key: str, source: ReportSource, win
 
 def raw_ingest_worker(writer: StatusWriter, settings: Settings, operator: str, source: ReportSource, window: int,
                       counter: Counter) -> Worker:
-    """What the service does for one stream, without gRPC: the same queue, the same batching (whatever
+    """What the service does for one stream, without gRPC: the same batching (services/common/stream_batches: whatever
     queued up, at most MAX_BATCH), the same validation and group commit."""
 
     async def run(stop: asyncio.Event) -> None:
-        queue: asyncio.Queue[pb.StatusReport | None] = asyncio.Queue()
         credit = asyncio.Semaphore(window)
 
-        async def produce() -> None:
+        async def arriving() -> AsyncIterator[pb.StatusReport]:
             while True:
                 await credit.acquire()
                 if stop.is_set():
-                    break
-                queue.put_nowait(source.next())
+                    return
+                yield source.next()
                 await asyncio.sleep(0)  # as reports arrive one by one from the network
-            queue.put_nowait(None)
 
-        producer = asyncio.create_task(produce())
-        try:
-            ended = False
-            while not ended:
-                first = await queue.get()
-                if first is None:
-                    break
-                batch = [first]
-                while len(batch) < MAX_BATCH and not queue.empty():
-                    item = queue.get_nowait()
-                    if item is None:
-                        ended = True
-                        break
-                    batch.append(item)
+        async with aclosing(batches(arriving(), limit=MAX_BATCH, buffered=4 * MAX_BATCH)) as stream:
+            async for batch in stream:
                 now = datetime.now(UTC)
                 valid: list[Report] = []
                 for r in batch:
@@ -454,22 +336,11 @@ def raw_ingest_worker(writer: StatusWriter, settings: Settings, operator: str, s
                     counter.ack(o.result, o.error.message if o.error else "")
                 for _ in batch:
                     credit.release()
-            await producer
-        finally:
-            producer.cancel()
 
     return run
 
 
 # ----- OCPP -------------------------------------------------------------------------------------
-
-
-class Client16(Client16Base):  # type: ignore[misc]
-    pass
-
-
-class Client201(Client201Base):  # type: ignore[misc]
-    pass
 
 
 @dataclass
@@ -480,15 +351,11 @@ class OcppClient:
     task: asyncio.Task[None]
 
 
-def _ocpp_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 async def connect_charge_point(url: str, st: BenchStation) -> OcppClient:
-    auth = base64.b64encode(f"{st.charge_point}:{st.password}".encode()).decode()
     protocol = "ocpp1.6" if st.version == "1.6" else "ocpp2.0.1"
     ws = await connect(f"{url}/{st.charge_point}", subprotocols=[protocol],  # type: ignore[list-item]
-                       additional_headers={"Authorization": f"Basic {auth}"}, open_timeout=60, compression=None)
+                       additional_headers={"Authorization": basic(st.charge_point, st.password)}, open_timeout=60,
+                       compression=None)
     cp = (Client16 if st.version == "1.6" else Client201)(st.charge_point, ws, response_timeout=60)
     task = asyncio.create_task(cp.start())
     if st.version == "1.6":
@@ -506,8 +373,8 @@ def status_message(st: BenchStation, k: int) -> Any:
     connector = k % n + 1
     if st.version == "1.6":
         return call16.StatusNotification(connector_id=connector, error_code="NoError",
-                                         status="Available" if (k // n) % 2 else "Charging", timestamp=_ocpp_now())
-    return call201.StatusNotification(timestamp=_ocpp_now(),
+                                         status="Available" if (k // n) % 2 else "Charging", timestamp=ocpp_now())
+    return call201.StatusNotification(timestamp=ocpp_now(),
                                       connector_status="Available" if (k // n) % 2 else "Occupied",
                                       evse_id=connector, connector_id=1)
 
@@ -546,79 +413,20 @@ def raw_ocpp_worker(writer: StatusWriter, st: BenchStation, counter: Counter, he
     return run
 
 
-# ----- the service process ----------------------------------------------------------------------
+# ----- the run ----------------------------------------------------------------------------------
 
 
-@dataclass
-class ChargingProcess(ServiceProcess):
-    ocpp_port: int = 0
-
-
-def start_service(database_url: str, redis_url: str, processes: int) -> ChargingProcess:
-    port, metrics_port, ocpp_port = free_port(), free_port(), free_port()
-    exe = Path(sys.executable).with_name("v2x")
-    cmd = [str(exe), "serve", "charging"] if exe.exists() else [sys.executable, "-m", "services.cli", "serve",
-                                                                 "charging"]
-    cmd += ["--processes", str(processes)]
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "V2X_CHARGING_PORT": str(port),
-           "V2X_CHARGING_METRICS_PORT": str(metrics_port), "V2X_OCPP_PORT": str(ocpp_port),
-           "V2X_BIND_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING"}
-    log_path = Path(tempfile.gettempdir()) / f"v2x_bench_{os.getpid()}_charging.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    return ChargingProcess(proc, port, log_path, ocpp_port)
-
-
-async def wait_healthy(service: ChargingProcess, processes: int, timeout_s: float = 120.0) -> None:
-    await wait_all_processes(service.proc, processes, service.log_tail, "charging", timeout_s)
+async def wait_ocpp(service: ServiceProcess, timeout_s: float = 60.0) -> None:
+    """Until the OCPP gateway (a background task that starts with the server) listens."""
     deadline = time.monotonic() + timeout_s
-    async with aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if service.proc.poll() is not None:
-                raise RuntimeError(f"the charging service exited with {service.proc.returncode}:\n"
-                                   f"{service.log_tail()}")
-            try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    break
-            except aio.AioRpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the charging service was not healthy within {timeout_s:g} s:\n"
-                                   f"{service.log_tail()}")
-            await asyncio.sleep(0.2)
-    while True:  # the OCPP gateway starts with the server, as a background task
+    while True:
         with contextlib.suppress(OSError):
-            _, writer = await asyncio.open_connection("127.0.0.1", service.ocpp_port)
+            _, writer = await asyncio.open_connection("127.0.0.1", service.ports["ocpp"])
             writer.close()
             return
         if time.monotonic() > deadline:
             raise RuntimeError("the OCPP gateway did not listen")
         await asyncio.sleep(0.2)
-
-
-async def stop_service(service: ChargingProcess, grace_s: float = 15.0) -> int | None:
-    if service.proc.poll() is None:
-        service.proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(service.proc.wait, grace_s)
-        except subprocess.TimeoutExpired:
-            service.proc.kill()
-            await asyncio.to_thread(service.proc.wait)
-    return service.proc.returncode
-
-
-# ----- the run ----------------------------------------------------------------------------------
-
-
-def _with_db(url: str, db: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{db}"
-
-
-def _channel(port: int) -> aio.Channel:
-    return aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
 
 
 async def outbox_batches(db_url: str, since: datetime) -> float | None:
@@ -679,14 +487,13 @@ async def prepare(args: argparse.Namespace, db_url: str, operators: list[str]) -
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     db = BENCH_DB
-    db_url = _with_db(args.pg_admin, db)
+    db_url = with_db(args.pg_admin, db)
     operators = [f"BENCHOP{k:02d}" for k in range(args.operators)]
     admin = await asyncpg.connect(args.pg_admin)
     await admin.execute(f'CREATE DATABASE "{db}"')
-    service: ChargingProcess | None = None
+    service: ServiceProcess | None = None
     engine: AsyncEngine | None = None
     redis: Redis | None = None
-    channels: list[aio.Channel] = []
     clients: list[OcppClient] = []
     writer_task: asyncio.Task[None] | None = None
     store: ChargingStore | None = None
@@ -715,56 +522,103 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 mine[st.operator] += st.connectors
         driven = [s for s in stations if s.charge_point]
 
-        service = start_service(db_url, args.redis_url, args.server_processes)
-        await wait_healthy(service, args.server_processes)
-        pid = service.proc.pid
-        print(f"charging service pid {pid}: gRPC {service.port}, OCPP {service.ocpp_port}; phases: "
-              f"{args.warmup:g} s warm-up + {args.seconds:g} s each", flush=True)
-        results: dict[str, dict[str, PhaseResult]] = {}
+        async def start(variant: Variant) -> tuple[ServiceProcess, float, Callable[[], Awaitable[CpuSnapshot]]]:
+            """The service running `variant` (and this process too), the seconds until it served (its nearby index
+            loaded), and its CPU snapshots."""
+            variant.apply()
+            t0 = time.perf_counter()
+            ocpp_port = free_port()
+            service = start_service("charging", {"DATABASE_URL": db_url, "REDIS_URL": args.redis_url,
+                                                 "V2X_OCPP_PORT": str(ocpp_port), **variant.env()},
+                                    args.server_processes, ocpp=ocpp_port)
+            await wait_healthy(service, SERVICE, args.server_processes)
+            await wait_ocpp(service)
+            started_s = round(time.perf_counter() - t0, 2)
+            pid = service.proc.pid
 
-        # FindChargers through gRPC, then straight against the store, at each concurrency level.
-        channels = [_channel(service.port) for _ in range(args.find_channels)]
-        for level in args.concurrency:
-            kind = f"find@{level}"
-            results[kind] = {}
-            counter = Counter()
-            results[kind]["service"] = await timed_phase(
-                args.seconds, args.warmup, pid, counter,
-                [grpc_find_worker(channels[i % len(channels)], driver_key, args.seed + i, args.radius, counter)
-                 for i in range(level)])
-            counter = Counter()
-            results[kind]["raw"] = await timed_phase(
-                args.seconds, args.warmup, pid, counter,
-                [raw_find_worker(store, args.seed + i, args.radius, counter) for i in range(level)])
-            print(f"  FindChargers with {level} in flight done", flush=True)
-        equal = await check_answers(channels[0], driver_key, store, args.seed + 999, args.radius, args.check_answers)
-        city["find_answers_equal_to_postgis"] = f"{equal}/{args.check_answers}"
-        print(f"  FindChargers answers equal to PostGIS's: {equal} of {args.check_answers}", flush=True)
-        results["grpc"], results["ocpp"] = {}, {}
+            async def cpu() -> CpuSnapshot:
+                return CpuSnapshot.read(pid, await postgres_pids(admin, db))
 
-        # Status ingest: one stream per operator through gRPC, then the same through a writer here.
+            print(f"charging service ({variant.name}) pid {pid}: gRPC {service.port}, OCPP {service.ports['ocpp']}, "
+                  f"serving after {started_s} s; phases: {args.warmup:g} s warm-up + {args.seconds:g} s each; "
+                  f"load average {load_average()}", flush=True)
+            return service, started_s, cpu
+
+        async def finds(service: ServiceProcess, cpu: Callable[[], Awaitable[CpuSnapshot]], levels: list[int],
+                        results: dict[str, dict[str, PhaseResult]]) -> None:
+            """FindChargers through gRPC, then straight against the store, at each concurrency level."""
+            channels = [channel(service.port) for _ in range(args.find_channels)]
+            try:
+                for level in levels:
+                    kind = f"find@{level}"
+                    results[kind] = {}
+                    counter = _counter()
+                    results[kind]["service"] = await timed_phase(
+                        args.seconds, args.warmup, cpu, counter,
+                        [grpc_find_worker(channels[i % len(channels)], driver_key, args.seed + i, args.radius, counter)
+                         for i in range(level)])
+                    counter = _counter()
+                    results[kind]["raw"] = await timed_phase(
+                        args.seconds, args.warmup, cpu, counter,
+                        [raw_find_worker(store, args.seed + i, args.radius, counter) for i in range(level)])
+                    print(f"  FindChargers with {level} in flight done", flush=True)
+                equal = await check_answers(channels[0], driver_key, store, args.seed + 999, args.radius,
+                                            args.check_answers)
+            finally:
+                for ch in channels:
+                    await ch.close()
+            city["find_answers_equal_to_postgis"] = f"{equal}/{args.check_answers}"
+            print(f"  FindChargers answers equal to PostGIS's: {equal} of {args.check_answers}", flush=True)
+
+        async def grpc_ingest(service: ServiceProcess, cpu: Callable[[], Awaitable[CpuSnapshot]],
+                              results: dict[str, dict[str, PhaseResult]]) -> None:
+            """Status ingest: one stream per operator through gRPC, then the same through a writer here."""
+            results["grpc"] = {}
+            channels: list[aio.Channel] = []
+            try:
+                for mode in ("service", "raw"):
+                    await admin.execute("CHECKPOINT")
+                    since = datetime.now(UTC)
+                    counter = _counter()
+                    workers: list[Worker] = []
+                    for k, op in enumerate(operators):
+                        source = ReportSource(mine[op], args.seed * 100 + k + (50 if mode == "raw" else 0))
+                        if mode == "service":
+                            ch = channel(service.port)
+                            channels.append(ch)
+                            workers.append(grpc_ingest_worker(ch, keys[op], source, args.window, counter))
+                        else:
+                            workers.append(raw_ingest_worker(writer, settings, op, source, args.window, counter))
+                    phase = await timed_phase(args.seconds, args.warmup, cpu, counter, workers)
+                    phase.avg_batch = await outbox_batches(db_url, since)
+                    results["grpc"][mode] = phase
+            finally:
+                for ch in channels:
+                    await ch.close()
+            print("  gRPC status ingest done", flush=True)
+
         writer_task = asyncio.create_task(writer.run())
-        for mode in ("service", "raw"):
-            await admin.execute("CHECKPOINT")
-            since = datetime.now(UTC)
-            counter = Counter()
-            workers: list[Worker] = []
-            for k, op in enumerate(operators):
-                source = ReportSource(mine[op], args.seed * 100 + k + (50 if mode == "raw" else 0))
-                if mode == "service":
-                    ch = _channel(service.port)
-                    channels.append(ch)
-                    workers.append(grpc_ingest_worker(ch, keys[op], source, args.window, counter))
-                else:
-                    workers.append(raw_ingest_worker(writer, settings, op, source, args.window, counter))
-            phase = await timed_phase(args.seconds, args.warmup, pid, counter, workers)
-            phase.avg_batch = await outbox_batches(db_url, since)
-            results["grpc"][mode] = phase
-        print("  gRPC status ingest done", flush=True)
+        if args.ab:
+            compared: list[tuple[Variant, dict[str, dict[str, PhaseResult]], float]] = []
+            for variant in variants(CHARGING_FAST_PATHS):
+                service, started_s, cpu = await start(variant)
+                results: dict[str, dict[str, PhaseResult]] = {}
+                await finds(service, cpu, args.concurrency[:1], results)
+                await grpc_ingest(service, cpu, results)
+                await stop_service(service)
+                compared.append((variant, results, started_s))
+            FAST.apply()
+            return ab_report(args, city, compared)
+
+        service, _, cpu = await start(FAST)
+        results = {}
+        await finds(service, cpu, args.concurrency, results)
+        await grpc_ingest(service, cpu, results)
+        results["ocpp"] = {}
 
         # OCPP: connect and boot every charge point, then StatusNotifications as fast as answered.
         t0 = time.perf_counter()
-        url = f"ws://127.0.0.1:{service.ocpp_port}/ocpp"
+        url = f"ws://127.0.0.1:{service.ports['ocpp']}/ocpp"
         gate = asyncio.Semaphore(args.connect_concurrency)
 
         async def connect_one(st: BenchStation) -> OcppClient:
@@ -777,13 +631,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for mode in ("service", "raw"):
             await admin.execute("CHECKPOINT")
             since = datetime.now(UTC)
-            counter = Counter()
+            counter = _counter()
             if mode == "service":
                 workers = [ocpp_worker(c, counter, args.seed + i) for i, c in enumerate(clients)]
             else:
                 workers = [raw_ocpp_worker(writer, st, counter, ChargingSettings().ocpp_heartbeat_s, args.seed + i)
                            for i, st in enumerate(driven)]
-            phase = await timed_phase(args.seconds, args.warmup, pid, counter, workers)
+            phase = await timed_phase(args.seconds, args.warmup, cpu, counter, workers)
             phase.avg_batch = await outbox_batches(db_url, since)
             results["ocpp"][mode] = phase
         print("  OCPP status ingest done", flush=True)
@@ -792,9 +646,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             c.task.cancel()
             await c.ws.close()
         clients = []
-        for ch in channels:
-            await ch.close()
-        channels = []
         code = await stop_service(service)
         if code not in (0, -signal.SIGTERM):
             print(f"warning: the charging service exited with {code}:\n{service.log_tail()}", file=sys.stderr)
@@ -807,8 +658,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             c.task.cancel()
             with contextlib.suppress(Exception):
                 await c.ws.close()
-        for ch in channels:
-            await ch.close()
+        FAST.apply()
         if service is not None:
             await stop_service(service)
         if redis is not None:
@@ -850,6 +700,19 @@ def report(args: argparse.Namespace, city: dict[str, Any], results: dict[str, di
     }
     _print_table(args, city, results, {k: ratio(k) for k in results}, goals, connect_s)
     return out
+
+
+def ab_report(args: argparse.Namespace, city: dict[str, Any],
+              compared: list[tuple[Variant, dict[str, dict[str, PhaseResult]], float]]) -> dict[str, Any]:
+    results = [(v.name, figures({f"{kind} {mode}": (r, mode == "service") for kind, by_mode in res.items()
+                                 for mode, r in by_mode.items()}, started))
+               for v, res, started in compared]
+    print_ab(f"charging A/B: {city['connectors']:,} connectors, {args.concurrency[0]} FindChargers calls in flight, "
+             f"{args.operators} operator streams (CPU us/op: the service's in gRPC phases, this process' in raw ones)",
+             results)
+    return {"when": datetime.now(UTC).isoformat(timespec="seconds"), "load_average": load_average(),
+            "config": {k: v for k, v in vars(args).items() if k not in ("json", "pg_admin")}, "city": city,
+            "ab": results}
 
 
 def _print_table(args: argparse.Namespace, city: dict[str, Any], results: dict[str, dict[str, PhaseResult]],
@@ -910,6 +773,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="an admin URL of the cluster to create the benchmark database in")
     p.add_argument("--redis-url", default=os.environ.get("V2X_BENCH_CHARGING_REDIS", "redis://127.0.0.1:6379/12"),
                    help="a Redis database the benchmark may flush")
+    p.add_argument("--ab", action="store_true",
+                   help="compare the fast paths: FindChargers (at the first --concurrency level) and gRPC ingest with "
+                        "every fast path on, then with each off in turn (load/variants.py); no OCPP phases")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     if (args.connectors < 1000 or args.charge_points < 1 or args.operators < 1 or args.window < 1

@@ -39,7 +39,6 @@ import os
 import pickle
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +53,6 @@ from typing import Any, cast
 import asyncpg
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.asyncio import Redis
 from v2x.common.v1 import common_pb2 as cpb
 from v2x.idps.v1 import idps_pb2 as pb
@@ -65,7 +63,17 @@ from services.common.db import create_engine, migrate
 from services.idps.feed import LINGER_S
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's `load`
-from load.harness import free_port, proc_cpu_s, wait_all_processes
+from load.harness import (
+    ServiceProcess,
+    channel,
+    offset,
+    percentile,
+    proc_cpu_s,
+    start_service,
+    stop_service,
+    wait_healthy,
+    with_db,
+)
 
 SERVICE = "v2x.idps.v1.IdpsService"
 CENTER = (31.30, 121.50)
@@ -113,18 +121,6 @@ SLIM_RESPONSE = _slim_response()
 
 def sampled(incident_id: str, version: int) -> bool:
     return zlib.crc32(f"{incident_id}:{version}".encode()) % SAMPLE == 0
-
-
-def _offset(north_m: float, east_m: float) -> tuple[float, float]:
-    lat, lon = CENTER
-    return lat + north_m / 111_320, lon + east_m / (111_320 * math.cos(math.radians(lat)))
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
 
 
 # ----- CPU accounting ---------------------------------------------------------------------------
@@ -259,7 +255,7 @@ class EventMix:
 
     def __init__(self, sites: int, seed: int) -> None:
         self.rng = random.Random(seed)
-        self.sites = [(_offset(self.rng.uniform(-HALF_SIDE_M, HALF_SIDE_M), self.rng.uniform(-HALF_SIDE_M,
+        self.sites = [(offset(CENTER, self.rng.uniform(-HALF_SIDE_M, HALF_SIDE_M), self.rng.uniform(-HALF_SIDE_M,
                                                                                            HALF_SIDE_M)),
                        FAMILIES[self.rng.randrange(len(FAMILIES))]) for _ in range(sites)]
         self.sources = [(pb.SOURCE_KIND_ROADSIDE_DETECTION, f"cam-{i}") for i in range(40)] + \
@@ -269,7 +265,7 @@ class EventMix:
     def next(self) -> pb.ReportEventRequest:
         rng = self.rng
         if rng.random() < 0.2:
-            (lat, lon), family = _offset(rng.uniform(-HALF_SIDE_M, HALF_SIDE_M),
+            (lat, lon), family = offset(CENTER, rng.uniform(-HALF_SIDE_M, HALF_SIDE_M),
                                          rng.uniform(-HALF_SIDE_M, HALF_SIDE_M)), FAMILIES[rng.randrange(6)]
         else:
             (lat, lon), family = self.sites[rng.randrange(len(self.sites))]
@@ -364,57 +360,10 @@ async def closed_loop(stubs: list[Any], md: Any, mix: EventMix, log: ReportLog, 
 # ----- the service process ----------------------------------------------------------------------
 
 
-def start_service(database_url: str, redis_url: str, port: int, log_path: Path,
-                  processes: int) -> subprocess.Popen[bytes]:
-    exe = Path(sys.executable).with_name("v2x")
-    cmd = [str(exe), "serve", "idps"] if exe.exists() else [sys.executable, "-m", "services.cli", "serve", "idps"]
-    if processes > 1:
-        cmd += ["--processes", str(processes)]
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "V2X_IDPS_PORT": str(port),
-           "V2X_IDPS_METRICS_PORT": str(free_port()), "V2X_BIND_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING"}
-    with open(log_path, "wb") as log:
-        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-
-
-async def wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path, processes: int,
-                       timeout_s: float = 60) -> None:
-    def log_tail(lines: int) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    await wait_all_processes(proc, processes, log_tail, "idps", timeout_s)
-    deadline = time.monotonic() + timeout_s
-    async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if proc.poll() is not None:
-                tail = (await asyncio.to_thread(log_path.read_bytes))[-3000:].decode(errors="replace")
-                raise RuntimeError(f"the idps service exited:\n{tail}")
-            with contextlib.suppress(aio.AioRpcError):
-                reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError("the idps service was not healthy in time")
-            await asyncio.sleep(0.2)
-
-
 def service_pids(pid: int) -> list[int]:
     """The service's process, and with `--processes N` its N children (the supervisor itself idles)."""
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [pid, *(int(c) for c in f.read().split())]
-
-
-async def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 15) -> int | None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(proc.wait, grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            await asyncio.to_thread(proc.wait)
-    return proc.returncode
 
 
 async def clear_keys(redis: Redis) -> None:
@@ -464,24 +413,23 @@ def e2e(phase: Phase, log: ReportLog, arrivals: list[dict[str, float]]) -> None:
             worst.append(max(times) - t0)
             by_second[int(t0 - first)].append(max(times) - t0)
     ms = 1000.0
+    per.sort()
     phase.e2e_p50_ms, phase.e2e_p99_ms = round(percentile(per, 0.5) * ms, 2), round(percentile(per, 0.99) * ms, 2)
-    phase.e2e_all_p50_ms = round(percentile(worst, 0.5) * ms, 2)
-    phase.e2e_all_p99_ms = round(percentile(worst, 0.99) * ms, 2)
+    phase.e2e_all_p50_ms = round(percentile(sorted(worst), 0.5) * ms, 2)
+    phase.e2e_all_p99_ms = round(percentile(sorted(worst), 0.99) * ms, 2)
     phase.deliveries, phase.missing = len(per), missing
-    phase.all_p99_by_second = [round(percentile(by_second[k], 0.99) * ms, 1) for k in sorted(by_second)]
+    phase.all_p99_by_second = [round(percentile(sorted(by_second[k]), 0.99) * ms, 1) for k in sorted(by_second)]
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     db = f"v2x_bench_idps_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    base, _, _ = args.pg_admin.rpartition("/")
-    db_url = f"{base}/{db}"
+    db_url = with_db(args.pg_admin, db)
     load_before = os.getloadavg()
     admin = await asyncpg.connect(args.pg_admin)
     await admin.execute(f'CREATE DATABASE "{db}"')
-    proc: subprocess.Popen[bytes] | None = None
+    service: ServiceProcess | None = None
     subs_procs: list[Any] = []
     redis = Redis.from_url(args.redis_url)
-    log_path = Path(tempfile.gettempdir()) / f"v2x_bench_{os.getpid()}_idps.log"
     out_paths: list[Path] = []
     channels: list[aio.Channel] = []
     try:
@@ -490,9 +438,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         engine = create_engine(db_url, pool_size=2)
         police = (await create_key(engine, "police", "bench")).key
         await engine.dispose()
-        port = free_port()
-        proc = start_service(db_url, args.redis_url, port, log_path, args.server_processes)
-        await wait_healthy(proc, port, log_path, args.server_processes)
+        service = start_service("idps", {"DATABASE_URL": db_url, "REDIS_URL": args.redis_url},
+                                args.server_processes)
+        await wait_healthy(service, SERVICE, args.server_processes, timeout_s=60)
+        port, proc = service.port, service.proc
         # The consoles are spread over a few processes (as they are over many machines in the field), so
         # that decoding 50 copies of every message is not capped at one core of the measuring side.
         parents: list[Connection] = []
@@ -540,8 +489,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await expect("live")
         print("  raw baseline done; consoles live", flush=True)
 
-        channels = [aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
-                    for _ in range(args.channels)]
+        channels = [channel(port) for _ in range(args.channels)]
         stubs: list[Any] = [IdpsServiceStub(ch) for ch in channels]
         md = (("authorization", f"Bearer {police}"),)
         mix = EventMix(args.sites, args.seed)
@@ -564,19 +512,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for k, v in part.items():
                 subs[k] += v
         raw = cast(list[float], subs["raw"])
-        raw_phase.e2e_p50_ms = round(percentile(raw, 0.5) * 1000, 2)
-        raw_phase.e2e_p99_ms = round(percentile(raw, 0.99) * 1000, 2)
+        raw_phase.e2e_p50_ms = round(percentile(sorted(raw), 0.5) * 1000, 2)
+        raw_phase.e2e_p99_ms = round(percentile(sorted(raw), 0.99) * 1000, 2)
         raw_phase.deliveries = len(raw)
         for phase, log in ((paced_phase, paced_log), (max_phase, max_log)):
-            phase.rpc_p50_ms = round(percentile(log.rpc, 0.5) * 1000, 2)
-            phase.rpc_p99_ms = round(percentile(log.rpc, 0.99) * 1000, 2)
+            phase.rpc_p50_ms = round(percentile(sorted(log.rpc), 0.5) * 1000, 2)
+            phase.rpc_p99_ms = round(percentile(sorted(log.rpc), 0.99) * 1000, 2)
             phase.joined_pct = round(100 * (1 - log.opened / log.done), 1) if log.done else None
             phase.errors, phase.first_error, phase.skipped = log.errors, log.first_error, log.skipped
             e2e(phase, log, subs["arrivals"])
         for ch in channels:
             await ch.close()
         channels = []
-        code = await stop_process(proc)
+        code = await stop_service(service)
         if code not in (0, -signal.SIGTERM):
             print(f"warning: the idps service exited with {code}", file=sys.stderr)
         return report(args, [raw_phase, paced_phase, max_phase], subs, load_before)
@@ -586,8 +534,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for sub in subs_procs:
             if sub.is_alive():
                 sub.terminate()
-        if proc is not None:
-            await stop_process(proc)
+        if service is not None:
+            await stop_service(service)
         with contextlib.suppress(Exception):
             await clear_keys(redis)
         await redis.aclose()

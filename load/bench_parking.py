@@ -37,20 +37,16 @@ import math
 import os
 import random
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from v2x.common.v1 import common_pb2 as cpb
@@ -61,6 +57,7 @@ from services.common.apikeys import create_key
 from services.common.config import Settings
 from services.common.db import create_engine, migrate
 from services.common.errors import DomainError
+from services.common.fast_paths import FastPath
 from services.common.principal import Principal
 from services.common.redis_streams import create_redis
 from services.parking import convert
@@ -71,7 +68,24 @@ from services.parking.servicer import MAX_BATCH
 from services.parking.store import ParkingStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's `load`
-from load.harness import ServiceProcess, free_port, percentile, proc_cpu_s, tree_cpu_s, wait_all_processes
+from load.harness import (
+    Counter,
+    CpuSnapshot,
+    PhaseResult,
+    ServiceProcess,
+    Worker,
+    channel,
+    load_average,
+    offset,
+    percentile,
+    postgres_pids,
+    start_service,
+    stop_service,
+    timed_phase,
+    wait_healthy,
+    with_db,
+)
+from load.variants import FAST, Variant, figures, print_ab, variants
 
 CENTER = (31.40, 121.49)
 HALF_SIDE_M = 15_000.0  # the district is 30 km x 30 km
@@ -81,8 +95,8 @@ GOAL_INGEST = 5000.0
 GOAL_QPS = 1000.0
 GOAL_P99_MS = 20.0
 GOAL_RATIO = 0.5
-
-Worker = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+# The fast paths the parking service and its raw baselines run (services/common/fast_paths.py), compared by --ab.
+PARKING_FAST_PATHS = (FastPath.DRIVER_READS, FastPath.SPLICED_ANSWERS)
 
 
 # ----- the city ---------------------------------------------------------------------------------
@@ -95,14 +109,9 @@ class BenchLot:
     classes: tuple[tuple[int, int], ...]  # (space class, capacity) for classes with capacity > 0
 
 
-def _offset(north_m: float, east_m: float) -> tuple[float, float]:
-    lat, lon = CENTER
-    return lat + north_m / 111_320, lon + east_m / (111_320 * math.cos(math.radians(lat)))
-
-
 def random_point(rng: random.Random) -> tuple[float, float]:
     """A uniformly random point of the district (lat, lon)."""
-    return _offset(rng.uniform(-HALF_SIDE_M, HALF_SIDE_M), rng.uniform(-HALF_SIDE_M, HALF_SIDE_M))
+    return offset(CENTER, rng.uniform(-HALF_SIDE_M, HALF_SIDE_M), rng.uniform(-HALF_SIDE_M, HALF_SIDE_M))
 
 
 def generate_city(n: int, operators: list[str], seed: int) -> tuple[list[BenchLot], list[list[Any]]]:
@@ -122,7 +131,7 @@ def generate_city(n: int, operators: list[str], seed: int) -> tuple[list[BenchLo
                     break
         else:
             north, east = rng.uniform(-HALF_SIDE_M, HALF_SIDE_M), rng.uniform(-HALF_SIDE_M, HALF_SIDE_M)
-        lat, lon = _offset(north, east)
+        lat, lon = offset(CENTER, north, east)
         roll = rng.random()
         line: str | None = None
         entrances: list[dict[str, Any]] = []
@@ -158,8 +167,8 @@ def generate_city(n: int, operators: list[str], seed: int) -> tuple[list[BenchLo
             detection = pb.DETECTION_TYPE_MODEL_BASED
             always_open, periods = False, street_hours
             heading, half = rng.random() * math.pi, total * 3.0
-            a = _offset(north - half * math.cos(heading), east - half * math.sin(heading))
-            b = _offset(north + half * math.cos(heading), east + half * math.sin(heading))
+            a = offset(CENTER, north - half * math.cos(heading), east - half * math.sin(heading))
+            b = offset(CENTER, north + half * math.cos(heading), east + half * math.sin(heading))
             line = f"LINESTRING({a[1]!r} {a[0]!r},{b[1]!r} {b[0]!r})"
         lot_id = f"BENCH-{prefix}{i:06d}"
         operator = operators[rng.randrange(len(operators))]
@@ -207,141 +216,6 @@ SELECT id, 1, now() - interval '5 s', now() - interval '5 s',
         FROM generate_series(0, 24) AS k)
 FROM parking_lots
 """
-
-
-# ----- measuring --------------------------------------------------------------------------------
-
-
-@dataclass
-class CpuSnapshot:
-    """CPU seconds so far: this process, the service, the cluster's processes that work for the benchmark
-    database (its backends and the shared writers), Redis, and the whole machine."""
-
-    wall: float
-    client: float
-    server: float
-    postgres: dict[int, float]
-    redis: float
-    machine_busy: float
-    irq: float
-
-    @classmethod
-    async def take(cls, server_pid: int | None, admin: asyncpg.Connection, db: str) -> CpuSnapshot:
-        pids = [r["pid"] for r in await admin.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE (datname = $1 OR backend_type <> 'client backend') "
-            "AND pid <> pg_backend_pid()", db)]
-        return cls.read(server_pid, pids)
-
-    @classmethod
-    def read(cls, server_pid: int | None, postgres_pids: list[int]) -> CpuSnapshot:
-        postgres: dict[int, float] = {}
-        for pid in postgres_pids:
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                postgres[pid] = proc_cpu_s(pid)[1]
-        redis = 0.0
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                with contextlib.suppress(OSError, ValueError, IndexError):
-                    comm, cpu = proc_cpu_s(entry)
-                    if comm.startswith("redis-server"):
-                        redis += cpu
-        server = tree_cpu_s(server_pid) if server_pid is not None else 0.0
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-        tick = os.sysconf("SC_CLK_TCK")
-        busy = (sum(values[:8]) - values[3] - values[4]) / tick
-        irq = (values[5] + values[6]) / tick  # interrupts and softirqs: mostly the loopback network here
-        return cls(time.perf_counter(), time.process_time(), server, postgres, redis, busy, irq)
-
-    def cores_since(self, start: CpuSnapshot) -> dict[str, float]:
-        """Cores used in between; `other` is what the rest of the machine used (other work on it)."""
-        wall = self.wall - start.wall
-        used = {"client": self.client - start.client, "server": self.server - start.server,
-                "postgres": sum(cpu - start.postgres.get(pid, 0.0) for pid, cpu in self.postgres.items()),
-                "redis": self.redis - start.redis}
-        used["irq"] = self.irq - start.irq
-        machine = self.machine_busy - start.machine_busy
-        out = {name: round(v / wall, 2) for name, v in used.items()}
-        out["other"] = round(max(0.0, machine - sum(used.values())) / wall, 2)
-        out["machine_busy"] = round(machine / wall, 2)
-        return out
-
-
-@dataclass
-class PhaseResult:
-    rate: float
-    count: int
-    seconds: float
-    cpu_cores: dict[str, float]
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    mean_lots: float | None = None
-    avg_batch: float | None = None
-    not_accepted: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Counter:
-    accepted: int = 0
-    other: int = 0
-    first_error: str = ""
-    recording: bool = False
-    latencies: list[float] = field(default_factory=list)
-    lots: int = 0
-
-    def ack(self, result: int, error: str) -> None:
-        if result == pb.ACK_RESULT_ACCEPTED:
-            self.accepted += 1
-        else:
-            self.other += 1
-            if not self.first_error:
-                self.first_error = f"{pb.AckResult.Name(result)}: {error}"  # type: ignore[arg-type]
-
-    def acks(self, acks: Sequence[pb.OccupancyAck]) -> None:
-        accepted = sum(1 for a in acks if a.result == pb.ACK_RESULT_ACCEPTED)
-        self.accepted += accepted
-        if accepted < len(acks):
-            for a in acks:
-                if a.result != pb.ACK_RESULT_ACCEPTED:
-                    self.ack(a.result, a.error.message)
-
-
-async def timed_phase(duration: float, warmup: float, cpu: Callable[[], Awaitable[CpuSnapshot]],
-                      counter: Counter, workers: list[Worker]) -> PhaseResult:
-    """Runs the workers until told to stop; counts what `counter.accepted` gains after the warm-up."""
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(w(stop)) for w in workers]
-    try:
-        await asyncio.sleep(warmup)
-        counter.recording = True
-        cpu0 = await cpu()
-        begin = counter.accepted
-        await asyncio.sleep(duration)
-        cpu1 = await cpu()
-        end = counter.accepted
-        counter.recording = False
-        stop.set()
-        done, pending = await asyncio.wait(tasks, timeout=60)
-        for t in done:
-            t.result()
-        if pending:
-            raise RuntimeError(f"{len(pending)} workers did not finish within 60 s of the stop")
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    seconds = cpu1.wall - cpu0.wall
-    result = PhaseResult(rate=(end - begin) / seconds, count=end - begin, seconds=seconds,
-                         cpu_cores=cpu1.cores_since(cpu0), not_accepted=counter.other)
-    if counter.first_error:
-        result.errors.append(counter.first_error)
-    if counter.latencies:
-        lat = sorted(counter.latencies)
-        result.p50_ms = round(percentile(lat, 0.50) * 1000, 2)
-        result.p99_ms = round(percentile(lat, 0.99) * 1000, 2)
-        result.mean_lots = round(counter.lots / len(lat), 1)
-    return result
 
 
 # ----- ingest -----------------------------------------------------------------------------------
@@ -398,7 +272,8 @@ def grpc_ingest_worker(channel: aio.Channel, key: str, source: ReportSource, win
                 if acks is aio.EOF:
                     break
                 assert isinstance(acks, pb.OccupancyAckBatch)
-                counter.acks(acks.acks)
+                for a in acks.acks:
+                    counter.ack(a.result, a.error.message)
                 credit.release()
             await writer
         finally:
@@ -451,11 +326,7 @@ def grpc_find_worker(channel: aio.Channel, key: str, seed: int, radius_m: float,
             request = find_request(rng, radius_m)
             t0 = time.perf_counter()
             response = await stub.FindAvailable(request, metadata=md)
-            dt = time.perf_counter() - t0
-            if counter.recording:
-                counter.accepted += 1
-                counter.latencies.append(dt)
-                counter.lots += len(response.lots)
+            counter.timed(time.perf_counter() - t0, len(response.lots))
 
     return run
 
@@ -468,72 +339,12 @@ def raw_find_worker(store: ParkingStore, seed: int, radius_m: float,
             request = find_request(rng, radius_m)
             t0 = time.perf_counter()
             views = await store.find_available(convert.find_query(request), datetime.now(UTC))
-            dt = time.perf_counter() - t0
-            if counter.recording:
-                counter.accepted += 1
-                counter.latencies.append(dt)
-                counter.lots += len(views)
+            counter.timed(time.perf_counter() - t0, len(views))
 
     return run
 
 
-# ----- the service process ----------------------------------------------------------------------
-
-
-def start_service(database_url: str, redis_url: str, processes: int) -> ServiceProcess:
-    port, metrics_port = free_port(), free_port()
-    exe = Path(sys.executable).with_name("v2x")
-    cmd = [str(exe), "serve", "parking"] if exe.exists() else [sys.executable, "-m", "services.cli", "serve", "parking"]
-    cmd += ["--processes", str(processes)]
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "V2X_PARKING_PORT": str(port),
-           "V2X_PARKING_METRICS_PORT": str(metrics_port), "V2X_BIND_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING"}
-    log_path = Path(tempfile.gettempdir()) / f"v2x_bench_{os.getpid()}_parking.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    return ServiceProcess(proc, port, log_path)
-
-
-async def wait_healthy(service: ServiceProcess, processes: int, timeout_s: float = 120.0) -> None:
-    await wait_all_processes(service.proc, processes, service.log_tail, "parking", timeout_s)
-    deadline = time.monotonic() + timeout_s
-    async with aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if service.proc.poll() is not None:
-                raise RuntimeError(f"the parking service exited with {service.proc.returncode}:\n{service.log_tail()}")
-            try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except aio.AioRpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the parking service was not healthy within {timeout_s:g} s:\n{service.log_tail()}")
-            await asyncio.sleep(0.2)
-
-
-async def stop_service(service: ServiceProcess, grace_s: float = 15.0) -> int | None:
-    if service.proc.poll() is None:
-        service.proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(service.proc.wait, grace_s)
-        except subprocess.TimeoutExpired:
-            service.proc.kill()
-            await asyncio.to_thread(service.proc.wait)
-    return service.proc.returncode
-
-
 # ----- the run ----------------------------------------------------------------------------------
-
-
-def _with_db(url: str, db: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{db}"
-
-
-def _channel(port: int) -> aio.Channel:
-    # A connection of its own (no subchannel shared with other channels), like separate clients.
-    return aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
 
 
 async def outbox_batches(conn: asyncpg.Connection, since: datetime) -> float | None:
@@ -593,14 +404,13 @@ class Row:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     db = f"v2x_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    db_url = _with_db(args.pg_admin, db)
+    db_url = with_db(args.pg_admin, db)
     operators = [f"BENCHOP{k:02d}" for k in range(args.operators)]
     admin = await asyncpg.connect(args.pg_admin)
     await admin.execute(f'CREATE DATABASE "{db}"')
     service: ServiceProcess | None = None
     engine: AsyncEngine | None = None
     redis: Redis | None = None
-    channels: list[aio.Channel] = []
     try:
         r = Redis.from_url(args.redis_url)
         await r.flushdb()
@@ -624,68 +434,86 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             mine[lot.operator].append(lot)
         sequences = {lot.id: 1 for lot in lots}
 
-        service = start_service(db_url, args.redis_url, args.server_processes)
-        await wait_healthy(service, args.server_processes)
-        pid = service.proc.pid
+        async def measure(variant: Variant, levels: list[int]) -> tuple[list[Row], float]:
+            """Every phase with the service and this process running `variant`; (rows, seconds from the
+            service's start until it served, its nearby index loaded)."""
+            nonlocal service
+            variant.apply()
+            t0 = time.perf_counter()
+            service = start_service("parking", {"DATABASE_URL": db_url, "REDIS_URL": args.redis_url,
+                                                **variant.env()}, args.server_processes)
+            await wait_healthy(service, SERVICE, args.server_processes)
+            started_s = round(time.perf_counter() - t0, 2)
+            pid = service.proc.pid
 
-        def cpu() -> Awaitable[CpuSnapshot]:
-            return CpuSnapshot.take(pid, admin, db)
+            async def cpu() -> CpuSnapshot:
+                return CpuSnapshot.read(pid, await postgres_pids(admin, db))
 
-        print(f"parking service pid {pid} on port {service.port}; each phase {args.warmup:g} s warm-up + "
-              f"{args.find_seconds:g} s (find) / {args.ingest_seconds:g} s (ingest)", flush=True)
-        rows: list[Row] = []
-
-        # FindAvailable through gRPC, then the same queries straight against the store, per concurrency.
-        channels = [_channel(service.port) for _ in range(args.find_channels)]
-        for level in args.concurrency:
-            counter = Counter()
-            rows.append(Row("find", str(level), "service", await timed_phase(
-                args.find_seconds, args.warmup, cpu, counter,
-                [grpc_find_worker(channels[i % len(channels)], driver_key, args.seed + i, args.radius, counter)
-                 for i in range(level)])))
-            counter = Counter()
-            rows.append(Row("find", str(level), "raw", await timed_phase(
-                args.find_seconds, args.warmup, cpu, counter,
-                [raw_find_worker(store, args.seed + i, args.radius, counter) for i in range(level)])))
-            print(f"  FindAvailable with {level} in flight: service {rows[-2].result.rate:,.0f}/s, "
-                  f"raw {rows[-1].result.rate:,.0f}/s", flush=True)
-
-        # Occupancy ingest: one stream per operator, through gRPC, then the same straight against the store.
-        for mode in ("service", "raw"):
-            await admin.execute("CHECKPOINT")  # both phases start at the same point of the checkpoint cycle
-            since = datetime.now(UTC)
-            counter = Counter()
-            workers: list[Worker] = []
-            # The raw baseline uses the batch size the service formed from its queues.
-            batch_size = max(1, min(MAX_BATCH, round(rows[-1].result.avg_batch or MAX_BATCH))) if mode == "raw" else 0
-            for k, op in enumerate(operators):
-                source = ReportSource(mine[op], sequences, args.seed * 100 + k + (50 if mode == "raw" else 0))
-                if mode == "service":
-                    ch = _channel(service.port)
-                    channels.append(ch)
-                    workers.append(grpc_ingest_worker(ch, keys[op], source, args.window, args.batch, counter))
-                else:
-                    workers.append(raw_ingest_worker(store, feed, settings, Principal.parse(f"operator:{op}"),
-                                                     source, batch_size, counter))
-            phase = await timed_phase(args.ingest_seconds, args.warmup, cpu, counter, workers)
-            conn = await asyncpg.connect(db_url)
+            print(f"parking service ({variant.name}) pid {pid} on port {service.port}, serving after {started_s} s; "
+                  f"each phase {args.warmup:g} s warm-up + {args.find_seconds:g} s (find) / {args.ingest_seconds:g} s "
+                  f"(ingest); load average {load_average()}", flush=True)
+            rows: list[Row] = []
+            channels = [channel(service.port) for _ in range(args.find_channels)]
             try:
-                phase.avg_batch = await outbox_batches(conn, since)
-            finally:
-                await conn.close()
-            rows.append(Row("ingest", f"{args.operators}x{args.window}", mode, phase))
-            print(f"  ingest {mode}: {phase.rate:,.0f} updates/s", flush=True)
+                # FindAvailable through gRPC, then the same queries straight against the store, per concurrency.
+                for level in levels:
+                    counter = Counter()
+                    rows.append(Row("find", str(level), "service", await timed_phase(
+                        args.find_seconds, args.warmup, cpu, counter,
+                        [grpc_find_worker(channels[i % len(channels)], driver_key, args.seed + i, args.radius,
+                                          counter) for i in range(level)])))
+                    counter = Counter()
+                    rows.append(Row("find", str(level), "raw", await timed_phase(
+                        args.find_seconds, args.warmup, cpu, counter,
+                        [raw_find_worker(store, args.seed + i, args.radius, counter) for i in range(level)])))
+                    print(f"  FindAvailable with {level} in flight: service {rows[-2].result.rate:,.0f}/s, "
+                          f"raw {rows[-1].result.rate:,.0f}/s", flush=True)
 
-        for ch in channels:
-            await ch.close()
-        channels = []
-        code = await stop_service(service)
-        if code not in (0, -signal.SIGTERM):
-            print(f"warning: the parking service exited with {code}:\n{service.log_tail()}", file=sys.stderr)
-        return report(args, city, rows)
+                # Occupancy ingest: one stream per operator, through gRPC, then the same straight against the store.
+                for mode in ("service", "raw"):
+                    await admin.execute("CHECKPOINT")  # both phases start at the same point of the checkpoint cycle
+                    since = datetime.now(UTC)
+                    counter = Counter(pb.AckResult.Name, pb.ACK_RESULT_ACCEPTED)  # type: ignore[arg-type]
+                    workers: list[Worker] = []
+                    # The raw baseline uses the batch size the service formed from its queues.
+                    batch_size = (max(1, min(MAX_BATCH, round(rows[-1].result.avg_batch or MAX_BATCH)))
+                                  if mode == "raw" else 0)
+                    for k, op in enumerate(operators):
+                        source = ReportSource(mine[op], sequences, args.seed * 100 + k + (50 if mode == "raw" else 0))
+                        if mode == "service":
+                            ch = channel(service.port)
+                            channels.append(ch)
+                            workers.append(grpc_ingest_worker(ch, keys[op], source, args.window, args.batch, counter))
+                        else:
+                            workers.append(raw_ingest_worker(store, feed, settings, Principal.parse(f"operator:{op}"),
+                                                             source, batch_size, counter))
+                    phase = await timed_phase(args.ingest_seconds, args.warmup, cpu, counter, workers)
+                    conn = await asyncpg.connect(db_url)
+                    try:
+                        phase.avg_batch = await outbox_batches(conn, since)
+                    finally:
+                        await conn.close()
+                    rows.append(Row("ingest", f"{args.operators}x{args.window}", mode, phase))
+                    print(f"  ingest {mode}: {phase.rate:,.0f} updates/s", flush=True)
+            finally:
+                for ch in channels:
+                    await ch.close()
+            code = await stop_service(service)
+            if code not in (0, -signal.SIGTERM):
+                print(f"warning: the parking service exited with {code}:\n{service.log_tail()}", file=sys.stderr)
+            return rows, started_s
+
+        if not args.ab:
+            rows, _ = await measure(FAST, args.concurrency)
+            return report(args, city, rows)
+        compared: list[tuple[Variant, list[Row], float]] = []
+        for variant in variants(PARKING_FAST_PATHS):
+            rows, started_s = await measure(variant, args.concurrency[:1])
+            compared.append((variant, rows, started_s))
+        FAST.apply()
+        return ab_report(args, city, compared)
     finally:
-        for ch in channels:
-            await ch.close()
+        FAST.apply()
         if service is not None:
             await stop_service(service)
         if redis is not None:
@@ -699,12 +527,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def _ratio(rows: list[Row], kind: str, in_flight: str) -> float:
     by_mode = {r.mode: r.result.rate for r in rows if r.kind == kind and r.in_flight == in_flight}
     return round(by_mode["service"] / by_mode["raw"], 2) if by_mode.get("raw") else float("nan")
-
-
-def _cpu_us_per_op(r: PhaseResult) -> dict[str, float]:
-    """CPU microseconds per operation (query or update) of each party."""
-    return {k: round(v * 1e6 / r.rate) if r.rate else 0.0 for k, v in r.cpu_cores.items()
-            if k in ("client", "server", "postgres", "redis")}
 
 
 def report(args: argparse.Namespace, city: dict[str, Any], rows: list[Row]) -> dict[str, Any]:
@@ -738,12 +560,24 @@ def report(args: argparse.Namespace, city: dict[str, Any], rows: list[Row]) -> d
         "config": {k: v for k, v in vars(args).items() if k not in ("json", "pg_admin")},
         "city": city,
         "results": [{"kind": r.kind, "in_flight": r.in_flight, "mode": r.mode, **r.result.__dict__,
-                     "cpu_us_per_op": _cpu_us_per_op(r.result)} for r in rows],
+                     "cpu_us_per_op": r.result.cpu_us_per_op()} for r in rows],
         "ratios": {f"{r.kind}@{r.in_flight}": _ratio(rows, r.kind, r.in_flight) for r in rows if r.mode == "raw"},
         "goals": goals,
     }
     _print_table(args, city, rows, goals)
     return out
+
+
+def ab_report(args: argparse.Namespace, city: dict[str, Any],
+              compared: list[tuple[Variant, list[Row], float]]) -> dict[str, Any]:
+    results = [(v.name, figures({f"{r.kind} {r.mode}": (r.result, r.mode == "service") for r in rows}, started))
+               for v, rows, started in compared]
+    print_ab(f"parking A/B: {city['lots']:,} lots, {args.concurrency[0]} FindAvailable calls in flight, "
+             f"{args.operators} operator streams (CPU us/op: the service's in gRPC phases, this process' in raw ones)",
+             results)
+    return {"when": datetime.now(UTC).isoformat(timespec="seconds"), "load_average": load_average(),
+            "config": {k: v for k, v in vars(args).items() if k not in ("json", "pg_admin")}, "city": city,
+            "ab": results}
 
 
 def _print_table(args: argparse.Namespace, city: dict[str, Any], rows: list[Row],
@@ -764,11 +598,11 @@ def _print_table(args: argparse.Namespace, city: dict[str, Any], rows: list[Row]
     last = ""
     for r in rows:
         p = r.result
-        c, u = p.cpu_cores, _cpu_us_per_op(p)
+        c, u = p.cpu_cores, p.cpu_us_per_op()
         label = labels[r.kind] if r.kind != last else ""
         last = r.kind
         print(f"{label:<30}{r.in_flight:>10} {r.mode:<8}{fmt(p.rate):>9}{fmt(p.p50_ms, '.1f'):>8}"
-              f"{fmt(p.p99_ms, '.1f'):>8}{fmt(p.mean_lots, '.0f'):>6}{fmt(p.avg_batch, '.0f'):>6}"
+              f"{fmt(p.p99_ms, '.1f'):>8}{fmt(p.mean_items, '.0f'):>6}{fmt(p.avg_batch, '.0f'):>6}"
               f" |           {u['client']:>6.0f} {u['server']:>6.0f} {u['postgres']:>4.0f}"
               f" |        {c['client']:>6.2f} {c['server']:>6.2f} {c['postgres']:>4.2f} {c['redis']:>5.2f} "
               f"{c['irq']:>4.2f} {c['other']:>5.2f}")
@@ -815,6 +649,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="an admin URL of the cluster to create the benchmark database in")
     p.add_argument("--redis-url", default=os.environ.get("V2X_BENCH_REDIS", "redis://127.0.0.1:6379/14"),
                    help="a Redis database the benchmark may flush")
+    p.add_argument("--ab", action="store_true",
+                   help="compare the fast paths: the phases (at the first --concurrency level) with every fast path "
+                        "on, then with each off in turn (load/variants.py)")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     if args.lots < 1000 or args.operators < 1 or args.window < 1 or not 1 <= args.batch <= args.window:

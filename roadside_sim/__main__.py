@@ -36,6 +36,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=0.0, help="how long (0: until Ctrl-C)")
     p.add_argument("--target", default="", help="the roadside service (default: the running `v2x run`'s)")
     p.add_argument("--parking", default="", help="the parking service (default: the running `v2x run`'s)")
+    p.add_argument("--charging", default="", help="the charging service, for the kerbside chargers over its OCPP "
+                   "gateway (default: the running `v2x run`'s when --target is not given; none otherwise)")
+    p.add_argument("--no-chargers", action="store_true", help="no simulated OCPP charge points")
     p.add_argument("--idps", default="", help="the IDPS service (scoring; default: the running `v2x run`'s)")
     p.add_argument("--key", default="", help="an admin API key (default: the running `v2x run`'s demo admin key)")
     p.add_argument("--police-key", default="", help="a police key (scoring; default: the run's demo police key)")
@@ -101,6 +104,8 @@ def _config(ns: argparse.Namespace, seconds_default: float = 0.0) -> tuple[SimCo
                     seconds=ns.seconds or seconds_default, start=start, out=Path(ns.out) if ns.out else None,
                     seed=ns.seed, scenarios=not ns.no_scenarios, kinds=kinds, spots=not ns.no_spots,
                     render=ns.render)
+    if not ns.no_chargers:
+        cfg.charging = ns.charging or ("" if ns.target else run.get("targets", {}).get("charging", ""))
     operators = sorted(k.removeprefix("operator:") for k in keys
                        if k.startswith("operator:") and k != "operator:STREET")
     if operators and not ns.no_gates:

@@ -38,9 +38,14 @@ KERB_OFFSET_M = 20.0  # ...and this far outside the kerb, looking obliquely acro
 NEAR_M, FAR_M = 26.0, 52.0  # the stretch of the approach configured as lanes (metres before the stop line)
 NO_STOPPING_M = (32.0, 44.0)  # the kerb strip of the lanes coming in where stopping is forbidden
 KERB_STRIP_M = 2.2  # width of the kerb strip beside lane 0 where vehicles stop or park
+SPOT_BEYOND_M = 1.5  # the camera's spot zones reach this far beyond the kerb strip
 SPOTS_M = (34.0, 40.0)  # on-street spots on the far kerb (metres from the stop line, 6 m each)
 COUNT_LINE_M = 38.0
 SPEED_LIMIT_KMH = 50.0
+# The cameras' frame deadline: with at most two frames in flight (roadside_sim/run.py) a frame waits for one other at
+# most, so a late answer is better than none (on the loaded machine frames waited 2..3 s and were answered
+# DEADLINE_EXCEEDED at the service's default of 2 s, after which the cameras' streams were answered no more).
+FRAME_DEADLINE_MS = 8000
 STOP_THRESHOLD_S = 20  # the cameras' stop threshold (903 on a lane, 1002 in the no-stopping zone)
 
 
@@ -97,7 +102,8 @@ class CameraRig:
         cam = pb.Camera(id=self.camera_id, name=name or f"{a.junction} approach from {a.edge_in}",
                         location=cpb.LatLon(lat=lat, lon=lon), heading_deg=round(self.pinhole.heading_deg, 2),
                         image_width=self.size[0], image_height=self.size[1],
-                        thresholds=pb.CameraThresholds(stop_threshold_s=STOP_THRESHOLD_S))
+                        thresholds=pb.CameraThresholds(stop_threshold_s=STOP_THRESHOLD_S,
+                                                           frame_deadline_ms=FRAME_DEADLINE_MS))
         for lane in a.lanes_in + a.lanes_out:
             poly = self.ground_polygon(a.lane_quad(lane, NEAR_M, FAR_M))
             if poly is None:
@@ -110,7 +116,11 @@ class CameraRig:
         if kerb is not None:
             cam.zones.add(id="no-stopping", kind=pb.ZONE_KIND_NO_STOPPING, polygon=_poly(kerb))
         for spot in self.spots:
-            poly = self.ground_polygon(spot.corners)
+            # Like the no-stopping zone, drawn where the boxes of the cars parked in it put them: the bottom centre of
+            # the box of a car at the far kerb lands up to ~1.5 m beyond it in this view (`v2x sim score` found
+            # parked cars 0.6 m outside the spot as drawn, and every occupied spot read free).
+            along = sorted({round(a.coordinates(c)[0], 3) for c in spot.corners})
+            poly = self.ground_polygon(a.far_kerb_quad(along[0], along[-1], KERB_STRIP_M + SPOT_BEYOND_M, reach=1.5))
             if poly is not None and self.lot_id:
                 cam.zones.add(id=f"spot-{spot.spot_id}", kind=pb.ZONE_KIND_PARKING_SPOT, polygon=_poly(poly),
                               parking_lot_id=self.lot_id, parking_spot_id=spot.spot_id)

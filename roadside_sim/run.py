@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 import grpc
 from grpc import aio
+from v2x.charging.v1.charging_pb2_grpc import ChargingServiceStub
 from v2x.common.v1 import common_pb2 as cpb
 from v2x.parking.v1 import parking_pb2 as ppb
 from v2x.parking.v1.parking_pb2_grpc import ParkingServiceStub
@@ -33,6 +34,7 @@ from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceStub
 
 from roadside_sim import scenario as sc
 from roadside_sim.cameras import FAR_M, NEAR_M, CameraRig, rigs
+from roadside_sim.chargers import Chargers, district_chargers
 from roadside_sim.gates import GateLog, register_garage, run_gate
 from roadside_sim.network import District
 from roadside_sim.render import Renderer, brightness_at, encode_jpeg
@@ -40,15 +42,25 @@ from roadside_sim.traffic import Traffic
 from roadside_sim.truth_log import TruthLog
 
 if TYPE_CHECKING:
+    from v2x.charging.v1.charging_pb2_grpc import ChargingServiceAsyncStub as ChargingStub
     from v2x.parking.v1.parking_pb2_grpc import ParkingServiceAsyncStub as ParkingStub
     from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceAsyncStub as RoadsideStub
 else:
-    ParkingStub, RoadsideStub = ParkingServiceStub, RoadsideServiceStub
+    ChargingStub, ParkingStub, RoadsideStub = ChargingServiceStub, ParkingServiceStub, RoadsideServiceStub
 
 log = logging.getLogger("roadside_sim")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 STREET_OPERATOR = "STREET"  # the on-street operator of the demo district (its key is the roadside service's)
 WARM_UP_S = 240.0
+# A camera sends its next frame only while fewer than this many are unanswered (one inferred, one waiting): it sends
+# at its frame rate when the service keeps up and as fast as the service answers when it does not, instead of
+# sending frames the service would drop unseen.
+IN_FLIGHT = 2
+RATE_REPORT_S = 60.0
+# A stream with frames in flight and no answer for this long is started again, as a camera agent does (seen on the
+# loaded machine: after frames answered DEADLINE_EXCEEDED, a stream's last frames were never answered).
+STALL_S = 6.0
+FIRST_RATE_REPORT_S = 20.0
 
 
 @dataclass
@@ -72,6 +84,7 @@ class SimConfig:
     gate_key: str = ""
     jam_lead_s: float = 0.0  # start the first jam this long before the cameras (demo: a 707 within two minutes)
     render: str = "photo"  # or "key": key-coloured silhouettes for the service's demo detector
+    charging: str = ""  # the charging service: kerbside chargers over its OCPP gateway ("": none)
     keep_every: int = 60  # keep every Nth frame of each camera as JPEG in <out>/frames (0: none)
     say: Callable[[str], None] = print
 
@@ -84,6 +97,13 @@ class CameraFeed:
     sent: int = 0
     dropped: int = 0
     answered: int = 0
+    held: int = 0  # frames not sent: IN_FLIGHT frames were still unanswered (the service was busy)
+    outstanding: int = 0  # sent on this stream, neither answered nor dropped by the service yet
+    last_service_dropped: int = 0
+    last_progress: float = field(default_factory=time.monotonic)  # the stream's start or its last answer
+    call: Any = None  # the StreamFrames call in progress
+    stalls: int = 0
+    restart: bool = False  # the call was cancelled to start the stream again
     errors: int = 0
     results: list[rpb.FrameResult] = field(default_factory=list)
 
@@ -99,6 +119,7 @@ class SimRun:
     ended_wall: datetime | None = None
     sim_begin_s: float = 0.0
     gates: GateLog | None = None
+    chargers: Chargers | None = None
 
     def wall_of(self, sim_s: float) -> datetime:
         return self.started_wall + timedelta(seconds=sim_s - self.sim_begin_s)
@@ -145,27 +166,51 @@ async def register_spots(parking: ParkingStub, key: str, district: District, cam
     return made
 
 
-async def _stream(stub: RoadsideStub, feed: CameraFeed, key: str, on_result: Callable[[rpb.FrameResult], None]
-                  ) -> None:
+async def _stream(target: str, feed: CameraFeed, key: str, on_result: Callable[[rpb.FrameResult], None]) -> None:
+    """One camera's StreamFrames, on a connection of its own as a camera has; a stalled stream is started again on a
+    new connection (all streams on one connection stalled together on the loaded machine: one stuck stream can hold
+    the connection's flow-control window)."""
+
     async def frames() -> AsyncIterator[rpb.Frame]:
         while (frame := await feed.queue.get()) is not None:
             yield frame
 
     delay = 0.5
     while True:
+        feed.outstanding, feed.last_service_dropped = feed.queue.qsize(), 0
+        feed.last_progress = time.monotonic()
+        restart = False
         try:
-            async for result in stub.StreamFrames(frames(), metadata=_metadata(key)):
-                feed.answered += 1
-                if result.HasField("error"):
-                    feed.errors += 1
-                on_result(result)
-                delay = 0.5
-            return
+            async with aio.insecure_channel(target) as channel:
+                stub: RoadsideStub = RoadsideServiceStub(channel)
+                feed.call = stub.StreamFrames(frames(), metadata=_metadata(key))
+                async for result in feed.call:
+                    feed.answered += 1
+                    feed.last_progress = time.monotonic()
+                    gone = max(0, result.dropped_frames - feed.last_service_dropped)
+                    feed.last_service_dropped = result.dropped_frames
+                    feed.outstanding = max(0, feed.outstanding - 1 - gone)
+                    if result.HasField("error"):
+                        feed.errors += 1
+                    on_result(result)
+                    delay = 0.5
+                restart = feed.call.cancelled() and feed.restart
+        except asyncio.CancelledError:
+            if not feed.restart:
+                raise
+            restart = True  # the frame loop cancelled this call to start the stream again
         except aio.AioRpcError as exc:
-            log.warning("camera %s stream ended: %s %s; reconnecting", feed.rig.camera_id, exc.code().name,
-                        exc.details())
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            if exc.code() == grpc.StatusCode.CANCELLED and feed.restart:
+                restart = True
+            else:
+                log.warning("camera %s stream ended: %s %s; reconnecting", feed.rig.camera_id, exc.code().name,
+                            exc.details())
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+        if not restart:
+            return
+        feed.restart = False
 
 
 async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
@@ -191,9 +236,15 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
     truth = TruthLog(out, cams)
     run = SimRun(cfg, cams, injections, truth, feeds, datetime.now(UTC), sim_begin_s=sim_begin)
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render")
-    async with aio.insecure_channel(cfg.roadside) as rch, aio.insecure_channel(cfg.parking) as pch:
+    async with aio.insecure_channel(cfg.roadside) as rch, aio.insecure_channel(cfg.parking) as pch, \
+            aio.insecure_channel(cfg.charging or cfg.roadside) as cch:
         roadside: RoadsideStub = RoadsideServiceStub(rch)
         parking: ParkingStub = ParkingServiceStub(pch)
+        if cfg.charging:
+            charging: ChargingStub = ChargingServiceStub(cch)
+            run.chargers = await Chargers.start(charging, cfg.admin_key,
+                                                district_chargers(district, cfg.intersections, cfg.lot_prefix), out,
+                                                seed=cfg.seed)
         if cfg.spots:
             await register_spots(parking, cfg.admin_key, district, cams)
         for rig in cams:
@@ -209,7 +260,8 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
                     on_result(camera_id, result)
             return take
 
-        streams = [asyncio.create_task(_stream(roadside, f, cfg.admin_key, record(cid))) for cid, f in feeds.items()]
+        streams = [asyncio.create_task(_stream(cfg.roadside, f, cfg.admin_key, record(cid)))
+                   for cid, f in feeds.items()]
         gate_stop = asyncio.Event()
         if cfg.gate_operator and cfg.gate_key:
             run.gates = GateLog(f"{cfg.lot_prefix}-GARAGE-{cfg.gate_operator}")
@@ -217,10 +269,14 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
                                   district.frame.to_wgs84(*district.local(350.0, 200.0)))
             streams.append(asyncio.create_task(run_gate(roadside, parking, cfg.admin_key, cfg.gate_key, run.gates,
                                                         gate_stop, seed=cfg.seed)))
-        cfg.say(f"roadside_sim: {len(cams)} cameras at {cfg.fps:g} fps on {cfg.intersections} intersections, "
-                f"simulating from {local_start:%H:%M:%S} (Asia/Shanghai); ground truth in {out}")
+        chargers = (f", {len(run.chargers.points)} kerbside charge points over OCPP"
+                    if run.chargers is not None else "")
+        cfg.say(f"roadside_sim: {len(cams)} cameras at {cfg.fps:g} fps on {cfg.intersections} intersections"
+                f"{chargers}, simulating from {local_start:%H:%M:%S} (Asia/Shanghai); ground truth in {out}")
         run.started_wall = datetime.now(UTC)
         t0 = time.monotonic()
+        next_report = t0 + FIRST_RATE_REPORT_S
+        rates = RateReport()
         frame_no = 0
         try:
             while not stop.is_set():
@@ -231,6 +287,8 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
                 sim_t = sim_begin + elapsed
                 traffic.step_to(sim_t, scenario.step)
                 captured = run.started_wall + timedelta(seconds=elapsed)
+                if run.chargers is not None:
+                    run.chargers.step(sim_t, captured)
                 vehicles = traffic.vehicles()
                 hour = (sim_t / 3600) % 24
                 light = brightness_at(hour)
@@ -241,6 +299,17 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
                 queues = {lane: traffic.queue_m(lane) for lane in traffic.e2}
                 frame_no += 1
                 for f, (img, boxes) in zip(feeds.values(), rendered, strict=True):
+                    truth.frame(f.rig, frame_no, captured, sim_t, boxes, vehicles, queues)
+                    if f.outstanding >= IN_FLIGHT:
+                        f.held += 1
+                        if time.monotonic() - f.last_progress > STALL_S and f.call is not None:
+                            f.stalls += 1
+                            log.warning("camera %s: %d frames unanswered for %.0f s; starting its stream again",
+                                        f.rig.camera_id, f.outstanding, STALL_S)
+                            f.last_progress = time.monotonic()
+                            f.restart = True
+                            f.call.cancel()
+                        continue
                     jpeg = await loop.run_in_executor(pool, encode_jpeg, img)
                     frame = rpb.Frame(camera_id=f.rig.camera_id, frame_id=frame_no, encoded=jpeg)
                     if cfg.keep_every and frame_no % cfg.keep_every == 0:
@@ -248,13 +317,17 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
                         await loop.run_in_executor(pool, _save, kept, jpeg)
                     frame.captured_at.FromDatetime(captured)
                     if f.queue.full():
-                        f.dropped += 1  # the service has not taken the last one yet: a camera sends fresh frames
+                        f.dropped += 1  # the stream has not taken the last one yet: a camera sends fresh frames
+                        f.outstanding -= 1
                         with contextlib.suppress(asyncio.QueueEmpty):
                             f.queue.get_nowait()
                     f.queue.put_nowait(frame)
                     f.sent += 1
-                    truth.frame(f.rig, frame_no, captured, sim_t, boxes, vehicles, queues)
+                    f.outstanding += 1
                 truth.spots(captured, sim_t, vehicles)
+                if time.monotonic() >= next_report:
+                    next_report += RATE_REPORT_S
+                    cfg.say(rates.report(feeds, cfg.fps))
         finally:
             scenario.finish(traffic.time)
             gate_stop.set()
@@ -265,12 +338,38 @@ async def simulate(cfg: SimConfig, stop: asyncio.Event | None = None,
                 await asyncio.wait_for(asyncio.gather(*streams, return_exceptions=True), 15)
             for s in streams:
                 s.cancel()
+            if run.chargers is not None:
+                await run.chargers.stop()
             run.ended_wall = datetime.now(UTC)
             truth.events(run)
             truth.close()
             traffic.close()
             pool.shutdown(wait=False)
     return run
+
+
+@dataclass
+class RateReport:
+    """Each camera's frames per second sent and answered since the last report, and what was held back."""
+
+    last: dict[str, tuple[float, int, int, int]] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def report(self, feeds: dict[str, CameraFeed], fps: float) -> str:
+        now = time.monotonic()
+        parts, slow = [], []
+        for cid, f in feeds.items():
+            t, sent, answered, held = self.last.get(cid, (self.started, 0, 0, 0))
+            span = max(now - t, 1e-3)
+            a = (f.answered - answered) / span
+            parts.append(f"{cid} {a:.1f}")
+            if a < 0.9 * fps:
+                slow.append(f"{cid} ({f.held - held} frames held back, {(f.sent - sent) / span:.1f} fps sent)")
+            self.last[cid] = (now, f.sent, f.answered, f.held)
+        line = f"roadside_sim: frames/s answered per camera (of {fps:g}): {', '.join(parts)}"
+        if slow:
+            line += "; the service did not keep up with " + ", ".join(slow)
+        return line
 
 
 def _save(path: Path, data: bytes) -> None:
@@ -282,8 +381,11 @@ def summary(run: SimRun) -> dict[str, Any]:
     return {"cameras": len(run.feeds), "frames_sent": sum(f.sent for f in run.feeds.values()),
             "frames_answered": sum(f.answered for f in run.feeds.values()),
             "frames_dropped_by_sim": sum(f.dropped for f in run.feeds.values()),
+            "frames_held_back": sum(f.held for f in run.feeds.values()),
+            "streams_restarted": sum(f.stalls for f in run.feeds.values()),
             "frame_errors": sum(f.errors for f in run.feeds.values()),
             "injections": len(run.injections),
-            "gate_passages": len(run.gates.passages) if run.gates else 0}
+            "gate_passages": len(run.gates.passages) if run.gates else 0,
+            **({"chargers": run.chargers.summary()} if run.chargers else {})}
 
 

@@ -8,7 +8,8 @@ Each injection puts vehicles of its own into SUMO (type `scenario`) on a camera'
 * 904 wrong way: drives up the kerb lane against the traffic, moved every step with ``moveToXY(keepRoute=2)``;
 * 901 overspeed: drives through at 70 km/h (speed mode 0, fixed speed) where the limit is 50;
 * 707 jam: the approach's signal stays red for its duration (a copy of the junction's program with the approach's
-  links red), so a queue backs up along it (measured by the E2 detectors).
+  links red), so a queue backs up along it (measured by the E2 detectors); a platoon of JAM_PLATOON vehicles per
+  lane comes with it, so that it backs up at night too.
 
 Ground truth of an event: `start` is when its condition first holds where the camera sees it (a stopped vehicle has
 stood for the camera's stop threshold; a wrong-way or speeding vehicle is on the camera's lanes; the queue coming in
@@ -32,6 +33,7 @@ OVERSPEED_MPS = 19.5  # 70 km/h where the limit is 50 (and 60 raises 901)
 OVERSPEED_TOLERANCE_KMH = 10.0
 JAM_QUEUE_M = 15.0
 JAM_HOLD_S = 60.0
+JAM_PLATOON = 14  # vehicles per lane a jam brings along: a 70 m queue, past the far end of the camera's lanes (52 m)
 STOP_ALONG_M = 38.0  # where stalls and crashes happen: mid-view on the inner lane coming in
 
 
@@ -203,7 +205,9 @@ class Scenario:
                 second = self._add(inj, 1, stop - 110)
                 libsumo.vehicle.setStop(second, a.edge_in, stop - 5.0, 1, inj.duration_s)
         elif inj.kind is Kind.ILLEGAL_PARKING:
-            along = sum(NO_STOPPING_M) / 2 - 2.0
+            # The front at the zone's near end: the camera sees the whole car there (at the zone's middle, 36 m, it
+            # stood at the picture's edge, its box cut off where the zone is not: `v2x sim score` never saw a 1002).
+            along = NO_STOPPING_M[0] + 0.5
             vid = self._add(inj, 0, length - along - 90)
             libsumo.vehicle.setStop(vid, a.edge_in, length - along, 0, inj.duration_s, 1)  # flags 1: parking
             inj.lane_id = "no-stopping"
@@ -228,6 +232,11 @@ class Scenario:
                 phases.append(libsumo.trafficlight.Phase(p.duration, state))
             libsumo.trafficlight.setProgramLogic(tls, libsumo.trafficlight.Logic("jam", 0, 0, phases))
             libsumo.trafficlight.setProgram(tls, "jam")
+            # Traffic of its own, so that the queue backs up at any hour (at night the district's own is too thin):
+            # a platoon on every lane coming in, queueing at the red light.
+            for k in range(JAM_PLATOON):
+                for lane in range(len(a.lanes_in)):
+                    self._add(inj, lane, length - FAR_M - 15.0 - 9.0 * k, "max")
             inj.lane_id = a.lanes_in[0].id
             p = a.point_upstream((NEAR_M + FAR_M) / 2, -a.lane_width)
             inj.position = p

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grpc import aio
+from v2x.charging.v1 import charging_pb2 as cpb_charging
+from v2x.charging.v1.charging_pb2_grpc import ChargingServiceStub
 from v2x.common.v1 import common_pb2 as cpb
 from v2x.idps.v1 import idps_pb2 as ipb
 from v2x.idps.v1.idps_pb2_grpc import IdpsServiceStub
@@ -36,16 +38,21 @@ from v2x.parking.v1.parking_pb2_grpc import ParkingServiceStub
 from v2x.roadside.v1 import roadside_pb2 as rpb
 from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceStub
 
+from roadside_sim.cameras import rigs as make_rigs
+from roadside_sim.chargers import ChargerTruth, district_chargers, status_name
 from roadside_sim.geometry import box_iou
+from roadside_sim.network import District
 from roadside_sim.run import SimConfig, SimRun, simulate, summary
 from roadside_sim.scenario import HOLD_S, Kind
 
 if TYPE_CHECKING:
+    from v2x.charging.v1.charging_pb2_grpc import ChargingServiceAsyncStub as ChargingStub
     from v2x.idps.v1.idps_pb2_grpc import IdpsServiceAsyncStub as IdpsStub
     from v2x.parking.v1.parking_pb2_grpc import ParkingServiceAsyncStub as ParkingStub
     from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceAsyncStub as RoadsideStub
 else:
-    IdpsStub, ParkingStub, RoadsideStub = IdpsServiceStub, ParkingServiceStub, RoadsideServiceStub
+    ChargingStub, IdpsStub, ParkingStub, RoadsideStub = (ChargingServiceStub, IdpsServiceStub, ParkingServiceStub,
+                                                         RoadsideServiceStub)
 
 IOU = 0.5
 MIN_VISIBLE = 0.5
@@ -54,6 +61,7 @@ MATCH_RADIUS_M = 80.0
 MATCH_AFTER_S = 90.0
 CAMERA_RADIUS_M = 150.0
 SPOT_LAG_S = 2.0
+CHARGER_LAG_S = 2.0
 LATE_INCIDENTS_S = 15.0
 CLASS_NAMES = {rpb.OBJECT_CLASS_CAR: "car", rpb.OBJECT_CLASS_BUS: "bus", rpb.OBJECT_CLASS_TRUCK: "truck",
                rpb.OBJECT_CLASS_MOTORCYCLE: "motorcycle", rpb.OBJECT_CLASS_BICYCLE: "bicycle",
@@ -77,6 +85,7 @@ class Watch:
     # type joined it: a crash reported where a stopped vehicle was), and the incident then
     typed: dict[tuple[str, int], tuple[datetime, ipb.Incident]] = field(default_factory=dict)
     spot_samples: list[tuple[datetime, str, str, str]] = field(default_factory=list)
+    charger_samples: list[tuple[datetime, str, str]] = field(default_factory=list)
     snapshot_done: bool = False
 
 
@@ -106,6 +115,20 @@ async def poll_spots(parking: ParkingStub, key: str, lots: list[str], watch: Wat
                 for s in reply.spots:
                     watch.spot_samples.append((now, lot, s.id, ppb.SpotStatus.Name(s.status).removeprefix(
                         "SPOT_STATUS_")))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 2.0)
+
+
+async def poll_chargers(charging: ChargingStub, key: str, stations: list[str], watch: Watch, stop: asyncio.Event
+                        ) -> None:
+    while not stop.is_set():
+        for sid in stations:
+            with contextlib.suppress(aio.AioRpcError):
+                st = await charging.GetStation(cpb_charging.GetStationRequest(station_id=sid), metadata=_md(key),
+                                               timeout=5)
+                now = datetime.now(UTC)
+                watch.charger_samples += [(now, c.id, status_name(c.state.status)) for e in st.evses
+                                          for c in e.connectors]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 2.0)
 
@@ -305,7 +328,8 @@ def _fmt(v: Any, pct: bool = False, digits: int = 2) -> str:
 
 def table(scores: dict[str, Any]) -> str:
     lines = [f"scenario: {scores['seconds']:.0f} s, {scores['run']['cameras']} cameras at {scores['fps']:g} fps, "
-             f"{scores['run']['frames_answered']}/{scores['run']['frames_sent']} frames answered", ""]
+             f"{scores['run']['frames_answered']}/{scores['run']['frames_sent']} frames answered, "
+             f"{scores['run'].get('frames_held_back', 0)} held back while the service was busy", ""]
     d = scores["detection"]
     lines.append("detection (IoU >= 0.5)   precision  recall   tp     fp     fn")
     for cls, s in [*d["per_class"].items(), ("any class", d["any_class"])]:
@@ -325,6 +349,12 @@ def table(scores: dict[str, Any]) -> str:
                      f"{_fmt(s['median_latency_s'], digits=1):>12} s "
                      f"{_fmt(s['median_latency_after_hold_s'], digits=1):>10} s")
     lines.append(f"  roadside events raised: {scores['events']['roadside_events']}")
+    ch = scores.get("chargers")
+    if ch:
+        r = scores["run"].get("chargers", {})
+        lines.append(f"charger connectors (OCPP, GetStation every 2 s): {_fmt(ch['accuracy'], True)} of "
+                     f"{ch['samples']} samples right; {r.get('sessions', 0)} sessions, {r.get('drops', 0)} dropped "
+                     f"connections, {r.get('connects', 0)} connects, {r.get('calls_refused', 0)} calls refused")
     g = scores.get("gates")
     if g:
         lines.append(f"gate passages: {g['passages']} ({g['green_plates']} green), {g['recorded']} recorded in "
@@ -338,7 +368,7 @@ async def score(cfg: SimConfig, idps_target: str, police_key: str) -> dict[str, 
     watch = Watch()
     stop_polling = asyncio.Event()
     async with aio.insecure_channel(idps_target) as ich, aio.insecure_channel(cfg.parking) as pch, \
-            aio.insecure_channel(cfg.roadside) as rch:
+            aio.insecure_channel(cfg.roadside) as rch, aio.insecure_channel(cfg.charging or cfg.roadside) as cch:
         idps: IdpsStub = IdpsServiceStub(ich)
         parking: ParkingStub = ParkingServiceStub(pch)
         roadside: RoadsideStub = RoadsideServiceStub(rch)
@@ -349,12 +379,14 @@ async def score(cfg: SimConfig, idps_target: str, police_key: str) -> dict[str, 
             await asyncio.sleep(0.1)
         if watcher.done():
             watcher.result()  # raises what went wrong (e.g. a bad police key)
-        from roadside_sim.cameras import rigs as make_rigs
-        from roadside_sim.network import District
 
         lots = sorted({r.lot_id for r in make_rigs(District(), cfg.intersections, cfg.cameras_per,
                                                     lot_prefix=cfg.lot_prefix)}) if cfg.spots else []
         poller = asyncio.create_task(poll_spots(parking, cfg.admin_key, lots, watch, stop_polling))
+        stations = [c.station_id for c in district_chargers(District(), cfg.intersections, cfg.lot_prefix)] \
+            if cfg.charging else []
+        charger_poller = asyncio.create_task(poll_chargers(ChargingServiceStub(cch), cfg.admin_key, stations, watch,
+                                                           stop_polling))
         try:
             run = await simulate(cfg)
             await asyncio.sleep(LATE_INCIDENTS_S)
@@ -364,12 +396,15 @@ async def score(cfg: SimConfig, idps_target: str, police_key: str) -> dict[str, 
             with contextlib.suppress(BaseException):
                 await poller
             with contextlib.suppress(BaseException):
+                await charger_poller
+            with contextlib.suppress(BaseException):
                 await watcher
         counts = await count_scores(run, roadside, cfg.admin_key)
     return {"seconds": cfg.seconds, "fps": cfg.fps, "run": summary(run), "out": str(run.truth.out),
             "detection": detection_scores(run), "counts": counts, "queues": queue_scores(run),
             "events": event_scores(run, watch), "spots": spot_scores(run, watch),
-            "gates": run.gates.scores() if run.gates else None}
+            "gates": run.gates.scores() if run.gates else None,
+            "chargers": charger_scores(run.chargers.truth, watch.charger_samples) if run.chargers else None}
 
 
 async def score_command(cfg: SimConfig, idps_target: str, police_key: str, json_path: str, min_recall: str) -> int:
@@ -389,3 +424,22 @@ async def score_command(cfg: SimConfig, idps_target: str, police_key: str, json_
         print("below the recall floor: " + "; ".join(failed), flush=True)
         return 1
     return 0
+
+
+def charger_scores(truth: ChargerTruth, samples: list[tuple[datetime, str, str]], lag_s: float = CHARGER_LAG_S
+                   ) -> dict[str, Any]:
+    """The charging service's connector states (sampled: when, connector, status) against the chargers' truth: right
+    when the reported status is what the connector truly was at the sample or up to `lag_s` before it."""
+    right = total = 0
+    confusion: dict[str, int] = defaultdict(int)
+    for at, connector, status in samples:
+        now = truth.state_at(connector, at)
+        if now is None:
+            continue
+        before = truth.state_at(connector, at - timedelta(seconds=lag_s))
+        total += 1
+        ok = status in (status_name(now), status_name(before) if before is not None else "")
+        right += ok
+        if not ok:
+            confusion[f"true {status_name(now)}, reported {status}"] += 1
+    return {"accuracy": right / total if total else None, "samples": total, "wrong": dict(confusion)}

@@ -12,6 +12,7 @@
   v2x camera --camera-id ID --source rtsp://...|file.mp4|/dev/video0   stream a camera to roadside
   v2x sim [--intersections N --cameras-per K --fps F --seconds S]   the simulated district's cameras
   v2x sim score --seconds S --json PATH   a scenario scored against the ground truth
+  v2x console                  the web console (police, operators, the public) on V2X_CONSOLE_PORT (8080)
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     from services.roadside.agent_args import add_arguments as camera_arguments
 
     camera_arguments(camera)
+    sub.add_parser("console", help="the web console for the police, operators and the public (HTTP, "
+                   "V2X_CONSOLE_PORT)")
     sub.add_parser("sim", help="the roadside simulator (python -m roadside_sim; `v2x sim --help`)", add_help=False)
     return p
 
@@ -148,6 +151,10 @@ def main(argv: list[str] | None = None) -> None:
             from services.registry import builders
 
             eventloop.run(serve(ns.service, builders()[ns.service], settings), settings.event_loop)
+        elif ns.command == "console":
+            from services.console.app import run_console
+
+            eventloop.run(run_console(settings), settings.event_loop)
         elif ns.command == "migrate":
             asyncio.run(_migrate(settings))
         elif ns.command == "keys":

@@ -8,6 +8,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from tests.waiting import assert_eventually
+
 
 class LosesCancellation:
     """The real client, except that the first cancelled XREAD returns nothing instead of raising (a second cancel
@@ -17,14 +19,12 @@ class LosesCancellation:
         self.redis = redis
         self.reads = 0
         self.lost = False
-        self.reading = asyncio.Event()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.redis, name)
 
     async def xread(self, *args: Any, **kwargs: Any) -> Any:
         self.reads += 1
-        self.reading.set()
         try:
             return await self.redis.xread(*args, **kwargs)
         except asyncio.CancelledError:
@@ -32,3 +32,14 @@ class LosesCancellation:
                 raise
             self.lost = True
             return []
+
+
+async def blocked_in_xread(observer: Redis, client_name: str) -> None:
+    """Returns once the connection named `client_name` is blocked in an XREAD on the server (CLIENT LIST): the read
+    is on the wire, not still being sent."""
+
+    async def blocked() -> bool:
+        return any(c.get("name") == client_name and c.get("cmd") == "xread" and "b" in c.get("flags", "")
+                   for c in await observer.client_list())
+
+    await assert_eventually(blocked, f"{client_name} blocked in XREAD")

@@ -61,7 +61,7 @@ class ChargingApp:
 
 def assemble(resources: Resources, charging: ChargingSettings, clock: Clock = wall_clock) -> ChargingApp:
     s = resources.settings
-    store = ChargingStore(resources.engine)
+    store = ChargingStore(resources.engine, reads=resources.reads)
     feed = ChargingFeed(resources.redis, store, s.redis_stream_maxlen, clock, ChargerIndex(store), s.feed_shards)
     writer = StatusWriter(store, feed, clock)
     gateway = OcppGateway(store, writer, clock, host=s.bind_host, port=charging.ocpp_port,

@@ -15,8 +15,9 @@ heard from (the gateway's flushes, connects and boots, also carried by the strea
 Stations are points of a `PointIndex` (grid cells, great-circle distances as PostGIS computes them); a
 station's connectors are consecutive slots of numpy columns (standard, power, status, expiry), so that a
 query's filters run vectorised over the ~1,500 connectors within a driver's radius. Each connector's
-answer entry is encoded once per (state, fresh or not) and each station's header once, as in
-`connector_cache.py`; an answer is their concatenation.
+answer entry is encoded once per (state, fresh or not) and each station's header once; an answer is their
+concatenation (FastPath.SPLICED_ANSWERS, `services/common/proto_wire.py`), or, on the plain path, a message built
+from the picked connectors.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from services.charging.status import OCPP_SOURCES, expires_at
 from services.charging.store import ChargingStore
 from services.common import proto_wire
 from services.common.epoch_us import NEVER, at_us, us
+from services.common.fast_paths import FastPath, on
 from services.common.nearby import PointIndex
 from services.common.stream_index import SnapshotIndex
 
@@ -301,6 +303,8 @@ class ChargerIndex(SnapshotIndex):
         fresh = (exp > now_us).tolist()
         available = ((self._status[idx] == AVAILABLE) & (exp > now_us)).tolist()
         slot_of = idx.tolist()
+        if not on(FastPath.SPLICED_ANSWERS):
+            return self._built(picked.tolist(), distances, count[picked].tolist(), listed, available, slot_of, now)
         headers, fresh_enc, stale_enc = self._headers, self._fresh, self._stale
         parts: list[bytes] = []
         k = 0
@@ -324,6 +328,22 @@ class ChargerIndex(SnapshotIndex):
                 body.append(_AVAILABLE_COUNT + proto_wire.varint(n_available))
             parts.append(proto_wire.embedded(_STATIONS, b"".join(body)))
         return b"".join(parts)
+
+    def _built(self, stations: list[int], distances: list[float], counts: list[int], listed: list[bool],
+               available: list[bool], slot_of: list[int], now: datetime) -> bytes:
+        """`find`'s answer as a message built from the picked connectors (FastPath.SPLICED_ANSWERS' plain path)."""
+        out = pb.FindChargersResponse()
+        k = 0
+        for station, d, n in zip(stations, distances, counts, strict=True):
+            m = out.stations.add()
+            m.MergeFromString(self._headers[station])
+            m.distance_m = round(d, 2) if math.isfinite(d) else 0.0
+            picked = [j for j in range(k, k + n) if listed[j]]
+            m.connectors.extend(convert.connector_proto(self._specs[slot_of[j]], self._states[slot_of[j]], now)
+                                for j in picked)
+            m.available_count = sum(available[j] for j in picked)
+            k += n
+        return out.SerializeToString()
 
     def _matching(self, idx: Ints, q: FindQuery) -> npt.NDArray[np.bool_]:
         """Which of the connectors `idx` have the plug and power asked for (store._MATCH)."""

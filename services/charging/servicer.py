@@ -13,7 +13,6 @@ from v2x.charging.v1 import charging_pb2 as pb
 from v2x.charging.v1 import charging_pb2_grpc
 
 from services.charging import convert, passwords, rules
-from services.charging.connector_cache import AnswerCache
 from services.charging.feed import ChargingFeed
 from services.charging.gateway import OcppGateway
 from services.charging.group_commit import MAX_BATCH, StatusWriter
@@ -51,7 +50,6 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         self.settings = settings
         self.charging = charging
         self.clock = clock
-        self.answers = AnswerCache()
 
     # ----- stations -----------------------------------------------------------------------
 
@@ -70,7 +68,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         return convert.station_proto(record, self.clock())
 
     async def GetStation(self, request: pb.GetStationRequest, context: Context) -> pb.Station:
-        record = await self.store.get_station(convert.ident(request.station_id, "station_id"))
+        record = await self.store.get_station(convert.ident(request.station_id, "station_id"), stale_ok=True)
         return _redacted(convert.station_proto(record, self.clock()), current_principal())
 
     async def ListStations(self, request: pb.ListStationsRequest, context: Context) -> pb.ListStationsResponse:
@@ -133,7 +131,7 @@ class ChargingServicer(charging_pb2_grpc.ChargingServiceServicer):
         if answer is not None:
             return answer  # encoded (the rpc's serializer passes bytes through)
         # The index is loading, or may have missed other replicas' changes: PostGIS answers meanwhile.
-        return self.answers.answer(await self.store.find(query, now), now)
+        return convert.answer_proto(await self.store.find(query, now), now)
 
     async def WatchStation(self, request: pb.WatchStationRequest, context: Context) -> AsyncIterator[pb.StationUpdate]:
         principal = current_principal()

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Row, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from v2x.charging.v1 import charging_pb2 as pb
 
 from services.charging import payloads, rules
 from services.charging.model import (
@@ -43,7 +42,7 @@ from services.charging.model import (
     StationSpec,
 )
 from services.charging.status import advance, judge, refine
-from services.charging.vocab import AckResult, ConnectorStatus, OcppProtocol
+from services.charging.vocab import AckResult, BayFlagKind, ConnectorStatus, OcppProtocol
 from services.common.errors import (
     Aborted,
     AlreadyExists,
@@ -55,7 +54,10 @@ from services.common.errors import (
 )
 from services.common.outbox import OutboxKind, OutboxRow, write_outbox
 from services.common.principal import Principal
-from services.common.rawsql import fetch, positional
+from services.common.rawsql import Query, fetch
+from services.common.read_replica import Reads
+
+T = TypeVar("T")
 
 S = ConnectorStatus
 
@@ -126,12 +128,12 @@ FROM near JOIN {_CONNECTOR_FROM} ON c.station_id = near.id
 WHERE {_MATCH}
 ORDER BY near.distance_m, near.id, c.evse_position, c.position
 """)
-_FIND_RAW = positional(_FIND)
+_FIND_QUERY = Query.of(_FIND)
 
 # Everything the nearby index (index.py) holds of stations (or of the stations :ids), one row per
 # connector (a station without connectors has one row of NULLs), in answer order: one statement, so
 # one consistent snapshot.
-_INDEX = positional(text(f"""
+_INDEX = Query.of(text(f"""
 SELECT s.id AS s_id, s.operator_id, s.name, s.address, s.parking_lot_id, ST_Y(s.location::geometry) AS lat,
        ST_X(s.location::geometry) AS lon, c.id, c.evse_id, c.charge_point_id, c.standard, c.max_power_kw,
        c.price_per_kwh_fen, c.service_fee_per_kwh_fen, c.parking_spot_id, c.ocpp_connector_id, st.status,
@@ -281,8 +283,11 @@ class ChargePointAuth:
 
 
 class ChargingStore:
-    def __init__(self, engine: AsyncEngine, read_leases: int = 4) -> None:
+    def __init__(self, engine: AsyncEngine, read_leases: int = 4, reads: Reads | None = None) -> None:
         self.engine = engine
+        # Drivers' queries (stations, a station, the PostGIS charger search) go to the read replica while it is within
+        # its bound; writes' answers, the index's loads and a watch's snapshot stay on the primary.
+        self.reads = reads
         # Reads are single statements: in autocommit they need no BEGIN / ROLLBACK round trips.
         self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
         # A few connections of the engine's pool stay checked out for reads: a checkout (pre-ping,
@@ -319,6 +324,14 @@ class ChargingStore:
             self._leases.append(conn)
             raise
         self._leases.append(conn)
+
+    async def _stale_ok(self, query: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """A read that may be up to the replica's bound behind: on the replica while it is within it, else on a
+        leased connection to the primary."""
+        if self.reads is not None and self.reads.replica_fresh():
+            return await self.reads.read(query)
+        async with self._read() as conn:
+            return await query(conn)
 
     async def close(self) -> None:
         """Returns the leased read connections to the pool (before the engine is disposed)."""
@@ -431,15 +444,20 @@ class ChargingStore:
         order = {sid: i for i, sid in enumerate(ids)}
         return sorted((_record(s, by_station.get(s.id, [])) for s in stations), key=lambda r: order[r.spec.id])
 
-    async def get_station(self, station_id: str) -> StationRecord:
+    async def get_station(self, station_id: str, stale_ok: bool = False) -> StationRecord:
+        """A station; with `stale_ok` (a driver's GetStation) possibly from the read replica."""
+        if stale_ok:
+            return await self._stale_ok(lambda conn: self._get(conn, station_id))
         async with self._read() as conn:
             return await self._get(conn, station_id)
 
     async def list_stations(self, operator_id: str | None, lot_id: str | None, after: str,
                             n: int) -> list[StationRecord]:
-        async with self._read() as conn:
+        async def query(conn: AsyncConnection) -> list[StationRecord]:
             rows = (await conn.execute(_LIST, {"operator": operator_id, "lot": lot_id, "after": after, "n": n})).all()
             return await self._records(conn, [r.id for r in rows])
+
+        return await self._stale_ok(query)
 
     # ----- status -------------------------------------------------------------------------
 
@@ -502,13 +520,11 @@ class ChargingStore:
         params = {"lat": q.lat, "lon": q.lon, "radius": q.radius_m, "standard": q.standard,
                   "plug_bit": 1 << q.standard if q.standard else 0,
                   "min_power": q.min_power_kw, "available_only": q.available_only, "now": now, "limit": q.limit}
-        async with self._read() as conn:
-            # Straight to the driver: no SQLAlchemy result processing for the ~100 rows of an answer.
-            rows = await fetch(conn, _FIND_RAW, params)
+        rows = await self._stale_ok(lambda conn: fetch(conn, _FIND_QUERY, params))
         out: list[StationMatch] = []
         for (s_id, s_operator, s_name, s_address, s_lot, s_lat, s_lon, distance_m, cid, station_id, evse_id,
              standard, kw, price, fee, spot, ocpp_connector, status, error_code, info, source, observed_at,
-             received_at, since, ttl_s, expires_at) in rows:  # by position: the hot path of FindChargers
+             received_at, since, ttl_s, expires_at) in rows:
             if not out or out[-1].station_id != s_id:
                 out.append(StationMatch(s_id, s_name, s_operator, s_lat, s_lon, s_address, s_lot, distance_m, []))
             out[-1].connectors.append(ConnectorView(
@@ -516,8 +532,8 @@ class ChargingStore:
                 ConnectorState(status, error_code, info, source, observed_at, received_at, since, ttl_s, expires_at)))
         return out
 
-    async def index_rows(self, ids: Sequence[str] | None = None) -> list[Any]:
-        """Every station (or the stations `ids`) with its connectors and their states, as asyncpg records
+    async def index_rows(self, ids: Sequence[str] | None = None) -> Sequence[Any]:
+        """Every station (or the stations `ids`) with its connectors and their states, as records (`rawsql.fetch`)
         (see `_INDEX`): a start-up load of 50,000 connectors takes a fraction of a second."""
         async with self.reader.connect() as conn:
             return await fetch(conn, _INDEX, {"ids": list(ids) if ids is not None else None})
@@ -719,7 +735,7 @@ class ChargingStore:
             counts = {r.kind: BayFlagCount(r.kind, r.open, r.total) for r in (await conn.execute(text(
                 "SELECT kind, count(*) FILTER (WHERE cleared_at IS NULL) AS open, count(*) AS total "
                 f"FROM charging_bay_flags WHERE {_FLAG_FILTER} GROUP BY kind"), params)).all()}
-        kinds = f.kinds or tuple(v.number for v in pb.BayFlagKind.DESCRIPTOR.values if v.number)
+        kinds = f.kinds or tuple(BayFlagKind)
         return ([BayFlag(r.id, r.kind, r.operator_id, r.station_id, r.connector_id, r.parking_lot_id,
                          r.parking_spot_id, r.connector_status, r.since, r.last_seen_at, r.cleared_at) for r in rows],
                 [counts.get(k, BayFlagCount(k, 0, 0)) for k in sorted(kinds)])

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import text
@@ -67,14 +68,16 @@ class KeyVerifier:
     """Turns a presented key into a principal. Results (good and bad) are cached for `cache_s`, so a
     revoked key stops working within that time and a flood of bad keys does not reach the database."""
 
-    def __init__(self, engine: AsyncEngine, cache_s: float = 30.0) -> None:
+    def __init__(self, engine: AsyncEngine, cache_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._engine = engine
         self._cache_s = cache_s
+        self.clock = clock  # seconds, monotonic; a test moves it past the cache instead of waiting
         self._cache: dict[str, tuple[float, bytes | None, Principal | None]] = {}
 
     async def verify(self, key: str) -> Principal:
         key_id, secret = _split(key)
-        now = time.monotonic()
+        now = self.clock()
         hit = self._cache.get(key_id)
         if hit is None or hit[0] < now:
             stored, principal = await self._load(key_id)

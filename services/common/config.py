@@ -14,6 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.common import fast_paths
+from services.common.fast_paths import FastPath
+
 SERVICE_PORTS: Mapping[str, int] = {
     "roadside": 50051,
     "idps": 50052,
@@ -69,6 +72,9 @@ class Settings:
     redis_cluster: bool = False
     # Streams per change feed (services/common/redis_streams.Feed): more than one spreads a feed over a cluster.
     feed_shards: int = 1
+    # Fast paths this process runs the plain implementation of instead (services/common/fast_paths.py): for the
+    # benchmarks' A/B runs, which measure what each fast path saves.
+    plain_paths: frozenset[FastPath] = frozenset()
     # The environment these settings were read from: each service reads its own settings from it.
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -123,6 +129,7 @@ class Settings:
             redis_stream_maxlen=env_int(e, "V2X_REDIS_STREAM_MAXLEN", defaults.redis_stream_maxlen, 1000, 10**8),
             redis_cluster=env_bool(e, "V2X_REDIS_CLUSTER", defaults.redis_cluster),
             feed_shards=env_int(e, "V2X_FEED_SHARDS", defaults.feed_shards, 1, 256),
+            plain_paths=_plain_paths(e),
             env=dict(e),
         )
 
@@ -184,6 +191,13 @@ def env_ws_url(env: Mapping[str, str], name: str) -> str:
     if raw and not raw.startswith(("ws://", "wss://")):
         raise ConfigError(f"{name} must be a ws:// or wss:// URL, not {raw!r}")
     return raw
+
+
+def _plain_paths(env: Mapping[str, str]) -> frozenset[FastPath]:
+    try:
+        return fast_paths.parse(env.get("V2X_PLAIN_PATHS", ""))
+    except ValueError as exc:
+        raise ConfigError(f"V2X_PLAIN_PATHS: {exc}") from None
 
 
 def _tls(env: Mapping[str, str]) -> TlsConfig | None:

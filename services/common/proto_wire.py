@@ -1,7 +1,8 @@
-"""Protobuf wire format, for answers assembled from cached encodings of their parts.
+"""Protobuf wire format, for answers assembled from cached encodings of their parts (FastPath.SPLICED_ANSWERS).
 
 Concatenated encodings of a message are the encoding of the merged message, so a repeated field's
-entries encoded once can be joined into any answer that holds them (and parsed in C by the caller).
+entries encoded once can be joined into any answer that holds them; the answer goes out as it is (the rpc's
+pass-through serializer, services/common/server.passthrough).
 """
 
 from __future__ import annotations

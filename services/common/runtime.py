@@ -13,6 +13,7 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common import fast_paths
 from services.common.apikeys import KeyVerifier
 from services.common.config import Settings
 from services.common.db import create_engine, require_current_schema
@@ -108,6 +109,7 @@ async def start_service(builder: Builder, resources: Resources, *, port: int, ho
 
 async def serve(name: str, builder: Builder, settings: Settings) -> None:
     """`v2x serve NAME`: run one service until SIGTERM / SIGINT."""
+    fast_paths.use_plain(settings.plain_paths)
     resources = Resources.open(settings, name)
     try:
         await require_current_schema(resources.engine)

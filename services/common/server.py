@@ -22,7 +22,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # the asyncio health servicer it publishes
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
+from v2x.common.v1 import identity_pb2
 
+from services.common import identity
 from services.common.apikeys import KeyVerifier
 from services.common.config import Settings, TlsConfig
 from services.common.interceptors import RpcInterceptor
@@ -112,7 +114,11 @@ async def create_server(
     host: str | None = None,
     metrics_port: int | None = None,
 ) -> RunningServer:
-    """Builds and starts a server. `port=0` picks a free port (tests); the bound port is returned."""
+    """Builds and starts a server. `port=0` picks a free port (tests); the bound port is returned. Every server also
+    answers WhoAmI (services/common/identity.py)."""
+    definitions = [*definitions, ServiceDefinition(identity.SERVICE, registration(identity.IdentityServicer(),
+                                                                                 identity.SERVICE, identity_pb2),
+                                                   identity.POLICY)]
     policy: dict[str, frozenset[Role]] = {}
     for d in definitions:
         policy.update(d.full_policy())

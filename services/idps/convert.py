@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from v2x.common.v1 import common_pb2 as cpb
 from v2x.idps.v1 import idps_pb2 as pb
 from v2x.parking.v1 import parking_pb2 as ppb
@@ -15,6 +14,7 @@ from services.common.errors import FieldViolation, InvalidArgument
 from services.common.geo import Area, parse_area
 from services.common.plate_numbers import mask_plates, may_contain_plate
 from services.common.redis_streams import CURSOR_RE
+from services.common.timestamps import ts
 from services.common.validation import ID_PATTERN, Validator
 from services.idps import lifecycle, taxonomy
 from services.idps.model import (
@@ -40,18 +40,8 @@ MAX_SPLIT = 500
 DEFAULT_HEARTBEAT_S = 15
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SPACE_OR_CONTROL = re.compile(r"[\x00-\x20]")
 _CONTROL = re.compile(r"[\x00-\x1f]")
-
-
-def ts(at: datetime | None) -> Timestamp | None:
-    if at is None:
-        return None
-    # Integer arithmetic instead of Timestamp.FromDatetime (the same result at a fraction of the cost:
-    # every change published builds six of these).
-    d = (at if at.tzinfo is not None else at.replace(tzinfo=UTC)) - _EPOCH
-    return Timestamp(seconds=d.days * 86400 + d.seconds, nanos=d.microseconds * 1000)
 
 
 # ----- in -------------------------------------------------------------------------------------

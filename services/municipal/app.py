@@ -20,7 +20,7 @@ log = logging.getLogger("v2x.municipal")
 ADMIN = frozenset({Role.ADMIN})
 
 POLICY = {
-    "GetStatus": ADMIN,
+    "GetStatus": frozenset({Role.ADMIN, Role.POLICE}),  # the police console shows the delivery lag
     "ListDeadLetters": ADMIN,
     "RetryDeadLetters": ADMIN,
     "Replay": ADMIN,

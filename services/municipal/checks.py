@@ -4,7 +4,10 @@ Each check collects every bad field as "field: what is wrong" so that a dead let
 The payload shapes are those of services/parking/payloads.py; charger_status is documented below.
 
 Fields added later are optional, so that records written before them (a replay of an old outbox) still pass:
-lot_static "fast_charging_piles" / "slow_charging_piles" (absent = 0), passage "record_type" (absent = "normal").
+lot_static "fast_charging_piles" / "slow_charging_piles" (absent = 0) and "public_spaces" (berths open to the public;
+absent = every space), passage "record_type" (absent = "normal"), spot_status "lat" / "lon" (the berth's WGS-84
+coordinates, on-street berths), and on an exit matched to its entry "entry_passage_id", "entry_passed_at",
+"duration_s" and "fee_fen" (the stay's fee by the lot's published rule, fen).
 A passage record of type "correction" or "void" also carries "original_passage_id" (the passage it amends,
 = passage_id), "revision" (>= 1), "reason" and "amended_at".
 
@@ -197,6 +200,10 @@ def _lot_static(c: Checker, r: OutboxRecord) -> None:
             c.integer(price.get(name, 0), f"price.{name}", 0, 10_000_000)
     c.enum("detection_type", vocab.DETECTION_TYPES)
     c.text("phone", 32)
+    if c.p.get("public_spaces") is not None:
+        public = c.integer(c.p["public_spaces"], "public_spaces", 0, 1_000_000)
+        if total and public > total:
+            c.fail("public_spaces", f"{public} public spaces exceed the lot's {total}")
     fast, slow = (_pile_count(c, name) for name in PILE_FIELDS)
     ev = capacity.get("ev")
     if ev is not None and fast is not None and slow is not None and fast + slow > ev:
@@ -245,6 +252,8 @@ def _spot_status(c: Checker, r: OutboxRecord) -> None:
     c.enum("space_class", vocab.SPACE_CLASSES)
     c.enum("status", vocab.SPOT_STATUSES)
     c.time("observed_at")
+    if c.p.get("lat") is not None or c.p.get("lon") is not None:
+        c.lat_lon(c.p, "")
 
 
 def _passage(c: Checker, r: OutboxRecord) -> None:
@@ -268,8 +277,17 @@ def _passage(c: Checker, r: OutboxRecord) -> None:
     c.text("plate", 16, required=True)
     c.enum("plate_colour", (*vocab.PLATE_COLOURS, "PLATE_COLOUR_UNSPECIFIED"))
     c.text("lane", 64)
-    c.time("passed_at")
+    passed = c.time("passed_at")
     c.enum("space_class", vocab.SPACE_CLASSES)
+    if c.p.get("entry_passage_id") is not None:
+        if c.p.get("direction") != "PASSAGE_DIRECTION_EXIT":
+            c.fail("entry_passage_id", "only an exit names the entry of its stay")
+        c.ident("entry_passage_id")
+        entered = c.time("entry_passed_at")
+        if entered is not None and passed is not None and entered > passed:
+            c.fail("entry_passed_at", "is after the exit")
+        c.integer(c.p.get("duration_s"), "duration_s", 0, 10 * 365 * 86400)
+        c.integer(c.p.get("fee_fen"), "fee_fen", 0, 100_000_000)
 
 
 def _charger_status(c: Checker, r: OutboxRecord) -> None:

@@ -18,7 +18,10 @@
   refused record is alone, and that record becomes a dead letter. A per-record 4xx in a 2xx answer: that
   record becomes a dead letter. Records that fail their profile's checks never leave: dead letters too.
 - A token bucket keeps each destination under its rate limit (records per second).
-- Only one process drains a destination at a time (a PostgreSQL advisory lock), so replicas fail over.
+- Only one process drains a destination at a time (a PostgreSQL advisory lock), so replicas fail over. A chunk's
+  commit checks, in its transaction, that this process's lock session still holds the lock: a process whose
+  lock session died unnoticed may send a chunk the new owner sends too (deduped by the receiver), but never
+  moves the cursor or counts a record twice, and stops draining at once.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import attrgetter, itemgetter
@@ -47,19 +51,28 @@ from services.common.background import raise_if_stopping
 from services.common.backoff import backoff_s
 from services.municipal import signing
 from services.municipal.model import (
+    KEY_NAMESPACE,
     Fate,
     InvalidRecord,
-    NotCarried,
     OutboxRecord,
     Outcome,
     Position,
     key_maker,
 )
-from services.municipal.native import fastpath
 from services.municipal.profiles import RenderContext, make_profile
-from services.municipal.profiles.base import preview, record_key
+from services.municipal.profiles.base import lot_location, preview, record_key
 from services.municipal.settings import MunicipalDestination, MunicipalSettings
-from services.municipal.store import Commit, Control, MunicipalStore, Row, chunk_end, row_position, to_records
+from services.municipal.store import (
+    Commit,
+    Control,
+    MunicipalStore,
+    NotOwner,
+    Owner,
+    Row,
+    chunk_end,
+    row_position,
+    to_records,
+)
 
 log = logging.getLogger("v2x.municipal")
 
@@ -68,11 +81,18 @@ DELIVERED = Counter("v2x_municipal_delivered_total", "Records acknowledged by th
 DEAD = Counter("v2x_municipal_dead_letters_total", "Records that became dead letters", ["destination", "reason"])
 REQUESTS = Counter("v2x_municipal_requests_total", "Delivery requests by HTTP status (0 = no answer)",
                    ["destination", "status"])
+# A read of the outbox that found nothing to send (the lane then waits poll_s): tests wait for it before they
+# assert that something was not sent.
+IDLE_POLLS = Counter("v2x_municipal_idle_polls_total", "Reads of the outbox that found nothing to send",
+                     ["destination"])
 LAG_RECORDS = Gauge("v2x_municipal_lag_records", "Outbox records waiting for a destination", ["destination"])
 LAG_SECONDS = Gauge("v2x_municipal_lag_seconds", "Age of the oldest record waiting for a destination",
                     ["destination"])
 
+# The owner looks at its lock session this often; a process that waits for the lock asks again this often (a
+# failover takes about that long; the commit fence, not this, keeps a former owner from writing).
 LOCK_CHECK_S = 5.0
+LOCK_RETRY_S = 1.0
 # Pause, replay and requeued dead letters are read from the database at least this often (at once when an
 # rpc in this process pokes the lane), not before every batch.
 CONTROL_EVERY_S = 0.5
@@ -106,10 +126,17 @@ class AuthRefused(Exception):
 
 
 class Transient(Exception):
-    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+    """A failure worth trying again. When the platform settled part of the batch (an NGSI-LD 207 with transient
+    errors for some entities), `settled` is that part and `rest` the records to send again; else the whole batch
+    goes again."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None, settled: Sent | None = None,
+                 rest: Parcel | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.settled = settled
+        self.rest = rest
 
 
 class TokenBucket:
@@ -162,6 +189,21 @@ class Parcel:
         h = len(self.records) // 2
         return (Parcel(self.records[:h], self.keys[:h], self.wires[:h]),
                 Parcel(self.records[h:], self.keys[h:], self.wires[h:]))
+
+
+def _problem(error: Any) -> tuple[int, str]:
+    """An NGSI-LD ProblemDetails ({"type", "title", "status"?, "detail"?}) as (HTTP status, reason): its status, else
+    one from its type (InternalError and LdContextNotAvailable are the broker's trouble, the rest the entity's)."""
+    if not isinstance(error, dict):
+        return 400, str(error)
+    kind = str(error.get("type", ""))
+    reason = "; ".join(str(error[k]) for k in ("type", "title", "detail") if error.get(k))
+    status = error.get("status")
+    if type(status) is int and 400 <= status < 600:
+        return status, reason
+    if kind.endswith(("/InternalError", "/LdContextNotAvailable")):
+        return 503, reason
+    return (404 if kind.endswith("/ResourceNotFound") else 400), reason
 
 
 @dataclass(slots=True)
@@ -228,6 +270,29 @@ def split_streams(records: list[OutboxRecord], keys: list[str], wires: list[byte
         ds.append(d)
     return [[Parcel(rs[i:i + batch_size], ks[i:i + batch_size], ds[i:i + batch_size])
              for i in range(0, len(rs), batch_size)] for rs, ks, ds in by_stream]
+
+
+def split_publications(streams: list[list[Parcel]], publication: Callable[[str], str]) -> list[list[Parcel]]:
+    """Cuts each parcel where the publication of its records changes (a profile whose body holds one publication),
+    keeping the records' order within each stream."""
+    out = []
+    for stream in streams:
+        parcels = []
+        for parcel in stream:
+            start = 0
+            pubs = [publication(r.kind) for r in parcel.records]
+            for i in range(1, len(pubs) + 1):
+                if i == len(pubs) or pubs[i] != pubs[start]:
+                    parcels.append(Parcel(parcel.records[start:i], parcel.keys[start:i], parcel.wires[start:i]))
+                    start = i
+        out.append(parcels)
+    return out
+
+
+def request_key(keys: Sequence[str]) -> str:
+    """The idempotency key of a request: its record's key, or for several records a UUIDv5 of their keys (the same
+    for the same records on every retry)."""
+    return keys[0] if len(keys) == 1 else str(uuid.uuid5(KEY_NAMESPACE, ",".join(keys)))
 
 
 @dataclass
@@ -337,6 +402,7 @@ class Lane:
         self.store = store
         self.settings = settings
         self.profile = make_profile(destination)
+        self.url = self.profile.request_url(destination.url)
         self.kinds = sorted(self.profile.kinds)
         self.bucket = TokenBucket(destination.rate_limit_rps, max(destination.rate_limit_rps,
                                                                    float(destination.batch_size)))
@@ -344,9 +410,13 @@ class Lane:
         self.wake = asyncio.Event()
         self.session: aiohttp.ClientSession | None = None
         self.lot_kinds: dict[str, str] = {}
+        self.lot_locations: dict[str, dict[str, Any]] = {}
+        # The profile has more than one publication (a request body holds one).
+        self.mixed_publications = len({self.profile.publication(k) for k in self.profile.kinds}) > 1
         self.key = key_maker(self.name)
         self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.owner = False
+        self._lock_owner: Owner | None = None
         self._error_written = 0.0
         self._lock_checked = 0.0
         self._control_due = True
@@ -380,12 +450,16 @@ class Lane:
                 async with self.store.engine.connect() as lock_conn:
                     if not await self._lock(lock_conn):
                         self.owner = False
-                        await self._sleep(LOCK_CHECK_S)
+                        await self._sleep(LOCK_RETRY_S)
                         continue
                     try:
                         self.owner = True
                         attempt = 0
                         await self._drain(lock_conn)
+                    except NotOwner as exc:
+                        # Back to asking for the lock: the process that holds it now keeps it.
+                        log.warning("lost the destination's lock; another process drains it now",
+                                    extra={"destination": self.name, "reason": str(exc)})
                     finally:
                         self.owner = False
                         with contextlib.suppress(Exception):
@@ -401,9 +475,11 @@ class Lane:
                 await asyncio.sleep(backoff_s(attempt, 0.5, 10.0, self.rng))
 
     async def _lock(self, conn: AsyncConnection) -> bool:
-        got = (await conn.execute(text("SELECT pg_try_advisory_lock(hashtextextended(:k, 0))"),
-                                  {"k": f"v2x-municipal:{self.name}"})).scalar_one()
+        key = f"v2x-municipal:{self.name}"
+        got, pid = (await conn.execute(text("SELECT pg_try_advisory_lock(hashtextextended(:k, 0)), pg_backend_pid()"),
+                                       {"k": key})).one()
         await conn.commit()
+        self._lock_owner = Owner(int(pid), key) if got else None
         return bool(got)
 
     async def _unlock(self, conn: AsyncConnection) -> None:
@@ -468,8 +544,10 @@ class Lane:
                             end = max(done.pos, done.replay.end)
                             await self.store.commit(self.name, Commit(end, sorted(i for i, p in done.ahead.items()
                                                                                   if end < p),
-                                                                      [], [], done.replay.end, True))
+                                                                      [], [], done.replay.end, True),
+                                                    self._lock_owner)
                             break
+                        IDLE_POLLS.labels(self.name).inc()
                         await self._sleep(self.settings.poll_s)
                         continue
                     done.pending.append(self._start_delivery(chunk, done.pending[-1] if done.pending else None))
@@ -511,7 +589,7 @@ class Lane:
             done.committing = None
 
     async def _commit(self, c: Commit) -> None:
-        counted = await self.store.commit(self.name, c)
+        counted = await self.store.commit(self.name, c, self._lock_owner)
         for o in c.dead:
             DEAD.labels(self.name, o.reason).inc()
         if counted:
@@ -541,6 +619,8 @@ class Lane:
                 self._render(to_records(rows[i:i + SLICE]), ctx, replay, chunk.dead, sendable, keys, wires)
                 await asyncio.sleep(0)
         chunk.streams = split_streams(sendable, keys, wires, self.destination.batch_size)
+        if self.mixed_publications:
+            chunk.streams = split_publications(chunk.streams, self.profile.publication)
         for stream in chunk.streams:
             for parcel in stream:
                 parcel.body = self.profile.body_of(parcel.wires)
@@ -548,27 +628,14 @@ class Lane:
 
     def _render(self, records: list[OutboxRecord], ctx: RenderContext, replay: Replay | None, dead: list[Outcome],
                 sendable: list[OutboxRecord], keys: list[str], wires: list[bytes]) -> None:
-        """Appends the records to send, their keys and documents in wire form; invalid records go to `dead`,
-        skipped ones nowhere. The profile's fast writers when it has them (services/municipal/fastpath.py), else
-        (and whenever a writer is not sure) the general path, which names what is wrong."""
-        profile, wire = self.profile, self.profile.wire
-        fast_wire, fast = profile.fast_wire, profile.fast
-        now = datetime.now(UTC)
+        """Appends the records to send, their keys and documents in wire form (`Profile.wires`); invalid records go
+        to `dead`, skipped ones nowhere."""
 
-        def general(r: OutboxRecord, key: str) -> bytes | None:
-            render = None if r.kind in fast_wire else fast.get(r.kind)
-            if render is not None and (doc := render(r, key, now)) is not None:
-                return wire(doc)
-            try:
-                return wire(profile.render_checked(r, key, ctx, now).doc)
-            except NotCarried:
-                return None
-            except InvalidRecord as exc:
-                dead.append(self._invalid(r, key, exc))
-                return None
+        def invalid(r: OutboxRecord, key: str, exc: InvalidRecord) -> None:
+            dead.append(self._invalid(r, key, exc))
 
-        fastpath.render(records, self.key, now, fast_wire, replay.skips if replay is not None else None, general,
-                        sendable, keys, wires)
+        self.profile.wires(records, self.key, datetime.now(UTC), ctx, replay.skips if replay is not None else None,
+                           invalid, sendable, keys, wires)
 
     def _invalid(self, r: OutboxRecord, key: str, exc: InvalidRecord) -> Outcome:
         return Outcome(r, Fate.DEAD, key, record_key(r), 0, "INVALID_RECORD",
@@ -579,14 +646,21 @@ class Lane:
             return RenderContext()
         for r in records:
             if r.kind == "lot_static" and isinstance(r.payload, dict) and r.payload.get("lot_kind"):
-                self.lot_kinds[r.aggregate_id] = str(r.payload["lot_kind"])
+                self._know_lot(r.aggregate_id, r.payload)
         unknown = sorted({r.aggregate_id for r in records if r.kind in ("lot_dynamic", "spot_status")}
                          - set(self.lot_kinds))
         if unknown:
             if len(self.lot_kinds) > 200_000:
                 self.lot_kinds.clear()
-            self.lot_kinds.update(await self.store.lot_kinds(unknown))
-        return RenderContext(self.lot_kinds)
+                self.lot_locations.clear()
+            for lot, facts in (await self.store.lot_facts(unknown)).items():
+                self._know_lot(lot, facts)
+        return RenderContext(self.lot_kinds, self.lot_locations)
+
+    def _know_lot(self, lot: str, facts: dict[str, Any]) -> None:
+        self.lot_kinds[lot] = str(facts["lot_kind"])
+        if facts.get("line") or (facts.get("lat") is not None and facts.get("lon") is not None):
+            self.lot_locations[lot] = lot_location(facts)
 
     # ----- sending ---------------------------------------------------------------------------------------
 
@@ -639,14 +713,19 @@ class Lane:
     async def _send(self, items: Parcel) -> Sent:
         """Delivers `items` (in order). Retries until the platform answers something other than a transient
         failure. Raises Paused when the destination gets paused."""
+        done = Sent()
         if not items.records:
-            return Sent()
+            return done
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self._post(items, attempt)
+                done.add(await self._post(items, attempt))
+                return done
             except Transient as exc:
+                if exc.settled is not None and exc.rest is not None:
+                    done.add(exc.settled)
+                    items = exc.rest
                 REQUESTS.labels(self.name, str(exc.status)).inc()
                 await self._note_error(exc.status, str(exc))
                 delay = backoff_s(attempt, self.settings.backoff_base_s,
@@ -672,10 +751,11 @@ class Lane:
         body = items.body
         records = items.records
         headers = {"Content-Type": self.profile.content_type, "X-V2X-Destination": self.name,
+                   "Idempotency-Key": request_key(items.keys),
                    "X-V2X-Batch": f"{records[0].id}..{records[-1].id}/{len(records)}",
                    **signing.headers(self.destination.secret, int(time.time()), body)}
         try:
-            async with self.in_flight, self.http().post(self.destination.url, data=body, headers=headers) as resp:
+            async with self.in_flight, self.http().post(self.url, data=body, headers=headers) as resp:
                 status = resp.status
                 answer = await resp.read()
                 retry_after = resp.headers.get("Retry-After")
@@ -683,7 +763,7 @@ class Lane:
             raise Transient(0, f"{type(exc).__name__}: {exc}".strip()) from None
         if 200 <= status < 300:
             REQUESTS.labels(self.name, str(status)).inc()
-            return self._results(items, answer, attempt)
+            return self._results(items, answer, attempt, status)
         message = answer[:500].decode(errors="replace")
         if status in (401, 403):
             raise AuthRefused(status, message)
@@ -703,10 +783,12 @@ class Lane:
         return Sent([], [Outcome(r, Fate.DEAD, items.keys[0], record_key(r), status, "REJECTED_BY_PLATFORM",
                                  f"HTTP {status}: {message}", preview(r), attempt)])
 
-    def _results(self, items: Parcel, answer: bytes, attempt: int) -> Sent:
+    def _results(self, items: Parcel, answer: bytes, attempt: int, status: int = 200) -> Sent:
         doc: Any = None
         with contextlib.suppress(ValueError):
             doc = orjson.loads(answer)  # an empty answer is a ValueError too: every record delivered
+        if isinstance(doc, dict) and isinstance(doc.get("errors"), list) and status == 207:
+            return self._entity_results(items, doc["errors"], attempt)
         results = doc.get("results", []) if isinstance(doc, dict) else []
         keys = items.keys
         if type(results) is list and len(results) == len(keys):
@@ -735,6 +817,33 @@ class Lane:
                 out.delivered.append(r)
         return out
 
+    def _entity_results(self, items: Parcel, errors: list[Any], attempt: int) -> Sent:
+        """An NGSI-LD batch answer (207 `{"success": [ids], "errors": [{"entityId", "error"}]}`), entity by entity:
+        the records of a rejected entity become dead letters with the broker's reason, those of an entity that failed
+        transiently (5xx, 408/425/429) go again (raises Transient with the rest), the others are delivered."""
+        failed: dict[str, tuple[int, str]] = {}
+        for e in errors:
+            if isinstance(e, dict) and isinstance(e.get("entityId"), str):
+                failed[e["entityId"]] = _problem(e.get("error"))
+        out, again = Sent(), Parcel([], [], [])
+        for r, key, wire in zip(items.records, items.keys, items.wires, strict=True):
+            problem = failed.get(self.profile.subject(wire) or "")
+            if problem is None:
+                out.delivered.append(r)
+                continue
+            code, reason = problem
+            if code >= 500 or code in RETRYABLE:
+                again.records.append(r)
+                again.keys.append(key)
+                again.wires.append(wire)
+            else:
+                out.dead.append(Outcome(r, Fate.DEAD, key, record_key(r), code, "REJECTED_BY_PLATFORM",
+                                        f"HTTP {code}: {reason}"[:2000], preview(r), attempt))
+        if again.records:
+            raise Transient(503, f"{len(again.records)} records: entities failed transiently", settled=out,
+                            rest=again)
+        return out
+
     async def _note_error(self, status: int, message: str) -> None:
         # During an outage every retry fails: write the last error at most once a second.
         if time.monotonic() - self._error_written >= ERROR_WRITE_S:
@@ -751,25 +860,24 @@ class Lane:
                 return
             records = [r for _, r in items]
             ctx = await self._context(records)
-            dead: list[Outcome] = []
-            now = datetime.now(UTC)
+            dead = [Outcome(r, Fate.DEAD, self.key(r.id), record_key(r), 0, "NOT_CARRIED",
+                            f"profile {self.profile.name} does not carry {r.kind}", preview(r))
+                    for r in records if r.kind not in self.profile.kinds]
             sendable: list[OutboxRecord] = []
             keys: list[str] = []
             wires: list[bytes] = []
-            for r in records:
-                key = self.key(r.id)
-                try:
-                    wires.append(self.profile.wire(self.profile.render(r, key, ctx, now).doc))
-                except NotCarried:
-                    dead.append(Outcome(r, Fate.DEAD, key, record_key(r), 0, "NOT_CARRIED",
-                                        f"profile {self.profile.name} does not carry {r.kind}", preview(r)))
-                    continue
-                except InvalidRecord as exc:
-                    dead.append(self._invalid(r, key, exc))
-                    continue
-                sendable.append(r)
-                keys.append(key)
-            sent = await self._send(Parcel(sendable, keys, wires))
+
+            def invalid(r: OutboxRecord, key: str, exc: InvalidRecord, dead: list[Outcome] = dead) -> None:
+                dead.append(self._invalid(r, key, exc))
+
+            self.profile.wires([r for r in records if r.kind in self.profile.kinds], self.key, datetime.now(UTC),
+                               ctx, None, invalid, sendable, keys, wires)
+            sent = Sent()
+            parcels = [Parcel(sendable, keys, wires)]
+            if self.mixed_publications:
+                parcels = split_publications([parcels], self.profile.publication)[0]
+            for parcel in parcels:
+                sent.add(await self._send(parcel))
             resolved = await self.store.commit_retried(self.name, sent.delivered, dead + sent.dead)
             log.info("dead letters retried", extra={"destination": self.name, "resolved": resolved,
                                                     "still_dead": len(records) - resolved})

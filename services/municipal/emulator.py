@@ -5,8 +5,13 @@ records by idempotency key, answers per record, and keeps what it received in me
 appended to a JSON-lines file that is read back on start, so dedupe survives a restart).
 
     POST /municipal/v1/records                 municipal JSON batches
-    POST /datex2/v3/parking                    DATEX II XML batches
-    POST /ngsi-ld/v1/entityOperations/upsert   NGSI-LD batch upserts
+    POST /datex2/v3/parking                    one DATEX II v3 d2:payload per request, checked against the
+                                               published XSD (../shared/standards; --standards): 400 + the
+                                               validation errors when invalid
+    POST /ngsi-ld/v1/entityOperations/upsert   NGSI-LD batch upserts, as a broker: without ?options=update an
+                                               entity replaces the one held (its other attributes are gone),
+                                               with it the attributes are merged in; 201 [ids], or 207
+                                               {"success": [ids], "errors": [{"entityId", "error"}]}
     GET  /municipal/v1/counts?day=YYYY-MM-DD[&kind=K&keys=1]   per-day counts of the sender (signed;
                                                X-V2X-Destination names the sender, as on its POSTs)
     GET  /_admin/state                         counters, faults, per-lot order violations
@@ -19,7 +24,8 @@ Failure modes (flags, or PUT /_admin/faults): `fail_rate` of requests answered 5
 `fail_after_store` of them after the records were stored, as a platform whose answer got lost),
 `latency_ms` (+ `latency_jitter_ms`) added after storing, `drop_rate` of connections closed without an
 answer, an outage window (`outage_s` from now, or --outage-at/--outage-for from start) answered 503 or
-with dropped connections (`outage_mode`), and `reject_aggregates` whose records get a per-record 422.
+with dropped connections (`outage_mode`), `reject_aggregates` whose records get a per-record 422 (an NGSI-LD
+entity error 400), and `transient_aggregates` whose NGSI-LD entities fail once with a 207 error of status 503.
 The admin endpoints need `Authorization: Bearer <admin token>` when one is set.
 
 With a certificate and its key (--tls-cert/--tls-key) it serves https instead of http, so that the adapter's
@@ -47,9 +53,11 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from lxml import etree
 
 from services.municipal import signing
 from services.municipal.model import KINDS, LOCAL_TZ
+from services.municipal.standards import MissingStandards, datex2_errors, datex2_schema, standards_dir
 
 log = logging.getLogger("v2x.emulator")
 V2X_NS = "urn:v2x-suite:delivery:1"
@@ -67,6 +75,7 @@ class Faults:
     outage_until: float = 0.0  # monotonic
     outage_from: float = 0.0  # monotonic
     reject_aggregates: list[str] = field(default_factory=list)
+    transient_aggregates: list[str] = field(default_factory=list)  # NGSI-LD: their entities fail once, with 503
 
     def in_outage(self, now: float) -> bool:
         return self.outage_from <= now < self.outage_until
@@ -83,6 +92,7 @@ class Incoming:
     changed_at: str
     problems: tuple[str, ...] = ()
     source: str = ""  # the sender's destination name (X-V2X-Destination): counts are kept per source
+    entity: str = ""  # NGSI-LD: the id of the entity that carried the record
 
 
 @dataclass
@@ -98,14 +108,21 @@ class Stats:
     dropped: int = 0
     in_flight: int = 0
     order_violations: int = 0
+    invalid_bodies: int = 0  # answered 400: not valid against the standard's schema
 
 
 class Platform:
     """What the emulator has received, and how it is told to misbehave."""
 
     def __init__(self, secrets: list[str], tolerance_s: float, faults: Faults, store: Path | None = None,
-                 seed: int | None = None, admin_token: str = "") -> None:
+                 seed: int | None = None, admin_token: str = "", standards: Path | bool | None = True) -> None:
         self.secrets = secrets
+        # DATEX II bodies are checked against the published XSD of the standards folder (True: the default folder,
+        # ../shared/standards; False or None: not checked). A folder that is not there raises MissingStandards.
+        folder = standards_dir() if standards is True else standards or None
+        self.datex2: etree.XMLSchema | None = datex2_schema(folder) if isinstance(folder, Path) else None
+        # Every signed body received, with its path, when asked for (conformance tests read them).
+        self.bodies: list[tuple[str, bytes]] | None = None
         self.tolerance_s = tolerance_s
         self.faults = faults
         self.store = store
@@ -116,6 +133,8 @@ class Platform:
         self.lots: dict[tuple[str, str], list[int]] = {}  # (source, aggregate) -> sequences in arrival order
         self.counts: dict[tuple[str, str, str], int] = {}  # (source, day, kind) -> records
         self.keys: dict[tuple[str, str, str], list[str]] = {}
+        # NGSI-LD: the entities as a broker holds them, per sender: (source, entity id) -> entity.
+        self.entities: dict[tuple[str, str], dict[str, Any]] = {}
         self._file: Any = None
         if store is not None:
             self._load(store)
@@ -132,10 +151,13 @@ class Platform:
 
     def reset(self) -> None:
         self.stats = Stats(in_flight=self.stats.in_flight)
+        if self.bodies is not None:
+            self.bodies.clear()
         self.seen.clear()
         self.lots.clear()
         self.counts.clear()
         self.keys.clear()
+        self.entities.clear()
 
     def _keep(self, rec: Incoming, persist: bool = True) -> None:
         self.seen[rec.key] = rec
@@ -208,7 +230,8 @@ def _envelope(env: Any, problems: list[str], source: str = "") -> Incoming:
 
 
 _MUNICIPAL_REQUIRED = {
-    "lot_static": ("parkCode", "parkName", "regionCode", "coordinateSystem", "latitude", "longitude", "totalBerths"),
+    "lot_static": ("parkCode", "parkName", "regionCode", "coordinateSystem", "latitude", "longitude", "totalBerths",
+                   "publicBerths", "feeRule"),
     "lot_dynamic": ("parkCode", "totalBerths", "parkStatus"),
     "spot_status": ("parkCode", "berthCode", "berthStatus"),
     "passage": ("parkCode", "recordId", "direction", "plateColor", "passTime"),
@@ -236,41 +259,103 @@ def read_municipal_json(body: bytes, source: str = "") -> list[Incoming]:
     return out
 
 
+D2_NS = "http://datex2.eu/schema/3/d2Payload"
+# The elements that are one record each in the profile's publications.
+_DATEX2_RECORDS = ("{http://datex2.eu/schema/3/parking}hierarchyElementGeneral",
+                   "{http://datex2.eu/schema/3/parking}parkingStatusInformation",
+                   "{http://datex2.eu/schema/3/energyInfrastructure}energyInfrastructureSiteStatus")
+
+
 def read_datex2(body: bytes, source: str = "") -> list[Incoming]:
+    """The records of one DATEX II v3 `d2:payload` (checked against the XSD before, when the emulator has it), each
+    with the delivery facts of its `v2x:delivery` extension element."""
     root = ET.fromstring(body)
-    if root.tag != f"{{{V2X_NS}}}batch":
-        raise ValueError("root element must be v2x:batch")
+    if root.tag != f"{{{D2_NS}}}payload":
+        raise ValueError("root element must be d2:payload (one DATEX II payload per request)")
     out = []
-    for rec in root.findall(f"{{{V2X_NS}}}record"):
-        problems: list[str] = []
-        payload = rec.find("{http://datex2.eu/schema/3/d2Payload}payload")
-        if payload is None:
-            problems.append("record holds no d2:payload")
-        out.append(_envelope(dict(rec.attrib), problems, source))
+    for tag in _DATEX2_RECORDS:
+        for rec in root.iter(tag):
+            delivery = rec.find(f".//{{{V2X_NS}}}delivery")
+            if delivery is None:
+                out.append(Incoming("", "", "", 0, "", (f"{tag.rsplit('}', 1)[1]} has no v2x:delivery facts",)))
+                continue
+            out.append(_envelope(dict(delivery.attrib), [], source))
+    if not out:
+        raise ValueError("the payload holds no record")
+    out.sort(key=lambda r: r.sequence)
     return out
 
 
 def read_ngsi_ld(body: bytes, source: str = "") -> list[Incoming]:
+    """The records of an NGSI-LD batch upsert: each entity's `v2xDelivery` facts (a list: the records merged into the
+    entity), each record knowing its entity. An entity id that comes twice in a batch is refused, as brokers do."""
     doc = orjson.loads(body)
     if not isinstance(doc, list):
         raise ValueError("an NGSI-LD batch upsert is a JSON array of entities")
     out = []
+    ids: set[str] = set()
     for entity in doc:
         problems: list[str] = []
         if not isinstance(entity, dict):
             out.append(Incoming("", "", "", 0, "", ("entity is not an object",)))
             continue
-        if not str(entity.get("id", "")).startswith("urn:ngsi-ld:") or not entity.get("type"):
+        eid = str(entity.get("id", ""))
+        if not eid.startswith("urn:ngsi-ld:") or not entity.get("type"):
             problems.append("entity needs an urn:ngsi-ld: id and a type")
+        if eid in ids:
+            problems.append(f"entity {eid} comes twice in the batch")
+        ids.add(eid)
         delivery = entity.get("v2xDelivery")
-        out.append(_envelope(delivery.get("value") if isinstance(delivery, dict) else None, problems, source))
+        facts = delivery.get("value") if isinstance(delivery, dict) else None
+        for env in facts if isinstance(facts, list) and facts else [facts]:
+            out.append(dataclasses.replace(_envelope(env, list(problems), source), entity=eid))
     return out
 
 
+def upsert(entities: dict[tuple[str, str], dict[str, Any]], source: str, entity: dict[str, Any], update: bool) -> bool:
+    """An entity into the broker's store: merged into the one it has (`options=update`: its other attributes stay)
+    or replacing it whole (the default). True when it was created."""
+    key = (source, str(entity["id"]))
+    had = entities.get(key)
+    if had is None or not update:
+        entities[key] = dict(entity)
+        return had is None
+    had.update({k: v for k, v in entity.items() if k not in ("id", "type")})
+    return False
+
+
+def ngsi_answer(p: Platform, body: bytes, source: str, update: bool, results: list[dict[str, Any]],
+                records: list[Incoming], transient: set[str]) -> web.Response:
+    """A broker's answer to a batch upsert: 201 with the ids when every entity went in, else 207 with
+    {"success": [ids], "errors": [{"entityId", "error": ProblemDetails}]}; accepted entities are stored."""
+    refused: dict[str, str] = {}
+    for rec, res in zip(records, results, strict=True):
+        if res["status"] >= 400:
+            refused.setdefault(rec.entity, res.get("error", "refused"))
+    success, errors = [], []
+    for entity in orjson.loads(body):
+        eid = str(entity.get("id", "")) if isinstance(entity, dict) else ""
+        if eid in transient:
+            errors.append({"entityId": eid, "error": {"type": "https://uri.etsi.org/ngsi-ld/errors/InternalError",
+                                                      "title": "injected transient failure", "status": 503}})
+        elif eid in refused or not eid:
+            errors.append({"entityId": eid, "error": {"type": "https://uri.etsi.org/ngsi-ld/errors/BadRequestData",
+                                                      "title": refused.get(eid, "not an entity"), "status": 400}})
+        elif eid not in success:
+            upsert(p.entities, source, entity, update)
+            success.append(eid)
+    if errors:
+        return web.Response(body=orjson.dumps({"success": success, "errors": errors}), status=207,
+                            content_type="application/json")
+    return web.Response(body=orjson.dumps(success), status=201, content_type="application/json")
+
+
+DATEX2_PATH = "/datex2/v3/parking"
+NGSI_PATH = "/ngsi-ld/v1/entityOperations/upsert"
 READERS: dict[str, Callable[[bytes, str], list[Incoming]]] = {
     "/municipal/v1/records": read_municipal_json,
-    "/datex2/v3/parking": read_datex2,
-    "/ngsi-ld/v1/entityOperations/upsert": read_ngsi_ld,
+    DATEX2_PATH: read_datex2,
+    NGSI_PATH: read_ngsi_ld,
 }
 
 
@@ -307,6 +392,14 @@ async def _ingest(request: web.Request) -> web.StreamResponse:
             else:
                 p.stats.bad_signature += 1
             return web.json_response({"error": why}, status=401)
+        if p.bodies is not None:
+            p.bodies.append((request.path, body))
+        if request.path == DATEX2_PATH and p.datex2 is not None:
+            errors = datex2_errors(p.datex2, body)
+            if errors:
+                p.stats.invalid_bodies += 1
+                return web.json_response({"error": "the payload is not valid DATEX II v3.5 (DATEXII_3_D2Payload.xsd)",
+                                          "errors": errors}, status=400)
         try:
             # Each record is read with its sender (X-V2X-Destination) at once: no copy per record to add it later.
             source = request.headers.get("X-V2X-Destination", "")
@@ -323,6 +416,12 @@ async def _ingest(request: web.Request) -> web.StreamResponse:
         if drop and not drop_after:
             p.stats.dropped += 1
             return _drop(request)
+        transient: set[str] = set()
+        if request.path == NGSI_PATH and f.transient_aggregates:
+            # Entities of these aggregates fail once, transiently (a 207 error with status 503), and are not stored.
+            transient = {r.entity for r in records if r.aggregate in f.transient_aggregates}
+            f.transient_aggregates = [a for a in f.transient_aggregates if a not in {r.aggregate for r in records}]
+            records = [r for r in records if r.entity not in transient]
         results = p.accept(records, source)
         delay = f.latency_ms + (p.rng.uniform(0, f.latency_jitter_ms) if f.latency_jitter_ms else 0.0)
         if delay > 0:
@@ -333,6 +432,9 @@ async def _ingest(request: web.Request) -> web.StreamResponse:
         if drop_after:
             p.stats.dropped += 1
             return _drop(request)
+        if request.path == NGSI_PATH:
+            return ngsi_answer(p, body, source, request.query.get("options") == "update", results, records,
+                               transient)
         rejected = sum(1 for r in results if r["status"] >= 400)
         return web.Response(body=orjson.dumps({
             "results": results, "accepted": sum(1 for r in results if r["status"] == 201),
@@ -414,6 +516,10 @@ def apply_faults(f: Faults, change: dict[str, Any]) -> None:
         v = float(change["outage_s"])
         start = time.monotonic() + float(change.get("outage_in_s", 0))
         f.outage_from, f.outage_until = start, start + max(v, 0.0)
+    if "transient_aggregates" in change:
+        if not isinstance(change["transient_aggregates"], list):
+            raise ValueError("transient_aggregates must be a list")
+        f.transient_aggregates = [str(a) for a in change["transient_aggregates"]]
     if "reject_aggregates" in change:
         if not isinstance(change["reject_aggregates"], list):
             raise ValueError("reject_aggregates must be a list")
@@ -514,8 +620,13 @@ async def run(ns: argparse.Namespace, env: dict[str, str]) -> None:
                           "drop_rate": ns.drop_rate, "outage_mode": ns.outage_mode})
     if ns.outage_for > 0:
         apply_faults(faults, {"outage_s": ns.outage_for, "outage_in_s": ns.outage_at})
-    platform = Platform(secrets, ns.max_skew_s, faults, ns.store, ns.seed,
-                        ns.admin_token or env.get("V2X_EMULATOR_ADMIN_TOKEN", ""))
+    admin_token = ns.admin_token or env.get("V2X_EMULATOR_ADMIN_TOKEN", "")
+    standards = None if ns.no_schema_check else (ns.standards or standards_dir(env))
+    try:
+        platform = Platform(secrets, ns.max_skew_s, faults, ns.store, ns.seed, admin_token, standards)
+    except MissingStandards as exc:
+        print(f"platform-emulator: DATEX II bodies are not checked against the XSD: {exc}", flush=True)
+        platform = Platform(secrets, ns.max_skew_s, faults, ns.store, ns.seed, admin_token, None)
     running = await start_emulator(platform, ns.host, ns.port, tls_cert, tls_key)
     print(f"municipal platform emulator on {running.scheme}://{ns.host}:{running.port} "
           f"(records: /municipal/v1/records, /datex2/v3/parking, /ngsi-ld/v1/entityOperations/upsert; "

@@ -31,3 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", type=Path,
                    help="serve https with this PEM certificate chain (leaf first; needs --tls-key)")
     p.add_argument("--tls-key", type=Path, help="the PEM private key of --tls-cert")
+    p.add_argument("--standards", type=Path,
+                   help="the published schemas' folder (default: ../shared/standards beside the checkout, or "
+                        "V2X_STANDARDS_DIR); DATEX II bodies are checked against its XSD and answered 400 when invalid")
+    p.add_argument("--no-schema-check", action="store_true", help="do not check DATEX II bodies against the XSD")

@@ -14,6 +14,9 @@ from services.common.config import ConfigError, env_float, env_int
 MUNICIPAL_PROFILES = ("municipal_json", "datex2_xml", "ngsi_ld")
 MUNICIPAL_KINDS = ("lot_static", "lot_dynamic", "spot_status", "passage", "charger_status")
 PLATE_POLICIES = ("full", "masked", "hashed", "none")
+# The colours of services.municipal.vocab.PLATE_COLOURS (kept here so that reading the settings imports no vocabulary).
+PLATE_COLOURS = ("PLATE_COLOUR_BLUE", "PLATE_COLOUR_YELLOW", "PLATE_COLOUR_GREEN", "PLATE_COLOUR_WHITE",
+                 "PLATE_COLOUR_BLACK", "PLATE_COLOUR_OTHER")
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,9 @@ class MunicipalDestination:
 
     `rate_limit_rps` is in records per second (0 = unlimited); `kinds` empty = every kind the
     profile carries; `plate_policy` says how plates leave the suite (`full` only over https);
-    `coordinate_system` is what the profile writes (WGS84, or GCJ02 for the municipal JSON profile).
+    `coordinate_system` is what the profile writes (WGS84, or GCJ02 for the municipal JSON profile);
+    `plate_colour_codes` numbers plate colours for this destination (municipal JSON), over the default table
+    (police and toll platforms number colours differently).
     """
 
     name: str
@@ -38,6 +43,7 @@ class MunicipalDestination:
     reconcile_url: str = ""
     start: str = "beginning"
     ca_file: str = ""
+    plate_colour_codes: Mapping[str, int] = field(default_factory=dict)
 
 
 def municipal_destinations(env: Mapping[str, str]) -> tuple[MunicipalDestination, ...]:
@@ -112,6 +118,10 @@ def _check_destination(where: str, d: MunicipalDestination) -> None:
         problems.append("reconcile_url must be an http:// or https:// URL")
     if d.start not in ("beginning", "now"):
         problems.append("start must be beginning or now")
+    codes = d.plate_colour_codes
+    if not isinstance(codes, Mapping) or any(k not in PLATE_COLOURS for k in codes) or any(
+            isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 255 for v in codes.values()):
+        problems.append(f"plate_colour_codes must map colours ({', '.join(PLATE_COLOURS)}) to codes 0..255")
     if d.ca_file and not Path(d.ca_file).is_file():
         problems.append(f"ca_file {d.ca_file} does not exist")
     if problems:

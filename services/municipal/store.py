@@ -127,6 +127,15 @@ UPDATE municipal_destinations SET
     updated_at = now()
 WHERE name = $1"""
 
+# The commit's fence: the session that took the destination's advisory lock (see delivery.Lane) still holds it. A
+# lane whose lock session died (a dropped connection, a terminated backend) notices only at its next look at that
+# session; meanwhile another process may own the destination. Checked in the commit's own transaction, its cursor,
+# counts and dead letters are never written by a process that no longer owns the destination. (A bigint advisory
+# key is stored in pg_locks as its high half in classid and its low half in objid, with objsubid 1.)
+_OWNS_PG = """
+SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $1 AND objsubid = 1
+                   AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($2, 0))"""
+
 _DELIVERED_AT_PG = "UPDATE municipal_destinations SET last_delivered_at = now() WHERE name = $1"
 
 _COUNT_PG = """
@@ -228,6 +237,11 @@ INSERT INTO municipal_reconciliations (destination, day, matched, report) VALUES
 ON CONFLICT (destination, day) DO UPDATE SET matched = excluded.matched, report = excluded.report,
     created_at = now()""")
 
+_LOT_FACTS = text("""
+SELECT DISTINCT ON (aggregate_id) aggregate_id, payload->>'lot_kind', (payload->>'lat')::float8,
+       (payload->>'lon')::float8, (payload->'line')::text
+FROM outbox WHERE kind = 'lot_static' AND aggregate_id = ANY(CAST(:ids AS text[]))
+ORDER BY aggregate_id, id DESC""")
 _LOT_KINDS = text("""
 SELECT DISTINCT ON (aggregate_id) aggregate_id, payload->>'lot_kind' FROM outbox
 WHERE kind = 'lot_static' AND aggregate_id = ANY(CAST(:ids AS text[]))
@@ -306,6 +320,18 @@ class Commit:
     replay_done: bool
 
 
+@dataclass(frozen=True)
+class Owner:
+    """Who drains a destination: the backend (pid) of the session holding its advisory lock, and the lock's key."""
+
+    pid: int
+    key: str
+
+
+class NotOwner(Exception):
+    """The destination's lock is no longer held by this process's session: its commit was refused."""
+
+
 def local_day_bounds(day: date) -> tuple[datetime, datetime]:
     start = datetime(day.year, day.month, day.day, tzinfo=LOCAL_TZ)
     return start, start + timedelta(days=1)
@@ -375,14 +401,17 @@ class MunicipalStore:
             return {r.id: Position(int(r.txid), r.id)
                     for r in await conn.execute(_POSITIONS, {"ids": list(ids)})}
 
-    async def commit(self, name: str, c: Commit) -> int:
+    async def commit(self, name: str, c: Commit, owner: Owner | None = None) -> int:
         """Advances the cursor and records the batch's outcomes; returns how many records were counted
-        as delivered (each record is counted once, also when a replay or a retry sends it again)."""
+        as delivered (each record is counted once, also when a replay or a retry sends it again). With `owner`,
+        only while that session still holds the destination's lock (else NotOwner, and nothing is written)."""
         delivered, dead = c.delivered, c.dead
         async with self.engine.connect() as conn:
             pg = (await conn.get_raw_connection()).driver_connection
             assert pg is not None
             async with pg.transaction():
+                if owner is not None and not await pg.fetchval(_OWNS_PG, owner.pid, owner.key):
+                    raise NotOwner(f"the lock of destination {name} is no longer held by backend {owner.pid}")
                 # No wait for the WAL flush: if PostgreSQL itself crashes, the last few advances are lost and their
                 # records are sent again, which the receiver dedupes (same idempotency keys), with counts and dead
                 # letters lost and redone in the same transactions. The cursor never gets ahead of the platform.
@@ -520,6 +549,15 @@ class MunicipalStore:
                                                       "matched": r.matched, "report": json.dumps(report)})
 
     # ----- facts for profiles ---------------------------------------------------------------------------
+
+    async def lot_facts(self, lot_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Each lot's kind and location from its latest static record: {lot: {"lot_kind", "lat", "lon", "line"}}."""
+        if not lot_ids:
+            return {}
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(_LOT_FACTS, {"ids": list(lot_ids)})
+            return {r[0]: {"lot_kind": r[1], "lat": r[2], "lon": r[3], "line": orjson.loads(r[4]) if r[4] else None}
+                    for r in rows if r[1]}
 
     async def lot_kinds(self, lot_ids: Sequence[str]) -> dict[str, str]:
         if not lot_ids:

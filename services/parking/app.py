@@ -39,7 +39,7 @@ def build(resources: Resources) -> ServiceParts:
 
 
 def assemble(resources: Resources, parking: ParkingSettings) -> ServiceParts:
-    store = ParkingStore(resources.engine)
+    store = ParkingStore(resources.engine, resources.reads)
     feed = AvailabilityFeed(resources.redis, store, resources.settings.redis_stream_maxlen, LotIndex(store),
                             shards=resources.settings.feed_shards)
     servicer = ParkingServicer(store, feed, resources.settings, parking)

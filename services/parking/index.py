@@ -6,9 +6,10 @@ acknowledged (read-your-writes), and by other replicas' writes through the chang
 It answers exactly what `ParkingStore.find_available` (the PostGIS query, still used whenever the index
 is not known to be current) answers: the same filters, freshness decided at query time, the same order.
 
-Each answer is built from per-lot serialized `LotAvailability` messages, cached until the lot changes:
-what a lot reads depends on its data and on two facts of the moment only, whether its reading is fresh
-and whether it is within opening hours, so at most four encodings per lot exist.
+Each answer is joined from per-lot serialized `LotAvailability` messages (FastPath.SPLICED_ANSWERS,
+`services/common/proto_wire.py`), cached until the lot changes: what a lot reads depends on its data and on two
+facts of the moment only, whether its reading is fresh and whether it is within opening hours, so at most four
+encodings per lot exist. The plain path builds the answer's messages from the lots' views instead.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from v2x.parking.v1 import parking_pb2 as pb
 
 from services.common import proto_wire
 from services.common.epoch_us import NEVER, at_us, us
+from services.common.fast_paths import FastPath, on
 from services.common.nearby import PointIndex
 from services.common.stream_index import SnapshotIndex
 from services.parking import convert
@@ -277,6 +279,8 @@ class LotIndex(SnapshotIndex):
             return b""
         # What a lot reads depends on the moment only through these two (see the module's docstring).
         moment = zip((col["exp_us"][picked] > now_us).tolist(), is_open[picked].tolist(), strict=True)
+        if not on(FastPath.SPLICED_ANSWERS):
+            return self._built(picked.tolist(), distances, moment, now)
         encoded = self._encoded
         parts: list[bytes] = []
         for slot, d, (fresh, is_open_now) in zip(picked.tolist(), distances, moment, strict=True):
@@ -288,3 +292,12 @@ class LotIndex(SnapshotIndex):
             distance = round(d, 2) if math.isfinite(d) else 0.0
             parts.append(proto_wire.embedded(_LOTS, body + proto_wire.double(_DISTANCE, distance)))
         return b"".join(parts)
+
+    def _built(self, slots: list[int], distances: list[float], moment: Iterable[tuple[bool, bool]],
+               now: datetime) -> bytes:
+        """`find`'s answer as a message built from the picked lots (FastPath.SPLICED_ANSWERS' plain path)."""
+        out = pb.FindAvailableResponse()
+        for slot, d, (_, is_open_now) in zip(slots, distances, moment, strict=True):
+            view = self._view(slot, is_open_now)
+            out.lots.append(convert.lot_availability_proto(LotView(view.summary, view.state, d), now))
+        return out.SerializeToString()

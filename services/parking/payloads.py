@@ -49,16 +49,31 @@ def lot_dynamic(summary: LotSummary, state: LotState, now: datetime) -> dict[str
     }
 
 
-def spot_status(lot_id: str, spot_id: str, space_class: int, status: int, observed_at: datetime) -> dict[str, Any]:
-    return {"lot_id": lot_id, "spot_id": spot_id, "space_class": CLASS_NAMES[space_class],
-            "status": pb.SpotStatus.Name(status), "observed_at": observed_at.isoformat()}  # type: ignore[arg-type]
+def spot_status(lot_id: str, spot_id: str, space_class: int, status: int, observed_at: datetime,
+                location: tuple[float, float] | None = None) -> dict[str, Any]:
+    """A spot's status; `location` (lat, lon, WGS-84) when the spot has one (on-street berths)."""
+    out: dict[str, Any] = {"lot_id": lot_id, "spot_id": spot_id, "space_class": CLASS_NAMES[space_class],
+           "status": pb.SpotStatus.Name(status), "observed_at": observed_at.isoformat()}  # type: ignore[arg-type]
+    if location is not None:
+        out["lat"], out["lon"] = location
+    return out
 
 
-def passage(p: PassageSpec, now: datetime) -> dict[str, Any]:
-    return {"lot_id": p.lot_id, "passage_id": p.passage_id, "direction": pb.PassageDirection.Name(p.direction),  # type: ignore[arg-type]
-            "plate": p.plate, "plate_colour": pb.PlateColour.Name(p.plate_colour),  # type: ignore[arg-type]
-            "lane": p.lane, "passed_at": p.passed_at.isoformat(), "received_at": now.isoformat(),
-            "space_class": CLASS_NAMES[p.space_class], "record_type": "normal"}
+def passage(p: PassageSpec, now: datetime, entry: tuple[str, datetime] | None = None,
+            fee_fen: int | None = None) -> dict[str, Any]:
+    """An entry or exit; an exit matched to its entry (same lot and plate, the latest entry before it) also names
+    the entry passage, the stay's duration and its fee by the lot's published rule."""
+    out: dict[str, Any] = {
+        "lot_id": p.lot_id, "passage_id": p.passage_id,
+        "direction": pb.PassageDirection.Name(p.direction),  # type: ignore[arg-type]
+        "plate": p.plate, "plate_colour": pb.PlateColour.Name(p.plate_colour),  # type: ignore[arg-type]
+        "lane": p.lane, "passed_at": p.passed_at.isoformat(), "received_at": now.isoformat(),
+        "space_class": CLASS_NAMES[p.space_class], "record_type": "normal"}
+    if entry is not None:
+        entry_id, entered_at = entry
+        out.update({"entry_passage_id": entry_id, "entry_passed_at": entered_at.isoformat(),
+                    "duration_s": max(0, int((p.passed_at - entered_at).total_seconds())), "fee_fen": fee_fen or 0})
+    return out
 
 
 # PassageAmendAction -> record_type of the passage record that carries the amendment.

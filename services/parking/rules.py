@@ -8,12 +8,13 @@ locked, so each rule is written once and tested on its own.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 
 from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, PermissionDenied
 from services.common.principal import Principal, Role
 from services.parking.availability import CLASS_NAMES, LotState
-from services.parking.model import LotSummary, PassageAmendment, PassageRecord, PassageSpec, Report
+from services.parking.model import LotSpec, LotSummary, PassageAmendment, PassageRecord, PassageSpec, PriceSpec, Report
 from services.parking.vocab import (
     CLASSES,
     AckResult,
@@ -36,6 +37,15 @@ def require_owner(principal: Principal, operator_id: str, lot_id: str) -> None:
 def require_owner_or_admin(principal: Principal, operator_id: str, lot_id: str) -> None:
     if principal.role is not Role.ADMIN:
         require_owner(principal, operator_id, lot_id)
+
+
+def may_update_lot(principal: Principal, operator_id: str, spec: LotSpec) -> None:
+    """A lot's own operator edits it (`operator_id` is its operator now); only an admin moves it to another."""
+    if principal.role is Role.ADMIN:
+        return
+    require_owner(principal, operator_id, spec.id)
+    if spec.operator_id != operator_id:
+        raise PermissionDenied("only an admin can move a lot to another operator")
 
 
 def may_read_passages(principal: Principal, operator_id: str, lot_id: str) -> None:
@@ -112,6 +122,24 @@ def free_after_passage(state: LotState, summary: LotSummary, p: PassageSpec) -> 
             free[c] = summary.capacity[c]
     free[p.space_class] = min(cap, max(0, base + delta))
     return free
+
+
+def parking_fee_fen(price: PriceSpec, duration_s: float) -> int:
+    """The fee of a stay by the lot's published rule: free up to `free_minutes`; past that the first hour (begun) at
+    `first_hour_fen` and each further hour begun at `per_hour_fen`; at most `daily_cap_fen` per 24 hours begun
+    (0 = no cap)."""
+    minutes = max(0, math.ceil(duration_s / 60))
+    if minutes <= price.free_minutes:
+        return 0
+    days, rest = divmod(minutes, 1440)
+
+    def within_a_day(m: int) -> int:
+        if m <= 0:
+            return 0
+        fee = price.first_hour_fen + math.ceil(max(0, m - 60) / 60) * price.per_hour_fen
+        return min(fee, price.daily_cap_fen) if price.daily_cap_fen else fee
+
+    return days * within_a_day(1440) + within_a_day(rest)
 
 
 def moves_occupancy(summary: LotSummary) -> bool:

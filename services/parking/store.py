@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,12 +25,12 @@ from services.common.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
 )
 from services.common.geo import Area
 from services.common.outbox import OutboxKind, OutboxRow, write_outbox
-from services.common.principal import Principal, Role
-from services.common.rawsql import fetch, positional
+from services.common.principal import Principal
+from services.common.rawsql import Query, fetch
+from services.common.read_replica import Reads
 from services.parking import payloads, rules
 from services.parking.availability import (
     CLASS_NAMES,
@@ -63,6 +63,7 @@ from services.parking.vocab import (
     CLASSES,
     AckResult,
     DetectionType,
+    PassageDirection,
     SpaceClass,
 )
 
@@ -95,6 +96,9 @@ _FROM = "FROM parking_lots l JOIN parking_lot_state s ON s.lot_id = l.id"
 # JSON as text: `_json` parses it with orjson, several times faster than the driver's jsonb codec (json.loads).
 _LOCK = text(f"SELECT {_view_columns(_PRICE_AS_TEXT)}, "
              f"CAST(s.samples AS text) AS samples {_FROM} WHERE s.lot_id = ANY(:ids) ORDER BY s.lot_id FOR UPDATE OF s")
+_ENTRY_OF_EXIT = text(
+    "SELECT passage_id, passed_at FROM parking_passages WHERE lot_id = :lot_id AND plate = :plate "
+    "AND direction = :entry AND passed_at <= :at ORDER BY passed_at DESC, id DESC LIMIT 1")
 _GET = text(f"SELECT {_VIEW_COLUMNS}, {_STATIC_COLUMNS} {_FROM} WHERE l.id = :id")
 _LIST = text(
     f"SELECT {_VIEW_COLUMNS}, {_STATIC_COLUMNS} {_FROM} "
@@ -122,21 +126,21 @@ _UPDATE_STATE = text(f"UPDATE parking_lot_state SET {_state_set(':{}')} WHERE lo
 # A batch's state rows and outbox rows in one statement (one round trip, no per-row work in Python
 # beyond building the arrays): the state UPDATE runs as a data-modifying CTE beside the outbox INSERT.
 # Outbox ids follow the order of the arrays (WITH ORDINALITY), i.e. the order of the reports.
-_WRITE_BATCH = positional(text(
+_WRITE_BATCH = text(
     f"WITH state AS (UPDATE parking_lot_state s SET {_state_set('t.{}')} FROM unnest("
     + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in _STATE_COLUMNS) + ") AS t("
     + ", ".join(c for c, _ in _STATE_COLUMNS) + ") WHERE s.lot_id = t.lot_id) "
     "INSERT INTO outbox (kind, aggregate_id, payload) SELECT o.kind, o.aggregate_id, CAST(o.payload AS jsonb) "
     "FROM unnest(CAST(:kind AS text[]), CAST(:aggregate_id AS text[]), CAST(:payload AS text[])) WITH ORDINALITY "
     "AS o(kind, aggregate_id, payload, n) ORDER BY o.n"
-))
+)
 _SPOT_COLUMNS = ("lot_id", "spot_id", "status", "observed_at")  # the order of `spot_updates` entries
-_UPDATE_SPOTS = positional(text(
+_UPDATE_SPOTS = text(
     "UPDATE parking_spots p SET status = t.status, observed_at = t.observed_at "
     "FROM unnest(CAST(:lot_id AS text[]), CAST(:spot_id AS text[]), CAST(:status AS smallint[]), "
     "CAST(:observed_at AS timestamptz[])) AS t(lot_id, spot_id, status, observed_at) "
     "WHERE p.lot_id = t.lot_id AND p.spot_id = t.spot_id"
-))
+)
 
 
 def _find_sql(space_class: int) -> Any:
@@ -171,11 +175,11 @@ def _find_sql(space_class: int) -> Any:
 _FIND = {c: _find_sql(c) for c in CLASSES}
 
 
-_FIND_RAW = {c: positional(sql) for c, sql in _FIND.items()}
+_FIND_QUERY = {c: Query.of(sql) for c, sql in _FIND.items()}
 
 
 # What the in-memory nearby index (services.parking.index) holds of every lot, or of the lots changed.
-_INDEX = positional(text(
+_INDEX = Query.of(text(
     # The tariff stays text until a lot is first answered (decoding 100,000 at start-up costs seconds).
     f"SELECT {_view_columns(_PRICE_AS_TEXT)}, l.hourly_price_fen, l.always_open, "
     "ARRAY(SELECT lower(r) FROM unnest(l.open_minutes) AS r) AS open_from, "
@@ -188,50 +192,39 @@ def _json(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
-def _state(row: Row[Any], with_samples: bool = True) -> LotState:
+def _state(r: Any, with_samples: bool = True) -> LotState:
+    """The live state of a row of `_view_columns` (read by column name: a SQLAlchemy row's `_mapping`, or a
+    record of `rawsql.fetch`)."""
     return LotState(
-        sequence=row.seq, observed_at=row.observed_at, received_at=row.received_at,
-        free={c: getattr(row, _FREE_COLUMN[c]) for c in CLASSES},
-        closed=row.closed, full_at_entrance=row.full_at_entrance, trend=row.trend,
-        samples=_json(row.samples) if with_samples else [],
+        sequence=r["seq"], observed_at=r["observed_at"], received_at=r["received_at"],
+        free={c: r[_FREE_COLUMN[c]] for c in CLASSES}, closed=r["closed"], full_at_entrance=r["full_at_entrance"],
+        trend=r["trend"], samples=_json(r["samples"]) if with_samples else [],
     )
 
 
-def _summary(row: Row[Any]) -> LotSummary:
-    price = _json(row.price)
+def _summary(r: Any, open_now: bool | None = None) -> LotSummary:
+    """The lot summary of a row of `_view_columns` (by column name, as `_state`)."""
     return LotSummary(
-        id=row.id, operator_id=row.operator_id, name=row.name, kind=row.kind, lat=row.lat, lon=row.lon,
-        capacity={c: getattr(row, _CAP_COLUMN[c]) for c in CLASSES}, price=PriceSpec(**price), ttl_s=row.ttl_s,
-        detection_type=row.detection_type, open_now=row.open_now,
+        id=r["id"], operator_id=r["operator_id"], name=r["name"], kind=r["kind"], lat=r["lat"], lon=r["lon"],
+        capacity={c: r[_CAP_COLUMN[c]] for c in CLASSES}, price=PriceSpec(**_json(r["price"])), ttl_s=r["ttl_s"],
+        detection_type=r["detection_type"], open_now=r["open_now"] if open_now is None else open_now,
     )
 
 
-def _view(row: Row[Any]) -> LotView:
-    return LotView(_summary(row), _state(row, with_samples=False), getattr(row, "distance_m", 0.0) or 0.0)
-
-
-def _view_record(r: Any, distance_m: float | None = None, open_now: bool | None = None) -> LotView:
-    """`_view` of an asyncpg record of `_FIND` (the raw hot path of find_available) or of `_INDEX`."""
-    return LotView(
-        LotSummary(id=r["id"], operator_id=r["operator_id"], name=r["name"], kind=r["kind"], lat=r["lat"],
-                   lon=r["lon"], capacity={c: r[_CAP_COLUMN[c]] for c in CLASSES},
-                   price=PriceSpec(**_json(r["price"])), ttl_s=r["ttl_s"], detection_type=r["detection_type"],
-                   open_now=r["open_now"] if open_now is None else open_now),
-        LotState(sequence=r["seq"], observed_at=r["observed_at"], received_at=r["received_at"],
-                 free={c: r[_FREE_COLUMN[c]] for c in CLASSES}, closed=r["closed"],
-                 full_at_entrance=r["full_at_entrance"], trend=r["trend"], samples=[]),
-        (r["distance_m"] or 0.0) if distance_m is None else distance_m,
-    )
+def _view(r: Any, distance_m: float | None = None, open_now: bool | None = None) -> LotView:
+    """The LotView of a row of `_view_columns` (by column name, as `_state`)."""
+    return LotView(_summary(r, open_now), _state(r, with_samples=False),
+                   (r["distance_m"] or 0.0) if distance_m is None else distance_m)
 
 
 def view_of(record: Any, open_now: bool) -> LotView:
     """The LotView of a record of `ParkingStore.index_rows`, open or not as the caller decides (the index
     decides opening hours at query time; the record's open_now is not meaningful)."""
-    return _view_record(record, 0.0, open_now)
+    return _view(record, 0.0, open_now)
 
 
 def _record(row: Row[Any]) -> LotRecord:
-    s = _summary(row)
+    s = _summary(row._mapping)
     opening = _json(row.opening)
     line = _json(row.line)
     spec = LotSpec(
@@ -282,8 +275,11 @@ class _Working:
 
 
 class ParkingStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, reads: Reads | None = None) -> None:
         self.engine = engine
+        # Drivers' queries (lots, a lot, the PostGIS nearby search) may be answered by the read replica within its
+        # bound; writes' answers, the nearby index's loads and a watch's snapshot stay on the primary.
+        self.reads = reads or Reads(engine)
 
     # ----- lots ---------------------------------------------------------------------------
 
@@ -305,10 +301,7 @@ class ParkingStore:
             )).first()
             if current is None:
                 raise NotFound(f"lot {spec.id} does not exist")
-            if principal.role is not Role.ADMIN:
-                rules.require_owner(principal, current.operator_id, spec.id)
-                if spec.operator_id != current.operator_id:
-                    raise PermissionDenied("only an admin can move a lot to another operator")
+            rules.may_update_lot(principal, current.operator_id, spec)
             if expected_version and expected_version != current.version:
                 raise Aborted(f"lot {spec.id} is at version {current.version}, not {expected_version}: re-read it")
             await conn.execute(
@@ -331,18 +324,22 @@ class ParkingStore:
         return _record(row)
 
     async def get_lot(self, lot_id: str, now: datetime) -> tuple[LotRecord, LotView]:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(_GET, {"id": lot_id, "mow": minute_of_week(now)})).first()
+        async def query(conn: AsyncConnection) -> Row[Any] | None:
+            return (await conn.execute(_GET, {"id": lot_id, "mow": minute_of_week(now)})).first()
+
+        row = await self.reads.read(query)
         if row is None:
             raise NotFound(f"lot {lot_id} does not exist")
-        return _record(row), _view(row)
+        return _record(row), _view(row._mapping, 0.0)
 
     async def list_lots(self, operator_id: str | None, after: str, n: int,
                         now: datetime) -> list[tuple[LotRecord, LotView]]:
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(
+        async def query(conn: AsyncConnection) -> Sequence[Row[Any]]:
+            return (await conn.execute(
                 _LIST, {"operator": operator_id, "after": after, "n": n, "mow": minute_of_week(now)})).all()
-        return [(_record(r), _view(r)) for r in rows]
+
+        rows = await self.reads.read(query)
+        return [(_record(r), _view(r._mapping, 0.0)) for r in rows]
 
     # ----- spots --------------------------------------------------------------------------
 
@@ -386,7 +383,7 @@ class ParkingStore:
                 "ST_Y(location::geometry) AS lat, ST_X(location::geometry) AS lon "
                 "FROM parking_spots WHERE lot_id = :id ORDER BY spot_id"), {"id": lot_id})).all()
         return ([SpotRecord(SpotSpec(r.spot_id, r.space_class, r.connector_id, r.lat, r.lon), r.status, r.observed_at)
-                 for r in rows], _view(lot))
+                 for r in rows], _view(lot._mapping, 0.0))
 
     # ----- occupancy ----------------------------------------------------------------------
 
@@ -396,21 +393,25 @@ class ParkingStore:
         final view of every lot that changed."""
         ids = sorted({r.lot_id for r in reports})
         async with self.engine.begin() as conn:
-            working = {row.id: _Working(_summary(row), _state(row))
+            working = {row.id: _Working(_summary(row._mapping), _state(row._mapping))
                        for row in (await conn.execute(_LOCK, {"ids": ids, "mow": minute_of_week(now)})).all()}
             spot_lots = sorted({r.lot_id for r in reports if r.spots and r.lot_id in working})
             spots: dict[str, dict[str, list[int]]] = {lid: {} for lid in spot_lots}
+            places: dict[tuple[str, str], tuple[float, float]] = {}  # (lot, spot) -> (lat, lon) of located spots
             if spot_lots:
                 for srow in (await conn.execute(text(
-                        "SELECT lot_id, spot_id, space_class, status FROM parking_spots WHERE lot_id = ANY(:ids)"),
+                        "SELECT lot_id, spot_id, space_class, status, ST_Y(location::geometry) AS lat, "
+                        "ST_X(location::geometry) AS lon FROM parking_spots WHERE lot_id = ANY(:ids)"),
                         {"ids": spot_lots})).all():
                     spots[srow.lot_id][srow.spot_id] = [srow.space_class, srow.status]
+                    if srow.lat is not None and srow.lon is not None:
+                        places[(srow.lot_id, srow.spot_id)] = (srow.lat, srow.lon)
             outcomes: list[Outcome] = []
             outbox: list[OutboxRow] = []
             spot_updates: list[tuple[str, str, int, datetime]] = []
             for r in reports:
                 try:
-                    outcomes.append(self._apply_one(principal, r, working, spots, now, outbox, spot_updates))
+                    outcomes.append(self._apply_one(principal, r, working, spots, now, outbox, spot_updates, places))
                 except DomainError as exc:
                     stored = working[r.lot_id].state.sequence if r.lot_id in working else 0
                     outcomes.append(Outcome(AckResult.REJECTED, stored, exc))
@@ -421,7 +422,8 @@ class ParkingStore:
 
     def _apply_one(self, principal: Principal, r: Report, working: dict[str, _Working],
                    spots: dict[str, dict[str, list[int]]], now: datetime, outbox: list[OutboxRow],
-                   spot_updates: list[tuple[str, str, int, datetime]]) -> Outcome:
+                   spot_updates: list[tuple[str, str, int, datetime]],
+                   places: Mapping[tuple[str, str], tuple[float, float]]) -> Outcome:
         w = working.get(r.lot_id)
         if w is None:
             raise NotFound(f"lot {r.lot_id} does not exist")
@@ -440,7 +442,8 @@ class ParkingStore:
                     lot_spots[spot_id][1] = status
                     spot_updates.append((r.lot_id, spot_id, status, r.observed_at))
                     outbox.append(OutboxRow(OutboxKind.SPOT_STATUS, r.lot_id, payloads.spot_status(
-                        r.lot_id, spot_id, lot_spots[spot_id][0], status, r.observed_at)))
+                        r.lot_id, spot_id, lot_spots[spot_id][0], status, r.observed_at,
+                        places.get((r.lot_id, spot_id)))))
             free = rules.free_from_spots(free, lot_spots)
         w.state = _advance(state, w.summary, free, r.sequence, r.observed_at, now, r.closed, r.full_at_entrance)
         w.dirty = True
@@ -457,7 +460,7 @@ class ParkingStore:
             if row is None:
                 raise NotFound(f"lot {p.lot_id} does not exist")
             rules.require_owner(principal, row.operator_id, p.lot_id)
-            summary, state = _summary(row), _state(row)
+            summary, state = _summary(row._mapping), _state(row._mapping)
             rules.check_passage(p, summary)
             inserted = (await conn.execute(text(
                 "INSERT INTO parking_passages (lot_id, passage_id, direction, plate, plate_colour, lane, space_class, "
@@ -466,7 +469,16 @@ class ParkingStore:
                 {**p.__dict__, "now": now})).first()
             if inserted is None:
                 return False, LotView(summary, state), None
-            outbox = [OutboxRow(OutboxKind.PASSAGE, p.lot_id, payloads.passage(p, now))]
+            entry, fee = None, None
+            if p.direction == PassageDirection.EXIT:
+                # The stay this exit ends: the plate's latest entry into the lot before it.
+                found = (await conn.execute(_ENTRY_OF_EXIT, {"lot_id": p.lot_id, "plate": p.plate,
+                                                             "entry": PassageDirection.ENTRY,
+                                                             "at": p.passed_at})).first()
+                if found is not None:
+                    entry = (found.passage_id, found.passed_at)
+                    fee = rules.parking_fee_fen(summary.price, (p.passed_at - found.passed_at).total_seconds())
+            outbox = [OutboxRow(OutboxKind.PASSAGE, p.lot_id, payloads.passage(p, now, entry, fee))]
             changed = None
             if rules.moves_occupancy(summary):
                 # Passages are deltas: a late one still counts, but does not move observed_at back.
@@ -537,16 +549,13 @@ class ParkingStore:
         params = {"lat": q.lat, "lon": q.lon, "radius": q.radius_m, "any_kind": not q.kinds, "kinds": q.kinds,
                   "max_price": q.max_price_per_hour_fen, "open_now": q.open_now, "mow": minute_of_week(now),
                   "min_free": q.min_free, "now": now, "limit": q.limit}
-        async with self.engine.connect() as conn:
-            # Straight to the driver: one statement, no transaction around it (saves the BEGIN and ROLLBACK
-            # round trips) and no SQLAlchemy result processing; half the CPU.
-            records = await fetch(conn, _FIND_RAW[q.space_class], params)
-        return [_view_record(r) for r in records]
+        records = await self.reads.read(lambda conn: fetch(conn, _FIND_QUERY[q.space_class], params))
+        return [_view(r) for r in records]
 
-    async def index_rows(self, ids: Sequence[str] | None = None) -> list[Any]:
+    async def index_rows(self, ids: Sequence[str] | None = None) -> Sequence[Any]:
         """Every lot (or the lots `ids`) with its live state and what the nearby index filters on, as
-        asyncpg records (`view_of` turns one into a LotView): one statement, so a start-up load of
-        100,000 lots takes a second, not minutes."""
+        records (`rawsql.fetch`; `view_of` turns one into a LotView): one statement, so a start-up load of
+        100,000 lots takes seconds, not minutes."""
         async with self.engine.connect() as conn:
             return await fetch(conn, _INDEX, {"ids": list(ids) if ids is not None else None, "mow": 0})
 
@@ -563,7 +572,7 @@ class ParkingStore:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(_AREA, {"s": s, "w": w, "n": n, "e": e, "lat": lat, "lon": lon,
                                                "mow": minute_of_week(now), "n_max": limit})).all()
-        views = [_view(r) for r in rows]
+        views = [_view(r._mapping) for r in rows]
         return [v for v in views if area.contains(v.summary.lat, v.summary.lon)]
 
 
@@ -604,23 +613,16 @@ def _state_params(w: _Working) -> dict[str, Any]:
 async def _write_batch(conn: AsyncConnection, changed: Sequence[_Working],
                        spot_updates: Sequence[tuple[str, str, int, datetime]], outbox: Sequence[OutboxRow]) -> None:
     """Writes a batch's state rows, spot states and outbox rows in the transaction of `conn`: a column
-    array per parameter and one statement, instead of SQLAlchemy's parameter set per row. Through
-    `exec_driver_sql` (SQLAlchemy does no work on the statement or its parameters, but still guards the
-    connection and its transaction)."""
+    array per parameter and one statement, instead of SQLAlchemy's parameter set per row."""
     if spot_updates:
-        await _exec_arrays(conn, _UPDATE_SPOTS, dict(zip(_SPOT_COLUMNS, map(list, zip(*spot_updates, strict=True)),
+        await conn.execute(_UPDATE_SPOTS, dict(zip(_SPOT_COLUMNS, map(list, zip(*spot_updates, strict=True)),
                                                          strict=True)))
     columns = dict(zip((c for c, _ in _STATE_COLUMNS), map(list, zip(*map(_state_row, changed), strict=True)),
                        strict=True))
-    await _exec_arrays(conn, _WRITE_BATCH, {
+    await conn.execute(_WRITE_BATCH, {
         **columns, "kind": [r.kind.value for r in outbox], "aggregate_id": [r.aggregate_id for r in outbox],
         # As write_outbox serialises, with orjson (several times faster than json.dumps).
         "payload": [orjson.dumps(r.payload, default=str).decode() for r in outbox]})
-
-
-async def _exec_arrays(conn: AsyncConnection, statement: tuple[str, list[str]], params: dict[str, Any]) -> None:
-    sql, names = statement
-    await conn.exec_driver_sql(sql, tuple(params[n] for n in names))
 
 
 async def _lot_operator(conn: AsyncConnection, lot_id: str) -> str:

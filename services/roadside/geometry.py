@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-Point = tuple[float, float]
+from services.common.geo import EARTH_RADIUS_M
 
-EARTH_RADIUS_M = 6_371_008.8
+Point = tuple[float, float]
 
 
 def point_in_polygon(p: Point, polygon: Sequence[Point]) -> bool:

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -29,6 +30,7 @@ from services.common.apikeys import create_key
 from services.common.config import Settings
 from services.common.db import create_engine, migrate
 from services.common.runfile import remove_if_ours, run_file, write_private
+from services.console.settings import ConsoleSettings
 from services.municipal.demo import demo_platform_env, emulator_ready, municipal_banner, report_municipal_lag
 from services.registry import builders, check_settings
 from services.runner import charging_sim
@@ -116,6 +118,7 @@ async def run_suite(settings: Settings, *, simulate: bool = True, replicas: int 
     failed: str | None = None
     run = RunSettings.from_env(settings.env)
     check_settings(settings.env)  # every service's own settings, before anything starts
+    ConsoleSettings.from_env(settings.env)  # and the console's
     try:
         # Ctrl-C (or SIGTERM) at any moment of start-up stops the suite: start-up is cancelled at its next step,
         # and whatever it started is stopped below.
@@ -213,6 +216,7 @@ async def _start(suite: Suite, settings: Settings, run: RunSettings, path: Path,
             child_env = {**env, **roadside_env} if name == "roadside" else env
             serve = ["serve", name, *(["--processes", str(replicas)] if replicas > 1 else [])]
             specs.append(ChildSpec(name, python_argv(*serve), child_env, grpc_ready(settings.ports[name])))
+        specs.append(await _console_spec(engine, settings, env))
         final = settings
         suite.supervisor = Supervisor(specs, say=_say, ready_timeout_s=run.ready_timeout_s,
                                       on_change=lambda: _write_run_file(path, final, suite, keys, operator_keys))
@@ -233,6 +237,27 @@ async def _start(suite: Suite, settings: Settings, run: RunSettings, path: Path,
     return _Started(settings, env, keys, operator_keys, roadside_env, lots, stations, emulator)
 
 
+async def _console_spec(engine: AsyncEngine, settings: Settings, env: dict[str, str]) -> ChildSpec:
+    """`v2x console` beside the services; its public page asks with a driver key of its own (unless configured)."""
+    console_env = dict(env)
+    if not settings.env.get("V2X_CONSOLE_PUBLIC_KEY"):
+        console_env["V2X_CONSOLE_PUBLIC_KEY"] = (await create_key(engine, "driver", "console public page")).key
+    port = ConsoleSettings.from_env(settings.env).port
+
+    async def ready() -> bool:
+        return await http_ready(f"http://127.0.0.1:{port}/healthz")
+
+    return ChildSpec("console", python_argv("console"), console_env, ready)
+
+
+async def http_ready(url: str) -> bool:
+    """A probe: `url` answers 200."""
+    with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+        async with aiohttp.ClientSession() as http, http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+            return r.status == 200
+    return False
+
+
 def _write_run_file(path: Path, settings: Settings, suite: Suite, keys: dict[str, str],
                     operator_keys: dict[str, str]) -> None:
     """Where everything listens, the demo keys and the state of every process, for other commands of this user
@@ -241,6 +266,7 @@ def _write_run_file(path: Path, settings: Settings, suite: Suite, keys: dict[str
     data = {"pid": os.getpid(),
             "targets": {name: f"127.0.0.1:{settings.ports[name]}" for name in builders()},
             "ocpp_url": _ocpp_url(settings),
+            "console_url": f"http://127.0.0.1:{ConsoleSettings.from_env(settings.env).port}/",
             "keys": {**keys, **{f"operator:{op}": key for op, key in operator_keys.items()}},
             "processes": {**suite.supervisor.state(), **(suite.simulator.state() if suite.simulator else {})}}
     try:
@@ -278,6 +304,8 @@ def roadside_simulator(settings: Settings, admin_key: str, env: dict[str, str]) 
                        str(SIM_CAMERAS_PER), "--fps", f"{SIM_FPS:g}",
                        "--target", f"127.0.0.1:{settings.ports['roadside']}",
                        "--parking", f"127.0.0.1:{settings.ports['parking']}", "--key", admin_key)
+    if "charging" in builders():
+        argv += ["--charging", f"127.0.0.1:{settings.ports['charging']}"]
     return ChildSpec("roadside-sim", argv, env, running)
 
 
@@ -312,10 +340,17 @@ def _banner(settings: Settings, lots: int, stations: int, keys: dict[str, str], 
         lines.append(f"  roadside -> parking: on-street spot states to {roadside_env['V2X_ROADSIDE_PARKING_TARGET']} "
                      f"as operator:{STREET_OPERATOR}")
     if simulate and {"roadside", "parking", "idps"} <= set(services):
+        chargers = (f", and a kerbside charging station at each driven by an OCPP charge point ({_ocpp_url(settings)})"
+                    if "charging" in services else "")
         lines.append(f"  roadside simulator (v2x sim): {SIM_INTERSECTIONS} intersections, "
-                     f"{SIM_INTERSECTIONS * SIM_CAMERAS_PER} cameras at {SIM_FPS:g} fps "
-                     f"({SIM_INTERSECTIONS * SIM_CAMERAS_PER * SIM_FPS:g} frames/s to the detector); camera incidents "
-                     "reach the police stream below within two minutes")
+                     f"{SIM_INTERSECTIONS * SIM_CAMERAS_PER} cameras at up to {SIM_FPS:g} fps each "
+                     f"({SIM_INTERSECTIONS * SIM_CAMERAS_PER * SIM_FPS:g} frames/s to the real detector; a camera "
+                     "sends its next frame once the detector has answered all but one, and the simulator prints the "
+                     f"frames/s answered per camera after 20 s and every minute){chargers}; camera incidents reach "
+                     "the police stream below within two minutes")
+    console = ConsoleSettings.from_env(settings.env).port
+    lines += ["", f"web console: http://127.0.0.1:{console}/  (police and operators sign in with their key below; "
+              f"the public page http://127.0.0.1:{console}/public needs none)"]
     lines += ["", "demo API keys (send as `authorization: Bearer <key>`):"]
     lines += [f"  {role:<16} {key}" for role, key in keys.items()]
     lines += [f"  operator:{op:<7} {key}" for op, key in operator_keys.items()]

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from v2x.charging.v1 import charging_pb2 as pb
 from v2x.common.v1 import common_pb2 as cpb
 
 from load.chargepoints import Client16, Client201, basic, ocpp_client, ocpp_now, open_ws
+from tests.waiting import assert_eventually
+
+if TYPE_CHECKING:
+    from services.charging.gateway import OcppGateway
 
 GBT_DC, GBT_AC, CCS2 = pb.CONNECTOR_STANDARD_GBT_DC, pb.CONNECTOR_STANDARD_GBT_AC, pb.CONNECTOR_STANDARD_CCS2
 TYPE2, CHADEMO = pb.CONNECTOR_STANDARD_TYPE2, pb.CONNECTOR_STANDARD_CHADEMO
@@ -59,3 +64,9 @@ def connector_state(st: pb.Station, connector_id: str) -> pb.ConnectorState:
 # ----- OCPP clients: the charge point side, shared with the soak and the simulator -------------------------
 
 __all__ = ["Client16", "Client201", "basic", "ocpp_client", "ocpp_now", "open_ws"]
+
+
+async def arrival_recorded(gateway: OcppGateway, cp_id: str, since: datetime) -> None:
+    """Returns once the gateway has flushed an arrival of `cp_id` at `since` or later into its row and the index."""
+    never = datetime.min.replace(tzinfo=UTC)
+    await assert_eventually(lambda: gateway.recorded.get(cp_id, never) >= since, f"{cp_id}'s arrival recorded")

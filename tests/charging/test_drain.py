@@ -73,6 +73,7 @@ async def charging_process(settings: Settings) -> AsyncIterator[Process]:
             await proc.wait()
 
 
+@pytest.mark.slow  # a real `v2x serve charging` process: ~9 s with its start
 async def test_sigterm_closes_ocpp_sockets_with_going_away_within_the_grace_period(
         charging_process: Process, resources: Resources, keys: Keys, unique: str) -> None:
     cp_id, sid = f"CP-drain-{unique}", f"DR-{unique}"

@@ -1,17 +1,16 @@
-"""FindChargers answers are assembled from connectors encoded once: they read exactly as built afresh."""
+"""FindChargers answers (from PostGIS, and from the nearby index with its encodings of connectors) read as the
+station and connectors built afresh."""
 
 from __future__ import annotations
 
 import random
-from dataclasses import fields
 from datetime import timedelta
 
 from v2x.charging.v1 import charging_pb2 as pb
 from v2x.common.v1 import common_pb2 as cpb
 
 from services.charging import convert
-from services.charging.connector_cache import AnswerCache
-from services.charging.model import ConnectorSpec, ConnectorState, FindQuery
+from services.charging.model import FindQuery
 from services.charging.status import visible_status
 from tests.charging.conftest import Harness, NewStation, ShiftClock, Stub, station_maker
 from tests.charging.helpers import AVAILABLE, CHARGING, GBT_AC, GBT_DC, report
@@ -28,8 +27,8 @@ async def _find(stub: Stub, keys: Keys, lat: float, lon: float) -> list[pb.Charg
     return list(reply.stations)
 
 
-async def test_an_answer_from_cached_connectors_equals_one_built_afresh(timed: tuple[Harness, ShiftClock],
-                                                                       keys: Keys, unique: str) -> None:
+async def test_an_answer_equals_one_built_afresh(timed: tuple[Harness, ShiftClock], keys: Keys,
+                                                 unique: str) -> None:
     h, clock = timed
     lat, lon = _place()
     make = station_maker(h.stub, keys, unique, "FA")
@@ -38,8 +37,7 @@ async def test_an_answer_from_cached_connectors_equals_one_built_afresh(timed: t
     md = keys.md(keys.op_a)
     await h.stub.ReportStatus(report(a.evses[0].connectors[0].id, AVAILABLE, ttl_s=30), metadata=md)
     await h.stub.ReportStatus(report(b.evses[0].connectors[0].id, CHARGING), metadata=md)
-    cache = AnswerCache()
-    for _ in range(2):  # encoded, then from the cache
+    for _ in range(2):  # the index encodes a connector, then answers from its encoding
         for advance in (0, 31):  # fresh, then the 30 s reading expired
             clock.advance(advance)
             now = clock()
@@ -53,7 +51,10 @@ async def test_an_answer_from_cached_connectors_equals_one_built_afresh(timed: t
                     connectors=[convert.connector_proto(v.spec, v.state, now) for v in m.connectors],
                     available_count=sum(visible_status(v.state, now) == pb.CONNECTOR_STATUS_AVAILABLE
                                         for v in m.connectors))
-            assert cache.answer(matches, now) == expected
+            assert convert.answer_proto(matches, now) == expected
+            served = await h.stub.FindChargers(pb.FindChargersRequest(location=cpb.LatLon(lat=lat, lon=lon),
+                                                                      radius_m=500), metadata=keys.md(keys.driver))
+            assert served == expected
         clock.offset = timedelta()
 
 
@@ -85,12 +86,3 @@ async def test_an_expired_reading_reads_unknown_in_an_answer_that_had_it_fresh(t
     expired = await _find(h.stub, keys, lat, lon)
     assert expired[0].connectors[0].state.status == pb.CONNECTOR_STATUS_UNKNOWN
     assert expired[0].connectors[0].state.freshness.stale and expired[0].available_count == 0
-
-
-def test_a_cached_connector_is_keyed_by_every_field_it_is_made_of() -> None:
-    # AnswerCache spells the key out field by field: a new field of the connector must join it.
-    assert [f.name for f in fields(ConnectorSpec)] == [
-        "id", "standard", "max_power_kw", "price_per_kwh_fen", "service_fee_per_kwh_fen", "parking_spot_id",
-        "ocpp_connector_id"]
-    assert [f.name for f in fields(ConnectorState)] == [
-        "status", "error_code", "info", "source", "observed_at", "received_at", "status_since", "ttl_s", "expires_at"]

@@ -13,7 +13,15 @@ from v2x.common.v1 import common_pb2 as cpb
 
 from services.common.runtime import Resources
 from tests.charging.conftest import Harness, ShiftClock, charge_point_maker, station_maker
-from tests.charging.helpers import AVAILABLE, UNKNOWN, connector_state, ocpp_client, ocpp_now, report
+from tests.charging.helpers import (
+    AVAILABLE,
+    UNKNOWN,
+    arrival_recorded,
+    connector_state,
+    ocpp_client,
+    ocpp_now,
+    report,
+)
 from tests.conftest import Keys
 
 
@@ -69,12 +77,10 @@ async def test_a_silent_charge_point_reads_unknown_and_a_heartbeat_revives_it(
         clock.advance(10)  # 3 heartbeat intervals of silence
         silent = await _state(h, keys, cp.station.id, cid)
         assert silent.status == UNKNOWN and silent.freshness.stale
+        heard_at = clock()
         await client.call(call.Heartbeat())
-        for _ in range(40):  # arrival is flushed to the charge point's row within a second
-            revived = await _state(h, keys, cp.station.id, cid)
-            if revived.status == AVAILABLE:
-                break
-            await asyncio.sleep(0.05)
+        await arrival_recorded(h.app.gateway, cp.cp_id, heard_at)  # flushed to the charge point's row
+        revived = await _state(h, keys, cp.station.id, cid)
         assert revived.status == AVAILABLE and not revived.freshness.stale
 
 

@@ -4,9 +4,8 @@ the answer back to PostGIS when it may have missed a change."""
 
 from __future__ import annotations
 
-import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
 
 import numpy as np
@@ -16,11 +15,13 @@ from sqlalchemy import text
 from v2x.charging.v1 import charging_pb2 as pb
 from v2x.common.v1 import common_pb2 as cpb
 
-from services.charging.connector_cache import AnswerCache
+from services.charging import convert
 from services.charging.feed import STREAM, ChargingFeed
 from services.charging.index import ChargerIndex
 from services.charging.model import FindQuery
 from services.charging.store import ChargingStore
+from services.common import fast_paths
+from services.common.fast_paths import FastPath
 from services.common.nearby import haversine_m
 from services.common.runtime import Resources
 from tests.charging.conftest import Harness, NewStation, ShiftClock, Stub, charge_point_maker
@@ -32,14 +33,17 @@ from tests.charging.helpers import (
     GBT_AC,
     GBT_DC,
     TYPE2,
+    arrival_recorded,
     ocpp_client,
     ocpp_now,
     report,
 )
 from tests.conftest import Keys
 from tests.replicas import following
+from tests.waiting import assert_eventually
 
 WAIT_S = 10.0
+CAUGHT_UP = "the replica's index to catch up"
 STATUSES = (AVAILABLE, CHARGING, pb.CONNECTOR_STATUS_FAULTED, pb.CONNECTOR_STATUS_PREPARING)
 
 
@@ -61,14 +65,7 @@ def _from_index(index: ChargerIndex | None, q: FindQuery, now: datetime) -> pb.F
 
 
 async def _from_postgis(store: ChargingStore, q: FindQuery, now: datetime) -> pb.FindChargersResponse:
-    return AnswerCache().answer(await store.find(q, now), now)
-
-
-async def _eventually(check: Callable[[], bool]) -> None:
-    deadline = asyncio.get_running_loop().time() + WAIT_S
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "the replica's index never caught up"
-        await asyncio.sleep(0.05)
+    return convert.answer_proto(await store.find(q, now), now)
 
 
 @pytest.fixture
@@ -107,6 +104,11 @@ async def test_the_index_answers_what_postgis_answers_on_random_stations(chargin
             else:
                 await charging.stub.ReportStatus(report(cid, rng.choice(STATUSES)), metadata=md)
     index, store = charging.app.feed.index, charging.app.store
+    # The fast paths (FastPath.DRIVER_READS, SPLICED_ANSWERS) answer what the plain ones answer: from
+    # PostGIS, from this index, and from an index loaded through SQLAlchemy.
+    plain_index = ChargerIndex(store)
+    with fast_paths.plain(*FastPath):
+        await plain_index.load()
     non_empty = filled = available_only = 0
     for _ in range(120):
         q = _query(lat + rng.uniform(-0.02, 0.02), lon + rng.uniform(-0.02, 0.02),
@@ -116,6 +118,10 @@ async def test_the_index_answers_what_postgis_answers_on_random_stations(chargin
         now = charging.clock()
         expected = await _from_postgis(store, q, now)
         assert _from_index(index, q, now) == expected, q
+        with fast_paths.plain(*FastPath):
+            assert await _from_postgis(store, q, now) == expected, q
+            assert _from_index(index, q, now) == expected, q
+            assert _from_index(plain_index, q, now) == expected, q
         non_empty += bool(expected.stations)
         filled += len(expected.stations) == q.limit
         available_only += q.available_only and bool(expected.stations)
@@ -169,10 +175,11 @@ async def test_stations_and_states_written_elsewhere_reach_a_replica(stub: Stub,
     st = await new_station(lat=lat, lon=lon, plugs=[(GBT_DC, 120.0)])
     cid = st.evses[0].connectors[0].id
     q = _query(lat, lon, available_only=True)
-    await _eventually(lambda: _ids(_from_index(replica.index, _query(lat, lon), charging.clock())) == [st.id])
+    await assert_eventually(lambda: _ids(_from_index(replica.index, _query(lat, lon), charging.clock())) == [st.id],
+                            CAUGHT_UP, WAIT_S)
     assert _ids(_from_index(replica.index, q, charging.clock())) == []
     await stub.ReportStatus(report(cid, AVAILABLE), metadata=keys.md(keys.op_a))
-    await _eventually(lambda: _ids(_from_index(replica.index, q, charging.clock())) == [st.id])
+    await assert_eventually(lambda: _ids(_from_index(replica.index, q, charging.clock())) == [st.id], CAUGHT_UP, WAIT_S)
     # Moved 800 m north with a second, AC connector: both show, at the new distance.
     edited = pb.Station()
     edited.CopyFrom(st)
@@ -186,7 +193,7 @@ async def test_stations_and_states_written_elsewhere_reach_a_replica(stub: Stub,
         found = _from_index(replica.index, _query(lat, lon), charging.clock()).stations
         return [(round(s.distance_m), len(s.connectors)) for s in found] == [(distance, 2)]
 
-    await _eventually(moved)
+    await assert_eventually(moved, CAUGHT_UP, WAIT_S)
     now = charging.clock()
     for query in (_query(lat, lon), q, _query(lat, lon, standard=GBT_AC)):
         assert _from_index(replica.index, query, now) == await _from_postgis(charging.app.store, query, now)
@@ -200,7 +207,7 @@ async def test_a_replica_reloads_when_the_stream_was_trimmed_past_it(keys: Keys,
     cid = st.evses[0].connectors[0].id
     q = _query(lat, lon, available_only=True)
     await charging.stub.ReportStatus(report(cid, AVAILABLE), metadata=keys.md(keys.op_a))
-    await _eventually(lambda: _ids(_from_index(replica.index, q, charging.clock())) == [st.id])
+    await assert_eventually(lambda: _ids(_from_index(replica.index, q, charging.clock())) == [st.id], CAUGHT_UP, WAIT_S)
     # A committed change whose announcement is lost, then entries trimmed before the replica could read them.
     async with resources.engine.begin() as conn:
         await conn.execute(text("UPDATE charging_connector_state SET status = :s, received_at = now() "
@@ -216,7 +223,7 @@ async def test_a_replica_reloads_when_the_stream_was_trimmed_past_it(keys: Keys,
         answer = replica.index.find(q, charging.clock())
         return answer is not None and _ids(pb.FindChargersResponse.FromString(answer)) == []
 
-    await _eventually(reloaded)
+    await assert_eventually(reloaded, CAUGHT_UP, WAIT_S)
 
 
 async def test_a_charge_point_heard_from_keeps_its_readings_fresh_in_the_index(
@@ -231,14 +238,16 @@ async def test_a_charge_point_heard_from_keeps_its_readings_fresh_in_the_index(
                                                   timestamp=ocpp_now()))
         assert _ids(_from_index(h.app.feed.index, q, clock())) == [cp.station.id]
         clock.advance(3 * boot.interval - 5)
+        heard_at = clock()
         await client.call(call.Heartbeat())
-        await asyncio.sleep(1.5)  # arrival is flushed to the charge point's row within a second
+        await arrival_recorded(h.app.gateway, cp.cp_id, heard_at)  # flushed to the charge point's row and the index
         clock.advance(10)  # 3 intervals after the reading, but not after the heartbeat
         now = clock()
         assert _ids(_from_index(h.app.feed.index, q, now)) == [cp.station.id]
         assert _from_index(h.app.feed.index, q, now) == await _from_postgis(h.app.store, q, now)
         # Another replica hears of the heartbeat through the stream.
-        await _eventually(lambda: _from_index(replica.index, q, now) == _from_index(h.app.feed.index, q, now))
+        await assert_eventually(lambda: _from_index(replica.index, q, now) == _from_index(h.app.feed.index, q, now),
+                                CAUGHT_UP, WAIT_S)
         clock.advance(3 * boot.interval)  # silent since
         now = clock()
         assert _ids(_from_index(h.app.feed.index, q, now)) == []

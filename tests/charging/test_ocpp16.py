@@ -19,6 +19,7 @@ from services.common.runtime import Resources
 from tests.charging.conftest import Harness, NewChargePoint, Registered
 from tests.charging.helpers import connector_state, ocpp_client, ocpp_now, open_ws
 from tests.conftest import Keys
+from tests.waiting import assert_eventually
 
 
 async def _status(h: Harness, keys: Keys, cp: Registered, n: int = 1) -> pb.ConnectorState:
@@ -56,11 +57,11 @@ async def test_boot_heartbeat_and_status_land_in_the_store(charging: Harness, ke
         assert two.error_code == pb.CONNECTOR_ERROR_CODE_GROUND_FAILURE and two.info == "RCD tripped"
         record = await charging.app.store.get_charge_point(cp.cp_id)
         assert record.connected and record.last_seen_at is not None
-    for _ in range(50):
-        if not (await charging.app.store.get_charge_point(cp.cp_id)).connected:
-            break
-        await asyncio.sleep(0.05)
-    assert not (await charging.app.store.get_charge_point(cp.cp_id)).connected
+
+    async def disconnected() -> bool:
+        return not (await charging.app.store.get_charge_point(cp.cp_id)).connected
+
+    await assert_eventually(disconnected, "the charge point's row to say it is disconnected")
 
 
 async def test_a_transaction_runs_from_start_to_stop(charging: Harness, keys: Keys, resources: Resources,

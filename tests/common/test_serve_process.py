@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 from grpc import aio
@@ -16,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.config import Settings
 from services.common.processes import METRICS_STRIDE
+from tests.waiting import assert_eventually
 
 
 def _free_port() -> int:
@@ -24,18 +24,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _serving(port: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
+async def _serving(port: int, within_s: float) -> None:
     async with aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-        while time.monotonic() < deadline:
+        health = health_pb2_grpc.HealthStub(ch)
+
+        async def serving() -> bool:
             try:
-                r = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if r.status == health_pb2.HealthCheckResponse.SERVING:
-                    return True
+                r = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
             except aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.2)
-    return False
+                return False
+            return bool(r.status == health_pb2.HealthCheckResponse.SERVING)
+
+        await assert_eventually(serving, f"the service on port {port} SERVING", within_s, every_s=0.2)
 
 
 async def _reap(proc: asyncio.subprocess.Process) -> None:
@@ -45,6 +45,7 @@ async def _reap(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
+@pytest.mark.slow  # a real `v2x serve parking` process, started and stopped
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_serve_stops_cleanly_on_signal(settings: Settings, sig: signal.Signals) -> None:
     port, metrics = _free_port(), _free_port()
@@ -54,7 +55,7 @@ async def test_serve_stops_cleanly_on_signal(settings: Settings, sig: signal.Sig
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.cli", "serve", "parking", env=env,
                                                 stderr=subprocess.PIPE)
     try:
-        assert await _serving(port, 30), "parking did not become healthy"
+        await _serving(port, 30)
         proc.send_signal(sig)
         code = await asyncio.wait_for(proc.wait(), 15)
         assert code == 0, (await proc.stderr.read()).decode() if proc.stderr else ""
@@ -99,12 +100,13 @@ async def _start_processes(settings: Settings, n: int) -> tuple[asyncio.subproce
     return proc, port, [metrics + i * METRICS_STRIDE for i in range(n)]
 
 
+@pytest.mark.slow  # two real service processes
 async def test_serve_processes_share_the_port_and_stop_together(settings: Settings) -> None:
     proc, port, metrics_ports = await _start_processes(settings, 2)
     try:
         children = _children(proc.pid)
         assert len(children) == 2
-        assert await _serving(port, 10)
+        await _serving(port, 10)
         # Each process answers on its own metrics port (each keeps its own counters).
         for mport in metrics_ports:
             reader, writer = await asyncio.open_connection("127.0.0.1", mport)
@@ -120,6 +122,8 @@ async def test_serve_processes_share_the_port_and_stop_together(settings: Settin
         await _reap(proc)
 
 
+@pytest.mark.slow
+@pytest.mark.chaos  # SIGKILLs one of the service's processes
 async def test_serve_processes_stop_all_when_one_dies(settings: Settings) -> None:
     proc, _, _ = await _start_processes(settings, 2)
     try:

@@ -3,6 +3,8 @@
 - `services/common` serves every service and imports none of them.
 - A service package (parking, charging, idps, roadside, municipal) imports `services.common` and itself, never
   another service: services meet over their contracts (gRPC, the Redis streams, the outbox), not over code.
+- The web console (`services/console`) is a client of the services: it imports `services.common`, the generated
+  protos and itself, never a service's code; and nothing but the composition roots imports it.
 - The composition roots (`services/cli.py`, `services/registry.py`, `services/runner/`) may import any service.
 - A service reads another service's data only through that service's published read model (views named
   `<service>_read_*`), never its tables.
@@ -52,6 +54,23 @@ def test_a_service_imports_no_other_service() -> None:
                 other = _package(m)
                 if other is not None and other not in ("common", service):
                     bad.append(f"{p.relative_to(ROOT)}:{line} imports {m}")
+    assert not bad, bad
+
+
+def test_the_console_imports_only_common_the_protos_and_itself() -> None:
+    bad = [f"{p.relative_to(ROOT)}:{line} imports {m}"
+           for p in sorted((ROOT / "services" / "console").rglob("*.py"))
+           for line, m in _imports(p) if _package(m) not in (None, "common", "console")
+           # nor a datastore: it reaches data only through the services' rpcs, with the caller's key
+           or m.split(".")[0] in ("sqlalchemy", "asyncpg", "redis")]
+    assert not bad, bad
+
+
+def test_no_service_imports_the_console() -> None:
+    bad = [f"{p.relative_to(ROOT)}:{line} imports {m}"
+           for service in (*SERVICES, "common")
+           for p in sorted((ROOT / "services" / service).rglob("*.py"))
+           for line, m in _imports(p) if _package(m) == "console"]
     assert not bad, bad
 
 

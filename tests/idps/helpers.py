@@ -95,13 +95,6 @@ class Reader:
             assert m.kind == pb.IncidentMessage.KIND_NEW, m
             out.append(m)
 
-    async def nothing_for(self, seconds: float) -> None:
-        try:
-            m = await self.next(seconds)
-        except TimeoutError:
-            return
-        raise AssertionError(f"unexpected message {m}")
-
     def cancel(self) -> None:
         self.call.cancel()
         self.pump.cancel()

@@ -6,6 +6,7 @@ is done by the test."""
 
 from __future__ import annotations
 
+import pytest
 from v2x.idps.v1 import idps_pb2 as pb
 
 from tests.conftest import Keys
@@ -19,6 +20,7 @@ from tests.roadside.test_service import SCENE, configure, recent_start, stopper
 K = pb.IncidentMessage
 
 
+@pytest.mark.slow  # ~12 s: 45 frames through the whole roadside pipeline
 async def test_a_vehicle_stopped_in_a_camera_zone_reaches_a_police_console_with_the_camera_as_source(
         stub: Stub, sim_stub: RoadsideStub, keys: Keys, unique: str) -> None:  # noqa: F811 (fixture)
     camera_id = f"cam-{unique}"

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
+from redis.asyncio import Redis
 from v2x.common.v1 import common_pb2 as cpb
 from v2x.idps.v1 import idps_pb2 as pb
 from v2x.parking.v1 import parking_pb2 as ppb
 from v2x.roadside.v1 import roadside_pb2 as rpb
 
+from services.common.redis_streams import stream_id
 from services.common.runtime import Resources
 from services.idps.roadside import EVENTS_STREAM, GROUP, REJECTED_STREAM
 from tests.conftest import Keys
 from tests.idps.conftest import Stub
 from tests.idps.helpers import JPEG, circle, subscribe, ts
+from tests.waiting import assert_eventually
 
 Point = tuple[float, float]
 
@@ -34,12 +36,27 @@ async def incidents_at(stub: Stub, keys: Keys, point: Point) -> list[pb.Incident
 
 
 async def wait_for(stub: Stub, keys: Keys, point: Point, sources: int) -> pb.Incident:
-    for _ in range(100):
+    found: list[pb.Incident] = []
+
+    async def there() -> bool:
+        nonlocal found
         found = await incidents_at(stub, keys, point)
-        if found and found[0].source_count >= sources:
-            return found[0]
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no incident with {sources} sources at {point}: {found}")
+        return bool(found) and found[0].source_count >= sources
+
+    await assert_eventually(there, f"an incident with {sources} sources at {point}")
+    return found[0]
+
+
+async def acknowledged(redis: Redis, entry_id: bytes | str) -> None:
+    """Returns once IDPS has read the events stream up to `entry_id` and acknowledged all it read (after the commit
+    of each: see below)."""
+
+    async def done() -> bool:
+        groups = await redis.xinfo_groups(EVENTS_STREAM)
+        last = next(g["last-delivered-id"] for g in groups if g["name"] in (GROUP, GROUP.encode()))
+        return stream_id(last) >= stream_id(entry_id) and (await redis.xpending(EVENTS_STREAM, GROUP))["pending"] == 0
+
+    await assert_eventually(done, f"the events stream acknowledged up to {entry_id!r}")
 
 
 async def test_a_camera_event_on_the_roadside_stream_becomes_an_incident_on_the_consoles(
@@ -62,12 +79,11 @@ async def test_entries_are_acknowledged_after_the_commit(stub: Stub, keys: Keys,
                                                          idps_resources: Resources) -> None:
     await idps_resources.redis.xadd(EVENTS_STREAM, {"event": event(site).SerializeToString()})
     await wait_for(stub, keys, site, 1)
-    for _ in range(50):
-        pending = await idps_resources.redis.xpending(EVENTS_STREAM, GROUP)
-        if pending["pending"] == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert pending["pending"] == 0
+
+    async def none_pending() -> bool:
+        return bool((await idps_resources.redis.xpending(EVENTS_STREAM, GROUP))["pending"] == 0)
+
+    await assert_eventually(none_pending, "no entry pending")
 
 
 async def test_a_redelivered_event_is_not_a_second_source(stub: Stub, keys: Keys, site: Point,
@@ -78,9 +94,9 @@ async def test_a_redelivered_event_is_not_a_second_source(stub: Stub, keys: Keys
     # As after a crash between the commit and the XACK: the same event comes again.
     await idps_resources.redis.xadd(EVENTS_STREAM, {"event": e.SerializeToString()})
     second = event(site, camera="cam-10")
-    await idps_resources.redis.xadd(EVENTS_STREAM, {"event": second.SerializeToString()})
+    last = await idps_resources.redis.xadd(EVENTS_STREAM, {"event": second.SerializeToString()})
     incident = await wait_for(stub, keys, site, 2)
-    await asyncio.sleep(0.2)
+    await acknowledged(idps_resources.redis, last)  # the redelivered one, before it, too
     incident = (await incidents_at(stub, keys, site))[0]
     assert incident.source_count == 2 and incident.version == 2
 
@@ -90,11 +106,7 @@ async def test_a_malformed_entry_is_acknowledged_and_set_aside(idps_resources: R
     bad = event(site)
     bad.position.lat = 123.0
     await idps_resources.redis.xadd(EVENTS_STREAM, {"event": b"\xff\x00 not a protobuf"})
-    await idps_resources.redis.xadd(EVENTS_STREAM, {"event": bad.SerializeToString()})
-    for _ in range(100):
-        if await idps_resources.redis.xlen(REJECTED_STREAM) >= before + 2:
-            break
-        await asyncio.sleep(0.05)
+    last = await idps_resources.redis.xadd(EVENTS_STREAM, {"event": bad.SerializeToString()})
+    await acknowledged(idps_resources.redis, last)
     assert await idps_resources.redis.xlen(REJECTED_STREAM) == before + 2
-    await asyncio.sleep(0.1)
     assert (await idps_resources.redis.xpending(EVENTS_STREAM, GROUP))["pending"] == 0

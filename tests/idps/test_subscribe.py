@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -19,6 +20,7 @@ from services.idps.store import IdpsStore
 from tests.conftest import Keys
 from tests.idps.conftest import Stub
 from tests.idps.helpers import circle, offset, report, subscribe
+from tests.waiting import assert_eventually
 
 Point = tuple[float, float]
 K = pb.IncidentMessage
@@ -56,7 +58,7 @@ async def test_filters_by_area_type_severity_and_status(stub: Stub, keys: Keys, 
     await stub.ReportEvent(report(offset(site, 500, 0), type=pb.EVENT_TYPE_ROADWORKS),
                            metadata=keys.md(keys.police))  # another type
     minor = await stub.ReportEvent(report(site), metadata=keys.md(keys.police))  # MINOR
-    await console.nothing_for(0.5)
+    # Nothing for these: the stream is in order, so what the console gets next (below) would come after them.
     # Blocking a lane makes it MAJOR: it now matches (NEW); confirming it leaves the status filter (END).
     await stub.UpdateIncident(pb.UpdateIncidentRequest(
         incident_id=minor.incident_id, lane_impacts=[pb.LaneImpact(lane_id="L1", state=pb.LANE_STATE_BLOCKED)]),
@@ -101,7 +103,7 @@ async def test_reconnecting_with_the_last_cursor_replays_exactly_what_was_missed
                                  (K.KIND_UPDATE, a.incident_id, 3), (K.KIND_END, b.incident_id, 2)]
     caught_up = await back.next(heartbeats=True)
     assert caught_up.kind == K.KIND_HEARTBEAT and caught_up.cursor >= replayed[-1].cursor
-    await back.nothing_for(0.3)  # no duplicate
+    # No duplicate: one would come before the next change's message (the stream is in order).
     c = await stub.ReportEvent(report(offset(site, -600, 0), type=pb.EVENT_TYPE_ICY), metadata=keys.md(keys.police))
     assert summary([await back.next()]) == [(K.KIND_NEW, c.incident_id, 1)]
     assert summary([await watcher.next()]) == [(K.KIND_NEW, c.incident_id, 1)]
@@ -164,19 +166,19 @@ async def test_a_slow_console_gets_a_resync_and_never_slows_the_others(idps_reso
     fast_messages: list[pb.IncidentMessage] = []
     stop = asyncio.Event()
     fast_task = asyncio.create_task(_collect(fast, fast_messages, stop))
+
+    def fast_got(n: int) -> bool:
+        return sum(1 for m in fast_messages if m.incident.id.startswith("ISLOW")) >= n
+
     try:
-        await asyncio.sleep(0.2)
+        await assert_eventually(lambda: K.KIND_SNAPSHOT_END in [m.kind for m in fast_messages], "the fast console live")
         now = datetime.now(UTC)
         fake = [Incident(f"ISLOW{site[0]:.6f}-{i}", pb.EVENT_TYPE_FOG, pb.INCIDENT_STATUS_REPORTED, pb.SEVERITY_MINOR,
                          site[0], site[1], 0.5, now, now, now, now) for i in range(40)]
         for k, inc in enumerate(fake):  # bursts of 5: the fast console keeps up, the slow one has 40 waiting
             await feed.publish([Change(inc, None)])
             if k % 5 == 4:
-                await asyncio.sleep(0.05)
-        for _ in range(50):
-            if sum(1 for m in fast_messages if m.incident.id.startswith("ISLOW")) == 40:
-                break
-            await asyncio.sleep(0.05)
+                await assert_eventually(functools.partial(fast_got, k + 1), "the fast console to keep up")
         ours = [m for m in fast_messages if m.incident.id.startswith("ISLOW")]
         assert [m.incident.id for m in ours] == [i.id for i in fake] and {m.kind for m in ours} == {K.KIND_NEW}
         kinds = []

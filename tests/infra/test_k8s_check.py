@@ -32,6 +32,7 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
+@pytest.mark.slow  # kubectl renders every overlay and each is validated against the schemas: ~11 s
 def test_every_overlay_renders_and_validates_against_the_kubernetes_schemas() -> None:
     out = run_check()
     assert out.returncode == 0, out.stdout + out.stderr

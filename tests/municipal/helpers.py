@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -94,3 +95,24 @@ async def insert_on(conn: AsyncConnection, rows: Sequence[Row]) -> list[int]:
 async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 20.0, every: float = 0.05,
                      what: str = "condition") -> None:
     await assert_eventually(check, what, within_s, every)
+
+
+def _counted(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def polled_idle(destination: str, times: int = 2) -> None:
+    """Returns once the lane has read the outbox `times` more times and found nothing to send: from the second on,
+    each of those reads began after this call, so whatever was committed before it has been looked at."""
+    labels = {"destination": destination}
+    start = _counted("v2x_municipal_idle_polls_total", labels)
+    await assert_eventually(lambda: _counted("v2x_municipal_idle_polls_total", labels) >= start + times,
+                            f"{times} more idle polls of {destination}")
+
+
+async def answered(destination: str, status: int, times: int = 2) -> None:
+    """Returns once the destination has answered `times` more requests with `status`."""
+    labels = {"destination": destination, "status": str(status)}
+    start = _counted("v2x_municipal_requests_total", labels)
+    await assert_eventually(lambda: _counted("v2x_municipal_requests_total", labels) >= start + times,
+                            f"{times} more HTTP {status} answers from {destination}")

@@ -25,6 +25,7 @@ from tests.conftest import Keys
 from tests.municipal.conftest import Adapter, StartAdapter, admin_get, destination, set_faults
 from tests.municipal.helpers import (
     SECRET,
+    answered,
     charger_status,
     eventually,
     insert,
@@ -32,6 +33,7 @@ from tests.municipal.helpers import (
     lot_dynamic,
     lot_static,
     passage,
+    polled_idle,
     spot_status,
 )
 from tests.parking.helpers import ts
@@ -73,7 +75,6 @@ async def test_server_errors_are_retried_until_every_record_arrives(
     state = await admin_get(emulator, "/_admin/state")
     assert state["unique_records"] == len(ids)
     assert state["stats"]["injected_500"] > 0 and state["stats"]["duplicates"] > 0
-    await asyncio.sleep(0)
 
 
 # ----- helpers ------------------------------------------------------------------------------------------------
@@ -232,7 +233,11 @@ async def test_lag_counts_waiting_records_and_their_age_per_destination(
     t0 = time.time()
     ids = await insert(resources.engine, [("lot_dynamic", f"G{unique}", lot_dynamic(f"G{unique}", i))
                                           for i in range(1, 31)])
-    await asyncio.sleep(1.0)
+
+    async def a_second_old() -> bool:
+        return (await status_of(a, paused.name)).lag_s >= 1.0
+
+    await eventually(a_second_old, what="the oldest waiting record a second old")
     s = await status_of(a, paused.name)
     assert s.paused and s.pause_reason == "maintenance window"
     assert s.lag_records == 30 and 1.0 <= s.lag_s <= time.time() - t0 + 0.5
@@ -251,8 +256,7 @@ async def test_replay_sends_again_every_record_since_a_time_without_counting_it_
     a = await start_adapter(destination(emulator))
     lot = f"P{unique}"
     await insert(resources.engine, [("lot_static", lot, lot_static(lot))])
-    await asyncio.sleep(0.05)
-    since = datetime.now(UTC)
+    since = datetime.now(UTC)  # after the static row's commit, before the dynamic rows' transaction
     await insert(resources.engine, [("lot_dynamic", lot, lot_dynamic(lot, i)) for i in range(1, 11)])
     s = await caught_up(a)
     assert emulator.platform.stats.duplicates == 0
@@ -312,7 +316,7 @@ async def test_a_row_of_a_transaction_that_commits_late_is_not_skipped(
         (early,) = await insert_on(slow, [("lot_dynamic", lot_a, lot_dynamic(lot_a, 1))])  # lower id, still open
         (late,) = await insert(resources.engine, [("lot_dynamic", lot_b, lot_dynamic(lot_b, 1))])  # committed
         assert early < late
-        await asyncio.sleep(0.5)
+        await polled_idle(a.name)
         # A drain by id would have sent `late` and moved past `early`; this one waits for the open transaction.
         assert not emulator.platform.seen and (await status_of(a)).lag_records == 1
         await slow.commit()
@@ -354,7 +358,7 @@ async def test_each_destination_gets_every_change_in_its_own_profile(
                                           ("charger_status", f"CS{unique}", charger_status(f"CS{unique}", "C1"))])
     for d in dests:
         await caught_up(a, d.name)
-    for d, carried in zip(dests, (ids, ids[:3], [*ids[:3], ids[4]]), strict=True):
+    for d, carried in zip(dests, (ids, [*ids[:3], ids[4]], [*ids[:3], ids[4]]), strict=True):
         assert set(emulator.platform.seen) >= {idempotency_key(d.name, i) for i in carried}
         assert not {idempotency_key(d.name, i) for i in set(ids) - set(carried)} & set(emulator.platform.seen)
     assert emulator.platform.stats.rejected == 0
@@ -372,13 +376,19 @@ async def test_a_destination_is_held_to_its_rate_limit(
     assert (await status_of(a)).rate_limit_rps == 100
 
 
-async def test_only_administrators_may_call_the_admin_service(
+async def test_only_administrators_may_call_the_admin_service_and_the_police_read_its_status(
         emulator: RunningEmulator, start_adapter: StartAdapter, keys: Keys) -> None:
     a = await start_adapter(destination(emulator))
     for key in (keys.driver, keys.op_a, keys.platform):
         with pytest.raises(aio.AioRpcError) as err:
             await a.stub.GetStatus(pb.GetStatusRequest(), metadata=keys.md(key))
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # The police console shows the delivery lag; the police change nothing.
+    assert a.name in [d.destination for d in (await a.stub.GetStatus(pb.GetStatusRequest(),
+                                                                      metadata=keys.md(keys.police))).destinations]
+    with pytest.raises(aio.AioRpcError) as err:
+        await a.stub.Pause(pb.PauseRequest(destination=a.name), metadata=keys.md(keys.police))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     with pytest.raises(aio.AioRpcError) as err:
         await a.stub.Pause(pb.PauseRequest(destination="nowhere"), metadata=a.md)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -514,7 +524,7 @@ async def test_a_batch_that_keeps_failing_holds_the_cursor_while_the_rest_of_its
             return sum(len(platform.arrived.get(lot, [])) == 10 for lot in lots) == len(lots) - 2
 
         await eventually(others_arrived, what="the other batches of the chunk")
-        await asyncio.sleep(0.3)
+        await answered(a.name, 503)  # the stuck batch was refused again since
         s = await status_of(a)
         assert stuck not in platform.arrived and s.cursor < min(ids) and s.lag_records == len(ids)
         assert s.HasField("last_error") and "503" in s.last_error.message

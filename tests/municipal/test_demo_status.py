@@ -72,6 +72,7 @@ async def paused_backlog(a: Adapter, resources: Resources, lot: str, n: int) -> 
 # ----- v2x municipal-status -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_status_command_shows_the_backlog_of_a_paused_destination_then_zero_once_delivered(
         resources: Resources, emulator: RunningEmulator, start_adapter: StartAdapter, keys: Keys, unique: str,
         tmp_path: Path) -> None:

@@ -164,32 +164,73 @@ def _datex(docs: list[Any]) -> ET.Element:
     return ET.fromstring(profile("datex2_xml").body(docs))
 
 
-def test_datex2_site_status_is_well_formed_with_vacant_spaces_and_status() -> None:
+def test_datex2_place_status_is_one_payload_with_occupancy_status_and_delivery_facts() -> None:
     p = profile("datex2_xml")
     root = _datex([render(p, record("lot_dynamic", "L1", lot_dynamic("L1", 3, 0, status="SITE_STATUS_FULL"),
                                     id_=9))])
-    rec = root.find("v2x:record", NAMESPACES)
-    assert rec is not None and rec.get("idempotencyKey") == idempotency_key("city", 9)
-    status = rec.find(".//prk:parkingRecordStatus", NAMESPACES)
-    assert status is not None
-    assert status.findtext("prk:parkingSiteStatus", namespaces=NAMESPACES) == "full"
-    assert status.findtext(".//prk:parkingNumberOfVacantSpaces", namespaces=NAMESPACES) == "12"
-    assert status.findtext(".//prk:parkingNumberOfSpacesOverride", namespaces=NAMESPACES) == "346"
+    assert root.tag == f"{{{NAMESPACES['d2']}}}payload"
+    assert root.get(f"{{{NAMESPACES['xsi']}}}type") == "prk:ParkingStatusPublication"
+    status = root.find("prk:parkingStatusInformation", NAMESPACES)
+    assert status is not None and status.get(f"{{{NAMESPACES['xsi']}}}type") == "prk:PlaceStatus"
+    assert status.findtext("prk:status", namespaces=NAMESPACES) == "full"
+    assert status.findtext("fac:openingStatus", namespaces=NAMESPACES) == "open"
+    assert status.findtext("prk:occupancy/prk:numberOfVacantSpaces", namespaces=NAMESPACES) == "12"
+    assert status.findtext("prk:occupancy/prk:numberOfSpacesOverride", namespaces=NAMESPACES) == "346"
+    delivery = status.find(".//v2x:delivery", NAMESPACES)
+    assert delivery is not None and delivery.get("idempotencyKey") == idempotency_key("city", 9)
 
 
-def test_datex2_table_carries_name_location_and_escapes_text() -> None:
+def test_datex2_says_closed_and_full_at_entrance_the_standards_way() -> None:
+    p = profile("datex2_xml")
+    closed = _datex([render(p, record("lot_dynamic", "L1", lot_dynamic("L1", 3, status="SITE_STATUS_CLOSED")))])
+    assert closed.findtext(".//fac:openingStatus", namespaces=NAMESPACES) == "closed"
+    assert closed.find(".//prk:status", NAMESPACES) is None  # ParkingPlaceStatusEnum has no closed
+    at_entrance = _datex([render(p, record("lot_dynamic", "L1",
+                                           lot_dynamic("L1", 3, status="SITE_STATUS_FULL_AT_ENTRANCE")))])
+    assert at_entrance.findtext(".//prk:status", namespaces=NAMESPACES) == "fullAtEntrance"
+    spots = _datex([render(p, record("spot_status", "L1", spot_status("L1", s, st)))
+                    for s, st in (("S1", "SPOT_STATUS_FREE"), ("S2", "SPOT_STATUS_CLOSED"))])
+    free, shut = spots.findall("prk:parkingStatusInformation", NAMESPACES)
+    assert free.findtext("prk:occupied", namespaces=NAMESPACES) == "false"
+    assert shut.find("prk:occupied", NAMESPACES) is None
+    assert shut.findtext("fac:openingStatus", namespaces=NAMESPACES) == "closed"
+
+
+def test_datex2_table_carries_name_location_supply_hours_rates_and_escapes_text() -> None:
     p = profile("datex2_xml")
     root = _datex([render(p, record("lot_static", "L1", lot_static("L1", name="A & B <停车场>")))])
-    assert root.findtext(".//prk:parkingName//com:value", namespaces=NAMESPACES) == "A & B <停车场>"
-    assert root.findtext(".//loc:latitude", namespaces=NAMESPACES) == "31.4"
-    assert root.findtext(".//prk:occupancyDetectionType", namespaces=NAMESPACES) == "balancing"
+    assert root.get(f"{{{NAMESPACES['xsi']}}}type") == "prk:ParkingTablePublication"
+    place = root.find("prk:parkingTable/prk:hierarchyElementGeneral", NAMESPACES)
+    assert place is not None and place.get("id") == "L1"
+    assert place.findtext("fac:name//com:value", namespaces=NAMESPACES) == "A & B <停车场>"
+    assert place.findtext(".//loc:latitude", namespaces=NAMESPACES) == "31.4"
+    assert place.findtext("prk:supply/prk:quantity", namespaces=NAMESPACES) == "346"
+    assert place.findtext(".//prk:occupancyDetection", namespaces=NAMESPACES) == "balancing"
+    assert place.findtext(".//com:startTimeOfPeriod", namespaces=NAMESPACES) == "07:00:00"
+    assert len(place.findall(".//com:applicableDay", NAMESPACES)) == 7
+    values = [v.text for v in place.findall("fac:rates//fac:value", NAMESPACES)]
+    assert values == ["0.00", "10.00", "5.00"]  # 15 free minutes, the first hour, each further hour
 
 
-def test_datex2_does_not_carry_passages_or_chargers() -> None:
+def test_datex2_charger_status_is_an_energy_infrastructure_status() -> None:
     p = profile("datex2_xml")
-    for rec in (record("passage", "L1", passage("L1", "P1")), record("charger_status", "S", charger_status("S", "C"))):
-        with pytest.raises(NotCarried):
-            p.render(rec, "k")
+    root = _datex([render(p, record("charger_status", "ST1", charger_status("ST1", "C1")))])
+    assert root.get(f"{{{NAMESPACES['xsi']}}}type") == "egi:EnergyInfrastructureStatusPublication"
+    point = root.find(".//egi:refillPointStatus", NAMESPACES)
+    assert point is not None and point.findtext("egi:status", namespaces=NAMESPACES) == "charging"
+    ref = point.find("fac:reference", NAMESPACES)
+    assert ref is not None and ref.get("id") == "ST1:C1"
+
+
+def test_datex2_never_mixes_publications_in_one_payload_nor_carries_passages() -> None:
+    p = profile("datex2_xml")
+    table = render(p, record("lot_static", "L1", lot_static("L1")))
+    status = render(p, record("lot_dynamic", "L1", lot_dynamic("L1", 1)))
+    with pytest.raises(ValueError, match="one publication"):
+        p.body([table, status])
+    assert p.publication("lot_static") != p.publication("lot_dynamic") == p.publication("spot_status")
+    with pytest.raises(NotCarried):
+        p.render(record("passage", "L1", passage("L1", "P1")), "k")
 
 
 # ----- NGSI-LD ---------------------------------------------------------------------------------------------------
@@ -202,7 +243,9 @@ def test_ngsi_ld_lots_are_off_or_on_street_parking_with_geojson_locations() -> N
     assert garage["id"] == "urn:ngsi-ld:OffStreetParking:L1" and garage["type"] == "OffStreetParking"
     assert garage["location"]["value"] == {"type": "Point", "coordinates": [121.49, 31.4]}
     assert street["type"] == "OnStreetParking"
-    assert garage["v2xDelivery"]["value"]["recordType"] == "lot_static"
+    assert garage["v2xDelivery"]["value"][0]["recordType"] == "lot_static"
+    assert "onStreet" not in street["category"]["value"]  # not a category of OnStreetParking
+    assert street["location"]["value"]["type"] == "Point"
 
 
 def test_ngsi_ld_availability_follows_the_lot_type_and_carries_observed_at() -> None:
@@ -215,14 +258,48 @@ def test_ngsi_ld_availability_follows_the_lot_type_and_carries_observed_at() -> 
 
 def test_ngsi_ld_spot_and_charger_entities() -> None:
     p = profile("ngsi_ld")
-    spot = render(p, record("spot_status", "L1", spot_status("L1", "S1")))
+    ctx = RenderContext({"L1": "LOT_KIND_GARAGE"}, {"L1": {"type": "Point", "coordinates": [121.49, 31.4]}})
+    spot = render(p, record("spot_status", "L1", spot_status("L1", "S1")), ctx)
     assert spot["type"] == "ParkingSpot" and spot["status"]["value"] == "occupied"
     assert spot["refParkingSite"]["object"] == "urn:ngsi-ld:OffStreetParking:L1"
+    assert spot["location"]["value"]["coordinates"] == [121.49, 31.4]  # the lot's, when the berth has none
+    berth = render(p, record("spot_status", "L1", {**spot_status("L1", "S2"), "lat": 31.41, "lon": 121.5}), ctx)
+    assert berth["location"]["value"]["coordinates"] == [121.5, 31.41]
     station = render(p, record("charger_status", "ST1", charger_status("ST1", "C1")))
-    assert station["type"] == "EVChargingStation"
-    assert station["connectorStatus"]["value"] == "Charging"
-    assert station["connectorStatus"]["datasetId"] == "urn:ngsi-ld:Dataset:C1"
+    assert station["type"] == "EVChargingStation" and station["id"] == "urn:ngsi-ld:EVChargingStation:ST1:C1"
+    assert station["v2xConnectorStatus"]["value"] == "Charging" and station["status"]["value"] == "working"
+    assert (station["capacity"]["value"], station["availableCapacity"]["value"]) == (1, 0)
+    assert station["socketType"]["value"] and station["allowedVehicleType"]["value"] == ["car"]
     assert isinstance(json.loads(p.body([spot, station])), list)
+
+
+def test_ngsi_ld_occupancy_is_a_fragment_with_the_lots_location_and_the_models_status() -> None:
+    p = profile("ngsi_ld")
+    ctx = RenderContext({"L1": "LOT_KIND_GARAGE"}, {"L1": {"type": "Point", "coordinates": [121.49, 31.4]}})
+    full = render(p, record("lot_dynamic", "L1", lot_dynamic("L1", 1, status="SITE_STATUS_FULL_AT_ENTRANCE")), ctx)
+    assert full["status"]["value"] == ["fullAtEntrance"] and full["location"]["value"]["type"] == "Point"
+    assert "name" not in full  # an update fragment: the broker keeps the rest (?options=update)
+    unknown = render(p, record("lot_dynamic", "L1", lot_dynamic("L1", 2, status="SITE_STATUS_UNKNOWN")), ctx)
+    assert unknown["status"]["value"] == ["openingTimesInForce"]
+    assert p.request_url("http://b/ngsi-ld/v1/entityOperations/upsert") == (
+        "http://b/ngsi-ld/v1/entityOperations/upsert?options=update")
+    assert p.request_url("http://b/u?options=replace&x=1") == "http://b/u?x=1&options=update"
+
+
+def test_ngsi_ld_merges_the_records_of_one_entity_in_a_batch_into_one_fragment() -> None:
+    p = profile("ngsi_ld")
+    ctx = RenderContext({"L1": "LOT_KIND_GARAGE"})
+    docs = [render(p, record("lot_static", "L1", lot_static("L1"), id_=1), ctx),
+            render(p, record("lot_dynamic", "L1", lot_dynamic("L1", 1, 100), id_=2), ctx),
+            render(p, record("spot_status", "L1", spot_status("L1", "S1"), id_=3), ctx),
+            render(p, record("lot_dynamic", "L1", lot_dynamic("L1", 2, 90), id_=4), ctx)]
+    body = p.body_of([p.wire(d) for d in docs])
+    entities = json.loads(body)
+    assert [e["id"] for e in entities] == ["urn:ngsi-ld:OffStreetParking:L1", "urn:ngsi-ld:ParkingSpot:L1:S1"]
+    lot = entities[0]
+    assert lot["name"]["value"] and lot["availableSpotNumber"]["value"] == 102  # the later record's count
+    assert [d["sequence"] for d in lot["v2xDelivery"]["value"]] == [1, 2, 4]
+    assert body == p.body(docs)
 
 
 # ----- the vocabulary tables ------------------------------------------------------------------------------------
@@ -233,16 +310,19 @@ def _names(enum: Any) -> set[str]:
 
 
 @pytest.mark.parametrize(("table", "enum"), [
-    (vocab.MUNICIPAL_PARK_TYPE, parking_pb2.LotKind), (vocab.DATEX_SITE_TYPE, parking_pb2.LotKind),
+    (vocab.MUNICIPAL_PARK_TYPE, parking_pb2.LotKind), (vocab.DATEX_LAYOUT, parking_pb2.LotKind),
     (vocab.NGSI_LOT_TYPE, parking_pb2.LotKind), (vocab.NGSI_LOT_CATEGORY, parking_pb2.LotKind),
     (vocab.MUNICIPAL_DETECTION, parking_pb2.DetectionType), (vocab.STANDARD_DETECTION, parking_pb2.DetectionType),
-    (vocab.MUNICIPAL_PARK_STATUS, parking_pb2.SiteStatus), (vocab.DATEX_SITE_STATUS, parking_pb2.SiteStatus),
+    (vocab.DATEX_DETECTION, parking_pb2.DetectionType), (vocab.DATEX_OPENING_STATUS, parking_pb2.SiteStatus),
+    (vocab.MUNICIPAL_PARK_STATUS, parking_pb2.SiteStatus),
     (vocab.NGSI_SITE_STATUS, parking_pb2.SiteStatus), (vocab.MUNICIPAL_BERTH_STATUS, parking_pb2.SpotStatus),
-    (vocab.DATEX_SPACE_STATUS, parking_pb2.SpotStatus), (vocab.NGSI_SPOT_STATUS, parking_pb2.SpotStatus),
+    (vocab.NGSI_SPOT_STATUS, parking_pb2.SpotStatus),
+    ({**vocab.DATEX_SPACE_OCCUPIED, **vocab.DATEX_SPACE_OPENING_STATUS}, parking_pb2.SpotStatus),
     (vocab.MUNICIPAL_DIRECTION, parking_pb2.PassageDirection),
     (vocab.MUNICIPAL_PLATE_COLOUR, parking_pb2.PlateColour),
     (vocab.MUNICIPAL_CONNECTOR_STATUS, charging_pb2.ConnectorStatus),
     (vocab.NGSI_CONNECTOR_STATUS, charging_pb2.ConnectorStatus),
+    (vocab.DATEX_REFILL_POINT_STATUS, charging_pb2.ConnectorStatus),
 ])
 def test_every_mapping_table_covers_every_value_of_its_enum(table: Any, enum: Any) -> None:
     assert set(table) == _names(enum)

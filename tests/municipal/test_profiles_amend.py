@@ -97,7 +97,7 @@ def test_datex2_renders_a_lot_with_piles_without_carrying_them() -> None:
     p = profile("datex2_xml")
     body = p.body([render(p, record("lot_static", "L1", piled(4, 12)))])
     root = ET.fromstring(body)
-    assert root.findtext(".//prk:parkingNumberOfSpaces", namespaces=NAMESPACES) == "346"
+    assert root.findtext(".//prk:supply/prk:quantity", namespaces=NAMESPACES) == "346"
     assert b"Pile" not in body and b"pile" not in body
 
 

@@ -627,15 +627,18 @@ async def test_stream_message_over_4mb_ends_that_stream_only(stub: Stub, keys: K
     huge.report_id = "r" * 10_000_000
     md = keys.md(keys.op_a)
 
+    first_acked = asyncio.Event()
+
     async def feed() -> AsyncIterator[pb.OccupancyReportBatch]:
         yield batch(report(lot_id, 1, general=20))
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(first_acked.wait(), 20)
         yield batch(huge)
 
     acks: list[pb.OccupancyAck] = []
     with pytest.raises(aio.AioRpcError) as err:
         async for message in stub.StreamOccupancy(feed(), metadata=md):
             acks.extend(message.acks)
+            first_acked.set()
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert [a.result for a in acks] == [pb.ACK_RESULT_ACCEPTED]
 

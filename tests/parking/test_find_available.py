@@ -17,6 +17,8 @@ from v2x.common.v1 import common_pb2 as cpb
 from v2x.parking.v1 import parking_pb2 as pb
 from v2x.parking.v1.parking_pb2_grpc import ParkingServiceStub
 
+from services.common import fast_paths
+from services.common.fast_paths import FastPath
 from services.common.geo import haversine_m
 from services.common.runtime import Resources
 from services.parking import convert
@@ -418,4 +420,33 @@ async def test_the_index_answers_exactly_what_postgis_answers(resources: Resourc
         answered += bool(from_postgis.lots)
     # The comparison means something only if many answers list lots (how many depends on the random set and on the
     # hour, which opens and closes lots).
+    assert answered >= 10
+
+
+async def test_the_fast_paths_answer_what_the_plain_paths_answer(resources: Resources, small: SmallSet) -> None:
+    """FastPath.DRIVER_READS and SPLICED_ANSWERS: PostGIS answers read through the driver or through
+    SQLAlchemy, and index answers spliced or built (from an index loaded either way), are the same."""
+    store = ParkingStore(resources.engine)
+    fast_index, plain_index = LotIndex(store), LotIndex(store)
+    await fast_index.load()
+    with fast_paths.plain(*FastPath):
+        await plain_index.load()
+    rng = random.Random(6)
+    answered = 0
+    for _ in range(30):
+        q = FindQuery(small.lat + rng.uniform(-0.01, 0.01), small.lon + rng.uniform(-0.01, 0.01),
+                      rng.choice([300.0, 900.0, 2500.0]), rng.choice([1, 5, 20, 200]),
+                      rng.choice([SpaceClass.GENERAL, SpaceClass.EV]), rng.choice([0, 0, 1, 5, 30]),
+                      sorted(set(rng.sample(KINDS, rng.randint(0, 2)))), rng.random() < 0.5,
+                      rng.choice([0, 0, 500, 900]))
+        now = datetime.now(UTC)
+        fast_views = await store.find_available(q, now)
+        fast_answer = fast_index.find(q, now)
+        with fast_paths.plain(*FastPath):
+            plain_views = await store.find_available(q, now)
+            plain_answer = plain_index.find(q, now)
+        assert plain_views == fast_views, q
+        assert fast_answer is not None and plain_answer is not None
+        assert pb.FindAvailableResponse.FromString(fast_answer) == pb.FindAvailableResponse.FromString(plain_answer)
+        answered += bool(fast_views)
     assert answered >= 10

@@ -8,16 +8,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 from v2x.parking.v1 import parking_pb2 as pb
 
-from services.common.config import Settings
-from services.common.errors import DomainError
 from services.common.runtime import Resources
-from services.parking import convert
 from services.parking.availability import TREND_MIN_SPAN_S, TREND_THRESHOLD, trend
 from services.parking.servicer import MAX_BATCH
 from tests.conftest import Keys
@@ -100,49 +96,7 @@ async def test_messages_queued_during_a_commit_share_the_next_transaction(stub: 
     assert txs < 20  # messages that waited were committed together, not one transaction each
 
 
-# ----- the fast paths agree with the general ones ----------------------------------------------
-
-_SETTINGS = Settings.from_env({"DATABASE_URL": "postgresql://u@localhost/db", "REDIS_URL": "redis://localhost"})
-_NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
-
-_reports = st.builds(
-    lambda lot_id, seq, seconds, nanos, counts, closed, full, report_id, spots: _report(
-        lot_id, seq, seconds, nanos, counts, closed, full, report_id, spots),
-    st.sampled_from(["L1", "BENCH-G000001", "", "bad id", "x" * 65, "a\n"]),
-    st.integers(-2, 3),
-    st.sampled_from([0, 1, 946_684_799, 946_684_800, int(_NOW.timestamp()) - 5, int(_NOW.timestamp()) + 59,
-                     int(_NOW.timestamp()) + 60, int(_NOW.timestamp()) + 61, 253_402_300_800]),
-    st.sampled_from([0, 1, 999_999_999, 500_000_000]),
-    st.lists(st.tuples(st.integers(-1, 5), st.integers(-2, 3)), max_size=5),
-    st.booleans(), st.booleans(),
-    st.sampled_from(["", "r1", "x" * 64, "x" * 65, "tab\tok", "nl\n", "é"]),
-    st.lists(st.tuples(st.sampled_from(["S1", "S2", ""]), st.integers(0, 5)), max_size=2),
-)
-
-
-def _report(lot_id: str, seq: int, seconds: int, nanos: int, counts: list[tuple[int, int]], closed: bool,
-            full: bool, report_id: str, spots: list[tuple[str, int]]) -> pb.OccupancyReport:
-    r = pb.OccupancyReport(lot_id=lot_id, sequence=seq, closed=closed, full_at_entrance=full, report_id=report_id,
-                           observed_at=Timestamp(seconds=seconds, nanos=nanos))
-    for space_class, free in counts:
-        r.counts.add(space_class=space_class, free=free)
-    for spot_id, status in spots:
-        r.spots.add(spot_id=spot_id, status=status)
-    return r
-
-
-@settings(max_examples=400, deadline=None)
-@given(_reports)
-def test_the_fast_report_check_accepts_only_what_the_validator_accepts_and_reads_it_the_same(
-        r: pb.OccupancyReport) -> None:
-    fast = convert._plain_report(r, _SETTINGS, _NOW)
-    try:
-        checked = convert._checked_report(r, _SETTINGS, _NOW)
-    except DomainError:
-        assert fast is None
-        return
-    assert fast is None or fast == checked
-
+# ----- the one-pass trend is the least-squares trend ------------------------------------------
 
 def _reference_trend(samples: list[list[float]], total_capacity: int) -> int:
     """The textbook two-pass least squares."""

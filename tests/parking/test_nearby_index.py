@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -25,8 +24,10 @@ from tests.conftest import Keys
 from tests.parking.conftest import NewLot, Stub
 from tests.parking.helpers import free_of, lot, report
 from tests.replicas import following
+from tests.waiting import assert_eventually
 
 WAIT_S = 10.0
+CAUGHT_UP = "the replica's index to catch up"
 
 
 async def _replica(resources: Resources, redis: Redis) -> AsyncIterator[AvailabilityFeed]:
@@ -67,13 +68,6 @@ def _find(feed: AvailabilityFeed, lat: float, lon: float, **kw: object) -> pb.Fi
     return None if answer is None else pb.FindAvailableResponse.FromString(answer)
 
 
-async def _eventually(check: Callable[[], bool]) -> None:
-    deadline = asyncio.get_running_loop().time() + WAIT_S
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "the replica's index never caught up"
-        await asyncio.sleep(0.05)
-
-
 def _lots(feed: AvailabilityFeed, lat: float, lon: float, **kw: object) -> list[pb.LotAvailability]:
     answer = _find(feed, lat, lon, **kw)
     return list(answer.lots) if answer is not None else []
@@ -83,11 +77,11 @@ async def test_a_lot_registered_and_counted_elsewhere_reaches_the_index(stub: St
                                                                        replica: AvailabilityFeed) -> None:
     lat, lon = _place()
     lot_id = await new_lot(lat=lat, lon=lon)
-    await _eventually(lambda: [x.lot_id for x in _lots(replica, lat, lon)] == [lot_id])
+    await assert_eventually(lambda: [x.lot_id for x in _lots(replica, lat, lon)] == [lot_id], CAUGHT_UP, WAIT_S)
     assert _lots(replica, lat, lon)[0].availability.status == pb.SITE_STATUS_UNKNOWN
     ack = await stub.PushOccupancy(report(lot_id, 1, general=40, ev=3), metadata=keys.md(keys.op_a))
     assert ack.result == pb.ACK_RESULT_ACCEPTED
-    await _eventually(lambda: free_of(_lots(replica, lat, lon)[0].availability) == 40)
+    await assert_eventually(lambda: free_of(_lots(replica, lat, lon)[0].availability) == 40, CAUGHT_UP, WAIT_S)
     served = (await stub.FindAvailable(pb.FindAvailableRequest(
         location=cpb.LatLon(lat=lat, lon=lon), radius_m=1000), metadata=keys.md(keys.driver))).lots
     assert _lots(replica, lat, lon) == list(served)
@@ -98,7 +92,8 @@ async def test_static_edits_elsewhere_reach_the_index(stub: Stub, keys: Keys, ne
     lat, lon = _place()
     lot_id = await new_lot(lat=lat, lon=lon, per_hour_fen=500)
     await stub.PushOccupancy(report(lot_id, 1, general=40), metadata=keys.md(keys.op_a))
-    await _eventually(lambda: [free_of(x.availability) for x in _lots(replica, lat, lon)] == [40])
+    await assert_eventually(lambda: [free_of(x.availability) for x in _lots(replica, lat, lon)] == [40],
+                            CAUGHT_UP, WAIT_S)
     # Moved 600 m north, dearer, and open only from an hour from now: every one of them shows.
     local = datetime.now(UTC) + timedelta(hours=8, minutes=60)
     start = local.hour * 60 + local.minute
@@ -106,7 +101,8 @@ async def test_static_edits_elsewhere_reach_the_index(stub: Stub, keys: Keys, ne
                 always_open=False, periods=[(local.isoweekday(), start, (start + 60) % 1440 or 1440)])
     await stub.UpdateLot(pb.UpdateLotRequest(lot=moved), metadata=keys.md(keys.admin))
     expected = haversine_m(lat, lon, moved.location.lat, moved.location.lon)
-    await _eventually(lambda: [round(x.distance_m) for x in _lots(replica, lat, lon)] == [round(expected)])
+    await assert_eventually(lambda: [round(x.distance_m) for x in _lots(replica, lat, lon)] == [round(expected)],
+                            CAUGHT_UP, WAIT_S)
     assert _lots(replica, lat, lon, max_price_per_hour_fen=1000) == []
     assert [x.lot_id for x in _lots(replica, lat, lon, max_price_per_hour_fen=1500)] == [lot_id]
     assert _lots(replica, lat, lon, open_now=True) == []
@@ -127,7 +123,8 @@ async def test_the_index_reloads_when_the_stream_was_trimmed_past_it(stub: Stub,
     lat, lon = _place()
     lot_id = await new_lot(lat=lat, lon=lon)
     await stub.PushOccupancy(report(lot_id, 1, general=40), metadata=keys.md(keys.op_a))
-    await _eventually(lambda: [free_of(x.availability) for x in _lots(replica, lat, lon)] == [40])
+    await assert_eventually(lambda: [free_of(x.availability) for x in _lots(replica, lat, lon)] == [40],
+                            CAUGHT_UP, WAIT_S)
     await _change_unannounced(resources, lot_id, 7)
     # Entries the replica has not read are trimmed away before it could (one transaction: it cannot).
     async with resources.redis.pipeline(transaction=True) as pipe:
@@ -135,7 +132,8 @@ async def test_the_index_reloads_when_the_stream_was_trimmed_past_it(stub: Stub,
         pipe.xadd(STREAM, {"t": "test"})
         pipe.xtrim(STREAM, maxlen=1, approximate=False)
         await pipe.execute()
-    await _eventually(lambda: [free_of(x.availability) for x in _lots(replica, lat, lon)] == [7])
+    await assert_eventually(lambda: [free_of(x.availability) for x in _lots(replica, lat, lon)] == [7],
+                            CAUGHT_UP, WAIT_S)
 
 
 async def test_the_index_reloads_after_losing_redis(stub: Stub, keys: Keys, new_lot: NewLot, resources: Resources,
@@ -144,14 +142,16 @@ async def test_the_index_reloads_after_losing_redis(stub: Stub, keys: Keys, new_
     lat, lon = _place()
     lot_id = await new_lot(lat=lat, lon=lon)
     await stub.PushOccupancy(report(lot_id, 1, general=40), metadata=keys.md(keys.op_a))
-    await _eventually(lambda: [free_of(x.availability) for x in _lots(replica, lat, lon)] == [40])
+    await assert_eventually(lambda: [free_of(x.availability) for x in _lots(replica, lat, lon)] == [40],
+                            CAUGHT_UP, WAIT_S)
     await _change_unannounced(resources, lot_id, 9)
     # The replica's connections to Redis drop (as in a Redis restart); nobody else's (Redis is shared).
     name = await replica.redis.client_getname()
     for client in await resources.redis.client_list():
         if client["name"] == (name.decode() if isinstance(name, bytes) else name):
             await resources.redis.client_kill_filter(_id=client["id"])
-    await _eventually(lambda: [free_of(x.availability) for x in _lots(replica, lat, lon)] == [9])
+    await assert_eventually(lambda: [free_of(x.availability) for x in _lots(replica, lat, lon)] == [9],
+                            CAUGHT_UP, WAIT_S)
 
 
 async def test_an_unsynced_index_leaves_the_answer_to_postgis(resources: Resources) -> None:

@@ -28,6 +28,7 @@ from services.roadside.detector import BgrImage, Detector, DetectorConfig, model
 from services.roadside.keycolour import KeyColourDetector
 from services.roadside.settings import RoadsideSettings
 from tests.conftest import Keys
+from tests.waiting import assert_eventually
 
 __all__ = ["Stub", "stream"]
 
@@ -126,14 +127,17 @@ async def onnx_service(resources: Resources, int8_path: Path, plate_models: Path
     async with aio.insecure_channel(f"127.0.0.1:{running.server.port}") as channel:
         stub: Stub = RoadsideServiceStub(channel)
         admin = await create_key(resources.engine, "admin", "roadside fixture")
-        for _ in range(600):
+
+        async def loaded() -> bool:
             try:
                 await stub.ReadPlate(probe, metadata=Keys.md(admin.key))
-                break
             except aio.AioRpcError as exc:
                 if "still loading" not in (exc.details() or ""):
                     raise
-                await asyncio.sleep(0.1)
+                return False
+            return True
+
+        await assert_eventually(loaded, "the plate models loaded", within_s=60, every_s=0.1)
     yield running
     await running.stop(0.5)
 

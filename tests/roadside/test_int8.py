@@ -44,6 +44,7 @@ def test_the_int8_model_is_qdq_per_channel_and_says_how_it_was_made(int8_path: P
     ]
 
 
+@pytest.mark.slow  # both detectors over the sample photos: ~23 s
 def test_int8_finds_the_same_vehicles_as_fp32(detector: Detector, int8_detector: Detector) -> None:
     frames = real_photos() + sim_frames(EVALUATION_SEED, 40)
 
@@ -66,6 +67,7 @@ def test_int8_keeps_the_pickup_as_one_vehicle(int8_detector: Detector, load_samp
     assert ix * iy / union >= 0.7
 
 
+@pytest.mark.slow
 def test_the_service_loads_the_model_of_its_precision(int8_path: Path, model_path: Path) -> None:
     int8 = _default_detector("onnx", 1, "int8")
     fp32 = _default_detector("onnx", 1, "fp32")

@@ -36,6 +36,7 @@ def test_reads_the_shanghai_plate_of_the_issue(reader: PlateReader) -> None:
     assert best.confidence > 0.9
 
 
+@pytest.mark.slow
 def test_reads_at_least_18_of_20_random_plates_with_their_colours(reader: PlateReader) -> None:
     rng = random.Random(2026)
     right = 0

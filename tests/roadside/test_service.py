@@ -34,6 +34,7 @@ from tests.conftest import Keys, status_code
 from tests.parking.helpers import lot
 from tests.roadside.conftest import Stub, stream
 from tests.roadside.helpers import sim_frame, sim_frames
+from tests.waiting import assert_eventually
 
 SCENE = Scene()
 
@@ -177,6 +178,7 @@ async def _events(resources: Resources, camera_id: str) -> list[pb.AnalyticsEven
             if fields.get(b"camera") == camera_id.encode()]
 
 
+@pytest.mark.slow
 async def test_a_stop_in_the_zone_reaches_idps_as_exactly_one_903_with_a_snapshot(
         sim_stub: Stub, keys: Keys, resources: Resources, unique: str) -> None:
     camera_id = f"cam-{unique}"
@@ -184,11 +186,14 @@ async def test_a_stop_in_the_zone_reaches_idps_as_exactly_one_903_with_a_snapsho
     frames = sim_frames(SCENE, [stopper()], camera_id, 45, recent_start(45), fps=4)
 
     results = await stream(sim_stub, frames, keys.admin, window=2)
-    for _ in range(50):
+    published: list[pb.AnalyticsEvent] = []
+
+    async def on_the_stream() -> bool:
+        nonlocal published
         published = await _events(resources, camera_id)
-        if published:
-            break
-        await asyncio.sleep(0.05)
+        return bool(published)
+
+    await assert_eventually(on_the_stream, "the event on the Redis stream")
 
     raised = [e for r in results for e in r.events]
     assert [e.type for e in raised] == [pb.ANALYTICS_EVENT_TYPE_STOPPED_VEHICLE]
@@ -203,6 +208,7 @@ async def test_a_stop_in_the_zone_reaches_idps_as_exactly_one_903_with_a_snapsho
     assert sum(d.lane_id == "NB" for d in tracked) > 0.9 * len(tracked)  # the first frames are short of the lane
 
 
+@pytest.mark.slow
 async def test_counts_per_minute_match_the_vehicles_that_crossed(sim_stub: Stub, keys: Keys, unique: str) -> None:
     camera_id = f"cam-{unique}"
     await configure(sim_stub, keys, SCENE.camera(camera_id))
@@ -225,6 +231,7 @@ async def test_counts_per_minute_match_the_vehicles_that_crossed(sim_stub: Stub,
     assert counts.minutes[1].lanes[0].congestion == pb.CONGESTION_LEVEL_UNKNOWN
 
 
+@pytest.mark.slow
 async def test_spot_zones_become_on_street_spot_states_at_parking(
         sim_stub: Stub, keys: Keys, parking_channel: aio.Channel, unique: str) -> None:
     parking = ParkingServiceStub(parking_channel)
@@ -243,12 +250,14 @@ async def test_spot_zones_become_on_street_spot_states_at_parking(
 
     await stream(sim_stub, frames, keys.admin, window=2)
     states: dict[str, int] = {}
-    for _ in range(100):
+
+    async def s1_occupied() -> bool:
+        nonlocal states
         spots = await parking.ListSpots(ppb.ListSpotsRequest(lot_id=lot_id), metadata=keys.md(keys.op_a))
         states = {s.id: s.status for s in spots.spots}
-        if states.get("S1") == ppb.SPOT_STATUS_OCCUPIED:
-            break
-        await asyncio.sleep(0.05)
+        return states.get("S1") == ppb.SPOT_STATUS_OCCUPIED
+
+    await assert_eventually(s1_occupied, "S1 occupied at parking")
 
     assert states == {"S1": ppb.SPOT_STATUS_OCCUPIED, "S2": ppb.SPOT_STATUS_FREE}
     view = await parking.GetLot(ppb.GetLotRequest(lot_id=lot_id), metadata=keys.md(keys.driver))
@@ -307,6 +316,7 @@ class SlowDetector:
         return self.inner.detect_batch(bgr_images)
 
 
+@pytest.mark.slow
 async def test_a_flooding_camera_drops_its_oldest_frames_and_does_not_stall_another(
         resources: Resources, keys: Keys, unique: str) -> None:
     detector = SlowDetector(0.05)

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from services.common.config import SERVICE_PORTS
 from services.common.runfile import run_file
+from tests.waiting import assert_eventually
 
 READY_S = 180.0
 
@@ -58,15 +58,20 @@ class RunningSuite:
         return self.log.read_text(errors="replace")
 
 
-async def start_suite(tmp: Path, extra_env: dict[str, str] | None = None) -> RunningSuite:
-    """A `v2x run` that is up (every service serving)."""
-    suite = await spawn_suite(tmp, extra_env)
-    deadline = time.monotonic() + READY_S
+async def start_suite(tmp: Path, extra_env: dict[str, str] | None = None, *, simulate: bool = False) -> RunningSuite:
+    """A `v2x run` that is up (every service serving); with `simulate`, its simulators too."""
+    suite = await spawn_suite(tmp, extra_env, simulate=simulate)
+
+    def up() -> bool:
+        if suite.proc.returncode is not None:
+            raise AssertionError(f"v2x run exited with {suite.proc.returncode}:\n{suite.output()[-4000:]}")
+        return "v2x-suite is up" in suite.output()
+
     try:
-        while "v2x-suite is up" not in suite.output():
-            if suite.proc.returncode is not None or time.monotonic() > deadline:
-                raise AssertionError(f"v2x run did not come up:\n{suite.output()[-4000:]}")
-            await asyncio.sleep(0.5)
+        try:
+            await assert_eventually(up, "v2x run to say it is up", READY_S, every_s=0.5)
+        except AssertionError as exc:
+            raise AssertionError(f"v2x run did not come up ({exc}):\n{suite.output()[-4000:]}") from None
     except BaseException:
         # However the wait ends (no start, the test's timeout, Ctrl-C), no suite is left behind: the fixture's
         # teardown never runs for a fixture that did not finish setting up.
@@ -75,20 +80,22 @@ async def start_suite(tmp: Path, extra_env: dict[str, str] | None = None) -> Run
     return suite
 
 
-async def spawn_suite(tmp: Path, extra_env: dict[str, str] | None = None) -> RunningSuite:
+async def spawn_suite(tmp: Path, extra_env: dict[str, str] | None = None, *, simulate: bool = False) -> RunningSuite:
     """A `v2x run` just started (in a session of its own, every port free)."""
     runtime = tmp / "xdg"
     runtime.mkdir(mode=0o700)
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update({"XDG_RUNTIME_DIR": str(runtime), "V2X_BIND_HOST": "127.0.0.1", "V2X_GRACE_S": "1",
-                "V2X_OCPP_PORT": str(free_port()), "V2X_EMULATOR_PORT": str(free_port()), "LOG_LEVEL": "WARNING"})
+                "V2X_OCPP_PORT": str(free_port()), "V2X_EMULATOR_PORT": str(free_port()),
+                "V2X_CONSOLE_PORT": str(free_port()), "LOG_LEVEL": "WARNING"})
     for name in SERVICE_PORTS:
         env[f"V2X_{name.upper()}_PORT"] = str(free_port())
         env[f"V2X_{name.upper()}_METRICS_PORT"] = str(free_port())
     env.update(extra_env or {})
     log = tmp / "run.log"
     with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.cli", "run", "--no-sim", env=env,
+        argv = ["run"] if simulate else ["run", "--no-sim"]
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.cli", *argv, env=env,
                                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return RunningSuite(proc, runtime, log)
 

@@ -26,6 +26,7 @@ from services.runner.embedded import (
     find_redis_server,
     free_port,
 )
+from tests.waiting import assert_eventually
 
 # Length of the first degree of latitude from the equator on the WGS 84 ellipsoid.
 _EQUATOR_DEGREE_M = 110_574.389
@@ -50,15 +51,21 @@ def _ps_lines_mentioning(path: Path) -> list[str]:
     return [line for line in out.stdout.splitlines() if str(path) in line]
 
 
+async def _reaped(children: list[int]) -> None:
+    # Killed children are reparented to init, which reaps them a moment later.
+    await assert_eventually(lambda: not any(_running(child) for child in children), "the children reaped", 5,
+                            every_s=0.02)
+
+
 def _assert_gone(pid: int, children: list[int], directory: Path) -> None:
     assert not _running(pid)
-    # Killed children are reparented to init, which reaps them a moment later.
-    deadline = time.monotonic() + 5
-    while any(_running(child) for child in children) and time.monotonic() < deadline:
-        time.sleep(0.02)
     assert [child for child in children if _running(child)] == []
     assert not directory.exists()
     assert _ps_lines_mentioning(directory) == []
+
+
+def _shm_creators() -> list[str]:
+    return [row.split()[4] for row in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]]
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +86,7 @@ def test_free_port_is_bindable() -> None:
 # -- PostgreSQL / PostGIS ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # an embedded PostGIS cluster, started and stopped
 @pytest.mark.usefixtures("postgres_installed")
 async def test_postgres_serves_postgis_and_leaves_nothing_behind() -> None:
     # Default base dir (the system temp dir): pytest's tmp_path is private to root, see below.
@@ -136,6 +144,7 @@ async def test_postgres_serves_postgis_and_leaves_nothing_behind() -> None:
     assert time.monotonic() - began < 10
     idle.terminate()
 
+    await _reaped(children)
     _assert_gone(pid, children, directory)
     assert pg.pid is None and pg.directory is None
     with pytest.raises(EmbeddedServiceError):
@@ -143,8 +152,10 @@ async def test_postgres_serves_postgis_and_leaves_nothing_behind() -> None:
     pg.stop()  # a second stop is a no-op
 
 
+@pytest.mark.slow
+@pytest.mark.chaos  # SIGSTOPs the postmaster
 @pytest.mark.usefixtures("postgres_installed")
-def test_postgres_that_ignores_shutdown_is_killed_with_its_children() -> None:
+async def test_postgres_that_ignores_shutdown_is_killed_with_its_children() -> None:
     pg = EmbeddedPostgres(stop_timeout=0.5)
     pg.start()
     assert pg.pid is not None and pg.directory is not None
@@ -153,9 +164,9 @@ def test_postgres_that_ignores_shutdown_is_killed_with_its_children() -> None:
     # A stopped postmaster cannot act on SIGINT: stop() must fall back to SIGKILL for all of them.
     os.kill(pid, signal.SIGSTOP)
     pg.stop()
+    await _reaped(children)
     _assert_gone(pid, children, directory)
-    shm_creators = [row.split()[4] for row in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]]
-    assert str(pid) not in shm_creators
+    assert str(pid) not in _shm_creators()
 
 
 @pytest.mark.usefixtures("postgres_installed")

@@ -13,6 +13,7 @@ from tests.runner.conftest import spawn_suite
 from tests.waiting import assert_eventually
 
 
+@pytest.mark.slow  # a `v2x run` interrupted in its start: ~20 s each
 @pytest.mark.parametrize("at", ["embedded PostGIS cluster", "embedded Redis"])
 async def test_ctrl_c_during_start_up_stops_everything_it_started(tmp_path: Path, at: str) -> None:
     suite = await spawn_suite(tmp_path)

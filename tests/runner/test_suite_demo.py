@@ -29,6 +29,8 @@ SPHERE_M = 6_371_008.8  # the sphere FindChargers measures on (ST_Distance witho
 # How many stations the demo holds within a distance of the centre. A station closer to the radius than
 # this margin may fall either side of it.
 MARGIN_M = 30.0
+# Seeding the whole demo district and its chargers takes ~13 s on the 2-core machine.
+pytestmark = pytest.mark.slow
 
 
 def _distance_m(lat: float, lon: float) -> float:

@@ -83,6 +83,8 @@ async def test_a_process_that_never_becomes_ready_counts_as_a_failed_start(tmp_p
         await sup.stop(1.0)
 
 
+@pytest.mark.slow  # the whole `v2x run` (the session's suite: ~100 s to start on the 2-core machine)
+@pytest.mark.chaos  # SIGSEGVs a service process
 async def test_a_native_crash_of_a_service_is_logged_with_its_stack_and_the_service_comes_back(
         suite: RunningSuite) -> None:
     before = suite.processes()
@@ -110,9 +112,11 @@ async def test_a_native_crash_of_a_service_is_logged_with_its_stack_and_the_serv
     assert await serving(suite.targets) == {name: "SERVING" for name in suite.targets}
 
 
+@pytest.mark.slow  # the whole `v2x run`
 def test_v2x_run_leaves_where_it_listens_and_its_keys_in_a_private_run_file(suite: RunningSuite) -> None:
     state = suite.state()
     assert set(state["targets"]) == {"roadside", "idps", "parking", "charging", "municipal"}
     assert {"admin", "police", "driver", "operator:BSCT"} <= set(state["keys"])
-    assert set(state["processes"]) == {*state["targets"], "platform-emulator"}
+    assert set(state["processes"]) == {*state["targets"], "platform-emulator", "console"}
+    assert state["console_url"].startswith("http://127.0.0.1:")
     assert suite.run_file.stat().st_mode & 0o777 == 0o600

@@ -4,12 +4,15 @@ serving. Before the fix the first few hundred such calls killed four of the five
 
 from __future__ import annotations
 
+import pytest
+
 from load.walkaway import MOMENTS, Suite, Walker, prepare, serving
 from tests.runner.conftest import RunningSuite
 
 CALLS = 400
 
 
+@pytest.mark.slow  # the whole `v2x run` and 400 calls
 async def test_every_service_survives_clients_that_cancel_streams_at_random_moments(suite: RunningSuite) -> None:
     before = suite.processes()
     log_before = len(suite.output())

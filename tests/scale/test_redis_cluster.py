@@ -126,6 +126,7 @@ async def test_changes_spread_over_the_clusters_nodes_and_reach_every_replicas_i
     assert len(ports) > 1, "every shard on one node"
 
 
+@pytest.mark.chaos  # SIGKILLs a cluster node
 async def test_a_node_that_dies_and_comes_back_loses_nothing_acknowledged_and_replicas_recover(
         on_cluster: Resources, cluster: EmbeddedRedisCluster,
         parking_on_cluster: tuple[RunningService, Stub], keys: Keys) -> None:

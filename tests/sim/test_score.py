@@ -6,7 +6,9 @@ key-coloured vehicles (--render key): the whole path is real (ConfigureCamera, S
 the Redis event stream, IDPS incidents over Subscribe, parking spot states) and fast and exact enough for a test;
 the real detector's figures are the 10-minute run in the README. The run is 60 s on 3 cameras with a stalled
 vehicle (903), a wrong-way driver (904) and a speeding car (901), one each; the test fails when any of the three is
-not reported as an incident (recall below 1.0), which `v2x sim score --min-recall` checks (exit code 1).
+not reported as an incident (recall below 1.0), which `v2x sim score --min-recall` checks (exit code 1). The
+district's kerbside chargers speak OCPP to a charging service started here too; its connector states must be right in
+90 % of the samples.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import dataclasses
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -24,11 +27,13 @@ from services.common.runtime import Resources, RunningService, start_service
 from services.idps.app import build as build_idps
 from services.roadside.app import make_builder
 from services.roadside.keycolour import KeyColourDetector
+from tests.charging.conftest import start_harness, stop_harness
 from tests.conftest import Keys
 
 RECALL_FLOOR = {"903": 1.0, "904": 1.0, "901": 1.0}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 async def test_a_one_minute_scenario_scores_every_injected_event_as_an_incident(
         tmp_path: Path, resources: Resources, parking_service: RunningService, keys: Keys) -> None:
@@ -40,13 +45,15 @@ async def test_a_one_minute_scenario_scores_every_injected_event_as_an_incident(
     roadside = await start_service(make_builder(KeyColourDetector(), plates=False), roadside_res, port=0,
                                    host="127.0.0.1")
     idps = await start_service(build_idps, resources, port=0, host="127.0.0.1")
+    charging = await start_harness(resources, lambda: datetime.now(UTC))
     try:
         scores_path = tmp_path / "score.json"
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "services.cli", "sim", "score", "--render", "key", "--intersections", "3",
             "--cameras-per", "1", "--fps", "4", "--seconds", "60", "--start", "08:00", "--events", "903,904,901",
             "--target", f"127.0.0.1:{roadside.server.port}", "--parking", f"127.0.0.1:{parking_service.server.port}",
-            "--idps", f"127.0.0.1:{idps.server.port}", "--key", keys.admin, "--police-key", keys.police,
+            "--idps", f"127.0.0.1:{idps.server.port}", "--charging", f"127.0.0.1:{charging.running.server.port}",
+            "--key", keys.admin, "--police-key", keys.police,
             "--no-gates", "--out", str(tmp_path / "run"), "--json", str(scores_path),
             "--min-recall", ",".join(f"{k}={v}" for k, v in RECALL_FLOOR.items()),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
@@ -55,6 +62,7 @@ async def test_a_one_minute_scenario_scores_every_injected_event_as_an_incident(
         assert proc.returncode == 0, report
         scores = json.loads(scores_path.read_text())
     finally:
+        await stop_harness(charging)
         await idps.stop(0.5)
         await roadside.stop(0.5)
 
@@ -67,3 +75,8 @@ async def test_a_one_minute_scenario_scores_every_injected_event_as_an_incident(
     for name in ("frames.jsonl", "minutes.jsonl", "events.jsonl", "spots.jsonl", "results.jsonl"):
         assert (tmp_path / "run" / name).stat().st_size > 0, name
     assert scores["detection"]["any_class"]["recall"] > 0.5, report
+    # The kerbside chargers spoke OCPP to the charging service, which kept up with them.
+    chargers = scores["run"]["chargers"]
+    assert chargers["connects"] >= 3 and chargers["calls_refused"] == 0 and chargers["calls_answered"] > 9, report
+    assert scores["chargers"]["samples"] > 0 and scores["chargers"]["accuracy"] >= 0.9, report
+    assert (tmp_path / "run" / "chargers.jsonl").stat().st_size > 0

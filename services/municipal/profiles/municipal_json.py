@@ -8,15 +8,19 @@ lot_static   parkCode, parkName, address, regionCode (6 digits), streetCode (9/1
              coordinateSystem ("WGS84" | "GCJ02", per destination), longitude, latitude (6 decimals),
              parkType, operatorCode, entrances[{code, longitude, latitude, type 1 in / 2 out / 3 both}],
              totalBerths, evBerths, disabledBerths, reservableBerths, openAllDay,
-             openingHours[{weekday 1-7, open "HH:MM", close "HH:MM"}], feeRule{freeMinutes, firstHourFen,
-             perHourFen, dailyCapFen, description}, detectionType, phone, fastChargingPiles, slowChargingPiles
+             openingHours[{weekday 1-7, open "HH:MM", close "HH:MM"}], publicBerths, feeRule{freeMinutes,
+             firstHourFen, perHourFen, dailyCapFen, description, periods[{start, end, bands[{fromMinute,
+             toMinute, feeFen, unitMinutes}]}]}, detectionType, phone, fastChargingPiles, slowChargingPiles
 lot_dynamic  parkCode, totalBerths, freeBerths (null when no class is known), berthClasses[{berthClass,
              total, free}], parkStatus, observedTime, uploadTime, sequence
-spot_status  parkCode, berthCode, berthClass, berthStatus, observedTime
+spot_status  parkCode, berthCode, berthClass, berthStatus, observedTime; coordinateSystem, latitude, longitude
+             when the berth has coordinates (on-street)
 passage      parkCode, recordId, direction (1 in, 2 out), plateNo + plateNoPolicy (per destination:
              full / masked / hashed / none), plateColor, laneCode, berthClass, passTime, operateType (1 new,
              2 correction, 3 void), originalRecordId (the amended recordId; null when new), revision,
-             amendReason (plate numbers in it go out as plateNo does), amendTime (null when new)
+             amendReason (plate numbers in it go out as plateNo does), amendTime (null when new); an exit
+             matched to its entry: entryRecordId, entryTime, parkingDuration (s), feeFen (null otherwise).
+             plateColor by the destination's plate_colour_codes over the default table
 charger_status stationCode, connectorCode, connectorStatus, errorCode, observedTime
 
 Times are local (UTC+8) ISO-8601 with offset. The platform's rules checked here: a lot needs a
@@ -27,7 +31,6 @@ and a full plate must be a mainland plate number.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -36,14 +39,12 @@ import orjson
 from services.municipal import plates, vocab
 from services.municipal.checks import Checker
 from services.municipal.coords import wgs84_to_gcj02
+from services.municipal.fastpath import FastWire
+from services.municipal.local_times import local_time
 from services.municipal.model import KINDS, OutboxRecord
-from services.municipal.profiles.base import (
-    FastRender,
-    FastWire,
-    Profile,
-    RenderContext,
-    local_time,
-)
+from services.municipal.native import fastpath
+from services.municipal.profiles.base import Profile, RenderContext
+from services.municipal.settings import MunicipalDestination
 
 # passage record_type -> operateType: the platform replaces (2) or withdraws (3) the record originalRecordId.
 _OPERATE_TYPE = {"normal": 1, "correction": 2, "void": 3}
@@ -51,6 +52,25 @@ _OPERATE_TYPE = {"normal": 1, "correction": 2, "void": 3}
 
 def _hhmm(minute: int) -> str:
     return f"{minute // 60:02d}:{minute % 60:02d}"
+
+
+def fee_rule(price: dict[str, Any]) -> dict[str, Any]:
+    """The lot's fee rule: the flat fields, and the same as periods of the day with duration bands (the form city
+    rules publish: a band from minute N to M costs feeFen, once, or per unitMinutes begun). The suite's lots have
+    one rule all day."""
+    free = int(price.get("free_minutes", 0))
+    first, hourly = int(price.get("first_hour_fen", 0)), int(price.get("per_hour_fen", 0))
+    bands: list[dict[str, Any]] = []
+    if free:
+        bands.append({"fromMinute": 0, "toMinute": free, "feeFen": 0, "unitMinutes": None})
+    if first:
+        bands.append({"fromMinute": free, "toMinute": max(60, free), "feeFen": first, "unitMinutes": None})
+    if hourly or not bands:
+        bands.append({"fromMinute": max(60, free) if first else free, "toMinute": None, "feeFen": hourly,
+                      "unitMinutes": 60})
+    return {"freeMinutes": free, "firstHourFen": first, "perHourFen": hourly,
+            "dailyCapFen": int(price.get("daily_cap_fen", 0)), "description": price.get("description", ""),
+            "periods": [{"start": "00:00", "end": "24:00", "bands": bands}]}
 
 
 class MunicipalJson(Profile):
@@ -63,6 +83,10 @@ class MunicipalJson(Profile):
         if self.destination.coordinate_system == "GCJ02":
             lat, lon = wgs84_to_gcj02(lat, lon)
         return round(lat, 6), round(lon, 6)
+
+    def __init__(self, destination: MunicipalDestination) -> None:
+        super().__init__(destination)
+        self.plate_colours = {**vocab.MUNICIPAL_PLATE_COLOUR, **destination.plate_colour_codes}
 
     def _map(self, c: Checker, record: OutboxRecord, key: str, ctx: RenderContext) -> Any:
         p = record.payload
@@ -93,9 +117,8 @@ class MunicipalJson(Profile):
             "openAllDay": p["always_open"],
             "openingHours": [{"weekday": o["weekday"], "open": _hhmm(o["open_minute"]),
                               "close": _hhmm(o["close_minute"] % 1440)} for o in p.get("opening_periods") or []],
-            "feeRule": {"freeMinutes": price.get("free_minutes", 0), "firstHourFen": price.get("first_hour_fen", 0),
-                        "perHourFen": price.get("per_hour_fen", 0), "dailyCapFen": price.get("daily_cap_fen", 0),
-                        "description": price.get("description", "")},
+            "publicBerths": p["public_spaces"] if p.get("public_spaces") is not None else p["total_spaces"],
+            "feeRule": fee_rule(price),
             "detectionType": vocab.MUNICIPAL_DETECTION[p["detection_type"]], "phone": p.get("phone", ""),
             # Records written before the suite kept piles carry none: 0, as the lot then read.
             "fastChargingPiles": p.get("fast_charging_piles") or 0,
@@ -117,14 +140,19 @@ class MunicipalJson(Profile):
         }
 
     def _spot_status(self, c: Checker, p: dict[str, Any]) -> dict[str, Any]:
-        return {"parkCode": p["lot_id"], "berthCode": p["spot_id"],
+        data = {"parkCode": p["lot_id"], "berthCode": p["spot_id"],
                 "berthClass": vocab.MUNICIPAL_BERTH_CLASS[p["space_class"]],
                 "berthStatus": vocab.MUNICIPAL_BERTH_STATUS[p["status"]], "observedTime": local_time(p["observed_at"])}
+        if p.get("lat") is not None and p.get("lon") is not None:
+            # An on-street berth's own place, in the destination's coordinate system.
+            lat, lon = self._point(p["lat"], p["lon"])
+            data.update({"coordinateSystem": self.destination.coordinate_system, "latitude": lat, "longitude": lon})
+        return data
 
     def _passage(self, c: Checker, p: dict[str, Any]) -> dict[str, Any]:
         policy = self.destination.plate_policy
         colour = p.get("plate_colour")
-        if colour not in vocab.MUNICIPAL_PLATE_COLOUR:
+        if colour not in self.plate_colours:
             c.fail("plate_colour", "the platform needs the plate colour of an entry/exit record")
         if policy == "full" and not plates.is_mainland_plate(p["plate"]):
             c.fail("plate", "is not a mainland plate number, which a full-plate record must carry")
@@ -133,13 +161,17 @@ class MunicipalJson(Profile):
         return {"parkCode": p["lot_id"], "recordId": p["passage_id"],
                 "direction": vocab.MUNICIPAL_DIRECTION[p["direction"]],
                 "plateNo": plates.apply(policy, p["plate"], self.destination.secret), "plateNoPolicy": policy,
-                "plateColor": vocab.MUNICIPAL_PLATE_COLOUR.get(colour or "", 9), "laneCode": p.get("lane", ""),
+                "plateColor": self.plate_colours.get(colour or "", self.plate_colours["PLATE_COLOUR_OTHER"]),
+                "laneCode": p.get("lane", ""),
                 "berthClass": vocab.MUNICIPAL_BERTH_CLASS[p["space_class"]], "passTime": local_time(p["passed_at"]),
                 "operateType": _OPERATE_TYPE[record_type],
                 "originalRecordId": p["original_passage_id"] if amended else None,
                 "revision": p["revision"] if amended else 0,
                 "amendReason": self._reason(p["reason"]) if amended else "",
-                "amendTime": local_time(p["amended_at"]) if amended else None}
+                "amendTime": local_time(p["amended_at"]) if amended else None,
+                # An exit matched to its entry: the stay (null for entries and unmatched exits).
+                "entryRecordId": p.get("entry_passage_id"), "entryTime": local_time(p.get("entry_passed_at")),
+                "parkingDuration": p.get("duration_s"), "feeFen": p.get("fee_fen")}
 
     def _reason(self, reason: str) -> str:
         """An amendment's reason with every plate number in it as the destination's plate policy sends plates."""
@@ -156,22 +188,10 @@ class MunicipalJson(Profile):
                 "observedTime": local_time(p.get("observed_at"))}
 
     # ----- fast paths: the checks of checks.py and the mappings above, straight-line, for the frequent kinds -----
-    # The writers live in services/municipal/fastpath.py (compiled with mypyc where it can be); the documents of
-    # `fast_renderers` are their text parsed.
+    # The writers live in services/municipal/fastpath.py (compiled with mypyc where it can be), behind `wires`.
 
     def fast_wires(self) -> Mapping[str, FastWire]:
-        # Imported here: the fast path module itself uses this package's time helpers.
-        from services.municipal.native import fastpath
-
         return {"lot_dynamic": fastpath.wire_lot_dynamic, "spot_status": fastpath.wire_spot_status}
-
-    def fast_renderers(self) -> Mapping[str, FastRender]:
-        def parsed(to_wire: FastWire) -> FastRender:
-            def render(record: OutboxRecord, key: str, now: datetime) -> Any:
-                wire = to_wire(record, key, now)
-                return None if wire is None else orjson.loads(wire)
-            return render
-        return {kind: parsed(to_wire) for kind, to_wire in self.fast_wires().items()}
 
     def _envelope_of_batch(self, records: list[Any]) -> dict[str, Any]:
         return {"version": "1.0", "source": "v2x-suite", "destination": self.destination.name, "records": records}

@@ -1,15 +1,32 @@
-"""FIWARE NGSI-LD profile (smart-data-models): OffStreetParking / OnStreetParking for lots,
-ParkingSpot for spots, EVChargingStation for charger status. Entry/exit records are not carried.
+"""FIWARE NGSI-LD profile (`ngsi_ld`): entities of the Smart Data Models, each valid against its model's JSON Schema
+(dataModel.Parking: OffStreetParking, OnStreetParking, ParkingSpot; dataModel.Transportation: EVChargingStation),
+normalized NGSI-LD with the models' own `@context`.
 
-One POST is an NGSI-LD batch upsert (`POST /ngsi-ld/v1/entityOperations/upsert`, a JSON array of
-entities, application/ld+json). Each entity carries the delivery facts (idempotency key, kind, sequence,
-subject, change time) in a `v2xDelivery` property. Locations are GeoJSON, so WGS-84 [lon, lat] by
-definition; observations carry `observedAt`. A connector's status is a multi-attribute `connectorStatus`
-with the connector as its datasetId (a station-level `status` would need every connector's state).
+- lot_static: OffStreetParking (garage, surface lot) or OnStreetParking (street segment, LineString location) with
+  everything the lot's record says;
+- lot_dynamic: a fragment of the same entity: availableSpotNumber, totalSpotNumber, occupancy, status (observedAt),
+  and the lot's location (the models require it on every entity; the adapter knows it from the lot's static
+  record);
+- spot_status: ParkingSpot (status, category onStreet / offStreet, refParkingSite, location: the berth's
+  coordinates when the record has them, else the lot's);
+- charger_status: one EVChargingStation per charging point (connector): capacity 1, availableCapacity, socketType,
+  allowedVehicleType, status, chargingUnitId = the connector (the model's capacity counts vehicles charged at once, so
+  a point is the unit whose state one record says).
+Entry/exit records are not carried.
 
-OffStreetParking / OnStreetParking have no attribute for charging piles: a lot with piles gets the standard
-category `forElectricalCharging`, and the counts go in the suite's extension property `v2xChargingPiles`
-({"fast": n, "slow": n}, like `v2xDelivery` outside the smart-data-models vocabulary).
+One POST is a batch upsert `POST /ngsi-ld/v1/entityOperations/upsert?options=update` (application/ld+json): with
+`options=update` a broker merges each fragment into the entity it has (a lot's occupancy does not erase its name,
+location and capacity); without it the broker would replace whole entities. A batch never holds one entity id twice:
+the records of one entity in a batch are merged into one fragment, later attributes over earlier ones. A broker
+answers a partly failed batch with 207 `{"success": [ids], "errors": [{"entityId", "error": {"type", "title",
+"status"?}}]}`: the lane makes the records of a rejected entity dead letters with the broker's reason and sends the
+records of an entity that failed transiently again (services/municipal/delivery.py).
+
+Extension attributes, named in the suite's own JSON-LD context (`V2X_CONTEXT`, inline in each entity's `@context`
+so that nothing needs fetching): `v2xDelivery` (the delivery facts of the entity's records: a list of {idempotencyKey,
+recordType, sequence, aggregateId, changedAt}), `v2xChargingPiles` ({fast, slow}: the parking models have no pile
+counts), `v2xConnectorStatus` (the connector's OCPP 1.6 status, finer than the model's station status),
+`v2xStation` (the charging station a point belongs to).
 """
 
 from __future__ import annotations
@@ -17,16 +34,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 
 from services.municipal import vocab
 from services.municipal.checks import Checker
 from services.municipal.model import OutboxRecord
-from services.municipal.profiles.base import Profile, RenderContext
+from services.municipal.profiles.base import Profile, RenderContext, lot_location
 
-CONTEXT = ["https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld",
-           "https://smartdatamodels.org/context.jsonld"]
+CORE_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
+PARKING_CONTEXT = "https://raw.githubusercontent.com/smart-data-models/dataModel.Parking/master/context.jsonld"
+TRANSPORTATION_CONTEXT = "https://smart-data-models.github.io/dataModel.Transportation/context.jsonld"
+V2X_VOCAB = "urn:v2x-suite:ngsi-ld:"
+V2X_CONTEXT = {name: V2X_VOCAB + name for name in ("v2xDelivery", "v2xChargingPiles", "v2xConnectorStatus",
+                                                    "v2xStation")}
+PARKING = [CORE_CONTEXT, PARKING_CONTEXT, V2X_CONTEXT]
+TRANSPORTATION = [CORE_CONTEXT, TRANSPORTATION_CONTEXT, V2X_CONTEXT]
+_DAYS = ("Mo", "Tu", "We", "Th", "Fr", "Sa", "Su")
 
 
 def _prop(value: Any, observed_at: str | None = None) -> dict[str, Any]:
@@ -34,6 +59,10 @@ def _prop(value: Any, observed_at: str | None = None) -> dict[str, Any]:
     if observed_at:
         out["observedAt"] = observed_at
     return out
+
+
+def _geo(geometry: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "GeoProperty", "value": geometry}
 
 
 def _hhmm(minute: int) -> str:
@@ -47,11 +76,44 @@ def _utc(value: str | None) -> str | None:
     return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+def opening_hours(periods: Sequence[dict[str, Any]]) -> str:
+    """schema.org openingHours text ("Mo,Tu 07:00-23:00"): one group per distinct opening time."""
+    by_time: dict[tuple[int, int], list[int]] = {}
+    for o in periods:
+        by_time.setdefault((o["open_minute"], o["close_minute"]), []).append(o["weekday"])
+    return ", ".join(f"{','.join(_DAYS[d - 1] for d in sorted(set(days)))} "
+                     f"{_hhmm(start)}-{_hhmm(end) if end < 1440 else '24:00'}"
+                     for (start, end), days in by_time.items())
+
+
+def merge(entities: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entities with one fragment per id, in order of first appearance: a later fragment's attributes replace an
+    earlier one's; the delivery facts of every merged record are kept."""
+    out: dict[str, dict[str, Any]] = {}
+    for e in entities:
+        had = out.get(e["id"])
+        if had is None:
+            out[e["id"]] = e
+            continue
+        deliveries = had["v2xDelivery"]["value"] + e["v2xDelivery"]["value"]
+        out[e["id"]] = {**had, **e, "v2xDelivery": _prop(deliveries)}
+    return list(out.values())
+
+
 class NgsiLd(Profile):
     name = "ngsi_ld"
     carries = frozenset({"lot_static", "lot_dynamic", "spot_status", "charger_status"})
     content_type = "application/ld+json"
     needs_lot_kinds = True
+
+    def request_url(self, url: str) -> str:
+        """The upsert with update semantics (`options=update`), whatever else the configured url asks."""
+        parts = urlsplit(url)
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"] + [("options", "update")]
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+
+    def subject(self, wire: bytes) -> str:
+        return str(orjson.loads(wire)["id"])
 
     def _lot_type(self, lot_id: str, ctx: RenderContext) -> str:
         return vocab.NGSI_LOT_TYPE.get(ctx.lot_kinds.get(lot_id, ""), "OffStreetParking")
@@ -66,38 +128,38 @@ class NgsiLd(Profile):
         elif record.kind == "spot_status":
             entity = self._spot(p, ctx)
         else:
-            entity = self._charger(c, p)
-        entity["v2xDelivery"] = _prop(self.envelope(record, key))
-        entity["@context"] = CONTEXT
+            entity = self._charger(p)
+        entity["v2xDelivery"] = _prop([self.envelope(record, key)])
+        entity["@context"] = TRANSPORTATION if record.kind == "charger_status" else PARKING
         return entity
 
     def _lot(self, p: dict[str, Any]) -> dict[str, Any]:
         etype = vocab.NGSI_LOT_TYPE[p["lot_kind"]]
-        line = p.get("line")
-        location = ({"type": "LineString", "coordinates": [[lon, lat] for lat, lon in line]} if line
-                    else {"type": "Point", "coordinates": [p["lon"], p["lat"]]})
         price = p["price"]
         fee = price.get("first_hour_fen", 0) or price.get("per_hour_fen", 0)
+        category = [c for c in (vocab.NGSI_LOT_CATEGORY[p["lot_kind"]], "public", "feeCharged" if fee else "free")
+                    if c]
         entity: dict[str, Any] = {
             "id": f"urn:ngsi-ld:{etype}:{p['lot_id']}", "type": etype,
             "name": _prop(p["name"]),
-            "location": {"type": "GeoProperty", "value": location},
+            "location": _geo(lot_location(p)),
             "address": _prop({"streetAddress": p.get("address", ""), "addressRegion": p.get("region_code", ""),
                               "addressCountry": "CN"}),
-            "category": _prop([vocab.NGSI_LOT_CATEGORY[p["lot_kind"]], "public", "feeCharged" if fee else "free"]),
+            "category": _prop(category),
             "totalSpotNumber": _prop(p["total_spaces"]),
             "occupancyDetectionType": _prop([vocab.STANDARD_DETECTION[p["detection_type"]]]),
             "allowedVehicleType": _prop(["car"]),
+            "chargeType": _prop(["firstIntervalPrice", "additionalIntervalPrice"] if fee else ["free"]),
             "dataProvider": _prop("v2x-suite"),
         }
-        if not p["always_open"]:
-            days = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-            entity["openingHoursSpecification"] = _prop([
-                {"dayOfWeek": days[o["weekday"] - 1], "opens": _hhmm(o["open_minute"]),
-                 "closes": _hhmm(o["close_minute"] % 1440)}
-                for o in p.get("opening_periods") or []])
+        if etype == "OffStreetParking":
+            entity["layout"] = _prop([vocab.NGSI_LOT_LAYOUT[p["lot_kind"]]])
+        if not p["always_open"] and p.get("opening_periods"):
+            entity["openingHours"] = _prop(opening_hours(p["opening_periods"]))
         if p.get("phone"):
             entity["contactPoint"] = _prop({"telephone": p["phone"]})
+        if p["capacity"].get("disabled"):
+            entity["category"]["value"].append("forDisabled")
         fast, slow = p.get("fast_charging_piles") or 0, p.get("slow_charging_piles") or 0
         if fast + slow:
             entity["category"]["value"].append("forElectricalCharging")
@@ -109,46 +171,67 @@ class NgsiLd(Profile):
         etype = self._lot_type(p["lot_id"], ctx)
         observed = _utc(p.get("observed_at") or p.get("received_at"))
         known = [v for v in p["free"].values() if v is not None]
+        total = sum(p["capacity"].values())
         entity: dict[str, Any] = {
             "id": f"urn:ngsi-ld:{etype}:{p['lot_id']}", "type": etype,
-            "totalSpotNumber": _prop(sum(p["capacity"].values())),
+            "totalSpotNumber": _prop(total),
             "status": _prop([vocab.NGSI_SITE_STATUS[p["status"]]], observed),
         }
+        location = ctx.lot_locations.get(p["lot_id"])
+        if location is not None:
+            entity["location"] = _geo(location)
         if known:
-            entity["availableSpotNumber"] = _prop(sum(known), observed)
+            free = min(sum(known), total)
+            entity["availableSpotNumber"] = _prop(free, observed)
+            entity["occupiedSpotNumber"] = _prop(total - free, observed)
+            entity["occupancy"] = _prop(round((total - free) / total, 4) if total else 0.0, observed)
+        if observed:
+            entity["occupancyModified"] = _prop(observed)
         return entity
 
     def _spot(self, p: dict[str, Any], ctx: RenderContext) -> dict[str, Any]:
         site_type = self._lot_type(p["lot_id"], ctx)
-        return {
+        entity: dict[str, Any] = {
             "id": f"urn:ngsi-ld:ParkingSpot:{p['lot_id']}:{p['spot_id']}", "type": "ParkingSpot",
             "status": _prop(vocab.NGSI_SPOT_STATUS[p["status"]], _utc(p["observed_at"])),
             "category": _prop(["onStreet" if site_type == "OnStreetParking" else "offStreet"]),
             "refParkingSite": {"type": "Relationship", "object": f"urn:ngsi-ld:{site_type}:{p['lot_id']}"},
         }
+        if p.get("lat") is not None and p.get("lon") is not None:
+            entity["location"] = _geo({"type": "Point", "coordinates": [p["lon"], p["lat"]]})
+        elif (lot := ctx.lot_locations.get(p["lot_id"])) is not None:
+            entity["location"] = _geo(lot)
+        return entity
 
-    def _charger(self, c: Checker, p: dict[str, Any]) -> dict[str, Any]:
-        observed = _utc(p.get("observed_at"))
+    def _charger(self, p: dict[str, Any]) -> dict[str, Any]:
+        observed = _utc(p.get("observed_at") or p.get("received_at"))
         status = p["status"]
+        station, connector = p["station_id"], p["connector_id"]
         entity: dict[str, Any] = {
-            "id": f"urn:ngsi-ld:EVChargingStation:{p['station_id']}", "type": "EVChargingStation",
-            "connectorStatus": {"type": "Property", "value": vocab.NGSI_CONNECTOR_STATUS[status],
-                                "datasetId": f"urn:ngsi-ld:Dataset:{p['connector_id']}",
-                                **({"observedAt": observed} if observed else {})},
+            "id": f"urn:ngsi-ld:EVChargingStation:{station}:{connector}", "type": "EVChargingStation",
+            "capacity": _prop(1),
+            "availableCapacity": _prop(1 if status == "CONNECTOR_STATUS_AVAILABLE" else 0, observed),
+            "socketType": _prop([vocab.NGSI_SOCKET_TYPE.get(str(p.get("standard")), "Other")]),
+            "allowedVehicleType": _prop(["car"]),
+            "status": _prop(vocab.NGSI_CHARGER_STATUS[status], observed),
+            "chargingUnitId": _prop(connector),
+            "v2xConnectorStatus": _prop(vocab.NGSI_CONNECTOR_STATUS[status], observed),
+            "v2xStation": _prop(station),
         }
         if p.get("lat") is not None and p.get("lon") is not None:
-            point = {"type": "Point", "coordinates": [p["lon"], p["lat"]]}
-            entity["location"] = {"type": "GeoProperty", "value": point}
-        if p.get("parking_lot_id"):
-            entity["refParkingSite"] = {"type": "Relationship",
-                                        "object": f"urn:ngsi-ld:OffStreetParking:{p['parking_lot_id']}"}
+            entity["location"] = _geo({"type": "Point", "coordinates": [p["lon"], p["lat"]]})
+        if p.get("operator_id"):
+            entity["operator"] = _prop(p["operator_id"])
         return entity
 
     def body(self, docs: Sequence[Any]) -> bytes:
-        return orjson.dumps(list(docs))
+        return orjson.dumps(merge(docs))
 
     def wire(self, doc: Any) -> bytes:
         return orjson.dumps(doc)
 
     def body_of(self, wires: Sequence[bytes]) -> bytes:
-        return b"[" + b",".join(wires) + b"]"
+        ids = [self.subject(w) for w in wires]
+        if len(set(ids)) == len(ids):
+            return b"[" + b",".join(wires) + b"]"
+        return orjson.dumps(merge([orjson.loads(w) for w in wires]))
