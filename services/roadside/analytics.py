@@ -104,6 +104,7 @@ VELOCITY_MIN_SPAN_S = 0.25
 HISTORY_S = 4.0
 COUNT_AFTER_FRAMES = 3
 EDGE_PX = 2.0  # a box within this of the picture's edge is cut off by it
+CLIPPED_KEEP_LANE_S = 0.8  # a cut-off box keeps its track's lane when the track was seen this recently
 WRONG_WAY_ANGLE_DEG = 120.0
 WRONG_WAY_MIN_S = 1.0
 WRONG_WAY_MIN_ESTIMATES = 3
@@ -440,6 +441,7 @@ class CameraAnalytics:
         if tr is None:
             tr = self._tracks[track_id] = _Track(track_id, d.vehicle_class, t, t, t, point, ground)
         tr.object_class = d.vehicle_class
+        gap = t - tr.last_t
         tr.last_t = t
         tr.observations += 1
         tr.scores.append(d.score)
@@ -468,7 +470,9 @@ class CameraAnalytics:
             box.x1 <= EDGE_PX or box.x2 >= spec.image_width - EDGE_PX or box.y2 >= spec.image_height - EDGE_PX)
         # A box cut off by the picture's edge has its bottom centre elsewhere than the vehicle's: a vehicle already on
         # a lane keeps it (leaving the view it was put on the lane beside, against which it then moved).
-        lane = tr.lane_id if tr.clipped and tr.lane_id else geo.lane_of(point, ground, box)
+        # (Only while the track is seen frame after frame: one that comes back after a gap may be another vehicle.)
+        keep = tr.clipped and tr.lane_id and gap <= CLIPPED_KEEP_LANE_S
+        lane = tr.lane_id if keep else geo.lane_of(point, ground, box)
         if lane != tr.lane_id or tr.observations == 1:
             tr.lane_since = t
         tr.lane_id = lane
