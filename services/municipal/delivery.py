@@ -16,7 +16,10 @@
 - 401/403: the platform refuses our credentials; the destination is paused with that reason (nothing is
   dead-lettered for a configuration error). Any other 4xx for a whole batch: the batch is split until the
   refused record is alone, and that record becomes a dead letter. A per-record 4xx in a 2xx answer: that
-  record becomes a dead letter. Records that fail their profile's checks never leave: dead letters too.
+  record becomes a dead letter. An NGSI-LD broker's 207 is read per entity: the records of a refused entity become
+  dead letters with its reason, those of an entity that failed transiently go again alone (after backoff). Records
+  that fail their profile's checks never leave: dead letters too.
+- A batch is cut where the profile's publication changes (DATEX II: a body is one d2:payload of one publication).
 - A token bucket keeps each destination under its rate limit (records per second).
 - Only one process drains a destination at a time (a PostgreSQL advisory lock), so replicas fail over. A chunk's
   commit checks, in its transaction, that this process's lock session still holds the lock: a process whose
