@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 UV := $(VENV)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test test-fast lock lint typecheck protos check-protos deps postgis native console-assets chromium models bench-parking k8s-check load load-capacity clean help
+.PHONY: run test test-fast lock lint typecheck protos check-protos deps postgis native console-assets chromium models bench-parking k8s-check load load-capacity screenshots clean help
 
 help:
 	@echo "make run      the whole suite on embedded PostGIS + Redis (Ctrl-C stops it)"
@@ -18,6 +18,7 @@ help:
 	@echo "make models   build the ONNX vehicle detector into models/build/"
 	@echo "make bench-parking   load/bench_parking.py (100,000 lots)"
 	@echo "make k8s-check       render every infra/k8s overlay and validate it offline (also part of make test)"
+	@echo "make screenshots     the README's console screenshots from a simulated v2x run (minutes)"
 	@echo "make console-assets  the web console's map library (npm ci) into services/console/static/vendor/"
 	@echo "make chromium        Debian's chromium for the console's browser tests (when missing)"
 	@echo "make load            locust: every client of the suite at once for LOAD_SECONDS (120), load/README.md"
@@ -101,6 +102,11 @@ test-fast: deps models
 	@infra/ensure-test-services.sh
 	@infra/ensure-haproxy.sh
 	$(PY) -m pytest -m "not slow and not chaos"
+
+# The README's console screenshots, from a real `v2x run` with the simulated district (minutes).
+screenshots: deps models chromium
+	@infra/ensure-test-services.sh
+	V2X_CONSOLE_SCREENSHOTS=docs/console $(PY) -m pytest tests/console/test_screenshots.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

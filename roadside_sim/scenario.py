@@ -205,9 +205,9 @@ class Scenario:
                 second = self._add(inj, 1, stop - 110)
                 libsumo.vehicle.setStop(second, a.edge_in, stop - 5.0, 1, inj.duration_s)
         elif inj.kind is Kind.ILLEGAL_PARKING:
-            # The front at the zone's near end: the camera sees the whole car there (at the zone's middle, 36 m, it
-            # stood at the picture's edge, its box cut off where the zone is not: `v2x sim score` never saw a 1002).
-            along = NO_STOPPING_M[0] + 0.5
+            # The front 2 m into the zone: the camera sees the whole car there (at the zone's middle, 36 m, it stood at
+            # the picture's left edge, at 32.5 m at its bottom edge, its box cut off: `v2x sim score` saw no 1002).
+            along = NO_STOPPING_M[0] + 2.0
             vid = self._add(inj, 0, length - along - 90)
             libsumo.vehicle.setStop(vid, a.edge_in, length - along, 0, inj.duration_s, 1)  # flags 1: parking
             inj.lane_id = "no-stopping"

@@ -44,6 +44,9 @@ Definitions (the issue leaves them open; constants below):
   moving vehicles crawl (below 20 km/h now), either of them gone for at most 5 s (a missed detection or two): a
   queue that a signal cycle does not clear, or stop-and-go; re-armed after 60 s at LIGHT or better. (Found by
   `v2x sim score`: on the 60 s mean speed alone, traffic waiting at every rush-hour red light raised a jam.)
+* Boxes cut off by the picture's left, right or bottom edge: their bottom centre is not the vehicle's, so a vehicle
+  already on a lane keeps it, and it is not counted until its box is whole (found by `v2x sim score`: cars entering
+  or leaving at the side were put on the lane beside theirs, counted there too, and raised a false 904).
 * Lane counts: a vehicle counts once per lane, when it has been seen on 3 frames and is on the lane,
   as wrong-way when it moves against the lane then (or is later found to). Line counts: each time a
   track's position changes side of the line (beyond 2 px), within the line's ends.
@@ -100,6 +103,8 @@ VELOCITY_WINDOW_S = 2.0
 VELOCITY_MIN_SPAN_S = 0.25
 HISTORY_S = 4.0
 COUNT_AFTER_FRAMES = 3
+EDGE_PX = 2.0  # a box within this of the picture's edge is cut off by it
+CLIPPED_KEEP_LANE_S = 0.8  # a cut-off box keeps its track's lane when the track was seen this recently
 WRONG_WAY_ANGLE_DEG = 120.0
 WRONG_WAY_MIN_S = 1.0
 WRONG_WAY_MIN_ESTIMATES = 3
@@ -169,6 +174,7 @@ class _Track:
     velocity_g: Point | None = None
     velocity_span_s: float = 0.0  # time between the first and last position the velocity is estimated from
     lane_since: float = 0.0  # when the track was first seen on its current lane (of a row of frames on it)
+    clipped: bool = False  # its box touches the picture's left, right or bottom edge
     lane_id: str = ""
     counted: dict[str, tuple[int, bool]] = field(default_factory=dict)  # lane -> (minute, as wrong-way)
     line_sides: dict[str, tuple[int, Point]] = field(default_factory=dict)
@@ -435,6 +441,7 @@ class CameraAnalytics:
         if tr is None:
             tr = self._tracks[track_id] = _Track(track_id, d.vehicle_class, t, t, t, point, ground)
         tr.object_class = d.vehicle_class
+        gap = t - tr.last_t
         tr.last_t = t
         tr.observations += 1
         tr.scores.append(d.score)
@@ -458,7 +465,14 @@ class CameraAnalytics:
             moved = math.dist(point, tr.anchor_px) > max(3.0, STANDING_RADIUS_BOX * tr.box_h)
         if moved:
             tr.anchor_t, tr.anchor_px, tr.anchor_g = t, point, ground
-        lane = geo.lane_of(point, ground, box)
+        spec = geo.spec
+        tr.clipped = spec.image_width > 0 and spec.image_height > 0 and (
+            box.x1 <= EDGE_PX or box.x2 >= spec.image_width - EDGE_PX or box.y2 >= spec.image_height - EDGE_PX)
+        # A box cut off by the picture's edge has its bottom centre elsewhere than the vehicle's: a vehicle already on
+        # a lane keeps it (leaving the view it was put on the lane beside, against which it then moved).
+        # (Only while the track is seen frame after frame: one that comes back after a gap may be another vehicle.)
+        keep = tr.clipped and tr.lane_id and gap <= CLIPPED_KEEP_LANE_S
+        lane = tr.lane_id if keep else geo.lane_of(point, ground, box)
         if lane != tr.lane_id or tr.observations == 1:
             tr.lane_since = t
         tr.lane_id = lane
@@ -569,7 +583,7 @@ class CameraAnalytics:
 
         against = self._against_lane(tr, lane) if lane.has_direction else None
         # Lane count, once per lane, after a few frames.
-        if lane.id not in tr.counted and tr.observations >= COUNT_AFTER_FRAMES:
+        if lane.id not in tr.counted and tr.observations >= COUNT_AFTER_FRAMES and not tr.clipped:
             wrong = bool(against)
             tr.counted[lane.id] = (minute_key, wrong)
             with self._lock:

@@ -27,6 +27,16 @@ from tests.conftest import Keys
 CHROMIUM = os.environ.get("V2X_TEST_CHROMIUM", "/usr/bin/chromium")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The README's screenshots are taken only when asked for (`make screenshots`): deselected, not skipped."""
+    if os.environ.get("V2X_CONSOLE_SCREENSHOTS"):
+        return
+    drop = [item for item in items if item.get_closest_marker("screenshots")]
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = [item for item in items if not item.get_closest_marker("screenshots")]
+
+
 @dataclass
 class Console:
     url: str

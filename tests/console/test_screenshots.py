@@ -3,8 +3,9 @@ cameras, occupancy and chargers, incidents from the roadside simulator's scenari
 
     V2X_CONSOLE_SCREENSHOTS=docs/console .venv/bin/python -m pytest tests/console/test_screenshots.py
 
-Runs only when V2X_CONSOLE_SCREENSHOTS names the directory to write them to: a whole simulated suite takes both
-cores of this machine for minutes, too much for every `make test`.
+`make screenshots` runs it. It is a documentation step, not a check of its own (the browser tests check the pages):
+it is collected only when V2X_CONSOLE_SCREENSHOTS names the directory to write to (tests/console/conftest.py
+deselects it otherwise), since a whole simulated suite takes both cores of this machine for minutes.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ from tests.waiting import assert_eventually
 # The simulator's gate garage belongs to the first demo operator by name (roadside_sim/__main__.py).
 GATE_OPERATOR = "ACME"
 OUT = os.environ.get("V2X_CONSOLE_SCREENSHOTS", "")
-pytestmark = [pytest.mark.skipif(not OUT, reason="V2X_CONSOLE_SCREENSHOTS (a directory) is not set"),
-              pytest.mark.timeout(1200), pytest.mark.slow]
+pytestmark = [pytest.mark.screenshots, pytest.mark.timeout(1200), pytest.mark.slow]
 
 
 async def _json(http: aiohttp.ClientSession, url: str) -> Any:

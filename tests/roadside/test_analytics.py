@@ -307,3 +307,4 @@ def test_a_car_with_its_lane_put_on_the_opposite_lane_for_one_frame_raises_no_90
     run = run_tracks(SCENE, [south], 2.0, fps=1.5)
 
     assert not run.of(EventType.WRONG_WAY)
+

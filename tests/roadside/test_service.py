@@ -24,8 +24,8 @@ from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceStub
 from roadside_sim.scene import NB_CENTRE_E, Scene, SimVehicle, drive
 from roadside_sim.truth import VehicleClass as SimClass
 from services.common.runtime import Resources, start_service
+from services.common.timestamps import ts
 from services.roadside.app import make_builder
-from services.roadside.convert import ts
 from services.roadside.detector import BgrImage, Detection
 from services.roadside.events import STREAM
 from services.roadside.keycolour import KeyColourDetector
