@@ -35,7 +35,6 @@ from tests.charging.conftest import start_harness, stop_harness
 from tests.conftest import Keys
 from tests.municipal.helpers import SECRET
 
-pytestmark = pytest.mark.slow  # ~45 s and ~60 s here (make test runs them; make test-fast does not)
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SECONDS = 15
