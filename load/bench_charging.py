@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import random
 import signal
@@ -91,6 +90,7 @@ from load.harness import (
     channel,
     free_port,
     load_average,
+    offset,
     percentile,
     postgres_pids,
     start_service,
@@ -135,13 +135,8 @@ class BenchStation:
     password: str = ""
 
 
-def _offset(north_m: float, east_m: float) -> tuple[float, float]:
-    lat, lon = CENTER
-    return lat + north_m / 111_320, lon + east_m / (111_320 * math.cos(math.radians(lat)))
-
-
 def random_point(rng: random.Random) -> tuple[float, float]:
-    return _offset(rng.uniform(-HALF_SIDE_M, HALF_SIDE_M), rng.uniform(-HALF_SIDE_M, HALF_SIDE_M))
+    return offset(CENTER, rng.uniform(-HALF_SIDE_M, HALF_SIDE_M), rng.uniform(-HALF_SIDE_M, HALF_SIDE_M))
 
 
 def generate_city(n_connectors: int, operators: list[str], n_charge_points: int,
@@ -161,7 +156,7 @@ def generate_city(n_connectors: int, operators: list[str], n_charge_points: int,
             north, east = max(-HALF_SIDE_M, min(HALF_SIDE_M, north)), max(-HALF_SIDE_M, min(HALF_SIDE_M, east))
         else:
             north, east = rng.uniform(-HALF_SIDE_M, HALF_SIDE_M), rng.uniform(-HALF_SIDE_M, HALF_SIDE_M)
-        lat, lon = _offset(north, east)
+        lat, lon = offset(CENTER, north, east)
         n = min(rng.choices([1, 2, 4, 6, 8], weights=[10, 30, 30, 15, 15])[0], n_connectors - total)
         sid = f"BS{i:06d}"
         st = BenchStation(sid, operators[rng.randrange(len(operators))], [])

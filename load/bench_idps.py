@@ -66,6 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 from load.harness import (
     ServiceProcess,
     channel,
+    offset,
     percentile,
     proc_cpu_s,
     start_service,
@@ -120,11 +121,6 @@ SLIM_RESPONSE = _slim_response()
 
 def sampled(incident_id: str, version: int) -> bool:
     return zlib.crc32(f"{incident_id}:{version}".encode()) % SAMPLE == 0
-
-
-def _offset(north_m: float, east_m: float) -> tuple[float, float]:
-    lat, lon = CENTER
-    return lat + north_m / 111_320, lon + east_m / (111_320 * math.cos(math.radians(lat)))
 
 
 # ----- CPU accounting ---------------------------------------------------------------------------
@@ -259,7 +255,7 @@ class EventMix:
 
     def __init__(self, sites: int, seed: int) -> None:
         self.rng = random.Random(seed)
-        self.sites = [(_offset(self.rng.uniform(-HALF_SIDE_M, HALF_SIDE_M), self.rng.uniform(-HALF_SIDE_M,
+        self.sites = [(offset(CENTER, self.rng.uniform(-HALF_SIDE_M, HALF_SIDE_M), self.rng.uniform(-HALF_SIDE_M,
                                                                                            HALF_SIDE_M)),
                        FAMILIES[self.rng.randrange(len(FAMILIES))]) for _ in range(sites)]
         self.sources = [(pb.SOURCE_KIND_ROADSIDE_DETECTION, f"cam-{i}") for i in range(40)] + \
@@ -269,7 +265,7 @@ class EventMix:
     def next(self) -> pb.ReportEventRequest:
         rng = self.rng
         if rng.random() < 0.2:
-            (lat, lon), family = _offset(rng.uniform(-HALF_SIDE_M, HALF_SIDE_M),
+            (lat, lon), family = offset(CENTER, rng.uniform(-HALF_SIDE_M, HALF_SIDE_M),
                                          rng.uniform(-HALF_SIDE_M, HALF_SIDE_M)), FAMILIES[rng.randrange(6)]
         else:
             (lat, lon), family = self.sites[rng.randrange(len(self.sites))]

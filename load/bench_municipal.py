@@ -51,15 +51,16 @@ from v2x.municipal.v1.municipal_pb2_grpc import MunicipalAdminServiceStub
 
 from services.common.apikeys import create_key
 from services.common.db import create_engine, migrate
+from services.municipal import fastpath as fastpath_source
 from services.municipal import native, signing
 from services.municipal.delivery import MAX_IN_FLIGHT
-from services.municipal.model import idempotency_key
+from services.municipal.model import OutboxRecord, idempotency_key, key_maker
 from services.municipal.profiles import make_profile
 from services.municipal.settings import MunicipalDestination
 from services.municipal.store import MunicipalStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's `load`
-from load.harness import free_port
+from load.harness import free_port, proc_cpu_s, with_db
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret-0123456789abcdef"
@@ -79,20 +80,6 @@ SELECT 'lot_dynamic', 'B-' || lpad((g % $3)::text, 5, '0'),
                           ELSE 'SITE_STATUS_SPACES_AVAILABLE' END,
            'ttl_s', 600)
 FROM generate_series($1::bigint, $2::bigint) AS g ORDER BY g"""
-
-
-def _with_db(url: str, db: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{db}"
-
-
-def proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
 
 
 def postgres_cpu_s() -> float:
@@ -121,7 +108,14 @@ def machine_busy_s() -> float:
 
 def cpu_now(pids: dict[str, int]) -> dict[str, float]:
     """CPU seconds so far of each named process, of PostgreSQL, and of the whole machine."""
-    own = {name: (time.process_time() if pid == os.getpid() else proc_cpu_s(pid)) for name, pid in pids.items()}
+    own: dict[str, float] = {}
+    for name, pid in pids.items():
+        own[name] = 0.0
+        if pid == os.getpid():
+            own[name] = time.process_time()
+        else:
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                own[name] = proc_cpu_s(pid)[1]
     return {**own, "postgres": postgres_cpu_s(), "machine": machine_busy_s()}
 
 
@@ -186,9 +180,10 @@ async def write_backlog(conn: asyncpg.Connection, changes: int, lots: int) -> No
         await conn.execute(_BACKLOG, start, min(start + step, changes) - 1, lots)
 
 
-async def render_bodies(db_url: str, dest: MunicipalDestination) -> list[tuple[bytes, int, str]]:
+async def render_bodies(db_url: str, dest: MunicipalDestination,
+                        records: list[OutboxRecord]) -> list[tuple[bytes, int, str]]:
     """The backlog as request bodies of `batch_size` records in drain order, rendered by the adapter's profile (not
-    measured): (body, records, X-V2X-Batch)."""
+    measured): (body, records, X-V2X-Batch). The records read go in `records`."""
     engine = create_engine(db_url, pool_size=1)
     store = MunicipalStore(engine)
     profile = make_profile(dest)
@@ -201,12 +196,44 @@ async def render_bodies(db_url: str, dest: MunicipalDestination) -> list[tuple[b
             rows, _extra = await store.next_batch(pos, [], sorted(profile.kinds), dest.batch_size)
             if not rows:
                 break
+            records += rows
             docs = [profile.render(r, idempotency_key(dest.name, r.id), None, now).doc for r in rows]
             bodies.append((profile.body(docs), len(rows), f"{rows[0].id}..{rows[-1].id}/{len(rows)}"))
             pos = Position(rows[-1].txid, rows[-1].id)
     finally:
         await engine.dispose()
     return bodies
+
+
+def render_costs(records: list[OutboxRecord], dest: MunicipalDestination, rounds: int = 3) -> dict[str, float]:
+    """CPU microseconds per record of the lane's render step (idempotency key, checks, mapping, wire form) over the
+    whole backlog, in this process, as the lane runs it (`fastpath.render`): with the profile's fast path as the
+    adapter loads it (compiled when built), with the fast path's Python source, and with the general path alone
+    (checks.py + the profile's mapping). Each variant runs `rounds` times, interleaved; the least CPU counts (the
+    machine's other work only adds)."""
+    profile = make_profile(dest)
+    make_key = key_maker(dest.name)
+    now = datetime.now(UTC)
+
+    def general(r: OutboxRecord, key: str) -> bytes | None:
+        return profile.wire(profile.render(r, key, None, now).doc)
+
+    source = {"lot_dynamic": fastpath_source.wire_lot_dynamic, "spot_status": fastpath_source.wire_spot_status}
+    variants = {f"fast path ({'compiled' if native.COMPILED else 'interpreted'})": (native.fastpath.render,
+                                                                                   profile.fast_wire),
+                "fast path (interpreted)": (fastpath_source.render, source),
+                "general path": (fastpath_source.render, {})}
+    best = {name: float("inf") for name in variants}
+    for _ in range(rounds):
+        for name, (render, fast_wire) in variants.items():
+            sendable: list[OutboxRecord] = []
+            keys: list[str] = []
+            wires: list[bytes] = []
+            t = time.process_time()
+            render(records, make_key, now, fast_wire, None, general, sendable, keys, wires)
+            best[name] = min(best[name], time.process_time() - t)
+            assert len(wires) == len(records), f"{name}: {len(records) - len(wires)} records not rendered"
+    return {name: 1e6 * cpu_s / len(records) for name, cpu_s in best.items()}
 
 
 async def raw_phase(bodies: list[tuple[bytes, int, str]], dest: MunicipalDestination, emulator: Emulator,
@@ -304,7 +331,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     db = f"v2x_bench_municipal_{os.getpid()}_{uuid.uuid4().hex[:4]}"
     admin = await asyncpg.connect(args.pg_admin)
     await admin.execute(f'CREATE DATABASE "{db}"')
-    db_url = _with_db(args.pg_admin, db)
+    db_url = with_db(args.pg_admin, db)
     emulator: Emulator | None = None
     log = tempfile.NamedTemporaryFile(prefix="bench-municipal-", suffix=".log", delete=False)  # noqa: SIM115
     started = time.monotonic()
@@ -321,7 +348,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         emulator = Emulator(free_port(), log)
         dest = MunicipalDestination(name="bench", url=f"{emulator.url}/municipal/v1/records",
                                     profile="municipal_json", secret=SECRET, batch_size=args.batch, timeout_s=30.0)
-        bodies = await render_bodies(db_url, dest)
+        records: list[OutboxRecord] = []
+        bodies = await render_bodies(db_url, dest, records)
+        render_us = render_costs(records, dest)
+        del records
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_IN_FLIGHT + 2)) as session:
             await emulator.wait_ready(session)
             raw = await raw_phase(bodies, dest, emulator, session, emulator.proc.pid)
@@ -331,7 +361,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             del bodies
             adapter, lag = await adapter_phase(db_url, args.redis, dest, emulator, session, emulator.proc.pid,
                                                args.changes, log, args.timeout)
-        return {"raw": raw, "raw_concurrent": raw_concurrent, "adapter": adapter, "lag": lag,
+        return {"raw": raw, "raw_concurrent": raw_concurrent, "adapter": adapter, "lag": lag, "render_us": render_us,
                 "backlog_s": backlog_s, "took_s": time.monotonic() - started, "log": log.name}
     finally:
         stop(emulator.proc if emulator else None)
@@ -369,6 +399,8 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
     print(f"lag before resume: {r['lag']['lag_records_before']:,} records, {r['lag']['lag_s_before']} s; "
           f"after: {r['lag']['lag_records_after']} records, {r['lag']['dead_letters']} dead letters")
     print(f"adapter's per-record fast path: {native.reason} (services/municipal/native.py)")
+    print("render step, CPU per record in this process (key, checks, mapping, wire form; least of 3 runs): "
+          + ", ".join(f"{name} {us:.2f} us" for name, us in r["render_us"].items()))
     print(f"(backlog written in {r['backlog_s']:.1f} s; whole run {r['took_s']:.0f} s; process logs {r['log']})")
 
     def phase(p: Phase) -> dict[str, Any]:
@@ -383,6 +415,7 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
         "ratio": ratio, "ratio_to_raw_concurrent": ratio_concurrent,
         "goals": {"records_per_s": GOAL_RATE, "ratio": GOAL_RATIO, "records_per_s_met": rate_ok, "ratio_met": ratio_ok},
         "cpu_us_per_record": per_record,
+        "render_cpu_us_per_record": r["render_us"],
         "lag": r["lag"],
     }
 

@@ -76,6 +76,7 @@ from load.harness import (
     Worker,
     channel,
     load_average,
+    offset,
     percentile,
     postgres_pids,
     start_service,
@@ -108,14 +109,9 @@ class BenchLot:
     classes: tuple[tuple[int, int], ...]  # (space class, capacity) for classes with capacity > 0
 
 
-def _offset(north_m: float, east_m: float) -> tuple[float, float]:
-    lat, lon = CENTER
-    return lat + north_m / 111_320, lon + east_m / (111_320 * math.cos(math.radians(lat)))
-
-
 def random_point(rng: random.Random) -> tuple[float, float]:
     """A uniformly random point of the district (lat, lon)."""
-    return _offset(rng.uniform(-HALF_SIDE_M, HALF_SIDE_M), rng.uniform(-HALF_SIDE_M, HALF_SIDE_M))
+    return offset(CENTER, rng.uniform(-HALF_SIDE_M, HALF_SIDE_M), rng.uniform(-HALF_SIDE_M, HALF_SIDE_M))
 
 
 def generate_city(n: int, operators: list[str], seed: int) -> tuple[list[BenchLot], list[list[Any]]]:
@@ -135,7 +131,7 @@ def generate_city(n: int, operators: list[str], seed: int) -> tuple[list[BenchLo
                     break
         else:
             north, east = rng.uniform(-HALF_SIDE_M, HALF_SIDE_M), rng.uniform(-HALF_SIDE_M, HALF_SIDE_M)
-        lat, lon = _offset(north, east)
+        lat, lon = offset(CENTER, north, east)
         roll = rng.random()
         line: str | None = None
         entrances: list[dict[str, Any]] = []
@@ -171,8 +167,8 @@ def generate_city(n: int, operators: list[str], seed: int) -> tuple[list[BenchLo
             detection = pb.DETECTION_TYPE_MODEL_BASED
             always_open, periods = False, street_hours
             heading, half = rng.random() * math.pi, total * 3.0
-            a = _offset(north - half * math.cos(heading), east - half * math.sin(heading))
-            b = _offset(north + half * math.cos(heading), east + half * math.sin(heading))
+            a = offset(CENTER, north - half * math.cos(heading), east - half * math.sin(heading))
+            b = offset(CENTER, north + half * math.cos(heading), east + half * math.sin(heading))
             line = f"LINESTRING({a[1]!r} {a[0]!r},{b[1]!r} {b[0]!r})"
         lot_id = f"BENCH-{prefix}{i:06d}"
         operator = operators[rng.randrange(len(operators))]

@@ -47,9 +47,7 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -63,7 +61,6 @@ import asyncpg
 import cv2
 import numpy as np
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.asyncio import Redis
 from v2x.roadside.v1 import roadside_pb2 as pb
 from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceStub
@@ -75,7 +72,8 @@ from services.roadside.detector import Detector, DetectorConfig, model_for_preci
 from services.roadside.settings import PRECISIONS, RoadsideSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's `load`
-from load.harness import ServiceProcess, free_port, proc_cpu_s
+from load import harness
+from load.harness import ServiceProcess, channel, percentile, proc_cpu_s, stop_service, wait_healthy, with_db
 
 if TYPE_CHECKING:
     from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceAsyncStub as Stub
@@ -112,13 +110,6 @@ def bench_frames(n_sim: int = 12) -> tuple[list[bytes], list[np.ndarray[Any, Any
         assert ok
         encoded.append(buf.tobytes())
     return encoded, images
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 # ----- CPU accounting ------------------------------------------------------------------------------
@@ -206,8 +197,8 @@ def raw_loops(tensors: list[np.ndarray[Any, Any]], setup: RawSetup, seconds: flo
     wall = cpu1.wall - cpu0.wall
     latencies = [x for lane in per_lane for x in lane]
     return {"setup": setup.name, "frames_per_s": round(len(latencies) / wall, 2), "frames": len(latencies),
-            "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
-            "p99_ms": round(percentile(latencies, 0.99) * 1000, 2), "cpu_cores": cpu1.cores_since(cpu0)}
+            "p50_ms": round(percentile(sorted(latencies), 0.5) * 1000, 2),
+            "p99_ms": round(percentile(sorted(latencies), 0.99) * 1000, 2), "cpu_cores": cpu1.cores_since(cpu0)}
 
 
 def raw_baseline(images: list[np.ndarray[Any, Any]], seconds: float, precision: str = "fp32") -> dict[str, Any]:
@@ -227,45 +218,10 @@ def raw_baseline(images: list[np.ndarray[Any, Any]], seconds: float, precision: 
 
 
 def start_service(database_url: str, redis_url: str, max_batch: int, precision: str) -> ServiceProcess:
-    port, metrics_port = free_port(), free_port()
-    exe = Path(sys.executable).with_name("v2x")
-    cmd = [str(exe), "serve", "roadside"] if exe.exists() else [sys.executable, "-m", "services.cli", "serve",
-                                                                 "roadside"]
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "V2X_ROADSIDE_PORT": str(port),
-           "V2X_ROADSIDE_METRICS_PORT": str(metrics_port), "V2X_BIND_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING",
-           "V2X_ROADSIDE_MAX_BATCH": str(max_batch), "V2X_ROADSIDE_DETECTOR_PRECISION": precision}
-    log_path = Path(tempfile.gettempdir()) / f"v2x_bench_{os.getpid()}_roadside.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    return ServiceProcess(proc, port, log_path)
-
-
-async def wait_healthy(service: ServiceProcess, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if service.proc.poll() is not None:
-                raise RuntimeError(f"the roadside service exited with {service.proc.returncode}:\n{service.log_tail()}")
-            with contextlib.suppress(aio.AioRpcError):
-                reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the roadside service was not healthy within {timeout_s:g} s:\n"
-                                   f"{service.log_tail()}")
-            await asyncio.sleep(0.2)
-
-
-async def stop_service(service: ServiceProcess, grace_s: float = 15.0) -> int | None:
-    if service.proc.poll() is None:
-        service.proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(service.proc.wait, grace_s)
-        except subprocess.TimeoutExpired:
-            service.proc.kill()
-            await asyncio.to_thread(service.proc.wait)
-    return service.proc.returncode
+    """One roadside process (`v2x serve roadside`, no supervisor: its CPU is the process' own)."""
+    return harness.start_service("roadside", {
+        "DATABASE_URL": database_url, "REDIS_URL": redis_url, "V2X_ROADSIDE_MAX_BATCH": str(max_batch),
+        "V2X_ROADSIDE_DETECTOR_PRECISION": precision}, None)
 
 
 # ----- camera streams ----------------------------------------------------------------------------------
@@ -361,8 +317,8 @@ async def phase(stubs: list[Stub], key: str, cameras: list[str], frames: list[by
     out: dict[str, Any] = {
         "cameras": len(cameras), "fps_per_camera": fps, "window": window,
         "frames_per_s": round(rec.ok / seconds, 2), "results": rec.ok, "sent": rec.sent, "dropped": rec.dropped,
-        "errors": rec.errors, "p50_ms": round(percentile(rec.latencies, 0.5) * 1000, 1),
-        "p99_ms": round(percentile(rec.latencies, 0.99) * 1000, 1), "cpu_cores": cpu1.cores_since(cpu0),
+        "errors": rec.errors, "p50_ms": round(percentile(sorted(rec.latencies), 0.5) * 1000, 1),
+        "p99_ms": round(percentile(sorted(rec.latencies), 0.99) * 1000, 1), "cpu_cores": cpu1.cores_since(cpu0),
     }
     if rec.error_sample:
         out["error_sample"] = rec.error_sample
@@ -402,6 +358,7 @@ def raw_plates(plates: list[tuple[str, int, bytes, np.ndarray[Any, Any]]]) -> di
         readings = reader.read(image)
         times.append(time.perf_counter() - started)
         right += bool(readings) and readings[0].text == text and readings[0].colour == colour
+    times.sort()
     return {"plates": len(plates), "read": right, "read_rate": round(right / len(plates), 3),
             "p50_ms": round(percentile(times, 0.5) * 1000, 1), "p99_ms": round(percentile(times, 0.99) * 1000, 1)}
 
@@ -425,13 +382,9 @@ async def service_plates(stub: Stub, key: str, plates: list[tuple[str, int, byte
         times.append(time.perf_counter() - started)
         best = response.plates[0] if response.plates else None
         right += best is not None and best.text == text and best.colour == colour
+    times.sort()
     return {"plates": len(plates), "read": right, "read_rate": round(right / len(plates), 3),
             "p50_ms": round(percentile(times, 0.5) * 1000, 1), "p99_ms": round(percentile(times, 0.99) * 1000, 1)}
-
-
-def _with_db(url: str, db: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{db}"
 
 
 async def configure_cameras(stub: Stub, key: str, n: int, prefix: str) -> list[str]:
@@ -446,9 +399,8 @@ async def configure_cameras(stub: Stub, key: str, n: int, prefix: str) -> list[s
 async def open_service(database_url: str, redis_url: str, key: str, max_batch: int, n_cameras: int,
                        prefix: str, precision: str) -> tuple[ServiceProcess, list[aio.Channel], list[Stub], list[str]]:
     service = start_service(database_url, redis_url, max_batch, precision)
-    await wait_healthy(service)
-    channels = [aio.insecure_channel(f"127.0.0.1:{service.port}", options=[("grpc.use_local_subchannel_pool", 1)])
-                for _ in range(2)]
+    await wait_healthy(service, SERVICE, None, timeout_s=90.0)
+    channels = [channel(service.port) for _ in range(2)]
     stubs: list[Stub] = [RoadsideServiceStub(c) for c in channels]
     cameras = await configure_cameras(stubs[0], key, n_cameras, prefix)
     return service, channels, stubs, cameras
@@ -465,7 +417,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     db = f"v2x_bench_rs_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     admin = await asyncpg.connect(args.pg_admin)
     await admin.execute(f'CREATE DATABASE "{db}"')
-    database_url = _with_db(args.pg_admin, db)
+    database_url = with_db(args.pg_admin, db)
     out: dict[str, Any] = {"started_at": datetime.now(UTC).isoformat(), "machine": {"cores": os.cpu_count()},
                            "load_average_before": load_average(), "rows": []}
     services: list[tuple[ServiceProcess, list[aio.Channel]]] = []

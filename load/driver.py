@@ -37,7 +37,7 @@ SERVICES = ("roadside", "idps", "parking", "charging", "municipal")
 # Where a suite `make load` starts listens: LOAD_PORT_BASE + these (not the standard ports, so that a `make run` of
 # the same user can go on beside it).
 PORT_OFFSETS = {"roadside": 1, "idps": 2, "parking": 3, "charging": 4, "municipal": 5}
-METRICS_OFFSET, OCPP_OFFSET, EMULATOR_OFFSET = 10, 20, 21
+METRICS_OFFSET, OCPP_OFFSET, EMULATOR_OFFSET, CONSOLE_OFFSET = 10, 20, 21, 22
 # Request types that are not round trips (load/users/common.py).
 E2E, DROP, LAG, SETUP = "e2e", "drop", "lag", "setup"
 FRAME = "roadside.StreamFrames frame"
@@ -153,6 +153,7 @@ def start_suite(
         env[f"V2X_{s.upper()}_METRICS_PORT"] = str(port_base + METRICS_OFFSET + off)
     env["V2X_OCPP_PORT"] = str(port_base + OCPP_OFFSET)
     env["V2X_EMULATOR_PORT"] = str(port_base + EMULATOR_OFFSET)
+    env["V2X_CONSOLE_PORT"] = str(port_base + CONSOLE_OFFSET)  # `v2x run` starts the web console too
     env.setdefault("LOG_LEVEL", "WARNING")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("wb")
@@ -161,7 +162,7 @@ def start_suite(
     )
     run_file = runtime_dir / "v2x" / "run.json"
     deadline = time.monotonic() + timeout_s
-    say(f"starting the suite (v2x run --no-sim, ports {port_base + 1}..{port_base + EMULATOR_OFFSET}, log {log_path})")
+    say(f"starting the suite (v2x run --no-sim, ports {port_base + 1}..{port_base + CONSOLE_OFFSET}, log {log_path})")
     while b"is up in" not in log_path.read_bytes():
         if proc.poll() is not None:
             raise SystemExit(f"v2x run exited with {proc.returncode}:\n{_tail(log_path)}")

@@ -105,6 +105,12 @@ def channel(port: int) -> aio.Channel:
     return aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
 
 
+def offset(center: tuple[float, float], north_m: float, east_m: float) -> tuple[float, float]:
+    """The point (lat, lon) `north_m` north and `east_m` east of `center` (flat-earth: a city's extent)."""
+    lat, lon = center
+    return lat + north_m / 111_320, lon + east_m / (111_320 * math.cos(math.radians(lat)))
+
+
 def load_average() -> tuple[float, float, float]:
     return os.getloadavg()
 
@@ -257,24 +263,26 @@ async def timed_phase(duration: float, warmup: float, cpu: Callable[[], Awaitabl
 # ----- the service process --------------------------------------------------------------------------
 
 
-def start_service(name: str, env: Mapping[str, str], processes: int, **ports: int) -> ServiceProcess:
-    """Starts `v2x serve NAME --processes N` on a free port with `env` added to this process' environment; more
-    ports (e.g. `ocpp=...`) are only recorded."""
+def start_service(name: str, env: Mapping[str, str], processes: int | None, **ports: int) -> ServiceProcess:
+    """Starts `v2x serve NAME --processes N` (with None: `v2x serve NAME`, the service as this process' child) on a
+    free port with `env` added to this process' environment; more ports (e.g. `ocpp=...`) are only recorded."""
     port, metrics_port = free_port(), free_port()
     exe = Path(sys.executable).with_name("v2x")
     cmd = [str(exe), "serve", name] if exe.exists() else [sys.executable, "-m", "services.cli", "serve", name]
-    cmd += ["--processes", str(processes)]
+    if processes is not None:
+        cmd += ["--processes", str(processes)]
     full = {**os.environ, f"V2X_{name.upper()}_PORT": str(port), f"V2X_{name.upper()}_METRICS_PORT": str(metrics_port),
             "V2X_BIND_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING", **env}
-    log_path = Path(tempfile.gettempdir()) / f"v2x_bench_{os.getpid()}_{name}.log"
+    log_path = Path(tempfile.gettempdir()) / f"v2x_bench_{os.getpid()}_{name}_{port}.log"  # one per service started
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, env=full, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     return ServiceProcess(proc, port, log_path, name, dict(ports))
 
 
-async def wait_healthy(service: ServiceProcess, grpc_service: str, processes: int, timeout_s: float = 120.0) -> None:
+async def wait_healthy(service: ServiceProcess, grpc_service: str, processes: int | None,
+                       timeout_s: float = 120.0) -> None:
     """Until every process of the service serves and its health check says `grpc_service` is SERVING."""
-    await wait_all_processes(service.proc, processes, service.log_tail, service.name, timeout_s)
+    await wait_all_processes(service.proc, processes or 1, service.log_tail, service.name, timeout_s)
     deadline = time.monotonic() + timeout_s
     async with aio.insecure_channel(f"127.0.0.1:{service.port}") as ch:
         health = health_pb2_grpc.HealthStub(ch)

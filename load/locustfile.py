@@ -33,3 +33,4 @@ USERS = {c.__name__: c for c in (Camera, Operator, Driver, PoliceConsole, Charge
 # How many of each: the plan's counts (`make load` computes them from load/mix.toml and the intersections).
 for _name, _cls in USERS.items():
     _cls.fixed_count = int(plan().counts.get(_name, 0))
+del _name, _cls  # locust takes every User class among this module's names: no second name for one

@@ -39,6 +39,7 @@ for _name, _cls in USERS.items():
     if _name not in ALWAYS_ON:
         _cls.weight = max(1, _cls.fixed_count)
         _cls.fixed_count = 0
+del _name, _cls  # locust takes every User class among this module's names: no second name for one
 
 
 def peak_share(t: float) -> float:

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import overload
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
+
+@overload
+def ts(at: datetime) -> Timestamp: ...
+@overload
+def ts(at: None) -> None: ...
+@overload
+def ts(at: datetime | None) -> Timestamp | None: ...
 
 
 def ts(at: datetime | None) -> Timestamp | None:

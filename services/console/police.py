@@ -18,7 +18,7 @@ from v2x.roadside.v1 import roadside_pb2
 from services.console.backends import BACKENDS, CALL_TIMEOUT_S, bearer
 from services.console.camera_view import field_of_view
 from services.console.sse import encode, sse_response
-from services.console.web import error, grpc_error, json_body, json_response, require, to_dict
+from services.console.web import error, forget_session, grpc_error, json_body, json_response, require, to_dict
 
 POLICE = "police"
 # The page's lifecycle buttons, by the status they move to.
@@ -153,6 +153,8 @@ async def incident_stream(request: web.Request) -> web.StreamResponse:
                 if exc.code().name == "INVALID_ARGUMENT" and cursor and not sent:
                     cursor = ""  # not a cursor IDPS issued: start over with a snapshot
                     continue
+                if exc.code().name == "UNAUTHENTICATED":
+                    forget_session(request)  # the reconnect then gets 403 and the page asks to sign in
                 # The browser reconnects after `retry` with its Last-Event-ID; IDPS may be back by then.
                 await response.write(encode("failure", {"error": exc.details() or exc.code().name,
                                                         "code": exc.code().name}))

@@ -104,8 +104,18 @@ async def security(request: web.Request, handler: Handler) -> web.StreamResponse
         raise
     except aio.AioRpcError as exc:
         response = grpc_error(exc)
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            forget_session(request)
+            response = error(401, "your key is no longer valid (revoked?): sign in again", code="UNAUTHENTICATED")
     _headers(request, response)
     return response
+
+
+def forget_session(request: web.Request) -> None:
+    """The services no longer know the session's key (it was revoked): the session ends with it."""
+    session = session_of(request)
+    if session is not None:
+        request.app[SESSIONS].drop(session.id)
 
 
 def _csrf_refusal(request: web.Request) -> str | None:
@@ -134,4 +144,5 @@ def _headers(request: web.Request, response: web.StreamResponse) -> None:
 
 def security_headers() -> dict[str, str]:
     return {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-            "X-Frame-Options": "DENY", "Cross-Origin-Opener-Policy": "same-origin"}
+            "X-Frame-Options": "DENY", "Cross-Origin-Opener-Policy": "same-origin",
+            "Permissions-Policy": "geolocation=(self), camera=(), microphone=()"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import status_pb2
 from google.type import date_pb2
 from v2x.common.v1 import common_pb2 as cpb
@@ -12,6 +11,7 @@ from v2x.municipal.v1 import municipal_pb2 as pb
 
 from services.common import paging
 from services.common.errors import FieldViolation, InvalidArgument
+from services.common.timestamps import ts
 from services.common.validation import Validator
 from services.municipal.delivery import Lane
 from services.municipal.model import DeadLetter, DestinationStatus, Reconciliation
@@ -28,14 +28,6 @@ STATE_TO_PROTO: dict[str, int] = {"open": pb.DEAD_LETTER_STATE_OPEN, "requeued":
 # HTTP statuses of the last error as google.rpc codes (0 = no answer: UNAVAILABLE).
 _HTTP_TO_RPC = {400: 3, 401: 16, 403: 7, 404: 5, 408: 4, 409: 10, 413: 3, 422: 3, 429: 8}
 MAX_RETRY_IDS = 1000
-
-
-def ts(at: datetime | None) -> Timestamp | None:
-    if at is None:
-        return None
-    t = Timestamp()
-    t.FromDatetime(at)
-    return t
 
 
 def rpc_status(http_status: int | None, message: str | None) -> status_pb2.Status:

@@ -16,7 +16,10 @@
 - 401/403: the platform refuses our credentials; the destination is paused with that reason (nothing is
   dead-lettered for a configuration error). Any other 4xx for a whole batch: the batch is split until the
   refused record is alone, and that record becomes a dead letter. A per-record 4xx in a 2xx answer: that
-  record becomes a dead letter. Records that fail their profile's checks never leave: dead letters too.
+  record becomes a dead letter. An NGSI-LD broker's 207 is read per entity: the records of a refused entity become
+  dead letters with its reason, those of an entity that failed transiently go again alone (after backoff). Records
+  that fail their profile's checks never leave: dead letters too.
+- A batch is cut where the profile's publication changes (DATEX II: a body is one d2:payload of one publication).
 - A token bucket keeps each destination under its rate limit (records per second).
 - Only one process drains a destination at a time (a PostgreSQL advisory lock), so replicas fail over. A chunk's
   commit checks, in its transaction, that this process's lock session still holds the lock: a process whose
@@ -54,13 +57,11 @@ from services.municipal.model import (
     KEY_NAMESPACE,
     Fate,
     InvalidRecord,
-    NotCarried,
     OutboxRecord,
     Outcome,
     Position,
     key_maker,
 )
-from services.municipal.native import fastpath
 from services.municipal.profiles import RenderContext, make_profile
 from services.municipal.profiles.base import lot_location, preview, record_key
 from services.municipal.settings import MunicipalDestination, MunicipalSettings
@@ -630,27 +631,14 @@ class Lane:
 
     def _render(self, records: list[OutboxRecord], ctx: RenderContext, replay: Replay | None, dead: list[Outcome],
                 sendable: list[OutboxRecord], keys: list[str], wires: list[bytes]) -> None:
-        """Appends the records to send, their keys and documents in wire form; invalid records go to `dead`,
-        skipped ones nowhere. The profile's fast writers when it has them (services/municipal/fastpath.py), else
-        (and whenever a writer is not sure) the general path, which names what is wrong."""
-        profile, wire = self.profile, self.profile.wire
-        fast_wire, fast = profile.fast_wire, profile.fast
-        now = datetime.now(UTC)
+        """Appends the records to send, their keys and documents in wire form (`Profile.wires`); invalid records go
+        to `dead`, skipped ones nowhere."""
 
-        def general(r: OutboxRecord, key: str) -> bytes | None:
-            render = None if r.kind in fast_wire else fast.get(r.kind)
-            if render is not None and (doc := render(r, key, now)) is not None:
-                return wire(doc)
-            try:
-                return wire(profile.render_checked(r, key, ctx, now).doc)
-            except NotCarried:
-                return None
-            except InvalidRecord as exc:
-                dead.append(self._invalid(r, key, exc))
-                return None
+        def invalid(r: OutboxRecord, key: str, exc: InvalidRecord) -> None:
+            dead.append(self._invalid(r, key, exc))
 
-        fastpath.render(records, self.key, now, fast_wire, replay.skips if replay is not None else None, general,
-                        sendable, keys, wires)
+        self.profile.wires(records, self.key, datetime.now(UTC), ctx, replay.skips if replay is not None else None,
+                           invalid, sendable, keys, wires)
 
     def _invalid(self, r: OutboxRecord, key: str, exc: InvalidRecord) -> Outcome:
         return Outcome(r, Fate.DEAD, key, record_key(r), 0, "INVALID_RECORD",
@@ -875,24 +863,18 @@ class Lane:
                 return
             records = [r for _, r in items]
             ctx = await self._context(records)
-            dead: list[Outcome] = []
-            now = datetime.now(UTC)
+            dead = [Outcome(r, Fate.DEAD, self.key(r.id), record_key(r), 0, "NOT_CARRIED",
+                            f"profile {self.profile.name} does not carry {r.kind}", preview(r))
+                    for r in records if r.kind not in self.profile.kinds]
             sendable: list[OutboxRecord] = []
             keys: list[str] = []
             wires: list[bytes] = []
-            for r in records:
-                key = self.key(r.id)
-                try:
-                    wires.append(self.profile.wire(self.profile.render(r, key, ctx, now).doc))
-                except NotCarried:
-                    dead.append(Outcome(r, Fate.DEAD, key, record_key(r), 0, "NOT_CARRIED",
-                                        f"profile {self.profile.name} does not carry {r.kind}", preview(r)))
-                    continue
-                except InvalidRecord as exc:
-                    dead.append(self._invalid(r, key, exc))
-                    continue
-                sendable.append(r)
-                keys.append(key)
+
+            def invalid(r: OutboxRecord, key: str, exc: InvalidRecord, dead: list[Outcome] = dead) -> None:
+                dead.append(self._invalid(r, key, exc))
+
+            self.profile.wires([r for r in records if r.kind in self.profile.kinds], self.key, datetime.now(UTC),
+                               ctx, None, invalid, sendable, keys, wires)
             sent = Sent()
             parcels = [Parcel(sendable, keys, wires)]
             if self.mixed_publications:

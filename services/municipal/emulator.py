@@ -17,6 +17,7 @@ appended to a JSON-lines file that is read back on start, so dedupe survives a r
     GET  /_admin/state                         counters, faults, per-lot order violations
     PUT  /_admin/faults                        change failure modes at run time (JSON, any subset)
     GET  /_admin/lots                          {source: {aggregate: [sequence, ...]}} in arrival order
+    GET  /_admin/entities[?source=S]           NGSI-LD entities as the broker holds them: {source: {id: entity}}
     POST /_admin/reset                         forget everything received
     GET  /healthz
 
@@ -533,6 +534,16 @@ async def _lots(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
+async def _entities(request: web.Request) -> web.Response:
+    """The NGSI-LD entities as the broker holds them: {source: {entity id: entity}} (`?source=` one sender's)."""
+    only = request.query.get("source")
+    out: dict[str, dict[str, Any]] = {}
+    for (source, eid), entity in request.app[PLATFORM].entities.items():
+        if only is None or source == only:
+            out.setdefault(source, {})[eid] = entity
+    return web.json_response(out)
+
+
 async def _reset(request: web.Request) -> web.Response:
     request.app[PLATFORM].reset()
     return web.json_response({"reset": True})
@@ -551,6 +562,7 @@ def build_app(platform: Platform) -> web.Application:
     app.router.add_get("/_admin/state", _get_state)
     app.router.add_put("/_admin/faults", _put_faults)
     app.router.add_get("/_admin/lots", _lots)
+    app.router.add_get("/_admin/entities", _entities)
     app.router.add_post("/_admin/reset", _reset)
     app.router.add_get("/healthz", _health)
     return app

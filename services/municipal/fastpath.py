@@ -20,8 +20,13 @@ from datetime import UTC, datetime, timedelta
 from services.common.validation import EARLIEST
 from services.municipal import vocab
 from services.municipal.checks import ID, MAX_FUTURE
+from services.municipal.local_times import changed_at, parsed_time
 from services.municipal.model import OutboxRecord
-from services.municipal.profiles.base import FastWire, changed_at, parsed_time
+
+# A profile's fast path for one kind: the record's wire form (`Profile.wire` of its document) when the record
+# certainly passes every check of the kind and of the profile, else None (the general path then checks it and
+# names what is wrong).
+FastWire = Callable[[OutboxRecord, str, datetime], bytes | None]
 
 # The writers accept exactly these values (the vocabularies the checks allow), each with its code.
 _PARK_STATUS: dict[str, int] = {s: vocab.MUNICIPAL_PARK_STATUS[s] for s in vocab.SITE_STATUSES}

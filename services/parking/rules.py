@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, PermissionDenied
 from services.common.principal import Principal, Role
 from services.parking.availability import CLASS_NAMES, LotState
-from services.parking.model import LotSummary, PassageAmendment, PassageRecord, PassageSpec, PriceSpec, Report
+from services.parking.model import LotSpec, LotSummary, PassageAmendment, PassageRecord, PassageSpec, PriceSpec, Report
 from services.parking.vocab import (
     CLASSES,
     AckResult,
@@ -37,6 +37,15 @@ def require_owner(principal: Principal, operator_id: str, lot_id: str) -> None:
 def require_owner_or_admin(principal: Principal, operator_id: str, lot_id: str) -> None:
     if principal.role is not Role.ADMIN:
         require_owner(principal, operator_id, lot_id)
+
+
+def may_update_lot(principal: Principal, operator_id: str, spec: LotSpec) -> None:
+    """A lot's own operator edits it (`operator_id` is its operator now); only an admin moves it to another."""
+    if principal.role is Role.ADMIN:
+        return
+    require_owner(principal, operator_id, spec.id)
+    if spec.operator_id != operator_id:
+        raise PermissionDenied("only an admin can move a lot to another operator")
 
 
 def may_read_passages(principal: Principal, operator_id: str, lot_id: str) -> None:

@@ -25,11 +25,10 @@ from services.common.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
 )
 from services.common.geo import Area
 from services.common.outbox import OutboxKind, OutboxRow, write_outbox
-from services.common.principal import Principal, Role
+from services.common.principal import Principal
 from services.common.rawsql import Query, fetch
 from services.common.read_replica import Reads
 from services.parking import payloads, rules
@@ -302,10 +301,7 @@ class ParkingStore:
             )).first()
             if current is None:
                 raise NotFound(f"lot {spec.id} does not exist")
-            if principal.role is not Role.ADMIN:
-                rules.require_owner(principal, current.operator_id, spec.id)
-                if spec.operator_id != current.operator_id:
-                    raise PermissionDenied("only an admin can move a lot to another operator")
+            rules.may_update_lot(principal, current.operator_id, spec)
             if expected_version and expected_version != current.version:
                 raise Aborted(f"lot {spec.id} is at version {current.version}, not {expected_version}: re-read it")
             await conn.execute(

@@ -87,7 +87,7 @@ def make_builder(detector: BatchDetector | None = None, *, plates: bool = True,
     return build
 
 
-def _default_detector(kind: str, max_batch: int, precision: str = "fp32") -> BatchDetector:
+def _default_detector(kind: str, max_batch: int, precision: str = "int8") -> BatchDetector:
     if kind == "sim":
         from services.roadside.keycolour import KeyColourDetector
 

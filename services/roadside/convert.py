@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf import any_pb2, json_format
-from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from v2x.common.v1 import common_pb2 as cpb
 from v2x.roadside.v1 import roadside_pb2 as pb
 
 from services.common.error_mapping import DOMAIN, to_status_proto
 from services.common.errors import DomainError, FieldViolation, InvalidArgument
+from services.common.timestamps import ts
 from services.common.validation import EARLIEST, Validator
 from services.roadside import frames
 from services.roadside.detector import Detection, VehicleClass
@@ -48,12 +48,6 @@ CLASS_TO_PROTO: dict[VehicleClass, int] = {
     VehicleClass.BICYCLE: pb.OBJECT_CLASS_BICYCLE,
     VehicleClass.PERSON: pb.OBJECT_CLASS_PERSON,
 }
-
-
-def ts(at: datetime) -> Timestamp:
-    t = Timestamp()
-    t.FromDatetime(at)
-    return t
 
 
 # ----- cameras in ---------------------------------------------------------------------------------

@@ -237,6 +237,44 @@ def _read_spec(metadata: Mapping[str, Any], session: ort.InferenceSession) -> _M
     )
 
 
+def _class_map(metadata: Mapping[str, Any]) -> Mapping[str, VehicleClass]:
+    """MODEL_CLASS_TO_VEHICLE, extended or overridden by the metadata's ``class_map`` (model class name -> one of
+    car, bus, truck, motorcycle, bicycle, person; null drops a class): how another model's names map to ours."""
+    extra: Mapping[str, str | None] = metadata.get("class_map") or {}
+    out = dict(MODEL_CLASS_TO_VEHICLE)
+    for name, target in extra.items():
+        if target is None:
+            out.pop(name, None)
+            continue
+        try:
+            out[str(name)] = VehicleClass(target)
+        except ValueError:
+            raise DetectorError(
+                f"class_map maps {name!r} to {target!r}; use one of {', '.join(c.value for c in VehicleClass)}"
+            ) from None
+    return MappingProxyType(out)
+
+
+def _thresholds(
+    metadata: Mapping[str, Any], configured: Mapping[VehicleClass, float]
+) -> Mapping[VehicleClass, float]:
+    """Score thresholds: the configured ones when they were set; else the defaults, overridden per class by the
+    metadata's ``score_thresholds`` (vehicle class -> score), which a model's card calibrates for that model."""
+    if configured is not DEFAULT_SCORE_THRESHOLDS:
+        return configured
+    given: Mapping[str, float] = metadata.get("score_thresholds") or {}
+    out = dict(DEFAULT_SCORE_THRESHOLDS)
+    for name, value in given.items():
+        try:
+            vehicle_class = VehicleClass(name)
+        except ValueError:
+            raise DetectorError(f"score_thresholds names {name!r}, not a vehicle class") from None
+        if not 0.0 < float(value) <= 1.0:
+            raise DetectorError(f"score_thresholds[{name!r}] = {value} is not in (0, 1]")
+        out[vehicle_class] = float(value)
+    return out
+
+
 class Detector:
     """Runs a YOLO ONNX model on BGR frames. Not thread-safe to reconfigure; ``detect`` may be shared."""
 
@@ -257,9 +295,10 @@ class Detector:
             str(model_path), sess_options=self.session_options, providers=["CPUExecutionProvider"]
         )
         self.spec = _read_spec(metadata, self.session)
+        self.class_map = _class_map(metadata)
         batch_dim = self.session.get_inputs()[0].shape[0]
         self.dynamic_batch = not isinstance(batch_dim, int) or batch_dim <= 0
-        self._thresholds = self._class_thresholds(self.config.score_thresholds)
+        self._thresholds = self._class_thresholds(_thresholds(metadata, self.config.score_thresholds))
         self._class_groups = self._nms_groups(self.config.merge_vehicle_classes)
         self._output_names = (
             [h.output for h in self.spec.heads]
@@ -270,7 +309,7 @@ class Detector:
     def _class_thresholds(self, per_vehicle_class: Mapping[VehicleClass, float]) -> FloatArray:
         thresholds = np.full(len(self.spec.class_names), np.inf, dtype=np.float32)
         for index, name in enumerate(self.spec.class_names):
-            vehicle_class = MODEL_CLASS_TO_VEHICLE.get(name)
+            vehicle_class = self.class_map.get(name)
             if vehicle_class is not None and vehicle_class in per_vehicle_class:
                 thresholds[index] = per_vehicle_class[vehicle_class]
         if not np.isfinite(thresholds).any():
@@ -282,7 +321,7 @@ class Detector:
         groups = np.arange(len(self.spec.class_names), dtype=np.int64)
         if merge:
             for index, name in enumerate(self.spec.class_names):
-                if MODEL_CLASS_TO_VEHICLE.get(name) in MERGED_VEHICLE_CLASSES:
+                if self.class_map.get(name) in MERGED_VEHICLE_CLASSES:
                     groups[index] = len(self.spec.class_names)
         return groups
 
@@ -370,10 +409,10 @@ class Detector:
             if x2 <= x1 or y2 <= y1:
                 continue  # entirely in the letterbox padding
             name = self.spec.class_names[class_id]
-            alt_class = MODEL_CLASS_TO_VEHICLE[self.spec.class_names[alt_id]] if alt_id >= 0 else None
+            alt_class = self.class_map[self.spec.class_names[alt_id]] if alt_id >= 0 else None
             detections.append(
                 Detection(
-                    MODEL_CLASS_TO_VEHICLE[name],
+                    self.class_map[name],
                     float(score),
                     x1,
                     y1,

@@ -31,6 +31,7 @@ from services.common.errors import (
 )
 from services.common.interceptors import abort_with_status
 from services.common.principal import Principal, Role, current_principal
+from services.common.timestamps import ts
 from services.common.validation import ID_RE
 from services.roadside import convert, frames
 from services.roadside.engine import CameraSession, FrameJob, FrameOutcome, InferenceEngine
@@ -149,7 +150,7 @@ class _Sink:
 
 
 def _frame_result(job: FrameJob, outcome: FrameOutcome, sink: _Sink | None) -> pb.FrameResult:
-    r = pb.FrameResult(camera_id=job.camera_id, frame_id=job.frame_id, captured_at=convert.ts(job.captured_at),
+    r = pb.FrameResult(camera_id=job.camera_id, frame_id=job.frame_id, captured_at=ts(job.captured_at),
                        inference_latency_ms=round(outcome.inference_ms, 2),
                        service_latency_ms=round(outcome.service_ms, 2))
     if sink is not None:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 else:
     Stub = ParkingServiceStub
 
-from services.roadside.convert import ts
+from services.common.timestamps import ts
 from services.roadside.model import SpotChange, SpotState
 
 log = logging.getLogger("v2x.roadside.spots")

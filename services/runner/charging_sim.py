@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 from v2x.charging.v1 import charging_pb2 as pb
 from v2x.charging.v1.charging_pb2_grpc import ChargingServiceStub
 from v2x.common.v1 import common_pb2 as cpb
 from v2x.parking.v1 import parking_pb2 as ppb
 
+from services.common.timestamps import ts
 from services.runner.demo_chargers import detail, first_status, stations
 
 if TYPE_CHECKING:
@@ -145,16 +145,10 @@ def plan(mine: list[SimConnector], spots: SpotBoard, share: float, rng: random.R
     return out
 
 
-def _timestamp(at: datetime) -> Timestamp:
-    t = Timestamp()
-    t.FromDatetime(at)
-    return t
-
-
 async def push(stub: Stub, key: str, planned: list[tuple[SimConnector, int]],
                rng: random.Random, now: datetime) -> int:
     """Streams the round's reports; returns how many were accepted (the rest are logged)."""
-    observed = _timestamp(now)
+    observed = ts(now)
     by_id: dict[str, tuple[SimConnector, int, int, str]] = {}
     reports: list[pb.StatusReport] = []
     for c, status in planned:

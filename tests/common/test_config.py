@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.common.config import ConfigError, Settings
+from services.common.fast_paths import FastPath
 
 
 def test_defaults_need_no_environment() -> None:
@@ -34,10 +35,17 @@ def test_database_url_gets_the_async_driver() -> None:
     ({"REDIS_URL": "http://x"}, "REDIS_URL"),
     ({"V2X_TLS_CERT": "/nope.pem"}, "V2X_TLS_KEY"),
     ({"V2X_TLS_CLIENT_CA": "/ca.pem"}, "V2X_TLS_CLIENT_CA"),
+    ({"V2X_PLAIN_PATHS": "driver-reads,warp-drive"}, "V2X_PLAIN_PATHS"),
 ])
 def test_bad_values_fail_naming_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         Settings.from_env(env)
+
+
+def test_plain_paths_name_fast_paths_to_turn_off() -> None:
+    assert Settings.from_env({}).plain_paths == frozenset()
+    assert Settings.from_env({"V2X_PLAIN_PATHS": " spliced-answers "}).plain_paths == {FastPath.SPLICED_ANSWERS}
+    assert Settings.from_env({"V2X_PLAIN_PATHS": "all"}).plain_paths == frozenset(FastPath)
 
 
 def test_missing_tls_file_fails(tmp_path: Path) -> None:

@@ -3,16 +3,20 @@ officer acting on a stale version is told of the conflict."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
-from playwright.async_api import Browser, BrowserContext, expect
+from playwright.async_api import Browser, BrowserContext, Route, expect
 from v2x.idps.v1 import idps_pb2
 
 from services.common.apikeys import create_key
 from services.common.runtime import Resources
+from services.console.sse import STREAMS
 from tests.conftest import Keys
 from tests.console.conftest import Console
 from tests.console.helpers import idps, report, sign_in_page, site
+from tests.waiting import assert_eventually
 
 
 async def test_an_incident_reported_over_grpc_appears_within_2_s_and_a_confirmation_shows_in_the_audit(
@@ -83,3 +87,34 @@ async def test_a_second_officer_with_a_stale_version_gets_the_conflict_and_chang
                                           metadata=Keys.md(keys.police))
     assert got.incident.status == idps_pb2.INCIDENT_STATUS_CONFIRMED
     assert [r.action for r in got.audit] == [idps_pb2.AUDIT_ACTION_CREATED, idps_pb2.AUDIT_ACTION_TRANSITIONED]
+
+
+async def test_a_browser_that_loses_the_stream_resumes_with_last_event_id_and_misses_nothing(
+        console: Console, context: BrowserContext, keys: Keys, unique: str) -> None:
+    page = await sign_in_page(context, console, "/police", keys.police)
+    await expect(page.locator("#stream-state")).to_have_text("live", timeout=15_000)
+    await expect(page.locator("body")).to_have_attribute("data-resyncs", "1")
+    # The browser's reconnection is held until the missed incidents are in.
+    gate = asyncio.Event()
+    resumed: list[dict[str, str]] = []
+
+    async def hold(route: Route) -> None:
+        resumed.append(await route.request.all_headers())
+        await gate.wait()
+        await route.continue_()
+
+    await page.route("**/api/v1/incidents/stream", hold)
+    streams: set[asyncio.Task[Any]] = console.runner.app[STREAMS]
+    for task in list(streams):  # the console drops every stream (as a restarted proxy would)
+        task.cancel()
+    await assert_eventually(lambda: bool(resumed), "the browser reconnecting")
+    lat, lon = site(unique)
+    missed = [await report(console, keys, unique, lat=lat + i * 0.05, lon=lon, kind=kind)
+              for i, kind in enumerate((idps_pb2.EVENT_TYPE_FIRE, idps_pb2.EVENT_TYPE_ANIMAL))]
+    gate.set()
+    for m in missed:
+        await expect(page.locator(f'#incidents tr[data-id="{m.incident_id}"]')).to_be_visible(timeout=5_000)
+    await expect(page.locator("#stream-state")).to_have_text("live")
+    # Resumed from its Last-Event-ID (Chromium adds that header below where Playwright sees requests): without it the
+    # console would have started over with a RESYNC and a snapshot.
+    await expect(page.locator("body")).to_have_attribute("data-resyncs", "1")

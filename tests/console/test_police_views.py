@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
+import pytest
 from playwright.async_api import BrowserContext, expect
 from v2x.idps.v1 import idps_pb2
 from v2x.roadside.v1 import roadside_pb2 as pb
@@ -30,6 +31,7 @@ def _inside(lat: float, lon: float, ring: list[list[float]], margin: float) -> b
     return len(signs) <= 1
 
 
+@pytest.mark.slow  # 90 rendered frames through the roadside service (~7 s here)
 async def test_a_camera_shows_with_its_field_of_view_and_its_counts_per_lane(
         console: Console, context: BrowserContext, keys: Keys, unique: str) -> None:
     roadside = RoadsideServiceStub(console.channels["roadside"])

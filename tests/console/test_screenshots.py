@@ -24,7 +24,7 @@ from tests.waiting import assert_eventually
 GATE_OPERATOR = "ACME"
 OUT = os.environ.get("V2X_CONSOLE_SCREENSHOTS", "")
 pytestmark = [pytest.mark.skipif(not OUT, reason="V2X_CONSOLE_SCREENSHOTS (a directory) is not set"),
-              pytest.mark.timeout(1200)]
+              pytest.mark.timeout(1200), pytest.mark.slow]
 
 
 async def _json(http: aiohttp.ClientSession, url: str) -> Any:

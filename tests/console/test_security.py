@@ -6,12 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
-from playwright.async_api import BrowserContext, Request, expect
+from playwright.async_api import BrowserContext, ConsoleMessage, Request, expect
 from v2x.idps.v1 import idps_pb2
 
+from services.common.apikeys import create_key, revoke_key
+from services.common.runtime import Resources
 from tests.conftest import Keys
 from tests.console.conftest import Console
 from tests.console.helpers import http_client, http_sign_in, idps, report, sign_in_page, site
+from tests.waiting import assert_eventually
 
 
 async def _events(response: aiohttp.ClientResponse, until: str) -> list[dict[str, Any]]:
@@ -138,7 +141,12 @@ async def test_sign_in_sets_a_strict_httponly_expiring_cookie_and_the_key_stays_
     requests: list[str] = []
     context.on("request", lambda request: requests.append(request.url) if isinstance(request, Request) else None)
     page = await sign_in_page(context, console, "/police", keys.police)
+    await expect(page.locator("#stream-state")).to_be_visible()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if isinstance(m, ConsoleMessage) and m.type == "error" else None)
+    await page.reload()  # the signed-in page, watched from its first byte
     await expect(page.locator("#stream-state")).to_have_text("live", timeout=15_000)
+    assert not errors, errors  # no script error, nothing the Content-Security-Policy blocked
     assert keys.police not in page.url
     storage = await page.evaluate("() => JSON.stringify([{...localStorage}, {...sessionStorage}, document.cookie])")
     assert keys.police not in storage and "v2x_console_session" not in storage
@@ -156,3 +164,22 @@ async def test_a_last_event_id_that_is_no_cursor_starts_over_with_a_snapshot(con
         async with http.get(console.url + "/api/v1/incidents/stream", headers={"Last-Event-ID": "nonsense"}) as r:
             events = await _events(r, "snapshot_end")
     assert events[0]["event"] == "resync" and events[-1]["id"]
+
+
+async def test_a_revoked_key_ends_its_session(console: Console, keys: Keys, resources: Resources) -> None:
+    issued = await create_key(resources.engine, "police", "to be revoked")
+    async with http_client() as http:
+        await http_sign_in(http, console, issued.key)
+        async with http.get(console.url + "/api/v1/incidents") as r:
+            assert r.status == 200
+        await revoke_key(resources.engine, issued.principal.key_id)
+
+        async def refused() -> bool:
+            async with http.get(console.url + "/api/v1/incidents") as r:
+                return r.status == 401 and "sign in again" in (await r.json())["error"]
+
+        await assert_eventually(refused, "the revoked key refused (after the services' key cache)", within_s=10)
+        async with http.get(console.url + "/api/v1/session") as r:
+            assert (await r.json()) == {"signed_in": False}
+        async with http.get(console.url + "/api/v1/incidents") as r:
+            assert r.status == 403

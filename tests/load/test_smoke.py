@@ -35,6 +35,7 @@ from tests.charging.conftest import start_harness, stop_harness
 from tests.conftest import Keys
 from tests.municipal.helpers import SECRET
 
+pytestmark = pytest.mark.slow  # ~45 s and ~60 s here (make test runs them; make test-fast does not)
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SECONDS = 15
@@ -123,6 +124,7 @@ def read_stats(prefix: Path) -> list[dict[str, str]]:
 HEADLESS = ("--headless", "--stop-timeout", "5", "--exit-code-on-error", "1", "--only-summary")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_locust_runs_every_user_class_against_the_suite_without_a_failure(
         tmp_path: Path, suite: Suite, keys: Keys, frames: Path) -> None:
@@ -140,6 +142,7 @@ async def test_locust_runs_every_user_class_against_the_suite_without_a_failure(
     assert counts.get("roadside.StreamFrames frame", 0) >= 2 * SECONDS, out  # 5 fps, answered
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_distributed_a_master_and_two_workers_share_the_users(
         tmp_path: Path, suite: Suite, keys: Keys, frames: Path) -> None:

@@ -5,7 +5,6 @@ drops some connections, goes down for 20 s, and the adapter process is SIGKILLed
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -31,6 +30,7 @@ from services.municipal.store import MunicipalStore
 from tests.conftest import Keys
 from tests.municipal.conftest import destination, set_faults
 from tests.municipal.helpers import SECRET, eventually, insert, lot_dynamic
+from tests.waiting import assert_eventually
 
 LOTS = 200
 CHANGES = 20_000
@@ -95,12 +95,8 @@ async def chaos_emulator() -> AsyncIterator[RunningEmulator]:
 async def _batch_in_flight(emu: RunningEmulator, at_least: int, within_s: float = 90.0) -> None:
     """Waits until the platform holds `at_least` records and a request is being answered right now (its
     records are stored, the answer is not sent yet: a kill now leaves the adapter not knowing)."""
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if len(emu.platform.seen) >= at_least and emu.platform.stats.in_flight > 0:
-            return
-        await asyncio.sleep(0.002)
-    raise AssertionError(f"no batch in flight after {at_least} records within {within_s} s")
+    await assert_eventually(lambda: len(emu.platform.seen) >= at_least and emu.platform.stats.in_flight > 0,
+                            f"a batch in flight after {at_least} records", within_s, every_s=0.002)
 
 
 @pytest.mark.slow

@@ -5,12 +5,15 @@ emulator), and each body the emulator received checked against the standard's ow
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from services.common.runtime import Resources
-from services.municipal.emulator import RunningEmulator
+from services.municipal.emulator import Faults, Platform, RunningEmulator
+from services.municipal.standards import MissingStandards, standards_dir
 from tests.municipal.conftest import PATHS, StartAdapter, destination, set_faults
 from tests.municipal.helpers import Row, charger_status, insert, lot_dynamic, lot_static, passage, spot_status
 from tests.municipal.standards import datex2_problems, folder, sdm_problems
@@ -141,3 +144,11 @@ async def test_a_207_with_one_rejected_entity_leaves_exactly_one_dead_letter_and
     assert letter.http_status == 400 and f"records of {refused}" in letter.last_error.message
     assert {r.sequence for r in emulator.platform.seen.values()} == set(ids[1:])
     assert not emulator.platform.faults.transient_aggregates  # the flaky entity failed once, then got through
+
+
+def test_a_missing_schema_folder_fails_rather_than_skips(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("V2X_STANDARDS_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(pytest.fail.Exception, match="the published schemas are missing"):
+        folder()
+    with pytest.raises(MissingStandards, match="nowhere"):
+        Platform(["x" * 16], 300.0, Faults(), standards=standards_dir())

@@ -376,13 +376,19 @@ async def test_a_destination_is_held_to_its_rate_limit(
     assert (await status_of(a)).rate_limit_rps == 100
 
 
-async def test_only_administrators_may_call_the_admin_service(
+async def test_only_administrators_may_call_the_admin_service_and_the_police_read_its_status(
         emulator: RunningEmulator, start_adapter: StartAdapter, keys: Keys) -> None:
     a = await start_adapter(destination(emulator))
     for key in (keys.driver, keys.op_a, keys.platform):
         with pytest.raises(aio.AioRpcError) as err:
             await a.stub.GetStatus(pb.GetStatusRequest(), metadata=keys.md(key))
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # The police console shows the delivery lag; the police change nothing.
+    assert a.name in [d.destination for d in (await a.stub.GetStatus(pb.GetStatusRequest(),
+                                                                      metadata=keys.md(keys.police))).destinations]
+    with pytest.raises(aio.AioRpcError) as err:
+        await a.stub.Pause(pb.PauseRequest(destination=a.name), metadata=keys.md(keys.police))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     with pytest.raises(aio.AioRpcError) as err:
         await a.stub.Pause(pb.PauseRequest(destination="nowhere"), metadata=a.md)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND

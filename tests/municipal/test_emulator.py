@@ -165,6 +165,8 @@ async def test_an_ngsi_ld_upsert_replaces_whole_entities_unless_asked_to_update(
         0] == 201
     (entity,) = emulator.platform.entities.values()
     assert entity["name"]["value"] and entity["availableSpotNumber"]["value"] == 132
+    held = await admin_get(emulator, "/_admin/entities")
+    assert held == {"": {"urn:ngsi-ld:OffStreetParking:L1": entity}}
 
 
 async def test_an_ngsi_ld_batch_with_a_refused_entity_is_answered_207_per_entity(emulator: RunningEmulator) -> None:

@@ -23,7 +23,7 @@ from services.municipal.delivery import Lane
 from services.municipal.model import DestinationStatus, idempotency_key
 from services.municipal.settings import MunicipalDestination, MunicipalSettings
 from services.municipal.store import MunicipalStore
-from tests.municipal.helpers import SECRET, eventually, insert, lot_dynamic
+from tests.municipal.helpers import SECRET, eventually, insert, lot_dynamic, polled_idle
 
 BASE_S = 0.02  # the backoff's first step in the lanes below: far below any Retry-After the tests send
 
@@ -217,7 +217,7 @@ async def test_a_transient_client_status_is_retried_and_the_records_arrive_once(
     lane = await run_lane(backoff_max_s=0.3)
     ids = await write(resources, f"TC{unique}", 5)
     st = await caught_up(lane)
-    await asyncio.sleep(0.2)  # nothing more goes out once the platform took them
+    await polled_idle(lane.name)  # nothing more goes out once the platform took them: the lane looked again
     assert [r.status for r in platform.requests] == [status, status, 200]
     assert platform.accepted == [idempotency_key(lane.name, i) for i in ids]
     assert st.dead_letters == 0 and st.delivered == {"lot_dynamic": 5} and st.state.cursor.id == max(ids)

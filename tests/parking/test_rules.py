@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,7 +11,7 @@ from services.common.errors import FailedPrecondition, InvalidArgument, Permissi
 from services.common.principal import Principal, Role
 from services.parking import rules
 from services.parking.availability import LotState
-from services.parking.model import LotSummary, PassageAmendment, PassageRecord, PassageSpec, PriceSpec, Report
+from services.parking.model import LotSpec, LotSummary, PassageAmendment, PassageRecord, PassageSpec, PriceSpec, Report
 from services.parking.vocab import (
     AckResult,
     DetectionType,
@@ -52,6 +53,18 @@ def test_only_the_lots_operator_writes_it_and_admins_also_manage_its_spots() -> 
     with pytest.raises(PermissionDenied):
         rules.require_owner(Principal(Role.ADMIN), "ACME", "L1")
     rules.require_owner_or_admin(Principal(Role.ADMIN), "ACME", "L1")
+
+
+def test_a_lot_is_edited_by_its_operator_and_moved_to_another_only_by_an_admin() -> None:
+    spec = LotSpec("L1", "ACME", "Lot", 1, 31.0, 121.0, {SpaceClass.GENERAL: 10}, DetectionType.BALANCING, 600)
+    rules.may_update_lot(ACME, "ACME", spec)
+    rules.may_update_lot(Principal(Role.ADMIN), "OTHER", spec)
+    with pytest.raises(PermissionDenied):
+        rules.may_update_lot(Principal(Role.OPERATOR, "OTHER"), "ACME", spec)
+    moved = dataclasses.replace(spec, operator_id="OTHER")
+    with pytest.raises(PermissionDenied, match="only an admin"):
+        rules.may_update_lot(ACME, "ACME", moved)
+    rules.may_update_lot(Principal(Role.ADMIN), "ACME", moved)
 
 
 def test_plates_are_for_the_police_and_the_lots_own_operator() -> None:

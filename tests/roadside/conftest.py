@@ -24,10 +24,11 @@ from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceStub
 from services.common.apikeys import create_key
 from services.common.runtime import Resources, RunningService, start_service
 from services.roadside.app import make_builder
-from services.roadside.detector import BgrImage, Detector, DetectorConfig
+from services.roadside.detector import BgrImage, Detector, DetectorConfig, model_for_precision
 from services.roadside.keycolour import KeyColourDetector
 from services.roadside.settings import RoadsideSettings
 from tests.conftest import Keys
+from tests.waiting import assert_eventually
 
 __all__ = ["Stub", "stream"]
 
@@ -54,6 +55,15 @@ def model_path() -> Path:
     if not MODEL_PATH.is_file() or not MODEL_PATH.with_suffix(".json").is_file():
         _run([sys.executable, str(ROOT / "models" / "build_yolov3_tiny.py")], "building the model")
     return MODEL_PATH
+
+
+@pytest.fixture(scope="session")
+def int8_path(model_path: Path, samples_dir: Path) -> Path:
+    """The int8 detector (models/quantize_detector.py), the service's default precision."""
+    path = model_for_precision(model_path, "int8")
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        _run([sys.executable, str(ROOT / "models" / "quantize_detector.py")], "quantising the detector")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -108,22 +118,26 @@ def sim_stub(sim_channel: aio.Channel) -> Stub:
 
 
 @pytest.fixture(scope="session")
-async def onnx_service(resources: Resources, model_path: Path, plate_models: Path) -> AsyncIterator[RunningService]:
-    """The roadside service as deployed: the YOLOv3-tiny detector and the plate reader."""
+async def onnx_service(resources: Resources, int8_path: Path, plate_models: Path) -> AsyncIterator[RunningService]:
+    """The roadside service as deployed: the YOLOv3-tiny detector (int8, the default precision) and the plate
+    reader."""
     running = await start_service(make_builder(), resources, port=0, host="127.0.0.1")
     # The plate reader loads in the background: wait until ReadPlate stops answering "still loading".
     probe = pb.Frame(encoded=cv2.imencode(".png", np.zeros((64, 64, 3), np.uint8))[1].tobytes())
     async with aio.insecure_channel(f"127.0.0.1:{running.server.port}") as channel:
         stub: Stub = RoadsideServiceStub(channel)
         admin = await create_key(resources.engine, "admin", "roadside fixture")
-        for _ in range(600):
+
+        async def loaded() -> bool:
             try:
                 await stub.ReadPlate(probe, metadata=Keys.md(admin.key))
-                break
             except aio.AioRpcError as exc:
                 if "still loading" not in (exc.details() or ""):
                     raise
-                await asyncio.sleep(0.1)
+                return False
+            return True
+
+        await assert_eventually(loaded, "the plate models loaded", within_s=60, every_s=0.1)
     yield running
     await running.stop(0.5)
 

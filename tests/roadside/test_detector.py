@@ -343,3 +343,61 @@ def test_config_reads_model_path_and_threads_from_the_environment() -> None:
     assert config.resolved_metadata_path == Path("/srv/m.json")
     assert config.intra_op_threads == 2
     assert DetectorConfig.from_env({}).intra_op_threads == 1  # one thread per run, runs side by side
+
+
+# --- dropping in another model (docs/DETECTOR_MODELS.md) ---------------------------------------------------------
+
+
+def dropped_in_model(tmp_path: Path, **metadata: Any) -> Path:
+    """A YOLOv8-layout model with its own class names, as an operator would bring it, with its metadata json."""
+    out = np.zeros((4 + 3, 5), np.float32)  # classes: pedestrian, automobile, lorry
+    out[:, 0] = [32, 16, 16, 8, 0.0, 0.62, 0.0]  # an automobile at model pixels (24, 12)-(40, 20)
+    out[:, 1] = [32, 16, 16, 8, 0.0, 0.0, 0.55]  # the same vehicle as a lorry
+    out[:, 2] = [10, 10, 8, 8, 0.0, 0.45, 0.0]  # a weak automobile elsewhere
+    path = tmp_path / "operator-model.onnx"
+    constant_output_model(path, out)
+    meta = {
+        "format": "yolov8",
+        "input": {"name": "images", "width": SYNTH_INPUT[0], "height": SYNTH_INPUT[1], "channel_order": "RGB"},
+        "class_names": ["pedestrian", "automobile", "lorry"],
+        **metadata,
+    }
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    return path
+
+
+def test_a_dropped_in_model_maps_its_classes_and_brings_its_thresholds(tmp_path: Path) -> None:
+    path = dropped_in_model(
+        tmp_path,
+        class_map={"pedestrian": "person", "automobile": "car", "lorry": "truck"},
+        score_thresholds={"car": 0.5},
+    )
+    detector = Detector(DetectorConfig(model_path=path))
+
+    detections = detector.detect(np.full((100, 100, 3), 90, np.uint8))
+
+    # One vehicle (car, truck behind it); the 0.45 automobile is under the model's own car threshold of 0.5.
+    assert [(d.vehicle_class, d.model_class, d.alt_class) for d in detections] == [
+        (VehicleClass.CAR, "automobile", VehicleClass.TRUCK)
+    ]
+    assert detector.input_size == SYNTH_INPUT
+
+
+def test_a_dropped_in_model_without_a_class_map_finds_nothing_it_cannot_name(tmp_path: Path) -> None:
+    with pytest.raises(DetectorError, match="none of the model's classes"):
+        Detector(DetectorConfig(model_path=dropped_in_model(tmp_path)))
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"class_map": {"automobile": "spaceship"}}, "class_map maps 'automobile'"),
+        ({"class_map": {"automobile": "car"}, "score_thresholds": {"car": 1.5}}, r"not in \(0, 1\]"),
+        ({"class_map": {"automobile": "car"}, "score_thresholds": {"tram": 0.5}}, "not a vehicle class"),
+    ],
+)
+def test_a_dropped_in_models_bad_metadata_is_refused_clearly(
+    tmp_path: Path, metadata: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(DetectorError, match=message):
+        Detector(DetectorConfig(model_path=dropped_in_model(tmp_path, **metadata)))

@@ -4,7 +4,6 @@ real photos and on held-out simulator frames, and the service picks it by its se
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,17 +13,8 @@ import pytest
 from roadside_sim.detection_set import EVALUATION_SEED, LabelledFrame, Score, real_photos, sim_frames
 from services.roadside.app import _default_detector
 from services.roadside.detector import BgrImage, Detector, DetectorConfig, DetectorError, model_for_precision
-from tests.roadside.conftest import ROOT, _run
 
 DOG_PICKUP = (465.0, 72.0, 690.0, 172.0)
-
-
-@pytest.fixture(scope="session")
-def int8_path(model_path: Path, samples_dir: Path) -> Path:
-    path = model_for_precision(model_path, "int8")
-    if not path.is_file() or not path.with_suffix(".json").is_file():
-        _run([sys.executable, str(ROOT / "models" / "quantize_detector.py")], "quantising the detector")
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +44,7 @@ def test_the_int8_model_is_qdq_per_channel_and_says_how_it_was_made(int8_path: P
     ]
 
 
+@pytest.mark.slow  # both detectors over the sample photos: ~23 s
 def test_int8_finds_the_same_vehicles_as_fp32(detector: Detector, int8_detector: Detector) -> None:
     frames = real_photos() + sim_frames(EVALUATION_SEED, 40)
 
@@ -76,6 +67,7 @@ def test_int8_keeps_the_pickup_as_one_vehicle(int8_detector: Detector, load_samp
     assert ix * iy / union >= 0.7
 
 
+@pytest.mark.slow
 def test_the_service_loads_the_model_of_its_precision(int8_path: Path, model_path: Path) -> None:
     int8 = _default_detector("onnx", 1, "int8")
     fp32 = _default_detector("onnx", 1, "fp32")

@@ -24,8 +24,8 @@ from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceStub
 from roadside_sim.scene import NB_CENTRE_E, Scene, SimVehicle, drive
 from roadside_sim.truth import VehicleClass as SimClass
 from services.common.runtime import Resources, start_service
+from services.common.timestamps import ts
 from services.roadside.app import make_builder
-from services.roadside.convert import ts
 from services.roadside.detector import BgrImage, Detection
 from services.roadside.events import STREAM
 from services.roadside.keycolour import KeyColourDetector
@@ -34,6 +34,7 @@ from tests.conftest import Keys, status_code
 from tests.parking.helpers import lot
 from tests.roadside.conftest import Stub, stream
 from tests.roadside.helpers import sim_frame, sim_frames
+from tests.waiting import assert_eventually
 
 SCENE = Scene()
 
@@ -185,11 +186,14 @@ async def test_a_stop_in_the_zone_reaches_idps_as_exactly_one_903_with_a_snapsho
     frames = sim_frames(SCENE, [stopper()], camera_id, 45, recent_start(45), fps=4)
 
     results = await stream(sim_stub, frames, keys.admin, window=2)
-    for _ in range(50):
+    published: list[pb.AnalyticsEvent] = []
+
+    async def on_the_stream() -> bool:
+        nonlocal published
         published = await _events(resources, camera_id)
-        if published:
-            break
-        await asyncio.sleep(0.05)
+        return bool(published)
+
+    await assert_eventually(on_the_stream, "the event on the Redis stream")
 
     raised = [e for r in results for e in r.events]
     assert [e.type for e in raised] == [pb.ANALYTICS_EVENT_TYPE_STOPPED_VEHICLE]
@@ -246,12 +250,14 @@ async def test_spot_zones_become_on_street_spot_states_at_parking(
 
     await stream(sim_stub, frames, keys.admin, window=2)
     states: dict[str, int] = {}
-    for _ in range(100):
+
+    async def s1_occupied() -> bool:
+        nonlocal states
         spots = await parking.ListSpots(ppb.ListSpotsRequest(lot_id=lot_id), metadata=keys.md(keys.op_a))
         states = {s.id: s.status for s in spots.spots}
-        if states.get("S1") == ppb.SPOT_STATUS_OCCUPIED:
-            break
-        await asyncio.sleep(0.05)
+        return states.get("S1") == ppb.SPOT_STATUS_OCCUPIED
+
+    await assert_eventually(s1_occupied, "S1 occupied at parking")
 
     assert states == {"S1": ppb.SPOT_STATUS_OCCUPIED, "S2": ppb.SPOT_STATUS_FREE}
     view = await parking.GetLot(ppb.GetLotRequest(lot_id=lot_id), metadata=keys.md(keys.driver))

@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,9 +58,10 @@ class RunningSuite:
         return self.log.read_text(errors="replace")
 
 
-async def start_suite(tmp: Path, extra_env: dict[str, str] | None = None, *, simulate: bool = False) -> RunningSuite:
-    """A `v2x run` that is up (every service serving); with `simulate`, its simulators too."""
-    suite = await spawn_suite(tmp, extra_env, simulate=simulate)
+async def start_suite(tmp: Path, extra_env: dict[str, str] | None = None, *, simulate: bool = False,
+                      args: Sequence[str] = (), ready_s: float = READY_S) -> RunningSuite:
+    """A `v2x run` that is up (every service serving); with `simulate`, its simulators too; `args` go to `v2x run`."""
+    suite = await spawn_suite(tmp, extra_env, simulate=simulate, args=args)
 
     def up() -> bool:
         if suite.proc.returncode is not None:
@@ -69,7 +70,7 @@ async def start_suite(tmp: Path, extra_env: dict[str, str] | None = None, *, sim
 
     try:
         try:
-            await assert_eventually(up, "v2x run to say it is up", READY_S, every_s=0.5)
+            await assert_eventually(up, "v2x run to say it is up", ready_s, every_s=0.5)
         except AssertionError as exc:
             raise AssertionError(f"v2x run did not come up ({exc}):\n{suite.output()[-4000:]}") from None
     except BaseException:
@@ -80,7 +81,8 @@ async def start_suite(tmp: Path, extra_env: dict[str, str] | None = None, *, sim
     return suite
 
 
-async def spawn_suite(tmp: Path, extra_env: dict[str, str] | None = None, *, simulate: bool = False) -> RunningSuite:
+async def spawn_suite(tmp: Path, extra_env: dict[str, str] | None = None, *, simulate: bool = False,
+                      args: Sequence[str] = ()) -> RunningSuite:
     """A `v2x run` just started (in a session of its own, every port free)."""
     runtime = tmp / "xdg"
     runtime.mkdir(mode=0o700)
@@ -94,7 +96,7 @@ async def spawn_suite(tmp: Path, extra_env: dict[str, str] | None = None, *, sim
     env.update(extra_env or {})
     log = tmp / "run.log"
     with log.open("wb") as out:
-        argv = ["run"] if simulate else ["run", "--no-sim"]
+        argv = ["run", *args] if simulate else ["run", "--no-sim", *args]
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.cli", *argv, env=env,
                                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return RunningSuite(proc, runtime, log)

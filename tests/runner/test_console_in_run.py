@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import aiohttp
+import pytest
 
 from tests.runner.conftest import RunningSuite
 
 
+@pytest.mark.slow  # the whole `v2x run`
 async def test_the_console_serves_and_signs_the_demo_police_key_in(suite: RunningSuite) -> None:
     url = suite.state()["console_url"]
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:  # the cookie of 127.0.0.1
@@ -17,6 +19,10 @@ async def test_the_console_serves_and_signs_the_demo_police_key_in(suite: Runnin
             assert (await r.json())["role"] == "police"
         async with http.get(url + "api/v1/incidents") as r:
             assert r.status == 200, await r.text()
+        # The police read the demo adapter's delivery lag with their own key.
+        async with http.get(url + "api/v1/municipal/status") as r:
+            assert r.status == 200, await r.text()
+            assert {d["destination"] for d in (await r.json())["destinations"]} >= {"city"}
         # The public page's key is the console's own driver key, made by `v2x run`.
         async with http.get(url + "api/v1/public/nearby?lat=31.40&lon=121.49&radius_m=1000") as r:
             assert r.status == 200, await r.text()

@@ -143,6 +143,8 @@ async def _until(what: str, check: Callable[[], bool], within_s: float = 90.0) -
     await assert_eventually(ok, what, within_s, 0.005)
 
 
+@pytest.mark.slow
+@pytest.mark.chaos  # kills an adapter process
 async def test_two_adapter_processes_drain_the_outbox_exactly_once_through_a_kill_and_a_lost_lock(
         db: Resources, cluster_env: dict[str, str], receiver: RunningEmulator, unique: str) -> None:
     platform = receiver.platform

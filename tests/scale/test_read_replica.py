@@ -154,8 +154,9 @@ async def test_a_replica_that_falls_behind_the_bound_is_not_read(
     try:
         made = await stub.ReportEvent(report((SITE[0] + 0.05, SITE[1])), metadata=Keys.md(keys.police))
         before = _reads("primary")
-        # Within MAX_LAG_S plus a tick every listing shows the new incident: the standby never will.
-        await asyncio.sleep(MAX_LAG_S + 2 * resources.reads.tick_s)
+        # Within MAX_LAG_S plus a tick the monitor finds the standby behind the bound; from then every listing shows
+        # the new incident: the standby never will.
+        await assert_eventually(lambda: not resources.reads.replica_fresh(), "the standby found behind the bound")
         for _ in range(5):
             assert made.incident_id in await _listed(stub, keys)
         assert _reads("primary") >= before + 5
@@ -264,8 +265,9 @@ async def test_drivers_queries_of_parking_and_charging_leave_a_replica_behind_it
     await _on_standby(standby, "SELECT pg_wal_replay_pause()")
     try:
         await _register(drivers, keys, lot_id, station_id, lat, lon)
-        # Once the bound has run out, every query shows what the primary has (the standby never will).
-        await asyncio.sleep(MAX_LAG_S + 2 * resources.reads.tick_s)
+        # Once the bound has run out (the monitor finds the standby behind it), every query shows what the primary has
+        # (the standby never will).
+        await assert_eventually(lambda: not resources.reads.replica_fresh(), "the standby found behind the bound")
         assert await _seen(drivers, keys, lot_id, station_id, lat, lon)
         on_standby = await _on_standby(standby, f"SELECT count(*) FROM parking_lots WHERE id = '{lot_id}'")
         assert on_standby == 0, "the standby replayed while paused: the test proves nothing"

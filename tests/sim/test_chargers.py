@@ -10,6 +10,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from v2x.charging.v1 import charging_pb2 as pb
 
 from roadside_sim.chargers import Chargers, district_chargers, status_name
@@ -33,6 +34,7 @@ async def _watch(h_stub: object, station_id: str, key: str, seen: dict[str, set[
             seen[update.connector.id].add(status_name(update.connector.state.status))
 
 
+@pytest.mark.slow  # an hour of simulated charging in 360 steps: ~9 s
 async def test_simulated_chargers_drive_the_service_over_ocpp_and_come_back_after_a_drop(
         resources: Resources, keys: Keys, unique: str, tmp_path: Path) -> None:
     h = await start_harness(resources, lambda: datetime.now(UTC), ocpp_heartbeat_s=5)

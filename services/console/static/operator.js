@@ -91,7 +91,11 @@ function stream() {
   const es = new EventSource("/api/v1/operator/lots/stream");
   es.onopen = () => { label.textContent = "connected"; };
   es.addEventListener("snapshot_end", () => { label.textContent = "live"; });
-  es.onerror = () => { label.textContent = "reconnecting…"; };
+  es.onerror = async () => {
+    label.textContent = "reconnecting…";
+    // Refused for good (the session ended, e.g. its key was revoked): back to the sign-in form.
+    if (es.readyState === EventSource.CLOSED && !(await V2X.whoami()).signed_in) location.reload();
+  };
   es.addEventListener("lot", (e) => update(JSON.parse(e.data)));
 }
 

@@ -81,8 +81,15 @@ function stream() {
   es.onopen = () => { label.textContent = "connected"; };
   es.addEventListener("snapshot_end", () => { label.textContent = "live"; });
   es.addEventListener("heartbeat", () => { label.textContent = "live"; });
-  es.onerror = () => { label.textContent = "reconnecting…"; };
-  es.addEventListener("resync", () => { for (const id of [...state.incidents.keys()]) remove(id); });
+  es.onerror = async () => {
+    label.textContent = "reconnecting…";
+    // Refused for good (the session ended, e.g. its key was revoked): back to the sign-in form.
+    if (es.readyState === EventSource.CLOSED && !(await V2X.whoami()).signed_in) location.reload();
+  };
+  es.addEventListener("resync", () => {
+    document.body.dataset.resyncs = String(Number(document.body.dataset.resyncs || 0) + 1);
+    for (const id of [...state.incidents.keys()]) remove(id);
+  });
   es.addEventListener("new", (e) => upsert(JSON.parse(e.data)));
   es.addEventListener("update", (e) => upsert(JSON.parse(e.data)));
   es.addEventListener("end", (e) => remove(JSON.parse(e.data).id));
@@ -204,6 +211,6 @@ document.addEventListener("DOMContentLoaded", async () => {
   state.map = await V2X.map("map");
   stream();
   cameras(); municipal();
-  setInterval(cameras, 15000);
+  setInterval(cameras, 5000);  // the latest minute of counts, as soon as the roadside service has it
   setInterval(municipal, 15000);
 });

@@ -92,11 +92,15 @@ document.addEventListener("DOMContentLoaded", async () => {
   const s = await V2X.whoami();
   V2X.header("Parking and charging near me", s);
   const app = document.getElementById("app");
-  app.append(E("section", {}, E("div", { id: "map" })),
-    E("div", {}, E("div", { className: "message", id: "public-message" }),
-      E("section", {}, E("h2", {}, "Parking"), E("button", { className: "secondary", id: "locate" }, "Use my position"),
-        E("div", { id: "lots" })),
-      E("section", {}, E("h2", {}, "Charging"), E("div", { id: "chargers" }))));
+  // On a desktop: the map with the chargers under it, parking beside; on a phone: map, parking, charging.
+  const charging = E("section", { id: "charging" }, E("h2", {}, "Charging"), E("div", { id: "chargers" }));
+  app.append(E("div", { className: "stack" }, E("section", {}, E("div", { id: "map" }),
+    E("p", { className: "muted legend" }, E("span", { className: "dot lot-dot" }), " parking (red: full) ",
+      E("span", { className: "dot charger-dot" }), " charging ", E("span", { className: "dot you-dot" }), " you")),
+  charging),
+  E("div", {}, E("div", { className: "message", id: "public-message" }),
+    E("section", { className: "scroll" }, E("h2", {}, "Parking"),
+      E("button", { className: "secondary", id: "locate" }, "Use my position"), E("div", { id: "lots" }))));
   state.map = await V2X.map("map", [31.40, 121.49]);
   state.layer = L.layerGroup().addTo(state.map);
   const params = new URLSearchParams(location.search);

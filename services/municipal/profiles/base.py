@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -11,28 +10,13 @@ from typing import Any, ClassVar
 
 from services.municipal import plates
 from services.municipal.checks import Checker, check
-from services.municipal.model import LOCAL_TZ, InvalidRecord, NotCarried, OutboxRecord, Rendered
+from services.municipal.fastpath import FastWire
+from services.municipal.local_times import changed_at
+from services.municipal.model import InvalidRecord, NotCarried, OutboxRecord, Rendered
+from services.municipal.native import fastpath
 from services.municipal.settings import MunicipalDestination
 
 PREVIEW_CHARS = 2000
-
-
-@functools.lru_cache(maxsize=4096)
-def changed_at(at: datetime) -> str:
-    # Rows of one transaction share created_at: format it once.
-    return at.astimezone(LOCAL_TZ).isoformat(timespec="milliseconds")
-
-
-def local_time(value: str | None) -> str | None:
-    """An ISO-8601 time from a payload as the platform's local time (UTC+8), to the second."""
-    if value is None:
-        return None
-    return _local_time(value)
-
-
-@functools.lru_cache(maxsize=8192)
-def _local_time(value: str) -> str:
-    return datetime.fromisoformat(value).astimezone(LOCAL_TZ).isoformat(timespec="seconds")
 
 
 def record_key(record: OutboxRecord) -> str:
@@ -75,30 +59,13 @@ class RenderContext:
         self.lot_locations: Mapping[str, dict[str, Any]] = lot_locations or {}
 
 
-# A profile's fast path for one kind: the record's document when the record certainly passes every check of
-# the kind and of the profile, else None (the general path then checks it and names what is wrong).
-FastRender = Callable[[OutboxRecord, str, datetime], Any]
-# The same, straight to the document's wire form (`Profile.wire`).
-FastWire = Callable[[OutboxRecord, str, datetime], bytes | None]
-
-
-def parsed_time(value: str) -> tuple[datetime, str] | None:
-    """A payload time and its local (UTC+8) form to the second; None when it is not ISO-8601 with an offset."""
-    try:
-        at = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if at.tzinfo is None:
-        return None
-    return at, at.astimezone(LOCAL_TZ).isoformat(timespec="seconds")
-
-
 class Profile(ABC):
     """One wire format. Subclasses map a checked payload to their document form (`_map`), adding
     their own rules to the checker, and wrap documents into a request body (`body`). A subclass may
-    offer fast paths (`fast_renderers`) for its frequent kinds: straight-line check-and-map functions that
-    must give the same document as the general path for every record that passes, and None for any
-    record they are not sure of (tests/municipal/test_fast_paths.py holds them to that)."""
+    offer fast paths (`fast_wires`) for its frequent kinds: straight-line check-and-write functions that
+    must give the same wire form as the general path for every record that passes, and None for any
+    record they are not sure of (tests/municipal/test_fast_paths.py holds them to that). They sit behind
+    `wires`, the one function the lane renders every record with."""
 
     name: ClassVar[str]
     carries: ClassVar[frozenset[str]]
@@ -111,7 +78,6 @@ class Profile(ABC):
     def __init__(self, destination: MunicipalDestination) -> None:
         self.destination = destination
         self.kinds = frozenset(destination.kinds) & self.carries if destination.kinds else self.carries
-        self.fast: dict[str, FastRender] = {k: f for k, f in self.fast_renderers().items() if k in self.kinds}
         self.fast_wire: dict[str, FastWire] = {k: f for k, f in self.fast_wires().items() if k in self.kinds}
 
     def publication(self, kind: str) -> str:
@@ -127,30 +93,36 @@ class Profile(ABC):
         """The id the receiver names a document by in a per-entity answer (NGSI-LD 207), or None."""
         return None
 
-    def fast_renderers(self) -> Mapping[str, FastRender]:
-        """kind -> fast path (see the class docstring); none by default."""
+    def fast_wires(self) -> Mapping[str, FastWire]:
+        """kind -> fast path to the wire form: `wire(doc)` of the document `render` gives, or None when the record is
+        not certainly valid; none by default."""
         return {}
 
-    def fast_wires(self) -> Mapping[str, FastWire]:
-        """kind -> fast path to the wire form: `wire(doc)` of the document the general path gives, or None
-        exactly when the kind's fast renderer gives None; none by default."""
-        return {}
+    def wires(self, records: Sequence[OutboxRecord], make_key: Callable[[int], str], now: datetime,
+              ctx: RenderContext, skips: Callable[[OutboxRecord], bool] | None,
+              invalid: Callable[[OutboxRecord, str, InvalidRecord], None],
+              sendable: list[OutboxRecord], keys: list[str], wires: list[bytes]) -> None:
+        """Appends the records to send (in order), their idempotency keys and wire forms: the one function every
+        record is rendered with for delivery. A kind's fast writer (services/municipal/fastpath.py) when the profile
+        has one and it is sure of the record, else the general path (`render`): a record it refuses goes to
+        `invalid` (with the reasons), one `skips` says no to and a kind the destination does not take nowhere."""
+        wire = self.wire
+
+        def general(r: OutboxRecord, key: str) -> bytes | None:
+            try:
+                return wire(self.render(r, key, ctx, now).doc)
+            except NotCarried:
+                return None
+            except InvalidRecord as exc:
+                invalid(r, key, exc)
+                return None
+
+        fastpath.render(records, make_key, now, self.fast_wire, skips, general, sendable, keys, wires)
 
     def render(self, record: OutboxRecord, key: str, ctx: RenderContext | None = None,
                now: datetime | None = None) -> Rendered:
-        """The record in this profile's form; raises NotCarried (skip) or InvalidRecord (dead letter)."""
-        if record.kind not in self.kinds:
-            raise NotCarried(record.kind)
-        fast = self.fast.get(record.kind)
-        if fast is not None:
-            doc = fast(record, key, now or datetime.now(UTC))
-            if doc is not None:
-                return Rendered(record, key, record_key(record), doc)
-        return self.render_checked(record, key, ctx, now)
-
-    def render_checked(self, record: OutboxRecord, key: str, ctx: RenderContext | None = None,
-                       now: datetime | None = None) -> Rendered:
-        """`render` by the general path: every check of the kind, then the profile's mapping and rules."""
+        """The record in this profile's form by the general path: every check of the kind, then the profile's
+        mapping and rules. Raises NotCarried (skip) or InvalidRecord (dead letter)."""
         if record.kind not in self.kinds:
             raise NotCarried(record.kind)
         c = check(record, now or datetime.now(UTC))

@@ -32,8 +32,9 @@ from xml.sax.saxutils import escape, quoteattr
 
 from services.municipal import vocab
 from services.municipal.checks import Checker
+from services.municipal.local_times import local_time
 from services.municipal.model import LOCAL_TZ, OutboxRecord
-from services.municipal.profiles.base import Profile, RenderContext, local_time
+from services.municipal.profiles.base import Profile, RenderContext
 
 NAMESPACES = {
     "d2": "http://datex2.eu/schema/3/d2Payload",

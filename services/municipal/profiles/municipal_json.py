@@ -31,7 +31,6 @@ and a full plate must be a mainland plate number.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -40,14 +39,11 @@ import orjson
 from services.municipal import plates, vocab
 from services.municipal.checks import Checker
 from services.municipal.coords import wgs84_to_gcj02
+from services.municipal.fastpath import FastWire
+from services.municipal.local_times import local_time
 from services.municipal.model import KINDS, OutboxRecord
-from services.municipal.profiles.base import (
-    FastRender,
-    FastWire,
-    Profile,
-    RenderContext,
-    local_time,
-)
+from services.municipal.native import fastpath
+from services.municipal.profiles.base import Profile, RenderContext
 from services.municipal.settings import MunicipalDestination
 
 # passage record_type -> operateType: the platform replaces (2) or withdraws (3) the record originalRecordId.
@@ -192,22 +188,10 @@ class MunicipalJson(Profile):
                 "observedTime": local_time(p.get("observed_at"))}
 
     # ----- fast paths: the checks of checks.py and the mappings above, straight-line, for the frequent kinds -----
-    # The writers live in services/municipal/fastpath.py (compiled with mypyc where it can be); the documents of
-    # `fast_renderers` are their text parsed.
+    # The writers live in services/municipal/fastpath.py (compiled with mypyc where it can be), behind `wires`.
 
     def fast_wires(self) -> Mapping[str, FastWire]:
-        # Imported here: the fast path module itself uses this package's time helpers.
-        from services.municipal.native import fastpath
-
         return {"lot_dynamic": fastpath.wire_lot_dynamic, "spot_status": fastpath.wire_spot_status}
-
-    def fast_renderers(self) -> Mapping[str, FastRender]:
-        def parsed(to_wire: FastWire) -> FastRender:
-            def render(record: OutboxRecord, key: str, now: datetime) -> Any:
-                wire = to_wire(record, key, now)
-                return None if wire is None else orjson.loads(wire)
-            return render
-        return {kind: parsed(to_wire) for kind, to_wire in self.fast_wires().items()}
 
     def _envelope_of_batch(self, records: list[Any]) -> dict[str, Any]:
         return {"version": "1.0", "source": "v2x-suite", "destination": self.destination.name, "records": records}

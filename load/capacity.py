@@ -1,0 +1,177 @@
+"""`make load-capacity`: how many intersections one node holds. Steps the number of intersections up (1, 2, 3, ...),
+each a `make load` run of LOAD_STEP_SECONDS (default 60) with the mix of load/mix.toml scaled to it (cameras at the
+mix's fps plus their share of operators, drivers, consoles and chargers), against one suite started for all steps
+(or V2X_TARGET), until a step breaks a bound of the mix's [bounds]: frame p99, console e2e p99, driver query p99,
+failures, restarts. Prints the table and the bound that broke first; writes it with every step's report under
+load/reports/<timestamp>/ (capacity.json, step-<n>/).
+
+    make load-capacity [LOAD_STEP_SECONDS=60] [LOAD_MAX_INTERSECTIONS=16] [LOAD_DETECTOR=onnx]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from load.driver import (
+    DRIVER_QUERIES,
+    FRAME,
+    LOAD,
+    LocustRun,
+    Mix,
+    Target,
+    check_bounds,
+    frames_cache,
+    load_average,
+    municipal_status,
+    new_report_dir,
+    process_snapshot,
+    run_locust,
+    runtime_dir,
+    say,
+    start_suite,
+    summarize,
+    target_from_env,
+    write_plan,
+)
+
+HEADER = (
+    f"{'intersections':>13}{'users':>7}{'frames/s':>10}{'dropped':>9}{'frame p99':>11}{'e2e p99':>9}"
+    f"{'driver p99':>12}{'failures':>10}{'restarts':>10}{'suite CPU':>11}{'load avg':>10}  verdict"
+)
+
+
+def row(n: int, s: dict[str, Any], broken: list[str]) -> dict[str, Any]:
+    frame = s["requests"].get(f"grpc {FRAME}", {})
+    e2e = [e["p99_ms"] for e in s["console_e2e"].values() if e.get("p99_ms") is not None]
+    driver = [s["requests"].get(f"grpc {q}", {}).get("p99_ms") for q in DRIVER_QUERIES]
+    driver = [d for d in driver if d is not None]
+    cpu = [p["cpu_cores"] for p in s["processes"].values() if p.get("cpu_cores") is not None]
+    return {
+        "intersections": n,
+        "users": sum(s["users"].values()),
+        "frames_per_s": frame.get("rate_per_s"),
+        "dropped_frames": s["dropped_frames"]["total"],
+        "frame_p99_ms": frame.get("p99_ms"),
+        "console_e2e_p99_ms": max(e2e) if e2e else None,
+        "driver_p99_ms": max(driver) if driver else None,
+        "failures": s["failures"],
+        "restarts": sum(p["restarts"] for p in s["processes"].values()),
+        "suite_cpu_cores": round(sum(cpu), 2) if cpu else None,
+        "load_average": s["load_average_before"][0],
+        "broken": broken,
+    }
+
+
+def _f(v: Any, spec: str = ".0f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def line(r: dict[str, Any]) -> str:
+    verdict = "holds" if not r["broken"] else "BROKE " + "; ".join(r["broken"])
+    return (
+        f"{r['intersections']:>13}{r['users']:>7}{_f(r['frames_per_s'], '.1f'):>10}{r['dropped_frames']:>9}"
+        f"{_f(r['frame_p99_ms']):>11}{_f(r['console_e2e_p99_ms']):>9}{_f(r['driver_p99_ms']):>12}"
+        f"{r['failures']:>10}{r['restarts']:>10}{_f(r['suite_cpu_cores'], '.2f'):>11}"
+        f"{_f(r['load_average'], '.1f'):>10}  {verdict}"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--step-seconds", type=float, default=float(os.environ.get("LOAD_STEP_SECONDS", "60")))
+    p.add_argument("--max-intersections", type=int, default=int(os.environ.get("LOAD_MAX_INTERSECTIONS", "16")))
+    p.add_argument("--start", type=int, default=int(os.environ.get("LOAD_START_INTERSECTIONS", "1")))
+    p.add_argument("--mix", type=Path, default=Path(os.environ.get("LOAD_MIX", LOAD / "mix.toml")))
+    p.add_argument("--reports", type=Path, default=LOAD / "reports")
+    p.add_argument("--port-base", type=int, default=int(os.environ.get("LOAD_PORT_BASE", "52200")))
+    p.add_argument("--detector", choices=("onnx", "sim"), default=os.environ.get("LOAD_DETECTOR", "onnx"))
+    ns = p.parse_args()
+    mix = Mix.read(ns.mix)
+    out = new_report_dir(ns.reports)
+    say(
+        f"make load-capacity: steps of {ns.step_seconds:g} s from {ns.start} intersection(s), bounds {mix.bounds}; "
+        f"report {out}"
+    )
+    runtime = runtime_dir()
+    target: Target
+    if os.environ.get("V2X_TARGET"):
+        target = target_from_env(os.environ)
+        style = os.environ.get("LOAD_FRAMES", "photo")
+    else:
+        target = start_suite(ns.port_base, runtime, out / "suite.log", {"V2X_ROADSIDE_DETECTOR": ns.detector})
+        style = "key" if ns.detector == "sim" else "photo"
+    rows: list[dict[str, Any]] = []
+    first_broken: str | None = None
+    try:
+        frames = frames_cache(mix.counts(4).get("Camera", 1), mix.fps, style)
+        plan = runtime / "load-plan.json"
+        say(HEADER)
+        for n in range(ns.start, ns.max_intersections + 1):
+            counts = mix.counts(n)
+            write_plan(plan, target, frames, mix.fps, counts)
+            run = LocustRun(out / f"step-{n:02d}", ns.step_seconds, counts)
+            load_before = load_average()
+            before = process_snapshot(target)
+            started = time.monotonic()
+            code = run_locust(run, plan)
+            after = process_snapshot(target)
+            summary = summarize(
+                run,
+                code,
+                before,
+                after,
+                time.monotonic() - started,
+                load_before,
+                municipal_status(target),
+                {"intersections": n, "fps": mix.fps},
+            )
+            (run.out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+            broken = check_bounds(summary, mix.bounds)
+            r = row(n, summary, broken)
+            rows.append(r)
+            say(line(r))
+            if broken:
+                first_broken = broken[0]
+                break
+    finally:
+        target.stop()
+    held = [r["intersections"] for r in rows if not r["broken"]]
+    verdict = (
+        f"one node held {max(held)} intersection(s); at {rows[-1]['intersections']} the first bound broken "
+        f"was {first_broken}"
+        if held and first_broken
+        else f"no step held: at {rows[-1]['intersections']} the first bound broken was {first_broken}"
+        if first_broken
+        else f"every step up to {ns.max_intersections} held"
+    )
+    (out / "capacity.json").write_text(
+        json.dumps(
+            {
+                "mix": str(ns.mix),
+                "bounds": mix.bounds,
+                "fps": mix.fps,
+                "step_seconds": ns.step_seconds,
+                "detector": ns.detector,
+                "rows": rows,
+                "verdict": verdict,
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
+    say(f"\n{HEADER}")
+    for r in rows:
+        say(line(r))
+    say(f"\n{verdict}\nreport: {out}")
+
+
+if __name__ == "__main__":
+    main()
