@@ -62,7 +62,7 @@ def draw(run: Path, camera_id: str, frame_id: int | None, out: Path, trail: int 
         for d in results[fid].get("detections", []):
             box = d["box"]
             track = int(d.get("track_id", 0))
-            trails[track].append((int((box["x_min"] + box["x_max"]) / 2), int(box["y_max"])))
+            trails[track].append((int((box.get("x_min", 0.0) + box.get("x_max", 0.0)) / 2), int(box.get("y_max", 0.0))))
     for track, trail_pts in trails.items():
         if track and len(trail_pts) > 1:
             cv2.polylines(img, [np.array(trail_pts, np.int32)], False, COLOURS[track % len(COLOURS)], 2, cv2.LINE_AA)
@@ -70,7 +70,9 @@ def draw(run: Path, camera_id: str, frame_id: int | None, out: Path, trail: int 
         box = d["box"]
         track = int(d.get("track_id", 0))
         colour = COLOURS[track % len(COLOURS)]
-        p1, p2 = (int(box["x_min"]), int(box["y_min"])), (int(box["x_max"]), int(box["y_max"]))
+        # (a coordinate of 0 is left out of the JSON of a result)
+        p1 = (int(box.get("x_min", 0.0)), int(box.get("y_min", 0.0)))
+        p2 = (int(box.get("x_max", 0.0)), int(box.get("y_max", 0.0)))
         cv2.rectangle(img, p1, p2, colour, 2)
         cls = str(d.get("object_class", "")).removeprefix("OBJECT_CLASS_").lower()
         speed = f" {d['speed_mps'] * 3.6:.0f}km/h" if "speed_mps" in d else ""
