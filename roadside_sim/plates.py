@@ -57,7 +57,12 @@ def random_plate(rng: random.Random, style: str = "blue") -> str:
     """Plate text without the separator, e.g. 沪A12345 (8 characters for green new-energy plates)."""
     head = rng.choice(PROVINCES) + rng.choice(LETTERS)
     if style == "green":
-        tail = rng.choice("DF") + "".join(rng.choice(DIGITS + LETTERS) for _ in range(5))
+        # GA 36-2018: a small vehicle's serial is D or F, a letter or digit, four digits; a large one's five
+        # digits, then D or F
+        if rng.random() < 0.2:
+            tail = "".join(rng.choice(DIGITS) for _ in range(5)) + rng.choice("DF")
+        else:
+            tail = rng.choice("DF") + rng.choice(DIGITS + LETTERS) + "".join(rng.choice(DIGITS) for _ in range(4))
     else:
         tail = "".join(rng.choice(DIGITS + LETTERS) if i < 2 else rng.choice(DIGITS) for i in range(5))
     return head + tail

@@ -5,7 +5,8 @@ The recogniser gives, per 8-pixel column, probabilities over 18,708 characters (
 decoder (greedy, what rapidocr does) happily returns 律 for 津, 0 for O, drops the province or the 警 suffix. We
 decode only over the characters a plate can hold, with a prefix beam search whose prefixes must fit one of the
 plate patterns below: position 1 a province, position 2 a letter (no I or O), then five letters or digits, four
-and a suffix (警 学 港 澳 挂 领 试 超), or the six of a new-energy plate (D or F first, or five digits then D or F).
+and a suffix (警 学 港 澳 挂 领 试 超), or the six of a new-energy plate (GA 36-2018: D or F, a letter or digit and
+four digits on a small vehicle; five digits then D or F on a large one).
 Two-row plates (yellow, large vehicles) are read as two rows: province and letter above, five below.
 """
 
@@ -35,7 +36,7 @@ Pattern = tuple[str, ...]  # the characters allowed at each position
 SINGLE_ROW: tuple[Pattern, ...] = (
     (PROVINCES, LETTERS, ALNUM, ALNUM, ALNUM, ALNUM, ALNUM),
     (PROVINCES, LETTERS, ALNUM, ALNUM, ALNUM, ALNUM, SUFFIXES),
-    (PROVINCES, LETTERS, "DF", ALNUM, ALNUM, ALNUM, ALNUM, ALNUM),  # small new-energy
+    (PROVINCES, LETTERS, "DF", ALNUM, DIGITS, DIGITS, DIGITS, DIGITS),  # small new-energy (GA 36-2018)
     (PROVINCES, LETTERS, DIGITS, DIGITS, DIGITS, DIGITS, DIGITS, "DF"),  # large new-energy
 )
 TOP_ROW: tuple[Pattern, ...] = ((PROVINCES, LETTERS),)
