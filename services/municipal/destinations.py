@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -38,10 +38,12 @@ def _local_now() -> datetime:
 
 class Adapter:
     def __init__(self, store: MunicipalStore, settings: MunicipalSettings,
-                 clock: Callable[[], datetime] = _local_now) -> None:
+                 clock: Callable[[], datetime] = _local_now,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock  # the local time the daily reconciliation is scheduled by (tests set it)
+        self.sleep = sleep  # how the daily job waits for its hour (tests see what it asked for)
         self.lanes = {d.name: Lane(d, store, settings) for d in settings.destinations}
         self._ensured = False
         self._ensure_lock = asyncio.Lock()
@@ -173,7 +175,7 @@ class Adapter:
             at = now.replace(hour=hour, minute=0, second=0, microsecond=0)
             if at <= now:
                 at += timedelta(days=1)
-            await asyncio.sleep((at - now).total_seconds())
+            await self.sleep((at - now).total_seconds())
             await self.reconcile_yesterday()
 
     async def reconcile_yesterday(self) -> list[Reconciliation]:

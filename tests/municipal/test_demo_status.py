@@ -22,13 +22,14 @@ from services.common.runtime import Resources
 from services.municipal.demo import demo_platform_env, emulator_ready, municipal_banner, report_municipal_lag
 from services.municipal.emulator import RunningEmulator
 from services.municipal.settings import municipal_destinations
-from services.municipal.status_report import AdminAccess, load_access, save_access
+from services.municipal.status_report import AdminAccess, StatusClient, load_access, report_lag, save_access
 from services.runner.embedded import free_port
 from services.runner.supervisor import ChildSpec, Supervisor, python_argv
 from tests.conftest import Keys
 from tests.municipal.conftest import Adapter, StartAdapter, destination
 from tests.municipal.helpers import eventually, insert, lot_dynamic
 from tests.municipal.test_delivery import caught_up, status_of
+from tests.waiting import assert_eventually
 
 REPO = Path(__file__).resolve().parents[2]
 Row = dict[str, str]
@@ -193,12 +194,22 @@ async def test_v2x_run_prints_the_lag_every_interval_until_stopped(
 async def test_v2x_run_says_once_that_the_lag_is_unknown_while_the_adapter_does_not_answer(
         resources: Resources, keys: Keys, tmp_path: Path) -> None:
     lines: list[str] = []
-    reporter = asyncio.create_task(report_municipal_lag(suite_settings(resources, free_port()), keys.admin,
-                                                        lines.append, interval_s=0.05))
-    await asyncio.sleep(1.0)
-    reporter.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await reporter
+
+    class CountingClient(StatusClient):
+        """The reporter's client, counting its attempts (the test waits for ten, not for a second)."""
+
+        attempts = 0
+
+        async def get(self, destination: str = "") -> list[pb.DestinationStatus]:
+            CountingClient.attempts += 1
+            return await super().get(destination)
+
+    async with CountingClient(f"127.0.0.1:{free_port()}", keys.admin) as client:
+        reporter = asyncio.create_task(report_lag(client, lines.append, interval_s=0.05))
+        await assert_eventually(lambda: CountingClient.attempts >= 10, "ten attempts to read the status", 20.0)
+        reporter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reporter
     assert len(lines) == 1
     assert "municipal lag: unknown: the municipal adapter at 127.0.0.1:" in lines[0]
     assert "not reachable" in lines[0]

@@ -56,15 +56,35 @@ def clock_from(start: datetime) -> Callable[[], datetime]:
 MakeJob = Callable[..., Adapter]
 
 
+class Sleeper:
+    """The daily job's sleep: records what it asked for and holds it until `release` (then sleeps that long for
+    real, so that the real-paced clock has passed the hour when the job wakes)."""
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+        self.waiting = asyncio.Event()
+        self._gate = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        self.asked.append(seconds)
+        self.waiting.set()
+        await self._gate.wait()
+        await asyncio.sleep(seconds)
+
+    def release(self) -> None:
+        self._gate.set()
+
+
 @pytest.fixture
 async def make_job(resources: Resources) -> AsyncIterator[MakeJob]:
     """An adapter for the given destinations whose reconciliation runs by `clock` (its lanes are not started: the
     adapter of `start_adapter` delivers)."""
     made: list[Adapter] = []
 
-    def make(*destinations: MunicipalDestination, clock: Callable[[], datetime], hour: int = HOUR) -> Adapter:
+    def make(*destinations: MunicipalDestination, clock: Callable[[], datetime], hour: int = HOUR,
+             sleep: Sleeper | None = None) -> Adapter:
         settings = MunicipalSettings(destinations=destinations, reconcile_hour=hour)
-        job = Adapter(MunicipalStore(resources.engine), settings, clock=clock)
+        job = Adapter(MunicipalStore(resources.engine), settings, clock=clock, sleep=sleep or asyncio.sleep)
         made.append(job)
         return job
 
@@ -123,12 +143,16 @@ async def test_the_job_runs_at_the_configured_hour_and_stores_yesterdays_differe
     dest, no_counts = destination(emulator), destination(emulator, "datex2_xml")
     lost, _ = await deliver_with_a_loss(resources, emulator, start_adapter, dest, no_counts)
     # 0.3 s before 03:00 on the day after DAY: the job wakes at 03:00 and reconciles DAY.
+    sleeper = Sleeper()
     job = make_job(dest, no_counts, clock=clock_from(datetime(2024, 3, 15, HOUR, tzinfo=LOCAL_TZ)
-                                                      - timedelta(seconds=0.3)))
+                                                      - timedelta(seconds=0.3)), sleep=sleeper)
     task = asyncio.create_task(job.reconcile_daily())
     try:
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(sleeper.waiting.wait(), 10.0)
+        (asked,) = sleeper.asked
+        assert 0 < asked <= 0.3  # until the hour, and no more
         assert await stored(resources, dest.name) == []  # not before the hour
+        sleeper.release()
 
         async def ran() -> bool:
             return bool(await stored(resources, dest.name))
@@ -153,10 +177,14 @@ async def test_the_job_runs_at_the_configured_hour_and_stores_yesterdays_differe
 async def test_the_job_waits_for_tomorrow_when_the_hour_has_passed_today(
         resources: Resources, emulator: RunningEmulator, make_job: MakeJob) -> None:
     dest = destination(emulator)
-    job = make_job(dest, clock=clock_from(datetime(2024, 3, 15, HOUR, 0, 0, 200_000, tzinfo=LOCAL_TZ)))
+    sleeper = Sleeper()
+    job = make_job(dest, clock=clock_from(datetime(2024, 3, 15, HOUR, 0, 0, 200_000, tzinfo=LOCAL_TZ)),
+                   sleep=sleeper)
     task = asyncio.create_task(job.reconcile_daily())
     try:
-        await asyncio.sleep(0.6)
+        await asyncio.wait_for(sleeper.waiting.wait(), 10.0)
+        (asked,) = sleeper.asked
+        assert 86_399 < asked <= 86_400 - 0.2  # until the hour tomorrow
         assert not task.done() and await stored(resources, dest.name) == []
     finally:
         task.cancel()
