@@ -69,8 +69,8 @@ def plan() -> Plan:
 @cache
 def channel(target: str) -> grpc.Channel:
     """One sync channel per target and locust process (gRPC multiplexes every user's calls over it), connected
-    before it is handed out: an app holds its connection, so the first call of a run is not timed with the TCP and
-    HTTP/2 set-up (measured: ~100 ms on the first FindAvailable, the whole p99 of a 60 s step)."""
+    before it is handed out: an app holds its connection, so no call is timed with the TCP and HTTP/2 set-up. (The
+    first query of a run still took ~200 ms after this, likely the key's verification: load/README.md, Capacity.)"""
     ch = grpc.insecure_channel(
         target, options=[("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20)]
     )
