@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,9 +37,13 @@ def _connection(target: str) -> aio.Channel:
 async def test_run_with_two_replicas_on_a_three_node_cluster_serves_every_service(tmp_path: Path) -> None:
     suite = await start_suite(tmp_path, args=["--replicas", "2", "--redis-cluster", "3"], ready_s=420)
     try:
-        out = suite.output()
+        # The suite is up once each service answers; the second process of a service may still be loading (the
+        # roadside detector's models): each service's parent says when both of its processes serve.
+        def both_serve(name: str) -> Callable[[], bool]:
+            return lambda: re.search(rf"v2x serve {name}: 2 processes serving on port \d+", suite.output()) is not None
+
         for name in SERVICE_PORTS:
-            assert re.search(rf"v2x serve {name}: 2 processes serving on port \d+", out), out[-3000:]
+            await assert_eventually(both_serve(name), f"{name}'s two processes to serve", 120.0, every_s=0.5)
         keys, targets = suite.keys, suite.targets
         for name in SERVICE_PORTS:
             for _ in range(4):
