@@ -11,11 +11,10 @@ import pytest
 from grpc import aio
 from v2x.municipal.v1.municipal_pb2_grpc import MunicipalAdminServiceStub
 
-from services.common.config import Settings
 from services.common.runtime import Resources, RunningService, start_service
 from services.municipal.emulator import Faults, Platform, RunningEmulator, start_emulator
 from services.municipal.settings import MunicipalDestination, MunicipalSettings
-from tests.conftest import Keys, fresh_database, make_keys, make_settings, open_channel, serve_parking
+from tests.conftest import Keys, own_database
 from tests.municipal.helpers import SECRET
 
 if TYPE_CHECKING:
@@ -96,36 +95,4 @@ async def start_adapter(resources: Resources, keys: Keys) -> AsyncIterator[Start
 
 # The adapter drains the whole outbox and these tests count what it delivers, so the municipal suite
 # gets a database of its own (other suites' services write outbox rows in the shared one).
-@pytest.fixture(scope="package")
-async def database_url(db_name: str) -> AsyncIterator[str]:
-    async for url in fresh_database(f"{db_name}_municipal"):
-        yield url
-
-
-@pytest.fixture(scope="package")
-def settings(database_url: str, redis_url: str) -> Settings:
-    return make_settings(database_url, redis_url)
-
-
-@pytest.fixture(scope="package")
-async def resources(settings: Settings) -> AsyncIterator[Resources]:
-    res = Resources.open(settings, "test-municipal")
-    yield res
-    await res.close()
-
-
-@pytest.fixture(scope="package")
-async def keys(resources: Resources) -> Keys:
-    return await make_keys(resources)
-
-
-@pytest.fixture(scope="package")
-async def parking_service(resources: Resources) -> AsyncIterator[RunningService]:
-    async for running in serve_parking(resources):
-        yield running
-
-
-@pytest.fixture(scope="package")
-async def parking_channel(parking_service: RunningService) -> AsyncIterator[aio.Channel]:
-    async for channel in open_channel(parking_service):
-        yield channel
+database_url, settings, resources, keys, parking_service, parking_channel = own_database("municipal")
