@@ -39,7 +39,7 @@ SERVICES = ("roadside", "idps", "parking", "charging", "municipal")
 PORT_OFFSETS = {"roadside": 1, "idps": 2, "parking": 3, "charging": 4, "municipal": 5}
 METRICS_OFFSET, OCPP_OFFSET, EMULATOR_OFFSET, CONSOLE_OFFSET = 10, 20, 21, 22
 # Request types that are not round trips (load/users/common.py).
-E2E, DROP, LAG, SETUP = "e2e", "drop", "lag", "setup"
+E2E, DROP, LAG, SETUP, WARM_UP = "e2e", "drop", "lag", "setup", "warm-up"
 FRAME = "roadside.StreamFrames frame"
 DRIVER_QUERIES = ("parking.FindAvailable", "charging.FindChargers")
 
@@ -222,8 +222,11 @@ def frames_cache(cameras: int, fps: float, style: str) -> Path:
     return path
 
 
-def write_plan(path: Path, target: Target, frames: Path, fps: float, counts: Mapping[str, int]) -> None:
-    """The plan the users read (it holds keys: readable by this user only)."""
+def write_plan(
+    path: Path, target: Target, frames: Path, fps: float, counts: Mapping[str, int], settle_s: float = 0.0
+) -> None:
+    """The plan the users read (it holds keys: readable by this user only). What the users fire in their process's
+    first `settle_s` seconds is reported under "warm-up" types (load/users/common.py)."""
     plan = {
         "targets": target.targets,
         "ocpp_url": target.ocpp_url,
@@ -232,6 +235,7 @@ def write_plan(path: Path, target: Target, frames: Path, fps: float, counts: Map
         "frames": str(frames),
         "fps": fps,
         "counts": dict(counts),
+        "settle_s": settle_s,
     }
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -249,6 +253,7 @@ class LocustRun:
     counts: dict[str, int]
     shape: bool = False
     workers: int = 0  # 0: one locust process; N: a master and N worker processes
+    settle_s: float = 0.0  # run this much longer first, reported apart (the plan's settle_s must say the same)
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -262,7 +267,7 @@ def run_locust(run: LocustRun, plan_path: Path) -> int:
     env = {
         **os.environ,
         "V2X_LOAD_PLAN": str(plan_path),
-        "LOAD_SECONDS": f"{run.seconds:g}",
+        "LOAD_SECONDS": f"{run.seconds + run.settle_s:g}",
         "PYTHONPATH": f"{ROOT}:{ROOT / 'protos'}",
     }
     locustfile = LOAD / ("rush_hour.py" if run.shape else "locustfile.py")
@@ -281,7 +286,7 @@ def run_locust(run: LocustRun, plan_path: Path) -> int:
         "--only-summary",
     ]
     stats = ["--csv", str(run.out / "locust"), "--csv-full-history", "--html", str(run.out / "report.html")]
-    load = [] if run.shape else ["-u", str(users), "-r", str(max(1, users)), "-t", f"{run.seconds:g}s"]
+    load = [] if run.shape else ["-u", str(users), "-r", str(max(1, users)), "-t", f"{run.seconds + run.settle_s:g}s"]
     locust = str(BIN / "locust")
     with run.log.open("wb") as log:
         if not run.workers:
@@ -417,15 +422,18 @@ def summarize(
     setup_failures = 0
     for r in rows:
         n, fails = int(r["Request Count"]), int(r["Failure Count"])
+        kind, name = r["Type"], r["Name"]
+        rate = _num(r["Requests/s"])
+        if run.settle_s and not kind.startswith(WARM_UP):
+            rate = n / run.seconds  # locust's rate spans the settling seconds too, in which these were not counted
         entry = {
             "count": n,
-            "rate_per_s": _num(r["Requests/s"]),
+            "rate_per_s": rate,
             "p50_ms": _num(r["50%"]),
             "p99_ms": _num(r["99%"]),
             "max_ms": _num(r["Max Response Time"]),
             "failures": fails,
         }
-        kind, name = r["Type"], r["Name"]
         if kind == DROP:
             drops[name] = n
         elif kind == E2E:
@@ -457,6 +465,7 @@ def summarize(
     failures = sum(v["failures"] for v in per_type.values()) + sum(v["failures"] for v in e2e.values())
     return {
         "seconds": run.seconds,
+        "settle_s": run.settle_s,
         "wall_s": round(wall_s, 1),
         "locust_exit_code": code,
         "users": run.counts,

@@ -68,3 +68,17 @@ def test_a_bound_without_a_measurement_is_broken(tmp_path: Path) -> None:
     _stats(run.out, [_row("grpc", "parking.FindAvailable", 10, 20)])
     s = summarize(run, 0, {}, {}, 60.0, [1.0, 1.0, 1.0], [])
     assert check_bounds(s, {"frame_p99_ms": 300, "driver_p99_ms": 50}) == ["frame_p99_ms: no measurement"]
+
+
+def test_what_users_fire_while_a_step_settles_is_held_to_no_bound_but_its_failures_count(tmp_path: Path) -> None:
+    """A capacity step's warm-up (its first seconds, load/users/common.py fires them as "warm-up <type>"): a slow
+    first query there breaks no bound, a failure there still does; the measured rates span the measured seconds."""
+    run = LocustRun(tmp_path / "r", 60, {"Driver": 4}, settle_s=10)
+    _stats(run.out, [_row("grpc", "parking.FindAvailable", 120, 20), _row("grpc", "charging.FindChargers", 60, 30),
+                     _row("warm-up grpc", "parking.FindAvailable", 8, 200),
+                     _row("warm-up setup", "parking.RegisterLot", 4, 90, failures=1)])
+    s = summarize(run, 0, {}, {}, 70.0, [1.0, 1.0, 1.0], [])
+    assert s["requests"]["grpc parking.FindAvailable"]["rate_per_s"] == 2.0  # 120 in the measured 60 s
+    assert s["requests"]["warm-up grpc parking.FindAvailable"]["p99_ms"] == 200
+    assert s["settle_s"] == 10
+    assert check_bounds(s, {"driver_p99_ms": 50, "failures": 0}) == ["failures: 1 > 0"]
