@@ -61,5 +61,6 @@ def assemble(resources: Resources, municipal: MunicipalSettings) -> ServiceParts
         register=lambda server: municipal_pb2_grpc.add_MunicipalAdminServiceServicer_to_server(servicer, server),
         policy=POLICY,
     )
-    background = [lane.run for lane in adapter.lanes.values()] + [adapter.reconcile_daily, adapter.publish_lag]
+    background = [lane.run for lane in adapter.lanes.values()] + [adapter.reconcile_daily, adapter.publish_lag,
+                                                                   adapter.prune_outbox]
     return ServiceParts([definition], background, on_stop=[adapter.close])

@@ -12,12 +12,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import aiohttp
+from prometheus_client import Counter
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.municipal import signing
 from services.municipal.delivery import LAG_RECORDS, LAG_SECONDS, Lane
 from services.municipal.model import (
     LOCAL_TZ,
+    STANDING_KINDS,
     DeadLetter,
     DestinationStatus,
     KindReconciliation,
@@ -29,6 +31,8 @@ from services.municipal.store import MunicipalStore
 
 log = logging.getLogger("v2x.municipal")
 LAG_INTERVAL_S = 5.0
+PRUNE_BATCH = 10_000
+PRUNED = Counter("v2x_municipal_outbox_pruned_total", "Outbox rows deleted past the retention (delivered everywhere)")
 MAX_MISSING_KEYS = 100
 
 
@@ -197,6 +201,31 @@ class Adapter:
                 "destination": name, "day": result.day, "matched": result.matched,
                 "differences": {k.kind: k.difference for k in result.kinds if k.difference}})
         return done
+
+    async def prune_outbox(self) -> None:
+        """Background task: every `prune_interval_s`, delete the outbox rows past the retention that no destination
+        needs any more (`prune_once`). A failed round is logged and the next one tries again."""
+        if self.settings.outbox_retention_h <= 0:
+            return
+        while True:
+            try:
+                await self.prune_once()
+            except Exception:
+                log.exception("pruning the outbox failed")
+            await self.sleep(self.settings.prune_interval_s)
+
+    async def prune_once(self) -> int:
+        """Deletes the prunable rows in batches (short transactions beside the lanes' reads); returns how many."""
+        await self.ensure()  # every configured destination has its cursor row, so none is taken for delivered
+        names = sorted(self.lanes)
+        total = 0
+        while True:
+            n = await self.store.prune(names, self.settings.outbox_retention_h, STANDING_KINDS, PRUNE_BATCH)
+            total += n
+            PRUNED.inc(n)
+            if n < PRUNE_BATCH:
+                return total
+            await asyncio.sleep(0)
 
     async def publish_lag(self) -> None:
         """Background task: keep the lag gauges fresh for Prometheus."""

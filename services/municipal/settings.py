@@ -135,6 +135,10 @@ class MunicipalSettings:
     backoff_base_s: float = 0.2
     backoff_max_s: float = 30.0
     reconcile_hour: int = 3  # local (UTC+8) hour of the daily reconciliation of yesterday; -1 = off
+    # How long delivered outbox rows are kept (hours; 0 = for ever): the horizon of a replay from a time. At least two
+    # days, since the daily reconciliation counts yesterday's rows. A city writes ~10 GB of them a day.
+    outbox_retention_h: int = 168
+    prune_interval_s: float = 600.0  # how often the rows past the retention are deleted
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> MunicipalSettings:
@@ -145,4 +149,14 @@ class MunicipalSettings:
             backoff_base_s=env_float(env, "V2X_MUNICIPAL_BACKOFF_BASE_S", d.backoff_base_s, 0.001, 60),
             backoff_max_s=env_float(env, "V2X_MUNICIPAL_BACKOFF_MAX_S", d.backoff_max_s, 0.01, 3600),
             reconcile_hour=env_int(env, "V2X_MUNICIPAL_RECONCILE_HOUR", d.reconcile_hour, -1, 23),
+            outbox_retention_h=_retention(env, d.outbox_retention_h),
+            prune_interval_s=env_float(env, "V2X_MUNICIPAL_PRUNE_INTERVAL_S", d.prune_interval_s, 1, 86400),
         )
+
+
+def _retention(env: Mapping[str, str], default: int) -> int:
+    hours = env_int(env, "V2X_MUNICIPAL_OUTBOX_RETENTION_H", default, 0, 10 * 365 * 24)
+    if 0 < hours < 48:
+        raise ConfigError("V2X_MUNICIPAL_OUTBOX_RETENTION_H must be 0 (keep every row) or at least 48 hours (the daily "
+                          f"reconciliation counts yesterday's rows), not {hours}")
+    return hours

@@ -242,6 +242,23 @@ SELECT DISTINCT ON (aggregate_id) aggregate_id, payload->>'lot_kind', (payload->
        (payload->>'lon')::float8, (payload->'line')::text
 FROM outbox WHERE kind = 'lot_static' AND aggregate_id = ANY(CAST(:ids AS text[]))
 ORDER BY aggregate_id, id DESC""")
+# Outbox rows the suite no longer needs, a batch of them: older than the retention, at or behind every configured
+# destination's cursor (delivered or dead-lettered everywhere), not behind an unresolved dead letter (it may be
+# requeued), and not the newest row of a standing fact (a lot's static record: the drain looks a lot's facts up
+# there, and a destination added later needs them). The cursors are read in the statement, so a cursor moved back
+# for a replay keeps what it will read again.
+_PRUNE = text("""
+DELETE FROM outbox WHERE id IN (
+    SELECT o.id FROM outbox o
+    WHERE o.created_at < now() - make_interval(hours => CAST(:hours AS int))
+      AND NOT EXISTS (SELECT 1 FROM municipal_destinations d
+                      WHERE d.name = ANY(CAST(:names AS text[])) AND (o.txid, o.id) > (d.cursor_txid, d.cursor_id))
+      AND NOT EXISTS (SELECT 1 FROM municipal_dead_letters l WHERE l.outbox_id = o.id AND l.state <> 'resolved')
+      AND NOT (o.kind = ANY(CAST(:standing AS text[])) AND NOT EXISTS (
+              SELECT 1 FROM outbox n WHERE n.aggregate_id = o.aggregate_id AND n.kind = o.kind AND n.id > o.id))
+    ORDER BY o.created_at
+    LIMIT :batch)""")
+
 _LOT_KINDS = text("""
 SELECT DISTINCT ON (aggregate_id) aggregate_id, payload->>'lot_kind' FROM outbox
 WHERE kind = 'lot_static' AND aggregate_id = ANY(CAST(:ids AS text[]))
@@ -558,6 +575,14 @@ class MunicipalStore:
             rows = await conn.execute(_LOT_FACTS, {"ids": list(lot_ids)})
             return {r[0]: {"lot_kind": r[1], "lat": r[2], "lon": r[3], "line": orjson.loads(r[4]) if r[4] else None}
                     for r in rows if r[1]}
+
+    async def prune(self, destinations: Sequence[str], retention_h: int, standing_kinds: Sequence[str],
+                    batch: int) -> int:
+        """Deletes one batch of outbox rows no destination needs any more (`_PRUNE`); returns how many."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(_PRUNE, {"hours": retention_h, "names": list(destinations),
+                                                 "standing": list(standing_kinds), "batch": batch})
+        return int(result.rowcount)
 
     async def lot_kinds(self, lot_ids: Sequence[str]) -> dict[str, str]:
         if not lot_ids:
