@@ -51,7 +51,7 @@ from load.driver import (
 
 HEADER = (
     f"{'intersections':>13}{'users':>7}{'frames/s':>10}{'dropped':>9}{'frame p99':>11}{'e2e p99':>9}"
-    f"{'driver p99':>12}{'failures':>10}{'restarts':>10}{'suite CPU':>11}{'load avg':>10}  verdict"
+    f"{'driver p99':>12}{'failures':>10}{'restarts':>10}{'suite CPU':>11}{'locust CPU':>12}{'load avg':>10}  verdict"
 )
 
 
@@ -72,6 +72,7 @@ def row(n: int, s: dict[str, Any], broken: list[str]) -> dict[str, Any]:
         "failures": s["failures"],
         "restarts": sum(p["restarts"] for p in s["processes"].values()),
         "suite_cpu_cores": round(sum(cpu), 2) if cpu else None,
+        "locust_cpu_cores": s.get("load_generator_cpu_cores"),
         "load_average": s["load_average_before"][0],
         "broken": broken,
     }
@@ -87,6 +88,7 @@ def line(r: dict[str, Any]) -> str:
         f"{r['intersections']:>13}{r['users']:>7}{_f(r['frames_per_s'], '.1f'):>10}{r['dropped_frames']:>9}"
         f"{_f(r['frame_p99_ms']):>11}{_f(r['console_e2e_p99_ms']):>9}{_f(r['driver_p99_ms']):>12}"
         f"{r['failures']:>10}{r['restarts']:>10}{_f(r['suite_cpu_cores'], '.2f'):>11}"
+        f"{_f(r.get('locust_cpu_cores'), '.2f'):>12}"
         f"{_f(r['load_average'], '.1f'):>10}  {verdict}"
     )
 

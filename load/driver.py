@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -255,14 +256,28 @@ class LocustRun:
     workers: int = 0  # 0: one locust process; N: a master and N worker processes
     settle_s: float = 0.0  # run this much longer first, reported apart (the plan's settle_s must say the same)
     log: Path = field(init=False)
+    cpu_s: float | None = field(default=None, init=False)  # the locust processes' CPU seconds, once they ran
 
     def __post_init__(self) -> None:
         self.log = self.out / "locust.log"
 
 
+def _children_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)  # of the children that have ended and been waited for
+    return r.ru_utime + r.ru_stime
+
+
 def run_locust(run: LocustRun, plan_path: Path) -> int:
-    """Headless locust for `run.seconds`; CSV (with history), HTML and its log in `run.out`. Returns its exit
-    code (the master's in distributed mode)."""
+    """Headless locust for `run.seconds` (+ `run.settle_s`); CSV (with history), HTML and its log in `run.out`.
+    Returns its exit code (the master's in distributed mode); `run.cpu_s` is then what the locust processes used:
+    on one node the load generator shares the cores with the suite, and the report says how much it took."""
+    before = _children_cpu_s()
+    code = _run_locust(run, plan_path)
+    run.cpu_s = _children_cpu_s() - before
+    return code
+
+
+def _run_locust(run: LocustRun, plan_path: Path) -> int:
     run.out.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -333,7 +348,7 @@ def run_locust(run: LocustRun, plan_path: Path) -> int:
             for _ in range(run.workers)
         ]
         try:
-            code = master.wait(run.seconds + 180)
+            code = master.wait(run.seconds + run.settle_s + 180)
         finally:
             for w in workers:
                 try:
@@ -424,8 +439,10 @@ def summarize(
         n, fails = int(r["Request Count"]), int(r["Failure Count"])
         kind, name = r["Type"], r["Name"]
         rate = _num(r["Requests/s"])
-        if run.settle_s and not kind.startswith(WARM_UP):
-            rate = n / run.seconds  # locust's rate spans the settling seconds too, in which these were not counted
+        if run.settle_s and rate and not kind.startswith(WARM_UP):
+            # Locust's rate is the count over the time from the start to the last one, settling included, in which
+            # these were not counted: the rate over the measured part is the count over that time less settle_s.
+            rate = n / max(n / rate - run.settle_s, 1.0)
         entry = {
             "count": n,
             "rate_per_s": rate,
@@ -480,6 +497,7 @@ def summarize(
         "dropped_frames": {"total": sum(drops.values()), "frames_answered": frames, **drops},
         "municipal_lag": {"during_run": lag, "at_end": municipal},
         "processes": processes,
+        "load_generator_cpu_cores": round(run.cpu_s / wall_s, 3) if run.cpu_s is not None else None,
         **(extra or {}),
     }
 

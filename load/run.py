@@ -59,6 +59,7 @@ def print_summary(s: dict[str, object]) -> None:
     say(f"dropped frames: {json.dumps(s['dropped_frames'], ensure_ascii=False)}")
     say(f"municipal lag: {json.dumps(s['municipal_lag'], ensure_ascii=False)}")
     say(f"processes: {json.dumps(s['processes'])}")
+    say(f"load generator (locust) CPU: {s.get('load_generator_cpu_cores')} cores")
     say(f"load average before {s['load_average_before']}, after {s['load_average_after']}")
 
 
