@@ -150,7 +150,8 @@ DATEX_OTHER_CONNECTOR: Mapping[str, str] = {
     "CONNECTOR_STANDARD_GBT_AC": "GB/T 20234.2 AC", "CONNECTOR_STANDARD_GBT_DC": "GB/T 20234.3 DC"}
 # egi:ChargingModeEnum where the plug says it: DC plugs charge in mode 4 (an AC plug's phases are not known).
 DATEX_CHARGING_MODE: Mapping[str, str] = {
-    "CONNECTOR_STANDARD_GBT_DC": "mode4DC", "CONNECTOR_STANDARD_CCS2": "mode4DC", "CONNECTOR_STANDARD_CHADEMO": "mode4DC"}
+    "CONNECTOR_STANDARD_GBT_DC": "mode4DC", "CONNECTOR_STANDARD_CCS2": "mode4DC",
+    "CONNECTOR_STANDARD_CHADEMO": "mode4DC"}
 # The Chinese EV charging interconnection convention's connector type (T/CEC 102): 3 AC plug with cable (mode 3,
 # connection C), 4 DC plug with cable (mode 4).
 MUNICIPAL_CONNECTOR_TYPE: Mapping[str, int] = {

@@ -77,9 +77,9 @@ def charger_static(station_id: str, *, lot_id: str | None = None, version: int =
         return {"evse_id": evse, "connector_id": cid, "standard": standard, "max_power_kw": kw,
                 "price_per_kwh_fen": 120, "service_fee_per_kwh_fen": 40, "parking_spot_id": spot}
 
-    return {"station_id": station_id, "operator_id": "STATEGRID", "name": "宝山充电站 & <1>", "address": "一二八纪念路988号",
-            "coordinate_system": "WGS-84", "lat": BASE[0], "lon": BASE[1], "parking_lot_id": lot_id, "version": version,
-            "updated_at": iso(datetime.now(UTC)),
+    return {"station_id": station_id, "operator_id": "STATEGRID", "name": "宝山充电站 & <1>",
+            "address": "一二八纪念路988号", "coordinate_system": "WGS-84", "lat": BASE[0], "lon": BASE[1],
+            "parking_lot_id": lot_id, "version": version, "updated_at": iso(datetime.now(UTC)),
             "connectors": [connector("E1", "1", "CONNECTOR_STANDARD_GBT_DC", 120.0),
                            connector("E1", "2", "CONNECTOR_STANDARD_CCS2", 120.0),
                            connector("E2", "3", "CONNECTOR_STANDARD_TYPE2", 7.0, "S1" if lot_id else None)]}
