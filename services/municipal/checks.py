@@ -337,9 +337,11 @@ def _charger_static(c: Checker, r: OutboxRecord) -> None:
         seen.add(connector)
         if k.get("standard") not in vocab.CONNECTOR_STANDARDS:
             c.fail(f"{path}.standard", f"unknown value {k.get('standard')!r}")
-        power = c.number(k.get("max_power_kw"), f"{path}.max_power_kw", 0, 2000)
-        if power <= 0:
+        power = k.get("max_power_kw")
+        if power == 0 and type(power) in (int, float):
             c.fail(f"{path}.max_power_kw", "must be more than 0")
+        else:
+            c.number(power, f"{path}.max_power_kw", 0, 2000)
         for name in ("price_per_kwh_fen", "service_fee_per_kwh_fen"):
             c.integer(k.get(name, 0), f"{path}.{name}", 0, 10_000_000)
         if k.get("parking_spot_id") is not None:

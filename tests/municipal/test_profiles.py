@@ -159,11 +159,12 @@ def test_municipal_station_record_lists_its_connectors_with_plug_codes_and_power
 def test_a_station_record_is_checked_field_by_field() -> None:
     bad = {**charger_static("ST1"), "name": "", "lat": 91.0, "connectors": [
         {**charger_static("ST1")["connectors"][0], "standard": "CONNECTOR_STANDARD_TESLA", "max_power_kw": 0},
-        {**charger_static("ST1")["connectors"][0], "connector_id": "1"}]}
+        {**charger_static("ST1")["connectors"][0], "connector_id": "1", "max_power_kw": "7"}]}
     assert set(reasons(profile(), record("charger_static", "ST1", bad))) == {
         "name: is empty", "lat: must be between -90 and 90, not 91.0",
         "connectors[0].standard: unknown value 'CONNECTOR_STANDARD_TESLA'",
-        "connectors[0].max_power_kw: must be more than 0", "connectors[1].connector_id: '1' comes twice"}
+        "connectors[0].max_power_kw: must be more than 0", "connectors[1].connector_id: '1' comes twice",
+        "connectors[1].max_power_kw: must be a number"}
     assert reasons(profile(), record("charger_static", "OTHER", charger_static("ST1"))) == [
         "aggregate_id: 'OTHER' is not the record's subject 'ST1'"]
 
