@@ -1,7 +1,8 @@
 """Charging persistence: every read and write of stations, connector state, charge points, sessions
 and bay flags.
 
-Status changes and their outbox rows commit in one transaction; writers of one connector serialise
+Status changes and their outbox rows (`charger_status`), and a station's create or update and its outbox row
+(`charger_static`), commit in one transaction; writers of one connector serialise
 on its state row (`FOR UPDATE`, in connector id order so that batches never deadlock).
 
 The EV bay check and a station's links to a parking lot read the parking service's read model (the views
@@ -354,7 +355,7 @@ class ChargingStore:
             except IntegrityError:
                 raise AlreadyExists(f"station {spec.id} already exists") from None
             await self._write_connectors(conn, spec)
-            return await self._get(conn, spec.id)
+            return await self._announce(conn, spec.id)
 
     async def update_station(self, principal: Principal, spec: StationSpec, expected_version: int) -> StationRecord:
         async with self.engine.begin() as conn:
@@ -381,7 +382,7 @@ class ChargingStore:
                 "UPDATE charging_connectors SET charge_point_id = '', ocpp_evse_id = 0, ocpp_connector_id = 0 "
                 "WHERE station_id = :id"), {"id": spec.id})
             await self._write_connectors(conn, spec)
-            return await self._get(conn, spec.id)
+            return await self._announce(conn, spec.id)
 
     async def _check_links(self, conn: AsyncConnection, spec: StationSpec) -> None:
         """What needs the database: connector ids and charge points not taken by other stations, and
@@ -427,6 +428,12 @@ class ChargingStore:
         await conn.execute(text(
             "INSERT INTO charging_connector_state (connector_id) SELECT unnest(CAST(:ids AS text[])) "
             "ON CONFLICT DO NOTHING"), {"ids": [c.id for _, c in spec.connectors()]})
+
+    async def _announce(self, conn: AsyncConnection, station_id: str) -> StationRecord:
+        """The station as written, and its outbox row (`charger_static`) in the same transaction."""
+        record = await self._get(conn, station_id)
+        await write_outbox(conn, [OutboxRow(OutboxKind.CHARGER_STATIC, station_id, payloads.charger_static(record))])
+        return record
 
     async def _get(self, conn: AsyncConnection, station_id: str) -> StationRecord:
         records = await self._records(conn, [station_id])

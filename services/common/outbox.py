@@ -22,6 +22,7 @@ class OutboxKind(enum.StrEnum):
     SPOT_STATUS = "spot_status"
     PASSAGE = "passage"
     CHARGER_STATUS = "charger_status"
+    CHARGER_STATIC = "charger_static"
 
 
 @dataclass(frozen=True)

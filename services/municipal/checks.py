@@ -15,6 +15,13 @@ charger_status payload (written by the charging service; aggregate_id = station_
     {"station_id", "connector_id", "evse_id"?, "status": "CONNECTOR_STATUS_*",
      "error_code"?: "CONNECTOR_ERROR_CODE_*", "observed_at": ISO-8601 (null only when UNKNOWN),
      "lat"?, "lon"? (WGS-84), "parking_lot_id"?, "standard"?, "max_power_kw"?}
+
+charger_static payload (written by the charging service with a station's create or update; aggregate_id =
+station_id; services/charging/payloads.py):
+    {"station_id", "operator_id", "name", "address"?, "coordinate_system": "WGS-84", "lat", "lon",
+     "parking_lot_id"?, "version", "updated_at": ISO-8601,
+     "connectors": [{"evse_id", "connector_id", "standard": "CONNECTOR_STANDARD_*", "max_power_kw",
+                     "price_per_kwh_fen"?, "service_fee_per_kwh_fen"?, "parking_spot_id"?}, ...] (at least one)}
 """
 
 from __future__ import annotations
@@ -301,9 +308,49 @@ def _charger_status(c: Checker, r: OutboxRecord) -> None:
         c.lat_lon(c.p, "")
 
 
+def _charger_static(c: Checker, r: OutboxRecord) -> None:
+    c.same_aggregate(r, c.ident("station_id"))
+    c.ident("operator_id")
+    c.text("name", 200, required=True)
+    c.text("address", 500)
+    if c.p.get("coordinate_system") != "WGS-84":
+        c.fail("coordinate_system", f"must be WGS-84 (the suite's datum), not {c.p.get('coordinate_system')!r}")
+    c.lat_lon(c.p, "")
+    if c.p.get("parking_lot_id") is not None:
+        c.ident("parking_lot_id")
+    c.integer(c.p.get("version"), "version", 1, 2**63 - 1)
+    c.time("updated_at")
+    connectors = c.p.get("connectors")
+    if not isinstance(connectors, list) or not connectors:
+        c.fail("connectors", "must be a list of at least one connector")
+        return
+    seen: set[str] = set()
+    for i, k in enumerate(connectors):
+        path = f"connectors[{i}]"
+        if not isinstance(k, dict):
+            c.fail(path, "must be an object")
+            continue
+        c.ident("evse_id", k, f"{path}.evse_id")
+        connector = c.ident("connector_id", k, f"{path}.connector_id")
+        if connector in seen:
+            c.fail(f"{path}.connector_id", f"{connector!r} comes twice")
+        seen.add(connector)
+        if k.get("standard") not in vocab.CONNECTOR_STANDARDS:
+            c.fail(f"{path}.standard", f"unknown value {k.get('standard')!r}")
+        power = k.get("max_power_kw")
+        if power == 0 and type(power) in (int, float):
+            c.fail(f"{path}.max_power_kw", "must be more than 0")
+        else:
+            c.number(power, f"{path}.max_power_kw", 0, 2000)
+        for name in ("price_per_kwh_fen", "service_fee_per_kwh_fen"):
+            c.integer(k.get(name, 0), f"{path}.{name}", 0, 10_000_000)
+        if k.get("parking_spot_id") is not None:
+            c.ident("parking_spot_id", k, f"{path}.parking_spot_id")
+
+
 CHECKS: dict[str, Callable[[Checker, OutboxRecord], None]] = {
     "lot_static": _lot_static, "lot_dynamic": _lot_dynamic, "spot_status": _spot_status,
-    "passage": _passage, "charger_status": _charger_status,
+    "passage": _passage, "charger_status": _charger_status, "charger_static": _charger_static,
 }
 
 

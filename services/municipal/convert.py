@@ -19,7 +19,7 @@ from services.municipal.model import DeadLetter, DestinationStatus, Reconciliati
 KIND_TO_PROTO: dict[str, int] = {
     "lot_static": pb.RECORD_KIND_LOT_STATIC, "lot_dynamic": pb.RECORD_KIND_LOT_DYNAMIC,
     "spot_status": pb.RECORD_KIND_SPOT_STATUS, "passage": pb.RECORD_KIND_PASSAGE,
-    "charger_status": pb.RECORD_KIND_CHARGER_STATUS}
+    "charger_status": pb.RECORD_KIND_CHARGER_STATUS, "charger_static": pb.RECORD_KIND_CHARGER_STATIC}
 PROTO_TO_KIND = {v: k for k, v in KIND_TO_PROTO.items()}
 PROFILE_TO_PROTO: dict[str, int] = {"municipal_json": pb.PROFILE_MUNICIPAL_JSON, "datex2_xml": pb.PROFILE_DATEX2_XML,
                                     "ngsi_ld": pb.PROFILE_NGSI_LD}

@@ -830,7 +830,8 @@ class Lane:
                 failed[e["entityId"]] = _problem(e.get("error"))
         out, again = Sent(), Parcel([], [], [])
         for r, key, wire in zip(items.records, items.keys, items.wires, strict=True):
-            problem = failed.get(self.profile.subject(wire) or "")
+            # A record is refused (or failed) when one of its entities is.
+            problem = next((failed[s] for s in self.profile.subjects(wire) if s in failed), None)
             if problem is None:
                 out.delivered.append(r)
                 continue

@@ -237,6 +237,8 @@ _MUNICIPAL_REQUIRED = {
     "spot_status": ("parkCode", "berthCode", "berthStatus"),
     "passage": ("parkCode", "recordId", "direction", "plateColor", "passTime"),
     "charger_status": ("stationCode", "connectorCode", "connectorStatus"),
+    "charger_static": ("stationCode", "stationName", "operatorCode", "coordinateSystem", "latitude", "longitude",
+                       "connectors"),
 }
 
 
@@ -264,6 +266,7 @@ D2_NS = "http://datex2.eu/schema/3/d2Payload"
 # The elements that are one record each in the profile's publications.
 _DATEX2_RECORDS = ("{http://datex2.eu/schema/3/parking}hierarchyElementGeneral",
                    "{http://datex2.eu/schema/3/parking}parkingStatusInformation",
+                   "{http://datex2.eu/schema/3/energyInfrastructure}energyInfrastructureSite",
                    "{http://datex2.eu/schema/3/energyInfrastructure}energyInfrastructureSiteStatus")
 
 

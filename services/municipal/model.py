@@ -21,9 +21,10 @@ LOCAL_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
 KEY_NAMESPACE = uuid.UUID("6f1c3a52-8d0e-5b8a-9a57-0c3e2f7d4b11")
 _NS_BYTES = KEY_NAMESPACE.bytes
 
-KINDS = ("lot_static", "lot_dynamic", "spot_status", "passage", "charger_status")
-# Kinds whose newest row per aggregate is a standing fact (what the lot is), kept when older rows are pruned.
-STANDING_KINDS = ("lot_static",)
+KINDS = ("lot_static", "lot_dynamic", "spot_status", "passage", "charger_status", "charger_static")
+# Kinds whose newest row per aggregate is a standing fact (what the lot is, what the station is), kept when older rows
+# are pruned.
+STANDING_KINDS = ("lot_static", "charger_static")
 
 
 # The UUID variant nibble ("10xx") for each hex digit of the SHA-1 at that place.

@@ -12,7 +12,7 @@ from pathlib import Path
 from services.common.config import ConfigError, env_float, env_int
 
 MUNICIPAL_PROFILES = ("municipal_json", "datex2_xml", "ngsi_ld")
-MUNICIPAL_KINDS = ("lot_static", "lot_dynamic", "spot_status", "passage", "charger_status")
+MUNICIPAL_KINDS = ("lot_static", "lot_dynamic", "spot_status", "passage", "charger_status", "charger_static")
 PLATE_POLICIES = ("full", "masked", "hashed", "none")
 # The colours of services.municipal.vocab.PLATE_COLOURS (kept here so that reading the settings imports no vocabulary).
 PLATE_COLOURS = ("PLATE_COLOUR_BLUE", "PLATE_COLOUR_YELLOW", "PLATE_COLOUR_GREEN", "PLATE_COLOUR_WHITE",

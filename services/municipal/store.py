@@ -244,9 +244,9 @@ FROM outbox WHERE kind = 'lot_static' AND aggregate_id = ANY(CAST(:ids AS text[]
 ORDER BY aggregate_id, id DESC""")
 # Outbox rows the suite no longer needs, a batch of them: older than the retention, at or behind every configured
 # destination's cursor (delivered or dead-lettered everywhere), not behind an unresolved dead letter (it may be
-# requeued), and not the newest row of a standing fact (a lot's static record: the drain looks a lot's facts up
-# there, and a destination added later needs them). The cursors are read in the statement, so a cursor moved back
-# for a replay keeps what it will read again.
+# requeued), and not the newest row of a standing fact (a lot's or a station's static record: the drain looks a
+# lot's facts up there, and a destination added later needs them). The cursors are read in the statement, so a
+# cursor moved back for a replay keeps what it will read again.
 _PRUNE = text("""
 DELETE FROM outbox WHERE id IN (
     SELECT o.id FROM outbox o

@@ -137,3 +137,23 @@ NGSI_CHARGER_STATUS: Mapping[str, str] = {
 NGSI_SOCKET_TYPE: Mapping[str, str] = {
     "CONNECTOR_STANDARD_GBT_AC": "Other", "CONNECTOR_STANDARD_GBT_DC": "Other", "CONNECTOR_STANDARD_CCS2": "CCS/SAE",
     "CONNECTOR_STANDARD_TYPE2": "Type2", "CONNECTOR_STANDARD_CHADEMO": "CHAdeMO"}
+# The plugs (charger_static payload: proto ConnectorStandard names).
+CONNECTOR_STANDARDS = ("CONNECTOR_STANDARD_GBT_AC", "CONNECTOR_STANDARD_GBT_DC", "CONNECTOR_STANDARD_CCS2",
+                       "CONNECTOR_STANDARD_TYPE2", "CONNECTOR_STANDARD_CHADEMO")
+# DATEX II v3 egi:ConnectorTypeEnum: IEC 62196 type 2 (and its combo, CCS2), CHAdeMO; the enum names no GB/T plug
+# (China's GB/T 20234): `other`, with the standard's name in egi:otherConnector.
+DATEX_CONNECTOR_TYPE: Mapping[str, str] = {
+    "CONNECTOR_STANDARD_GBT_AC": "other", "CONNECTOR_STANDARD_GBT_DC": "other",
+    "CONNECTOR_STANDARD_CCS2": "iec62196T2COMBO", "CONNECTOR_STANDARD_TYPE2": "iec62196T2",
+    "CONNECTOR_STANDARD_CHADEMO": "chademo"}
+DATEX_OTHER_CONNECTOR: Mapping[str, str] = {
+    "CONNECTOR_STANDARD_GBT_AC": "GB/T 20234.2 AC", "CONNECTOR_STANDARD_GBT_DC": "GB/T 20234.3 DC"}
+# egi:ChargingModeEnum where the plug says it: DC plugs charge in mode 4 (an AC plug's phases are not known).
+DATEX_CHARGING_MODE: Mapping[str, str] = {
+    "CONNECTOR_STANDARD_GBT_DC": "mode4DC", "CONNECTOR_STANDARD_CCS2": "mode4DC",
+    "CONNECTOR_STANDARD_CHADEMO": "mode4DC"}
+# The Chinese EV charging interconnection convention's connector type (T/CEC 102): 3 AC plug with cable (mode 3,
+# connection C), 4 DC plug with cable (mode 4).
+MUNICIPAL_CONNECTOR_TYPE: Mapping[str, int] = {
+    "CONNECTOR_STANDARD_GBT_AC": 3, "CONNECTOR_STANDARD_GBT_DC": 4, "CONNECTOR_STANDARD_CCS2": 4,
+    "CONNECTOR_STANDARD_TYPE2": 3, "CONNECTOR_STANDARD_CHADEMO": 4}

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import grpc
 import pytest
 from grpc import aio
+from sqlalchemy import text
 from v2x.charging.v1 import charging_pb2 as pb
 from v2x.common.v1 import common_pb2 as cpb
 
+from services.common.runtime import Resources
 from tests.charging.conftest import NewStation, Stub
 from tests.charging.helpers import AVAILABLE, CCS2, GBT_AC, GBT_DC, UNKNOWN, connector_state, report, station
 from tests.conftest import Keys
@@ -35,6 +40,46 @@ async def test_a_connector_id_of_another_station_is_refused(stub: Stub, keys: Ke
         await stub.RegisterStation(pb.RegisterStationRequest(station=clash), metadata=keys.md(keys.admin))
     assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert first.id in (err.value.details() or "")
+
+
+async def _statics(resources: Resources, station_id: str) -> list[tuple[dict[str, Any], bool]]:
+    """The station's charger_static outbox rows in order, each with whether it was written by the transaction that
+    last wrote the station's row (its xmin: the 32-bit xid of the outbox row's 64-bit transaction id)."""
+    async with resources.engine.connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT o.payload, (o.txid::text::bigint % 4294967296) = s.xmin::text::bigint AS same_tx "
+            "FROM outbox o JOIN charging_stations s ON s.id = o.aggregate_id "
+            "WHERE o.kind = 'charger_static' AND o.aggregate_id = :id ORDER BY o.id"), {"id": station_id})).all()
+    return [(json.loads(r.payload) if isinstance(r.payload, str) else r.payload, r.same_tx) for r in rows]
+
+
+async def test_a_station_create_and_update_each_write_its_static_record_in_their_transaction(
+        stub: Stub, keys: Keys, resources: Resources, new_station: NewStation) -> None:
+    st = await new_station(plugs=[(GBT_DC, 120.0), (GBT_AC, 7.0)])
+    ((created, same_tx),) = await _statics(resources, st.id)
+    assert same_tx  # the station's row and its outbox row: one transaction
+    assert (created["station_id"], created["operator_id"], created["version"]) == (st.id, "OPA", 1)
+    assert created["coordinate_system"] == "WGS-84" and created["parking_lot_id"] is None
+    assert [(c["evse_id"], c["connector_id"], c["standard"], c["max_power_kw"]) for c in created["connectors"]] == [
+        ("E1", f"{st.id}-C1", "CONNECTOR_STANDARD_GBT_DC", 120.0),
+        ("E2", f"{st.id}-C2", "CONNECTOR_STANDARD_GBT_AC", 7.0)]
+    await stub.UpdateStation(pb.UpdateStationRequest(station=station(st.id, plugs=[(CCS2, 60.0)]), expected_version=1),
+                             metadata=keys.md(keys.op_a))
+    statics = await _statics(resources, st.id)
+    assert [same_tx for _, same_tx in statics] == [False, True]  # the first is the create's, the station moved on
+    updated = statics[1][0]
+    assert updated["version"] == 2 and [c["standard"] for c in updated["connectors"]] == ["CONNECTOR_STANDARD_CCS2"]
+
+
+async def test_a_refused_station_write_leaves_no_static_record(stub: Stub, keys: Keys, resources: Resources,
+                                                              new_station: NewStation) -> None:
+    st = await new_station()
+    with pytest.raises(aio.AioRpcError):
+        await stub.UpdateStation(pb.UpdateStationRequest(station=station(st.id), expected_version=7),
+                                 metadata=keys.md(keys.op_a))
+    with pytest.raises(aio.AioRpcError):
+        await stub.RegisterStation(pb.RegisterStationRequest(station=station(st.id)), metadata=keys.md(keys.admin))
+    assert [p["version"] for p, _ in await _statics(resources, st.id)] == [1]
 
 
 async def test_update_keeps_the_state_of_connectors_that_remain(stub: Stub, keys: Keys,

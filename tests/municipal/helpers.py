@@ -70,6 +70,21 @@ def charger_status(station_id: str, connector_id: str, status: str = "CONNECTOR_
             "lat": BASE[0], "lon": BASE[1], "parking_lot_id": ""}
 
 
+def charger_static(station_id: str, *, lot_id: str | None = None, version: int = 1) -> dict[str, Any]:
+    """A station as services/charging/payloads.py writes it: a DC EVSE with a GB/T and a CCS2 connector, an AC one
+    with a Type 2 connector (on a parking spot when the station is in a lot)."""
+    def connector(evse: str, cid: str, standard: str, kw: float, spot: str | None = None) -> dict[str, Any]:
+        return {"evse_id": evse, "connector_id": cid, "standard": standard, "max_power_kw": kw,
+                "price_per_kwh_fen": 120, "service_fee_per_kwh_fen": 40, "parking_spot_id": spot}
+
+    return {"station_id": station_id, "operator_id": "STATEGRID", "name": "宝山充电站 & <1>",
+            "address": "一二八纪念路988号", "coordinate_system": "WGS-84", "lat": BASE[0], "lon": BASE[1],
+            "parking_lot_id": lot_id, "version": version, "updated_at": iso(datetime.now(UTC)),
+            "connectors": [connector("E1", "1", "CONNECTOR_STANDARD_GBT_DC", 120.0),
+                           connector("E1", "2", "CONNECTOR_STANDARD_CCS2", 120.0),
+                           connector("E2", "3", "CONNECTOR_STANDARD_TYPE2", 7.0, "S1" if lot_id else None)]}
+
+
 def record(kind: str, aggregate: str, payload: dict[str, Any], id_: int = 1,
            created_at: datetime | None = None) -> OutboxRecord:
     return OutboxRecord(id_, 1000 + id_, created_at or datetime.now(UTC), kind, aggregate, payload)

@@ -10,12 +10,22 @@ from typing import Any
 
 import orjson
 import pytest
+from v2x.municipal.v1 import municipal_pb2 as pb
 
 from services.common.runtime import Resources
 from services.municipal.emulator import Faults, Platform, RunningEmulator
 from services.municipal.standards import MissingStandards, standards_dir
 from tests.municipal.conftest import PATHS, StartAdapter, destination, set_faults
-from tests.municipal.helpers import Row, charger_status, insert, lot_dynamic, lot_static, passage, spot_status
+from tests.municipal.helpers import (
+    Row,
+    charger_static,
+    charger_status,
+    insert,
+    lot_dynamic,
+    lot_static,
+    passage,
+    spot_status,
+)
 from tests.municipal.standards import datex2_problems, folder, sdm_problems
 from tests.municipal.test_delivery import caught_up, dead_letters, delivered
 
@@ -45,6 +55,9 @@ def every_kind(u: str) -> list[Row]:
         ("spot_status", f"G{u}", spot_status(f"G{u}", "S1")),
         ("spot_status", f"N{u}", {**spot_status(f"N{u}", "B9"), "lat": 31.4005, "lon": 121.4905}),
         ("passage", f"G{u}", passage(f"G{u}", "P1")), ("passage", f"G{u}", exit_), ("passage", f"G{u}", amended),
+        # A station on its own (its connectors 1-3 get status records next) and one in a lot, on a spot.
+        ("charger_static", f"C{u}", charger_static(f"C{u}")),
+        ("charger_static", f"D{u}", charger_static(f"D{u}", lot_id=f"G{u}")),
         ("charger_status", f"C{u}", charger_status(f"C{u}", "1")), ("charger_status", f"C{u}", unknown_charger),
         ("charger_status", f"C{u}", charger_status(f"C{u}", "3", "CONNECTOR_STATUS_FAULTED")),
     ]
@@ -74,7 +87,7 @@ async def test_every_datex2_body_is_a_valid_v3_5_payload(
         assert body.count(b"<d2:payload ") == 1
         publications.add(body.split(b'xsi:type="', 1)[1].split(b'"', 1)[0])
     assert publications == {b"prk:ParkingTablePublication", b"prk:ParkingStatusPublication",
-                            b"egi:EnergyInfrastructureStatusPublication"}
+                            b"egi:EnergyInfrastructureTablePublication", b"egi:EnergyInfrastructureStatusPublication"}
     # Every record the profile carries arrived (passages have no DATEX II form).
     assert emulator.platform.stats.accepted == len([r for r in every_kind(unique) if r[0] != "passage"])
     assert emulator.platform.stats.invalid_bodies == 0 and emulator.platform.stats.rejected == 0
@@ -85,7 +98,7 @@ async def test_every_municipal_json_record_has_what_the_platform_requires(
     bodies = await deliver_every_kind(resources, emulator, start_adapter, unique, "municipal_json")
     records = [r for body in bodies for r in orjson.loads(body)["records"]]
     assert {r["recordType"] for r in records} == {"lot_static", "lot_dynamic", "spot_status", "passage",
-                                                  "charger_status"}
+                                                  "charger_status", "charger_static"}
     assert len(records) == len(every_kind(unique)) and emulator.platform.stats.rejected == 0
     lots = {r["data"]["parkCode"]: r["data"] for r in records if r["recordType"] == "lot_static"}
     assert lots[f"S{unique}"]["publicBerths"] == 300 and lots[f"G{unique}"]["feeRule"]["periods"][0]["bands"]
@@ -93,6 +106,8 @@ async def test_every_municipal_json_record_has_what_the_platform_requires(
     assert exits[0]["entryRecordId"] == "P1" and exits[0]["feeFen"] == 0
     berths = [r["data"] for r in records if r["recordType"] == "spot_status" and r["data"]["berthCode"] == "B9"]
     assert berths[0]["latitude"] == 31.4005
+    stations = {r["data"]["stationCode"]: r["data"] for r in records if r["recordType"] == "charger_static"}
+    assert stations[f"D{unique}"]["parkCode"] == f"G{unique}" and len(stations[f"C{unique}"]["connectors"]) == 3
 
 
 async def test_every_ngsi_ld_entity_validates_against_its_smart_data_model(
@@ -112,6 +127,13 @@ async def test_every_ngsi_ld_entity_validates_against_its_smart_data_model(
     for entity in emulator.platform.entities.values():
         assert sdm_problems(entity) == [], entity
     assert emulator.platform.stats.rejected == 0
+    # A station's statics and its points' status end up in one entity per point.
+    sources = {source for source, _ in emulator.platform.entities}
+    (source,) = sources
+    point = emulator.platform.entities[(source, f"urn:ngsi-ld:EVChargingStation:C{unique}:3")]
+    assert point["name"]["value"] == charger_static("C")["name"] and point["v2xConnectorStatus"]["value"] == "Faulted"
+    assert point["v2xMaxPowerKw"]["value"] == 7.0
+    assert (source, f"urn:ngsi-ld:EVChargingStation:D{unique}:1") in emulator.platform.entities
 
 
 async def test_a_lots_occupancy_update_keeps_its_name_and_location_at_a_replacing_broker(
@@ -144,6 +166,20 @@ async def test_a_207_with_one_rejected_entity_leaves_exactly_one_dead_letter_and
     assert letter.http_status == 400 and f"records of {refused}" in letter.last_error.message
     assert {r.sequence for r in emulator.platform.seen.values()} == set(ids[1:])
     assert not emulator.platform.faults.transient_aggregates  # the flaky entity failed once, then got through
+
+
+async def test_a_station_refused_by_the_broker_is_one_dead_letter_though_it_is_an_entity_per_connector(
+        resources: Resources, emulator: RunningEmulator, start_adapter: StartAdapter, unique: str) -> None:
+    refused, fine = f"R{unique}", f"F{unique}"
+    await set_faults(emulator, reject_aggregates=[refused])
+    a = await start_adapter(destination(emulator, "ngsi_ld"))
+    ids = await insert(resources.engine, [("charger_static", s, charger_static(s)) for s in (refused, fine)])
+    s = await caught_up(a)
+    assert s.dead_letters == 1 and delivered(s, pb.RECORD_KIND_CHARGER_STATIC) == 1
+    (letter,) = await dead_letters(a)
+    assert letter.outbox_id == ids[0] and letter.reason == "REJECTED_BY_PLATFORM" and letter.http_status == 400
+    held = {eid for src, eid in emulator.platform.entities if src == a.name}
+    assert held == {f"urn:ngsi-ld:EVChargingStation:{fine}:{c}" for c in ("1", "2", "3")}
 
 
 def test_a_missing_schema_folder_fails_rather_than_skips(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -21,7 +21,16 @@ from services.municipal.model import InvalidRecord, OutboxRecord, idempotency_ke
 from services.municipal.profiles import make_profile
 from services.municipal.profiles.base import Profile
 from services.municipal.settings import MunicipalDestination, MunicipalSettings
-from tests.municipal.helpers import SECRET, lot_dynamic, lot_static, passage, record, spot_status
+from tests.municipal.helpers import (
+    SECRET,
+    charger_static,
+    charger_status,
+    lot_dynamic,
+    lot_static,
+    passage,
+    record,
+    spot_status,
+)
 
 NOW = datetime(2026, 11, 24, 4, 0, tzinfo=UTC)
 
@@ -152,6 +161,14 @@ def test_a_body_built_from_wire_forms_is_the_body_of_the_documents(profile_name:
     assert timeless(p.body_of([p.wire(d) for d in docs])) == timeless(p.body(docs))
     if profile_name != "datex2_xml":  # a DATEX II payload needs a record
         assert p.body_of([]) == p.body([])
+    # A station's static record (NGSI-LD: an entity per connector) with a status of one of its connectors, and one
+    # without: DATEX II puts the statics in a table publication of their own.
+    stations = [record("charger_static", "ST1", charger_static("ST1", lot_id="L1"), id_=5),
+                record("charger_static", "ST2", charger_static("ST2"), id_=6)]
+    statuses = [record("charger_status", "ST1", charger_status("ST1", "2"), id_=7)]
+    for batch in ([stations] if profile_name == "datex2_xml" else [[*stations, *statuses]]):
+        docs = [p.render(r, idempotency_key("city", r.id)).doc for r in batch]
+        assert timeless(p.body_of([p.wire(d) for d in docs])) == timeless(p.body(docs))
 
 
 def test_the_fast_path_runs_compiled_and_from_the_current_source() -> None:
@@ -274,3 +291,23 @@ def test_the_one_render_function_gives_the_general_paths_wire_forms_and_names_re
     assert [r.id for r in sendable] == [1, 2, 3, 10] and keys == [make_key(i) for i in (1, 2, 3, 10)]
     assert wires == [p.wire(p.render(r, make_key(r.id), None, NOW).doc) for r in sendable]
     assert refused == [(9, "free.general: must be between 0 and 300, not 999")]
+
+
+@pytest.mark.parametrize("profile_name", ["municipal_json", "datex2_xml", "ngsi_ld"])
+def test_a_station_record_has_no_fast_path_and_renders_the_general_way_in_every_profile(profile_name: str) -> None:
+    from services.municipal.profiles import RenderContext
+
+    p = make_profile(MunicipalDestination(name="city", url="http://x/records", profile=profile_name, secret=SECRET))
+    assert "charger_static" in p.kinds and "charger_static" not in p.fast_wire
+    at = {"updated_at": NOW.isoformat()}
+    good = record("charger_static", "ST1", {**charger_static("ST1", lot_id="L1"), **at}, id_=1)
+    bad = record("charger_static", "ST2", {**charger_static("ST2"), **at, "connectors": []}, id_=2)
+    refused: list[tuple[int, str]] = []
+    sendable: list[OutboxRecord] = []
+    keys: list[str] = []
+    wires: list[bytes] = []
+    make_key = key_maker("city")
+    p.wires([good, bad], make_key, NOW, RenderContext(), None,
+            lambda r, _key, exc: refused.append((r.id, str(exc))), sendable, keys, wires)
+    assert sendable == [good] and wires == [p.wire(p.render(good, make_key(1), None, NOW).doc)]
+    assert refused == [(2, "connectors: must be a list of at least one connector")]

@@ -22,6 +22,7 @@ from services.municipal.profiles.datex2 import NAMESPACES
 from services.municipal.settings import MunicipalDestination, MunicipalSettings
 from tests.municipal.helpers import (
     SECRET,
+    charger_static,
     charger_status,
     lot_dynamic,
     lot_static,
@@ -144,6 +145,30 @@ def test_municipal_spot_and_charger_status_use_the_platform_codes() -> None:
     assert offline["connectorStatus"] == 0  # a silent charger reads offline, never its last status
 
 
+def test_municipal_station_record_lists_its_connectors_with_plug_codes_and_power() -> None:
+    data = render(profile(coordinate_system="GCJ02"),
+                  record("charger_static", "ST1", charger_static("ST1", lot_id="L1")))["data"]
+    assert (data["stationCode"], data["parkCode"], data["operatorCode"]) == ("ST1", "L1", "STATEGRID")
+    assert data["coordinateSystem"] == "GCJ02" and data["latitude"] != 31.4  # converted like the lots
+    assert [(k["connectorCode"], k["equipmentCode"], k["connectorType"], k["connectorStandard"], k["power"])
+            for k in data["connectors"]] == [("1", "E1", 4, "GBT_DC", 120.0), ("2", "E1", 4, "CCS2", 120.0),
+                                             ("3", "E2", 3, "TYPE2", 7.0)]
+    assert data["connectors"][2]["berthCode"] == "S1" and data["connectors"][0]["berthCode"] is None
+
+
+def test_a_station_record_is_checked_field_by_field() -> None:
+    bad = {**charger_static("ST1"), "name": "", "lat": 91.0, "connectors": [
+        {**charger_static("ST1")["connectors"][0], "standard": "CONNECTOR_STANDARD_TESLA", "max_power_kw": 0},
+        {**charger_static("ST1")["connectors"][0], "connector_id": "1", "max_power_kw": "7"}]}
+    assert set(reasons(profile(), record("charger_static", "ST1", bad))) == {
+        "name: is empty", "lat: must be between -90 and 90, not 91.0",
+        "connectors[0].standard: unknown value 'CONNECTOR_STANDARD_TESLA'",
+        "connectors[0].max_power_kw: must be more than 0", "connectors[1].connector_id: '1' comes twice",
+        "connectors[1].max_power_kw: must be a number"}
+    assert reasons(profile(), record("charger_static", "OTHER", charger_static("ST1"))) == [
+        "aggregate_id: 'OTHER' is not the record's subject 'ST1'"]
+
+
 def test_a_destination_can_narrow_the_kinds_it_receives() -> None:
     p = profile(kinds=("lot_dynamic",))
     with pytest.raises(NotCarried):
@@ -222,6 +247,44 @@ def test_datex2_charger_status_is_an_energy_infrastructure_status() -> None:
     assert ref is not None and ref.get("id") == "ST1:C1"
 
 
+def test_datex2_station_is_an_energy_infrastructure_table_site_with_a_refill_point_per_connector() -> None:
+    p = profile("datex2_xml")
+    root = _datex([render(p, record("charger_static", "ST1", charger_static("ST1", lot_id="L1"), id_=7))])
+    assert root.get(f"{{{NAMESPACES['xsi']}}}type") == "egi:EnergyInfrastructureTablePublication"
+    table = root.find("egi:energyInfrastructureTable", NAMESPACES)
+    assert table is not None and table.get("version") == "7"
+    site = table.find("egi:energyInfrastructureSite", NAMESPACES)
+    assert site is not None and (site.get("id"), site.get("version")) == ("ST1", "7")
+    assert site.findtext("fac:name//com:value", namespaces=NAMESPACES) == "宝山充电站 & <1>"
+    assert site.find("fac:operator/fac:organisationReference", NAMESPACES).get("id") == "STATEGRID"  # type: ignore[union-attr]
+    parking = site.find("fac:associatedFacility/fac:facilityReference", NAMESPACES)
+    assert parking is not None and parking.get("id") == "L1"  # the lot the station is in
+    assert site.find(".//v2x:delivery", NAMESPACES).get("recordType") == "charger_static"  # type: ignore[union-attr]
+    station = site.find("egi:energyInfrastructureStation", NAMESPACES)
+    assert station is not None and station.get("id") == "ST1"
+    assert station.findtext("egi:numberOfRefillPoints", namespaces=NAMESPACES) == "3"
+    points = station.findall("egi:refillPoint", NAMESPACES)
+    assert [pt.get("id") for pt in points] == ["ST1:1", "ST1:2", "ST1:3"]
+    assert [(pt.findtext("egi:connector/egi:connectorType", namespaces=NAMESPACES),
+             pt.findtext("egi:connector/egi:otherConnector", namespaces=NAMESPACES),
+             pt.findtext("egi:connector/egi:maxPowerAtSocket", namespaces=NAMESPACES)) for pt in points] == [
+        ("other", "GB/T 20234.3 DC", "120000.0"), ("iec62196T2COMBO", None, "120000.0"), ("iec62196T2", None, "7000.0")]
+    assert [pt.findtext("fac:externalIdentifier", namespaces=NAMESPACES) for pt in points] == ["E1", "E1", "E2"]
+    assert points[2].find("egi:vehicleSpace", NAMESPACES).get("id") == "L1:S1"  # type: ignore[union-attr]
+
+
+def test_datex2_charger_status_refers_to_the_site_and_points_the_table_declares() -> None:
+    p = profile("datex2_xml")
+    table = _datex([render(p, record("charger_static", "ST1", charger_static("ST1", lot_id="L1")))])
+    in_lot = {**charger_status("ST1", "3"), "parking_lot_id": "L1"}
+    status = _datex([render(p, record("charger_status", "ST1", in_lot))])
+    declared = {(el.tag.rsplit("}", 1)[1], el.get("id")) for el in table.iter() if el.get("id")}
+    referred = {el.get("id") for el in status.iter(f"{{{NAMESPACES['fac']}}}reference")}
+    assert referred == {"ST1", "ST1:3"}
+    assert {("energyInfrastructureSite", "ST1"), ("energyInfrastructureStation", "ST1"),
+            ("refillPoint", "ST1:3")} <= declared
+
+
 def test_datex2_never_mixes_publications_in_one_payload_nor_carries_passages() -> None:
     p = profile("datex2_xml")
     table = render(p, record("lot_static", "L1", lot_static("L1")))
@@ -229,6 +292,7 @@ def test_datex2_never_mixes_publications_in_one_payload_nor_carries_passages() -
     with pytest.raises(ValueError, match="one publication"):
         p.body([table, status])
     assert p.publication("lot_static") != p.publication("lot_dynamic") == p.publication("spot_status")
+    assert len({p.publication(k) for k in ("lot_static", "lot_dynamic", "charger_static", "charger_status")}) == 4
     with pytest.raises(NotCarried):
         p.render(record("passage", "L1", passage("L1", "P1")), "k")
 
@@ -271,6 +335,24 @@ def test_ngsi_ld_spot_and_charger_entities() -> None:
     assert (station["capacity"]["value"], station["availableCapacity"]["value"]) == (1, 0)
     assert station["socketType"]["value"] and station["allowedVehicleType"]["value"] == ["car"]
     assert isinstance(json.loads(p.body([spot, station])), list)
+
+
+def test_ngsi_ld_station_statics_are_fragments_of_its_charging_points_entities() -> None:
+    p = profile("ngsi_ld")
+    points = render(p, record("charger_static", "ST1", charger_static("ST1"), id_=1))
+    assert [e["id"] for e in points] == [f"urn:ngsi-ld:EVChargingStation:ST1:{c}" for c in ("1", "2", "3")]
+    assert [e["socketType"]["value"] for e in points] == [["Other"], ["CCS/SAE"], ["Type2"]]
+    assert points[0]["name"]["value"] == "宝山充电站 & <1>" and points[2]["v2xMaxPowerKw"]["value"] == 7.0
+    assert "status" not in points[0]  # statics only: the status comes with charger_status
+    wire = p.wire(points)
+    assert p.subjects(wire) == [e["id"] for e in points]
+    # With a status of one of its points in the same batch: one fragment per entity, the later record's over it.
+    status = render(p, record("charger_status", "ST1", charger_status("ST1", "2"), id_=2))
+    entities = json.loads(p.body_of([wire, p.wire(status)]))
+    assert [e["id"] for e in entities] == [e["id"] for e in points]
+    merged = entities[1]
+    assert merged["name"]["value"] and merged["v2xConnectorStatus"]["value"] == "Charging"
+    assert [d["sequence"] for d in merged["v2xDelivery"]["value"]] == [1, 2]
 
 
 def test_ngsi_ld_occupancy_is_a_fragment_with_the_lots_location_and_the_models_status() -> None:
@@ -323,6 +405,10 @@ def _names(enum: Any) -> set[str]:
     (vocab.MUNICIPAL_CONNECTOR_STATUS, charging_pb2.ConnectorStatus),
     (vocab.NGSI_CONNECTOR_STATUS, charging_pb2.ConnectorStatus),
     (vocab.DATEX_REFILL_POINT_STATUS, charging_pb2.ConnectorStatus),
+    (vocab.DATEX_CONNECTOR_TYPE, charging_pb2.ConnectorStandard),
+    (vocab.MUNICIPAL_CONNECTOR_TYPE, charging_pb2.ConnectorStandard),
+    (vocab.NGSI_SOCKET_TYPE, charging_pb2.ConnectorStandard),
+    (dict.fromkeys(vocab.CONNECTOR_STANDARDS), charging_pb2.ConnectorStandard),
 ])
 def test_every_mapping_table_covers_every_value_of_its_enum(table: Any, enum: Any) -> None:
     assert set(table) == _names(enum)

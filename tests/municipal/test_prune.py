@@ -1,5 +1,6 @@
 """The outbox is pruned past its retention, and only of rows no destination needs: delivered everywhere, no open dead
-letter, and not the newest static record of a lot (the drain looks a lot's facts up there)."""
+letter, and not the newest static record of a lot or a charging station (the drain looks a lot's facts up there; a
+destination added later needs both)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from services.municipal.emulator import RunningEmulator
 from services.municipal.settings import MunicipalSettings
 from services.municipal.store import MunicipalStore
 from tests.municipal.conftest import StartAdapter, destination
-from tests.municipal.helpers import insert, lot_dynamic, lot_static
+from tests.municipal.helpers import charger_static, insert, lot_dynamic, lot_static
 from tests.municipal.test_delivery import caught_up
 
 AGED = text("UPDATE outbox SET created_at = now() - interval '200 hours' WHERE id = ANY(CAST(:ids AS bigint[]))")
@@ -33,8 +34,11 @@ async def test_rows_past_the_retention_go_once_every_destination_is_past_them(
     static_old, static_new = (await insert(resources.engine, [("lot_static", lot, lot_static(lot))]) +
                               await insert(resources.engine, [("lot_static", lot, lot_static(lot, name="新名"))]))
     dynamic = await insert(resources.engine, [("lot_dynamic", lot, lot_dynamic(lot, s)) for s in range(1, 4)])
+    station = f"Q{unique}"
+    station_old, station_new = await insert(resources.engine, [
+        ("charger_static", station, charger_static(station, version=v)) for v in (1, 2)])
     dead_lettered = dynamic[0]
-    old = [static_old, static_new, *dynamic]
+    old = [static_old, static_new, *dynamic, station_old, station_new]
     await caught_up(a, live.name)
     async with resources.engine.begin() as conn:
         await conn.execute(AGED, {"ids": old})
@@ -53,8 +57,9 @@ async def test_rows_past_the_retention_go_once_every_destination_is_past_them(
     await a.stub.Resume(pb.ResumeRequest(destination=held.name), metadata=a.md)
     await caught_up(a, held.name)
     await pruner.prune_once()
-    # Kept: the lot's newest static record, the row behind an open dead letter, the row inside the retention.
-    assert await left() == sorted([static_new, dead_lettered, *recent])
+    # Kept: the lot's and the station's newest static records, the row behind an open dead letter, the row inside the
+    # retention.
+    assert await left() == sorted([static_new, station_new, dead_lettered, *recent])
     # The destinations go on as before.
     more = await insert(resources.engine, [("lot_dynamic", lot, lot_dynamic(lot, 5))])
     status = await caught_up(a, live.name)

@@ -89,9 +89,10 @@ class Profile(ABC):
         """Where a batch is POSTed, from the destination's url (a profile may add what its protocol needs)."""
         return url
 
-    def subject(self, wire: bytes) -> str | None:
-        """The id the receiver names a document by in a per-entity answer (NGSI-LD 207), or None."""
-        return None
+    def subjects(self, wire: bytes) -> Sequence[str]:
+        """The ids the receiver names a document's entities by in a per-entity answer (NGSI-LD 207); none by
+        default."""
+        return ()
 
     def fast_wires(self) -> Mapping[str, FastWire]:
         """kind -> fast path to the wire form: `wire(doc)` of the document `render` gives, or None when the record is

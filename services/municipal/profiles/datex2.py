@@ -9,9 +9,14 @@
 - spot_status: a `prk:SpaceStatus` (occupied true/false) in the same publication; a closed spot, or one whose
   state is unknown, is a plain `prk:ParkingStatusInformation` with `fac:openingStatus` closed / statusUnknown
   (SpaceStatus requires `occupied`, which is then not known);
-- charger_status: an `egi:EnergyInfrastructureSiteStatus` (site = the station's parking lot, else the station) with
-  its `egi:EnergyInfrastructureStationStatus` and the connector's `egi:RefillPointStatus`, in an
-  `egi:EnergyInfrastructureStatusPublication`, as European access points publish charging point status.
+- charger_static: an `egi:EnergyInfrastructureSite` (the station's site: name, address, location, operator, the
+  parking lot it is in as an `egi:AssociatedParking`) holding its `egi:EnergyInfrastructureStation` and one
+  `egi:ElectricChargingPoint` refill point per connector (plug type, charging mode, power), in an
+  `egi:EnergyInfrastructureTablePublication`, as European access points publish charging points (the AFIR NAP
+  profiles);
+- charger_status: an `egi:EnergyInfrastructureSiteStatus` with its `egi:EnergyInfrastructureStationStatus` and the
+  connector's `egi:RefillPointStatus`, in an `egi:EnergyInfrastructureStatusPublication`, referring to the ids the
+  table declares (site and station: the station id; refill point: station:connector).
 Entry/exit records have no DATEX II form and are not carried.
 
 One request is one `d2:payload` (the lane never mixes publications in a request: `publication`). The request's
@@ -51,11 +56,13 @@ _CREATOR = ("<com:publicationCreator><com:country>CN</com:country>"
             "<com:nationalIdentifier>v2x-suite</com:nationalIdentifier></com:publicationCreator>")
 
 # The publication a kind goes in; a request carries one publication, so records of two never share one.
-TABLE, STATUS, ENERGY_STATUS = "ParkingTablePublication", "ParkingStatusPublication", "EnergyInfrastructureStatus"
-PUBLICATION = {"lot_static": TABLE, "lot_dynamic": STATUS, "spot_status": STATUS, "charger_status": ENERGY_STATUS}
+TABLE, STATUS = "ParkingTablePublication", "ParkingStatusPublication"
+ENERGY_TABLE, ENERGY_STATUS = "EnergyInfrastructureTablePublication", "EnergyInfrastructureStatusPublication"
+PUBLICATION = {"lot_static": TABLE, "lot_dynamic": STATUS, "spot_status": STATUS, "charger_static": ENERGY_TABLE,
+               "charger_status": ENERGY_STATUS}
 # The element each publication's records start with (how `body_of` tells a publication from its documents).
 _OPENING = {TABLE: b"<prk:hierarchyElementGeneral ", STATUS: b"<prk:parkingStatusInformation ",
-            ENERGY_STATUS: b"<egi:energyInfrastructureSiteStatus>"}
+            ENERGY_TABLE: b"<egi:energyInfrastructureSite ", ENERGY_STATUS: b"<egi:energyInfrastructureSiteStatus>"}
 
 _VERSION = re.compile(rb' version="([0-9]+)"')
 _DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -94,7 +101,7 @@ def publication_of(wire: bytes) -> str:
 
 class Datex2Xml(Profile):
     name = "datex2_xml"
-    carries = frozenset({"lot_static", "lot_dynamic", "spot_status", "charger_status"})
+    carries = frozenset({"lot_static", "lot_dynamic", "spot_status", "charger_static", "charger_status"})
     content_type = "application/xml; charset=utf-8"
 
     def publication(self, kind: str) -> str:
@@ -113,6 +120,8 @@ class Datex2Xml(Profile):
             return self._place_status(c, p, delivery)
         if record.kind == "spot_status":
             return self._space_status(p, delivery)
+        if record.kind == "charger_static":
+            return self._charging_site(p, record, delivery)
         return self._charger_status(c, p, delivery)
 
     # ----- ParkingTablePublication --------------------------------------------------------------------------
@@ -236,17 +245,65 @@ class Datex2Xml(Profile):
                 f"<fac:openingStatus>open</fac:openingStatus>{extension}"
                 f"{_el('prk:occupied', 'true' if occupied else 'false')}</prk:parkingStatusInformation>")
 
+    # ----- EnergyInfrastructureTablePublication --------------------------------------------------------------
+
+    def _charging_site(self, p: dict[str, Any], record: OutboxRecord, delivery: str) -> str:
+        """The station as a site of its own (one station each: a record replaces the whole site at the receiver, so
+        two stations in one parking lot must not share one), the lot it is in as its associated parking."""
+        station = p["station_id"]
+        version = str(record.id)
+        updated = _el("fac:lastUpdated", local_time(p["updated_at"]))
+        head = (f"{_text('fac:name', p['name'])}{updated}"
+                + (_text("fac:description", p["address"]) if p.get("address") else "")
+                + f'<fac:locationReference xsi:type="loc:PointLocation">{_point(p["lat"], p["lon"])}'
+                "</fac:locationReference>"
+                '<fac:operator xsi:type="fac:OrganisationByReference"><fac:organisationReference '
+                f'targetClass="fac:OrganisationSpecification" id={quoteattr(p["operator_id"])}/></fac:operator>')
+        lot = p.get("parking_lot_id")
+        parking = ('<fac:associatedFacility xsi:type="egi:AssociatedParking"><fac:type>parkingSite</fac:type>'
+                   f'<fac:facilityReference targetClass="fac:FacilityObject" id={quoteattr(lot)}/>'
+                   "</fac:associatedFacility>") if lot else ""
+        points = "".join(self._charging_point(station, lot, k, version, updated) for k in p["connectors"])
+        return (
+            f'<egi:energyInfrastructureSite id={quoteattr(station)} version="{version}">{head}{parking}'
+            f"<fac:_facilityObjectExtension>{delivery}</fac:_facilityObjectExtension>"
+            f'<egi:energyInfrastructureStation id={quoteattr(station)} version="{version}">{head}'
+            f"{_el('egi:numberOfRefillPoints', len(p['connectors']))}{points}"
+            "</egi:energyInfrastructureStation></egi:energyInfrastructureSite>")
+
+    def _charging_point(self, station: str, lot: str | None, k: dict[str, Any], version: str, updated: str) -> str:
+        """One connector as a refill point (the unit the status publication reports on), its EVSE as the external
+        identifier (the connectors of one EVSE share it), the parking spot it charges as its vehicle space (id
+        lot:spot, as the parking status publication names spots)."""
+        standard = k["standard"]
+        watts = round(float(k["max_power_kw"]) * 1000, 1)
+        other = vocab.DATEX_OTHER_CONNECTOR.get(standard)
+        mode = vocab.DATEX_CHARGING_MODE.get(standard)
+        spot = k.get("parking_spot_id")
+        return (
+            f'<egi:refillPoint xsi:type="egi:ElectricChargingPoint" id={quoteattr(station + ":" + k["connector_id"])} '
+            f'version="{version}">{_el("fac:externalIdentifier", k["evse_id"])}{updated}'
+            "<egi:deliveryUnit>kWh</egi:deliveryUnit><egi:usageType>electricVehicle</egi:usageType>"
+            f"{_el('egi:availableChargingPower', watts)}"
+            f"<egi:connector>{_el('egi:connectorType', vocab.DATEX_CONNECTOR_TYPE[standard])}"
+            + (_el("egi:otherConnector", other) if other else "")
+            + (_el("egi:chargingMode", mode) if mode else "")
+            + f"{_el('egi:maxPowerAtSocket', watts)}</egi:connector>"
+            + (f'<egi:vehicleSpace id={quoteattr(f"{lot}:{spot}" if lot else spot)} version="{version}"/>'
+               if spot else "")
+            + "</egi:refillPoint>")
+
     # ----- EnergyInfrastructureStatusPublication -------------------------------------------------------------
 
     def _charger_status(self, c: Checker, p: dict[str, Any], delivery: str) -> str:
+        # The site is the station's own, as the table declares it (see _charging_site).
         station = p["station_id"]
-        site = p.get("parking_lot_id") or station
         observed = local_time(p.get("observed_at"))
         updated = _el("fac:lastUpdated", observed) if observed else ""
         status = vocab.DATEX_REFILL_POINT_STATUS[p["status"]]
         return (
             "<egi:energyInfrastructureSiteStatus>"
-            f'<fac:reference targetClass="fac:FacilityObject" id={quoteattr(site)}/>{updated}'
+            f'<fac:reference targetClass="fac:FacilityObject" id={quoteattr(station)}/>{updated}'
             f"<fac:_facilityObjectStatusExtension>{delivery}</fac:_facilityObjectStatusExtension>"
             "<egi:energyInfrastructureStationStatus>"
             f'<fac:reference targetClass="fac:FacilityObject" id={quoteattr(station)}/>{updated}'
@@ -283,6 +340,13 @@ class Datex2Xml(Profile):
             head = (f'<d2:payload {_XMLNS} xsi:type="prk:ParkingStatusPublication" lang="zh" modelBaseVersion="3">'
                     f"{creator}")
             tail = "</d2:payload>"
+        elif pub == ENERGY_TABLE:
+            # As the parking table: its version is its newest site's.
+            version = max(int(m) for w in wires for m in _VERSION.findall(w, 0, w.index(b">")))
+            head = (f'<d2:payload {_XMLNS} xsi:type="egi:EnergyInfrastructureTablePublication" lang="zh" '
+                    f'modelBaseVersion="3">{creator}<egi:energyInfrastructureTable '
+                    f'id={quoteattr("v2x-" + self.destination.name + "-charging")} version="{version}">')
+            tail = "</egi:energyInfrastructureTable></d2:payload>"
         else:
             head = (f'<d2:payload {_XMLNS} xsi:type="egi:EnergyInfrastructureStatusPublication" lang="zh" '
                     f'modelBaseVersion="3">{creator}')

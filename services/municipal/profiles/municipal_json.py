@@ -22,6 +22,10 @@ passage      parkCode, recordId, direction (1 in, 2 out), plateNo + plateNoPolic
              matched to its entry: entryRecordId, entryTime, parkingDuration (s), feeFen (null otherwise).
              plateColor by the destination's plate_colour_codes over the default table
 charger_status stationCode, connectorCode, connectorStatus, errorCode, observedTime
+charger_static stationCode, stationName, operatorCode, address, coordinateSystem, latitude, longitude, parkCode
+             (the lot it is in, or null), version, updateTime, connectors[{connectorCode, equipmentCode (the
+             EVSE), connectorType (T/CEC 102: 3 AC, 4 DC), connectorStandard (GBT_AC, GBT_DC, CCS2, TYPE2,
+             CHADEMO), power (kW), electricityFeeFen, serviceFeeFen (per kWh), berthCode (or null)}]
 
 Times are local (UTC+8) ISO-8601 with offset. The platform's rules checked here: a lot needs a
 6/9/12-digit region code and a name of at most 100 characters; an entry/exit record needs a plate colour,
@@ -186,6 +190,21 @@ class MunicipalJson(Profile):
                 "connectorStatus": vocab.MUNICIPAL_CONNECTOR_STATUS[p["status"]],
                 "errorCode": str(p.get("error_code") or "").removeprefix("CONNECTOR_ERROR_CODE_"),
                 "observedTime": local_time(p.get("observed_at"))}
+
+    def _charger_static(self, c: Checker, p: dict[str, Any]) -> dict[str, Any]:
+        lat, lon = self._point(p["lat"], p["lon"])
+        return {
+            "stationCode": p["station_id"], "stationName": p["name"], "operatorCode": p["operator_id"],
+            "address": p.get("address") or "", "coordinateSystem": self.destination.coordinate_system,
+            "latitude": lat, "longitude": lon, "parkCode": p.get("parking_lot_id"), "version": p["version"],
+            "updateTime": local_time(p["updated_at"]),
+            "connectors": [{"connectorCode": k["connector_id"], "equipmentCode": k["evse_id"],
+                            "connectorType": vocab.MUNICIPAL_CONNECTOR_TYPE[k["standard"]],
+                            "connectorStandard": k["standard"].removeprefix("CONNECTOR_STANDARD_"),
+                            "power": k["max_power_kw"], "electricityFeeFen": k.get("price_per_kwh_fen", 0),
+                            "serviceFeeFen": k.get("service_fee_per_kwh_fen", 0),
+                            "berthCode": k.get("parking_spot_id")} for k in p["connectors"]],
+        }
 
     # ----- fast paths: the checks of checks.py and the mappings above, straight-line, for the frequent kinds -----
     # The writers live in services/municipal/fastpath.py (compiled with mypyc where it can be), behind `wires`.

@@ -11,7 +11,10 @@ normalized NGSI-LD with the models' own `@context`.
   coordinates when the record has them, else the lot's);
 - charger_status: one EVChargingStation per charging point (connector): capacity 1, availableCapacity, socketType,
   allowedVehicleType, status, chargingUnitId = the connector (the model's capacity counts vehicles charged at once, so
-  a point is the unit whose state one record says).
+  a point is the unit whose state one record says);
+- charger_static: the static attributes of the same entities, one fragment per connector of the station (name,
+  address, location, operator, socketType, capacity, socketNumber, chargingUnitId, the power as `v2xMaxPowerKw`):
+  a record is then several entities, its wire form their JSON objects joined by commas (`subjects` names them).
 Entry/exit records are not carried.
 
 One POST is a batch upsert `POST /ngsi-ld/v1/entityOperations/upsert?options=update` (application/ld+json): with
@@ -26,7 +29,7 @@ Extension attributes, named in the suite's own JSON-LD context (`V2X_CONTEXT`, i
 so that nothing needs fetching): `v2xDelivery` (the delivery facts of the entity's records: a list of {idempotencyKey,
 recordType, sequence, aggregateId, changedAt}), `v2xChargingPiles` ({fast, slow}: the parking models have no pile
 counts), `v2xConnectorStatus` (the connector's OCPP 1.6 status, finer than the model's station status),
-`v2xStation` (the charging station a point belongs to).
+`v2xStation` (the charging station a point belongs to), `v2xMaxPowerKw` (a point's power: the model has none).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ PARKING_CONTEXT = "https://raw.githubusercontent.com/smart-data-models/dataModel
 TRANSPORTATION_CONTEXT = "https://smart-data-models.github.io/dataModel.Transportation/context.jsonld"
 V2X_VOCAB = "urn:v2x-suite:ngsi-ld:"
 V2X_CONTEXT = {name: V2X_VOCAB + name for name in ("v2xDelivery", "v2xChargingPiles", "v2xConnectorStatus",
-                                                    "v2xStation")}
+                                                    "v2xStation", "v2xMaxPowerKw")}
 PARKING = [CORE_CONTEXT, PARKING_CONTEXT, V2X_CONTEXT]
 TRANSPORTATION = [CORE_CONTEXT, TRANSPORTATION_CONTEXT, V2X_CONTEXT]
 _DAYS = ("Mo", "Tu", "We", "Th", "Fr", "Sa", "Su")
@@ -86,6 +89,12 @@ def opening_hours(periods: Sequence[dict[str, Any]]) -> str:
                      for (start, end), days in by_time.items())
 
 
+def _entities(wire: bytes) -> list[dict[str, Any]]:
+    """The entities of one record's wire form (one JSON object, or several joined by commas)."""
+    out: list[dict[str, Any]] = orjson.loads(b"[" + wire + b"]")
+    return out
+
+
 def merge(entities: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The entities with one fragment per id, in order of first appearance: a later fragment's attributes replace an
     earlier one's; the delivery facts of every merged record are kept."""
@@ -102,7 +111,7 @@ def merge(entities: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 class NgsiLd(Profile):
     name = "ngsi_ld"
-    carries = frozenset({"lot_static", "lot_dynamic", "spot_status", "charger_status"})
+    carries = frozenset({"lot_static", "lot_dynamic", "spot_status", "charger_static", "charger_status"})
     content_type = "application/ld+json"
     needs_lot_kinds = True
 
@@ -112,8 +121,8 @@ class NgsiLd(Profile):
         query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"] + [("options", "update")]
         return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
 
-    def subject(self, wire: bytes) -> str:
-        return str(orjson.loads(wire)["id"])
+    def subjects(self, wire: bytes) -> list[str]:
+        return [str(e["id"]) for e in _entities(wire)]
 
     def _lot_type(self, lot_id: str, ctx: RenderContext) -> str:
         return vocab.NGSI_LOT_TYPE.get(ctx.lot_kinds.get(lot_id, ""), "OffStreetParking")
@@ -121,6 +130,9 @@ class NgsiLd(Profile):
     def _map(self, c: Checker, record: OutboxRecord, key: str, ctx: RenderContext) -> Any:
         p = record.payload
         entity: dict[str, Any]
+        if record.kind == "charger_static":
+            delivery = _prop([self.envelope(record, key)])
+            return [{**e, "v2xDelivery": delivery, "@context": TRANSPORTATION} for e in self._charging_points(p)]
         if record.kind == "lot_static":
             entity = self._lot(p)
         elif record.kind == "lot_dynamic":
@@ -224,14 +236,35 @@ class NgsiLd(Profile):
             entity["operator"] = _prop(p["operator_id"])
         return entity
 
+    def _charging_points(self, p: dict[str, Any]) -> list[dict[str, Any]]:
+        """A station's static data as its charging points' entities (one per connector, as charger_status names
+        them): what the model says of a point that does not change with its status."""
+        station = p["station_id"]
+        shared: dict[str, Any] = {
+            "type": "EVChargingStation", "name": _prop(p["name"]),
+            "location": _geo({"type": "Point", "coordinates": [p["lon"], p["lat"]]}),
+            "address": _prop({"streetAddress": p.get("address") or "", "addressCountry": "CN"}),
+            "operator": _prop(p["operator_id"]), "dataProvider": _prop("v2x-suite"),
+            "capacity": _prop(1), "socketNumber": _prop(1), "allowedVehicleType": _prop(["car"]),
+            "v2xStation": _prop(station),
+        }
+        return [{"id": f"urn:ngsi-ld:EVChargingStation:{station}:{k['connector_id']}", **shared,
+                 "socketType": _prop([vocab.NGSI_SOCKET_TYPE[k["standard"]]]),
+                 "chargingUnitId": _prop(k["connector_id"]), "v2xMaxPowerKw": _prop(k["max_power_kw"])}
+                for k in p["connectors"]]
+
     def body(self, docs: Sequence[Any]) -> bytes:
-        return orjson.dumps(merge(docs))
+        return orjson.dumps(merge([e for d in docs for e in (d if isinstance(d, list) else [d])]))
 
     def wire(self, doc: Any) -> bytes:
+        """One entity's JSON; a record of several entities (charger_static) is their JSON objects joined by commas,
+        as they stand in the batch's array."""
+        if isinstance(doc, list):
+            return b",".join(orjson.dumps(e) for e in doc)
         return orjson.dumps(doc)
 
     def body_of(self, wires: Sequence[bytes]) -> bytes:
-        ids = [self.subject(w) for w in wires]
+        ids = [i for w in wires for i in self.subjects(w)]
         if len(set(ids)) == len(ids):
             return b"[" + b",".join(wires) + b"]"
-        return orjson.dumps(merge([orjson.loads(w) for w in wires]))
+        return orjson.dumps(merge([e for w in wires for e in _entities(w)]))

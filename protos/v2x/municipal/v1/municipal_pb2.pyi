@@ -71,6 +71,8 @@ class _RecordKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RecordKind
     """An entry or exit record (passage)."""
     RECORD_KIND_CHARGER_STATUS: _RecordKind.ValueType  # 5
     """A charging connector's status."""
+    RECORD_KIND_CHARGER_STATIC: _RecordKind.ValueType  # 6
+    """A charging station's static data (site, location, operator, connectors with plug and power)."""
 
 class RecordKind(_RecordKind, metaclass=_RecordKindEnumTypeWrapper):
     """Kind of record delivered to the platform."""
@@ -87,6 +89,8 @@ RECORD_KIND_PASSAGE: RecordKind.ValueType  # 4
 """An entry or exit record (passage)."""
 RECORD_KIND_CHARGER_STATUS: RecordKind.ValueType  # 5
 """A charging connector's status."""
+RECORD_KIND_CHARGER_STATIC: RecordKind.ValueType  # 6
+"""A charging station's static data (site, location, operator, connectors with plug and power)."""
 Global___RecordKind: _TypeAlias = RecordKind  # noqa: Y015
 
 class _DeadLetterState:
