@@ -11,13 +11,14 @@ from pathlib import Path
 
 from aiohttp import web
 from grpc import aio
+from redis.asyncio import Redis
 from v2x.common.v1 import common_pb2, identity_pb2
 
-from services.common.config import Settings
+from services.common.config import ConfigError, Settings
 from services.console import operator, police, public
 from services.console.backends import BACKENDS, CALL_TIMEOUT_S, Backends, bearer
 from services.console.district import district_geojson
-from services.console.sessions import COOKIE, SessionStore
+from services.console.sessions import COOKIE, MemorySessions, RedisSessions, SessionStore
 from services.console.settings import ConsoleSettings
 from services.console.sse import STREAMS, close_streams
 from services.console.web import SESSIONS, error, json_body, json_response, security, session_of
@@ -47,8 +48,8 @@ async def sign_in(request: web.Request) -> web.Response:
     store = request.app[SESSIONS]
     old = request.cookies.get(COOKIE)
     if old:
-        store.drop(old)
-    session = store.create(key.strip(), role, who.scope, who.key_id)
+        await store.drop(old)
+    session = await store.create(key.strip(), role, who.scope, who.key_id)
     response = json_response({"signed_in": True, "role": role, "scope": who.scope, "csrf": session.csrf,
                               "expires_at": session.expires_at, "home": HOME.get(role, "/public")})
     response.set_cookie(COOKIE, session.id, max_age=store.ttl_s, httponly=True, samesite="Strict", path="/",
@@ -68,14 +69,17 @@ async def whoami(request: web.Request) -> web.Response:
 async def sign_out(request: web.Request) -> web.Response:
     session = session_of(request)
     if session is not None:
-        request.app[SESSIONS].drop(session.id)
+        await request.app[SESSIONS].drop(session.id)
     response = json_response({"signed_in": False})
     response.del_cookie(COOKIE, path="/")
     return response
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok")
+    """The probes' (infra/k8s/base/console.yaml): the process serves. Deliberately not whether Redis or the services
+    answer: the public page and the static files work without sessions, and a failing dependency would otherwise take
+    every replica out of the Service at once."""
+    return web.Response(text="ok", headers={"Cache-Control": "no-store"})
 
 
 async def no_icon(request: web.Request) -> web.Response:
@@ -94,13 +98,24 @@ def _page(name: str) -> web.RouteDef:
     return web.get(next(p for p, n in PAGES.items() if n == name), page)
 
 
-def build_app(settings: ConsoleSettings, backends: Backends | None = None) -> web.Application:
-    """The app; `backends` (the gRPC clients) default to channels to `settings.targets`, closed with the app."""
+def session_store(settings: ConsoleSettings, redis: Redis | None) -> SessionStore:
+    if settings.sessions == "memory":
+        return MemorySessions(settings.session_ttl_s)
+    if redis is None:
+        raise ConfigError("V2X_CONSOLE_SESSIONS=redis keeps sessions in Redis: REDIS_URL is not set "
+                          "(or V2X_CONSOLE_SESSIONS=memory for a single console process)")
+    return RedisSessions(redis, settings.session_ttl_s)
+
+
+def build_app(settings: ConsoleSettings, backends: Backends | None = None,
+              redis: Redis | None = None) -> web.Application:
+    """The app; `backends` (the gRPC clients) default to channels to `settings.targets`, closed with the app; `redis`
+    (the caller's, not closed here) holds the sessions unless `settings.sessions` is "memory"."""
     import orjson
 
     app = web.Application(middlewares=[security], client_max_size=64 * 1024)
     app[public.SETTINGS] = settings
-    app[SESSIONS] = SessionStore(settings.session_ttl_s)
+    app[SESSIONS] = session_store(settings, redis)
     app[STREAMS] = set()
     app[public.LOT_HOURS] = {}
     app[DISTRICT] = orjson.dumps(district_geojson(settings.district_net))
@@ -123,9 +138,10 @@ def build_app(settings: ConsoleSettings, backends: Backends | None = None) -> we
     return app
 
 
-async def start_console(settings: ConsoleSettings, host: str, backends: Backends | None = None) -> web.AppRunner:
+async def start_console(settings: ConsoleSettings, host: str, backends: Backends | None = None,
+                        redis: Redis | None = None) -> web.AppRunner:
     """Starts the app on `host`:`settings.port` (0: a free port; read it from the runner's addresses)."""
-    runner = web.AppRunner(build_app(settings, backends), access_log=None, shutdown_timeout=2.0)
+    runner = web.AppRunner(build_app(settings, backends, redis), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, host, settings.port).start()
     return runner
@@ -138,12 +154,20 @@ def bound_port(runner: web.AppRunner) -> int:
 
 async def run_console(settings: Settings) -> None:
     """`v2x console`: serves until SIGTERM / SIGINT."""
+    from services.common.redis_streams import create_redis
     from services.common.server import wait_for_stop_signal
 
     console = ConsoleSettings.from_env(settings.env)
-    runner = await start_console(console, settings.bind_host)
-    log.info("console serving", extra={"port": bound_port(runner)})
+    redis = None
+    if console.sessions == "redis":
+        redis = create_redis(settings.require_redis_url(), cluster=settings.redis_cluster)
     try:
-        await wait_for_stop_signal()
+        runner = await start_console(console, settings.bind_host, redis=redis)
+        log.info("console serving", extra={"port": bound_port(runner), "sessions": console.sessions})
+        try:
+            await wait_for_stop_signal()
+        finally:
+            await asyncio.shield(runner.cleanup())
     finally:
-        await asyncio.shield(runner.cleanup())
+        if redis is not None:
+            await redis.aclose()

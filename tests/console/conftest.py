@@ -63,7 +63,7 @@ async def console(resources: Resources, parking_service: RunningService, keys: K
     }
     targets = {name: f"127.0.0.1:{s.server.port}" for name, s in services.items()}
     settings = ConsoleSettings(port=0, targets=targets, public_key=keys.driver, session_ttl_s=600)
-    runner = await start_console(settings, "127.0.0.1")
+    runner = await start_console(settings, "127.0.0.1", redis=resources.redis)  # sessions in the tests' Valkey
     channels = {name: aio.insecure_channel(target) for name, target in targets.items()}
     yield Console(f"http://127.0.0.1:{bound_port(runner)}", services, channels, runner)
     await runner.cleanup()
