@@ -19,7 +19,7 @@ from services.console import operator, police, public
 from services.console.backends import BACKENDS, CALL_TIMEOUT_S, Backends, bearer
 from services.console.district import district_geojson
 from services.console.sessions import COOKIE, MemorySessions, RedisSessions, SessionStore
-from services.console.settings import ConsoleSettings
+from services.console.settings import HEALTH_PATH, ConsoleSettings
 from services.console.sse import STREAMS, close_streams
 from services.console.web import SESSIONS, error, json_body, json_response, security, session_of
 
@@ -132,7 +132,7 @@ def build_app(settings: ConsoleSettings, backends: Backends | None = None,
     app.on_cleanup.append(close)
     app.add_routes([web.post("/api/v1/session", sign_in), web.get("/api/v1/session", whoami),
                     web.delete("/api/v1/session", sign_out), web.get("/api/v1/map/district", district),
-                    web.get("/healthz", healthz), web.get("/favicon.ico", no_icon),
+                    web.get(HEALTH_PATH, healthz), web.get("/favicon.ico", no_icon),
                     *police.routes(), *operator.routes(), *public.routes(), *(_page(n) for n in PAGES.values()),
                     web.static("/static", STATIC, follow_symlinks=False)])
     return app

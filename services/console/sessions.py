@@ -20,7 +20,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -151,7 +151,8 @@ class RedisSessions:
         if not session_id:
             return None
         try:
-            sealed = await self._redis.get(redis_key(session_id))
+            # bytes: the suite's clients never decode replies (services/common/redis_streams.create_redis)
+            sealed = cast(bytes | None, await self._redis.get(redis_key(session_id)))
         except RedisError as exc:
             raise SessionsUnavailable(str(exc)) from exc
         if sealed is None:

@@ -13,6 +13,8 @@ from services.common.config import SERVICE_PORTS, ConfigError, env_bool, env_cho
 DISTRICT_NET = Path(__file__).resolve().parents[2] / "roadside_sim" / "district" / "district.net.xml"
 BACKENDS = ("idps", "parking", "charging", "roadside", "municipal")
 SESSION_STORES = ("redis", "memory")
+# What the probes ask (infra/k8s/base/console.yaml; `make k8s-check` holds the manifests to it).
+HEALTH_PATH = "/healthz"
 
 
 @dataclass(frozen=True)
