@@ -191,12 +191,11 @@ def console_problems(where: str, container: Obj, env: Mapping[str, str], setting
     """What the console needs beyond the suite's settings: its own accepted, a port it declares, and sessions that
     every replica shares when there may be several."""
     from services.common.config import ConfigError
-    from services.console.settings import ConsoleSettings
+    from services.console.settings import ConsoleSettings, require_session_redis
 
     try:
         console = ConsoleSettings.from_env(env)
-        if console.sessions == "redis":
-            settings.require_redis_url()
+        require_session_redis(console, settings.redis_url)
     except ConfigError as exc:
         return [f"{where}: the console refuses its settings: {exc}"]
     problems = []

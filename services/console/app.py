@@ -14,12 +14,12 @@ from grpc import aio
 from redis.asyncio import Redis
 from v2x.common.v1 import common_pb2, identity_pb2
 
-from services.common.config import ConfigError, Settings
+from services.common.config import Settings
 from services.console import operator, police, public
 from services.console.backends import BACKENDS, CALL_TIMEOUT_S, Backends, bearer
 from services.console.district import district_geojson
 from services.console.sessions import COOKIE, MemorySessions, RedisSessions, SessionStore
-from services.console.settings import HEALTH_PATH, ConsoleSettings
+from services.console.settings import HEALTH_PATH, ConsoleSettings, require_session_redis
 from services.console.sse import STREAMS, close_streams
 from services.console.web import SESSIONS, error, json_body, json_response, security, session_of
 
@@ -102,8 +102,7 @@ def session_store(settings: ConsoleSettings, redis: Redis | None) -> SessionStor
     if settings.sessions == "memory":
         return MemorySessions(settings.session_ttl_s)
     if redis is None:
-        raise ConfigError("V2X_CONSOLE_SESSIONS=redis keeps sessions in Redis: REDIS_URL is not set "
-                          "(or V2X_CONSOLE_SESSIONS=memory for a single console process)")
+        raise ValueError("sessions in Redis (V2X_CONSOLE_SESSIONS=redis) need the caller's Redis client")
     return RedisSessions(redis, settings.session_ttl_s)
 
 
@@ -158,9 +157,10 @@ async def run_console(settings: Settings) -> None:
     from services.common.server import wait_for_stop_signal
 
     console = ConsoleSettings.from_env(settings.env)
+    require_session_redis(console, settings.redis_url)
     redis = None
-    if console.sessions == "redis":
-        redis = create_redis(settings.require_redis_url(), cluster=settings.redis_cluster)
+    if console.sessions == "redis" and settings.redis_url:
+        redis = create_redis(settings.redis_url, cluster=settings.redis_cluster)
     try:
         runner = await start_console(console, settings.bind_host, redis=redis)
         log.info("console serving", extra={"port": bound_port(runner), "sessions": console.sessions})

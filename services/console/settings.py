@@ -56,3 +56,10 @@ class ConsoleSettings:
                    secure_cookie=env_bool(env, "V2X_CONSOLE_SECURE_COOKIE", d.secure_cookie),
                    sessions=env_choice(env, "V2X_CONSOLE_SESSIONS", d.sessions, SESSION_STORES),
                    public_key=public_key, district_net=net)
+
+
+def require_session_redis(console: ConsoleSettings, redis_url: str | None) -> None:
+    """Sessions in Redis need REDIS_URL (`v2x console` at start, and `make k8s-check` on the manifests)."""
+    if console.sessions == "redis" and not redis_url:
+        raise ConfigError("REDIS_URL is not set: the console keeps its sessions in Redis (V2X_CONSOLE_SESSIONS=redis, "
+                          "the default); V2X_CONSOLE_SESSIONS=memory keeps them in a single console process")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.common.config import ConfigError
-from services.console.settings import DISTRICT_NET, ConsoleSettings
+from services.console.settings import DISTRICT_NET, ConsoleSettings, require_session_redis
 
 
 def test_defaults_reach_the_services_on_this_host() -> None:
@@ -29,3 +29,10 @@ def test_defaults_reach_the_services_on_this_host() -> None:
 def test_a_bad_value_is_refused_naming_the_variable(env: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigError, match=names):
         ConsoleSettings.from_env(env)
+
+
+def test_sessions_in_redis_need_redis_url_and_sessions_in_memory_do_not() -> None:
+    with pytest.raises(ConfigError, match="REDIS_URL is not set: the console keeps its sessions in Redis"):
+        require_session_redis(ConsoleSettings.from_env({}), None)
+    require_session_redis(ConsoleSettings.from_env({}), "redis://valkey:6379/0")
+    require_session_redis(ConsoleSettings.from_env({"V2X_CONSOLE_SESSIONS": "memory"}), None)
