@@ -11,14 +11,13 @@ from pathlib import Path
 
 from aiohttp import web
 from grpc import aio
-from redis.asyncio import Redis
 from v2x.common.v1 import common_pb2, identity_pb2
 
 from services.common.config import Settings
 from services.console import operator, police, public
 from services.console.backends import BACKENDS, CALL_TIMEOUT_S, Backends, bearer
 from services.console.district import district_geojson
-from services.console.sessions import COOKIE, MemorySessions, RedisSessions, SessionStore
+from services.console.sessions import COOKIE, MemorySessions, SessionStore, open_store
 from services.console.settings import HEALTH_PATH, ConsoleSettings, require_session_redis
 from services.console.sse import STREAMS, close_streams
 from services.console.web import SESSIONS, error, json_body, json_response, security, session_of
@@ -98,23 +97,19 @@ def _page(name: str) -> web.RouteDef:
     return web.get(next(p for p, n in PAGES.items() if n == name), page)
 
 
-def session_store(settings: ConsoleSettings, redis: Redis | None) -> SessionStore:
-    if settings.sessions == "memory":
-        return MemorySessions(settings.session_ttl_s)
-    if redis is None:
-        raise ValueError("sessions in Redis (V2X_CONSOLE_SESSIONS=redis) need the caller's Redis client")
-    return RedisSessions(redis, settings.session_ttl_s)
-
-
 def build_app(settings: ConsoleSettings, backends: Backends | None = None,
-              redis: Redis | None = None) -> web.Application:
-    """The app; `backends` (the gRPC clients) default to channels to `settings.targets`, closed with the app; `redis`
-    (the caller's, not closed here) holds the sessions unless `settings.sessions` is "memory"."""
+              sessions: SessionStore | None = None) -> web.Application:
+    """The app; `backends` (the gRPC clients) default to channels to `settings.targets`, closed with the app;
+    `sessions` (the caller's, not closed here) must be given unless `settings.sessions` is "memory"."""
     import orjson
 
+    if sessions is None:
+        if settings.sessions != "memory":
+            raise ValueError(f"V2X_CONSOLE_SESSIONS={settings.sessions}: the caller opens the store (open_store)")
+        sessions = MemorySessions(settings.session_ttl_s)
     app = web.Application(middlewares=[security], client_max_size=64 * 1024)
     app[public.SETTINGS] = settings
-    app[SESSIONS] = session_store(settings, redis)
+    app[SESSIONS] = sessions
     app[STREAMS] = set()
     app[public.LOT_HOURS] = {}
     app[DISTRICT] = orjson.dumps(district_geojson(settings.district_net))
@@ -138,9 +133,9 @@ def build_app(settings: ConsoleSettings, backends: Backends | None = None,
 
 
 async def start_console(settings: ConsoleSettings, host: str, backends: Backends | None = None,
-                        redis: Redis | None = None) -> web.AppRunner:
+                        sessions: SessionStore | None = None) -> web.AppRunner:
     """Starts the app on `host`:`settings.port` (0: a free port; read it from the runner's addresses)."""
-    runner = web.AppRunner(build_app(settings, backends, redis), access_log=None, shutdown_timeout=2.0)
+    runner = web.AppRunner(build_app(settings, backends, sessions), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, host, settings.port).start()
     return runner
@@ -153,21 +148,17 @@ def bound_port(runner: web.AppRunner) -> int:
 
 async def run_console(settings: Settings) -> None:
     """`v2x console`: serves until SIGTERM / SIGINT."""
-    from services.common.redis_streams import create_redis
     from services.common.server import wait_for_stop_signal
 
     console = ConsoleSettings.from_env(settings.env)
     require_session_redis(console, settings.redis_url)
-    redis = None
-    if console.sessions == "redis" and settings.redis_url:
-        redis = create_redis(settings.redis_url, cluster=settings.redis_cluster)
+    sessions = open_store(console.sessions, console.session_ttl_s, settings.redis_url, cluster=settings.redis_cluster)
     try:
-        runner = await start_console(console, settings.bind_host, redis=redis)
+        runner = await start_console(console, settings.bind_host, sessions=sessions)
         log.info("console serving", extra={"port": bound_port(runner), "sessions": console.sessions})
         try:
             await wait_for_stop_signal()
         finally:
             await asyncio.shield(runner.cleanup())
     finally:
-        if redis is not None:
-            await redis.aclose()
+        await sessions.close()

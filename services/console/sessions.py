@@ -10,6 +10,9 @@ Two stores, chosen by V2X_CONSOLE_SESSIONS:
   is named by a hash of the session id and encrypted (AES-GCM) with a key derived from it, so a copy of the Redis data
   (a dump, a replica, a MONITOR) yields neither cookies nor API keys.
 - `memory`: this process only (a single console, e.g. without Redis). A restart signs everyone out.
+
+This module is the only part of the console that touches a datastore (tests/house/test_boundaries.py): its own
+sign-ins, never the services' data, which it reaches only through their rpcs with the signed-in person's key.
 """
 
 from __future__ import annotations
@@ -66,6 +69,19 @@ class SessionStore(Protocol):
 
     async def drop(self, session_id: str) -> None: ...
 
+    async def close(self) -> None: ...
+
+
+def open_store(kind: str, ttl_s: int, redis_url: str | None, *, cluster: bool = False) -> SessionStore:
+    """The store V2X_CONSOLE_SESSIONS names, with a Redis client of its own (closed by `close`)."""
+    if kind == "memory":
+        return MemorySessions(ttl_s)
+    if not redis_url:
+        raise ValueError("sessions in Redis need REDIS_URL (services/console/settings.require_session_redis)")
+    from services.common.redis_streams import create_redis
+
+    return RedisSessions(create_redis(redis_url, cluster=cluster), ttl_s, own_client=True)
+
 
 def new_session(key: str, role: str, scope: str, key_id: str, ttl_s: int) -> Session:
     return Session(secrets.token_urlsafe(32), key, role, scope, key_id, secrets.token_urlsafe(32), time.time() + ttl_s)
@@ -98,6 +114,9 @@ class MemorySessions:
 
     async def drop(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
+
+    async def close(self) -> None:
+        self._sessions.clear()
 
     def _expire(self) -> None:
         now = time.time()
@@ -135,9 +154,10 @@ def unseal(session_id: str, sealed: bytes) -> Session | None:
 
 
 class RedisSessions:
-    def __init__(self, redis: Redis, ttl_s: int) -> None:
+    def __init__(self, redis: Redis, ttl_s: int, *, own_client: bool = False) -> None:
         self.ttl_s = ttl_s
         self._redis = redis
+        self._own_client = own_client
 
     async def create(self, key: str, role: str, scope: str, key_id: str) -> Session:
         session = new_session(key, role, scope, key_id, self.ttl_s)
@@ -166,3 +186,7 @@ class RedisSessions:
             await self._redis.delete(redis_key(session_id))
         except RedisError as exc:
             raise SessionsUnavailable(str(exc)) from exc
+
+    async def close(self) -> None:
+        if self._own_client:
+            await self._redis.aclose()

@@ -35,7 +35,8 @@ from tests.console.helpers import http_client, http_sign_in
 async def another_console(console: Console, redis: Redis) -> web.AppRunner:
     """A second replica: the same services, the given Redis for its sessions."""
     targets = {name: f"127.0.0.1:{s.server.port}" for name, s in console.services.items()}
-    return await start_console(ConsoleSettings(port=0, targets=targets, session_ttl_s=600), "127.0.0.1", redis=redis)
+    return await start_console(ConsoleSettings(port=0, targets=targets, session_ttl_s=600), "127.0.0.1",
+                               sessions=RedisSessions(redis, 600))
 
 
 @pytest.fixture
