@@ -9,11 +9,13 @@
    schemas know: a kind or apiVersion with no schema is an error too.
 3. Checks what no schema can: every ConfigMap and Secret a pod reads is rendered (the Secret v2x-secrets may come
    from outside, as in district and city, with the keys of infra/k8s/secrets.example.env), every HPA, PDB, Service
-   and Ingress finds its target, every service container has gRPC readiness and liveness probes on a port it declares
-   and CPU and memory requests and limits, no StatefulSet (the datastores are external), the environment each pod
-   gets is accepted by the suite's own settings parsers (`Settings.from_env` and each service's, through
-   `services.registry.check_settings`), and a pod's termination grace period outlasts its preStop pause plus
-   V2X_GRACE_S.
+   and Ingress finds its target, every service container has gRPC startup, readiness and liveness probes on a port it
+   declares (the web console, `v2x console`: HTTP GETs of its health path instead) and CPU and memory requests and
+   limits, no StatefulSet (the datastores are external), the environment each pod gets is accepted by the suite's own
+   settings parsers (`Settings.from_env` and each service's, through `services.registry.check_settings`; the
+   console's by `ConsoleSettings.from_env`, on a port it declares, with REDIS_URL when its sessions are in Redis, and
+   with its sessions in Redis when it may run more than one pod), and a pod's termination grace period outlasts its
+   preStop pause plus V2X_GRACE_S.
 
 Prints one line per overlay, or every problem found; exits 1 if there is any.
 """
@@ -25,10 +27,13 @@ import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kubernetes_validate
 import yaml
+
+if TYPE_CHECKING:
+    from services.common.config import Settings
 
 ROOT = Path(__file__).resolve().parent / "k8s"
 # The oldest Kubernetes these manifests need (the preStop `sleep` action is on by default from 1.30) and the newest
@@ -36,6 +41,7 @@ ROOT = Path(__file__).resolve().parent / "k8s"
 VERSIONS = ("1.30", kubernetes_validate.latest_version().rsplit(".", 1)[0])
 EXTERNAL_SECRETS = {"v2x-secrets": "secrets.example.env"}  # may be created out of band; its documented keys
 WORKLOADS = ("Deployment", "Job")
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
 Obj = dict[str, Any]
 
@@ -111,6 +117,20 @@ def sources(objs: Iterable[Obj], overlay: Path) -> dict[tuple[str, str], dict[st
     return found
 
 
+def is_console(container: Obj) -> bool:
+    """`v2x console`: the web console, an aiohttp server (HTTP probes), not a gRPC service."""
+    return list(container.get("args", []))[:1] == ["console"]
+
+
+def most_pods(deployment: Obj, objs: Iterable[Obj]) -> int:
+    """The most pods a Deployment may run: its HPA's maxReplicas, else its replicas (1 when unset)."""
+    name = deployment["metadata"]["name"]
+    scaled = [int(o["spec"].get("maxReplicas", 1)) for o in objs if o["kind"] == "HorizontalPodAutoscaler"
+              and o["spec"]["scaleTargetRef"].get("kind") == "Deployment"
+              and o["spec"]["scaleTargetRef"].get("name") == name]
+    return max(scaled) if scaled else int(deployment["spec"].get("replicas", 1))
+
+
 def reference_problems(objs: list[Obj], overlay: Path) -> list[str]:
     from services.common.config import ConfigError, Settings
     from services.registry import check_settings
@@ -161,6 +181,30 @@ def reference_problems(objs: list[Obj], overlay: Path) -> list[str]:
             continue
         if obj["kind"] == "Deployment":
             problems += grace_problems(name_of(obj), pod_spec(obj), settings.grace_s)
+            for container in pod_spec(obj)["containers"]:
+                if is_console(container):
+                    problems += console_problems(name_of(obj), container, env, settings, most_pods(obj, objs))
+    return problems
+
+
+def console_problems(where: str, container: Obj, env: Mapping[str, str], settings: Settings, pods: int) -> list[str]:
+    """What the console needs beyond the suite's settings: its own accepted, a port it declares, and sessions that
+    every replica shares when there may be several."""
+    from services.common.config import ConfigError
+    from services.console.settings import ConsoleSettings, require_session_redis
+
+    try:
+        console = ConsoleSettings.from_env(env)
+        require_session_redis(console, settings.redis_url)
+    except ConfigError as exc:
+        return [f"{where}: the console refuses its settings: {exc}"]
+    problems = []
+    if console.port not in {p["containerPort"] for p in container.get("ports", [])}:
+        problems.append(f"{where}: the console listens on V2X_CONSOLE_PORT {console.port}, "
+                        "which the container does not declare")
+    if console.sessions == "memory" and pods > 1:
+        problems.append(f"{where}: up to {pods} pods with V2X_CONSOLE_SESSIONS=memory: each pod knows only its own "
+                        "sign-ins, so users behind the Service would be signed out at random (use redis)")
     return problems
 
 
@@ -177,19 +221,35 @@ def grace_problems(where: str, spec: Obj, grace_s: float) -> list[str]:
 
 
 def container_problems(where: str, container: Obj) -> list[str]:
-    problems = []
-    ports = {p["containerPort"] for p in container.get("ports", [])}
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        grpc = container.get(probe, {}).get("grpc")
-        if grpc is None:
-            problems.append(f"{where}: {probe} is not the standard gRPC health probe")
-        elif grpc["port"] not in ports:
-            problems.append(f"{where}: {probe} checks port {grpc['port']}, which the container does not declare")
+    problems = probe_problems(where, container)
     resources = container.get("resources", {})
     for part in ("requests", "limits"):
         missing = {"cpu", "memory"} - set(resources.get(part, {}))
         if missing:
             problems.append(f"{where}: no {part} for {', '.join(sorted(missing))}")
+    return problems
+
+
+def probe_problems(where: str, container: Obj) -> list[str]:
+    """gRPC health probes for a service; the console's are HTTP GETs of its health path."""
+    from services.console.settings import HEALTH_PATH
+
+    problems = []
+    ports = {p["containerPort"] for p in container.get("ports", [])}
+    named = {p["name"]: p["containerPort"] for p in container.get("ports", []) if "name" in p}
+    for probe in PROBES:
+        if is_console(container):
+            http = container.get(probe, {}).get("httpGet")
+            if http is None or http.get("path") != HEALTH_PATH:
+                problems.append(f"{where}: {probe} is not an HTTP GET of the console's {HEALTH_PATH}")
+            elif named.get(http["port"], http["port"]) not in ports:
+                problems.append(f"{where}: {probe} checks port {http['port']}, which the container does not declare")
+            continue
+        grpc = container.get(probe, {}).get("grpc")
+        if grpc is None:
+            problems.append(f"{where}: {probe} is not the standard gRPC health probe")
+        elif grpc["port"] not in ports:
+            problems.append(f"{where}: {probe} checks port {grpc['port']}, which the container does not declare")
     return problems
 
 

@@ -17,8 +17,8 @@ from services.common.config import Settings
 from services.console import operator, police, public
 from services.console.backends import BACKENDS, CALL_TIMEOUT_S, Backends, bearer
 from services.console.district import district_geojson
-from services.console.sessions import COOKIE, SessionStore
-from services.console.settings import ConsoleSettings
+from services.console.sessions import COOKIE, MemorySessions, SessionStore, open_store
+from services.console.settings import HEALTH_PATH, ConsoleSettings, require_session_redis
 from services.console.sse import STREAMS, close_streams
 from services.console.web import SESSIONS, error, json_body, json_response, security, session_of
 
@@ -47,8 +47,8 @@ async def sign_in(request: web.Request) -> web.Response:
     store = request.app[SESSIONS]
     old = request.cookies.get(COOKIE)
     if old:
-        store.drop(old)
-    session = store.create(key.strip(), role, who.scope, who.key_id)
+        await store.drop(old)
+    session = await store.create(key.strip(), role, who.scope, who.key_id)
     response = json_response({"signed_in": True, "role": role, "scope": who.scope, "csrf": session.csrf,
                               "expires_at": session.expires_at, "home": HOME.get(role, "/public")})
     response.set_cookie(COOKIE, session.id, max_age=store.ttl_s, httponly=True, samesite="Strict", path="/",
@@ -68,14 +68,17 @@ async def whoami(request: web.Request) -> web.Response:
 async def sign_out(request: web.Request) -> web.Response:
     session = session_of(request)
     if session is not None:
-        request.app[SESSIONS].drop(session.id)
+        await request.app[SESSIONS].drop(session.id)
     response = json_response({"signed_in": False})
     response.del_cookie(COOKIE, path="/")
     return response
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok")
+    """The probes' (infra/k8s/base/console.yaml): the process serves. Deliberately not whether Redis or the services
+    answer: the public page and the static files work without sessions, and a failing dependency would otherwise take
+    every replica out of the Service at once."""
+    return web.Response(text="ok", headers={"Cache-Control": "no-store"})
 
 
 async def no_icon(request: web.Request) -> web.Response:
@@ -94,13 +97,19 @@ def _page(name: str) -> web.RouteDef:
     return web.get(next(p for p, n in PAGES.items() if n == name), page)
 
 
-def build_app(settings: ConsoleSettings, backends: Backends | None = None) -> web.Application:
-    """The app; `backends` (the gRPC clients) default to channels to `settings.targets`, closed with the app."""
+def build_app(settings: ConsoleSettings, backends: Backends | None = None,
+              sessions: SessionStore | None = None) -> web.Application:
+    """The app; `backends` (the gRPC clients) default to channels to `settings.targets`, closed with the app;
+    `sessions` (the caller's, not closed here) must be given unless `settings.sessions` is "memory"."""
     import orjson
 
+    if sessions is None:
+        if settings.sessions != "memory":
+            raise ValueError(f"V2X_CONSOLE_SESSIONS={settings.sessions}: the caller opens the store (open_store)")
+        sessions = MemorySessions(settings.session_ttl_s)
     app = web.Application(middlewares=[security], client_max_size=64 * 1024)
     app[public.SETTINGS] = settings
-    app[SESSIONS] = SessionStore(settings.session_ttl_s)
+    app[SESSIONS] = sessions
     app[STREAMS] = set()
     app[public.LOT_HOURS] = {}
     app[DISTRICT] = orjson.dumps(district_geojson(settings.district_net))
@@ -117,15 +126,16 @@ def build_app(settings: ConsoleSettings, backends: Backends | None = None) -> we
     app.on_cleanup.append(close)
     app.add_routes([web.post("/api/v1/session", sign_in), web.get("/api/v1/session", whoami),
                     web.delete("/api/v1/session", sign_out), web.get("/api/v1/map/district", district),
-                    web.get("/healthz", healthz), web.get("/favicon.ico", no_icon),
+                    web.get(HEALTH_PATH, healthz), web.get("/favicon.ico", no_icon),
                     *police.routes(), *operator.routes(), *public.routes(), *(_page(n) for n in PAGES.values()),
                     web.static("/static", STATIC, follow_symlinks=False)])
     return app
 
 
-async def start_console(settings: ConsoleSettings, host: str, backends: Backends | None = None) -> web.AppRunner:
+async def start_console(settings: ConsoleSettings, host: str, backends: Backends | None = None,
+                        sessions: SessionStore | None = None) -> web.AppRunner:
     """Starts the app on `host`:`settings.port` (0: a free port; read it from the runner's addresses)."""
-    runner = web.AppRunner(build_app(settings, backends), access_log=None, shutdown_timeout=2.0)
+    runner = web.AppRunner(build_app(settings, backends, sessions), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, host, settings.port).start()
     return runner
@@ -141,9 +151,14 @@ async def run_console(settings: Settings) -> None:
     from services.common.server import wait_for_stop_signal
 
     console = ConsoleSettings.from_env(settings.env)
-    runner = await start_console(console, settings.bind_host)
-    log.info("console serving", extra={"port": bound_port(runner)})
+    require_session_redis(console, settings.redis_url)
+    sessions = open_store(console.sessions, console.session_ttl_s, settings.redis_url, cluster=settings.redis_cluster)
     try:
-        await wait_for_stop_signal()
+        runner = await start_console(console, settings.bind_host, sessions=sessions)
+        log.info("console serving", extra={"port": bound_port(runner), "sessions": console.sessions})
+        try:
+            await wait_for_stop_signal()
+        finally:
+            await asyncio.shield(runner.cleanup())
     finally:
-        await asyncio.shield(runner.cleanup())
+        await sessions.close()

@@ -17,8 +17,10 @@ from v2x.roadside.v1 import roadside_pb2_grpc
 Metadata = tuple[tuple[str, str], ...]
 # A browser waits on these: an unary call that takes longer is answered 504.
 CALL_TIMEOUT_S = 10.0
+# round_robin: a target that resolves to several replicas (a headless Service, infra/k8s) gets calls spread over all
+# of them, not pinned to the first address; the servers' max connection age makes the channel re-resolve.
 _OPTIONS = [("grpc.keepalive_time_ms", 30_000), ("grpc.initial_reconnect_backoff_ms", 200),
-            ("grpc.max_reconnect_backoff_ms", 2_000)]
+            ("grpc.max_reconnect_backoff_ms", 2_000), ("grpc.lb_policy_name", "round_robin")]
 
 
 def bearer(key: str) -> Metadata:

@@ -8,11 +8,13 @@ done here.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger("v2x.console")
 _PARAM = re.compile(r"\+(\w+)=([^\s]+)")
 # The outline is the net's boundary grown by this much, so that the approaches' ends sit inside it.
 OUTLINE_MARGIN_M = 30.0
@@ -45,7 +47,11 @@ def district_geojson(net_path: str) -> dict[str, Any]:
     """A FeatureCollection: one `outline` polygon and a `lane` line per lane of the net (no internal lanes)."""
     if not net_path or not Path(net_path).is_file():
         return {"type": "FeatureCollection", "features": []}
-    import sumolib  # the `sim` extra; imported here, so the console starts where it is absent (no lanes then)
+    try:
+        import sumolib  # the `sim` extra, which the image (Dockerfile) leaves out: the console starts without lanes
+    except ImportError:
+        log.warning("sumolib (the `sim` extra) is not installed: the map draws no lanes of %s", net_path)
+        return {"type": "FeatureCollection", "features": []}
 
     net = sumolib.net.readNet(net_path, withInternal=False)
     location = getattr(net, "_location", {})

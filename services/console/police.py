@@ -154,7 +154,7 @@ async def incident_stream(request: web.Request) -> web.StreamResponse:
                     cursor = ""  # not a cursor IDPS issued: start over with a snapshot
                     continue
                 if exc.code().name == "UNAUTHENTICATED":
-                    forget_session(request)  # the reconnect then gets 403 and the page asks to sign in
+                    await forget_session(request)  # the reconnect then gets 403 and the page asks to sign in
                 # The browser reconnects after `retry` with its Last-Event-ID; IDPS may be back by then.
                 await response.write(encode("failure", {"error": exc.details() or exc.code().name,
                                                         "code": exc.code().name}))

@@ -13,12 +13,12 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from grpc import aio
 
-from services.console.sessions import COOKIE, CSRF_HEADER, Session, SessionStore
+from services.console.sessions import COOKIE, CSRF_HEADER, Session, SessionStore, SessionsUnavailable
 
 log = logging.getLogger("v2x.console")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions", SessionStore)
+SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
 SESSION: web.RequestKey[Session | None] = web.RequestKey("session", Session)
 # Scripts, styles, images and connections from the console itself only: no inline script, no CDN, no framing.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
@@ -87,10 +87,13 @@ async def security(request: web.Request, handler: Handler) -> web.StreamResponse
 
     A state-changing request must be JSON (a cross-site form cannot send it without a preflight), come from this
     origin when the browser says where it comes from, and, once signed in, carry the session's CSRF token in
-    `X-CSRF-Token`. The sign-in itself has no token yet: it is held to the first two."""
-    store = request.app[SESSIONS]
-    request[SESSION] = store.get(request.cookies.get(COOKIE))
+    `X-CSRF-Token`. The sign-in itself has no token yet: it is held to the first two.
+
+    Only the API looks the session up: pages and static files are the same for everyone, and need no trip to the
+    session store (Redis) however many a page loads."""
     try:
+        cookie = request.cookies.get(COOKIE) if request.path.startswith("/api/") else None
+        request[SESSION] = await request.app[SESSIONS].get(cookie)
         if request.method not in SAFE_METHODS:
             refused = _csrf_refusal(request)
             if refused is not None:
@@ -102,20 +105,27 @@ async def security(request: web.Request, handler: Handler) -> web.StreamResponse
     except web.HTTPException as exc:
         _headers(request, exc)
         raise
+    except SessionsUnavailable as exc:
+        # Not a sign-out: the session may well be valid, the store just does not answer now.
+        log.warning("the session store does not answer: %s", exc)
+        response = error(503, "sign-in is unavailable for a moment (the session store does not answer): try again")
     except aio.AioRpcError as exc:
         response = grpc_error(exc)
         if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-            forget_session(request)
+            await forget_session(request)
             response = error(401, "your key is no longer valid (revoked?): sign in again", code="UNAUTHENTICATED")
     _headers(request, response)
     return response
 
 
-def forget_session(request: web.Request) -> None:
+async def forget_session(request: web.Request) -> None:
     """The services no longer know the session's key (it was revoked): the session ends with it."""
     session = session_of(request)
     if session is not None:
-        request.app[SESSIONS].drop(session.id)
+        try:
+            await request.app[SESSIONS].drop(session.id)
+        except SessionsUnavailable as exc:  # harmless: the services refuse the revoked key on every call anyway
+            log.warning("a revoked key's session stays until it expires: %s", exc)
 
 
 def _csrf_refusal(request: web.Request) -> str | None:

@@ -17,6 +17,7 @@ from services.charging.app import assemble as charging_assemble
 from services.charging.settings import ChargingSettings
 from services.common.runtime import Resources, RunningService, start_service
 from services.console.app import bound_port, start_console
+from services.console.sessions import RedisSessions
 from services.console.settings import ConsoleSettings
 from services.municipal.app import assemble as municipal_assemble
 from services.municipal.settings import MunicipalSettings
@@ -63,7 +64,8 @@ async def console(resources: Resources, parking_service: RunningService, keys: K
     }
     targets = {name: f"127.0.0.1:{s.server.port}" for name, s in services.items()}
     settings = ConsoleSettings(port=0, targets=targets, public_key=keys.driver, session_ttl_s=600)
-    runner = await start_console(settings, "127.0.0.1")
+    # Sessions in the tests' Valkey, as in production (V2X_CONSOLE_SESSIONS=redis).
+    runner = await start_console(settings, "127.0.0.1", sessions=RedisSessions(resources.redis, settings.session_ttl_s))
     channels = {name: aio.insecure_channel(target) for name, target in targets.items()}
     yield Console(f"http://127.0.0.1:{bound_port(runner)}", services, channels, runner)
     await runner.cleanup()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+
+import pytest
 import sumolib
 
 from roadside_sim.geometry import LocalFrame
@@ -31,3 +34,10 @@ def test_every_lane_of_the_net_is_drawn_where_the_simulator_has_it() -> None:
 
 def test_without_a_net_the_map_has_no_district_layers() -> None:
     assert district_geojson("")["features"] == []
+
+
+def test_without_sumolib_as_in_the_image_the_map_has_no_lanes_and_the_console_still_starts(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setitem(sys.modules, "sumolib", None)  # what `import sumolib` meets without the `sim` extra
+    assert district_geojson(str(DISTRICT_NET)) == {"type": "FeatureCollection", "features": []}
+    assert "sumolib" in caplog.text

@@ -94,3 +94,41 @@ def test_a_grace_period_longer_than_the_pods_fails(k8s_copy: Path) -> None:
     assert out.returncode == 1
     assert ("Deployment/charging: terminationGracePeriodSeconds 30 leaves no time after the preStop pause (5 s) and "
             "V2X_GRACE_S (30 s)") in out.stdout, out.stdout
+
+
+def test_the_console_is_held_to_http_probes_of_its_health_path(k8s_copy: Path) -> None:
+    edit(k8s_copy / "base" / "console.yaml",
+         "          readinessProbe:\n            httpGet:\n              path: /healthz\n              port: http\n",
+         "          readinessProbe:\n            grpc:\n              port: 8080\n")
+    edit(k8s_copy / "base" / "console.yaml",
+         "          livenessProbe:\n            httpGet:\n              path: /healthz\n              port: http\n",
+         "          livenessProbe:\n            httpGet:\n              path: /healthz\n              port: 9999\n")
+    out = run_check(k8s_copy / "overlays" / "dev")
+    assert out.returncode == 1
+    assert "Deployment/console: readinessProbe is not an HTTP GET of the console's /healthz" in out.stdout, out.stdout
+    assert "Deployment/console: livenessProbe checks port 9999, which the container does not declare" in out.stdout
+    assert "Deployment/console: startupProbe" not in out.stdout, out.stdout
+
+
+def test_a_console_setting_the_console_refuses_fails_with_its_own_message(k8s_copy: Path) -> None:
+    edit(k8s_copy / "base" / "console.yaml", "              value: parking:50053\n", "              value: parking\n")
+    out = run_check(k8s_copy / "overlays" / "district")
+    assert out.returncode == 1
+    assert ("Deployment/console: the console refuses its settings: V2X_CONSOLE_PARKING_TARGET must be host:port, "
+            "not 'parking'") in out.stdout, out.stdout
+
+
+def test_a_console_port_the_container_does_not_declare_fails(k8s_copy: Path) -> None:
+    edit(k8s_copy / "base" / "console.yaml", '              value: "8080"\n', '              value: "8081"\n')
+    out = run_check(k8s_copy / "overlays" / "city")
+    assert out.returncode == 1
+    assert ("Deployment/console: the console listens on V2X_CONSOLE_PORT 8081, which the container does not declare"
+            in out.stdout), out.stdout
+
+
+def test_console_sessions_in_memory_fail_where_there_may_be_more_than_one_pod(k8s_copy: Path) -> None:
+    edit(k8s_copy / "base" / "console.yaml", "              value: redis\n", "              value: memory\n")
+    out = run_check(k8s_copy / "overlays" / "district")
+    assert out.returncode == 1
+    assert ("Deployment/console: up to 4 pods with V2X_CONSOLE_SESSIONS=memory: each pod knows only its own sign-ins"
+            in out.stdout), out.stdout
