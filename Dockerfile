@@ -35,8 +35,12 @@ RUN python -m venv .venv \
 COPY . .
 # The project (built with the locked setuptools), the detector and plate models (checksummed), the compiled hot path;
 # then the venv is cut down to what the services run: the dev tools and the embedded servers of `v2x run` go.
+# The models as `make models` builds them: the int8 detector (the service's default precision) is quantised here,
+# calibrated on the Darknet sample photos (fetched with apt-get download) and the simulator's frames (the sim extra).
 RUN .venv/bin/uv sync -q --locked --all-extras \
  && .venv/bin/python models/build_yolov3_tiny.py \
+ && bash models/fetch_samples.sh \
+ && .venv/bin/python models/quantize_detector.py \
  && .venv/bin/python models/fetch_plate_models.py \
  && .venv/bin/python infra/build_native.py \
  && .venv/bin/uv sync -q --locked --extra roadside \
