@@ -1,11 +1,11 @@
 """`make load-capacity`: how many intersections one node holds. Steps the number of intersections up (1, 2, 3, ...),
-each a `make load` run of LOAD_STEP_SECONDS (default 60) with the mix of load/mix.toml scaled to it (cameras at the
+each a `make load` run of LOAD_STEP_SECONDS (default 150) with the mix of load/mix.toml scaled to it (cameras at the
 mix's fps plus their share of operators, drivers, consoles and chargers), against one suite started for all steps
 (or V2X_TARGET), until a step breaks a bound of the mix's [bounds]: frame p99, console e2e p99, driver query p99,
 failures, restarts. Prints the table and the bound that broke first; writes it with every step's report under
 load/reports/<timestamp>/ (capacity.json, step-<n>/).
 
-    make load-capacity [LOAD_STEP_SECONDS=60] [LOAD_MAX_INTERSECTIONS=16] [LOAD_DETECTOR=onnx]
+    make load-capacity [LOAD_STEP_SECONDS=150] [LOAD_MAX_INTERSECTIONS=16] [LOAD_DETECTOR=onnx]
                        [LOAD_WARM_UP_SECONDS=20]
 
 Each step first runs LOAD_WARM_UP_SECONDS (10) that the step's bounds do not count (reported as "warm-up" types;
@@ -95,7 +95,7 @@ def line(r: dict[str, Any]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--step-seconds", type=float, default=float(os.environ.get("LOAD_STEP_SECONDS", "60")))
+    p.add_argument("--step-seconds", type=float, default=float(os.environ.get("LOAD_STEP_SECONDS", "150")))
     p.add_argument("--max-intersections", type=int, default=int(os.environ.get("LOAD_MAX_INTERSECTIONS", "16")))
     p.add_argument("--warm-up-seconds", type=float, default=float(os.environ.get("LOAD_WARM_UP_SECONDS", "10")))
     p.add_argument("--start", type=int, default=int(os.environ.get("LOAD_START_INTERSECTIONS", "1")))
