@@ -419,6 +419,7 @@ async def test_a_stream_whose_frames_expire_goes_on_answering_and_ends_when_the_
     assert inferred_later, [(r.frame_id, r.error.code) for r in results]
     answered = [r.frame_id for r in results]
     assert sent in answered and len(set(answered)) == len(answered)  # the last frame too; none twice
+    assert answered == sorted(answered)  # in order, expired frames in their place
     assert len(results) + results[-1].dropped_frames == sent  # every frame answered once or counted as dropped
     assert results[-1].late_frames == len(late)
 
