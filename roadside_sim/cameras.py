@@ -42,9 +42,10 @@ SPOT_BEYOND_M = 1.5  # the camera's spot zones reach this far beyond the kerb st
 SPOTS_M = (34.0, 40.0)  # on-street spots on the far kerb (metres from the stop line, 6 m each)
 COUNT_LINE_M = 38.0
 SPEED_LIMIT_KMH = 50.0
-# The cameras' frame deadline: with at most two frames in flight (roadside_sim/run.py) a frame waits for one other at
-# most, so a late answer is better than none (on the loaded machine frames waited 2..3 s and were answered
-# DEADLINE_EXCEEDED at the service's default of 2 s, after which the cameras' streams were answered no more).
+# The cameras' frame deadline, longer than the service's default of 2 s: a camera keeps at most two frames in flight
+# (roadside_sim/run.py), so a frame waits for one other at most and the deadline could only turn a slow answer into a
+# gap in the tracks whose speeds, stops and counts the score checks; a late answer is better than none (on the
+# loaded machine frames waited 2..3 s).
 FRAME_DEADLINE_MS = 8000
 STOP_THRESHOLD_S = 20  # the cameras' stop threshold (903 on a lane, 1002 in the no-stopping zone)
 

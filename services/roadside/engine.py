@@ -9,7 +9,8 @@
 * Each camera has a bounded queue (``queue_frames``). When a frame arrives at a full queue, the oldest
   waiting frame is dropped and counted: a camera that sends faster than we infer gets fresh frames,
   not a growing delay. A frame that waited longer than its deadline is answered DEADLINE_EXCEEDED
-  without being inferred.
+  without being inferred, in its place among the camera's answers (after those of its earlier frames
+  still in inference).
 * Scheduling is round-robin over the cameras with waiting frames, at most one frame per camera per
   batch. Two frames of one camera may be inferred at once (in two batches), so a single camera uses
   both cores too; the tracker and analytics still see a camera's frames one at a time in capture
@@ -110,6 +111,9 @@ class CameraSession:
         self.queue_frames = queue_frames
         self.in_flight = 0  # frames taken into batches and not yet answered
         self._turns_given = 0
+        self._answered_turns = 0  # every turn below this one has its answer
+        self._answered_later: set[int] = set()  # answered turns above it (two workers may answer out of turn)
+        self._held: deque[tuple[int, FrameJob, FrameOutcome]] = deque()  # expired frames, behind earlier turns
         self._turn = 0  # the next turn allowed to track and analyse
         self._turn_changed = threading.Condition()
         self.owner: int | None = None  # the stream sending this camera's frames
@@ -138,6 +142,26 @@ class CameraSession:
         turn = self._turns_given
         self._turns_given += 1
         return turn
+
+    def hold_expired(self, job: FrameJob, outcome: FrameOutcome) -> bool:
+        """On the loop: an expired frame's answer waits while earlier frames of the camera are still being inferred,
+        so that the camera's answers stay in order; False when none is (answer it now)."""
+        if self._answered_turns >= self._turns_given:
+            return False
+        self._held.append((self._turns_given, job, outcome))
+        return True
+
+    def answered(self, turn: int) -> list[tuple[FrameJob, FrameOutcome]]:
+        """On the loop, once a frame's answer is out: the held answers of expired frames now due."""
+        self._answered_later.add(turn)
+        while self._answered_turns in self._answered_later:
+            self._answered_later.remove(self._answered_turns)
+            self._answered_turns += 1
+        due: list[tuple[FrameJob, FrameOutcome]] = []
+        while self._held and self._held[0][0] <= self._answered_turns:
+            _, job, outcome = self._held.popleft()
+            due.append((job, outcome))
+        return due
 
     @contextlib.contextmanager
     def turn(self, turn: int) -> Iterator[None]:
@@ -239,8 +263,9 @@ class InferenceEngine:
                 if waited_ms > job.deadline_ms:
                     self.late += 1
                     FRAMES.labels("late").inc()
-                    job.done(job, FrameOutcome(error=convert.deadline_status(waited_ms, job.deadline_ms),
-                                               service_ms=waited_ms))
+                    expired = FrameOutcome(error=convert.deadline_status(waited_ms, job.deadline_ms))
+                    if session is None or not session.hold_expired(job, expired):
+                        self._answer(job, expired)
                     continue
                 WAIT_SECONDS.observe(now - job.received)
                 batch.append(job)
@@ -289,19 +314,28 @@ class InferenceEngine:
             if self._order:
                 self._wake.set()
 
-    def _deliver(self, job: FrameJob, outcome: FrameOutcome) -> None:
-        """On the loop: one frame's result to its caller, its events and spot states onwards."""
-        if job.session is not None:
-            job.session.in_flight -= 1
+    def _answer(self, job: FrameJob, outcome: FrameOutcome) -> None:
+        """On the loop: a frame's answer to its caller. A caller that fails fails alone: raised from `_take`, it
+        would end the worker coroutine, and with it the engine, for every camera."""
         outcome.service_ms = (time.monotonic() - job.received) * 1000
-        FRAMES.labels("error" if outcome.error is not None else "inferred").inc()
         try:
             job.done(job, outcome)
         except Exception:
             log.exception("delivering a frame result failed")
+
+    def _deliver(self, job: FrameJob, outcome: FrameOutcome) -> None:
+        """On the loop: one inferred frame's result to its caller (then the answers of frames of its camera that
+        expired behind it), its events and spot states onwards."""
+        s = job.session
+        if s is not None:
+            s.in_flight -= 1
+        FRAMES.labels("error" if outcome.error is not None else "inferred").inc()
+        self._answer(job, outcome)
+        if s is not None:
+            for expired_job, expired in s.answered(job.turn):
+                self._answer(expired_job, expired)
         if outcome.events and self.on_events is not None:
             self.on_events(outcome.events)
-        s = job.session
         if s is not None and outcome.analysis is not None and self.on_spots is not None \
                 and s.analytics.has_spot_zones:
             self.on_spots(s, outcome.analysis)

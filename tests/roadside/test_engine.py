@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from google.rpc import code_pb2
@@ -150,3 +150,49 @@ async def test_a_bad_frame_fails_alone_and_does_not_hold_up_the_next() -> None:
 
     assert results[1].error is not None and results[1].error.code == code_pb2.INVALID_ARGUMENT
     assert results[2].error is None and results[2].analysis is not None
+
+
+def job_of(session: CameraSession, frame_id: int, done: Callable[[FrameJob, FrameOutcome], None],
+           deadline_ms: int = 5000) -> FrameJob:
+    return FrameJob(session.camera_id, frame_id, T0 + timedelta(seconds=frame_id * 0.2), raw_image(), time.monotonic(),
+                    deadline_ms, done, session=session)
+
+
+def test_an_expired_frame_is_answered_after_the_frames_taken_before_it_even_when_they_finish_out_of_turn() -> None:
+    session = CameraSession(record("held"), 2)
+    first, second = session.give_turn(), session.give_turn()
+    third = job_of(session, 3, lambda job, outcome: None)
+
+    assert session.hold_expired(third, FrameOutcome())
+    assert session.answered(second) == []  # the second frame's worker was faster: the first is still out
+    assert [job.frame_id for job, _ in session.answered(first)] == [3]
+    assert not session.hold_expired(third, FrameOutcome())  # nothing in inference: answered at once
+
+
+async def test_a_caller_that_fails_on_an_expired_frames_answer_does_not_stop_the_engine() -> None:
+    engine = InferenceEngine(GateDetector(seconds=0.2), max_batch=1, queue_frames=3, workers=1, concurrent_runs=1)
+    session = engine.session(record("failing-caller"))
+    answered: list[tuple[int, int]] = []
+    fourth: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def done(job: FrameJob, outcome: FrameOutcome) -> None:
+        answered.append((job.frame_id, outcome.error.code if outcome.error is not None else code_pb2.OK))
+        if job.frame_id == 4:
+            fourth.set_result(None)
+        elif outcome.error is not None:
+            raise RuntimeError("the caller is gone")
+
+    for i in (1, 2, 3):  # 2 and 3 wait out their 50 ms behind the first's 200 ms inference
+        engine.submit(job_of(session, i, done, 5000 if i == 1 else 50))
+    worker = asyncio.create_task(engine.run())
+    try:
+        await asyncio.sleep(0.4)
+        engine.submit(job_of(session, 4, done))
+        await asyncio.wait_for(fourth, 5)
+    finally:
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+        engine.close()
+
+    assert answered == [(1, code_pb2.OK), (2, code_pb2.DEADLINE_EXCEEDED), (3, code_pb2.DEADLINE_EXCEEDED),
+                        (4, code_pb2.OK)]

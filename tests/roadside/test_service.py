@@ -15,6 +15,7 @@ import pytest
 from google.rpc import code_pb2, error_details_pb2
 from grpc import aio
 from grpc_status import rpc_status
+from prometheus_client import REGISTRY
 from v2x.common.v1 import common_pb2 as cpb
 from v2x.parking.v1 import parking_pb2 as ppb
 from v2x.parking.v1.parking_pb2_grpc import ParkingServiceStub
@@ -378,6 +379,91 @@ async def test_frames_waiting_past_their_deadline_are_answered_deadline_exceeded
     assert results[-1].late_frames == len(late)
     assert "deadline is 250 ms" in late[0].error.message
     assert [r.frame_id for r in results if not r.HasField("error")][:2] == [1, 2]
+
+
+def handled_streams(code: str) -> float:
+    """StreamFrames calls this process has finished with `code` (the rpc pipeline's own counter)."""
+    labels = {"service": "v2x.roadside.v1.RoadsideService", "method": "StreamFrames", "code": code}
+    return REGISTRY.get_sample_value("v2x_rpc_handled_total", labels) or 0.0
+
+
+async def test_a_stream_whose_frames_expire_goes_on_answering_and_ends_when_the_camera_half_closes(
+        resources: Resources, keys: Keys, unique: str) -> None:
+    # The service's defaults (a queue of two, two inference workers) behind a detector slower than the camera's
+    # frame deadline: frames sent at 10 fps wait longer than 100 ms, so some expire; the stream must go on.
+    running = await start_service(make_builder(SlowDetector(0.3), plates=False, roadside=RoadsideSettings()),
+                                  resources, port=0, host="127.0.0.1")
+    sent = 24
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{running.server.port}") as channel:
+            stub: Stub = RoadsideServiceStub(channel)
+            camera = SCENE.camera(f"expiring-{unique}")
+            camera.thresholds.frame_deadline_ms = 100
+            await configure(stub, keys, camera)
+            t0 = recent_start(10)
+            frames = [sim_frame(SCENE, [], camera.id, i, i * 0.1, t0, fmt="raw") for i in range(1, sent + 1)]
+
+            async def camera_feed() -> AsyncIterator[pb.Frame]:
+                for f in frames:
+                    yield f
+                    await asyncio.sleep(0.1)
+                # Returning half-closes the stream: the service answers what it holds, then ends the call.
+
+            results = [r async for r in stub.StreamFrames(camera_feed(), metadata=keys.md(keys.admin))]
+    finally:
+        await running.stop(0.5)
+
+    late = [r for r in results if r.error.code == code_pb2.DEADLINE_EXCEEDED]
+    assert late, "no frame expired: the test did not test anything"
+    inferred_later = [r.frame_id for r in results[results.index(late[0]) + 1:] if not r.HasField("error")]
+    assert inferred_later, [(r.frame_id, r.error.code) for r in results]
+    answered = [r.frame_id for r in results]
+    assert sent in answered and len(set(answered)) == len(answered)  # the last frame too; none twice
+    assert answered == sorted(answered)  # in order, expired frames in their place
+    assert len(results) + results[-1].dropped_frames == sent  # every frame answered once or counted as dropped
+    assert results[-1].late_frames == len(late)
+
+
+async def test_a_camera_that_walks_away_with_frames_waiting_ends_its_stream_and_can_stream_again(
+        resources: Resources, keys: Keys, unique: str) -> None:
+    running = await start_service(make_builder(SlowDetector(0.3), plates=False, roadside=RoadsideSettings()),
+                                  resources, port=0, host="127.0.0.1")
+    cancelled_before = handled_streams("CANCELLED")
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{running.server.port}") as channel:
+            stub: Stub = RoadsideServiceStub(channel)
+            camera = SCENE.camera(f"walkaway-{unique}")
+            camera.thresholds.frame_deadline_ms = 100
+            await configure(stub, keys, camera)
+            t0 = recent_start(20)
+            stop_sending = asyncio.Event()
+
+            async def flood() -> AsyncIterator[pb.Frame]:
+                for i in range(1, 1000):
+                    if stop_sending.is_set():
+                        break
+                    yield sim_frame(SCENE, [], camera.id, i, i * 0.01, t0, fmt="raw")
+                    await asyncio.sleep(0.03)
+                await asyncio.Event().wait()  # a camera that never half-closes: only its cancellation ends the call
+
+            call = stub.StreamFrames(flood(), metadata=keys.md(keys.admin))
+            async for r in call:
+                if r.error.code == code_pb2.DEADLINE_EXCEEDED:
+                    break  # walk away right after an expired frame, with later frames still queued and in inference
+            stop_sending.set()
+            call.cancel()
+
+            await assert_eventually(lambda: handled_streams("CANCELLED") > cancelled_before,
+                                    "the service ended the cancelled stream", within_s=10)
+            # The camera comes back on a new stream (its frames' capture times go on from where they were).
+            again = [sim_frame(SCENE, [], camera.id, 2000 + i, 20 + i * 0.1, t0, fmt="raw") for i in range(1, 4)]
+            results = await stream(stub, again, keys.admin, window=1)
+    finally:
+        await running.stop(0.5)
+
+    # The first may still wait behind the old stream's frames in inference (and expire); the last is inferred.
+    assert [r.frame_id for r in results] == [2001, 2002, 2003]
+    assert not results[-1].HasField("error"), [r.error.message for r in results]
 
 
 async def test_a_frame_refused_by_the_engine_answers_with_typed_details_and_the_request_id(
