@@ -15,13 +15,22 @@ Definitions (the issue leaves them open; constants below):
   point; standing time is the time since the anchor was set. Standing in a zone counts from the later
   of the anchor and the zone entry. A vehicle is "standing" for queues from 2 s on.
 * 903 stopped vehicle: standing in a GENERIC zone for the zone's threshold, or on a lane outside zones (parking
-  spots included: a vehicle standing there is parked) for the camera's stop threshold while not part of a
-  queue (no other standing vehicle on the lane within 12 m / 2.5 box heights). 1002 illegal parking:
+  spots included: a vehicle standing there is parked) for the camera's stop threshold while not waiting in traffic:
+  no standing vehicle ahead of it on its lane within 12 m (uncalibrated: 2.5 box heights, either side), and no
+  standing vehicle on a lane beside it with the same direction (traffic standing there too is a red light or a jam,
+  as a signal controller would say; one vehicle standing while the traffic beside it flows is an incident; a
+  vehicle with others standing behind it is what holds them up). 1002 illegal parking:
   standing in a NO_STOPPING zone for the zone's threshold. Raised once per stay; the vehicle must leave
   the zone for 3 s before it can raise again.
 * 1001 crash: two or more vehicles on one lane, outside zones, each standing for the camera's stop threshold,
   nose to tail: ground positions at most 6 m apart (a car's length and 1.5 m; vehicles queueing keep more than
-  2 m between them). Raised once per group (by its lowest track id); its vehicles raise no 903.
+  2 m between them), the group's first vehicle not waiting in traffic (as for 903). Raised once per group (by its
+  lowest track id); its vehicles raise no 903.
+* A standing vehicle that loses its track (hidden for a moment by traffic passing in front of it, the detector
+  missing it on a frame or two) and shows again as a new track within 2 m of where it stood, within 5 s, is the
+  same vehicle: it keeps its track id, its standing time, its counts and its events (found by `v2x sim score`: the
+  two cars of a crash got new tracks twice while cars passed in front, and 1001 came 56 s late; cars queued at a
+  red light were counted again on each new track).
 * 904 wrong way: moving against the lane's direction (more than 120 degrees off) for 1 s or on 3 frames in a
   row, having moved at least 3 m (uncalibrated: one box height). Once per track and lane. (The 3 frames found by
   `v2x sim score`: a wrong-way car crossed a zoomed camera's lanes in 1.25 s and was lost at the edge.) "For 1 s"
@@ -131,6 +140,7 @@ LANE_HALF_WIDTH_M = 1.75
 LANE_HALF_WIDTH_BOX = 0.6
 LINE_MARGIN_PX = 2.0
 TRACK_FORGET_S = 5.0
+SAME_DIRECTION_DEG = 30.0  # lanes whose directions differ by less are beside each other, one way
 MINUTES_KEPT = 15
 
 
@@ -368,11 +378,12 @@ class CameraAnalytics:
             bucket.dirty = True
 
         seen: list[_Track] = []
+        present = {track_id for track_id, _ in tracked}
         for track_id, d in tracked:
             if d.score < spec.thresholds.min_detection_confidence:
                 continue
             box = Box(d.x1, d.y1, d.x2, d.y2).scaled(sx, sy)
-            seen.append(self._observe(track_id, d, box, t))
+            seen.append(self._observe(track_id, d, box, t, present))
 
         by_lane: dict[str, list[_Track]] = {lane.id: [] for lane in spec.lanes}
         for tr in seen:
@@ -433,11 +444,13 @@ class CameraAnalytics:
         scaled = [self._event_to_frame(e, 1 / sx, 1 / sy) for e in kept]
         return FrameAnalysis(objects, scaled, lane_status, spot_changes)
 
-    def _observe(self, track_id: int, d: Detection, box: Box, t: float) -> _Track:
+    def _observe(self, track_id: int, d: Detection, box: Box, t: float, present: set[int]) -> _Track:
         geo = self._geo
         point = box.bottom_center
         ground = geo.mapping.to_ground(point) if geo.mapping is not None else None
         tr = self._tracks.get(track_id)
+        if tr is None:
+            tr = self._resume_standing(track_id, point, ground, box, t, present)
         if tr is None:
             tr = self._tracks[track_id] = _Track(track_id, d.vehicle_class, t, t, t, point, ground)
         tr.object_class = d.vehicle_class
@@ -477,6 +490,60 @@ class CameraAnalytics:
             tr.lane_since = t
         tr.lane_id = lane
         return tr
+
+    def _resume_standing(self, track_id: int, point: Point, ground: Point | None, box: Box, t: float,
+                         present: set[int]) -> _Track | None:
+        """The lost track of a vehicle that stood where this new track shows, which it continues; else None."""
+        best: tuple[float, int, _Track] | None = None
+        for key, old in self._tracks.items():
+            if key in present or old.last_t >= t or old.last_t - old.anchor_t < STANDING_MIN_S:
+                continue
+            if not 0.67 <= max(box.height, 1.0) / old.box_h <= 1.5:
+                continue
+            if ground is not None and old.ground is not None:
+                d, limit = math.dist(ground, old.ground), STANDING_RADIUS_M
+            else:
+                d, limit = math.dist(point, old.point), max(3.0, STANDING_RADIUS_BOX * old.box_h)
+            if d <= limit and (best is None or d < best[0]):
+                best = (d, key, old)
+        if best is None:
+            return None
+        _, key, old = best
+        del self._tracks[key]
+        self._tracks[track_id] = old
+        return old
+
+    def _waiting(self, tr: _Track, lane: Lane, by_lane: dict[str, list[_Track]], t: float) -> bool:
+        """Whether a standing vehicle waits in traffic: behind a standing vehicle on its lane, or beside standing
+        traffic of the same direction (a red light, a jam)."""
+        u = self._geo.lane_dir_g.get(lane.id)
+        for other in by_lane.get(lane.id, []):
+            if other is tr or not self._is_standing(other, t):
+                continue
+            if u is not None and tr.ground is not None and other.ground is not None:
+                ahead = (other.ground[0] - tr.ground[0]) * u[0] + (other.ground[1] - tr.ground[1]) * u[1]
+                if 0 < ahead <= QUEUE_GAP_M:
+                    return True
+            elif tr.ground is not None and other.ground is not None:
+                if math.dist(tr.ground, other.ground) <= QUEUE_GAP_M:
+                    return True
+            elif math.dist(tr.point, other.point) <= QUEUE_GAP_BOX * tr.box_h:
+                return True
+        if u is None:
+            return False
+        for lane_id, tracks in by_lane.items():
+            v = self._geo.lane_dir_g.get(lane_id)
+            if lane_id == lane.id or v is None or u[0] * v[0] + u[1] * v[1] < math.cos(
+                    math.radians(SAME_DIRECTION_DEG)):
+                continue
+            if any(self._is_standing(other, t) for other in tracks if other is not tr):
+                return True
+        return False
+
+    def _in_contact(self, tr: _Track, on_lane: list[_Track], t: float) -> bool:
+        return tr.ground is not None and any(
+            other is not tr and other.ground is not None and self._is_standing(other, t)
+            and math.dist(tr.ground, other.ground) <= CRASH_CONTACT_M for other in on_lane)
 
     def _is_standing(self, tr: _Track, t: float) -> bool:
         return tr.standing_s(t) >= STANDING_MIN_S
@@ -635,30 +702,27 @@ class CameraAnalytics:
                 tr.raised.add("902")
                 out.append(self._event(EventType.SLOW_VEHICLE, tr, at, frame_id, lane.id))
 
-        # Stopped on the lane, outside zones, not queued behind others. A vehicle standing in a parking spot is
+        # Stopped on the lane, outside zones, not waiting in traffic. A vehicle standing in a parking spot is
         # parked, not stopped (found by `v2x sim score`: kerbside spots overlap the kerb lane in an oblique view).
         in_spot = any(point_in_polygon(tr.point, z.polygon) for z in geo.spot_zones)
-        if not in_zone and not in_spot and "903" not in tr.raised and tr.standing_s(t) >= th.stop_threshold_s:
-            queued = False
-            for other in by_lane.get(lane.id, []):
-                if other is tr or not self._is_standing(other, t):
-                    continue
-                if tr.ground is not None and other.ground is not None:
-                    near = math.dist(tr.ground, other.ground) <= QUEUE_GAP_M
-                else:
-                    near = math.dist(tr.point, other.point) <= QUEUE_GAP_BOX * tr.box_h
-                queued = queued or near
-            if not queued:
+        # (A vehicle standing in contact with another is a crash once both have stood the threshold: 1001, not 903.)
+        if not in_zone and not in_spot and "903" not in tr.raised and tr.standing_s(t) >= th.stop_threshold_s \
+                and not self._waiting(tr, lane, by_lane, t) and not self._in_contact(tr, by_lane.get(lane.id, []), t):
                 tr.raised.add("903")
                 out.append(self._event(EventType.STOPPED_VEHICLE, tr, at, frame_id, lane.id,
                                        stationary_s=int(tr.standing_s(t))))
         return out
 
     def _crashes(self, by_lane: dict[str, list[_Track]], t: float) -> list[list[_Track]]:
-        """Groups of vehicles standing nose to tail on a lane, outside zones, for the stop threshold."""
+        """Groups of vehicles standing nose to tail on a lane, outside zones, for the stop threshold, not waiting in
+        traffic."""
         threshold = self._geo.spec.thresholds.stop_threshold_s
         groups: list[list[_Track]] = []
-        for tracks in by_lane.values():
+        for lane_id, tracks in by_lane.items():
+            lane = self._geo.lanes.get(lane_id)
+            if lane is None:
+                continue
+            u = self._geo.lane_dir_g.get(lane_id) or (0.0, 0.0)
             stood = [tr for tr in tracks if tr.ground is not None and tr.standing_s(t) >= threshold
                      and not any(point_in_polygon(tr.point, z.polygon)
                                  for z in (*self._geo.stop_zones, *self._geo.spot_zones))]
@@ -677,7 +741,10 @@ class CameraAnalytics:
                             group.append(other)
                             todo.append(other)
                 if len(group) >= 2:
-                    groups.append(group)
+                    first = max(group, key=lambda g: 0.0 if g.ground is None else g.ground[0] * u[0]
+                                + g.ground[1] * u[1])
+                    if not self._waiting(first, lane, by_lane, t):
+                        groups.append(group)
         for group in groups:
             for tr in group:
                 tr.raised.add("903")  # the crash is the event; its vehicles are not stopped vehicles too
