@@ -11,11 +11,12 @@ from __future__ import annotations
 import statistics
 
 import pytest
+from v2x.roadside.v1 import roadside_pb2 as pb
 
 from roadside_sim.scene import NB_CENTRE_E, SB_CENTRE_E, Scene, SimVehicle, drive
 from roadside_sim.truth import VehicleClass
 from services.roadside.model import Congestion, EventType, SpotState
-from tests.roadside.helpers import run_tracks
+from tests.roadside.helpers import T0, run_tracks
 
 SCENE = Scene()
 KERB_E = 4.75  # centre of the parking strip
@@ -308,3 +309,54 @@ def test_a_car_with_its_lane_put_on_the_opposite_lane_for_one_frame_raises_no_90
 
     assert not run.of(EventType.WRONG_WAY)
 
+
+
+def test_a_standing_car_lost_for_two_seconds_keeps_its_track_its_count_and_its_903() -> None:
+    # Found by `v2x sim score`: cars passing in front of a stalled one hid it on a frame or two, its next sighting was
+    # a new track, standing from zero: the 903 came late, and a car queued at a red light was counted again.
+    camera = SCENE.camera("sim", stop_threshold_s=20)
+    stall = [drive(1, 0, 12, 40, 36).hold(12.2),  # stands from 2.8 s, then unseen from 15 s to 17 s
+             SimVehicle(2, VehicleClass.CAR, [(17.0, NB_CENTRE_E, 40.0), (40.0, NB_CENTRE_E, 40.0)])]
+
+    run = run_tracks(SCENE, stall, 40, camera=camera)
+
+    (stopped,) = run.of(EventType.STOPPED_VEHICLE)
+    assert stopped.stationary_s >= 20 and (stopped.observed_at - T0).total_seconds() < 24
+    assert len(run.track_ids) == 1
+    assert run.lane_total("NB") == (1, 0)
+
+
+def test_a_stalled_car_with_cars_queued_behind_it_raises_903() -> None:
+    camera = SCENE.camera("sim", stop_threshold_s=20)
+    stall = [drive(1, 0, 12, 40, 36).hold(40), drive(2, 2.0, 12, 32.5, 36).hold(40)]  # 3 m behind its rear
+
+    run = run_tracks(SCENE, stall, 40, camera=camera)
+
+    (stopped,) = run.of(EventType.STOPPED_VEHICLE)
+    assert stopped.lane_id == "NB" and (stopped.observed_at - T0).total_seconds() < 24
+    assert not run.of(EventType.ACCIDENT)
+
+
+def _one_way_camera() -> pb.Camera:
+    """The scene's camera with both lanes northbound (SB's direction set to NB's)."""
+    camera = SCENE.camera("sim", stop_threshold_s=20)
+    camera.lanes[1].direction_vector.CopyFrom(camera.lanes[0].direction_vector)
+    return camera
+
+
+def test_a_car_standing_beside_standing_traffic_of_its_direction_waits_at_a_light_no_903() -> None:
+    waiting = [drive(1, 0, 12, 40, 36).hold(40), drive(2, 0, 12, 36, 36, east=SB_CENTRE_E).hold(40)]
+
+    run = run_tracks(SCENE, waiting, 40, camera=_one_way_camera())
+
+    assert not run.of(EventType.STOPPED_VEHICLE)
+    assert not run.of(EventType.ACCIDENT)
+
+
+def test_a_car_standing_while_the_traffic_beside_it_flows_raises_903() -> None:
+    flowing = [drive(10 + i, 2.0 * i, 12, 66, 36, east=SB_CENTRE_E) for i in range(20)]
+
+    run = run_tracks(SCENE, [drive(1, 0, 12, 40, 36).hold(40), *flowing], 40, camera=_one_way_camera())
+
+    (stopped,) = run.of(EventType.STOPPED_VEHICLE)
+    assert stopped.lane_id == "NB"
