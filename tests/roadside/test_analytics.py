@@ -360,3 +360,11 @@ def test_a_car_standing_while_the_traffic_beside_it_flows_raises_903() -> None:
 
     (stopped,) = run.of(EventType.STOPPED_VEHICLE)
     assert stopped.lane_id == "NB"
+
+
+def test_at_three_frames_a_second_a_speeder_seen_on_three_frames_raises_901() -> None:
+    fast = [drive(1, 0, 40, 57, 70)]  # 17 m at 70 km/h (limit 50, tolerance 10): frames at 0, 0.33 and 0.67 s
+
+    run = run_tracks(SCENE, fast, 0.8, fps=3.0)
+
+    assert len(run.of(EventType.OVERSPEED)) == 1
