@@ -12,8 +12,10 @@ Definitions (the issue leaves them open; constants below):
   positions over the last 2 s (at least 2 positions 0.25 s apart: a car at 80 km/h crosses a zoomed
   camera in a second; was 0.4 s, `v2x sim score` saw such cars get no speed before they left).
 * Standing: the object stayed within 2 m (uncalibrated: a quarter of its box height) of an anchor
-  point; standing time is the time since the anchor was set. Standing in a zone counts from the later
-  of the anchor and the zone entry. A vehicle is "standing" for queues from 2 s on.
+  point; standing time is the time since the anchor was set (a standing vehicle's one box outside the radius, as
+  when a passing vehicle's box is given to its track for a frame, moves the anchor only once the next confirms
+  it). Standing in a zone counts from the later of the anchor and the zone entry. A vehicle is "standing" for
+  queues from 2 s on.
 * 903 stopped vehicle: standing in a GENERIC zone for the zone's threshold, or on a lane outside zones (parking
   spots included: a vehicle standing there is parked) for the camera's stop threshold while not waiting in traffic:
   no standing vehicle ahead of it on its lane within 12 m (uncalibrated: 2.5 box heights, either side), and no
@@ -40,8 +42,8 @@ Definitions (the issue leaves them open; constants below):
 * 901 overspeed: faster than the lane's limit plus the tolerance for 1 s (as for 904: or over positions 1 s apart),
   or on 2 speed estimates in a row (3 frames; found by `v2x sim score`: a car at 70 km/h crossed a zoomed camera's
   lanes in 1.3 s, 4 frames at 3 fps, and was never raised on 3 estimates; over 256 tracks of 8:00 traffic none had
-  2 estimates in a row over the limit and tolerance, 9 had one). 902 slow: moving (>= 5 km/h) but slower than the slow threshold for 5 s while the lane's other traffic is
-  not slow. Once per track.
+  2 estimates in a row over the limit and tolerance, 9 had one). 902 slow: moving (>= 5 km/h) but slower than the
+  slow threshold for 5 s while the lane's other traffic is not slow. Once per track.
 * 405 pedestrian on road: a person on a lane for 2 s. Once per track.
 * Queue length of a lane: standing vehicles chained from the most downstream one with gaps <= 12 m;
   span plus one vehicle length (5 m). Uncalibrated cameras report 0.
@@ -197,6 +199,7 @@ class _Track:
     raised: set[str] = field(default_factory=set)
     over_streak: int = 0  # consecutive frames with a speed over the limit and tolerance
     wrong_streak: int = 0  # consecutive frames moving against the lane
+    jumped: bool = False  # a standing track's last box lay outside its anchor's radius (see _observe)
 
     @property
     def confidence(self) -> float:
@@ -456,6 +459,7 @@ class CameraAnalytics:
             tr = self._tracks[track_id] = _Track(track_id, d.vehicle_class, t, t, t, point, ground)
         tr.object_class = d.vehicle_class
         gap = t - tr.last_t
+        was_standing = tr.observations > 0 and tr.last_t - tr.anchor_t >= STANDING_MIN_S
         tr.last_t = t
         tr.observations += 1
         tr.scores.append(d.score)
@@ -472,20 +476,25 @@ class CameraAnalytics:
             tr.velocity_g = _velocity([(h[0], h[2]) for h in recent if h[2] is not None])
         else:
             tr.velocity_g = None
-        # Standing: re-anchor when the object leaves the anchor's radius.
+        # Standing: re-anchor when the object leaves the anchor's radius. A standing vehicle's first box outside it
+        # may be another vehicle's, given to its track for a frame while the standing one was hidden by it (found by
+        # `v2x sim score`: each car passing in front of a stalled one reset its standing time, and its 903 came 10..
+        # 13 s late, the crash's 1001 56 s): the anchor and the lane wait for the next box to confirm the move.
         if ground is not None and tr.anchor_g is not None:
             moved = math.dist(ground, tr.anchor_g) > STANDING_RADIUS_M
         else:
             moved = math.dist(point, tr.anchor_px) > max(3.0, STANDING_RADIUS_BOX * tr.box_h)
-        if moved:
+        jumped = moved and was_standing and not tr.jumped
+        if moved and not jumped:
             tr.anchor_t, tr.anchor_px, tr.anchor_g = t, point, ground
+        tr.jumped = jumped
         spec = geo.spec
         tr.clipped = spec.image_width > 0 and spec.image_height > 0 and (
             box.x1 <= EDGE_PX or box.x2 >= spec.image_width - EDGE_PX or box.y2 >= spec.image_height - EDGE_PX)
         # A box cut off by the picture's edge has its bottom centre elsewhere than the vehicle's: a vehicle already on
         # a lane keeps it (leaving the view it was put on the lane beside, against which it then moved).
         # (Only while the track is seen frame after frame: one that comes back after a gap may be another vehicle.)
-        keep = tr.clipped and tr.lane_id and gap <= CLIPPED_KEEP_LANE_S
+        keep = (tr.clipped or jumped) and tr.lane_id and gap <= CLIPPED_KEEP_LANE_S
         lane = tr.lane_id if keep else geo.lane_of(point, ground, box)
         if lane != tr.lane_id or tr.observations == 1:
             tr.lane_since = t

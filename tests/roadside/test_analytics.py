@@ -9,14 +9,17 @@ ahead of the camera, limit 50 km/h; counting line L1 at 30 m (positive = northbo
 from __future__ import annotations
 
 import statistics
+from datetime import timedelta
 
 import pytest
 from v2x.roadside.v1 import roadside_pb2 as pb
 
 from roadside_sim.scene import NB_CENTRE_E, SB_CENTRE_E, Scene, SimVehicle, drive
 from roadside_sim.truth import VehicleClass
+from services.roadside.analytics import CameraAnalytics
+from services.roadside.detector import Detection
 from services.roadside.model import Congestion, EventType, SpotState
-from tests.roadside.helpers import T0, run_tracks
+from tests.roadside.helpers import T0, run_tracks, spec_of
 
 SCENE = Scene()
 KERB_E = 4.75  # centre of the parking strip
@@ -368,3 +371,23 @@ def test_at_three_frames_a_second_a_speeder_seen_on_three_frames_raises_901() ->
     run = run_tracks(SCENE, fast, 0.8, fps=3.0)
 
     assert len(run.of(EventType.OVERSPEED)) == 1
+
+
+def test_one_box_of_a_passing_car_given_to_a_stalled_cars_track_does_not_restart_its_stop() -> None:
+    # Found by `v2x sim score`: a car passing in front of a stalled one hid it, its box went to the stalled car's
+    # track for a frame, and the stalled car's standing time began again: its 903 came 10..13 s late.
+    spec = spec_of(SCENE.camera("sim", stop_threshold_s=20))
+    analytics = CameraAnalytics(spec)
+    stalled = SimVehicle(1, VehicleClass.CAR, [(0.0, NB_CENTRE_E, 40.0), (30.0, NB_CENTRE_E, 40.0)])
+    passing = SimVehicle(2, VehicleClass.CAR, [(0.0, NB_CENTRE_E, 47.0), (30.0, NB_CENTRE_E, 47.0)])
+    events = []
+    for i in range(5 * 23):
+        t = i / 5
+        (b,) = SCENE.detections([passing if i == 50 else stalled], t)  # t = 10 s: the passing car's box
+        d = Detection(VehicleClass.CAR, 0.9, b.x1, b.y1, b.x2, b.y2, "car")
+        events += analytics.process(T0 + timedelta(seconds=t), i, [(7, d)], SCENE.size).events
+
+    (stopped,) = [e for e in events if e.type is EventType.STOPPED_VEHICLE]
+    assert (stopped.observed_at - T0).total_seconds() == pytest.approx(20.0, abs=0.5)
+    assert analytics.minutes()[0].lanes[0].vehicles == 1  # counted on its lane only
+    assert sum(lane.vehicles for m in analytics.minutes() for lane in m.lanes) == 1
