@@ -18,6 +18,7 @@ from roadside_sim.scene import NB_CENTRE_E, SB_CENTRE_E, Scene, SimVehicle, driv
 from roadside_sim.truth import VehicleClass
 from services.roadside.analytics import CameraAnalytics
 from services.roadside.detector import Detection
+from services.roadside.detector import VehicleClass as Detected
 from services.roadside.model import Congestion, EventType, SpotState
 from tests.roadside.helpers import T0, run_tracks, spec_of
 
@@ -384,7 +385,7 @@ def test_one_box_of_a_passing_car_given_to_a_stalled_cars_track_does_not_restart
     for i in range(5 * 23):
         t = i / 5
         (b,) = SCENE.detections([passing if i == 50 else stalled], t)  # t = 10 s: the passing car's box
-        d = Detection(VehicleClass.CAR, 0.9, b.x1, b.y1, b.x2, b.y2, "car")
+        d = Detection(Detected.CAR, 0.9, b.x1, b.y1, b.x2, b.y2, "car")
         events += analytics.process(T0 + timedelta(seconds=t), i, [(7, d)], SCENE.size).events
 
     (stopped,) = [e for e in events if e.type is EventType.STOPPED_VEHICLE]
