@@ -13,9 +13,9 @@ Definitions (the issue leaves them open; constants below):
   camera in a second; was 0.4 s, `v2x sim score` saw such cars get no speed before they left).
 * Standing: the object stayed within 2 m (uncalibrated: a quarter of its box height) of an anchor
   point; standing time is the time since the anchor was set (a standing vehicle's one box outside the radius, as
-  when a passing vehicle's box is given to its track for a frame, moves the anchor only once the next confirms
-  it). Standing in a zone counts from the later of the anchor and the zone entry. A vehicle is "standing" for
-  queues from 2 s on.
+  when a passing vehicle's box is given to its track for a frame, is set aside: the track stays where it stood
+  unless the next box confirms the move). Standing in a zone counts from the later of the anchor and the zone
+  entry. A vehicle is "standing" for queues from 2 s on.
 * 903 stopped vehicle: standing in a GENERIC zone for the zone's threshold, or on a lane outside zones (parking
   spots included: a vehicle standing there is parked) for the camera's stop threshold while not waiting in traffic:
   no standing vehicle ahead of it on its lane within 12 m (uncalibrated: 2.5 box heights, either side), and no
@@ -199,7 +199,7 @@ class _Track:
     raised: set[str] = field(default_factory=set)
     over_streak: int = 0  # consecutive frames with a speed over the limit and tolerance
     wrong_streak: int = 0  # consecutive frames moving against the lane
-    jumped: bool = False  # a standing track's last box lay outside its anchor's radius (see _observe)
+    jumped: bool = False  # a standing track's last box lay outside its anchor's radius and was set aside
 
     @property
     def confidence(self) -> float:
@@ -462,6 +462,19 @@ class CameraAnalytics:
         was_standing = tr.observations > 0 and tr.last_t - tr.anchor_t >= STANDING_MIN_S
         tr.last_t = t
         tr.observations += 1
+        # Standing: re-anchor when the object leaves the anchor's radius. A standing vehicle's first box outside it
+        # may be another vehicle's, given to its track for a frame while the standing one was hidden by it (found by
+        # `v2x sim score`: each car passing in front of a stalled one reset its standing time, and its 903 came 10..
+        # 13 s late, the crash's 1001 56 s): the track stays where it stood until the next box confirms the move.
+        if ground is not None and tr.anchor_g is not None:
+            moved = math.dist(ground, tr.anchor_g) > STANDING_RADIUS_M
+        else:
+            moved = math.dist(point, tr.anchor_px) > max(3.0, STANDING_RADIUS_BOX * tr.box_h)
+        tr.jumped = moved and was_standing and not tr.jumped
+        if tr.jumped:
+            return tr
+        if moved:
+            tr.anchor_t, tr.anchor_px, tr.anchor_g = t, point, ground
         tr.scores.append(d.score)
         tr.box, tr.box_h, tr.point, tr.ground = box, max(box.height, 1.0), point, ground
         tr.history.append((t, point, ground))
@@ -476,25 +489,13 @@ class CameraAnalytics:
             tr.velocity_g = _velocity([(h[0], h[2]) for h in recent if h[2] is not None])
         else:
             tr.velocity_g = None
-        # Standing: re-anchor when the object leaves the anchor's radius. A standing vehicle's first box outside it
-        # may be another vehicle's, given to its track for a frame while the standing one was hidden by it (found by
-        # `v2x sim score`: each car passing in front of a stalled one reset its standing time, and its 903 came 10..
-        # 13 s late, the crash's 1001 56 s): the anchor and the lane wait for the next box to confirm the move.
-        if ground is not None and tr.anchor_g is not None:
-            moved = math.dist(ground, tr.anchor_g) > STANDING_RADIUS_M
-        else:
-            moved = math.dist(point, tr.anchor_px) > max(3.0, STANDING_RADIUS_BOX * tr.box_h)
-        jumped = moved and was_standing and not tr.jumped
-        if moved and not jumped:
-            tr.anchor_t, tr.anchor_px, tr.anchor_g = t, point, ground
-        tr.jumped = jumped
         spec = geo.spec
         tr.clipped = spec.image_width > 0 and spec.image_height > 0 and (
             box.x1 <= EDGE_PX or box.x2 >= spec.image_width - EDGE_PX or box.y2 >= spec.image_height - EDGE_PX)
         # A box cut off by the picture's edge has its bottom centre elsewhere than the vehicle's: a vehicle already on
         # a lane keeps it (leaving the view it was put on the lane beside, against which it then moved).
         # (Only while the track is seen frame after frame: one that comes back after a gap may be another vehicle.)
-        keep = (tr.clipped or jumped) and tr.lane_id and gap <= CLIPPED_KEEP_LANE_S
+        keep = tr.clipped and tr.lane_id and gap <= CLIPPED_KEEP_LANE_S
         lane = tr.lane_id if keep else geo.lane_of(point, ground, box)
         if lane != tr.lane_id or tr.observations == 1:
             tr.lane_since = t
