@@ -30,7 +30,8 @@ Definitions (the issue leaves them open; constants below):
   lowest track id); its vehicles raise no 903.
 * A standing vehicle that loses its track (hidden for a moment by traffic passing in front of it, the detector
   missing it on a frame or two) and shows again as a new track within 2 m of where it stood, within 5 s, is the
-  same vehicle: it keeps its track id, its standing time, its counts and its events (found by `v2x sim score`: the
+  same vehicle: it keeps its track id, its standing time, its counts and its events (so does a new track where a
+  standing track stood until, taken by a passing vehicle's boxes, it moved off) (found by `v2x sim score`: the
   two cars of a crash got new tracks twice while cars passed in front, and 1001 came 56 s late; cars queued at a
   red light were counted again on each new track).
 * 904 wrong way: moving against the lane's direction (more than 120 degrees off) for 1 s or on 3 frames in a
@@ -246,6 +247,21 @@ class _LaneLive:
 
 
 @dataclass(slots=True)
+class _Vacated:
+    """Where a standing track stood before it moved off: the track may have been taken by a passing vehicle's boxes
+    while the standing one, hidden by it, shows again as a new track there."""
+
+    t: float
+    point: Point
+    ground: Point | None
+    box_h: float
+    anchor_t: float
+    lane_id: str
+    counted: dict[str, tuple[int, bool]]
+    raised: set[str]
+
+
+@dataclass(slots=True)
 class _Spot:
     state: SpotState | None = None
     empty_since: float | None = None
@@ -348,6 +364,7 @@ class CameraAnalytics:
         self._minutes: dict[int, _Minute] = {}
         self._lock = threading.Lock()
         self.last_frame_at: datetime | None = None
+        self._vacated: list[_Vacated] = []
 
     @property
     def spec(self) -> CameraSpec:
@@ -474,6 +491,9 @@ class CameraAnalytics:
         if tr.jumped:
             return tr
         if moved:
+            if was_standing:
+                self._vacated.append(_Vacated(t, tr.anchor_px, tr.anchor_g, tr.box_h, tr.anchor_t, tr.lane_id,
+                                              dict(tr.counted), set(tr.raised)))
             tr.anchor_t, tr.anchor_px, tr.anchor_g = t, point, ground
         tr.scores.append(d.score)
         tr.box, tr.box_h, tr.point, tr.ground = box, max(box.height, 1.0), point, ground
@@ -518,11 +538,35 @@ class CameraAnalytics:
             if d <= limit and (best is None or d < best[0]):
                 best = (d, key, old)
         if best is None:
-            return None
+            return self._resume_vacated(track_id, point, ground, box, t)
         _, key, old = best
         del self._tracks[key]
         self._tracks[track_id] = old
         return old
+
+    def _resume_vacated(self, track_id: int, point: Point, ground: Point | None, box: Box, t: float) -> _Track | None:
+        """A new track where a standing track stood until it moved off (taken by a passing vehicle's boxes for two
+        frames or more: found by `v2x sim score`, a crash's car lost its standing time so, and 1001 came 56 s late):
+        the vehicle standing there still, with its standing time, counts and events."""
+        best: tuple[float, _Vacated] | None = None
+        for v in self._vacated:
+            if t - v.t > TRACK_FORGET_S or not 0.67 <= max(box.height, 1.0) / v.box_h <= 1.5:
+                continue
+            if ground is not None and v.ground is not None:
+                d, limit = math.dist(ground, v.ground), STANDING_RADIUS_M
+            else:
+                d, limit = math.dist(point, v.point), max(3.0, STANDING_RADIUS_BOX * v.box_h)
+            if d <= limit and (best is None or d < best[0]):
+                best = (d, v)
+        if best is None:
+            return None
+        v = best[1]
+        self._vacated.remove(v)
+        tr = _Track(track_id, VehicleClass.CAR, t, t, v.anchor_t, v.point, v.ground, box_h=v.box_h, lane_id=v.lane_id,
+                    counted=v.counted, raised=v.raised)
+        tr.observations = 1  # seen before, as the track it stood on
+        self._tracks[track_id] = tr
+        return tr
 
     def _waiting(self, tr: _Track, lane: Lane, by_lane: dict[str, list[_Track]], t: float) -> bool:
         """Whether a standing vehicle waits in traffic: behind a standing vehicle on its lane, or beside standing
@@ -877,6 +921,7 @@ class CameraAnalytics:
         return changes
 
     def _forget(self, t: float) -> None:
+        self._vacated = [v for v in self._vacated if t - v.t <= TRACK_FORGET_S]
         for track_id in [k for k, tr in self._tracks.items() if t - tr.last_t > TRACK_FORGET_S]:
             del self._tracks[track_id]
 

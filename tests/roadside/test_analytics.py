@@ -392,3 +392,27 @@ def test_one_box_of_a_passing_car_given_to_a_stalled_cars_track_does_not_restart
     assert (stopped.observed_at - T0).total_seconds() == pytest.approx(20.0, abs=0.5)
     assert analytics.minutes()[0].lanes[0].vehicles == 1  # counted on its lane only
     assert sum(lane.vehicles for m in analytics.minutes() for lane in m.lanes) == 1
+
+
+def test_a_stalled_car_whose_track_a_passing_car_took_keeps_its_standing_time_on_its_new_track() -> None:
+    # Found by `v2x sim score`: a car passing in front of a crashed one took its track for several frames; the crashed
+    # car showed again as a new track, standing from zero, and 1001 came 56 s late.
+    analytics = CameraAnalytics(spec_of(SCENE.camera("sim", stop_threshold_s=20)))
+    stalled = SimVehicle(1, VehicleClass.CAR, [(0.0, NB_CENTRE_E, 40.0), (30.0, NB_CENTRE_E, 40.0)])
+    passing = SimVehicle(2, VehicleClass.CAR, [(10.0, NB_CENTRE_E, 47.0), (10.6, NB_CENTRE_E, 53.0)])
+    events = []
+    for i in range(5 * 23):
+        t = i / 5
+
+        def det(v: SimVehicle, t: float = t) -> Detection:
+            (b,) = SCENE.detections([v], t)
+            return Detection(Detected.CAR, 0.9, b.x1, b.y1, b.x2, b.y2, "car")
+
+        tracked = [(7, det(passing))] if 10.0 <= t <= 10.6 else [(7, det(stalled))] if t < 10.0 else []
+        if t >= 10.4:
+            tracked.append((8, det(stalled)))
+        events += analytics.process(T0 + timedelta(seconds=t), i, tracked, SCENE.size).events
+
+    (stopped,) = [e for e in events if e.type is EventType.STOPPED_VEHICLE]
+    assert (stopped.observed_at - T0).total_seconds() == pytest.approx(20.0, abs=0.5)
+    assert sum(lane.vehicles for m in analytics.minutes() for lane in m.lanes) == 1
