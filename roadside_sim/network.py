@@ -62,8 +62,10 @@ class Approach:
             return -(lane.index + 1) * w, -lane.index * w
         return -(4 - lane.index) * w, -(3 - lane.index) * w
 
-    def lane_quad(self, lane: SimLane, near: float, far: float) -> list[Point]:
+    def lane_quad(self, lane: SimLane, near: float, far: float, shift: float = 0.0) -> list[Point]:
+        """The lane's stretch from `near` to `far` metres before the stop line, moved `shift` metres across."""
         a, b = self._band(lane)
+        a, b = a + shift, b + shift
         return [self.point_upstream(near, b), self.point_upstream(near, a), self.point_upstream(far, a),
                 self.point_upstream(far, b)]
 
