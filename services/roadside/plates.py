@@ -76,7 +76,7 @@ class PlateConfig:
     detector_path: Path = DEFAULT_PLATE_DETECTOR
     recognizer_path: Path | None = None  # default: the PP-OCRv6 rec model inside the rapidocr wheel
     min_detection_score: float = 0.45  # green NEV plates score 0.45..0.6; no false plate on the Darknet photos at 0.3
-    candidate_score: float = 0.1  # weaker candidates of the frame pass that get a closer look
+    candidate_score: float = 0.02  # weaker candidates of the frame pass that get a closer look
     # An unsure candidate (the closer look did not confirm it) is kept when its reading is a whole plate this sure.
     confirm_confidence: float = 0.75
     zoom_below_px: float = 30.0  # plates less high than this get a closer look too
