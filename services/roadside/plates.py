@@ -14,7 +14,8 @@ decoded under the national plate format).
   directly with onnxruntime (nothing is downloaded at run time). Its CTC output is decoded with a beam search
   constrained to the plate format (``plate_text.py``). An unsure reading gets a second pass (other margins,
   contrast-stretched) and the readings vote. White plates are also read as police plates (…警), black ones as
-  Hong Kong/Macau plates (粤Z…港/澳); a red last character is the police 警. Separators (·, -, spaces) never appear: 沪A·12345 reads 沪A12345.
+  Hong Kong/Macau plates (粤Z…港/澳); a red last character is the police 警. Separators (·, -, spaces) never
+  appear: 沪A·12345 reads 沪A12345.
 * Colour: where the format fixes it (警 white, 港/澳 black, 学 yellow, 8 characters green), from it; otherwise
   from the plate's background pixels (Otsu splits background from characters): hue when saturated; white or
   black by whether the background is lighter or darker than its characters (holds at night).
