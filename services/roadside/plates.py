@@ -7,13 +7,15 @@ decoded under the national plate format).
   (we use multiples of 32 up to ``max_side``). Our own decode (priors: steps 8/16/32 with min sizes
   24/48, 96/192, 384/768 px; variances 0.1/0.2), then NMS. Weak or small candidates get a closer look
   (cut out, enlarged, detected again plain and inverted); with nothing found, the inverted frame is tried
-  (black plates). See ``PlateReader.detect``.
+  (black plates). A candidate still unsure after that counts when its reading is a whole plate. See
+  ``PlateReader._candidates``.
 * Reading: the plate is warped from its 4 corners to an upright 48-pixel-high crop (two-row plates: 96, read
   row by row) and read with the PP-OCRv6 small text recogniser shipped in the ``rapidocr==3.10.0`` wheel, run
   directly with onnxruntime (nothing is downloaded at run time). Its CTC output is decoded with a beam search
   constrained to the plate format (``plate_text.py``). An unsure reading gets a second pass (other margins,
   contrast-stretched) and the readings vote. White plates are also read as police plates (…警), black ones as
-  Hong Kong/Macau plates (粤Z…港/澳). Separators (·, -, spaces) never appear: 沪A·12345 reads 沪A12345.
+  Hong Kong/Macau plates (粤Z…港/澳); a red last character is the police 警. Separators (·, -, spaces) never
+  appear: 沪A·12345 reads 沪A12345.
 * Colour: where the format fixes it (警 white, 港/澳 black, 学 yellow, 8 characters green), from it; otherwise
   from the plate's background pixels (Otsu splits background from characters): hue when saturated; white or
   black by whether the background is lighter or darker than its characters (holds at night).
@@ -56,6 +58,7 @@ _STEPS = (8, 16, 32)
 _MIN_SIZES = ((24.0, 48.0), (96.0, 192.0), (384.0, 768.0))
 _VARIANCES = (0.1, 0.2)
 _SEPARATORS = re.compile(r"[\s·•・.\-_]")
+Detection = tuple[float, NDArray[np.float32], NDArray[np.float32]]  # score, box x1y1x2y2, corners TL TR BR BL
 # v2x.parking.v1.PlateColour
 BLUE, YELLOW, GREEN, WHITE, BLACK, OTHER = 1, 2, 3, 4, 5, 6
 
@@ -75,7 +78,9 @@ class PlateConfig:
     detector_path: Path = DEFAULT_PLATE_DETECTOR
     recognizer_path: Path | None = None  # default: the PP-OCRv6 rec model inside the rapidocr wheel
     min_detection_score: float = 0.45  # green NEV plates score 0.45..0.6; no false plate on the Darknet photos at 0.3
-    candidate_score: float = 0.1  # weaker candidates of the frame pass that get a closer look
+    candidate_score: float = 0.02  # weaker candidates of the frame pass that get a closer look
+    # An unsure candidate (the closer look did not confirm it) is kept when its reading is a whole plate this sure.
+    confirm_confidence: float = 0.75
     zoom_below_px: float = 30.0  # plates less high than this get a closer look too
     zoom_to_px: float = 56.0  # the closer look enlarges the candidate to about this height
     max_zoom: float = 4.0
@@ -102,6 +107,8 @@ def looks_like_plate(text: str) -> bool:
 
 # Colours the national format fixes: police plates are white, Hong Kong/Macau ones black, driving-school ones
 # yellow, new-energy ones (8 characters) green.
+RED_SUFFIX_SHARE = 0.06
+SUFFIX_FROM = 0.84  # the last character of a single-row plate starts at 84 % of its width (GA 36 spacing)
 _SUFFIX_COLOUR = {"警": WHITE, "港": BLACK, "澳": BLACK, "学": YELLOW}
 
 
@@ -142,6 +149,21 @@ def plate_colour(crop: BgrImage, text: str = "") -> int:
     return OTHER
 
 
+def red_suffix(crop: BgrImage) -> bool:
+    """Whether the last character of an upright single-row crop is red and the others are not: the 警 of a police
+    plate. The recogniser reads that 警 weakly (as 1 or P on 3 of the 7 white-plate misses of the tuning split);
+    its red is plain to see. Share of saturated red pixels in the last character's place, tuning split: 64 of 66
+    police plates 0.09-0.5, every other plate 0.04 or less."""
+    hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV)
+    h, w = crop.shape[:2]
+    rows = slice(h // 6, h - h // 6)
+    hue, sat, val = (hsv[rows, :, k].astype(np.int16) for k in range(3))
+    red = ((hue <= 8) | (hue >= 165)) & (sat >= 90) & (val >= 40)
+    split = int(w * SUFFIX_FROM)
+    last, rest = float(red[:, split : w - w // 30].mean()), float(red[:, w // 30 : split].mean())
+    return last >= RED_SUFFIX_SHARE and rest < last / 4
+
+
 def _priors(height: int, width: int) -> NDArray[np.float32]:
     parts = []
     for step, sizes in zip(_STEPS, _MIN_SIZES, strict=True):
@@ -159,7 +181,7 @@ def _priors(height: int, width: int) -> NDArray[np.float32]:
 
 def decode_plates(loc: NDArray[np.float32], conf: NDArray[np.float32], landms: NDArray[np.float32],
                   size: tuple[int, int], min_score: float, nms_iou: float,
-                  max_plates: int) -> list[tuple[float, NDArray[np.float32], NDArray[np.float32]]]:
+                  max_plates: int) -> list[Detection]:
     """(score, box x1y1x2y2, corners TL TR BR BL as 4x2) in input pixels, best first."""
     width, height = size
     priors = _priors(height, width)
@@ -237,7 +259,7 @@ class PlateReader:
         self._lock = threading.Lock()
 
     def _detect_once(self, image: BgrImage, min_score: float
-                     ) -> list[tuple[float, NDArray[np.float32], NDArray[np.float32]]]:
+                     ) -> list[Detection]:
         h, w = image.shape[:2]
         scale = min(1.0, self.config.max_side / max(h, w))
         new_w = max(32, math.ceil(w * scale / 32) * 32)
@@ -251,38 +273,52 @@ class PlateReader:
         back = np.array([1 / sx, 1 / sy], np.float32)
         return [(s, (b.reshape(2, 2) * back).reshape(4), c * back) for s, b, c in found]
 
-    def detect(self, image: BgrImage) -> list[tuple[float, NDArray[np.float32], NDArray[np.float32]]]:
-        """Plates on the image: (score, box, corners TL TR BR BL) in image pixels.
+    def detect(self, image: BgrImage) -> list[Detection]:
+        """Plates on the image: (score, box, corners TL TR BR BL) in image pixels, the detector sure of each."""
+        return self._candidates(image)[0]
+
+    def _candidates(self, image: BgrImage) -> tuple[list[Detection], list[Detection]]:
+        """The plates the detector is sure of, and the unsure ones whose reading must confirm them.
 
         One pass over the frame; then, measured on the tuning split of the plate set:
         * a closer look at each weak or small candidate (score >= ``candidate_score`` or under
           ``zoom_below_px`` high): its surroundings cut out, enlarged so the plate is ~``zoom_to_px`` high, and
           detected again, plain and inverted. Plates of 60-90 px are found there that the frame pass scores 0.1-0.4;
-        * when nothing is found, the frame inverted: the detector barely knows black plates with white characters
-          (black 粤Z…港 scored 0-0.3 on 12 of 40), inverted they look like the white ones it knows (0.8-1.0).
+        * when nothing is found, the frame inverted, and its weak candidates looked at closer too: the detector
+          barely knows black plates with white characters (black 粤Z…港 scored 0-0.3 on 12 of 40), inverted they
+          look like the white ones it knows (0.8-1.0);
+        * a candidate the closer look does not confirm is returned as unsure: on the tuning split 11 of 12 missed
+          plates (black ones) were the frame's best candidate at 0.01-0.2, and the recogniser read 9 of them right.
         """
         cfg = self.config
-        weak = self._detect_once(image, cfg.candidate_score)
-        found = [f for f in weak if f[0] >= cfg.min_detection_score and _box_height(f[1]) >= cfg.zoom_below_px]
+        found: list[Detection] = []
+        unsure: list[Detection] = []
         looks = 0
-        for score, box, _ in weak:  # best first
-            if score >= cfg.min_detection_score and _box_height(box) >= cfg.zoom_below_px:
-                continue
-            if looks >= cfg.max_zooms or any(_iou(box, f[1]) > 0.3 for f in found):
-                continue
-            looks += 1
-            better = self._zoom(image, box)
-            if better is not None:
-                found.append(better)
-        if not found:
-            found = self._detect_once(np.ascontiguousarray(255 - image), cfg.min_detection_score)
-        found.sort(key=lambda f: -f[0])
-        keep = _nms(np.array([f[1] for f in found], np.float32).reshape(-1, 4),
-                    np.array([f[0] for f in found], np.float32), cfg.nms_iou, cfg.max_plates)
-        return [found[i] for i in keep]
+        for view in (image, None):
+            if view is None:
+                if found:
+                    break
+                view = np.ascontiguousarray(255 - image)
+            weak = self._detect_once(view, cfg.candidate_score)
+            found += [f for f in weak if f[0] >= cfg.min_detection_score and _box_height(f[1]) >= cfg.zoom_below_px]
+            for candidate in weak:  # best first
+                score, box, _ = candidate
+                if score >= cfg.min_detection_score and _box_height(box) >= cfg.zoom_below_px:
+                    continue
+                if looks >= cfg.max_zooms or any(_iou(box, f[1]) > 0.3 for f in found + unsure):
+                    continue
+                looks += 1
+                closer = self._zoom(image, box)
+                if closer is not None and closer[0] >= cfg.min_detection_score:
+                    found.append(closer)
+                elif closer is not None and _iou(closer[1], box) > 0.3:
+                    unsure.append(closer if closer[0] > score else candidate)
+                else:
+                    unsure.append(candidate)
+        unsure = [u for u in unsure if not any(_iou(u[1], f[1]) > 0.3 for f in found)]
+        return _best(found, cfg), _best(unsure, cfg)
 
-    def _zoom(self, image: BgrImage, box: NDArray[np.float32]
-              ) -> tuple[float, NDArray[np.float32], NDArray[np.float32]] | None:
+    def _zoom(self, image: BgrImage, box: NDArray[np.float32]) -> Detection | None:
         cfg = self.config
         x1, y1, x2, y2 = (float(v) for v in box)
         bw, bh = max(x2 - x1, 4.0), max(y2 - y1, 2.0)
@@ -295,13 +331,13 @@ class PlateReader:
             return None
         zoom = float(np.clip(cfg.zoom_to_px / bh, 1.0, cfg.max_zoom))
         region = cv2.resize(image[oy:ey, ox:ex], None, fx=zoom, fy=zoom, interpolation=cv2.INTER_CUBIC)
-        best: tuple[float, NDArray[np.float32], NDArray[np.float32]] | None = None
+        best: Detection | None = None
         for view in (region, 255 - region):
-            for score, b, c in self._detect_once(np.ascontiguousarray(view), cfg.min_detection_score):
+            for score, b, c in self._detect_once(np.ascontiguousarray(view), cfg.candidate_score):
                 if best is None or score > best[0]:
                     offset = np.array([ox, oy], np.float32)
                     best = (score, ((b.reshape(2, 2) / zoom) + offset).reshape(4), c / zoom + offset)
-            if best is not None:
+            if best is not None and best[0] >= cfg.min_detection_score:
                 break
         return best
 
@@ -329,12 +365,19 @@ class PlateReader:
             tries.append((self._read_single(crop), crop))
         if aspect < TWO_ROW_ASPECT[1]:
             tries.append(self._read_two_rows(image, corners))
+        single = aspect >= TWO_ROW_ASPECT[0]
+        if not single and not tries[0][0].complete:
+            # A single-row plate turned 30-35 degrees, its quad a little too high, can look two-row: read as one
+            # row too when two rows give no whole plate (a black 粤Z…澳 at 232 px on the tuning split).
+            crop = warp_plate(image, corners, self.config.crop_height, self.config.extra_margin)
+            tries.append((self._read_single(crop), crop))
+            single = True
         best = max(tries, key=_rank)
         if best[0].complete and best[0].weakest >= self.config.second_pass_below:
             return best
         for margin, stretch in ((self.config.extra_margin + 0.04, False), (self.config.extra_margin - 0.02, False),
                                 (self.config.extra_margin, True)):
-            if aspect >= TWO_ROW_ASPECT[0]:
+            if single:
                 crop = warp_plate(image, corners, self.config.crop_height, margin)
                 crop = contrast_stretch(crop) if stretch else crop
                 tries.append((self._read_single(crop), crop))
@@ -352,6 +395,12 @@ class PlateReader:
     def _read_single(self, crop: BgrImage) -> TextReading:
         """One row; on a white plate also as a police plate (…警), on a black one as Hong Kong/Macau (粤Z…港/澳):
         the recogniser reads the red 警 and the 港/澳 weakly, often as a digit."""
+        if red_suffix(crop):
+            # The red 警 is told by its colour; the recogniser reads the six characters before it (it gives 警 so
+            # little probability on some plates that a decode constrained to end in 警 cannot write it).
+            head = self.recogniser.read(crop[:, : int(crop.shape[1] * SUFFIX_FROM)], (_COLOUR_PATTERNS[WHITE][0][:-1],))
+            if head.complete:
+                return TextReading(head.text + "警", head.confidence, head.weakest, True)
         probs = self.recogniser.probabilities(crop)
         general = self.recogniser.decoder.decode(probs)
         special = _COLOUR_PATTERNS.get(plate_colour(crop))
@@ -384,10 +433,15 @@ class PlateReader:
         return TextReading(text, confidence, min(upper.weakest, lower.weakest), complete), bottom
 
     def read(self, image: BgrImage) -> list[PlateReading]:
-        """Every plate on the image, best reading first."""
+        """Every plate on the image, best reading first. An unsure candidate counts only when it reads as a whole
+        plate at ``confirm_confidence`` or more."""
         with self._lock:
-            found = self.detect(image)
+            found, unsure = self._candidates(image)
             readings = [(score, box, corners, *self.read_plate(image, corners)) for score, box, corners in found]
+            for score, box, corners in unsure:
+                reading, crop = self.read_plate(image, corners)
+                if reading.complete and reading.confidence >= self.config.confirm_confidence:
+                    readings.append((score, box, corners, reading, crop))
         out: list[PlateReading] = []
         for score, box, corners, reading, crop in readings:
             x1, y1, x2, y2 = (float(v) for v in box)
@@ -409,6 +463,14 @@ _COLOUR_PATTERNS: dict[int, tuple[Pattern, ...]] = {
     WHITE: ((PROVINCES, LETTERS, ALNUM, ALNUM, ALNUM, ALNUM, "警"),),
     BLACK: (("粤", "Z", ALNUM, ALNUM, ALNUM, ALNUM, "港澳"),),
 }
+
+
+def _best(found: list[Detection], cfg: PlateConfig) -> list[Detection]:
+    """Best first, overlaps dropped (NMS), at most ``max_plates``."""
+    found = sorted(found, key=lambda f: -f[0])
+    keep = _nms(np.array([f[1] for f in found], np.float32).reshape(-1, 4),
+                np.array([f[0] for f in found], np.float32), cfg.nms_iou, cfg.max_plates)
+    return [found[i] for i in keep]
 
 
 def _rank(item: tuple[TextReading, BgrImage]) -> tuple[bool, float]:

@@ -50,6 +50,29 @@ def test_a_black_plate_the_frame_pass_misses_is_found_inverted(tune: list[PlateS
     assert (best.text, best.colour) == (sample.text, BLACK)
 
 
+def test_a_black_plate_the_frame_pass_scores_under_0_1_gets_the_closer_look(
+    tune: list[PlateSample], reader: PlateReader
+) -> None:
+    sample = tune[23]  # 粤Z…澳, 74 px: the frame pass scores it 0.096, under the old candidate bound of 0.1
+
+    assert sample.style == "black"
+    assert max(score for score, _, _ in reader._detect_once(sample.image, 0.01)) < 0.1
+    (best, *_) = reader.read(sample.image)
+    assert (best.text, best.colour) == (sample.text, BLACK)
+
+
+def test_a_plate_the_detector_stays_unsure_of_counts_by_its_reading(
+    tune: list[PlateSample], reader: PlateReader
+) -> None:
+    sample = tune[16]  # police, 62 px, at night: the closer look scores it under 0.45
+
+    assert sample.style == "white"
+    assert reader.detect(sample.image) == []
+    (best, *_) = reader.read(sample.image)
+    assert (best.text, best.colour) == (sample.text, WHITE)
+    assert best.confidence >= reader.config.confirm_confidence
+
+
 def test_a_two_row_plate_reads_as_one_text(tune: list[PlateSample], reader: PlateReader) -> None:
     sample = tune[38]  # yellow, two rows, turned 30 degrees
 

@@ -5,18 +5,23 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
+from roadside_sim.plate_set import render
 from roadside_sim.plates import plate_scene, random_plate, render_plate
 from services.roadside.plates import (
     BLUE,
     GREEN,
     YELLOW,
+    PlateConfig,
     PlateReader,
     looks_like_plate,
     normalise_text,
     plate_colour,
+    red_suffix,
 )
 
 
@@ -62,6 +67,29 @@ def test_the_corners_come_back_in_reading_order(reader: PlateReader) -> None:
 
 def test_a_frame_without_plates_gives_none(reader: PlateReader) -> None:
     assert reader.read(np.full((480, 640, 3), 90, np.uint8)) == []
+
+
+def test_an_unsure_plate_counts_only_when_it_reads_as_a_whole_plate(plate_models: Path) -> None:
+    scene, _ = plate_scene(render_plate("沪A12345", "blue"), random.Random(3))
+    never_sure = PlateReader(PlateConfig(min_detection_score=1.01))
+    never_enough = PlateReader(PlateConfig(min_detection_score=1.01, confirm_confidence=1.01))
+
+    assert never_sure.detect(scene) == []
+    (best, *_) = never_sure.read(scene)
+    assert best.text == "沪A12345" and best.confidence >= never_sure.config.confirm_confidence
+    assert never_enough.read(scene) == []
+
+
+def test_a_red_last_character_marks_a_police_plate() -> None:
+    def crop(text: str, style: str) -> NDArray[np.uint8]:
+        return np.asarray(cv2.resize(render(text, style), (150, 48), interpolation=cv2.INTER_AREA), np.uint8)
+
+    police = crop("湘P4998警", "white")
+    assert red_suffix(police)
+    grey = np.asarray(cv2.cvtColor(cv2.cvtColor(police, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR), np.uint8)
+    assert not red_suffix(grey)  # the red lost (night, blur): not told by its colour
+    for text, style in (("沪A12345", "blue"), ("沪B12345", "yellow"), ("粤Z1234港", "black"), ("沪AD12345", "green")):
+        assert not red_suffix(crop(text, style)), (text, style)
 
 
 def test_colours_of_the_plate_backgrounds() -> None:
