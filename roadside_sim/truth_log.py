@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf.json_format import MessageToDict
+from google.rpc import error_details_pb2  # noqa: F401  (the ErrorInfo in a failed frame's error, for MessageToDict)
 from v2x.roadside.v1 import roadside_pb2 as rpb
 
 from roadside_sim.cameras import COUNT_LINE_M, FAR_M, NEAR_M, CameraRig
