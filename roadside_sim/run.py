@@ -57,9 +57,11 @@ WARM_UP_S = 240.0
 # sending frames the service would drop unseen.
 IN_FLIGHT = 2
 RATE_REPORT_S = 60.0
-# A stream with frames in flight and no answer for this long is started again, as a camera agent does (seen on the
-# loaded machine: after frames answered DEADLINE_EXCEEDED, a stream's last frames were never answered).
+# A stream with frames in flight and no answer for this long is started again, as a camera agent does when its link
+# or the service stops answering.
 STALL_S = 6.0
+# grpc shares a connection among a process's channels to the same target; a camera has a link of its own.
+OWN_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)
 FIRST_RATE_REPORT_S = 20.0
 
 
@@ -105,6 +107,7 @@ class CameraFeed:
     stalls: int = 0
     restart: bool = False  # the call was cancelled to start the stream again
     errors: int = 0
+    record_failures: int = 0  # answers the simulator failed to record (logged; the stream goes on)
     results: list[rpb.FrameResult] = field(default_factory=list)
 
 
@@ -181,7 +184,7 @@ async def _stream(target: str, feed: CameraFeed, key: str, on_result: Callable[[
         feed.last_progress = time.monotonic()
         restart = False
         try:
-            async with aio.insecure_channel(target) as channel:
+            async with aio.insecure_channel(target, options=OWN_CONNECTION) as channel:
                 stub: RoadsideStub = RoadsideServiceStub(channel)
                 feed.call = stub.StreamFrames(frames(), metadata=_metadata(key))
                 async for result in feed.call:
@@ -192,7 +195,14 @@ async def _stream(target: str, feed: CameraFeed, key: str, on_result: Callable[[
                     feed.outstanding = max(0, feed.outstanding - 1 - gone)
                     if result.HasField("error"):
                         feed.errors += 1
-                    on_result(result)
+                    try:
+                        on_result(result)
+                    except Exception:
+                        # Recording an answer is the simulator's business: a failure there must not end the
+                        # camera's stream (it once did, silently, on every failed frame's answer).
+                        feed.record_failures += 1
+                        log.exception("camera %s: recording frame %d's answer failed", feed.rig.camera_id,
+                                      result.frame_id)
                     delay = 0.5
                 restart = feed.call.cancelled() and feed.restart
         except asyncio.CancelledError:
