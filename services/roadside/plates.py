@@ -395,7 +395,8 @@ class PlateReader:
     def _read_single(self, crop: BgrImage) -> TextReading:
         """One row; on a white plate also as a police plate (…警), on a black one as Hong Kong/Macau (粤Z…港/澳):
         the recogniser reads the red 警 and the 港/澳 weakly, often as a digit."""
-        if red_suffix(crop):
+        police = red_suffix(crop)
+        if police:
             # The red 警 is told by its colour; the recogniser reads the six characters before it (it gives 警 so
             # little probability on some plates that a decode constrained to end in 警 cannot write it).
             head = self.recogniser.read(crop[:, : int(crop.shape[1] * SUFFIX_FROM)], (_COLOUR_PATTERNS[WHITE][0][:-1],))
@@ -403,6 +404,8 @@ class PlateReader:
                 return TextReading(head.text + "警", head.confidence, head.weakest, True)
         probs = self.recogniser.probabilities(crop)
         general = self.recogniser.decoder.decode(probs)
+        if police and general.complete and len(general.text) == len(_COLOUR_PATTERNS[WHITE][0]):
+            return TextReading(general.text[:-1] + "警", general.confidence, general.weakest, True)  # its 7th is red
         special = _COLOUR_PATTERNS.get(plate_colour(crop))
         if special is None:
             return general

@@ -21,6 +21,7 @@ from services.roadside.plates import (
     looks_like_plate,
     normalise_text,
     plate_colour,
+    quad_aspect,
     red_suffix,
 )
 
@@ -78,6 +79,17 @@ def test_an_unsure_plate_counts_only_when_it_reads_as_a_whole_plate(plate_models
     (best, *_) = never_sure.read(scene)
     assert best.text == "沪A12345" and best.confidence >= never_sure.config.confirm_confidence
     assert never_enough.read(scene) == []
+
+
+def test_a_single_row_plate_whose_quad_looks_two_row_is_read_as_one_row(reader: PlateReader) -> None:
+    scene, corners = plate_scene(render_plate("沪A12345", "blue"), random.Random(5))
+    tl, tr, br, bl = corners
+    high = np.array([tl + (tl - bl) * 0.5, tr + (tr - br) * 0.5, br, bl], np.float32)  # the quad half again too high
+
+    assert quad_aspect(high) < 2.3
+    assert not reader._read_two_rows(scene, high)[0].complete
+    reading, _ = reader.read_plate(scene, high)
+    assert (reading.text, reading.complete) == ("沪A12345", True)
 
 
 def test_a_red_last_character_marks_a_police_plate() -> None:
