@@ -6,19 +6,13 @@ failures, restarts. Prints the table and the bound that broke first; writes it w
 load/reports/<timestamp>/ (capacity.json, step-<n>/).
 
     make load-capacity [LOAD_STEP_SECONDS=150] [LOAD_MAX_INTERSECTIONS=16] [LOAD_DETECTOR=onnx]
-                       [LOAD_WARM_UP_SECONDS=10] [LOAD_WORKERS=2]
+                       [LOAD_WARM_UP_SECONDS=10] [LOAD_WORKERS=4]
 
-Locust runs distributed, a master and LOAD_WORKERS (2) worker processes: with every user of 3 intersections in one
-locust process, its drivers saw a p99 of 130-140 ms while a plain gRPC client (no gevent) querying the same services
-in the same run saw 22-30 ms and the services' own handling histogram had 2 calls in 1,170 over 50 ms; with two
-workers the drivers saw 18-25 ms, the probe's figures. One gevent loop for all users is the generator's limit, not
-the node's.
-
-Each step first runs LOAD_WARM_UP_SECONDS (10) that the step's bounds do not count (reported as "warm-up" types;
-their failures do count): every step is a fresh locust process that starts all its users at once, and in that first
-second registrations, first frames and OCPP boots share one gevent loop. A 120-s run measured on a quiet node put
-every ~200 ms driver query, console message and snapshot of the run in its first second, while a run of drivers
-alone on a fresh suite never passed 14 ms: the load generator's start, not the node's.
+Locust runs distributed, a master and LOAD_WORKERS (4) worker processes, because the generator's own tail was what
+broke the driver bound first: with every user of 3 intersections in one locust process its drivers saw a p99 of
+130-140 ms while a plain gRPC client (no gevent) querying the same services in the same run saw 22-30 ms and the
+services' handling histogram had 2 calls in 1,170 over 50 ms; with 2 workers the drivers saw 18-25 ms at 3
+intersections but 58-71 ms at 5 (the probe: 11-15 ms); with 4 workers at 5, 13-14 ms, the probe's figures.
 """
 
 from __future__ import annotations
@@ -109,7 +103,7 @@ def main() -> None:
     p.add_argument("--reports", type=Path, default=LOAD / "reports")
     p.add_argument("--port-base", type=int, default=int(os.environ.get("LOAD_PORT_BASE", "52200")))
     p.add_argument("--detector", choices=("onnx", "sim"), default=os.environ.get("LOAD_DETECTOR", "onnx"))
-    p.add_argument("--workers", type=int, default=int(os.environ.get("LOAD_WORKERS", "2")))
+    p.add_argument("--workers", type=int, default=int(os.environ.get("LOAD_WORKERS", "4")))
     ns = p.parse_args()
     mix = Mix.read(ns.mix)
     out = new_report_dir(ns.reports)
