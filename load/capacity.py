@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +32,13 @@ from load.driver import (
     LOAD,
     LocustRun,
     Mix,
-    Target,
     check_bounds,
     frames_cache,
-    load_average,
-    municipal_status,
+    measure,
     new_report_dir,
-    process_snapshot,
-    run_locust,
+    open_target,
     runtime_dir,
     say,
-    start_suite,
-    summarize,
-    target_from_env,
     write_plan,
 )
 
@@ -112,13 +105,7 @@ def main() -> None:
         f"report {out}"
     )
     runtime = runtime_dir()
-    target: Target
-    if os.environ.get("V2X_TARGET"):
-        target = target_from_env(os.environ)
-        style = os.environ.get("LOAD_FRAMES", "photo")
-    else:
-        target = start_suite(ns.port_base, runtime, out / "suite.log", {"V2X_ROADSIDE_DETECTOR": ns.detector})
-        style = "key" if ns.detector == "sim" else "photo"
+    target, style = open_target(ns.port_base, runtime, out / "suite.log", ns.detector)
     rows: list[dict[str, Any]] = []
     first_broken: str | None = None
     try:
@@ -131,21 +118,7 @@ def main() -> None:
             write_plan(plan, target, frames, mix.fps, counts, ns.warm_up_seconds)
             run = LocustRun(out / f"step-{n:02d}", ns.step_seconds, counts, workers=ns.workers,
                             settle_s=ns.warm_up_seconds)
-            load_before = load_average()
-            before = process_snapshot(target)
-            started = time.monotonic()
-            code = run_locust(run, plan)
-            after = process_snapshot(target)
-            summary = summarize(
-                run,
-                code,
-                before,
-                after,
-                time.monotonic() - started,
-                load_before,
-                municipal_status(target),
-                {"intersections": n, "fps": mix.fps},
-            )
+            _, summary = measure(run, plan, target, {"intersections": n, "fps": mix.fps})
             (run.out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
             broken = check_bounds(summary, mix.bounds)
             r = row(n, summary, broken)

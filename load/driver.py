@@ -502,6 +502,27 @@ def summarize(
     }
 
 
+def open_target(port_base: int, runtime: Path, log_path: Path, detector: str) -> tuple[Target, str]:
+    """The suite a run loads: V2X_TARGET's, or one started here with `detector`; and the style of frames it needs
+    (key-coloured for the key-colour detector, photos otherwise)."""
+    if os.environ.get("V2X_TARGET"):
+        return target_from_env(os.environ), os.environ.get("LOAD_FRAMES", "photo")
+    target = start_suite(port_base, runtime, log_path, {"V2X_ROADSIDE_DETECTOR": detector})
+    return target, "key" if detector == "sim" else "photo"
+
+
+def measure(run: LocustRun, plan_path: Path, target: Target, extra: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+    """One locust run against `target`, with the suite's processes, CPU and municipal lag around it: its exit code
+    and summary."""
+    load_before = load_average()
+    before = process_snapshot(target)
+    started = time.monotonic()
+    code = run_locust(run, plan_path)
+    wall = time.monotonic() - started
+    after = process_snapshot(target)
+    return code, summarize(run, code, before, after, wall, load_before, municipal_status(target), extra)
+
+
 def check_bounds(summary: Mapping[str, Any], bounds: Mapping[str, float]) -> list[str]:
     """The bounds of the mix a run broke, in the order of load/mix.toml's [bounds]."""
     broken = []

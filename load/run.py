@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
@@ -24,18 +23,13 @@ from load.driver import (
     LOAD,
     LocustRun,
     Mix,
-    Target,
     frames_cache,
     load_average,
-    municipal_status,
+    measure,
     new_report_dir,
-    process_snapshot,
-    run_locust,
+    open_target,
     runtime_dir,
     say,
-    start_suite,
-    summarize,
-    target_from_env,
     write_plan,
 )
 
@@ -89,33 +83,17 @@ def main() -> None:
     )
     say(f"load average {load_average()}")
     runtime = runtime_dir()
-    target: Target
-    if os.environ.get("V2X_TARGET"):
-        target = target_from_env(os.environ)
-        style = os.environ.get("LOAD_FRAMES", "photo")
-    else:
-        target = start_suite(ns.port_base, runtime, out / "suite.log", {"V2X_ROADSIDE_DETECTOR": ns.detector})
-        style = "key" if ns.detector == "sim" else "photo"
+    target, style = open_target(ns.port_base, runtime, out / "suite.log", ns.detector)
     try:
         frames = frames_cache(counts.get("Camera", 1), mix.fps, style)
         plan = runtime / "load-plan.json"
         write_plan(plan, target, frames, mix.fps, counts)
         run = LocustRun(out, ns.seconds, counts, shape=ns.shape == "rush", workers=ns.workers)
-        load_before = load_average()
-        before = process_snapshot(target)
-        started = time.monotonic()
         say(f"locust: {sum(counts.values())} users for {ns.seconds:g} s (log {run.log})")
-        code = run_locust(run, plan)
-        wall = time.monotonic() - started
-        after = process_snapshot(target)
-        summary = summarize(
+        code, summary = measure(
             run,
-            code,
-            before,
-            after,
-            wall,
-            load_before,
-            municipal_status(target),
+            plan,
+            target,
             {
                 "intersections": intersections,
                 "mix": str(ns.mix),

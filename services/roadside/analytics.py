@@ -246,6 +246,19 @@ class _LaneLive:
     queue_seen: float | None = None  # last time the lane had a queue, or its traffic crawled
 
 
+def _where_it_stood(point: Point, ground: Point | None, box: Box, stood: Point, stood_ground: Point | None,
+                    stood_box_h: float) -> float | None:
+    """How far a new box is from where a standing vehicle stood, if it can be that vehicle (about its size, within
+    the standing radius: on the ground where both have a ground point, else in the picture); else None."""
+    if not 0.67 <= max(box.height, 1.0) / stood_box_h <= 1.5:
+        return None
+    if ground is not None and stood_ground is not None:
+        d, limit = math.dist(ground, stood_ground), STANDING_RADIUS_M
+    else:
+        d, limit = math.dist(point, stood), max(3.0, STANDING_RADIUS_BOX * stood_box_h)
+    return d if d <= limit else None
+
+
 @dataclass(slots=True)
 class _Vacated:
     """Where a standing track stood before it moved off: the track may have been taken by a passing vehicle's boxes
@@ -529,13 +542,8 @@ class CameraAnalytics:
         for key, old in self._tracks.items():
             if key in present or old.last_t >= t or old.last_t - old.anchor_t < STANDING_MIN_S:
                 continue
-            if not 0.67 <= max(box.height, 1.0) / old.box_h <= 1.5:
-                continue
-            if ground is not None and old.ground is not None:
-                d, limit = math.dist(ground, old.ground), STANDING_RADIUS_M
-            else:
-                d, limit = math.dist(point, old.point), max(3.0, STANDING_RADIUS_BOX * old.box_h)
-            if d <= limit and (best is None or d < best[0]):
+            d = _where_it_stood(point, ground, box, old.point, old.ground, old.box_h)
+            if d is not None and (best is None or d < best[0]):
                 best = (d, key, old)
         if best is None:
             return self._resume_vacated(track_id, point, ground, box, t)
@@ -550,13 +558,10 @@ class CameraAnalytics:
         the vehicle standing there still, with its standing time, counts and events."""
         best: tuple[float, _Vacated] | None = None
         for v in self._vacated:
-            if t - v.t > TRACK_FORGET_S or not 0.67 <= max(box.height, 1.0) / v.box_h <= 1.5:
+            if t - v.t > TRACK_FORGET_S:
                 continue
-            if ground is not None and v.ground is not None:
-                d, limit = math.dist(ground, v.ground), STANDING_RADIUS_M
-            else:
-                d, limit = math.dist(point, v.point), max(3.0, STANDING_RADIUS_BOX * v.box_h)
-            if d <= limit and (best is None or d < best[0]):
+            d = _where_it_stood(point, ground, box, v.point, v.ground, v.box_h)
+            if d is not None and (best is None or d < best[0]):
                 best = (d, v)
         if best is None:
             return None

@@ -6,6 +6,7 @@ import asyncio
 import struct
 import time
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
@@ -357,22 +358,27 @@ async def test_a_flooding_camera_drops_its_oldest_frames_and_does_not_stall_anot
     assert max(detector.batch_sizes) == 2  # one worker: frames of both cameras share a batch
 
 
-async def test_frames_waiting_past_their_deadline_are_answered_deadline_exceeded(
-        resources: Resources, keys: Keys, unique: str) -> None:
-    roadside = RoadsideSettings(queue_frames=50, max_batch=1)
-    running = await start_service(make_builder(SlowDetector(0.1), plates=False, roadside=roadside), resources,
+@asynccontextmanager
+async def slow_roadside(resources: Resources, seconds: float, roadside: RoadsideSettings) -> AsyncIterator[Stub]:
+    """A roadside service of its own behind a detector that takes `seconds` a frame, and a stub to it."""
+    running = await start_service(make_builder(SlowDetector(seconds), plates=False, roadside=roadside), resources,
                                   port=0, host="127.0.0.1")
     try:
         async with aio.insecure_channel(f"127.0.0.1:{running.server.port}") as channel:
-            stub: Stub = RoadsideServiceStub(channel)
-            camera = SCENE.camera(f"late-{unique}")
-            camera.thresholds.frame_deadline_ms = 250
-            await configure(stub, keys, camera)
-            t0 = recent_start(10)
-            frames = [sim_frame(SCENE, [], camera.id, i, i * 0.1, t0, fmt="raw") for i in range(1, 11)]
-            results = await stream(stub, frames, keys.admin, window=10)
+            yield RoadsideServiceStub(channel)
     finally:
         await running.stop(0.5)
+
+
+async def test_frames_waiting_past_their_deadline_are_answered_deadline_exceeded(
+        resources: Resources, keys: Keys, unique: str) -> None:
+    async with slow_roadside(resources, 0.1, RoadsideSettings(queue_frames=50, max_batch=1)) as stub:
+        camera = SCENE.camera(f"late-{unique}")
+        camera.thresholds.frame_deadline_ms = 250
+        await configure(stub, keys, camera)
+        t0 = recent_start(10)
+        frames = [sim_frame(SCENE, [], camera.id, i, i * 0.1, t0, fmt="raw") for i in range(1, 11)]
+        results = await stream(stub, frames, keys.admin, window=10)
 
     late = [r for r in results if r.error.code == code_pb2.DEADLINE_EXCEEDED]
     assert len(results) == 10 and late
@@ -391,27 +397,21 @@ async def test_a_stream_whose_frames_expire_goes_on_answering_and_ends_when_the_
         resources: Resources, keys: Keys, unique: str) -> None:
     # The service's defaults (a queue of two, two inference workers) behind a detector slower than the camera's
     # frame deadline: frames sent at 10 fps wait longer than 100 ms, so some expire; the stream must go on.
-    running = await start_service(make_builder(SlowDetector(0.3), plates=False, roadside=RoadsideSettings()),
-                                  resources, port=0, host="127.0.0.1")
     sent = 24
-    try:
-        async with aio.insecure_channel(f"127.0.0.1:{running.server.port}") as channel:
-            stub: Stub = RoadsideServiceStub(channel)
-            camera = SCENE.camera(f"expiring-{unique}")
-            camera.thresholds.frame_deadline_ms = 100
-            await configure(stub, keys, camera)
-            t0 = recent_start(10)
-            frames = [sim_frame(SCENE, [], camera.id, i, i * 0.1, t0, fmt="raw") for i in range(1, sent + 1)]
+    async with slow_roadside(resources, 0.3, RoadsideSettings()) as stub:
+        camera = SCENE.camera(f"expiring-{unique}")
+        camera.thresholds.frame_deadline_ms = 100
+        await configure(stub, keys, camera)
+        t0 = recent_start(10)
+        frames = [sim_frame(SCENE, [], camera.id, i, i * 0.1, t0, fmt="raw") for i in range(1, sent + 1)]
 
-            async def camera_feed() -> AsyncIterator[pb.Frame]:
-                for f in frames:
-                    yield f
-                    await asyncio.sleep(0.1)
-                # Returning half-closes the stream: the service answers what it holds, then ends the call.
+        async def camera_feed() -> AsyncIterator[pb.Frame]:
+            for f in frames:
+                yield f
+                await asyncio.sleep(0.1)
+            # Returning half-closes the stream: the service answers what it holds, then ends the call.
 
-            results = [r async for r in stub.StreamFrames(camera_feed(), metadata=keys.md(keys.admin))]
-    finally:
-        await running.stop(0.5)
+        results = [r async for r in stub.StreamFrames(camera_feed(), metadata=keys.md(keys.admin))]
 
     late = [r for r in results if r.error.code == code_pb2.DEADLINE_EXCEEDED]
     assert late, "no frame expired: the test did not test anything"
@@ -426,40 +426,34 @@ async def test_a_stream_whose_frames_expire_goes_on_answering_and_ends_when_the_
 
 async def test_a_camera_that_walks_away_with_frames_waiting_ends_its_stream_and_can_stream_again(
         resources: Resources, keys: Keys, unique: str) -> None:
-    running = await start_service(make_builder(SlowDetector(0.3), plates=False, roadside=RoadsideSettings()),
-                                  resources, port=0, host="127.0.0.1")
     cancelled_before = handled_streams("CANCELLED")
-    try:
-        async with aio.insecure_channel(f"127.0.0.1:{running.server.port}") as channel:
-            stub: Stub = RoadsideServiceStub(channel)
-            camera = SCENE.camera(f"walkaway-{unique}")
-            camera.thresholds.frame_deadline_ms = 100
-            await configure(stub, keys, camera)
-            t0 = recent_start(20)
-            stop_sending = asyncio.Event()
+    async with slow_roadside(resources, 0.3, RoadsideSettings()) as stub:
+        camera = SCENE.camera(f"walkaway-{unique}")
+        camera.thresholds.frame_deadline_ms = 100
+        await configure(stub, keys, camera)
+        t0 = recent_start(20)
+        stop_sending = asyncio.Event()
 
-            async def flood() -> AsyncIterator[pb.Frame]:
-                for i in range(1, 1000):
-                    if stop_sending.is_set():
-                        break
-                    yield sim_frame(SCENE, [], camera.id, i, i * 0.01, t0, fmt="raw")
-                    await asyncio.sleep(0.03)
-                await asyncio.Event().wait()  # a camera that never half-closes: only its cancellation ends the call
+        async def flood() -> AsyncIterator[pb.Frame]:
+            for i in range(1, 1000):
+                if stop_sending.is_set():
+                    break
+                yield sim_frame(SCENE, [], camera.id, i, i * 0.01, t0, fmt="raw")
+                await asyncio.sleep(0.03)
+            await asyncio.Event().wait()  # a camera that never half-closes: only its cancellation ends the call
 
-            call = stub.StreamFrames(flood(), metadata=keys.md(keys.admin))
-            async for r in call:
-                if r.error.code == code_pb2.DEADLINE_EXCEEDED:
-                    break  # walk away right after an expired frame, with later frames still queued and in inference
-            stop_sending.set()
-            call.cancel()
+        call = stub.StreamFrames(flood(), metadata=keys.md(keys.admin))
+        async for r in call:
+            if r.error.code == code_pb2.DEADLINE_EXCEEDED:
+                break  # walk away right after an expired frame, with later frames still queued and in inference
+        stop_sending.set()
+        call.cancel()
 
-            await assert_eventually(lambda: handled_streams("CANCELLED") > cancelled_before,
-                                    "the service ended the cancelled stream", within_s=10)
-            # The camera comes back on a new stream (its frames' capture times go on from where they were).
-            again = [sim_frame(SCENE, [], camera.id, 2000 + i, 20 + i * 0.1, t0, fmt="raw") for i in range(1, 4)]
-            results = await stream(stub, again, keys.admin, window=1)
-    finally:
-        await running.stop(0.5)
+        await assert_eventually(lambda: handled_streams("CANCELLED") > cancelled_before,
+                                "the service ended the cancelled stream", within_s=10)
+        # The camera comes back on a new stream (its frames' capture times go on from where they were).
+        again = [sim_frame(SCENE, [], camera.id, 2000 + i, 20 + i * 0.1, t0, fmt="raw") for i in range(1, 4)]
+        results = await stream(stub, again, keys.admin, window=1)
 
     # The first may still wait behind the old stream's frames in inference (and expire); the last is inferred.
     assert [r.frame_id for r in results] == [2001, 2002, 2003]

@@ -65,6 +65,11 @@ _OPENING = {TABLE: b"<prk:hierarchyElementGeneral ", STATUS: b"<prk:parkingStatu
             ENERGY_TABLE: b"<egi:energyInfrastructureSite ", ENERGY_STATUS: b"<egi:energyInfrastructureSiteStatus>"}
 
 _VERSION = re.compile(rb' version="([0-9]+)"')
+
+
+def _table_version(wires: Sequence[bytes]) -> int:
+    """A table's version (parking or energy): its newest record's, the outbox id of the latest static record in it."""
+    return max(int(m) for w in wires for m in _VERSION.findall(w, 0, w.index(b">")))
 _DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
@@ -330,8 +335,7 @@ class Datex2Xml(Profile):
         now = datetime.now(LOCAL_TZ).isoformat(timespec="seconds")
         creator = f"{_el('com:publicationTime', now)}{_CREATOR}"
         if pub == TABLE:
-            # The table's version: its newest place's (the outbox id of the latest static record in it).
-            version = max(int(m) for w in wires for m in _VERSION.findall(w, 0, w.index(b">")))
+            version = _table_version(wires)
             head = (f'<d2:payload {_XMLNS} xsi:type="prk:ParkingTablePublication" lang="zh" modelBaseVersion="3">'
                     f'{creator}<prk:parkingTable id={quoteattr("v2x-" + self.destination.name)} '
                     f'version="{version}">{_el("prk:versionTime", now)}')
@@ -341,8 +345,7 @@ class Datex2Xml(Profile):
                     f"{creator}")
             tail = "</d2:payload>"
         elif pub == ENERGY_TABLE:
-            # As the parking table: its version is its newest site's.
-            version = max(int(m) for w in wires for m in _VERSION.findall(w, 0, w.index(b">")))
+            version = _table_version(wires)
             head = (f'<d2:payload {_XMLNS} xsi:type="egi:EnergyInfrastructureTablePublication" lang="zh" '
                     f'modelBaseVersion="3">{creator}<egi:energyInfrastructureTable '
                     f'id={quoteattr("v2x-" + self.destination.name + "-charging")} version="{version}">')
