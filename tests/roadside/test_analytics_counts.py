@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from roadside_sim.scene import Scene, drive
+from roadside_sim.scene import NB_CENTRE_E, Scene, drive
 from services.roadside.analytics import CameraAnalytics
 from services.roadside.detector import Detection, VehicleClass
-from tests.roadside.helpers import T0, spec_of
+from tests.roadside.helpers import T0, run_tracks, spec_of
 
 SCENE = Scene()
 
@@ -24,3 +24,12 @@ def test_a_car_the_detector_finds_on_two_frames_is_counted_once() -> None:
         analytics.process(T0 + timedelta(seconds=t), k, [(7, d)], SCENE.size)
     counts = {lane.lane_id: lane.vehicles for m in analytics.minutes() for lane in m.lanes}
     assert counts["NB"] == 1 and counts["SB"] == 0
+
+
+def test_a_braking_car_reads_its_new_speed_a_second_and_a_half_after() -> None:
+    # 50 km/h, then 15 km/h from 2 s on (braking for the stop line); at 3 frames/s the speed at 3.67 s is the new one.
+    # (Over a 2 s window it still read 18.8 km/h; over 1.2 s, 15.0.)
+    car = drive(1, 0, 12, 12 + 50 / 3.6 * 2, 50).then(6, NB_CENTRE_E, 12 + 50 / 3.6 * 2 + 15 / 3.6 * 6)
+    run = run_tracks(SCENE, [car], 11 / 3, fps=3)
+    (speeds,) = run.speeds.values()
+    assert abs(speeds[-1] * 3.6 - 15) < 1
