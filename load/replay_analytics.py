@@ -98,12 +98,11 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
                 queue_err.append(e)
                 if true_m > 0 or reported[lane] > 0:
                     queue_busy.append(e)
-        # Speeds of matched detections (class-agnostic, best IoU first), as the scorer matches them.
-        gts = [b for b in f["boxes"] if b["visible"] >= MIN_VISIBLE and b["box"][2] - b["box"][0] >= MIN_SIDE_PX
-               and b["box"][3] - b["box"][1] >= MIN_SIDE_PX]
-        objs = out.objects
+        # Speeds of matched detections (class-agnostic, best IoU first, every truth box; a match of a box that does
+        # not count, mostly hidden or tiny, is left out), as the scorer matches them.
+        truths, objs = f["boxes"], out.objects
         pairs = sorted(((box_iou(tuple(g["box"]), (o.box.x1, o.box.y1, o.box.x2, o.box.y2)), i, j)
-                        for i, g in enumerate(gts) for j, o in enumerate(objs)), reverse=True)
+                        for i, g in enumerate(truths) for j, o in enumerate(objs)), reverse=True)
         used_g: set[int] = set()
         used_o: set[int] = set()
         for iou, i, j in pairs:
@@ -111,9 +110,10 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
                 continue
             used_g.add(i)
             used_o.add(j)
-            speed = objs[j].speed_mps
-            if speed is not None:
-                speed_err.append((speed - gts[i]["speed_mps"]) * 3.6)
+            g, speed = truths[i], objs[j].speed_mps
+            if speed is not None and g["visible"] >= MIN_VISIBLE and g["box"][2] - g["box"][0] >= MIN_SIDE_PX \
+                    and g["box"][3] - g["box"][1] >= MIN_SIDE_PX:
+                speed_err.append((speed - g["speed_mps"]) * 3.6)
     start = min(datetime.fromisoformat(f["captured_at"]) for f in frames).timestamp()
     end = max(datetime.fromisoformat(f["captured_at"]) for f in frames).timestamp()
     first, last = (start // 60 + 1) * 60, (end // 60) * 60

@@ -46,6 +46,11 @@ KNOWN_GATE = 0.6
 KNOWN_GATE_PER_S = 1.0
 UNKNOWN_GATE = 1.0
 UNKNOWN_GATE_PER_S = 3.0
+# A box's size differs from its track's (ln of the width and height ratios) at this weight per unit, added to the
+# distance: the same car grows or shrinks a little between frames, a car in the lane nearer the camera passing in front
+# of a standing one is a third bigger (replayed runs, detector's boxes: count MAPE 31.8 -> 28.5 %, speed RMSE 3.45 ->
+# 3.31 km/h; exact boxes 7.4 -> 7.2 %, 3.06 -> 2.94 km/h).
+SIZE_WEIGHT = 1.0
 SIZE_RATIO = 2.0  # a track takes boxes from half to twice its width and height
 VELOCITY_BLEND = 0.7  # weight of the newest step in a track's velocity
 
@@ -79,7 +84,8 @@ class _Track:
         return cx + vx * dt, cy + vy * dt
 
     def distance_to(self, d: Detection, ns: int) -> float | None:
-        """Distance of the detection's centre from the predicted one in box diagonals, None outside the gate."""
+        """Distance of the detection's centre from the predicted one in box diagonals, plus its size difference; None
+        outside the gate."""
         w0, h0 = max(self.box[2] - self.box[0], 1.0), max(self.box[3] - self.box[1], 1.0)
         w, h = max(d.width, 1.0), max(d.height, 1.0)
         if not (1 / SIZE_RATIO <= w / w0 <= SIZE_RATIO and 1 / SIZE_RATIO <= h / h0 <= SIZE_RATIO):
@@ -90,7 +96,9 @@ class _Track:
         dt = (ns - self.last_ns) / 1e9
         gate = KNOWN_GATE + KNOWN_GATE_PER_S * dt if self.velocity is not None \
             else max(UNKNOWN_GATE, UNKNOWN_GATE_PER_S * dt)
-        return distance if distance <= gate else None
+        if distance > gate:
+            return None
+        return distance + SIZE_WEIGHT * (abs(math.log(w / w0)) + abs(math.log(h / h0)))
 
     def observe(self, d: Detection, ns: int) -> None:
         if ns > self.last_ns:

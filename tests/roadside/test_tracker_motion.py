@@ -60,3 +60,18 @@ def test_a_low_confidence_box_continues_a_track_but_starts_none() -> None:
     weak = Detection(VehicleClass.CAR, 0.2, 110, 202, 260, 292, "car")
     assert tracker.update([weak], FRAME) == [(tid, weak)]
     assert tracker.update([Detection(VehicleClass.CAR, 0.2, 500, 100, 560, 140, "car")], 2 * FRAME) == []
+
+
+def test_a_braking_car_passing_in_front_of_a_standing_one_keeps_its_own_track() -> None:
+    # The passing car brakes: its box is 0.19 diagonals from where its track predicted it, 0.17 from the hidden
+    # standing car's box, but a third bigger than that (it is in the lane nearer the camera): size decides.
+    tracker = Tracker()
+    standing = car(300, 200, 420, 280)
+    ids: dict[str, set[int]] = {"standing": set(), "passing": set()}
+    frames = [[standing]] * 6 + [[standing, car(20, 190, 200, 305)], [standing, car(150, 190, 330, 305)],
+                                 [car(240, 190, 420, 305)], [standing, car(330, 190, 510, 305)]]
+    for k, detections in enumerate(frames):
+        for tid, d in tracker.update(detections, k * FRAME):
+            ids["standing" if d is standing else "passing"].add(tid)
+    assert len(ids["standing"]) == 1 and len(ids["passing"]) == 1
+    assert ids["standing"] != ids["passing"]
