@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from roadside_sim.scene import NB_CENTRE_E, Scene, drive
+from roadside_sim.scene import NB_CENTRE_E, Scene, SimVehicle, drive
+from roadside_sim.truth import VehicleClass as SimClass
 from services.roadside.analytics import CameraAnalytics
 from services.roadside.detector import Detection, VehicleClass
 from tests.roadside.helpers import T0, run_tracks, spec_of
@@ -33,3 +34,21 @@ def test_a_braking_car_reads_its_new_speed_a_second_and_a_half_after() -> None:
     run = run_tracks(SCENE, [car], 11 / 3, fps=3)
     (speeds,) = run.speeds.values()
     assert abs(speeds[-1] * 3.6 - 15) < 1
+
+
+def test_a_queued_car_the_detector_misses_on_a_frame_still_holds_the_queue_together() -> None:
+    # Three cars standing 7 m apart; the detector misses the middle one on a frame (a queue's cars score 0.30..0.39 and
+    # come and go). The queue is still the three of them, not the head car alone (a 14 m gap broke the chain).
+    analytics = CameraAnalytics(spec_of(SCENE.camera("sim")))
+    cars = [SimVehicle(k, SimClass.CAR, [(0.0, NB_CENTRE_E, north), (60.0, NB_CENTRE_E, north)])
+            for k, north in enumerate((40.0, 33.0, 26.0), start=1)]
+    queues = []
+    for k in range(14):
+        t = k / 3
+        shown = [c for c in cars if not (k == 13 and c.id == 2)]
+        tracked = [(c.id, Detection(VehicleClass.CAR, 0.9, b.x1, b.y1, b.x2, b.y2, "car"))
+                   for c in shown for b in SCENE.detections([c], t)]
+        result = analytics.process(T0 + timedelta(seconds=t), k, tracked, SCENE.size)
+        queues.append({lane.lane_id: lane.queue_length_m for lane in result.lanes}["NB"])
+    assert queues[-2] > 15
+    assert abs(queues[-1] - queues[-2]) < 1
