@@ -180,9 +180,7 @@ class CameraSession:
     def process(self, job: FrameJob, detections: list[Detection], size: tuple[int, int]) -> FrameAnalysis:
         ns = int(job.captured_at.timestamp() * 1e9)
         tracked = self.tracker.update(detections, ns)
-        tracked_ids = {id(d) for _, d in tracked}
-        untracked = [d for d in detections if id(d) not in tracked_ids]
-        return self.analytics.process(job.captured_at, job.frame_id, tracked, size, untracked)
+        return self.analytics.process(job.captured_at, job.frame_id, tracked, size, self.tracker.untracked)
 
 
 class InferenceEngine:

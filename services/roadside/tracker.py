@@ -143,6 +143,10 @@ class Tracker:
         self.config = config or TrackerConfig()
         self._tracks: list[_Track] = []
         self._counter = 0
+        # The last frame's detections that belong to no track: low-confidence ones no track took. (Not the duplicates
+        # merged into a vehicle's box, nor a tracked detection whose class the track's vote changed: each is a vehicle
+        # already answered with its track.)
+        self.untracked: list[Detection] = []
 
     def _new_id(self, timestamp_ns: int) -> int:
         self._counter = (self._counter + 1) % 1000
@@ -168,10 +172,12 @@ class Tracker:
                 taken[k] = self._tracks[i]
                 used.add(i)
         out: list[tuple[int, Detection]] = []
+        self.untracked = []
         for k, d in enumerate(merged):
             track = taken.get(k)
             if track is None:
                 if d.score < self.config.high_confidence:
+                    self.untracked.append(d)
                     continue
                 track = _Track(self._new_id(ns), (d.x1, d.y1, d.x2, d.y2), ns)
                 self._tracks.append(track)
