@@ -62,8 +62,9 @@ Definitions (the issue leaves them open; constants below):
 * Boxes cut off by the picture's left, right or bottom edge: their bottom centre is not the vehicle's, so a vehicle
   already on a lane keeps it, and it is not counted until its box is whole (found by `v2x sim score`: cars entering
   or leaving at the side were put on the lane beside theirs, counted there too, and raised a false 904).
-* Lane counts: a vehicle counts once per lane, when it has been seen on 2 frames and is on the lane,
-  as wrong-way when it moves against the lane then (or is later found to). Line counts: each time a
+* Lane counts: a vehicle counts once per lane, when it has been seen on 2 frames and is on the lane, in the minute it
+  came onto the lane (seen there on the frames since), as wrong-way when it moves against the lane then (or is later
+  found to). Line counts: each time a
   track's position changes side of the line (beyond 2 px), within the line's ends.
 * Parking spots: OCCUPIED once a vehicle has stood in the spot zone for its threshold (default 10 s), the
   stay going on across track changes; FREE once no standing vehicle has been in it for 5 s.
@@ -729,14 +730,18 @@ class CameraAnalytics:
         # Lane count, once per lane, after a few frames.
         if lane.id not in tr.counted and tr.observations >= COUNT_AFTER_FRAMES and not tr.clipped:
             wrong = bool(against)
-            tr.counted[lane.id] = (minute_key, wrong)
+            entered = int(tr.lane_since // 60) * 60
+            if entered not in self._minutes:
+                entered = minute_key
+            tr.counted[lane.id] = (entered, wrong)
             with self._lock:
-                agg = self._bucket(minute_key).lanes.setdefault(lane.id, _LaneAgg())
+                bucket = self._bucket(entered)
+                agg = bucket.lanes.setdefault(lane.id, _LaneAgg())
                 if wrong:
                     agg.wrong_way += 1
                 else:
                     agg.vehicles += 1
-                self._bucket(minute_key).dirty = True
+                bucket.dirty = True
 
         # Wrong way.
         key = f"904:{lane.id}"

@@ -52,3 +52,18 @@ def test_a_queued_car_the_detector_misses_on_a_frame_still_holds_the_queue_toget
         queues.append({lane.lane_id: lane.queue_length_m for lane in result.lanes}["NB"])
     assert queues[-2] > 15
     assert abs(queues[-1] - queues[-2]) < 1
+
+
+def test_a_car_counts_in_the_minute_it_came_onto_the_lane() -> None:
+    # First seen on its lane 0.3 s before the minute's end, counted on its second frame, after it: it belongs to the
+    # minute it came in, as a count of vehicles entering the lane per minute has it.
+    analytics = CameraAnalytics(spec_of(SCENE.camera("sim")))
+    car = drive(1, 0, 12, 66, 50)
+    start = T0 + timedelta(seconds=59.7)
+    for k, t in enumerate((1.0, 1.33, 1.67)):
+        (b,) = SCENE.detections([car], t)
+        d = Detection(VehicleClass.CAR, 0.9, b.x1, b.y1, b.x2, b.y2, "car")
+        analytics.process(start + timedelta(seconds=t - 1.0), k, [(7, d)], SCENE.size)
+    counts = {(m.minute_start, lane.lane_id): lane.vehicles for m in analytics.minutes() for lane in m.lanes}
+    assert counts[(T0, "NB")] == 1
+    assert counts[(T0 + timedelta(minutes=1), "NB")] == 0
