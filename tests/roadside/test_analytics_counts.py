@@ -67,3 +67,19 @@ def test_a_car_counts_in_the_minute_it_came_onto_the_lane() -> None:
     counts = {(m.minute_start, lane.lane_id): lane.vehicles for m in analytics.minutes() for lane in m.lanes}
     assert counts[(T0, "NB")] == 1
     assert counts[(T0 + timedelta(minutes=1), "NB")] == 0
+
+
+def test_a_track_that_jumps_reads_no_speed_from_the_jump() -> None:
+    # Crawling at 5 km/h, then the track's box is 7 m on (another vehicle's, or a car put into a parking spot) and
+    # stays there: the jump is not a motion. (Over the 1.2 s window it read 25, 31 and 22 km/h on the next frames.)
+    analytics = CameraAnalytics(spec_of(SCENE.camera("sim")))
+    crawl = drive(1, 0, 30, 40, 5)
+    stood = SimVehicle(2, SimClass.CAR, [(0.0, NB_CENTRE_E, 40.0), (60.0, NB_CENTRE_E, 40.0)])
+    speeds = []
+    for k in range(12):
+        t = k / 3
+        (b,) = SCENE.detections([crawl if k < 8 else stood], t)
+        d = Detection(VehicleClass.CAR, 0.9, b.x1, b.y1, b.x2, b.y2, "car")
+        (o,) = analytics.process(T0 + timedelta(seconds=t), k, [(7, d)], SCENE.size).objects
+        speeds.append(o.speed_mps)
+    assert all(s is None or s * 3.6 < 8 for s in speeds)
