@@ -83,3 +83,33 @@ def test_a_track_that_jumps_reads_no_speed_from_the_jump() -> None:
         (o,) = analytics.process(T0 + timedelta(seconds=t), k, [(7, d)], SCENE.size).objects
         speeds.append(o.speed_mps)
     assert all(s is None or s * 3.6 < 8 for s in speeds)
+
+
+def test_a_standing_car_lost_for_ten_seconds_is_not_counted_again_on_its_new_track() -> None:
+    # The cars of a crash, hidden by passing traffic or missed by the detector for longer than a track lives, showed up
+    # again on new tracks, and each was counted again (7 counts for 2 cars in a scored run).
+    analytics = CameraAnalytics(spec_of(SCENE.camera("sim")))
+    parked = SimVehicle(1, SimClass.CAR, [(0.0, NB_CENTRE_E, 40.0), (60.0, NB_CENTRE_E, 40.0)])
+    for k in range(40):
+        t = k / 3
+        if 3 <= t < 11:
+            tracked = []
+        else:
+            (b,) = SCENE.detections([parked], t)
+            tracked = [(1 if t < 3 else 2, Detection(VehicleClass.CAR, 0.9, b.x1, b.y1, b.x2, b.y2, "car"))]
+        analytics.process(T0 + timedelta(seconds=t), k, tracked, SCENE.size)
+    assert sum(lane.vehicles for m in analytics.minutes() for lane in m.lanes if lane.lane_id == "NB") == 1
+
+
+def test_a_car_stopping_where_a_counted_one_stood_and_drove_off_is_counted() -> None:
+    # The first car was last seen moving off: the next one stopping there is another vehicle.
+    analytics = CameraAnalytics(spec_of(SCENE.camera("sim")))
+    first = SimVehicle(1, SimClass.CAR, [(0.0, NB_CENTRE_E, 40.0), (4.0, NB_CENTRE_E, 40.0), (6.0, NB_CENTRE_E, 60.0)])
+    second = SimVehicle(2, SimClass.CAR, [(10.0, NB_CENTRE_E, 20.0), (14.0, NB_CENTRE_E, 40.0),
+                                          (30.0, NB_CENTRE_E, 40.0)])
+    for k in range(60):
+        t = k / 3
+        tracked = [(v.id, Detection(VehicleClass.CAR, 0.9, b.x1, b.y1, b.x2, b.y2, "car"))
+                   for v in (first, second) if v.position(t) is not None for b in SCENE.detections([v], t)]
+        analytics.process(T0 + timedelta(seconds=t), k, tracked, SCENE.size)
+    assert sum(lane.vehicles for m in analytics.minutes() for lane in m.lanes if lane.lane_id == "NB") == 2
