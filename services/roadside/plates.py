@@ -12,10 +12,11 @@ decoded under the national plate format).
 * Reading: the plate is warped from its 4 corners to an upright 48-pixel-high crop (two-row plates: 96, read
   row by row) and read with the PP-OCRv6 small text recogniser shipped in the ``rapidocr==3.10.0`` wheel, run
   directly with onnxruntime (nothing is downloaded at run time). Its CTC output is decoded with a beam search
-  constrained to the plate format (``plate_text.py``). An unsure reading gets a second pass (other margins,
-  contrast-stretched) and the readings vote. White plates are also read as police plates (…警), black ones as
-  Hong Kong/Macau plates (粤Z…港/澳); a red last character is the police 警. Separators (·, -, spaces) never
-  appear: 沪A·12345 reads 沪A12345.
+  constrained to the plate format (``plate_text.py``). An unsure reading is read by two more recognisers too
+  (PP-OCRv4 and v5 mobile, fetched by ``make models``; their summed CTC likelihood picks the text), and gets a second
+  pass (other margins, contrast-stretched) whose readings vote. White plates are also read as police plates (…警),
+  black ones as Hong Kong/Macau plates (粤Z…港/澳); a red last character is the police 警. Separators (·, -, spaces)
+  never appear: 沪A·12345 reads 沪A12345.
 * Colour: where the format fixes it (警 white, 港/澳 black, 学 yellow, 8 characters green), from it; otherwise
   from the plate's background pixels (Otsu splits background from characters): hue when saturated; white or
   black by whether the background is lighter or darker than its characters (holds at night).
