@@ -3,7 +3,8 @@ and who may call what."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -41,6 +42,8 @@ POLICY = {
 
 Clock = Callable[[], datetime]
 
+log = logging.getLogger("v2x.charging")
+
 
 def wall_clock() -> datetime:
     return datetime.now(UTC)
@@ -77,8 +80,17 @@ def assemble(resources: Resources, charging: ChargingSettings, clock: Clock = wa
         policy=POLICY,
     )
     parts = ServiceParts([definition], background=[writer.run, gateway.run, bays.run, sweeper.run, feed.follow_index],
-                         on_stop=[store.close], on_start=[feed.load_index], on_drain=[gateway.drain])
+                         on_stop=[store.close], on_start=[feed.load_index, announce_pending(store)],
+                         on_drain=[gateway.drain])
     return ChargingApp(store, feed, writer, gateway, bays, sweeper, parts)
+
+
+def announce_pending(store: ChargingStore) -> Callable[[], Awaitable[None]]:
+    """At start: the static record of stations registered before the record existed (see migration 0302)."""
+    async def announce() -> None:
+        if n := await store.announce_pending():
+            log.info("wrote the static record of %d station(s) registered before it existed", n)
+    return announce
 
 
 def build(resources: Resources) -> ServiceParts:

@@ -432,8 +432,28 @@ class ChargingStore:
     async def _announce(self, conn: AsyncConnection, station_id: str) -> StationRecord:
         """The station as written, and its outbox row (`charger_static`) in the same transaction."""
         record = await self._get(conn, station_id)
-        await write_outbox(conn, [OutboxRow(OutboxKind.CHARGER_STATIC, station_id, payloads.charger_static(record))])
+        await self._write_static(conn, [record])
         return record
+
+    async def _write_static(self, conn: AsyncConnection, records: Sequence[StationRecord]) -> None:
+        await write_outbox(conn, [OutboxRow(OutboxKind.CHARGER_STATIC, r.spec.id, payloads.charger_static(r))
+                                  for r in records])
+        await conn.execute(text("UPDATE charging_stations SET announced = true WHERE id = ANY(:ids) AND NOT announced"),
+                           {"ids": [r.spec.id for r in records]})
+
+    async def announce_pending(self, batch: int = 500) -> int:
+        """Writes the static record of every station that has none (registered before the record existed);
+        returns how many. Replicas starting together share the work: each batch skips rows another holds."""
+        done = 0
+        while True:
+            async with self.engine.begin() as conn:
+                ids = list((await conn.execute(text(
+                    "SELECT id FROM charging_stations WHERE NOT announced ORDER BY id LIMIT :n "
+                    "FOR UPDATE SKIP LOCKED"), {"n": batch})).scalars())
+                if not ids:
+                    return done
+                await self._write_static(conn, await self._records(conn, ids))
+                done += len(ids)
 
     async def _get(self, conn: AsyncConnection, station_id: str) -> StationRecord:
         records = await self._records(conn, [station_id])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -13,7 +15,7 @@ from v2x.charging.v1 import charging_pb2 as pb
 from v2x.common.v1 import common_pb2 as cpb
 
 from services.common.runtime import Resources
-from tests.charging.conftest import NewStation, Stub
+from tests.charging.conftest import NewStation, Stub, start_harness, stop_harness
 from tests.charging.helpers import AVAILABLE, CCS2, GBT_AC, GBT_DC, UNKNOWN, connector_state, report, station
 from tests.conftest import Keys
 
@@ -147,3 +149,27 @@ async def test_drivers_do_not_see_charge_point_identities(stub: Stub, keys: Keys
     as_owner = await stub.GetStation(pb.GetStationRequest(station_id=st.id), metadata=keys.md(keys.op_a))
     assert as_driver.evses[0].charge_point_id == ""
     assert as_owner.evses[0].charge_point_id == f"CP-{unique}"
+
+
+async def test_stations_registered_before_the_static_record_existed_get_theirs_when_the_service_starts(
+        resources: Resources, new_station: NewStation) -> None:
+    olds = [await new_station(plugs=[(GBT_DC, 60.0)]) for _ in range(3)]
+    ids = [s.id for s in olds]
+    async with resources.engine.begin() as conn:  # as migration 0302 leaves a station registered before it
+        await conn.execute(text("DELETE FROM outbox WHERE kind = 'charger_static' AND aggregate_id = ANY(:ids)"),
+                           {"ids": ids})
+        await conn.execute(text("UPDATE charging_stations SET announced = false WHERE id = ANY(:ids)"), {"ids": ids})
+    # Two replicas starting together: each station gets its record once.
+    first, second = await asyncio.gather(start_harness(resources, lambda: datetime.now(UTC)),
+                                         start_harness(resources, lambda: datetime.now(UTC)))
+    try:
+        for s in olds:
+            ((record, _),) = await _statics(resources, s.id)
+            assert (record["station_id"], record["version"]) == (s.id, 1)
+            assert [c["standard"] for c in record["connectors"]] == ["CONNECTOR_STANDARD_GBT_DC"]
+        third = await start_harness(resources, lambda: datetime.now(UTC))  # a restart writes nothing more
+        await stop_harness(third)
+        assert [len(await _statics(resources, i)) for i in ids] == [1, 1, 1]
+    finally:
+        await stop_harness(first)
+        await stop_harness(second)
