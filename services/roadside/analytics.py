@@ -31,7 +31,7 @@ Definitions (the issue leaves them open; constants below):
   2 m between them), the group's first vehicle not waiting in traffic (as for 903); a vehicle of the group hidden on
   the frame (its stay) is still in it. Raised once per group (by its lowest track id); its vehicles raise no 903.
 * A stay: a vehicle standing at a place, whichever track shows it. A track that has stood 2 s where a standing vehicle
-  was seen until at most 2 s before it stood there continues that stay: its standing time and the stay's 903 and
+  was seen until at most 1.5 s before it stood there continues that stay: its standing time and the stay's 903 and
   1001 (traffic passing in front of a standing vehicle swaps tracks: the standing one shows again under a new track
   or one taken from the passing vehicle, or its box, cut by the passing one, lands metres away for a few frames). A
   stay not seen on a frame is hidden for up to 1.5 s, gone after 5 s.
@@ -147,6 +147,7 @@ SPOT_FREE_AFTER_S = 5.0
 QUEUE_GAP_M = 12.0
 CRASH_CONTACT_M = 6.0
 QUEUE_GAP_BOX = 2.5
+QUEUE_HEAD_END_M = 8.0  # a vehicle standing this near its lane's downstream end may wait for vehicles beyond it
 VEHICLE_LENGTH_M = 5.0
 CONGESTION_WINDOW_S = 60.0
 CONGESTION_BANDS_KMH = (30.0, 20.0, 15.0)
@@ -159,7 +160,8 @@ LANE_HALF_WIDTH_M = 1.75
 LANE_HALF_WIDTH_BOX = 0.6
 LINE_MARGIN_PX = 2.0
 TRACK_FORGET_S = 5.0
-STAY_GAP_S = 2.0  # a vehicle standing where another track's standing vehicle was seen this recently continues its stay
+VACATED_JUMP_M = 5.0  # a standing track's box this far off is another vehicle's (one starting off: ~2.5 m in 2 frames)
+STAY_GAP_S = 1.5  # a vehicle standing where another track's standing vehicle was seen this recently continues its stay
 WAITED_FOLLOWS_S = 5.0  # a vehicle that waited in traffic follows the traffic ahead of it off within this
 STAY_HIDDEN_S = 1.5  # a stay not seen for up to this long (hidden by passing traffic, missed) still stands there
 SAME_DIRECTION_DEG = 30.0  # lanes whose directions differ by less are beside each other, one way
@@ -219,7 +221,7 @@ class _Track:
     over_streak: int = 0  # consecutive frames with a speed over the limit and tolerance
     wrong_streak: int = 0  # consecutive frames moving against the lane
     jumped: bool = False  # a standing track's last box lay outside its anchor's radius and was set aside
-    waited_t: float | None = None  # when it last stood waiting in traffic (or in contact with a standing vehicle)
+    waited_t: float | None = None  # when it last stood waiting in traffic
 
     @property
     def confidence(self) -> float:
@@ -310,6 +312,7 @@ class _Stay:
     last_t: float
     raised: set[str] = field(default_factory=set)
     waited_t: float | None = None
+    track_id: int = 0  # the track that showed it last
 
 
 @dataclass(slots=True)
@@ -342,12 +345,23 @@ class _Geometry:
                 self.lane_centerline_g[lane.id] = None if any(p is None for p in pts) else [
                     p for p in pts if p is not None]
         self.lanes = {lane.id: lane for lane in spec.lanes}
+        self.lane_end_along = {lane.id: self._downstream_end(lane) for lane in spec.lanes}
         self.stop_zones = [z for z in spec.zones if z.kind in (ZoneKind.NO_STOPPING, ZoneKind.GENERIC)]
         self.spot_zones = [z for z in spec.zones if z.kind is ZoneKind.PARKING_SPOT]
 
     def _reference_point(self, lane: Lane) -> Point:
         pts = lane.polygon or lane.centerline or ((0.0, 0.0),)
         return sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)
+
+    def _downstream_end(self, lane: Lane) -> float | None:
+        """How far along its direction (ground metres, as `along` below) the lane's drawn stretch ends downstream."""
+        u = self.lane_dir_g.get(lane.id)
+        pts = lane.polygon or lane.centerline
+        if u is None or self.mapping is None or not pts:
+            return None
+        grounds = [self.mapping.to_ground(p) for p in pts]
+        alongs = [g[0] * u[0] + g[1] * u[1] for g in grounds if g is not None]
+        return max(alongs) if alongs else None
 
     def _ground_direction(self, lane: Lane) -> Point | None:
         if lane.direction_heading_deg is not None:
@@ -558,7 +572,10 @@ class CameraAnalytics:
         if tr.jumped:
             return tr
         if moved:
-            if was_standing:
+            # Only a jump leaves the place to a new track: a vehicle driving off moves gradually, and the next vehicle
+            # of its queue moving up into its place is another vehicle (found by `v2x sim score`: the car behind a
+            # jam's first car took its 200 s standing time as it moved up, and raised 903).
+            if was_standing and self._jumped_off(tr, point, ground, box):
                 self._vacated.append(_Vacated(t, tr.anchor_px, tr.anchor_g, tr.box_h, tr.anchor_t, tr.lane_id,
                                               dict(tr.counted), set(tr.raised)))
             tr.anchor_t, tr.anchor_px, tr.anchor_g = t, point, ground
@@ -588,6 +605,15 @@ class CameraAnalytics:
             tr.lane_since = t
         tr.lane_id = lane
         return tr
+
+    def _jumped_off(self, tr: _Track, point: Point, ground: Point | None, box: Box) -> bool:
+        """Whether a standing track's new box is another vehicle's rather than its own driving off: on another lane,
+        or further than a vehicle starting off gets in the frames that confirm a move."""
+        if self._geo.lane_of(point, ground, box) != tr.lane_id:
+            return True
+        if ground is not None and tr.anchor_g is not None:
+            return math.dist(ground, tr.anchor_g) > VACATED_JUMP_M
+        return math.dist(point, tr.anchor_px) > tr.box_h
 
     def _resume_standing(self, track_id: int, point: Point, ground: Point | None, box: Box, t: float,
                          present: set[int]) -> _Track | None:
@@ -653,6 +679,7 @@ class CameraAnalytics:
                 # Where it was seen last (its track's anchor may lie up to the standing radius off: set as it slowed
                 # down, or on a box cut by a passing vehicle).
                 stay.point, stay.ground, stay.box_h, stay.last_t = tr.point, tr.ground, tr.box_h, t
+            stay.track_id = tr.track_id
             claimed.add(id(stay))
             self._stay_of[tr.track_id] = stay
         self._hidden = [s for s in self._stays if id(s) not in claimed and t - s.last_t <= STAY_HIDDEN_S]
@@ -678,6 +705,14 @@ class CameraAnalytics:
         traffic of the same direction (a red light, a jam). Vehicles hidden on this frame but standing a moment ago
         count (a detection missed on a frame is no gap in the queue)."""
         u = self._geo.lane_dir_g.get(lane.id)
+        # Near the downstream end of the lane's drawn stretch the queue may go on where the camera's lanes do not reach
+        # (the stop line, vehicles the camera does not see): a vehicle standing there may wait for them (found by
+        # `v2x sim score`: the first car of each red light's queue in view raised 903, and with the car behind it,
+        # 1001, its leaders standing beyond the lane's end).
+        end = self._geo.lane_end_along.get(lane.id)
+        if u is not None and end is not None and tr.ground is not None \
+                and end - (tr.ground[0] * u[0] + tr.ground[1] * u[1]) <= QUEUE_HEAD_END_M:
+            return True
         for other in self._standing_others(tr, lane.id, by_lane, t):
             if u is not None and tr.ground is not None and other.ground is not None:
                 ahead = (other.ground[0] - tr.ground[0]) * u[0] + (other.ground[1] - tr.ground[1]) * u[1]
@@ -903,10 +938,10 @@ class CameraAnalytics:
         # it follows a few seconds later (found by `v2x sim score`: the first car of a jam's queue standing 200 s
         # raised 903 as the car ahead of it drove off).
         if not in_zone and not in_spot and "903" not in tr.raised and self._is_standing(tr, t):
-            if self._waiting(tr, lane, by_lane, t) or self._in_contact(tr, by_lane, t):
+            if self._waiting(tr, lane, by_lane, t):
                 tr.waited_t = t
-            elif tr.standing_s(t) >= th.stop_threshold_s and (tr.waited_t is None
-                                                                or t - tr.waited_t >= WAITED_FOLLOWS_S):
+            elif tr.standing_s(t) >= th.stop_threshold_s and (tr.waited_t is None or t - tr.waited_t >= WAITED_FOLLOWS_S
+                                                                ) and not self._in_contact(tr, by_lane, t):
                 tr.raised.add("903")
                 out.append(self._event(EventType.STOPPED_VEHICLE, tr, at, frame_id, lane.id,
                                        stationary_s=int(tr.standing_s(t))))
@@ -948,7 +983,9 @@ class CameraAnalytics:
                 if len(group) >= 2:
                     first = max(group, key=lambda g: 0.0 if g.ground is None else g.ground[0] * u[0]
                                 + g.ground[1] * u[1])
-                    if not self._waiting(first, lane, by_lane, t):
+                    if self._waiting(first, lane, by_lane, t):
+                        first.waited_t = t
+                    elif first.waited_t is None or t - first.waited_t >= WAITED_FOLLOWS_S:
                         groups.append(([g for g in group if isinstance(g, _Track)],
                                        [g for g in group if isinstance(g, _Stay)]))
         for tracks_of, hidden_of in groups:

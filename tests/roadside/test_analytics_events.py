@@ -225,3 +225,30 @@ def test_a_crash_on_a_lane_whose_traffic_slows_past_it_is_no_jam() -> None:
 
     assert len(of(events, EventType.ACCIDENT)) == 1
     assert not of(events, EventType.TRAFFIC_JAM)
+
+
+def test_a_car_standing_at_the_downstream_end_of_its_lane_with_a_queue_behind_it_waits_no_903() -> None:
+    # The lane's drawn stretch ends at 70 m; the queue goes on beyond it (a red light, cars the camera does not see).
+    head, second = standing(1, 65.0), standing(2, 58.0)
+
+    events = run_script(lambda t: [(7, head), (8, second)], 40)
+
+    assert not of(events, EventType.STOPPED_VEHICLE)
+    assert not of(events, EventType.ACCIDENT)
+
+
+def test_a_car_first_seen_moving_up_into_the_place_of_the_car_ahead_does_not_take_its_standing_time() -> None:
+    # A red light: car 1 at 40 m beside car 3 stand 40 s, then drive off (starting slowly); car 2, unseen behind car 1
+    # until then, moves up into its place at 43 s and stands there 10 s: it has stood 10 s, not 53.
+    ahead = standing(1, 40.0, 40.0).then(1.0, NB_CENTRE_E, 41.0).then(3.0, NB_CENTRE_E, 66.0)
+    beside = standing(3, 40.0, 40.0, east=SB_CENTRE_E).then(1.0, SB_CENTRE_E, 41.0).then(3.0, SB_CENTRE_E, 66.0)
+    follower = SimVehicle(2, VehicleClass.CAR, [(42.0, NB_CENTRE_E, 33.0), (43.0, NB_CENTRE_E, 40.0),
+                                                (53.0, NB_CENTRE_E, 40.0), (56.0, NB_CENTRE_E, 66.0)])
+
+    def script(t: float) -> list[tuple[int, SimVehicle | None]]:
+        return [(7, ahead if t <= 44.0 else None), (9, beside if t <= 44.0 else None),
+                (8, follower if 43.0 <= t <= 56.0 else None)]
+
+    events = run_script(script, 57, camera=_one_way_camera())
+
+    assert not of(events, EventType.STOPPED_VEHICLE)
