@@ -141,7 +141,8 @@ def build(out_dir: Path, cache: Path) -> dict[str, Any]:
         "opset": result.model.opset_import[0].version,
         "input": {
             "name": INPUT_NAME,
-            "shape": ["batch", result.channels, height, width],
+            "shape": ["batch", result.channels, "height", "width"],  # any multiple of the largest stride
+            # the cfg's size: the default the runtime letterboxes to (DetectorConfig.input_size overrides it)
             "width": width,
             "height": height,
             "channel_order": "RGB",

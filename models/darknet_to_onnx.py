@@ -6,7 +6,9 @@ padding, so the ``size=2 stride=1`` pool keeps its spatial size), ``[upsample]``
 ``[yolo]``. Each ``[yolo]`` section becomes a graph output carrying the raw head tensor
 ``[batch, len(mask) * (5 + classes), H, W]``; the decoding (sigmoid/exp with the anchors) is left to
 the runtime, which gets the anchors, masks and strides from the returned metadata. The batch
-dimension is symbolic so callers can micro-batch.
+dimension is symbolic so callers can micro-batch, and so are the height and width: the network is fully
+convolutional, so it runs on any multiple of its largest stride (the cfg's size is the default the metadata
+names), e.g. shaped like the cameras' frames rather than square.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ OPSET = 13
 IR_VERSION = 8
 INPUT_NAME = "images"
 BATCH_DIM = "batch"
+HEIGHT_DIM, WIDTH_DIM = "height", "width"
 # Darknet's normalize_cpu divides by (sqrt(variance) + .000001f), not sqrt(variance + eps).
 DARKNET_BN_EPS = 1e-6
 LEAKY_SLOPE = 0.1
@@ -341,10 +344,12 @@ def convert(
     graph = helper.make_graph(
         g.nodes,
         "darknet",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [BATCH_DIM, channels, height, width])],
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [BATCH_DIM, channels, HEIGHT_DIM, WIDTH_DIM])],
         [
             helper.make_tensor_value_info(
-                h.output, TensorProto.FLOAT, [BATCH_DIM, len(h.mask) * (5 + h.num_classes), *h.grid]
+                h.output,
+                TensorProto.FLOAT,
+                [BATCH_DIM, len(h.mask) * (5 + h.num_classes), f"{h.output}_height", f"{h.output}_width"],
             )
             for h in heads
         ],

@@ -96,7 +96,7 @@ def _default_detector(kind: str, max_batch: int, precision: str = "int8") -> Bat
     config = DetectorConfig.from_env()
     return Detector(DetectorConfig(model_path=model_for_precision(config.model_path, precision),
                                    intra_op_threads=config.intra_op_threads,
-                                   max_batch=max(max_batch, 1)))
+                                   max_batch=max(max_batch, 1), input_size=config.input_size))
 
 
 build = make_builder()

@@ -156,9 +156,11 @@ def onnx_stub(onnx_channel: aio.Channel) -> Stub:
 
 @pytest.fixture(scope="session")
 def plate_models() -> Path:
-    target = ROOT / "models" / "build" / "plates" / "clp_det.onnx"
-    if not target.is_file():
-        _run([sys.executable, str(ROOT / "models" / "fetch_plate_models.py")], "fetching the plate detector")
+    plates = ROOT / "models" / "build" / "plates"
+    target = plates / "clp_det.onnx"
+    needed = (target, plates / "ppocrv4_rec.onnx", plates / "ppocrv5_rec.onnx", plates / "ppocrv5_dict.txt")
+    if not all(f.is_file() for f in needed):
+        _run([sys.executable, str(ROOT / "models" / "fetch_plate_models.py")], "fetching the plate models")
     _run(["bash", str(ROOT / "models" / "fetch_fonts.sh")], "fetching the CJK font")
     return target
 

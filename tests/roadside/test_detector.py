@@ -25,6 +25,7 @@ from services.roadside.detector import (
     DetectorConfig,
     DetectorError,
     VehicleClass,
+    parse_input_size,
 )
 
 LoadSample = Callable[[str], BgrImage]
@@ -236,6 +237,36 @@ def test_preprocess_matches_a_plain_letterbox_and_writes_into_a_batch_slice(
     np.testing.assert_allclose(batch[1], expected, atol=1e-6)
     assert np.isnan(batch[0]).all()  # the other frame of the batch is left alone
     np.testing.assert_array_equal(detector.preprocess(image)[0], batch[1])
+
+
+def test_the_model_runs_at_a_camera_shaped_input_size(model_path: Path, load_sample: LoadSample) -> None:
+    # Height and width are symbolic in the built model: 4:3 frames at 480x352 rather than letterboxed into 416x416.
+    detector = Detector(DetectorConfig(model_path=model_path, input_size=(480, 352)))
+    image = load_sample("dog.jpg")  # 768x576: scale 352/576, content 469x352, 5 columns of padding each side
+
+    tensor, box = detector.preprocess(image)
+    cars = [d for d in detector.detect(image) if d.vehicle_class is VehicleClass.CAR]
+
+    assert detector.input_size == (480, 352) and tensor.shape == (3, 352, 480)
+    assert box.resized_size == (469, 352) and box.pad[1] == 0
+    assert len(cars) == 1 and iou(cars[0], DOG_PICKUP) >= 0.5  # the scoring IoU (0.67 here)
+
+
+def test_an_input_size_the_model_cannot_take_is_refused(model_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(DetectorError, match="not a multiple of the model's stride 32"):
+        Detector(DetectorConfig(model_path=model_path, input_size=(500, 352)))
+    fixed = dropped_in_model(tmp_path, class_map={"automobile": "car"})  # images[batch, 3, 32, 64]
+    with pytest.raises(DetectorError, match="fixed at 64x32"):
+        Detector(DetectorConfig(model_path=fixed, input_size=(128, 64)))
+
+
+def test_the_services_input_size_comes_from_the_environment() -> None:
+    assert DetectorConfig.from_env({}).input_size == (480, 352)
+    assert DetectorConfig.from_env({"V2X_DETECTOR_INPUT_SIZE": "640x480"}).input_size == (640, 480)
+    assert DetectorConfig.from_env({"V2X_DETECTOR_INPUT_SIZE": "model"}).input_size is None
+    assert DetectorConfig().input_size is None  # a Detector built in code keeps the metadata's size
+    with pytest.raises(DetectorError, match="WIDTHxHEIGHT"):
+        parse_input_size("480 by 352")
 
 
 def test_the_session_runs_on_one_thread_without_spinning_and_one_run_per_core(model_path: Path) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
-from services.roadside.plate_text import BOTTOM_ROW, SINGLE_ROW, TOP_ROW, PlateDecoder, fits
+from services.roadside.plate_text import BOTTOM_ROW, SINGLE_ROW, TOP_ROW, PlateDecoder, ctc_log_likelihoods, fits
 
 # A small stand-in for the recogniser's 18,708 characters: blank first, then some that are not on plates.
 VOCAB = ["", "律", "O", "I", "川", "II", *"京津沪粤川鄂湘新吉", *"ABCDEFGHJKLMNPQRSTUVWXYZ", *"0123456789",
@@ -94,3 +96,20 @@ def test_the_decoder_refuses_a_recogniser_that_cannot_write_plates() -> None:
 
 def test_single_row_patterns_are_seven_or_eight_long() -> None:
     assert {len(p) for p in SINGLE_ROW} == {7, 8}
+
+
+def test_ctc_log_likelihood_sums_every_alignment() -> None:
+    rng = np.random.default_rng(19)
+    probs = rng.dirichlet(np.ones(3), size=4)  # 4 frames over blank, a, b
+
+    def collapse(path: tuple[int, ...]) -> tuple[int, ...]:
+        out: list[int] = []
+        for i, c in enumerate(path):
+            if c and (i == 0 or path[i - 1] != c):
+                out.append(c)
+        return tuple(out)
+    for labels in ((1,), (1, 2), (1, 1), (2, 1, 2)):
+        brute = sum(float(np.prod([probs[t, c] for t, c in enumerate(path)]))
+                    for path in itertools.product(range(3), repeat=4) if collapse(path) == labels)
+        (got,) = ctc_log_likelihoods(np.log(probs), np.array([labels], np.int64))
+        assert got == pytest.approx(np.log(brute))

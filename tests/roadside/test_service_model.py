@@ -25,13 +25,14 @@ def encoded(image: BgrImage, ext: str = ".jpg") -> bytes:
     return bytes(buf.tobytes())
 
 
-async def test_detect_finds_the_pickup_and_the_bicycle_on_the_dog_photo(
+async def test_detect_finds_the_pickup_on_the_dog_photo_once(
         onnx_stub: Stub, keys: Keys, load_sample: LoadSample) -> None:
+    # At the service's input size (480 x 352, services/roadside/detector.SERVICE_INPUT_SIZE) the photo's bicycle,
+    # half the frame, is not found (0.59 at the model's own 416 x 416, where tests/roadside/test_detector.py finds
+    # it): the price of +16 points of recall on the intersection cameras' vehicles, recorded in the model card.
     result = await onnx_stub.Detect(pb.Frame(frame_id=7, encoded=encoded(load_sample("dog.jpg"))),
                                     metadata=keys.md(keys.police))
 
-    classes = [d.object_class for d in result.detections]
-    assert pb.OBJECT_CLASS_BICYCLE in classes
     vehicles = [d for d in result.detections if d.object_class in (pb.OBJECT_CLASS_CAR, pb.OBJECT_CLASS_TRUCK)]
     assert len(vehicles) == 1  # one pickup, one box: car and truck are suppressed across classes
     assert result.frame_id == 7 and all(d.track_id == 0 for d in result.detections)
