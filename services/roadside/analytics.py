@@ -23,13 +23,20 @@ Definitions (the issue leaves them open; constants below):
   no standing vehicle ahead of it on its lane within 12 m (uncalibrated: 2.5 box heights, either side), and no
   standing vehicle on a lane beside it with the same direction (traffic standing there too is a red light or a jam,
   as a signal controller would say; one vehicle standing while the traffic beside it flows is an incident; a
-  vehicle with others standing behind it is what holds them up). 1002 illegal parking:
+  vehicle with others standing behind it is what holds them up), nor did so in the last 5 s (a queue's first car
+  follows the traffic ahead of it off a few seconds after it moved). Vehicles hidden on the frame but standing a
+  moment ago (their stays, below) count as standing there. 1002 illegal parking:
   standing in a NO_STOPPING zone for the zone's threshold. Raised once per stay; the vehicle must leave
   the zone for 3 s before it can raise again.
 * 1001 crash: two or more vehicles on one lane, outside zones, each standing for the camera's stop threshold,
   nose to tail: ground positions at most 6 m apart (a car's length and 1.5 m; vehicles queueing keep more than
-  2 m between them), the group's first vehicle not waiting in traffic (as for 903). Raised once per group (by its
-  lowest track id); its vehicles raise no 903.
+  2 m between them), the group's first vehicle not waiting in traffic (as for 903); a vehicle of the group hidden on
+  the frame (its stay) is still in it. Raised once per group (by its lowest track id); its vehicles raise no 903.
+* A stay: a vehicle standing at a place, whichever track shows it. A track that has stood 2 s where a standing vehicle
+  was seen until at most 1.5 s before it stood there continues that stay: its standing time and the stay's 903 and
+  1001 (traffic passing in front of a standing vehicle swaps tracks: the standing one shows again under a new track
+  or one taken from the passing vehicle, or its box, cut by the passing one, lands metres away for a few frames). A
+  stay not seen on a frame is hidden for up to 1.5 s, gone after 5 s.
 * A standing vehicle that loses its track (hidden for a moment by traffic passing in front of it, the detector
   missing it on a frame or two) and shows again as a new track within 2 m of where it stood, within 5 s, is the
   same vehicle: it keeps its track id, its standing time, its counts and its events (so does a new track where a
@@ -37,8 +44,10 @@ Definitions (the issue leaves them open; constants below):
   two cars of a crash got new tracks twice while cars passed in front, and 1001 came 56 s late; cars queued at a
   red light were counted again on each new track).
 * 904 wrong way: moving against the lane's direction (more than 120 degrees off) for 1 s or on 3 frames in a
-  row, having moved at least 3 m (uncalibrated: one box height). Once per track and lane. (The 3 frames found by
-  `v2x sim score`: a wrong-way car crossed a zoomed camera's lanes in 1.25 s and was lost at the edge.) "For 1 s"
+  row, having moved at least 3 m (uncalibrated: one box height), each of its last 2 steps against the lane too (at
+  most 1.5 s and 40 m/s each: a trajectory, not a track given to another vehicle's box further back on the lane).
+  Once per track and lane. (The 3 frames found by `v2x sim score`: a wrong-way car crossed a zoomed camera's lanes
+  in 1.25 s and was lost at the edge.) "For 1 s"
   also when one velocity estimate comes from positions 1 s or more apart and the track has been on the lane for 1 s
   (found by `v2x sim score` on a loaded machine: at ~1.3 answered frames/s a wrong-way car was in view on 4 frames,
   and the condition, first known on the second, held 1 s only on the fourth).
@@ -59,8 +68,10 @@ Definitions (the issue leaves them open; constants below):
   level by one. No vehicles: free flow. Uncalibrated: UNKNOWN.
   707 traffic jam: a lane at MODERATE or worse for 60 s while it keeps a queue of standing vehicles or its
   moving vehicles crawl (below 20 km/h now), either of them gone for at most 5 s (a missed detection or two): a
-  queue that a signal cycle does not clear, or stop-and-go; re-armed after 60 s at LIGHT or better. (Found by
-  `v2x sim score`: on the 60 s mean speed alone, traffic waiting at every rush-hour red light raised a jam.)
+  queue that a signal cycle does not clear, or stop-and-go. (Found by
+  `v2x sim score`: on the 60 s mean speed alone, traffic waiting at every rush-hour red light raised a jam.) The
+  queue is of vehicles other than a stop or crash already raised (903, 1001: those are the incident), and a jam is
+  cleared only after 60 s at LIGHT or better without a queue.
 * Boxes cut off by the picture's left, right or bottom edge: their bottom centre is not the vehicle's, so a vehicle
   already on a lane keeps it, and it is not counted until its box is whole (found by `v2x sim score`: cars entering
   or leaving at the side were put on the lane beside theirs, counted there too, and raised a false 904).
@@ -75,6 +86,7 @@ Definitions (the issue leaves them open; constants below):
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from collections import deque
@@ -148,6 +160,9 @@ WRONG_WAY_ANGLE_DEG = 120.0
 WRONG_WAY_MIN_S = 1.0
 WRONG_WAY_MIN_ESTIMATES = 3
 WRONG_WAY_MIN_M = 3.0
+WRONG_WAY_STEPS = 2  # the last steps of a track that must each go against the lane (a consistent trajectory)
+WRONG_WAY_STEP_MAX_S = 1.5  # a longer gap between two positions is a lost track picked up again, not a step
+WRONG_WAY_STEP_MAX_MPS = 40.0  # a faster step is a track taken over by another vehicle's box, not driving
 OVERSPEED_MIN_S = 1.0
 OVERSPEED_MIN_ESTIMATES = 2
 SLOW_MIN_S = 5.0
@@ -159,6 +174,7 @@ QUEUE_GAP_M = 12.0
 QUEUE_MEMORY_S = 3.0
 CRASH_CONTACT_M = 6.0
 QUEUE_GAP_BOX = 2.5
+QUEUE_HEAD_END_M = 8.0  # a vehicle standing this near its lane's downstream end may wait for vehicles beyond it
 VEHICLE_LENGTH_M = 5.0
 CONGESTION_WINDOW_S = 60.0
 CONGESTION_BANDS_KMH = (30.0, 20.0, 15.0)
@@ -171,6 +187,10 @@ LANE_HALF_WIDTH_M = 1.75
 LANE_HALF_WIDTH_BOX = 0.6
 LINE_MARGIN_PX = 2.0
 TRACK_FORGET_S = 5.0
+VACATED_JUMP_M = 5.0  # a standing track's box this far off is another vehicle's (one starting off: ~2.5 m in 2 frames)
+STAY_GAP_S = 1.5  # a vehicle standing where another track's standing vehicle was seen this recently continues its stay
+WAITED_FOLLOWS_S = 5.0  # a vehicle that waited in traffic follows the traffic ahead of it off within this
+STAY_HIDDEN_S = 1.5  # a stay not seen for up to this long (hidden by passing traffic, missed) still stands there
 SAME_DIRECTION_DEG = 30.0  # lanes whose directions differ by less are beside each other, one way
 MINUTES_KEPT = 15
 
@@ -228,6 +248,7 @@ class _Track:
     over_streak: int = 0  # consecutive frames with a speed over the limit and tolerance
     wrong_streak: int = 0  # consecutive frames moving against the lane
     jumped: bool = False  # a standing track's last box lay outside its anchor's radius and was set aside
+    waited_t: float | None = None  # when it last stood waiting in traffic
 
     @property
     def confidence(self) -> float:
@@ -301,6 +322,26 @@ class _Vacated:
     raised: set[str]
 
 
+@dataclass(slots=True, eq=False)
+class _Stay:
+    """A vehicle standing at a place, whichever track shows it. Traffic passing in front of a standing vehicle hides it
+    and the tracker gives its track to the passing vehicle's boxes, and the standing one shows again under another
+    track, new or taken from the passing vehicle (found by `v2x sim score`: a crash's car stood under 4 tracks in 50 s,
+    and 1001 came 46 s late; a stalled car's box, shifted by a car passing in front for two frames, restarted its
+    standing time, and its 903 came 14 s late). A stay goes on while a standing vehicle is seen there again within
+    STAY_GAP_S of the last sighting; its events are raised once."""
+
+    point: Point  # where it was seen last
+    ground: Point | None
+    box_h: float
+    lane_id: str
+    since: float
+    last_t: float
+    raised: set[str] = field(default_factory=set)
+    waited_t: float | None = None
+    track_id: int = 0  # the track that showed it last
+
+
 @dataclass(slots=True)
 class _Spot:
     state: SpotState | None = None
@@ -331,12 +372,23 @@ class _Geometry:
                 self.lane_centerline_g[lane.id] = None if any(p is None for p in pts) else [
                     p for p in pts if p is not None]
         self.lanes = {lane.id: lane for lane in spec.lanes}
+        self.lane_end_along = {lane.id: self._downstream_end(lane) for lane in spec.lanes}
         self.stop_zones = [z for z in spec.zones if z.kind in (ZoneKind.NO_STOPPING, ZoneKind.GENERIC)]
         self.spot_zones = [z for z in spec.zones if z.kind is ZoneKind.PARKING_SPOT]
 
     def _reference_point(self, lane: Lane) -> Point:
         pts = lane.polygon or lane.centerline or ((0.0, 0.0),)
         return sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)
+
+    def _downstream_end(self, lane: Lane) -> float | None:
+        """How far along its direction (ground metres, as `along` below) the lane's drawn stretch ends downstream."""
+        u = self.lane_dir_g.get(lane.id)
+        pts = lane.polygon or lane.centerline
+        if u is None or self.mapping is None or not pts:
+            return None
+        grounds = [self.mapping.to_ground(p) for p in pts]
+        alongs = [g[0] * u[0] + g[1] * u[1] for g in grounds if g is not None]
+        return max(alongs) if alongs else None
 
     def _ground_direction(self, lane: Lane) -> Point | None:
         if lane.direction_heading_deg is not None:
@@ -392,6 +444,13 @@ def _velocity(samples: Sequence[tuple[float, Point]]) -> Point | None:
     return float(v[0]), float(v[1])
 
 
+def _latest(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+_STAY_EVENTS = frozenset({"903", "1001"})  # what a stay raises once, whichever of its tracks raises it
+
+
 class CameraAnalytics:
     """One camera's analytics state. Frames must come one at a time in capture order; `minutes()` and
     `spot_states()` may be called from another thread."""
@@ -406,6 +465,9 @@ class CameraAnalytics:
         self.last_frame_at: datetime | None = None
         self._vacated: list[_Vacated] = []
         self._lost_still: list[tuple[float, Point, str]] = []  # counted vehicles lost standing: (last seen, at, lane)
+        self._stays: list[_Stay] = []
+        self._stay_of: dict[int, _Stay] = {}  # this frame: track id -> the stay it stands in
+        self._hidden: list[_Stay] = []  # this frame: stays not seen on it, but within STAY_HIDDEN_S
 
     @property
     def spec(self) -> CameraSpec:
@@ -446,6 +508,7 @@ class CameraAnalytics:
                 continue
             box = Box(d.x1, d.y1, d.x2, d.y2).scaled(sx, sy)
             seen.append(self._observe(track_id, d, box, t, present))
+        self._update_stays(seen, t)
 
         by_lane: dict[str, list[_Track]] = {lane.id: [] for lane in spec.lanes}
         for tr in seen:
@@ -489,11 +552,16 @@ class CameraAnalytics:
             events.extend(self._jam(lane, live, level, queue_m, crawling, t, captured_at, frame_id))
 
         crashed = self._crashes(by_lane, t)
-        for group in crashed:
-            events.extend(self._crash_event(group, t, captured_at, frame_id))
+        for group, hidden in crashed:
+            events.extend(self._crash_event(group, hidden, t, captured_at, frame_id))
         for tr in seen:
             events.extend(self._track_events(tr, t, captured_at, frame_id, by_lane, lane_mean, minute_key))
             self._count_lines(tr, minute_key)
+        for tr in seen:
+            stay = self._stay_of.get(tr.track_id)
+            if stay is not None:
+                stay.raised |= tr.raised & _STAY_EVENTS
+                stay.waited_t = _latest(stay.waited_t, tr.waited_t)
 
         spot_changes = self._update_spots(seen, t, captured_at)
         self._forget(t)
@@ -532,7 +600,10 @@ class CameraAnalytics:
         if tr.jumped:
             return tr
         if moved:
-            if was_standing:
+            # Only a jump leaves the place to a new track: a vehicle driving off moves gradually, and the next vehicle
+            # of its queue moving up into its place is another vehicle (found by `v2x sim score`: the car behind a
+            # jam's first car took its 200 s standing time as it moved up, and raised 903).
+            if was_standing and self._jumped_off(tr, point, ground, box):
                 self._vacated.append(_Vacated(t, tr.anchor_px, tr.anchor_g, tr.box_h, tr.anchor_t, tr.lane_id,
                                               dict(tr.counted), set(tr.raised)))
             tr.anchor_t, tr.anchor_px, tr.anchor_g = t, point, ground
@@ -567,6 +638,15 @@ class CameraAnalytics:
             tr.lane_since = t
         tr.lane_id = lane
         return tr
+
+    def _jumped_off(self, tr: _Track, point: Point, ground: Point | None, box: Box) -> bool:
+        """Whether a standing track's new box is another vehicle's rather than its own driving off: on another lane,
+        or further than a vehicle starting off gets in the frames that confirm a move."""
+        if self._geo.lane_of(point, ground, box) != tr.lane_id:
+            return True
+        if ground is not None and tr.anchor_g is not None:
+            return math.dist(ground, tr.anchor_g) > VACATED_JUMP_M
+        return math.dist(point, tr.anchor_px) > tr.box_h
 
     def _resume_standing(self, track_id: int, point: Point, ground: Point | None, box: Box, t: float,
                          present: set[int]) -> _Track | None:
@@ -606,13 +686,67 @@ class CameraAnalytics:
         self._tracks[track_id] = tr
         return tr
 
-    def _waiting(self, tr: _Track, lane: Lane, by_lane: dict[str, list[_Track]], t: float) -> bool:
-        """Whether a standing vehicle waits in traffic: behind a standing vehicle on its lane, or beside standing
-        traffic of the same direction (a red light, a jam)."""
-        u = self._geo.lane_dir_g.get(lane.id)
-        for other in by_lane.get(lane.id, []):
-            if other is tr or not self._is_standing(other, t):
+    def _update_stays(self, seen: list[_Track], t: float) -> None:
+        """Puts each standing vehicle in its stay: the one where a standing vehicle was seen until at most STAY_GAP_S
+        before this track stood there (its standing time and its events go on, on this track), else a new one."""
+        self._stay_of = {}
+        claimed: set[int] = set()
+        for tr in sorted(seen, key=lambda tr: tr.anchor_t):  # the longest standing first
+            if tr.object_class not in VEHICLES or tr.jumped or tr.box is None or not self._is_standing(tr, t):
                 continue
+            best: tuple[float, _Stay] | None = None
+            for stay in self._stays:
+                if id(stay) in claimed or tr.anchor_t - stay.last_t > STAY_GAP_S:
+                    continue
+                d = _where_it_stood(tr.point, tr.ground, tr.box, stay.point, stay.ground, stay.box_h)
+                if d is not None and (best is None or d < best[0]):
+                    best = (d, stay)
+            if best is None:
+                stay = _Stay(tr.point, tr.ground, tr.box_h, tr.lane_id, tr.anchor_t, t)
+                self._stays.append(stay)
+            else:
+                stay = best[1]
+                tr.anchor_t = min(tr.anchor_t, stay.since)
+                tr.raised |= stay.raised
+                tr.waited_t = _latest(tr.waited_t, stay.waited_t)
+                # Where it was seen last (its track's anchor may lie up to the standing radius off: set as it slowed
+                # down, or on a box cut by a passing vehicle).
+                stay.point, stay.ground, stay.box_h, stay.last_t = tr.point, tr.ground, tr.box_h, t
+            stay.track_id = tr.track_id
+            claimed.add(id(stay))
+            self._stay_of[tr.track_id] = stay
+        self._hidden = [s for s in self._stays if id(s) not in claimed and t - s.last_t <= STAY_HIDDEN_S]
+
+    def _standing_others(self, tr: _Track | _Stay, lane_id: str, by_lane: dict[str, list[_Track]], t: float
+                         ) -> list[_Track | _Stay]:
+        """The standing vehicles on a lane other than `tr`: those seen on this frame, and those hidden on it (their
+        stays; not where `tr` stands)."""
+        out: list[_Track | _Stay] = [o for o in by_lane.get(lane_id, []) if o is not tr and self._is_standing(o, t)]
+        for s in self._hidden:
+            if s.lane_id != lane_id or s is tr or t - s.since < STANDING_MIN_S:
+                continue
+            if tr.ground is not None and s.ground is not None:
+                if math.dist(tr.ground, s.ground) <= STANDING_RADIUS_M:
+                    continue
+            elif math.dist(tr.point, s.point) <= max(3.0, STANDING_RADIUS_BOX * tr.box_h):
+                continue
+            out.append(s)
+        return out
+
+    def _waiting(self, tr: _Track | _Stay, lane: Lane, by_lane: dict[str, list[_Track]], t: float) -> bool:
+        """Whether a standing vehicle waits in traffic: behind a standing vehicle on its lane, or beside standing
+        traffic of the same direction (a red light, a jam). Vehicles hidden on this frame but standing a moment ago
+        count (a detection missed on a frame is no gap in the queue)."""
+        u = self._geo.lane_dir_g.get(lane.id)
+        # Near the downstream end of the lane's drawn stretch the queue may go on where the camera's lanes do not reach
+        # (the stop line, vehicles the camera does not see): a vehicle standing there may wait for them (found by
+        # `v2x sim score`: the first car of each red light's queue in view raised 903, and with the car behind it,
+        # 1001, its leaders standing beyond the lane's end).
+        end = self._geo.lane_end_along.get(lane.id)
+        if u is not None and end is not None and tr.ground is not None \
+                and end - (tr.ground[0] * u[0] + tr.ground[1] * u[1]) <= QUEUE_HEAD_END_M:
+            return True
+        for other in self._standing_others(tr, lane.id, by_lane, t):
             if u is not None and tr.ground is not None and other.ground is not None:
                 ahead = (other.ground[0] - tr.ground[0]) * u[0] + (other.ground[1] - tr.ground[1]) * u[1]
                 if 0 < ahead <= QUEUE_GAP_M:
@@ -624,19 +758,22 @@ class CameraAnalytics:
                 return True
         if u is None:
             return False
-        for lane_id, tracks in by_lane.items():
+        for lane_id in {*by_lane, *(s.lane_id for s in self._hidden)}:
             v = self._geo.lane_dir_g.get(lane_id)
             if lane_id == lane.id or v is None or u[0] * v[0] + u[1] * v[1] < math.cos(
                     math.radians(SAME_DIRECTION_DEG)):
                 continue
-            if any(self._is_standing(other, t) for other in tracks if other is not tr):
+            if self._standing_others(tr, lane_id, by_lane, t):
                 return True
         return False
 
-    def _in_contact(self, tr: _Track, on_lane: list[_Track], t: float) -> bool:
-        return tr.ground is not None and any(
-            other is not tr and other.ground is not None and self._is_standing(other, t)
-            and math.dist(tr.ground, other.ground) <= CRASH_CONTACT_M for other in on_lane)
+    def _in_contact(self, tr: _Track, by_lane: dict[str, list[_Track]], t: float) -> bool:
+        """Whether a standing vehicle touches another standing one on its lane (seen, or hidden on this frame: its
+        crash partner missed on the frame its stop reached the threshold raised 903, found by `v2x sim score`)."""
+        ground = tr.ground
+        return ground is not None and any(
+            other.ground is not None and math.dist(ground, other.ground) <= CRASH_CONTACT_M
+            for other in self._standing_others(tr, tr.lane_id, by_lane, t))
 
     def _unseen_standing(self, lane_id: str, seen: list[_Track], t: float) -> list[_Track]:
         """Vehicles of the lane that stood when last seen, QUEUE_MEMORY_S ago at most, and are not seen now."""
@@ -693,6 +830,38 @@ class CameraAnalytics:
         if first[2] is not None and last[2] is not None:
             return math.dist(first[2], last[2]) >= WRONG_WAY_MIN_M
         return math.dist(first[1], last[1]) >= tr.box_h
+
+    def _steps_against(self, tr: _Track, lane: Lane) -> float | None:
+        """The time each of the track's last WRONG_WAY_STEPS steps has gone against the lane over (None when one does
+        not): a trajectory, not one jump of a track given to another vehicle's box (found by `v2x sim score`: a
+        stalled car's box given to a track last seen further down its lane, whose velocity then pointed back up the
+        lane, and where cars cross the picture's side).
+        """
+        steps = list(tr.history)[-(WRONG_WAY_STEPS + 1):]
+        if len(steps) < WRONG_WAY_STEPS + 1:
+            return None
+        u_g = self._geo.lane_dir_g.get(lane.id)
+        u_px = None
+        if lane.direction_px is not None:
+            n = math.hypot(*lane.direction_px) or 1.0
+            u_px = (lane.direction_px[0] / n, lane.direction_px[1] / n)
+        limit = math.cos(math.radians(WRONG_WAY_ANGLE_DEG))
+        for (t0, p0, g0), (t1, p1, g1) in itertools.pairwise(steps):
+            dt = t1 - t0
+            if not 0 < dt <= WRONG_WAY_STEP_MAX_S:
+                return None
+            if u_g is not None and g0 is not None and g1 is not None:
+                u, d = u_g, (g1[0] - g0[0], g1[1] - g0[1])
+                least, most = MOVING_MPS * dt, WRONG_WAY_STEP_MAX_MPS * dt
+            elif u_px is not None:
+                u, d = u_px, (p1[0] - p0[0], p1[1] - p0[1])
+                least, most = 0.1 * tr.box_h, math.inf
+            else:
+                return None
+            step = math.hypot(*d)
+            if not least <= step <= most or d[0] * u[0] + d[1] * u[1] >= limit * step:
+                return None
+        return steps[-1][0] - steps[0][0]
 
     def _held(self, tr: _Track, key: str, condition: bool, t: float, seconds: float) -> bool:
         """True when `condition` has held since at least `seconds` ago (continuously)."""
@@ -770,12 +939,14 @@ class CameraAnalytics:
 
         # Wrong way.
         key = f"904:{lane.id}"
-        wrong = bool(against) and self._moved_enough(tr)
+        steps_s = self._steps_against(tr, lane) if against and self._moved_enough(tr) else None
+        wrong = steps_s is not None
         tr.wrong_streak = tr.wrong_streak + 1 if wrong else 0
-        # Held for 1 s: the condition on frames 1 s apart, or a velocity from positions 1 s apart (at a low frame rate
-        # the first estimate already spans a second of driving against the lane).
+        # Held for 1 s: the condition on frames 1 s apart, or steps against the lane or a velocity against it spanning
+        # 1 s (at a low frame rate the first frame the steps are known on already spans a second of driving).
         if ((self._held(tr, key, wrong, t, WRONG_WAY_MIN_S) or tr.wrong_streak >= WRONG_WAY_MIN_ESTIMATES
-             or (wrong and min(tr.velocity_span_s, t - tr.lane_since) >= WRONG_WAY_MIN_S))
+             or (steps_s is not None
+                 and min(max(steps_s, tr.velocity_span_s), t - tr.lane_since) >= WRONG_WAY_MIN_S))
                 and key not in tr.raised):
             tr.raised.add(key)
             out.append(self._event(EventType.WRONG_WAY, tr, at, frame_id, lane.id))
@@ -813,62 +984,81 @@ class CameraAnalytics:
         # parked, not stopped (found by `v2x sim score`: kerbside spots overlap the kerb lane in an oblique view).
         in_spot = any(point_in_polygon(tr.point, z.polygon) for z in geo.spot_zones)
         # (A vehicle standing in contact with another is a crash once both have stood the threshold: 1001, not 903.)
-        if not in_zone and not in_spot and "903" not in tr.raised and tr.standing_s(t) >= th.stop_threshold_s \
-                and not self._waiting(tr, lane, by_lane, t) and not self._in_contact(tr, by_lane.get(lane.id, []), t):
+        # A vehicle that waited in traffic a moment ago is not stopped the moment the traffic ahead of it moves off:
+        # it follows a few seconds later (found by `v2x sim score`: the first car of a jam's queue standing 200 s
+        # raised 903 as the car ahead of it drove off).
+        if not in_zone and not in_spot and "903" not in tr.raised and self._is_standing(tr, t):
+            if self._waiting(tr, lane, by_lane, t):
+                tr.waited_t = t
+            elif tr.standing_s(t) >= th.stop_threshold_s and (tr.waited_t is None or t - tr.waited_t >= WAITED_FOLLOWS_S
+                                                                ) and not self._in_contact(tr, by_lane, t):
                 tr.raised.add("903")
                 out.append(self._event(EventType.STOPPED_VEHICLE, tr, at, frame_id, lane.id,
                                        stationary_s=int(tr.standing_s(t))))
         return out
 
-    def _crashes(self, by_lane: dict[str, list[_Track]], t: float) -> list[list[_Track]]:
+    def _crashes(self, by_lane: dict[str, list[_Track]], t: float) -> list[tuple[list[_Track], list[_Stay]]]:
         """Groups of vehicles standing nose to tail on a lane, outside zones, for the stop threshold, not waiting in
-        traffic."""
+        traffic: the tracks seen on this frame, and the stays of those hidden on it (a group has one seen at least)."""
         threshold = self._geo.spec.thresholds.stop_threshold_s
-        groups: list[list[_Track]] = []
+        zones = (*self._geo.stop_zones, *self._geo.spot_zones)
+        groups: list[tuple[list[_Track], list[_Stay]]] = []
         for lane_id, tracks in by_lane.items():
             lane = self._geo.lanes.get(lane_id)
             if lane is None:
                 continue
             u = self._geo.lane_dir_g.get(lane_id) or (0.0, 0.0)
-            stood = [tr for tr in tracks if tr.ground is not None and tr.standing_s(t) >= threshold
-                     and not any(point_in_polygon(tr.point, z.polygon)
-                                 for z in (*self._geo.stop_zones, *self._geo.spot_zones))]
-            seen: set[int] = set()
-            for tr in stood:
-                if tr.track_id in seen:
+            stood: list[_Track | _Stay] = [
+                tr for tr in tracks if tr.ground is not None and tr.standing_s(t) >= threshold
+                and not any(point_in_polygon(tr.point, z.polygon) for z in zones)]
+            seen_grounds = [m.ground for m in stood if m.ground is not None]
+            stood += [s for s in self._hidden if s.lane_id == lane_id and s.ground is not None
+                      and t - s.since >= threshold and not any(point_in_polygon(s.point, z.polygon) for z in zones)
+                      and all(math.dist(s.ground, g) > STANDING_RADIUS_M for g in seen_grounds)]
+            grouped: set[int] = set()
+            for start in stood:
+                if not isinstance(start, _Track) or id(start) in grouped:
                     continue
-                group, todo = [tr], [tr]
-                seen.add(tr.track_id)
+                group: list[_Track | _Stay] = [start]
+                todo: list[_Track | _Stay] = [start]
+                grouped.add(id(start))
                 while todo:
                     cur = todo.pop()
                     for other in stood:
-                        if other.track_id not in seen and cur.ground is not None and other.ground is not None \
+                        if id(other) not in grouped and cur.ground is not None and other.ground is not None \
                                 and math.dist(cur.ground, other.ground) <= CRASH_CONTACT_M:
-                            seen.add(other.track_id)
+                            grouped.add(id(other))
                             group.append(other)
                             todo.append(other)
                 if len(group) >= 2:
                     first = max(group, key=lambda g: 0.0 if g.ground is None else g.ground[0] * u[0]
                                 + g.ground[1] * u[1])
-                    if not self._waiting(first, lane, by_lane, t):
-                        groups.append(group)
-        for group in groups:
-            for tr in group:
-                tr.raised.add("903")  # the crash is the event; its vehicles are not stopped vehicles too
+                    if self._waiting(first, lane, by_lane, t):
+                        first.waited_t = t
+                    elif first.waited_t is None or t - first.waited_t >= WAITED_FOLLOWS_S:
+                        groups.append(([g for g in group if isinstance(g, _Track)],
+                                       [g for g in group if isinstance(g, _Stay)]))
+        for tracks_of, hidden_of in groups:
+            members: list[_Track | _Stay] = [*tracks_of, *hidden_of]
+            for m in members:
+                m.raised.add("903")  # the crash is the event; its vehicles are not stopped vehicles too
         return groups
 
-    def _crash_event(self, group: list[_Track], t: float, at: datetime, frame_id: int) -> list[Event]:
-        if any("1001" in tr.raised for tr in group):
-            for tr in group:
-                tr.raised.add("1001")
+    def _crash_event(self, group: list[_Track], hidden: list[_Stay], t: float, at: datetime, frame_id: int
+                     ) -> list[Event]:
+        members: list[_Track | _Stay] = [*group, *hidden]
+        if any("1001" in m.raised for m in members):
+            for m in members:
+                m.raised.add("1001")
             return []
-        for tr in group:
-            tr.raised.add("1001")
+        for m in members:
+            m.raised.add("1001")
         first = min(group, key=lambda tr: tr.track_id)
         e = self._event(EventType.ACCIDENT, first, at, frame_id, first.lane_id,
-                        stationary_s=int(min(tr.standing_s(t) for tr in group)))
+                        stationary_s=int(min(t - m.since if isinstance(m, _Stay) else m.standing_s(t)
+                                             for m in members)))
         geo = self._geo
-        grounds = [tr.ground for tr in group if tr.ground is not None]
+        grounds = [m.ground for m in members if m.ground is not None]
         if geo.mapping is not None and grounds:
             lat, lon = geo.mapping.to_wgs84((sum(g[0] for g in grounds) / len(grounds),
                                              sum(g[1] for g in grounds) / len(grounds)))
@@ -901,7 +1091,10 @@ class CameraAnalytics:
              at: datetime, frame_id: int) -> list[Event]:
         if level is Congestion.UNKNOWN:
             return []
-        if queue_m > 0 or crawling:
+        # Vehicles of a stop or a crash already raised (903, 1001) are that incident, not a queue of traffic (found by
+        # `v2x sim score`: a crash's two cars, seen under several tracks as traffic passed in front, made their lane
+        # "moderate" with a "queue", and a 707 followed the 1001).
+        if (queue_m > 0 and self._queue_beyond_incidents(lane, t)) or crawling:
             live.queue_seen = t
         queued = live.queue_seen is not None and t - live.queue_seen <= JAM_QUEUE_GRACE_S
         if level >= Congestion.MODERATE and (queued or live.jam_raised):
@@ -917,13 +1110,22 @@ class CameraAnalytics:
                               lat, lon, 0.8, lane_id=lane.id, congestion=level, queue_length_m=round(queue_m, 1))]
             return []
         if live.jam_raised:
-            if live.clear_since is None:
+            # Cleared once the lane has been light or better without a queue for JAM_CLEAR_S: a queue that is still
+            # there is the same jam, though its cars are seen too rarely to judge the lane by speed (found by
+            # `v2x sim score`: a jam's queue whose inner lane the detector barely saw was "light", re-armed, and raised
+            # a second 707 as it drove off).
+            if queued or live.clear_since is None:
                 live.clear_since = t
             if t - live.clear_since >= JAM_CLEAR_S:
                 live.jam_raised, live.jam_since, live.clear_since = False, None, None
         else:
             live.jam_since = None
         return []
+
+    def _queue_beyond_incidents(self, lane: Lane, t: float) -> bool:
+        """Whether a vehicle stands on the lane on this frame that is not itself a stop or a crash already raised."""
+        return any(tr.lane_id == lane.id and tr.last_t == t and tr.object_class in VEHICLES
+                   and self._is_standing(tr, t) and not tr.raised & _STAY_EVENTS for tr in self._tracks.values())
 
     def _lane_position(self, lane: Lane) -> tuple[float, float]:
         geo = self._geo
@@ -975,6 +1177,7 @@ class CameraAnalytics:
     def _forget(self, t: float) -> None:
         self._vacated = [v for v in self._vacated if t - v.t <= TRACK_FORGET_S]
         self._lost_still = [s for s in self._lost_still if t - s[0] <= COUNT_MEMORY_S]
+        self._stays = [s for s in self._stays if t - s.last_t <= TRACK_FORGET_S]
         for track_id in [k for k, tr in self._tracks.items() if t - tr.last_t > TRACK_FORGET_S]:
             tr = self._tracks.pop(track_id)
             if tr.ground is not None and tr.counted and (tr.speed is None or tr.speed < STILL_MPS):

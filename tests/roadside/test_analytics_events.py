@@ -1,0 +1,254 @@
+"""Event rules against what `v2x sim score` found on the district's oblique cameras: track swaps where traffic passes in
+front of a standing vehicle, detections missed on a frame, queues moving off, tracks given to another vehicle's box.
+
+Tracks are fed to the analytics directly (fixed track ids, as the tracker hands them on), so that each test states
+exactly which box went to which track on which frame. The scene is that of test_analytics.py (roadside_sim.scene).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from v2x.roadside.v1 import roadside_pb2 as pb
+
+from roadside_sim.scene import NB_CENTRE_E, SB_CENTRE_E, Scene, SimVehicle, drive
+from roadside_sim.truth import VehicleClass
+from services.roadside.analytics import CameraAnalytics
+from services.roadside.detector import Detection
+from services.roadside.detector import VehicleClass as Detected
+from services.roadside.model import Event, EventType
+from tests.roadside.helpers import T0, run_tracks, spec_of
+
+SCENE = Scene()
+FPS = 5.0
+
+# Which vehicle's box each track shows at time t (None: the track is not seen on that frame).
+Script = Callable[[float], list[tuple[int, SimVehicle | None]]]
+
+
+def _box(v: SimVehicle, t: float) -> Detection:
+    (b,) = SCENE.detections([v], t)
+    return Detection(Detected.CAR, 0.9, b.x1, b.y1, b.x2, b.y2, "car")
+
+
+def run_script(script: Script, end_s: float, camera: pb.Camera | None = None) -> list[Event]:
+    analytics = CameraAnalytics(spec_of(camera or SCENE.camera("sim", stop_threshold_s=20)))
+    events: list[Event] = []
+    for i in range(round(end_s * FPS) + 1):
+        t = i / FPS
+        tracked = [(track, _box(v, t)) for track, v in script(t) if v is not None]
+        events += analytics.process(T0 + timedelta(seconds=t), i, tracked, SCENE.size).events
+    return events
+
+
+def of(events: list[Event], kind: EventType) -> list[Event]:
+    return [e for e in events if e.type is kind]
+
+
+def at_s(e: Event) -> float:
+    return (e.observed_at - T0).total_seconds()
+
+
+def standing(vehicle_id: int, north: float, until_s: float = 60.0, east: float = NB_CENTRE_E) -> SimVehicle:
+    return SimVehicle(vehicle_id, VehicleClass.CAR, [(0.0, east, north), (until_s, east, north)])
+
+
+def _one_way_camera() -> pb.Camera:
+    """The scene's camera with both lanes northbound (SB's direction set to NB's)."""
+    camera = SCENE.camera("sim", stop_threshold_s=20)
+    camera.lanes[1].direction_vector.CopyFrom(camera.lanes[0].direction_vector)
+    return camera
+
+
+def test_a_stalled_car_whose_box_goes_to_the_passing_cars_track_keeps_its_standing_time() -> None:
+    # The tracker swaps the two: from 10 s the stalled car shows on the passing car's track (9), and its own track (7)
+    # follows the passing car. The stalled car stood from 0 s: its 903 is due at 20 s, not 20 s after the swap.
+    stalled = standing(1, 40.0)
+    passing = SimVehicle(2, VehicleClass.CAR, [(8.0, NB_CENTRE_E, 20.0), (10.0, NB_CENTRE_E, 40.0),
+                                               (11.0, NB_CENTRE_E, 50.0)])
+
+    def script(t: float) -> list[tuple[int, SimVehicle | None]]:
+        if t < 10.0:
+            return [(7, stalled), (9, passing if t >= 8.0 else None)]
+        return [(9, stalled), (7, passing if t <= 11.0 else None)]
+
+    events = run_script(script, 30)
+
+    (stopped,) = of(events, EventType.STOPPED_VEHICLE)
+    assert at_s(stopped) == pytest.approx(20.0, abs=0.5)
+
+
+def test_a_stalled_car_shown_by_a_new_track_before_its_old_track_moves_off_keeps_its_standing_time() -> None:
+    # The new track (8) comes first in the frame's order, on the frame its old track (7) is confirmed gone with the
+    # passing car: the stalled car still stood from 0 s.
+    stalled = standing(1, 40.0)
+    passing = SimVehicle(2, VehicleClass.CAR, [(10.0, NB_CENTRE_E, 47.0), (10.6, NB_CENTRE_E, 53.0)])
+
+    def script(t: float) -> list[tuple[int, SimVehicle | None]]:
+        if t < 10.0:
+            return [(7, stalled)]
+        return [(8, stalled if t >= 10.2 else None), (7, passing if t <= 10.6 else None)]
+
+    events = run_script(script, 30)
+
+    (stopped,) = of(events, EventType.STOPPED_VEHICLE)
+    assert at_s(stopped) == pytest.approx(20.0, abs=0.5)
+
+
+def test_a_stalled_cars_box_shifted_on_two_frames_by_a_car_passing_in_front_does_not_restart_its_stop() -> None:
+    # On two frames the stalled car's box is cut by a car in front: its bottom centre lands 3 m further on.
+    stalled = standing(1, 40.0)
+    shifted = standing(1, 43.0)
+
+    def script(t: float) -> list[tuple[int, SimVehicle | None]]:
+        return [(7, shifted if 10.0 <= t <= 10.2 else stalled)]
+
+    events = run_script(script, 30)
+
+    (stopped,) = of(events, EventType.STOPPED_VEHICLE)
+    assert at_s(stopped) == pytest.approx(20.0, abs=0.5)
+
+
+def test_a_stalled_car_whose_box_lands_off_on_two_frames_after_it_crept_to_a_stop_keeps_its_standing_time() -> None:
+    # It crept the last 1.8 m of its stop (its track stays anchored where it slowed down); a car passing in front cuts
+    # its box on two frames, the second landing 1.5 m beyond where it stands, which re-anchors its track there.
+    slowing, stalled = standing(1, 38.2), standing(1, 40.0)
+    cut, off = standing(1, 43.0), standing(1, 41.5)
+
+    def script(t: float) -> list[tuple[int, SimVehicle | None]]:
+        return [(7, slowing if t < 1.0 else cut if t == 10.0 else off if t == 10.2 else stalled)]
+
+    events = run_script(script, 30)
+
+    (stopped,) = of(events, EventType.STOPPED_VEHICLE)
+    assert at_s(stopped) == pytest.approx(20.0, abs=0.5)
+
+
+def test_a_crashed_car_whose_partner_is_missed_as_its_stop_reaches_the_threshold_raises_1001_not_903() -> None:
+    # Nose to tail from 0 s; the rear car (8) is not detected from 19.8 s to 20.2 s (a car passing in front).
+    front, rear = standing(1, 40.0), standing(2, 35.2)
+
+    def script(t: float) -> list[tuple[int, SimVehicle | None]]:
+        return [(7, front), (8, None if 19.8 <= t <= 20.2 else rear)]
+
+    events = run_script(script, 30)
+
+    assert not of(events, EventType.STOPPED_VEHICLE)
+    (crash,) = of(events, EventType.ACCIDENT)
+    assert at_s(crash) == pytest.approx(20.0, abs=0.5)
+
+
+def test_a_crash_raised_while_one_of_its_cars_is_hidden_is_raised_once() -> None:
+    front, rear = standing(1, 40.0), standing(2, 35.2)
+
+    def script(t: float) -> list[tuple[int, SimVehicle | None]]:
+        # Hidden from 19.8 s to 20.6 s, then seen again as a new track.
+        return [(7, front), (8 if t < 19.8 else 9, None if 19.8 <= t <= 20.6 else rear)]
+
+    events = run_script(script, 40)
+
+    assert len(of(events, EventType.ACCIDENT)) == 1
+    assert not of(events, EventType.STOPPED_VEHICLE)
+
+
+def test_the_first_car_of_a_queue_moving_off_after_the_car_ahead_raises_no_903() -> None:
+    # A red light: car 1 at the head of the lane beside car 3, car 2 behind car 1; all stand 40 s. At 40 s cars 1 and 3
+    # drive off; car 2 follows 2 s later (it stood 40 s, and for 2 s nothing stood ahead of it or beside it).
+    head = standing(1, 40.0, 40.0).then(2.0, NB_CENTRE_E, 60.0)
+    beside = standing(3, 40.0, 40.0, east=SB_CENTRE_E).then(2.0, SB_CENTRE_E, 60.0)
+    follower = standing(2, 33.0, 42.0).then(2.7, NB_CENTRE_E, 60.0)
+
+    def script(t: float) -> list[tuple[int, SimVehicle | None]]:
+        return [(7, head if t <= 42.0 else None), (8, follower if t <= 44.7 else None),
+                (9, beside if t <= 42.0 else None)]
+
+    events = run_script(script, 50, camera=_one_way_camera())
+
+    assert not of(events, EventType.STOPPED_VEHICLE)
+
+
+def test_a_stalled_car_waited_for_by_nothing_still_raises_its_903_at_the_threshold() -> None:
+    events = run_script(lambda t: [(7, standing(1, 40.0))], 30)
+
+    (stopped,) = of(events, EventType.STOPPED_VEHICLE)
+    assert at_s(stopped) == pytest.approx(20.0, abs=0.5)
+
+
+def test_a_track_given_to_a_box_further_back_on_its_lane_raises_no_904() -> None:
+    # A car drives north through the view and is lost at 60 m; a frame later its track is given to a stalled car's box
+    # at 40 m (as the tracker's re-linking does): one jump of 20 m against the lane, then standing.
+    through = drive(2, 0.0, 20.0, 60.0, 36)
+    stalled = standing(1, 40.0)
+
+    def script(t: float) -> list[tuple[int, SimVehicle | None]]:
+        return [(7, through if t <= 4.0 else stalled if t >= 4.6 else None)]
+
+    events = run_script(script, 12)
+
+    assert not of(events, EventType.WRONG_WAY)
+
+
+def test_a_car_driving_against_its_lane_for_a_second_at_three_frames_a_second_raises_904() -> None:
+    ghost = SimVehicle(1, VehicleClass.CAR, [(0.0, NB_CENTRE_E, 55.0), (2.0, NB_CENTRE_E, 39.0)])
+
+    events = run_script(lambda t: [(7, ghost if t <= 2.0 else None)], 3)
+
+    (wrong,) = of(events, EventType.WRONG_WAY)
+    assert at_s(wrong) <= 1.2
+
+
+def test_a_jam_whose_queue_stays_while_its_lane_reads_light_is_one_707() -> None:
+    # Slow dense traffic raises a 707; then two cars of its queue stand on (too few seen vehicles to judge the lane by
+    # speed: it reads free flow) until slow traffic comes again beyond them. The queue never went: one jam, one 707.
+    crawl = [drive(i, 4.0 * i, 12, 66, 8) for i in range(20)]
+    queue = [SimVehicle(100 + i, VehicleClass.CAR, [(100.0, NB_CENTRE_E, n), (330.0, NB_CENTRE_E, n)])
+             for i, n in enumerate((20.0, 27.0))]
+    again = [drive(200 + i, 230.0 + 4.0 * i, 40, 66, 8) for i in range(20)]
+
+    run = run_tracks(SCENE, [*crawl, *queue, *again], 320, fps=3.0)
+
+    assert len(run.of(EventType.TRAFFIC_JAM)) == 1
+
+
+def test_a_crash_on_a_lane_whose_traffic_slows_past_it_is_no_jam() -> None:
+    # Two cars crashed nose to tail; the lane's other traffic passes them at 22 km/h, one car every 10 s: the lane's
+    # mean speed over vehicles is "moderate", and the crash's cars stand on it. They are the crash (1001), not a queue.
+    front, rear = standing(1, 40.0, 200.0), standing(2, 35.2, 200.0)
+    passing = [drive(100 + i, 10.0 * i, 12, 66, 22) for i in range(20)]
+
+    def script(t: float) -> list[tuple[int, SimVehicle | None]]:
+        return [(7, front), (8, rear), *((v.id, v) for v in passing if v.start <= t <= v.end)]
+
+    events = run_script(script, 200)
+
+    assert len(of(events, EventType.ACCIDENT)) == 1
+    assert not of(events, EventType.TRAFFIC_JAM)
+
+
+def test_a_car_standing_at_the_downstream_end_of_its_lane_with_a_queue_behind_it_waits_no_903() -> None:
+    # The lane's drawn stretch ends at 70 m; the queue goes on beyond it (a red light, cars the camera does not see).
+    head, second = standing(1, 65.0), standing(2, 58.0)
+
+    events = run_script(lambda t: [(7, head), (8, second)], 40)
+
+    assert not of(events, EventType.STOPPED_VEHICLE)
+    assert not of(events, EventType.ACCIDENT)
+
+
+def test_a_car_first_seen_moving_up_into_the_place_of_the_car_ahead_does_not_take_its_standing_time() -> None:
+    # A red light: car 1 at 40 m beside car 3 stand 40 s, then drive off (starting slowly); car 2, unseen behind car 1
+    # until then, moves up into its place at 43 s and stands there 10 s: it has stood 10 s, not 53.
+    ahead = standing(1, 40.0, 40.0).then(1.0, NB_CENTRE_E, 41.0).then(3.0, NB_CENTRE_E, 66.0)
+    beside = standing(3, 40.0, 40.0, east=SB_CENTRE_E).then(1.0, SB_CENTRE_E, 41.0).then(3.0, SB_CENTRE_E, 66.0)
+    follower = SimVehicle(2, VehicleClass.CAR, [(42.0, NB_CENTRE_E, 33.0), (43.0, NB_CENTRE_E, 40.0),
+                                                (53.0, NB_CENTRE_E, 40.0), (56.0, NB_CENTRE_E, 66.0)])
+
+    def script(t: float) -> list[tuple[int, SimVehicle | None]]:
+        return [(7, ahead if t <= 44.0 else None), (9, beside if t <= 44.0 else None),
+                (8, follower if 43.0 <= t <= 56.0 else None)]
+
+    events = run_script(script, 57, camera=_one_way_camera())
+
+    assert not of(events, EventType.STOPPED_VEHICLE)
