@@ -24,7 +24,6 @@ from roadside_sim.render import PAINTS, VehicleState
 from roadside_sim.truth import VehicleClass
 
 STEP_S = 0.1
-LANE_WIDTH_M = 3.2  # netgenerate's default, every lane of the district
 # Vehicles entering the district per hour, by local hour of the day: a quiet night, a morning and an evening rush.
 DAILY_PROFILE = (120, 80, 60, 60, 80, 180, 600, 1800, 2400, 1600, 1200, 1200, 1300, 1200, 1200, 1300, 1600, 2300,
                  2000, 1400, 1000, 700, 400, 200)
@@ -151,14 +150,12 @@ class Traffic:
             heading = float(v.getAngle(vid))
             lane_id = v.getLaneID(vid)
             if parked:
-                # SUMO takes a parked vehicle off its lane and keeps it at its lane position; it stands at the
-                # kerb, beside the lane (the kerb lane of the edge it stopped on).
+                # SUMO takes a parked vehicle off its lane (its lane is the kerb lane of the edge it stopped on) and
+                # already places it beside the road, a lane width right of the kerb lane's centre: 1.6 m outside the
+                # kerb line, in the kerb strip. (Moved another 2.8 m here before, it stood on the pavement, at the
+                # bottom edge of its camera's picture, cut off, where the detector scored it 0.47..0.66.)
                 route = v.getRoute(vid)
                 lane_id = f"{route[max(0, v.getRouteIndex(vid))]}_0"
-                h = math.radians(heading)
-                right = (math.cos(h), -math.sin(h))
-                off = LANE_WIDTH_M / 2 + 1.2
-                east, north = east + right[0] * off, north + right[1] * off
             out.append(VehicleState(vid, east, north, heading, float(v.getSpeed(vid)), float(v.getLength(vid)),
                                     float(v.getWidth(vid)), float(v.getHeight(vid)), lane_id,
                                     VehicleClass.CAR, zlib.crc32(vid.encode()) % len(PAINTS), parked))
