@@ -13,7 +13,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import grpc
@@ -146,36 +146,36 @@ async def parking_channel(parking_service: RunningService) -> AsyncIterator[aio.
         yield channel
 
 
-def own_database(suffix: str) -> tuple[Any, ...]:
-    """The package-scoped fixtures of a package whose tests run on a database of their own (`<db_name>_<suffix>`):
+def own_database(suffix: str, scope: Literal["package", "module"] = "package") -> tuple[Any, ...]:
+    """The fixtures of a package (or a module) whose tests run on a database of their own (`<db_name>_<suffix>`):
     database_url, settings, resources, keys, parking_service, parking_channel, overriding the session's. A package's
-    conftest assigns them to those names."""
+    conftest (or the module) assigns them to those names."""
 
-    @pytest.fixture(scope="package", name="database_url")
+    @pytest.fixture(scope=scope, name="database_url")
     async def own_database_url(db_name: str) -> AsyncIterator[str]:
         async for url in fresh_database(f"{db_name}_{suffix}"):
             yield url
 
-    @pytest.fixture(scope="package", name="settings")
+    @pytest.fixture(scope=scope, name="settings")
     def own_settings(database_url: str, redis_url: str) -> Settings:
         return make_settings(database_url, redis_url)
 
-    @pytest.fixture(scope="package", name="resources")
+    @pytest.fixture(scope=scope, name="resources")
     async def own_resources(settings: Settings) -> AsyncIterator[Resources]:
         res = Resources.open(settings, f"test-{suffix}")
         yield res
         await res.close()
 
-    @pytest.fixture(scope="package", name="keys")
+    @pytest.fixture(scope=scope, name="keys")
     async def own_keys(resources: Resources) -> Keys:
         return await make_keys(resources)
 
-    @pytest.fixture(scope="package", name="parking_service")
+    @pytest.fixture(scope=scope, name="parking_service")
     async def own_parking_service(resources: Resources) -> AsyncIterator[RunningService]:
         async for running in serve_parking(resources):
             yield running
 
-    @pytest.fixture(scope="package", name="parking_channel")
+    @pytest.fixture(scope=scope, name="parking_channel")
     async def own_parking_channel(parking_service: RunningService) -> AsyncIterator[aio.Channel]:
         async for channel in open_channel(parking_service):
             yield channel
