@@ -103,11 +103,6 @@ class PlateConfig:
     # A character less sure than this: the crop is read by the second opinions too, and the plate is read again
     # (other margins, contrast-stretched).
     second_pass_below: float = 0.6
-    # A plate less high than this on the frame is read from a crop smoothed by a Gaussian of `smooth_sigma` crop
-    # pixels: its upscale to 48 px leaves JPEG blocks and jagged edges the recognisers misread. Tuning split, plates
-    # under 80 px wide (160 of 1600): sigma 0 read 110, 0.7 109, 1.0 113, 1.3 105, 2.0 90; 400 plates 380 -> 382.
-    smooth_below_px: float = 30.0
-    smooth_sigma: float = 1.0
     # Other recognisers for an unsure reading (plate_text.PlateRecogniser); () reads with the primary alone. On the
     # tuning split (400 plates) PP-OCRv6 alone read 374, with PP-OCRv4 377, with PP-OCRv4 and v5 380.
     second_opinions: tuple[tuple[Path, Path | None], ...] = DEFAULT_SECOND_OPINIONS
@@ -383,7 +378,7 @@ class PlateReader:
         aspect = quad_aspect(corners)
         tries: list[tuple[TextReading, BgrImage]] = []
         if aspect >= TWO_ROW_ASPECT[0]:
-            crop = self._warp(image, corners, self.config.crop_height, self.config.extra_margin)
+            crop = warp_plate(image, corners, self.config.crop_height, self.config.extra_margin)
             tries.append((self._read_single(crop), crop))
         if aspect < TWO_ROW_ASPECT[1]:
             tries.append(self._read_two_rows(image, corners))
@@ -391,7 +386,7 @@ class PlateReader:
         if not single and not tries[0][0].complete:
             # A single-row plate turned 30-35 degrees, its quad a little too high, can look two-row: read as one
             # row too when two rows give no whole plate (a black 粤Z…澳 at 232 px on the tuning split).
-            crop = self._warp(image, corners, self.config.crop_height, self.config.extra_margin)
+            crop = warp_plate(image, corners, self.config.crop_height, self.config.extra_margin)
             tries.append((self._read_single(crop), crop))
             single = True
         best = max(tries, key=_rank)
@@ -400,7 +395,7 @@ class PlateReader:
         for margin, stretch in ((self.config.extra_margin + 0.04, False), (self.config.extra_margin - 0.02, False),
                                 (self.config.extra_margin, True)):
             if single:
-                crop = self._warp(image, corners, self.config.crop_height, margin)
+                crop = warp_plate(image, corners, self.config.crop_height, margin)
                 crop = contrast_stretch(crop) if stretch else crop
                 tries.append((self._read_single(crop), crop))
             if aspect < TWO_ROW_ASPECT[1]:
@@ -413,12 +408,6 @@ class PlateReader:
             return max(tries, key=_rank)
         winner = max(votes, key=lambda text: votes[text])
         return max((t for t in tries if t[0].text == winner and t[0].complete), key=_rank)
-
-    def _warp(self, image: BgrImage, corners: NDArray[np.float32], height: int, margin: float) -> BgrImage:
-        crop = warp_plate(image, corners, height, margin)
-        if _quad_height(corners) < self.config.smooth_below_px:
-            crop = np.asarray(cv2.GaussianBlur(crop, (0, 0), self.config.smooth_sigma), np.uint8)
-        return crop
 
     def _read_single(self, crop: BgrImage) -> TextReading:
         """One row; on a white plate also as a police plate (…警), on a black one as Hong Kong/Macau (粤Z…港/澳):
@@ -450,7 +439,7 @@ class PlateReader:
         # 6-34 % of its height, bottom row 41-93 %) seen through a 4 % margin around it.
         tl, tr, br, bl = corners
         whole = np.array([tl + (tl - bl) * TWO_ROW_TOP, tr + (tr - br) * TWO_ROW_TOP, br, bl], np.float32)
-        crop = self._warp(image, whole, height, TWO_ROW_MARGIN if margin is None else margin + TWO_ROW_MARGIN)
+        crop = warp_plate(image, whole, height, TWO_ROW_MARGIN if margin is None else margin + TWO_ROW_MARGIN)
         crop = contrast_stretch(crop) if stretch else crop
         w = crop.shape[1]
         top = crop[int(0.05 * height) : int(0.39 * height), int(0.2 * w) : int(0.8 * w)]
@@ -514,11 +503,6 @@ def _iou(a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
     inter = ix * iy
     union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter
     return inter / union if union > 0 else 0.0
-
-
-def _quad_height(corners: NDArray[np.float32]) -> float:
-    tl, tr, br, bl = corners
-    return float((np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2)
 
 
 def _box_height(box: NDArray[np.float32]) -> float:
