@@ -427,7 +427,9 @@ async def test_a_stream_whose_frames_expire_goes_on_answering_and_ends_when_the_
 async def test_a_camera_that_walks_away_with_frames_waiting_ends_its_stream_and_can_stream_again(
         resources: Resources, keys: Keys, unique: str) -> None:
     cancelled_before = handled_streams("CANCELLED")
-    async with slow_roadside(resources, 0.3, RoadsideSettings()) as stub:
+    # A queue deep enough for frames to wait out their deadline: with the default 2 the flood only drops the oldest,
+    # the two waiting are always fresh, and an expired frame came (or not: the test hung twice) when the flood ended.
+    async with slow_roadside(resources, 0.3, RoadsideSettings(queue_frames=50)) as stub:
         camera = SCENE.camera(f"walkaway-{unique}")
         camera.thresholds.frame_deadline_ms = 100
         await configure(stub, keys, camera)
