@@ -919,23 +919,11 @@ class CameraAnalytics:
 
         against = self._against_lane(tr, lane) if lane.has_direction else None
         # Lane count, once per lane, after a few frames.
-        if lane.id not in tr.counted and tr.observations >= COUNT_AFTER_FRAMES and not tr.clipped \
-                and self._counted_there(tr, lane.id, t):
-            tr.counted[lane.id] = (minute_key, bool(against))
         if lane.id not in tr.counted and tr.observations >= COUNT_AFTER_FRAMES and not tr.clipped:
-            wrong = bool(against)
-            entered = int(tr.lane_since // 60) * 60
-            if entered not in self._minutes:
-                entered = minute_key
-            tr.counted[lane.id] = (entered, wrong)
-            with self._lock:
-                bucket = self._bucket(entered)
-                agg = bucket.lanes.setdefault(lane.id, _LaneAgg())
-                if wrong:
-                    agg.wrong_way += 1
-                else:
-                    agg.vehicles += 1
-                bucket.dirty = True
+            if self._counted_there(tr, lane.id, t):  # a vehicle counted already, found again: its count stands
+                tr.counted[lane.id] = (minute_key, bool(against))
+            else:
+                self._count(tr, lane.id, bool(against), minute_key)
 
         # Wrong way.
         key = f"904:{lane.id}"
@@ -1182,6 +1170,21 @@ class CameraAnalytics:
             tr = self._tracks.pop(track_id)
             if tr.ground is not None and tr.counted and (tr.speed is None or tr.speed < STILL_MPS):
                 self._lost_still.extend((tr.last_t, tr.ground, lane_id) for lane_id in tr.counted)
+
+    def _count(self, tr: _Track, lane_id: str, wrong: bool, minute_key: int) -> None:
+        """Counts the track on the lane, in the minute it came onto the lane (or this one, when that has gone)."""
+        entered = int(tr.lane_since // 60) * 60
+        if entered not in self._minutes:
+            entered = minute_key
+        tr.counted[lane_id] = (entered, wrong)
+        with self._lock:
+            bucket = self._bucket(entered)
+            agg = bucket.lanes.setdefault(lane_id, _LaneAgg())
+            if wrong:
+                agg.wrong_way += 1
+            else:
+                agg.vehicles += 1
+            bucket.dirty = True
 
     def _counted_there(self, tr: _Track, lane_id: str, t: float) -> bool:
         """Whether this track, not moving, shows a vehicle counted on the lane that stood or crawled where it is when it

@@ -84,7 +84,7 @@ class PlateDecoder:
 
     def decode_restricted(self, sub: NDArray[np.float64], patterns: Sequence[Pattern] = SINGLE_ROW) -> TextReading:
         beams = self.beams(sub, patterns)
-        done = [(k, v) for k, v in beams.items() if fits(self._text(k), patterns)]
+        done = [(k, v) for k, v in beams.items() if fits(self.text(k), patterns)]
         best = max(done, key=lambda kv: kv[1])[0] if done else max(beams.items(), key=lambda kv: kv[1])[0]
         return self.reading(best, [sub], patterns)
 
@@ -121,7 +121,7 @@ class PlateDecoder:
     def reading(self, labels: tuple[int, ...], subs: Sequence[NDArray[np.float64]],
                 patterns: Sequence[Pattern]) -> TextReading:
         """``labels`` as a reading: each character's probability averaged over the models' restricted frames."""
-        text = self._text(labels)
+        text = self.text(labels)
         complete = fits(text, patterns)
         per_model = [self._char_probs(sub, labels) for sub in subs]
         probs_per_char = [float(np.mean(column)) for column in zip(*per_model, strict=True)]
@@ -129,11 +129,11 @@ class PlateDecoder:
         weakest = float(np.min(probs_per_char)) if probs_per_char else 0.0
         return TextReading(text, confidence if complete else confidence * 0.5, weakest, complete)
 
-    def _text(self, prefix: tuple[int, ...]) -> str:
+    def text(self, prefix: tuple[int, ...]) -> str:
         return "".join(self.chars[c] for c in prefix)
 
     def _consistent(self, prefix: tuple[int, ...], patterns: Sequence[Pattern]) -> list[Pattern]:
-        text = self._text(prefix)
+        text = self.text(prefix)
         return [p for p in patterns if len(p) >= len(text) and all(c in a for c, a in zip(text, p, strict=False))]
 
     @staticmethod
@@ -303,6 +303,6 @@ class PlateRecogniser:
             same_length = np.array([ranked[i] for i in idx], np.int64)
             for lp in logs:
                 score[idx] += ctc_log_likelihoods(lp, same_length)
-        whole = [i for i, candidate in enumerate(ranked) if fits(self.decoder._text(candidate), patterns)]
+        whole = [i for i, candidate in enumerate(ranked) if fits(self.decoder.text(candidate), patterns)]
         best = max(whole or range(len(ranked)), key=lambda i: score[i])
         return self.decoder.reading(ranked[best], subs, patterns)

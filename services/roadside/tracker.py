@@ -58,8 +58,8 @@ VELOCITY_BLEND = 0.7  # weight of the newest step in a track's velocity
 @dataclass(frozen=True, slots=True)
 class TrackerConfig:
     # Detections above this start tracks; below it they can only continue one. The detector already drops vehicles
-    # below 0.3; cars standing bumper to bumper in a queue score 0.30..0.39 (`v2x sim score`'s jam: at 0.45 none of its
-    # 12 cars was tracked, so the lane showed no queue and no 707 was raised).
+    # below 0.35 (services/roadside/detector.py); at 416 x 416 cars standing bumper to bumper in a queue scored
+    # 0.30..0.39 (`v2x sim score`'s jam: at 0.45 none of its 12 cars was tracked, so no queue and no 707).
     high_confidence: float = 0.3
     lifespan_s: float = 1.5  # a track unmatched this long is dropped
     duplicate_overlap: float = 0.8  # intersection / smaller area above which two vehicle boxes are one

@@ -256,10 +256,12 @@ def test_datex2_station_is_an_energy_infrastructure_table_site_with_a_refill_poi
     site = table.find("egi:energyInfrastructureSite", NAMESPACES)
     assert site is not None and (site.get("id"), site.get("version")) == ("ST1", "7")
     assert site.findtext("fac:name//com:value", namespaces=NAMESPACES) == "宝山充电站 & <1>"
-    assert site.find("fac:operator/fac:organisationReference", NAMESPACES).get("id") == "STATEGRID"  # type: ignore[union-attr]
+    operator = site.find("fac:operator/fac:organisationReference", NAMESPACES)
+    assert operator is not None and operator.get("id") == "STATEGRID"
     parking = site.find("fac:associatedFacility/fac:facilityReference", NAMESPACES)
     assert parking is not None and parking.get("id") == "L1"  # the lot the station is in
-    assert site.find(".//v2x:delivery", NAMESPACES).get("recordType") == "charger_static"  # type: ignore[union-attr]
+    delivery = site.find(".//v2x:delivery", NAMESPACES)
+    assert delivery is not None and delivery.get("recordType") == "charger_static"
     station = site.find("egi:energyInfrastructureStation", NAMESPACES)
     assert station is not None and station.get("id") == "ST1"
     assert station.findtext("egi:numberOfRefillPoints", namespaces=NAMESPACES) == "3"
@@ -270,7 +272,8 @@ def test_datex2_station_is_an_energy_infrastructure_table_site_with_a_refill_poi
              pt.findtext("egi:connector/egi:maxPowerAtSocket", namespaces=NAMESPACES)) for pt in points] == [
         ("other", "GB/T 20234.3 DC", "120000.0"), ("iec62196T2COMBO", None, "120000.0"), ("iec62196T2", None, "7000.0")]
     assert [pt.findtext("fac:externalIdentifier", namespaces=NAMESPACES) for pt in points] == ["E1", "E1", "E2"]
-    assert points[2].find("egi:vehicleSpace", NAMESPACES).get("id") == "L1:S1"  # type: ignore[union-attr]
+    space = points[2].find("egi:vehicleSpace", NAMESPACES)
+    assert space is not None and space.get("id") == "L1:S1"
 
 
 def test_datex2_charger_status_refers_to_the_site_and_points_the_table_declares() -> None:
