@@ -250,6 +250,7 @@ class _Track:
     wrong_streak: int = 0  # consecutive frames moving against the lane
     jumped: bool = False  # a standing track's last box lay outside its anchor's radius and was set aside
     waited_t: float | None = None  # when it last stood waiting in traffic
+    queued_t: float | None = None  # when it last stood behind traffic on its own lane (or at the lane's end)
 
     @property
     def confidence(self) -> float:
@@ -341,6 +342,7 @@ class _Stay:
     last_t: float
     raised: set[str] = field(default_factory=set)
     waited_t: float | None = None
+    queued_t: float | None = None
     track_id: int = 0  # the track that showed it last
 
 
@@ -564,6 +566,7 @@ class CameraAnalytics:
             if stay is not None:
                 stay.raised |= tr.raised & _STAY_EVENTS
                 stay.waited_t = _latest(stay.waited_t, tr.waited_t)
+                stay.queued_t = _latest(stay.queued_t, tr.queued_t)
 
         spot_changes = self._update_spots(seen, t, captured_at)
         self._forget(t)
@@ -711,6 +714,7 @@ class CameraAnalytics:
                 tr.anchor_t = min(tr.anchor_t, stay.since)
                 tr.raised |= stay.raised
                 tr.waited_t = _latest(tr.waited_t, stay.waited_t)
+                tr.queued_t = _latest(tr.queued_t, stay.queued_t)
                 # Where it was seen last (its track's anchor may lie up to the standing radius off: set as it slowed
                 # down, or on a box cut by a passing vehicle).
                 stay.point, stay.ground, stay.box_h, stay.last_t = tr.point, tr.ground, tr.box_h, t
@@ -735,10 +739,10 @@ class CameraAnalytics:
             out.append(s)
         return out
 
-    def _waiting(self, tr: _Track | _Stay, lane: Lane, by_lane: dict[str, list[_Track]], t: float) -> bool:
-        """Whether a standing vehicle waits in traffic: behind a standing vehicle on its lane, or beside standing
-        traffic of the same direction (a red light, a jam). Vehicles hidden on this frame but standing a moment ago
-        count (a detection missed on a frame is no gap in the queue)."""
+    def _waiting(self, tr: _Track | _Stay, lane: Lane, by_lane: dict[str, list[_Track]], t: float) -> str:
+        """Whether a standing vehicle waits in traffic: "ahead" behind a standing vehicle on its lane (or at the lane's
+        downstream end), "beside" standing traffic of the same direction (a red light, a jam), else "". Vehicles hidden
+        on this frame but standing a moment ago count (a detection missed on a frame is no gap in the queue)."""
         u = self._geo.lane_dir_g.get(lane.id)
         # Near the downstream end of the lane's drawn stretch the queue may go on where the camera's lanes do not reach
         # (the stop line, vehicles the camera does not see): a vehicle standing there may wait for them (found by
@@ -747,27 +751,27 @@ class CameraAnalytics:
         end = self._geo.lane_end_along.get(lane.id)
         if u is not None and end is not None and tr.ground is not None \
                 and end - (tr.ground[0] * u[0] + tr.ground[1] * u[1]) <= QUEUE_HEAD_END_M:
-            return True
+            return "ahead"
         for other in self._standing_others(tr, lane.id, by_lane, t):
             if u is not None and tr.ground is not None and other.ground is not None:
                 ahead = (other.ground[0] - tr.ground[0]) * u[0] + (other.ground[1] - tr.ground[1]) * u[1]
                 if 0 < ahead <= QUEUE_GAP_M:
-                    return True
+                    return "ahead"
             elif tr.ground is not None and other.ground is not None:
                 if math.dist(tr.ground, other.ground) <= QUEUE_GAP_M:
-                    return True
+                    return "ahead"
             elif math.dist(tr.point, other.point) <= QUEUE_GAP_BOX * tr.box_h:
-                return True
+                return "ahead"
         if u is None:
-            return False
+            return ""
         for lane_id in {*by_lane, *(s.lane_id for s in self._hidden)}:
             v = self._geo.lane_dir_g.get(lane_id)
             if lane_id == lane.id or v is None or u[0] * v[0] + u[1] * v[1] < math.cos(
                     math.radians(SAME_DIRECTION_DEG)):
                 continue
             if self._standing_others(tr, lane_id, by_lane, t):
-                return True
-        return False
+                return "beside"
+        return ""
 
     def _in_contact(self, tr: _Track, by_lane: dict[str, list[_Track]], t: float) -> bool:
         """Whether a standing vehicle touches another standing one on its lane (seen, or hidden on this frame: its
@@ -978,8 +982,11 @@ class CameraAnalytics:
         # it follows a few seconds later (found by `v2x sim score`: the first car of a jam's queue standing 200 s
         # raised 903 as the car ahead of it drove off).
         if not in_zone and not in_spot and "903" not in tr.raised and self._is_standing(tr, t):
-            if self._waiting(tr, lane, by_lane, t):
+            waiting = self._waiting(tr, lane, by_lane, t)
+            if waiting:
                 tr.waited_t = t
+            if waiting == "ahead":
+                tr.queued_t = t
             elif tr.standing_s(t) >= th.stop_threshold_s and (tr.waited_t is None or t - tr.waited_t >= WAITED_FOLLOWS_S
                                                                 ) and not self._in_contact(tr, by_lane, t):
                 tr.raised.add("903")
@@ -1023,9 +1030,13 @@ class CameraAnalytics:
                 if len(group) >= 2:
                     first = max(group, key=lambda g: 0.0 if g.ground is None else g.ground[0] * u[0]
                                 + g.ground[1] * u[1])
-                    if self._waiting(first, lane, by_lane, t):
-                        first.waited_t = t
-                    elif first.waited_t is None or t - first.waited_t >= WAITED_FOLLOWS_S:
+                    # Standing traffic beside the group does not hold it: vehicles waiting at a red light or in a
+                    # jam keep a gap to the one ahead, and two that touch are a crash whatever the next lane does
+                    # (found by `v2x sim score`: a crash beside the red light's queue of the next lane was raised
+                    # only 5 s after that queue drove off). Traffic standing ahead of it on its own lane does.
+                    if self._waiting(first, lane, by_lane, t) == "ahead":
+                        first.queued_t = t
+                    elif first.queued_t is None or t - first.queued_t >= WAITED_FOLLOWS_S:
                         groups.append(([g for g in group if isinstance(g, _Track)],
                                        [g for g in group if isinstance(g, _Stay)]))
         for tracks_of, hidden_of in groups:

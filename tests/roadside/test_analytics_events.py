@@ -153,6 +153,34 @@ def test_a_crash_raised_while_one_of_its_cars_is_hidden_is_raised_once() -> None
     assert not of(events, EventType.STOPPED_VEHICLE)
 
 
+def test_a_crash_beside_the_next_lanes_red_light_queue_is_raised_at_the_threshold() -> None:
+    # Two cars crashed nose to tail stand from 0 s; on the lane beside (same direction) two cars wait at a red light
+    # until 45 s and drive off. Cars waiting in a queue keep a gap; two that touch are a crash, whatever the next
+    # lane does: 1001 at the threshold (20 s), not 5 s after the red light's queue drove off.
+    front, rear = standing(1, 40.0, 200.0), standing(2, 35.2, 200.0)
+    beside = [SimVehicle(10 + i, VehicleClass.CAR, [(0.0, SB_CENTRE_E, n), (45.0, SB_CENTRE_E, n),
+                                                    (50.0, SB_CENTRE_E, 70.0)]) for i, n in enumerate((44.0, 36.5))]
+
+    def script(t: float) -> list[tuple[int, SimVehicle | None]]:
+        return [(7, front), (8, rear), *((v.id, v if t <= 50.0 else None) for v in beside)]
+
+    events = run_script(script, 60, camera=_one_way_camera())
+
+    (crash,) = of(events, EventType.ACCIDENT)
+    assert at_s(crash) == pytest.approx(20.0, abs=0.5)
+    assert not of(events, EventType.STOPPED_VEHICLE)
+
+
+def test_two_cars_touching_behind_a_standing_car_on_their_lane_are_no_crash() -> None:
+    # The same two cars with a third standing 8 m ahead of them on their lane: the tail of a queue whose gaps the
+    # camera misjudged, not a crash.
+    front, rear, ahead = standing(1, 40.0, 200.0), standing(2, 35.2, 200.0), standing(3, 48.0, 200.0)
+
+    events = run_script(lambda t: [(7, front), (8, rear), (9, ahead)], 40, camera=_one_way_camera())
+
+    assert not of(events, EventType.ACCIDENT)
+
+
 def test_the_first_car_of_a_queue_moving_off_after_the_car_ahead_raises_no_903() -> None:
     # A red light: car 1 at the head of the lane beside car 3, car 2 behind car 1; all stand 40 s. At 40 s cars 1 and 3
     # drive off; car 2 follows 2 s later (it stood 40 s, and for 2 s nothing stood ahead of it or beside it).
