@@ -30,7 +30,9 @@ Definitions (the issue leaves them open; constants below):
   the zone for 3 s before it can raise again.
 * 1001 crash: two or more vehicles on one lane, outside zones, each standing for the camera's stop threshold,
   nose to tail: ground positions at most 6 m apart (a car's length and 1.5 m; vehicles queueing keep more than
-  2 m between them), the group's first vehicle not waiting in traffic (as for 903); a vehicle of the group hidden on
+  2 m between them), the group's first vehicle not waiting behind traffic standing ahead of it on its lane (or at the
+  lane's downstream end), nor for 5 s after it did; standing traffic beside the group does not hold it (unlike 903:
+  vehicles queueing do not touch, so two that do are no red light); a vehicle of the group hidden on
   the frame (its stay) is still in it. Raised once per group (by its lowest track id); its vehicles raise no 903.
 * A stay: a vehicle standing at a place, whichever track shows it. A track that has stood 2 s where a standing vehicle
   was seen until at most 1.5 s before it stood there continues that stay: its standing time and the stay's 903 and
@@ -1031,9 +1033,10 @@ class CameraAnalytics:
                     first = max(group, key=lambda g: 0.0 if g.ground is None else g.ground[0] * u[0]
                                 + g.ground[1] * u[1])
                     # Standing traffic beside the group does not hold it: vehicles waiting at a red light or in a
-                    # jam keep a gap to the one ahead, and two that touch are a crash whatever the next lane does
-                    # (found by `v2x sim score`: a crash beside the red light's queue of the next lane was raised
-                    # only 5 s after that queue drove off). Traffic standing ahead of it on its own lane does.
+                    # jam keep a gap to the one ahead, and two that touch are a crash whatever the next lane does.
+                    # (`v2x sim score` puts its crashes 38 m before the stop line, where the rush hour's red-light
+                    # queues of the next lane reach: such a crash waited until 5 s after that queue drove off, up to
+                    # the red's 45 s.) Traffic standing ahead of it on its own lane does hold it.
                     if self._waiting(first, lane, by_lane, t) == "ahead":
                         first.queued_t = t
                     elif first.queued_t is None or t - first.queued_t >= WAITED_FOLLOWS_S:
