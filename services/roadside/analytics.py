@@ -68,9 +68,10 @@ Definitions (the issue leaves them open; constants below):
   like those of GA/T 115 for urban arterials: >= 30 km/h free flow, >= 20 light, >= 15 moderate,
   below heavy; it takes at least 3 vehicles to judge by speed. A queue of 60 m or more raises the
   level by one. No vehicles: free flow. Uncalibrated: UNKNOWN.
-  707 traffic jam: a lane at MODERATE or worse for 60 s while it keeps a queue of standing vehicles or its
-  moving vehicles crawl (below 20 km/h now), either of them gone for at most 5 s (a missed detection or two): a
-  queue that a signal cycle does not clear, or stop-and-go. (Found by
+  707 traffic jam: a lane at MODERATE or worse that has kept a queue of standing vehicles or crawling moving ones
+  (below 20 km/h now) for 60 s, either of them gone for at most 5 s (a missed detection or two): a queue that a
+  signal cycle does not clear, or stop-and-go. The 60 s count from the queue's start, not from the lane's reading
+  moderate, which lags a queue by up to the minute of its mean speed. (Found by
   `v2x sim score`: on the 60 s mean speed alone, traffic waiting at every rush-hour red light raised a jam.) The
   queue is of vehicles other than a stop or crash already raised (903, 1001: those are the incident), and a jam is
   cleared only after 60 s at LIGHT or better without a queue.
@@ -294,6 +295,7 @@ class _LaneLive:
     jam_raised: bool = False
     clear_since: float | None = None
     queue_seen: float | None = None  # last time the lane had a queue, or its traffic crawled
+    queue_since: float | None = None  # since when it has had one (gaps of at most JAM_QUEUE_GRACE_S)
 
 
 def _where_it_stood(point: Point, ground: Point | None, box: Box, stood: Point, stood_ground: Point | None,
@@ -1100,12 +1102,18 @@ class CameraAnalytics:
         # `v2x sim score`: a crash's two cars, seen under several tracks as traffic passed in front, made their lane
         # "moderate" with a "queue", and a 707 followed the 1001).
         if (queue_m > 0 and self._queue_beyond_incidents(lane, t)) or crawling:
+            if live.queue_seen is None or t - live.queue_seen > JAM_QUEUE_GRACE_S:
+                live.queue_since = t
             live.queue_seen = t
         queued = live.queue_seen is not None and t - live.queue_seen <= JAM_QUEUE_GRACE_S
         if level >= Congestion.MODERATE and (queued or live.jam_raised):
             live.clear_since = None
             if live.jam_since is None:
-                live.jam_since = t
+                # The jam's minute counts from when its queue formed, not from when the lane's 60-s mean speed fell to
+                # moderate: the mean still holds the free-flowing vehicles of the minute before the queue, and lagged
+                # the queue by up to a minute (found by `v2x sim score`: a jam's queue stood 44 s before its lane read
+                # moderate, and its 707 came 105 s after the queue reached 15 m).
+                live.jam_since = live.queue_since if queued and live.queue_since is not None else t
             if not live.jam_raised and t - live.jam_since >= JAM_MIN_S:
                 live.jam_raised = True
                 spec = self._geo.spec
