@@ -197,6 +197,24 @@ def test_the_first_car_of_a_queue_moving_off_after_the_car_ahead_raises_no_903()
     assert not of(events, EventType.STOPPED_VEHICLE)
 
 
+def test_a_car_that_waited_behind_another_and_stalls_in_its_place_raises_903_after_its_own_threshold() -> None:
+    # A red light: car 1 at 40 m beside car 3 stand 40 s, then drive off. Car 2, tracked standing 7 m behind car 1 all
+    # along, moves up into car 1's place over 1.5 s (there within 1.5 s of car 1's last standing sighting) and stalls
+    # there from 42.5 s: its 903 is due at 62.5 s, not on car 1's standing time.
+    ahead = standing(1, 40.0, 40.0).then(1.0, NB_CENTRE_E, 41.0).then(3.0, NB_CENTRE_E, 66.0)
+    beside = standing(3, 40.0, 40.0, east=SB_CENTRE_E).then(1.0, SB_CENTRE_E, 41.0).then(3.0, SB_CENTRE_E, 66.0)
+    follower = SimVehicle(2, VehicleClass.CAR, [(0.0, NB_CENTRE_E, 33.0), (41.0, NB_CENTRE_E, 33.0),
+                                                (42.5, NB_CENTRE_E, 40.0), (120.0, NB_CENTRE_E, 40.0)])
+
+    def script(t: float) -> list[tuple[int, SimVehicle | None]]:
+        return [(7, ahead if t <= 44.0 else None), (9, beside if t <= 44.0 else None), (8, follower)]
+
+    events = run_script(script, 70, camera=_one_way_camera())
+
+    (stopped,) = of(events, EventType.STOPPED_VEHICLE)
+    assert at_s(stopped) >= 62.0
+
+
 def test_a_stalled_car_waited_for_by_nothing_still_raises_its_903_at_the_threshold() -> None:
     events = run_script(lambda t: [(7, standing(1, 40.0))], 30)
 
