@@ -8,7 +8,8 @@ does (``Detector.preprocess``). Random tensors are known to wreck every detectio
 
 Writes ``<model>-int8.onnx`` and ``<model>-int8.json`` beside the fp32 model (the same metadata with the new file,
 its sha256 and how it was quantised). The result is deterministic for the same inputs and onnxruntime version.
-The service uses it when ``V2X_ROADSIDE_DETECTOR_PRECISION=int8`` (services/roadside/settings.py).
+The service uses it when ``V2X_ROADSIDE_DETECTOR_PRECISION=int8``, or ``auto`` (the default) on a CPU with an 8-bit
+dot product (services/roadside/settings.py, ``detector.resolve_precision``).
 """
 
 from __future__ import annotations

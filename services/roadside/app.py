@@ -10,7 +10,7 @@ from services.common.principal import Role
 from services.common.runtime import Builder, Resources, ServiceParts
 from services.common.server import ServiceDefinition
 from services.roadside.analytics import FrameAnalysis
-from services.roadside.detector import Detector, DetectorConfig, model_for_precision
+from services.roadside.detector import Detector, DetectorConfig, model_for_precision, resolve_precision
 from services.roadside.engine import BatchDetector, CameraSession, InferenceEngine
 from services.roadside.events import EventPublisher
 from services.roadside.servicer import PlateService, RoadsideServicer
@@ -87,13 +87,17 @@ def make_builder(detector: BatchDetector | None = None, *, plates: bool = True,
     return build
 
 
-def _default_detector(kind: str, max_batch: int, precision: str = "int8") -> BatchDetector:
+def _default_detector(kind: str, max_batch: int, precision: str = "auto") -> BatchDetector:
     if kind == "sim":
         from services.roadside.keycolour import KeyColourDetector
 
         log.warning("V2X_ROADSIDE_DETECTOR=sim: the demo key-colour detector, not the model")
         return KeyColourDetector()
     config = DetectorConfig.from_env()
+    chosen = resolve_precision(precision)
+    if chosen != precision:
+        log.info("V2X_ROADSIDE_DETECTOR_PRECISION=%s: %s on this CPU", precision, chosen)
+    precision = chosen
     return Detector(DetectorConfig(model_path=model_for_precision(config.model_path, precision),
                                    intra_op_threads=config.intra_op_threads,
                                    max_batch=max(max_batch, 1), input_size=config.input_size))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from services.common.config import ConfigError, env_choice, env_float, env_int
 
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("auto", "fp32", "int8")
 
 
 @dataclass(frozen=True)
@@ -22,10 +22,11 @@ class RoadsideSettings:
     max_batch: int = 1
     infer_workers: int = 2  # batches in flight at once (one detector session, shared)
     detector: str = "onnx"  # "sim": the key-colour detector for demos without cameras (keycolour.py)
-    # "int8": the detector quantised by models/quantize_detector.py (<model>-int8.onnx beside the fp32 one), the
-    # default since it matched fp32 (recall at IoU 0.5 on the real photos and held-out simulator frames: 0.799 vs
-    # 0.789) at 2.4x less CPU per frame (load/eval_detector.py, load/bench_roadside.py; models/MODEL_CARD_*.md).
-    detector_precision: str = "int8"
+    # "int8": the detector quantised by models/quantize_detector.py (<model>-int8.onnx beside the fp32 one): the same
+    # recall as fp32 (0.799 vs 0.789 at IoU 0.5, load/eval_detector.py) at 2.4x less CPU per frame on a CPU with an
+    # 8-bit dot product, and no less on one without (AVX2 alone). "auto" (the default) picks int8 where it pays and
+    # fp32 elsewhere (detector.resolve_precision; models/MODEL_CARD_yolov3_tiny.md).
+    detector_precision: str = "auto"
     frame_deadline_ms: int = 2000
     parking_target: str = ""  # host:port of the parking service
     parking_key: str = field(default="", repr=False)

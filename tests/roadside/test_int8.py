@@ -12,7 +12,14 @@ import pytest
 
 from roadside_sim.detection_set import EVALUATION_SEED, LabelledFrame, Score, real_photos, sim_frames
 from services.roadside.app import _default_detector
-from services.roadside.detector import BgrImage, Detector, DetectorConfig, DetectorError, model_for_precision
+from services.roadside.detector import (
+    BgrImage,
+    Detector,
+    DetectorConfig,
+    DetectorError,
+    model_for_precision,
+    resolve_precision,
+)
 
 DOG_PICKUP = (465.0, 72.0, 690.0, 172.0)
 
@@ -76,3 +83,25 @@ def test_the_service_loads_the_model_of_its_precision(int8_path: Path, model_pat
     assert isinstance(fp32, Detector) and fp32.config.model_path == model_path
     with pytest.raises(DetectorError, match="fp32 or int8"):
         model_for_precision(model_path, "fp16")
+
+
+AVX2_ONLY = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma bmi2\n"
+AVX512_VNNI = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 avx avx2 avx512f avx512_vnni\n"
+ARM_DOTPROD = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 asimddp\n"
+
+
+def test_auto_takes_int8_only_where_the_cpu_has_an_8_bit_dot_product() -> None:
+    assert resolve_precision("auto", AVX512_VNNI) == "int8"
+    assert resolve_precision("auto", ARM_DOTPROD) == "int8"
+    assert resolve_precision("auto", AVX2_ONLY) == "fp32"
+    assert resolve_precision("auto", "") == "fp32"  # /proc/cpuinfo unreadable: the model itself
+    assert resolve_precision("int8", AVX2_ONLY) == "int8"  # a chosen precision stands
+    assert resolve_precision("fp32", AVX512_VNNI) == "fp32"
+
+
+@pytest.mark.slow
+def test_the_service_on_auto_loads_the_model_this_cpu_runs_best(int8_path: Path, model_path: Path) -> None:
+    detector = _default_detector("onnx", 1, "auto")
+
+    expected = int8_path if resolve_precision("auto") == "int8" else model_path
+    assert isinstance(detector, Detector) and detector.config.model_path == expected

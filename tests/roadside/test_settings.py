@@ -37,8 +37,9 @@ def test_an_unknown_detector_is_refused() -> None:
         RoadsideSettings.from_env({"V2X_ROADSIDE_DETECTOR": "yolo9000"})
 
 
-def test_the_detector_precision_is_int8_unless_fp32_is_chosen() -> None:
-    assert RoadsideSettings.from_env({}).detector_precision == "int8"
+def test_the_detector_precision_is_auto_unless_one_is_chosen() -> None:
+    assert RoadsideSettings.from_env({}).detector_precision == "auto"
     assert RoadsideSettings.from_env({"V2X_ROADSIDE_DETECTOR_PRECISION": "fp32"}).detector_precision == "fp32"
+    assert RoadsideSettings.from_env({"V2X_ROADSIDE_DETECTOR_PRECISION": "int8"}).detector_precision == "int8"
     with pytest.raises(ConfigError, match="V2X_ROADSIDE_DETECTOR_PRECISION"):
         RoadsideSettings.from_env({"V2X_ROADSIDE_DETECTOR_PRECISION": "fp16"})
