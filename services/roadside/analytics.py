@@ -58,7 +58,9 @@ Definitions (the issue leaves them open; constants below):
   slow threshold for 5 s while the lane's other traffic is not slow. Once per track.
 * 405 pedestrian on road: a person on a lane for 2 s. Once per track.
 * Queue length of a lane: standing vehicles chained from the most downstream one with gaps <= 12 m;
-  span plus one vehicle length (5 m). Uncalibrated cameras report 0. A vehicle that stood when last seen, up to 3 s
+  span plus one vehicle length (5 m); from the lane's downstream end when that first one waits in traffic (as for
+  903, below) and no vehicle is seen moving ahead of it on its lane: it stands behind traffic the detector missed or
+  the camera does not see. Uncalibrated cameras report 0. A vehicle that stood when last seen, up to 3 s
   ago, is still in the queue: the detector finds cars standing bumper to bumper on some frames only (scores 0.30..
   0.39), and one missed broke the chain (replayed runs: error while queued 8.35 -> 7.99 m on the detector's boxes).
 * Congestion of a lane: from the mean speed of its vehicles over the last 60 s (each vehicle's mean
@@ -66,9 +68,10 @@ Definitions (the issue leaves them open; constants below):
   like those of GA/T 115 for urban arterials: >= 30 km/h free flow, >= 20 light, >= 15 moderate,
   below heavy; it takes at least 3 vehicles to judge by speed. A queue of 60 m or more raises the
   level by one. No vehicles: free flow. Uncalibrated: UNKNOWN.
-  707 traffic jam: a lane at MODERATE or worse for 60 s while it keeps a queue of standing vehicles or its
-  moving vehicles crawl (below 20 km/h now), either of them gone for at most 5 s (a missed detection or two): a
-  queue that a signal cycle does not clear, or stop-and-go. (Found by
+  707 traffic jam: a lane at MODERATE or worse that has kept a queue of standing vehicles or crawling moving ones
+  (below 20 km/h now) for 60 s, either of them gone for at most 5 s (a missed detection or two): a queue that a
+  signal cycle does not clear, or stop-and-go. The 60 s count from the queue's start, not from the lane's reading
+  moderate, which lags a queue by up to the minute of its mean speed. (Found by
   `v2x sim score`: on the 60 s mean speed alone, traffic waiting at every rush-hour red light raised a jam.) The
   queue is of vehicles other than a stop or crash already raised (903, 1001: those are the incident), and a jam is
   cleared only after 60 s at LIGHT or better without a queue.
@@ -292,6 +295,7 @@ class _LaneLive:
     jam_raised: bool = False
     clear_since: float | None = None
     queue_seen: float | None = None  # last time the lane had a queue, or its traffic crawled
+    queue_since: float | None = None  # since when it has had one (gaps of at most JAM_QUEUE_GRACE_S)
 
 
 def _where_it_stood(point: Point, ground: Point | None, box: Box, stood: Point, stood_ground: Point | None,
@@ -527,7 +531,7 @@ class CameraAnalytics:
             while live.speeds and live.speeds[0][0] < t - CONGESTION_WINDOW_S:
                 live.speeds.popleft()
             standing = [tr for tr in on_lane if self._is_standing(tr, t)]
-            queue_m = self._queue_length(lane, standing + self._unseen_standing(lane.id, seen, t))
+            queue_m = self._queue_length(lane, standing + self._unseen_standing(lane.id, seen, t), by_lane, t)
             per_vehicle: dict[int, list[float]] = {}
             for _, track_id, speed in live.speeds:
                 acc = per_vehicle.setdefault(track_id, [0.0, 0])
@@ -785,24 +789,39 @@ class CameraAnalytics:
     def _is_standing(self, tr: _Track, t: float) -> bool:
         return tr.standing_s(t) >= STANDING_MIN_S
 
-    def _queue_length(self, lane: Lane, standing: list[_Track]) -> float:
-        points = [tr.ground for tr in standing if tr.ground is not None]
-        if not points or self._geo.mapping is None:
+    def _queue_length(self, lane: Lane, standing: list[_Track], by_lane: dict[str, list[_Track]] | None = None,
+                      t: float = 0.0) -> float:
+        tracks = [tr for tr in standing if tr.ground is not None]
+        if not tracks or self._geo.mapping is None:
             return 0.0
-        if len(points) == 1:
-            return VEHICLE_LENGTH_M
         u = self._geo.lane_dir_g.get(lane.id)
+        lane_end = self._geo.lane_end_along.get(lane.id)
         if u is None:
+            if len(tracks) == 1:
+                return VEHICLE_LENGTH_M
+            points = [tr.ground for tr in tracks if tr.ground is not None]
             a, b = max(((p, q) for p in points for q in points), key=lambda pq: math.dist(*pq))
             length = math.dist(a, b) or 1.0
-            u = ((b[0] - a[0]) / length, (b[1] - a[1]) / length)
-        along = sorted((p[0] * u[0] + p[1] * u[1] for p in points), reverse=True)
-        end = along[0]
+            u, lane_end = ((b[0] - a[0]) / length, (b[1] - a[1]) / length), None
+        along = sorted(((tr.ground[0] * u[0] + tr.ground[1] * u[1], tr) for tr in tracks if tr.ground is not None),
+                       key=lambda at: -at[0])
+        end, head = along[0]
         last = end
-        for s in along[1:]:
+        for s, _ in along[1:]:
             if last - s > QUEUE_GAP_M:
                 break
             last = s
+        # A vehicle waiting in traffic (beside standing traffic of its direction, or at the lane's downstream end)
+        # stands behind the traffic ahead of it, up to the stop line: the queue starts at the lane's downstream end
+        # unless a vehicle is seen moving ahead of its first standing one (the queue's front drives off). (Found by
+        # replaying `v2x sim score` runs, load/replay_analytics.py: the detector finds a few of the cars of a jam's
+        # queue, whose cars overlap in the view, and the queue read 5..18 m of 26; the standing ones it found were the
+        # queue's tail. A vehicle standing alone while the traffic beside it flows, a stalled one, is no queue.)
+        on_lane = [] if by_lane is None else by_lane.get(lane.id, [])
+        if lane_end is not None and lane_end > end and by_lane is not None and self._waiting(head, lane, by_lane, t) \
+                and not any(tr.ground is not None and tr.speed is not None and tr.speed >= MOVING_MPS
+                            and tr.ground[0] * u[0] + tr.ground[1] * u[1] > end for tr in on_lane):
+            return lane_end - last + VEHICLE_LENGTH_M / 2
         return end - last + VEHICLE_LENGTH_M
 
     def _against_lane(self, tr: _Track, lane: Lane) -> bool | None:
@@ -1083,12 +1102,18 @@ class CameraAnalytics:
         # `v2x sim score`: a crash's two cars, seen under several tracks as traffic passed in front, made their lane
         # "moderate" with a "queue", and a 707 followed the 1001).
         if (queue_m > 0 and self._queue_beyond_incidents(lane, t)) or crawling:
+            if live.queue_seen is None or t - live.queue_seen > JAM_QUEUE_GRACE_S:
+                live.queue_since = t
             live.queue_seen = t
         queued = live.queue_seen is not None and t - live.queue_seen <= JAM_QUEUE_GRACE_S
         if level >= Congestion.MODERATE and (queued or live.jam_raised):
             live.clear_since = None
             if live.jam_since is None:
-                live.jam_since = t
+                # The jam's minute counts from when its queue formed, not from when the lane's 60-s mean speed fell to
+                # moderate: the mean still holds the free-flowing vehicles of the minute before the queue, and lagged
+                # the queue by up to a minute (found by `v2x sim score`: a jam's queue stood 44 s before its lane read
+                # moderate, and its 707 came 105 s after the queue reached 15 m).
+                live.jam_since = live.queue_since if queued and live.queue_since is not None else t
             if not live.jam_raised and t - live.jam_since >= JAM_MIN_S:
                 live.jam_raised = True
                 spec = self._geo.spec

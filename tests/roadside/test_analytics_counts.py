@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from roadside_sim.scene import NB_CENTRE_E, Scene, SimVehicle, drive
+from v2x.roadside.v1 import roadside_pb2 as pb
+
+from roadside_sim.scene import FAR_N, LANE_WIDTH_M, NB_CENTRE_E, NEAR_N, Scene, SimVehicle, drive
 from roadside_sim.truth import VehicleClass as SimClass
 from services.roadside.analytics import CameraAnalytics
 from services.roadside.detector import Detection, VehicleClass
@@ -113,3 +115,47 @@ def test_a_car_stopping_where_a_counted_one_stood_and_drove_off_is_counted() -> 
                    for v in (first, second) if v.position(t) is not None for b in SCENE.detections([v], t)]
         analytics.process(T0 + timedelta(seconds=t), k, tracked, SCENE.size)
     assert sum(lane.vehicles for m in analytics.minutes() for lane in m.lanes if lane.lane_id == "NB") == 2
+
+
+def _two_lanes_north() -> CameraAnalytics:
+    """The scene's camera with a second northbound lane east of NB."""
+    camera = SCENE.camera("sim")
+    nb = camera.lanes[0]
+    camera.lanes.add(id="NB2", polygon=pb.PixelPolygon(points=[
+        pb.PixelPoint(x=x, y=y) for x, y in SCENE.ground_polygon(LANE_WIDTH_M, 2 * LANE_WIDTH_M, NEAR_N, FAR_N)]),
+        direction_vector=nb.direction_vector, speed_limit_kmh=nb.speed_limit_kmh)
+    return CameraAnalytics(spec_of(camera))
+
+
+def _queues(analytics: CameraAnalytics, vehicles: list[SimVehicle], seconds: float) -> dict[str, float]:
+    lanes: dict[str, float] = {}
+    for k in range(int(seconds * 3)):
+        t = k / 3
+        tracked = [(v.id, Detection(VehicleClass.CAR, 0.9, b.x1, b.y1, b.x2, b.y2, "car"))
+                   for v in vehicles for b in SCENE.detections([v], t)]
+        result = analytics.process(T0 + timedelta(seconds=t), k, tracked, SCENE.size)
+        lanes = {lane.lane_id: lane.queue_length_m for lane in result.lanes}
+    return lanes
+
+
+def test_a_queue_whose_front_cars_the_detector_misses_starts_at_the_lane_end() -> None:
+    # Five cars stand on NB from its downstream end (70 m) back to 40 m, beside a standing queue on NB2; the detector
+    # finds NB's two last cars only (a jam's cars overlap in the view, and it found about half of them). They stand
+    # behind the traffic ahead of them: the queue is the lane's 30 m, not the 12 m between the two found.
+    analytics = _two_lanes_north()
+
+    def standing(k: int, east: float, north: float) -> SimVehicle:
+        return SimVehicle(k, SimClass.CAR, [(0.0, east, north), (60.0, east, north)])
+    found = [standing(1, NB_CENTRE_E, 47.0), standing(2, NB_CENTRE_E, 40.0),
+             standing(3, NB_CENTRE_E + LANE_WIDTH_M, 66.0), standing(4, NB_CENTRE_E + LANE_WIDTH_M, 59.0)]
+    queues = _queues(analytics, found, 5)
+    assert 28 <= queues["NB"] <= 36
+
+
+def test_a_car_standing_alone_beside_flowing_traffic_is_no_queue_to_the_lane_end() -> None:
+    # A stalled car at 40 m while NB2's traffic drives by: one vehicle's length, as before.
+    analytics = _two_lanes_north()
+    stalled = SimVehicle(1, SimClass.CAR, [(0.0, NB_CENTRE_E, 40.0), (60.0, NB_CENTRE_E, 40.0)])
+    passing = [drive(10 + k, 1.5 * k, 12, 68, 40, east=NB_CENTRE_E + LANE_WIDTH_M) for k in range(4)]
+    queues = _queues(analytics, [stalled, *passing], 5)
+    assert queues["NB"] == 5.0

@@ -252,3 +252,16 @@ def test_a_car_first_seen_moving_up_into_the_place_of_the_car_ahead_does_not_tak
     events = run_script(script, 57, camera=_one_way_camera())
 
     assert not of(events, EventType.STOPPED_VEHICLE)
+
+
+def test_a_jam_counts_its_minute_from_when_its_queue_formed_not_from_when_its_lane_reads_moderate() -> None:
+    # A minute of free flow at 45 km/h, then the lane's traffic stops: six cars queue nose to tail from 70 s on and
+    # stand. The lane's 60-s mean speed still holds the free-flowing cars and reads moderate only about a minute later;
+    # the queue has stood its minute by ~130 s, and that is the jam.
+    flow = [drive(i, 3.0 * i, 12, 66, 45) for i in range(22)]
+    queue = [drive(100 + i, 62.0 + 2.0 * i, 12, 60 - 7 * i, 45).hold(300) for i in range(6)]
+
+    run = run_tracks(SCENE, [*flow, *queue], 200, fps=3.0)
+
+    (jam,) = run.of(EventType.TRAFFIC_JAM)
+    assert (jam.observed_at - T0).total_seconds() <= 140.0
