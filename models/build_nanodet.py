@@ -56,14 +56,88 @@ OUTPUTS = {
 STRIDES = (8, 16, 32)
 # NanoDet's config spells multi-word names with underscores; the service's mapping reads these (car, bus, truck,
 # motorcycle, bicycle, person) and drops the rest.
-COCO_NAMES = (
-    "person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign parking_meter "
-    "bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag tie suitcase frisbee "
-    "skis snowboard sports_ball kite baseball_bat baseball_glove skateboard surfboard tennis_racket bottle "
-    "wine_glass cup fork knife spoon bowl banana apple sandwich orange broccoli carrot hot_dog pizza donut cake "
-    "chair couch potted_plant bed dining_table toilet tv laptop mouse remote keyboard cell_phone microwave oven "
-    "toaster sink refrigerator book clock vase scissors teddy_bear hair_drier toothbrush"
-).split()
+COCO_NAMES = [
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic_light",
+    "fire_hydrant",
+    "stop_sign",
+    "parking_meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports_ball",
+    "kite",
+    "baseball_bat",
+    "baseball_glove",
+    "skateboard",
+    "surfboard",
+    "tennis_racket",
+    "bottle",
+    "wine_glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot_dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted_plant",
+    "bed",
+    "dining_table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell_phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy_bear",
+    "hair_drier",
+    "toothbrush",
+]
 # Calibrated on the sample photos and the simulator's calibration-seed frames (never the evaluation seed); see
 # models/MODEL_CARD_nanodet_g.md. GFL scores are IoU-aware quality scores, lower than YOLO's objectness * class.
 SCORE_THRESHOLDS = {"car": 0.3, "bus": 0.3, "truck": 0.3, "motorcycle": 0.3, "bicycle": 0.3, "person": 0.35}
@@ -187,8 +261,9 @@ def build(out_dir: Path, cache: Path) -> dict[str, Any]:
         },
     }
     (out_dir / f"{MODEL_NAME}.json").write_text(json.dumps(metadata, indent=2) + "\n")
-    print(f"wrote {onnx_path} ({len(onnx_bytes) / 1e6:.1f} MB) in {time.perf_counter() - started:.2f} s",
-          file=sys.stderr)
+    print(
+        f"wrote {onnx_path} ({len(onnx_bytes) / 1e6:.1f} MB) in {time.perf_counter() - started:.2f} s", file=sys.stderr
+    )
     return metadata
 
 

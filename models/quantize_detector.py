@@ -70,20 +70,15 @@ def calibration_tensors(detector: Detector, n_sim: int) -> list[np.ndarray[Any, 
     return [detector.preprocess(image)[0] for image in frames]
 
 
-# Operations between a head's last convolution and the model's output that only move, split or squash its values
-# (NanoDet's head: Split into scores and distributions, Sigmoid, Reshape, Transpose).
-_PASS_THROUGH = frozenset({"Identity", "Reshape", "Transpose", "Split", "Sigmoid", "Flatten"})
-
-
 def head_convs(model: onnx.ModelProto, outputs: list[str]) -> list[str]:
-    """The Conv nodes that produce the head outputs (through Identity nodes and other value-moving ones)."""
+    """The Conv nodes that produce the head outputs (through Identity nodes)."""
     producers = {o: n for n in model.graph.node for o in n.output}
-    names: list[str] = []
+    names = []
     for output in outputs:
         node = producers.get(output)
-        while node is not None and node.op_type in _PASS_THROUGH:
+        while node is not None and node.op_type == "Identity":
             node = producers.get(node.input[0])
-        if node is not None and node.op_type == "Conv" and node.name not in names:
+        if node is not None and node.op_type == "Conv":
             names.append(node.name)
     return names
 

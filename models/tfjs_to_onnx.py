@@ -214,8 +214,14 @@ def convert(
         elif op == "MaxPool":
             if _attr(node, "padding") != "VALID":
                 raise ConversionError(f"{name}: only VALID MaxPool is supported")
-            nchw("MaxPool", value(inputs[0]), name, name, kernel_shape=_attr(node, "ksize")[1:3],
-                 strides=_attr(node, "strides")[1:3])
+            nchw(
+                "MaxPool",
+                value(inputs[0]),
+                name,
+                name,
+                kernel_shape=_attr(node, "ksize")[1:3],
+                strides=_attr(node, "strides")[1:3],
+            )
         elif op == "ResizeBilinear":
             if _attr(node, "align_corners") or not _attr(node, "half_pixel_centers"):
                 raise ConversionError(f"{name}: only half-pixel-centre bilinear resizing is supported")
@@ -227,17 +233,30 @@ def convert(
                 extra = [g.const(name + "/roi", np.zeros(0, np.float32)), g.const(name + "/scales", scales)]
             else:
                 # The traced pass: the exported output size, with N and C taken from the input.
-                extra = [g.const(name + "/roi", np.zeros(0, np.float32)), g.const(name + "/no_scales",
-                         np.zeros(0, np.float32)), name + "/sizes"]
+                extra = [
+                    g.const(name + "/roi", np.zeros(0, np.float32)),
+                    g.const(name + "/no_scales", np.zeros(0, np.float32)),
+                    name + "/sizes",
+                ]
                 shape = g.fresh(name + "_shape")
                 head = g.fresh(name + "_nc")
                 g.add("Shape", [value(inputs[0])], [shape], g.fresh(name + "_shape_op"))
-                g.add("Gather", [shape, g.const(name + "/nc_idx", np.array([0, 3], np.int64))], [head],
-                      g.fresh(name + "_gather"))
-                g.add("Concat", [head, g.const(name + "/hw", size)], [name + "/sizes"], g.fresh(name + "_cat"),
-                      axis=0)
-            nchw("Resize", value(inputs[0]), name, name, extra, mode="linear",
-                 coordinate_transformation_mode="half_pixel")
+                g.add(
+                    "Gather",
+                    [shape, g.const(name + "/nc_idx", np.array([0, 3], np.int64))],
+                    [head],
+                    g.fresh(name + "_gather"),
+                )
+                g.add("Concat", [head, g.const(name + "/hw", size)], [name + "/sizes"], g.fresh(name + "_cat"), axis=0)
+            nchw(
+                "Resize",
+                value(inputs[0]),
+                name,
+                name,
+                extra,
+                mode="linear",
+                coordinate_transformation_mode="half_pixel",
+            )
         elif op == "ConcatV2":
             axis = int(const_of(inputs[-1]))
             g.add("Concat", [value(i) for i in inputs[:-1]], [name], name, axis=axis)
