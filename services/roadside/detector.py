@@ -36,10 +36,12 @@ from services.roadside.yolo_decode import (
     Candidates,
     DarknetHead,
     FloatArray,
+    GflHead,
     IntArray,
     Letterbox,
     OutputLayout,
     decode_darknet_head,
+    decode_gfl_level,
     decode_yolov5,
     decode_yolov8,
     infer_flat_layout,
@@ -256,6 +258,20 @@ class _ModelSpec:
     pad_value: float
     class_names: tuple[str, ...]
     heads: tuple[DarknetHead, ...]
+    gfl_heads: tuple[GflHead, ...] = ()
+    reg_max: int = 0
+
+    @property
+    def max_stride(self) -> int:
+        return max([h.stride for h in self.heads] + [h.stride for h in self.gfl_heads], default=32)
+
+    @property
+    def output_names(self) -> list[str]:
+        if self.layout is OutputLayout.DARKNET:
+            return [h.output for h in self.heads]
+        if self.layout is OutputLayout.GFL:
+            return [name for h in self.gfl_heads for name in (h.scores_output, h.distributions_output)]
+        return []
 
 
 def _read_spec(metadata: Mapping[str, Any], session: ort.InferenceSession) -> _ModelSpec:
@@ -266,20 +282,34 @@ def _read_spec(metadata: Mapping[str, Any], session: ort.InferenceSession) -> _M
     height = int(meta_input.get("height", shape[2]))
     class_names = tuple(str(n) for n in metadata["class_names"])
     fmt = str(metadata.get("format", "auto"))
-    heads = tuple(
-        DarknetHead(
-            output=str(h["output"]),
-            anchors=tuple((float(a[0]), float(a[1])) for a in h["anchors"]),
-            stride=int(h["stride"]),
-        )
-        for h in metadata.get("heads", [])
-    )
     layout = None if fmt == "auto" else OutputLayout(fmt)
-    if layout is OutputLayout.DARKNET:
+    heads = (
+        tuple(
+            DarknetHead(
+                output=str(h["output"]),
+                anchors=tuple((float(a[0]), float(a[1])) for a in h["anchors"]),
+                stride=int(h["stride"]),
+            )
+            for h in metadata.get("heads", [])
+        )
+        if layout is OutputLayout.DARKNET
+        else ()
+    )
+    gfl_heads = (
+        tuple(
+            GflHead(str(h["scores"]), str(h["distributions"]), int(h["stride"])) for h in metadata.get("heads", [])
+        )
+        if layout is OutputLayout.GFL
+        else ()
+    )
+    if layout in (OutputLayout.DARKNET, OutputLayout.GFL):
         outputs = {o.name for o in session.get_outputs()}
-        missing = [h.output for h in heads if h.output not in outputs]
-        if not heads or missing:
-            raise DetectorError(f"darknet_yolo metadata lists no heads or unknown outputs {missing}")
+        wanted = [h.output for h in heads] + [n for h in gfl_heads for n in (h.scores_output, h.distributions_output)]
+        missing = [name for name in wanted if name not in outputs]
+        if not wanted or missing:
+            raise DetectorError(f"{layout.value} metadata lists no heads or unknown outputs {missing}")
+    if layout is OutputLayout.GFL and int(metadata.get("reg_max", 0)) <= 0:
+        raise DetectorError("nanodet_gfl metadata needs reg_max (the distance bins per side, minus one)")
     return _ModelSpec(
         layout=layout,
         input_name=str(meta_input.get("name", model_input.name)),
@@ -289,6 +319,8 @@ def _read_spec(metadata: Mapping[str, Any], session: ort.InferenceSession) -> _M
         pad_value=float(meta_input.get("pad_value", 114 / 255)),
         class_names=class_names,
         heads=heads,
+        gfl_heads=gfl_heads,
+        reg_max=int(metadata.get("reg_max", 0)),
     )
 
 
@@ -301,7 +333,7 @@ def _resized(spec: _ModelSpec, size: tuple[int, int], session: ort.InferenceSess
             f"the model's input is fixed at {shape[3]}x{shape[2]}, so it cannot run at {size[0]}x{size[1]}: "
             "rebuild it with `make models` (height and width symbolic) or set V2X_DETECTOR_INPUT_SIZE=model"
         )
-    stride = max((h.stride for h in spec.heads), default=32)
+    stride = spec.max_stride
     if size[0] % stride or size[1] % stride:
         raise DetectorError(f"input size {size[0]}x{size[1]} is not a multiple of the model's stride {stride}")
     return replace(spec, input_size=size)
@@ -372,11 +404,7 @@ class Detector:
         self.dynamic_batch = not isinstance(batch_dim, int) or batch_dim <= 0
         self._thresholds = self._class_thresholds(_thresholds(metadata, self.config.score_thresholds))
         self._class_groups = self._nms_groups(self.config.merge_vehicle_classes)
-        self._output_names = (
-            [h.output for h in self.spec.heads]
-            if self.spec.layout is OutputLayout.DARKNET
-            else [self.session.get_outputs()[0].name]
-        )
+        self._output_names = self.spec.output_names or [self.session.get_outputs()[0].name]
 
     def _class_thresholds(self, per_vehicle_class: Mapping[VehicleClass, float]) -> FloatArray:
         thresholds = np.full(len(self.spec.class_names), np.inf, dtype=np.float32)
@@ -457,6 +485,16 @@ class Detector:
                 [
                     decode_darknet_head(raw, head, self.spec.input_size, self._thresholds)
                     for raw, head in zip(outputs, self.spec.heads, strict=True)
+                ]
+            )
+        if self.spec.layout is OutputLayout.GFL:
+            return Candidates.concat(
+                [
+                    decode_gfl_level(
+                        outputs[2 * i], outputs[2 * i + 1], head.stride, self.spec.input_size, self.spec.reg_max,
+                        self._thresholds,
+                    )
+                    for i, head in enumerate(self.spec.gfl_heads)
                 ]
             )
         raw = outputs[0]

@@ -7,6 +7,9 @@ Pure numpy, no model runtime. Supported output layouts:
 * YOLOv8-style ``[4 + C, N]``: ``cx, cy, w, h`` in input pixels followed by class scores (already
   probabilities, no objectness).
 * YOLOv5-style ``[N, 5 + C]``: ``cx, cy, w, h, objectness`` followed by class scores (probabilities).
+* NanoDet's GFL head, per level: class scores ``[N, C]`` (probabilities) and box-side distance distributions
+  ``[N, 4 * (reg_max + 1)]`` (logits) for the ``N`` points of the level's grid, row by row. Each side's distance is
+  the expectation of its softmax over ``0..reg_max`` strides, measured from the cell's centre.
 
 Every decoder keeps, per candidate box, its best class only, and drops it unless the score reaches that
 class's threshold (``thresholds[class_id]``; ``inf`` drops a class entirely). Boxes are ``x1, y1, x2,
@@ -33,6 +36,7 @@ class OutputLayout(StrEnum):
     DARKNET = "darknet_yolo"  # [A*(5+C), H, W] per head
     YOLOV8 = "yolov8"  # [4+C, N]
     YOLOV5 = "yolov5"  # [N, 5+C]
+    GFL = "nanodet_gfl"  # per level [N, C] scores + [N, 4*(reg_max+1)] distance distributions
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,15 @@ class DarknetHead:
 
     output: str
     anchors: tuple[tuple[float, float], ...]
+    stride: int
+
+
+@dataclass(frozen=True, slots=True)
+class GflHead:
+    """One level of a GFL (NanoDet) head: the outputs holding its class scores and its distance distributions."""
+
+    scores_output: str
+    distributions_output: str
     stride: int
 
 
@@ -162,6 +175,43 @@ def decode_yolov5(raw: FloatArray, thresholds: FloatArray) -> Candidates:
     raw = raw[raw[:, 4] >= float(np.min(thresholds))]
     boxes = _xywh_to_xyxy(raw[:, 0], raw[:, 1], raw[:, 2], raw[:, 3])
     return _best_class(boxes, raw[:, 4:5] * raw[:, 5:], thresholds)
+
+
+def decode_gfl_level(
+    scores: FloatArray,
+    distributions: FloatArray,
+    stride: int,
+    input_size: tuple[int, int],
+    reg_max: int,
+    thresholds: FloatArray,
+) -> Candidates:
+    """Decode one image's level of a GFL head: ``scores`` ``[N, C]``, ``distributions`` ``[N, 4 * (reg_max + 1)]``
+    for the ``N = (H / stride) * (W / stride)`` grid points, row-major. The point of cell (gx, gy) is its centre,
+    ``((gx + 0.5) * stride, (gy + 0.5) * stride)``; the box's left, top, right and bottom sides lie at the expected
+    distance (in strides) of each side's softmax distribution from it."""
+    in_w, in_h = input_size
+    grid_w, grid_h = in_w // stride, in_h // stride
+    bins = reg_max + 1
+    if scores.shape[0] != grid_w * grid_h or distributions.shape != (scores.shape[0], 4 * bins):
+        raise ValueError(
+            f"GFL level stride {stride}: scores {scores.shape} and distributions {distributions.shape} do not fit "
+            f"a {grid_w}x{grid_h} grid with reg_max {reg_max}"
+        )
+    if scores.shape[1] != thresholds.shape[0]:
+        raise ValueError(f"{scores.shape[1]} class scores but {thresholds.shape[0]} thresholds")
+    (idx,) = np.nonzero(np.max(scores, axis=1) >= float(np.min(thresholds)))
+    if idx.size == 0:
+        return Candidates.empty()
+    gy, gx = np.divmod(idx, grid_w)
+    logits = distributions[idx].reshape(-1, 4, bins).astype(np.float32)
+    logits = logits - np.max(logits, axis=2, keepdims=True)
+    weights = np.exp(logits)
+    expected = (weights @ np.arange(bins, dtype=np.float32)) / np.sum(weights, axis=2)  # (K, 4) in strides
+    sides = expected * np.float32(stride)
+    cx = ((gx + 0.5) * stride).astype(np.float32)
+    cy = ((gy + 0.5) * stride).astype(np.float32)
+    boxes = np.stack([cx - sides[:, 0], cy - sides[:, 1], cx + sides[:, 2], cy + sides[:, 3]], axis=-1)
+    return _best_class(boxes.astype(np.float32), scores[idx].astype(np.float32, copy=False), thresholds)
 
 
 def infer_flat_layout(shape: tuple[int, ...], num_classes: int) -> OutputLayout:
