@@ -5,8 +5,7 @@ Association by motion: each track predicts where its box centre is now from its 
 prediction they lie nearest, in box diagonals, closest pairs first over the whole frame (greedy), within a gate:
 
 * a track with a velocity: 0.6 of a diagonal, plus 1 diagonal per second since it was last seen (a missed frame
-  or two, a car braking or pulling away), narrowing for a slow track down to 0.15 plus 0.5 per second for a
-  standing one (the box of a vehicle passing in front of a standing one is another vehicle's);
+  or two, a car braking or pulling away);
 * a track seen once (velocity unknown): a diagonal, or 3 diagonals a second since (a car at 60 km/h at 1.5 frames/s);
 * boxes of about the track's size only (half to twice its width and height).
 
@@ -45,16 +44,6 @@ from services.roadside.model import VEHICLES
 # the detector's: tighter known gates cut fast cars into more tracks, wider ones swap cars in a queue.)
 KNOWN_GATE = 0.6
 KNOWN_GATE_PER_S = 1.0
-# A standing or slow track's gate, growing to the known gate with the track's speed up to a diagonal a second: a
-# vehicle standing in a queue or at the kerb does not get half a box away in a third of a second, while the box of a
-# vehicle passing in front of it (hiding it from the detector) does come that near, and a standing track that took it
-# followed the passing vehicle off, was counted on its lane, and left the standing vehicle to a new track, counted
-# again (replayed `v2x sim score` run, load/replay_analytics.py, exact boxes missed at random: 30 % missed, count
-# MAPE 28.3 -> 17.0 % and 21.5 -> 14.1 % on two seeds; 50 % missed, queue error while queued 7.9 -> 1.7 m and speed
-# RMSE 7.5 -> 4.3 km/h; all boxes: unchanged, 6.0 %).
-STILL_GATE = 0.15
-STILL_GATE_PER_S = 0.5
-MOVING_DIAGONALS_PER_S = 1.0
 UNKNOWN_GATE = 1.0
 UNKNOWN_GATE_PER_S = 3.0
 # A box's size differs from its track's (ln of the width and height ratios) at this weight per unit, added to the
@@ -105,14 +94,8 @@ class _Track:
         diagonal = math.hypot(w + w0, h + h0) / 2
         distance = math.hypot(px - (d.x1 + d.x2) / 2, py - (d.y1 + d.y2) / 2) / diagonal
         dt = (ns - self.last_ns) / 1e9
-        if self.velocity is not None:
-            # The gate narrows for a slow track: a standing vehicle is where it stood, and the box of a vehicle passing
-            # in front of it is another's (see STILL_GATE).
-            moving = min(1.0, math.hypot(*self.velocity) / math.hypot(w0, h0) / MOVING_DIAGONALS_PER_S)
-            gate = STILL_GATE + moving * (KNOWN_GATE - STILL_GATE) \
-                + (STILL_GATE_PER_S + moving * (KNOWN_GATE_PER_S - STILL_GATE_PER_S)) * dt
-        else:
-            gate = max(UNKNOWN_GATE, UNKNOWN_GATE_PER_S * dt)
+        gate = KNOWN_GATE + KNOWN_GATE_PER_S * dt if self.velocity is not None \
+            else max(UNKNOWN_GATE, UNKNOWN_GATE_PER_S * dt)
         if distance > gate:
             return None
         return distance + SIZE_WEIGHT * (abs(math.log(w / w0)) + abs(math.log(h / h0)))
