@@ -63,6 +63,9 @@ class Suite:
     redis: EmbeddedRedis | EmbeddedRedisCluster | None = None
 
     async def stop(self, grace_s: float) -> None:
+        for supervisor in (self.simulator, self.supervisor):
+            if supervisor is not None:
+                supervisor.hold()
         if self.simulator is not None:
             await self.simulator.stop(grace_s)
         if self.supervisor is not None:

@@ -207,9 +207,14 @@ class Supervisor:
             await _stop([proc], 5.0)
         return False
 
+    def hold(self) -> None:
+        """No more restarts from now on. A terminal's Ctrl-C reaches every child at once: one that exits on it while
+        the suite is still stopping something else (the simulator first) must not be started again."""
+        self._stopping = True
+
     async def stop(self, grace_s: float) -> None:
         """SIGTERM to every process, then waits; whichever is not gone `grace_s` + a margin later is killed."""
-        self._stopping = True
+        self.hold()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

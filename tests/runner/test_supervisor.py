@@ -55,6 +55,34 @@ time.sleep(0.3 if n == 1 else 60); raise SystemExit(3)
     assert sup.children["svc"].proc is not None and sup.children["svc"].proc.returncode is not None
 
 
+async def test_a_process_that_exits_once_the_suite_holds_is_not_started_again(tmp_path: Path) -> None:
+    marker = tmp_path / "ready"
+    # Serves until its SIGINT, then exits 0, as the services do on a terminal's Ctrl-C (which reaches every child).
+    argv = _script(tmp_path, f"""
+import pathlib, signal, sys, time
+signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+pathlib.Path({str(marker)!r}).touch()
+time.sleep(60)
+""")
+    said: list[str] = []
+    sup = Supervisor([ChildSpec("svc", argv, dict(os.environ), _ready_when(marker))], say=said.append,
+                     backoff_base_s=0.05)
+    sup.start()
+    try:
+        await sup.wait_ready()
+        proc = sup.children["svc"].proc
+        assert proc is not None
+        sup.hold()  # the suite is stopping (its simulator first), this supervisor's turn has not come
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), 10)
+        await asyncio.sleep(0.5)  # ten times the restart backoff
+
+        assert sup.children["svc"].starts == 1
+        assert not any("restarted" in line for line in said)
+    finally:
+        await sup.stop(1.0)
+
+
 async def test_the_suite_gives_up_after_five_failed_starts_in_a_row_and_says_which(tmp_path: Path) -> None:
     argv = _script(tmp_path, "raise SystemExit(7)\n")
     said: list[str] = []
