@@ -155,7 +155,8 @@ def resolve_precision(precision: str, model_path: Path, cpuinfo: str | None = No
     int8_model = model_for_precision(model_path, "int8")
     missing = [p.name for p in (int8_model, int8_model.with_suffix(".json")) if not p.is_file()]
     if missing:
-        return "fp32", f"the CPU has {dot_product[0]} but {' and '.join(missing)} is not beside {model_path.name}"
+        verb = "is" if len(missing) == 1 else "are"
+        return "fp32", f"the CPU has {dot_product[0]} but {' and '.join(missing)} {verb} not beside {model_path.name}"
     return "int8", f"the CPU has {dot_product[0]} and {int8_model.name} is beside the model"
 
 

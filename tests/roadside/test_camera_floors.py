@@ -12,6 +12,7 @@ from v2x.roadside.v1 import roadside_pb2 as pb
 
 from roadside_sim.scene import Scene
 from services.roadside import convert, frames
+from services.roadside.app import _default_detector
 from services.roadside.detector import (
     DEFAULT_CAMERA_FLOORS,
     BgrImage,
@@ -86,6 +87,17 @@ def test_nanodet_g_states_floors_for_its_scores_and_yolov3_tiny_keeps_the_servic
 
     assert nanodet.camera_floors == NANODET_FLOORS
     assert yolo.camera_floors == DEFAULT_CAMERA_FLOORS
+
+
+def test_the_service_runs_nanodet_g_as_documented_on_auto_with_its_floors(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On a CPU with VNNI (this one: AMD EPYC, avx512_vnni) "auto" chose nanodet-g-int8.onnx, which is never built,
+    # and the service did not start.
+    monkeypatch.setenv("V2X_DETECTOR_MODEL", str(NANODET_PATH))
+
+    detector = _default_detector("onnx", 1, "auto")
+
+    assert isinstance(detector, Detector) and detector.config.model_path == NANODET_PATH
+    assert detector.camera_floors == NANODET_FLOORS
 
 
 # ----- where the engine opens a camera's session -------------------------------------------------------------
