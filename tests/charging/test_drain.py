@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,15 +29,11 @@ from services.common.runtime import Resources
 from tests.charging.conftest import charge_point_maker, start_harness
 from tests.charging.helpers import Client16, open_ws, station
 from tests.conftest import Keys
+from tests.ports import free_port
 from tests.waiting import assert_eventually
 
 GRACE_S = 8.0  # long enough that a close only after the gRPC grace period could not pass for a prompt one
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _serving(channel: aio.Channel) -> bool:
@@ -57,7 +52,7 @@ class Process:
 @pytest.fixture
 async def charging_process(settings: Settings) -> AsyncIterator[Process]:
     """`v2x serve charging` as its own process, on free ports, with a long grace period."""
-    port, metrics, ocpp = _free_port(), _free_port(), _free_port()
+    port, metrics, ocpp = free_port(), free_port(), free_port()
     env = {**os.environ, "DATABASE_URL": settings.database_url or "", "REDIS_URL": settings.redis_url or "",
            "V2X_CHARGING_PORT": str(port), "V2X_CHARGING_METRICS_PORT": str(metrics), "V2X_OCPP_PORT": str(ocpp),
            "V2X_BIND_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING", "V2X_GRACE_S": str(GRACE_S)}

@@ -15,13 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.config import Settings
 from services.common.processes import METRICS_STRIDE
+from tests.ports import free_port
 from tests.waiting import assert_eventually
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _serving(port: int, within_s: float) -> None:
@@ -48,7 +43,7 @@ async def _reap(proc: asyncio.subprocess.Process) -> None:
 @pytest.mark.slow  # a real `v2x serve parking` process, started and stopped
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_serve_stops_cleanly_on_signal(settings: Settings, sig: signal.Signals) -> None:
-    port, metrics = _free_port(), _free_port()
+    port, metrics = free_port(), free_port()
     env = {**os.environ, "DATABASE_URL": settings.database_url or "", "REDIS_URL": settings.redis_url or "",
            "V2X_PARKING_PORT": str(port), "V2X_PARKING_METRICS_PORT": str(metrics), "V2X_BIND_HOST": "127.0.0.1",
            "LOG_LEVEL": "WARNING", "V2X_GRACE_S": "1"}
@@ -88,7 +83,7 @@ def _alive(pid: int) -> bool:
 async def _start_processes(settings: Settings, n: int) -> tuple[asyncio.subprocess.Process, int, list[int]]:
     """`v2x serve parking --processes n`, once its supervisor says every process serves; its port and the
     processes' metrics ports."""
-    port, metrics = _free_port(), _free_port()
+    port, metrics = free_port(), free_port(*(i * METRICS_STRIDE for i in range(1, n)))
     env = {**os.environ, "DATABASE_URL": settings.database_url or "", "REDIS_URL": settings.redis_url or "",
            "V2X_PARKING_PORT": str(port), "V2X_PARKING_METRICS_PORT": str(metrics), "V2X_BIND_HOST": "127.0.0.1",
            "LOG_LEVEL": "WARNING", "V2X_GRACE_S": "1"}

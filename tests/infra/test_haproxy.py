@@ -9,7 +9,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -29,6 +28,7 @@ from v2x.parking.v1.parking_pb2_grpc import ParkingServiceStub
 from services.common.config import Settings
 from tests.conftest import Keys
 from tests.parking.helpers import free_of, lot, report
+from tests.ports import free_port
 from tests.waiting import assert_eventually
 
 if TYPE_CHECKING:
@@ -37,11 +37,6 @@ if TYPE_CHECKING:
 CONFIG = str(Path(__file__).resolve().parents[2] / "infra" / "haproxy" / "grpc.cfg")
 CALLS = 40
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _serving(target: str) -> bool:
@@ -86,7 +81,7 @@ async def front(settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
     """Two replicas and the front, shared by this module's tests (each counts only its own calls)."""
     haproxy = _haproxy()
     procs: list[asyncio.subprocess.Process] = []
-    ports, metrics = [_free_port(), _free_port()], [_free_port(), _free_port()]
+    ports, metrics = [free_port(), free_port()], [free_port(), free_port()]
     try:
         for port, mport in zip(ports, metrics, strict=True):
             env = {**os.environ, "DATABASE_URL": settings.database_url or "", "REDIS_URL": settings.redis_url or "",
@@ -97,7 +92,7 @@ async def front(settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
         for port in ports:
             await assert_eventually(lambda p=port: _serving(f"127.0.0.1:{p}"), f"parking on {port} to serve",  # type: ignore[misc]
                                     within_s=60)
-        bind = f"127.0.0.1:{_free_port()}"
+        bind = f"127.0.0.1:{free_port()}"
         env = {**os.environ, "V2X_HAPROXY_BIND": bind, "V2X_BACKEND_1": f"127.0.0.1:{ports[0]}",
                "V2X_BACKEND_2": f"127.0.0.1:{ports[1]}"}
         log = tmp_path_factory.mktemp("haproxy") / "haproxy.log"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from services.municipal.store import MunicipalStore
 from tests.conftest import Keys
 from tests.municipal.conftest import destination, set_faults
 from tests.municipal.helpers import SECRET, eventually, insert, lot_dynamic
+from tests.ports import free_port
 from tests.waiting import assert_eventually
 
 LOTS = 200
@@ -45,11 +45,6 @@ def tail(path: str) -> str:
 def remove(path: str) -> None:
     Path(path).unlink(missing_ok=True)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class AdapterProcess:
@@ -115,7 +110,7 @@ async def test_20000_changes_arrive_once_each_in_order_through_5xx_outage_and_tw
     assert len(ids) == CHANGES
     expected = {idempotency_key(dest.name, i) for i in ids}
 
-    port = _free_port()
+    port = free_port()
     config = json.dumps([{"name": dest.name, "url": dest.url, "profile": dest.profile, "secret_env": "CHAOS_SECRET",
                           "batch_size": dest.batch_size, "timeout_s": dest.timeout_s}])
     os.environ["CHAOS_SECRET"] = SECRET

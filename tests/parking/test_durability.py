@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from services.common.runtime import Resources
 from tests.conftest import Keys
 from tests.parking.conftest import NewLot
 from tests.parking.helpers import batch, free_of, report, ts
+from tests.ports import free_port
 from tests.waiting import assert_eventually
 
 if TYPE_CHECKING:
@@ -42,11 +42,6 @@ V2X = Path(sys.executable).parent / "v2x"
 SERVICE = "v2x.parking.v1.ParkingService"
 START_TIMEOUT_S = 30.0
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -77,9 +72,9 @@ async def serve(settings: Settings, tmp_path: Path) -> AsyncIterator[Start]:
     started: list[Served] = []
 
     async def start() -> Served:
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "DATABASE_URL": settings.database_url or "", "REDIS_URL": settings.redis_url or "",
-               "V2X_PARKING_PORT": str(port), "V2X_PARKING_METRICS_PORT": str(_free_port()),
+               "V2X_PARKING_PORT": str(port), "V2X_PARKING_METRICS_PORT": str(free_port()),
                "V2X_BIND_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING"}
         log_path = tmp_path / f"serve-{len(started)}.log"
         with log_path.open("wb") as log:

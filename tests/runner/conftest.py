@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -18,16 +17,12 @@ from typing import Any
 import pytest
 
 from services.common.config import SERVICE_PORTS
+from services.common.processes import METRICS_STRIDE
 from services.common.runfile import run_file
+from tests.ports import free_port
 from tests.waiting import assert_eventually
 
 READY_S = 180.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -92,7 +87,8 @@ async def spawn_suite(tmp: Path, extra_env: dict[str, str] | None = None, *, sim
                 "V2X_CONSOLE_PORT": str(free_port()), "LOG_LEVEL": "WARNING"})
     for name in SERVICE_PORTS:
         env[f"V2X_{name.upper()}_PORT"] = str(free_port())
-        env[f"V2X_{name.upper()}_METRICS_PORT"] = str(free_port())
+        # `--replicas N` gives process i the metrics port + i * METRICS_STRIDE: those must be free too.
+        env[f"V2X_{name.upper()}_METRICS_PORT"] = str(free_port(*(i * METRICS_STRIDE for i in range(1, 4))))
     env.update(extra_env or {})
     log = tmp / "run.log"
     with log.open("wb") as out:

@@ -43,7 +43,11 @@ async def test_run_with_two_replicas_on_a_three_node_cluster_serves_every_servic
             return lambda: re.search(rf"v2x serve {name}: 2 processes serving on port \d+", suite.output()) is not None
 
         for name in SERVICE_PORTS:
-            await assert_eventually(both_serve(name), f"{name}'s two processes to serve", 120.0, every_s=0.5)
+            try:
+                await assert_eventually(both_serve(name), f"{name}'s two processes to serve", 120.0, every_s=0.5)
+            except AssertionError as exc:
+                # What the suite printed says why (a process that exited, a port it could not bind, ...).
+                raise AssertionError(f"{exc}:\n{suite.output()[-6000:]}") from None
         keys, targets = suite.keys, suite.targets
         for name in SERVICE_PORTS:
             for _ in range(4):

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from services.municipal.store import MunicipalStore
 from services.runner.embedded import EmbeddedRedisCluster
 from tests.conftest import fresh_database
 from tests.municipal.helpers import SECRET, insert, lot_dynamic
+from tests.ports import free_port
 from tests.waiting import assert_eventually
 
 LOTS = 40
@@ -51,17 +51,12 @@ def _remove(path: str) -> None:
     Path(path).unlink(missing_ok=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 class AdapterProcess:
     """`v2x serve municipal` as its own process, on the cluster."""
 
     def __init__(self, env: dict[str, str], log: IO[bytes]) -> None:
-        self.env = {**env, "V2X_MUNICIPAL_PORT": str(_free_port())}
+        self.env = {**env, "V2X_MUNICIPAL_PORT": str(free_port())}
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
