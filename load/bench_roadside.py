@@ -68,7 +68,7 @@ from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceStub
 from roadside_sim.scene import SB_CENTRE_E, Scene, drive
 from services.common.apikeys import create_key
 from services.common.db import create_engine, migrate
-from services.roadside.detector import Detector, DetectorConfig, model_for_precision
+from services.roadside.detector import Detector, DetectorConfig, int8_missing, model_for_precision
 from services.roadside.settings import PRECISIONS, RoadsideSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's `load`
@@ -603,8 +603,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compare-batch", type=int, default=0,
                    help="V2X_ROADSIDE_MAX_BATCH of a further fp32 service, measured saturated beside the others "
                         "(default 0: none)")
-    p.add_argument("--precisions", type=_precisions, default=["fp32", "int8"],
-                   help="detector precisions, one service each (default fp32,int8; the first is the reference)")
+    p.add_argument("--precisions", type=_precisions, default=None,
+                   help="detector precisions, one service each (default fp32,int8, or fp32 alone for a model without "
+                        "an int8 version; the first is the reference)")
     p.add_argument("--plates", type=int, default=40, help="rendered plates for the plate reader figures")
     p.add_argument("--budget", type=float, default=300.0,
                    help="seconds; no further camera count is started after this")
@@ -618,6 +619,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    model = DetectorConfig.from_env().model_path
+    missing = int8_missing(model)
+    if args.precisions is None:
+        args.precisions = ["fp32"] if missing else ["fp32", "int8"]
+        if missing:
+            print(f"{model.name} has no int8 version ({', '.join(missing)} not beside it): fp32 only. "
+                  "V2X_DETECTOR_MODEL=models/build/yolov3-tiny.onnx measures fp32 against int8.")
+    elif "int8" in args.precisions and missing:
+        raise SystemExit(f"--precisions int8: {', '.join(missing)} not beside {model}")
     out = asyncio.run(run(args))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")

@@ -30,6 +30,7 @@ from services.roadside.detector import (
     SERVICE_INPUT_SIZE,
     Detector,
     DetectorConfig,
+    int8_missing,
     model_for_precision,
     parse_input_size,
 )
@@ -130,15 +131,22 @@ def main(argv: list[str] | None = None) -> int:
         help="WxH frames are letterboxed to, or 'model' for each model's own (default: the service's)",
     )
     p.add_argument(
-        "--precision", choices=("fp32", "int8"), action="append", help="the precisions to score (default: both)"
+        "--precision",
+        choices=("fp32", "int8"),
+        action="append",
+        help="the precisions to score (default: both, or fp32 for a model without an int8 version)",
     )
     p.add_argument("--frames", type=int, default=160, help="held-out simulator frames")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
     input_size = None if args.input_size == "model" else parse_input_size(args.input_size)
     sets = {"real photos": real_photos(), "simulator frames": sim_frames(EVALUATION_SEED, args.frames)}
-    precisions = tuple(args.precision or ("fp32", "int8"))
-    results = [evaluate(model, sets, input_size, precisions) for model in args.model or [DEFAULT_MODEL_PATH]]
+    def precisions(model: Path) -> tuple[str, ...]:
+        if args.precision:
+            return tuple(args.precision)
+        return ("fp32",) if int8_missing(model) else ("fp32", "int8")  # NanoDet-g has no int8 version
+
+    results = [evaluate(model, sets, input_size, precisions(model)) for model in args.model or [DEFAULT_MODEL_PATH]]
     for out in results:
         print_report(out)
     if args.json:

@@ -118,9 +118,8 @@ def sim_stub(sim_channel: aio.Channel) -> Stub:
 
 
 @pytest.fixture(scope="session")
-async def onnx_service(resources: Resources, int8_path: Path, plate_models: Path) -> AsyncIterator[RunningService]:
-    """The roadside service as deployed: the YOLOv3-tiny detector (int8, the default precision) and the plate
-    reader."""
+async def onnx_service(resources: Resources, plate_models: Path) -> AsyncIterator[RunningService]:
+    """The roadside service as deployed: the default detector (NanoDet-g, `make models`) and the plate reader."""
     running = await start_service(make_builder(), resources, port=0, host="127.0.0.1")
     # The plate reader loads in the background: wait until ReadPlate stops answering "still loading".
     probe = pb.Frame(encoded=cv2.imencode(".png", np.zeros((64, 64, 3), np.uint8))[1].tobytes())

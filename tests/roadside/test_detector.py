@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from services.roadside.detector import (
     DEFAULT_SCORE_THRESHOLDS,
     MODEL_CLASS_TO_VEHICLE,
+    SERVICE_INPUT_SIZE,
     BgrImage,
     Detection,
     Detector,
@@ -260,8 +261,16 @@ def test_an_input_size_the_model_cannot_take_is_refused(model_path: Path, tmp_pa
         Detector(DetectorConfig(model_path=fixed, input_size=(128, 64)))
 
 
-def test_the_services_input_size_comes_from_the_environment() -> None:
-    assert DetectorConfig.from_env({}).input_size == (480, 352)
+def test_the_services_input_size_comes_from_the_environment_else_from_the_model(model_path: Path,
+                                                                               tmp_path: Path) -> None:
+    # The default model (NanoDet-g) states its own service size; YOLOv3-tiny states none and gets the service's.
+    assert DetectorConfig.from_env({}).input_size == (416, 320)
+    yolo = DetectorConfig.from_env({"V2X_DETECTOR_MODEL": str(model_path)})
+    assert yolo.input_size == SERVICE_INPUT_SIZE == (480, 352)
+    sized = tmp_path / "sized.onnx"
+    sized.with_suffix(".json").write_text(json.dumps({"service_input_size": [640, 480]}))
+    assert DetectorConfig.from_env({"V2X_DETECTOR_MODEL": str(sized)}).input_size == (640, 480)
+    assert DetectorConfig.from_env({"V2X_DETECTOR_MODEL": str(tmp_path / "none.onnx")}).input_size == (480, 352)
     assert DetectorConfig.from_env({"V2X_DETECTOR_INPUT_SIZE": "640x480"}).input_size == (640, 480)
     assert DetectorConfig.from_env({"V2X_DETECTOR_INPUT_SIZE": "model"}).input_size is None
     assert DetectorConfig().input_size is None  # a Detector built in code keeps the metadata's size

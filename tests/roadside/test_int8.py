@@ -75,7 +75,9 @@ def test_int8_keeps_the_pickup_as_one_vehicle(int8_detector: Detector, load_samp
 
 
 @pytest.mark.slow
-def test_the_service_loads_the_model_of_its_precision(int8_path: Path, model_path: Path) -> None:
+def test_the_service_loads_the_model_of_its_precision(int8_path: Path, model_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("V2X_DETECTOR_MODEL", str(model_path))  # YOLOv3-tiny: the model with an int8 version
     int8 = _default_detector("onnx", 1, "int8")
     fp32 = _default_detector("onnx", 1, "fp32")
 
@@ -135,7 +137,9 @@ def test_auto_says_why_it_keeps_fp32_on_a_cpu_without_a_dot_product(tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_the_service_on_auto_loads_the_model_this_cpu_runs_best(int8_path: Path, model_path: Path) -> None:
+def test_the_service_on_auto_loads_the_model_this_cpu_runs_best(int8_path: Path, model_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("V2X_DETECTOR_MODEL", str(model_path))
     detector = _default_detector("onnx", 1, "auto")
 
     expected = int8_path if resolve_precision("auto", model_path)[0] == "int8" else model_path

@@ -1,4 +1,4 @@
-"""The roadside service as deployed (YOLOv3-tiny + plate reader), over gRPC."""
+"""The roadside service as deployed (the default detector, NanoDet-g, + plate reader), over gRPC."""
 
 from __future__ import annotations
 
@@ -27,9 +27,8 @@ def encoded(image: BgrImage, ext: str = ".jpg") -> bytes:
 
 async def test_detect_finds_the_pickup_on_the_dog_photo_once(
         onnx_stub: Stub, keys: Keys, load_sample: LoadSample) -> None:
-    # At the service's input size (480 x 352, services/roadside/detector.SERVICE_INPUT_SIZE) the photo's bicycle,
-    # half the frame, is not found (0.59 at the model's own 416 x 416, where tests/roadside/test_detector.py finds
-    # it): the price of +16 points of recall on the intersection cameras' vehicles, recorded in the model card.
+    # NanoDet-g at its service size (416 x 320, its metadata's service_input_size) scores the pickup 0.53; at 480 x 352
+    # it scored 0.25 and was missed (models/MODEL_CARD_nanodet_g.md).
     result = await onnx_stub.Detect(pb.Frame(frame_id=7, encoded=encoded(load_sample("dog.jpg"))),
                                     metadata=keys.md(keys.police))
 
