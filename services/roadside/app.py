@@ -100,8 +100,10 @@ def _default_detector(kind: str, max_batch: int, precision: str = "auto") -> Bat
                                        intra_op_threads=config.intra_op_threads,
                                        max_batch=max(max_batch, 1), input_size=config.input_size))
     floors = detector.camera_floors
-    log.info("camera floors the cameras leave unset: detection %.2f, event %.2f (%s)",
-             floors.min_detection_confidence, floors.min_event_confidence, detector.config.model_path.name)
+    w, h = detector.input_size
+    log.info("detector %s, frames letterboxed to %dx%d; camera floors the cameras leave unset: detection %.2f, "
+             "event %.2f", detector.config.model_path.name, w, h, floors.min_detection_confidence,
+             floors.min_event_confidence)
     return detector
 
 
