@@ -36,7 +36,7 @@ from roadside_sim.geometry import box_iou
 from roadside_sim.network import District
 from services.roadside.analytics import CameraAnalytics
 from services.roadside.convert import camera_spec
-from services.roadside.detector import Detection, VehicleClass
+from services.roadside.detector import DEFAULT_CAMERA_FLOORS, Detection, VehicleClass
 from services.roadside.tracker import Tracker
 
 MIN_VISIBLE, MIN_SIDE_PX, IOU = 0.5, 16, 0.5  # as roadside_sim/score.py judges detections
@@ -66,7 +66,8 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
     cameras = {f["camera"] for f in frames}
     specs = {c: camera_spec(r.camera()) for c, r in _camera_rigs(cameras).items()}
     trackers = {c: Tracker() for c in cameras}
-    analytics = {c: CameraAnalytics(s) for c, s in specs.items()}
+    # The default model's floors: the replay has no detector; its boxes are the run's or the truth's.
+    analytics = {c: CameraAnalytics(s.with_floors(DEFAULT_CAMERA_FLOORS)) for c, s in specs.items()}
     rng = random.Random(seed)
     queue_err: list[float] = []
     queue_busy: list[float] = []

@@ -524,7 +524,7 @@ class CameraAnalytics:
         seen: list[_Track] = []
         present = {track_id for track_id, _ in tracked}
         for track_id, d in tracked:
-            if d.score < spec.thresholds.min_detection_confidence:
+            if d.score < spec.thresholds.detection_floor:
                 continue
             box = Box(d.x1, d.y1, d.x2, d.y2).scaled(sx, sy)
             seen.append(self._observe(track_id, d, box, t, present))
@@ -593,7 +593,7 @@ class CameraAnalytics:
         objects = [self._object(tr, 1 / sx, 1 / sy) for tr in seen]
         for d in untracked:
             objects.append(TrackedObject(0, d.vehicle_class, d.score, Box(d.x1, d.y1, d.x2, d.y2)))
-        floor = spec.thresholds.min_event_confidence
+        floor = spec.thresholds.event_floor
         kept = [e for e in events if e.confidence >= floor]
         scaled = [self._event_to_frame(e, 1 / sx, 1 / sy) for e in kept]
         return FrameAnalysis(objects, scaled, lane_status, spot_changes)

@@ -94,13 +94,15 @@ def _default_detector(kind: str, max_batch: int, precision: str = "auto") -> Bat
         log.warning("V2X_ROADSIDE_DETECTOR=sim: the demo key-colour detector, not the model")
         return KeyColourDetector()
     config = DetectorConfig.from_env()
-    chosen = resolve_precision(precision)
-    if chosen != precision:
-        log.info("V2X_ROADSIDE_DETECTOR_PRECISION=%s: %s on this CPU", precision, chosen)
-    precision = chosen
-    return Detector(DetectorConfig(model_path=model_for_precision(config.model_path, precision),
-                                   intra_op_threads=config.intra_op_threads,
-                                   max_batch=max(max_batch, 1), input_size=config.input_size))
+    chosen, why = resolve_precision(precision, config.model_path)
+    log.info("V2X_ROADSIDE_DETECTOR_PRECISION=%s: %s for %s (%s)", precision, chosen, config.model_path.name, why)
+    detector = Detector(DetectorConfig(model_path=model_for_precision(config.model_path, chosen),
+                                       intra_op_threads=config.intra_op_threads,
+                                       max_batch=max(max_batch, 1), input_size=config.input_size))
+    floors = detector.camera_floors
+    log.info("camera floors the cameras leave unset: detection %.2f, event %.2f (%s)",
+             floors.min_detection_confidence, floors.min_event_confidence, detector.config.model_path.name)
+    return detector
 
 
 build = make_builder()

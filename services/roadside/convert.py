@@ -230,12 +230,12 @@ def camera_spec(c: pb.Camera) -> CameraSpec:
     v.check()
     d = Thresholds()
     thresholds = Thresholds(
-        min_detection_confidence=t.min_detection_confidence or d.min_detection_confidence,
+        min_detection_confidence=t.min_detection_confidence or None,  # 0: the detector model's
         min_plate_confidence=t.min_plate_confidence or d.min_plate_confidence,
         overspeed_tolerance_kmh=t.overspeed_tolerance_kmh or d.overspeed_tolerance_kmh,
         slow_vehicle_kmh=t.slow_vehicle_kmh or d.slow_vehicle_kmh,
         stop_threshold_s=t.stop_threshold_s or d.stop_threshold_s,
-        min_event_confidence=t.min_event_confidence or d.min_event_confidence,
+        min_event_confidence=t.min_event_confidence or None,
         frame_deadline_ms=t.frame_deadline_ms,
     )
     return CameraSpec(c.id, c.name, c.location.lat, c.location.lon, c.heading_deg, w, h, tuple(lanes),

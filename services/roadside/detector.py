@@ -137,17 +137,27 @@ def cpu_flags(cpuinfo: str) -> frozenset[str]:
     return frozenset(flags)
 
 
-def resolve_precision(precision: str, cpuinfo: str | None = None) -> str:
-    """``auto`` becomes ``int8`` on a CPU with an 8-bit dot product and ``fp32`` elsewhere (also where /proc/cpuinfo
-    cannot be read); ``fp32`` and ``int8`` stay as they are."""
+def resolve_precision(precision: str, model_path: Path, cpuinfo: str | None = None) -> tuple[str, str]:
+    """The precision to run and why. ``auto`` becomes ``int8`` only where both hold: the CPU has an 8-bit dot product
+    (elsewhere int8 costs what fp32 costs) and the model's int8 version (``model_for_precision``, with its ``.json``)
+    is beside it; NanoDet-g has none, and loading a missing file would stop the service. Otherwise ``fp32``, also
+    where /proc/cpuinfo cannot be read. ``fp32`` and ``int8`` stay as they are."""
     if precision != "auto":
-        return precision
+        return precision, "as configured"
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
         except OSError:
             cpuinfo = ""
-    return "int8" if cpu_flags(cpuinfo) & INT8_DOT_PRODUCT_FLAGS else "fp32"
+    dot_product = sorted(cpu_flags(cpuinfo) & INT8_DOT_PRODUCT_FLAGS)
+    if not dot_product:
+        return "fp32", "this CPU has no 8-bit dot product (VNNI, AMX or dotprod), where int8 is no faster"
+    int8_model = model_for_precision(model_path, "int8")
+    missing = [p.name for p in (int8_model, int8_model.with_suffix(".json")) if not p.is_file()]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        return "fp32", f"the CPU has {dot_product[0]} but {' and '.join(missing)} {verb} not beside {model_path.name}"
+    return "int8", f"the CPU has {dot_product[0]} and {int8_model.name} is beside the model"
 
 
 def model_for_precision(model_path: Path, precision: str) -> Path:
@@ -377,6 +387,36 @@ def _thresholds(
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class CameraFloors:
+    """A model's defaults for the camera floors a camera's configuration leaves unset (0): analytics ignores
+    detections scoring under ``min_detection_confidence`` and drops events under ``min_event_confidence`` (an
+    event's confidence comes from its track's scores). They belong to the model because score scales differ:
+    YOLOv3-tiny's vehicles score 0.54 and up on the sample photos, NanoDet-g's (GFL quality scores) 0.3-0.45 on the
+    simulator's. A model's metadata states its own as ``camera_thresholds``; these are YOLOv3-tiny's."""
+
+    min_detection_confidence: float = 0.35
+    min_event_confidence: float = 0.5
+
+
+DEFAULT_CAMERA_FLOORS = CameraFloors()
+
+
+def camera_floors(metadata: Mapping[str, Any]) -> CameraFloors:
+    """The metadata's ``camera_thresholds`` over DEFAULT_CAMERA_FLOORS, each a score in (0, 1]."""
+    given: Mapping[str, Any] = metadata.get("camera_thresholds") or {}
+    names = CameraFloors.__dataclass_fields__.keys()
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise DetectorError(f"camera_thresholds names {unknown}; it takes {', '.join(names)}")
+    values: dict[str, float] = {}
+    for name, value in given.items():
+        if not isinstance(value, int | float) or not 0.0 < float(value) <= 1.0:
+            raise DetectorError(f"camera_thresholds[{name!r}] = {value!r} is not a score in (0, 1]")
+        values[name] = float(value)
+    return replace(DEFAULT_CAMERA_FLOORS, **values)
+
+
 class Detector:
     """Runs a YOLO ONNX model on BGR frames. Not thread-safe to reconfigure; ``detect`` may be shared."""
 
@@ -403,6 +443,7 @@ class Detector:
         batch_dim = self.session.get_inputs()[0].shape[0]
         self.dynamic_batch = not isinstance(batch_dim, int) or batch_dim <= 0
         self._thresholds = self._class_thresholds(_thresholds(metadata, self.config.score_thresholds))
+        self.camera_floors: CameraFloors = camera_floors(metadata)
         self._class_groups = self._nms_groups(self.config.merge_vehicle_classes)
         self._output_names = self.spec.output_names or [self.session.get_outputs()[0].name]
 

@@ -46,7 +46,7 @@ from v2x.roadside.v1 import roadside_pb2 as pb
 
 from services.roadside import convert, frames
 from services.roadside.analytics import CameraAnalytics, FrameAnalysis
-from services.roadside.detector import BgrImage, Detection
+from services.roadside.detector import BgrImage, CameraFloors, Detection
 from services.roadside.model import CameraRecord, Event
 from services.roadside.plates import PlateReader, PlateReading
 from services.roadside.tracker import Tracker
@@ -68,6 +68,10 @@ TURN_TIMEOUT_S = 30.0
 
 class BatchDetector(Protocol):
     def detect_batch(self, bgr_images: Sequence[BgrImage]) -> list[list[Detection]]: ...
+
+    # The camera floors a camera leaves unset: its scores' scale is the model's own.
+    @property
+    def camera_floors(self) -> CameraFloors: ...
 
 
 @dataclass
@@ -101,11 +105,12 @@ class FrameJob:
 class CameraSession:
     """A camera's live state in this process: its queue, tracker and analytics."""
 
-    def __init__(self, record: CameraRecord, queue_frames: int) -> None:
+    def __init__(self, record: CameraRecord, queue_frames: int, floors: CameraFloors) -> None:
         self.camera_id = record.spec.id
-        self.record = record
+        self.record = record  # as configured (GetCamera); the analytics get it with the model's floors filled in
+        self.floors = floors
         self.pending_record: CameraRecord | None = None
-        self.analytics = CameraAnalytics(record.spec)
+        self.analytics = CameraAnalytics(record.spec.with_floors(floors))
         self.tracker = Tracker()
         self.queue: deque[FrameJob] = deque()
         self.queue_frames = queue_frames
@@ -135,7 +140,7 @@ class CameraSession:
         if record is not None:
             self.pending_record = None
             self.record = record
-            self.analytics.reconfigure(record.spec)
+            self.analytics.reconfigure(record.spec.with_floors(self.floors))
 
     def give_turn(self) -> int:
         """On the loop, when a frame is put in a batch: its place in the camera's analytics order."""
@@ -213,7 +218,7 @@ class InferenceEngine:
     def session(self, record: CameraRecord) -> CameraSession:
         s = self.sessions.get(record.spec.id)
         if s is None:
-            s = self.sessions[record.spec.id] = CameraSession(record, self.queue_frames)
+            s = self.sessions[record.spec.id] = CameraSession(record, self.queue_frames, self.detector.camera_floors)
         else:
             s.offer_record(record)
         return s

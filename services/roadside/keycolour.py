@@ -15,7 +15,7 @@ from types import MappingProxyType
 import cv2
 import numpy as np
 
-from services.roadside.detector import BgrImage, Detection, VehicleClass
+from services.roadside.detector import DEFAULT_CAMERA_FLOORS, BgrImage, CameraFloors, Detection, VehicleClass
 
 # Key colours (BGR) per class: pure and far from asphalt grey and the white markings.
 KEY_COLOURS: Mapping[VehicleClass, tuple[int, int, int]] = MappingProxyType({
@@ -37,6 +37,8 @@ class KeyColourDetector:
         self.min_area_px = min_area_px
         self.tolerance = tolerance
         self.calls = 0
+        # Every box scores `score`, so any floor under it lets them all through: the service's usual ones.
+        self.camera_floors: CameraFloors = DEFAULT_CAMERA_FLOORS
 
     def detect(self, image: BgrImage) -> list[Detection]:
         out: list[Detection] = []

@@ -7,10 +7,10 @@ no generated classes. Nothing here imports grpc.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from services.roadside.detector import VehicleClass
+from services.roadside.detector import CameraFloors, VehicleClass
 from services.roadside.geometry import GroundMapping, LocalFrame, Point
 
 
@@ -100,15 +100,50 @@ class Calibration:
         return GroundMapping(self.image_points, self.ground_points, LocalFrame(*self.origin))
 
 
+class UnresolvedFloor(RuntimeError):
+    """A camera's confidence floor was read before the detector's default was filled in (a bug, not a request)."""
+
+
+def _floor(name: str, value: float | None) -> float:
+    if value is None:
+        raise UnresolvedFloor(f"{name} is the model's default, not filled in: use CameraSpec.with_floors")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    min_detection_confidence: float = 0.35
+    # None: the camera leaves it to the detector model (CameraFloors from its metadata), filled in by with_floors
+    # where the engine opens the camera's session; what the operator configured stays as configured.
+    min_detection_confidence: float | None = None
     min_plate_confidence: float = 0.8
     overspeed_tolerance_kmh: float = 10.0
     slow_vehicle_kmh: float = 10.0
     stop_threshold_s: int = 60
-    min_event_confidence: float = 0.5
+    min_event_confidence: float | None = None
     frame_deadline_ms: int = 0  # 0: the service default
+
+    def with_floors(self, floors: CameraFloors) -> Thresholds:
+        """The floors the camera left unset taken from the model's defaults; the ones it set stay."""
+        return replace(
+            self,
+            min_detection_confidence=(
+                floors.min_detection_confidence if self.min_detection_confidence is None
+                else self.min_detection_confidence
+            ),
+            min_event_confidence=(
+                floors.min_event_confidence if self.min_event_confidence is None else self.min_event_confidence
+            ),
+        )
+
+    @property
+    def detection_floor(self) -> float:
+        """min_detection_confidence after with_floors; UnresolvedFloor before."""
+        return _floor("min_detection_confidence", self.min_detection_confidence)
+
+    @property
+    def event_floor(self) -> float:
+        """min_event_confidence after with_floors; UnresolvedFloor before."""
+        return _floor("min_event_confidence", self.min_event_confidence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +160,9 @@ class CameraSpec:
     lines: tuple[CountingLine, ...] = ()
     calibration: Calibration | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
+
+    def with_floors(self, floors: CameraFloors) -> CameraSpec:
+        return replace(self, thresholds=self.thresholds.with_floors(floors))
 
 
 @dataclass(frozen=True, slots=True)

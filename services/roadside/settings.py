@@ -24,8 +24,8 @@ class RoadsideSettings:
     detector: str = "onnx"  # "sim": the key-colour detector for demos without cameras (keycolour.py)
     # "int8": the detector quantised by models/quantize_detector.py (<model>-int8.onnx beside the fp32 one): the same
     # recall as fp32 (0.799 vs 0.789 at IoU 0.5, load/eval_detector.py) at 2.4x less CPU per frame on a CPU with an
-    # 8-bit dot product, and no less on one without (AVX2 alone). "auto" (the default) picks int8 where it pays and
-    # fp32 elsewhere (detector.resolve_precision; models/MODEL_CARD_yolov3_tiny.md).
+    # 8-bit dot product, and no less on one without (AVX2 alone). "auto" (the default) picks int8 where it pays and the
+    # model has an int8 version beside it, fp32 elsewhere (detector.resolve_precision; MODEL_CARD_yolov3_tiny.md).
     detector_precision: str = "auto"
     frame_deadline_ms: int = 2000
     parking_target: str = ""  # host:port of the parking service

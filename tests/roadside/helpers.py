@@ -13,7 +13,7 @@ from v2x.roadside.v1 import roadside_pb2 as pb
 from roadside_sim.scene import Scene, SimVehicle
 from services.roadside import convert
 from services.roadside.analytics import CameraAnalytics
-from services.roadside.detector import Detection, VehicleClass
+from services.roadside.detector import DEFAULT_CAMERA_FLOORS, Detection, VehicleClass
 from services.roadside.model import CameraSpec, Event, EventType, LaneStatus, MinuteCounts, SpotChange
 from services.roadside.tracker import Tracker
 
@@ -58,7 +58,8 @@ class Run:
 
 
 def spec_of(camera: pb.Camera) -> CameraSpec:
-    return convert.camera_spec(camera)
+    """The camera as its session sees it with the default model (YOLOv3-tiny's floors where it sets none)."""
+    return convert.camera_spec(camera).with_floors(DEFAULT_CAMERA_FLOORS)
 
 
 def run_tracks(scene: Scene, vehicles: Sequence[SimVehicle], end_s: float, *, fps: float = 5.0,

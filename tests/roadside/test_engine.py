@@ -13,7 +13,7 @@ from google.rpc import code_pb2
 from roadside_sim.scene import Scene
 from services.roadside import convert, frames
 from services.roadside.analytics import FrameAnalysis
-from services.roadside.detector import BgrImage, Detection
+from services.roadside.detector import DEFAULT_CAMERA_FLOORS, BgrImage, Detection
 from services.roadside.engine import CameraSession, FrameJob, FrameOutcome, InferenceEngine
 from services.roadside.keycolour import KeyColourDetector
 from services.roadside.model import CameraRecord
@@ -27,6 +27,7 @@ class GateDetector:
 
     def __init__(self, seconds: float = 0.0, fail: bool = False) -> None:
         self.inner = KeyColourDetector()
+        self.camera_floors = self.inner.camera_floors
         self.seconds = seconds
         self.fail = fail
         self.running = 0
@@ -53,7 +54,7 @@ class OrderedSession(CameraSession):
     """Records the order in which the tracker and analytics see the camera's frames."""
 
     def __init__(self, record: CameraRecord, queue_frames: int) -> None:
-        super().__init__(record, queue_frames)
+        super().__init__(record, queue_frames, DEFAULT_CAMERA_FLOORS)
         self.analysed: list[int] = []
 
     def process(self, job: FrameJob, detections: list[Detection], size: tuple[int, int]) -> FrameAnalysis:
@@ -159,7 +160,7 @@ def job_of(session: CameraSession, frame_id: int, done: Callable[[FrameJob, Fram
 
 
 def test_an_expired_frame_is_answered_after_the_frames_taken_before_it_even_when_they_finish_out_of_turn() -> None:
-    session = CameraSession(record("held"), 2)
+    session = CameraSession(record("held"), 2, DEFAULT_CAMERA_FLOORS)
     first, second = session.give_turn(), session.give_turn()
     third = job_of(session, 3, lambda job, outcome: None)
 

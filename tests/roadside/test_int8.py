@@ -90,18 +90,53 @@ AVX512_VNNI = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 av
 ARM_DOTPROD = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 asimddp\n"
 
 
-def test_auto_takes_int8_only_where_the_cpu_has_an_8_bit_dot_product() -> None:
-    assert resolve_precision("auto", AVX512_VNNI) == "int8"
-    assert resolve_precision("auto", ARM_DOTPROD) == "int8"
-    assert resolve_precision("auto", AVX2_ONLY) == "fp32"
-    assert resolve_precision("auto", "") == "fp32"  # /proc/cpuinfo unreadable: the model itself
-    assert resolve_precision("int8", AVX2_ONLY) == "int8"  # a chosen precision stands
-    assert resolve_precision("fp32", AVX512_VNNI) == "fp32"
+def _models(folder: Path, *stems: str) -> Path:
+    """Empty model files (and their .json) in a folder; the first stem's .onnx."""
+    for stem in stems:
+        (folder / f"{stem}.onnx").write_bytes(b"")
+        (folder / f"{stem}.json").write_text("{}")
+    return folder / f"{stems[0]}.onnx"
+
+
+def test_auto_takes_int8_only_where_the_cpu_has_an_8_bit_dot_product(tmp_path: Path) -> None:
+    model = _models(tmp_path, "detector", "detector-int8")
+
+    assert resolve_precision("auto", model, AVX512_VNNI)[0] == "int8"
+    assert resolve_precision("auto", model, ARM_DOTPROD)[0] == "int8"
+    assert resolve_precision("auto", model, AVX2_ONLY)[0] == "fp32"
+    assert resolve_precision("auto", model, "")[0] == "fp32"  # /proc/cpuinfo unreadable: the model itself
+    assert resolve_precision("int8", model, AVX2_ONLY)[0] == "int8"  # a chosen precision stands
+    assert resolve_precision("fp32", model, AVX512_VNNI)[0] == "fp32"
+
+
+def test_auto_keeps_fp32_for_a_model_without_an_int8_version_even_on_a_vnni_cpu(tmp_path: Path) -> None:
+    # NanoDet-g has no int8 version: on a VNNI CPU "auto" chose nanodet-g-int8.onnx and the service could not start.
+    model = _models(tmp_path, "nanodet-g")
+
+    precision, why = resolve_precision("auto", model, AVX512_VNNI)
+
+    assert precision == "fp32"
+    assert "nanodet-g-int8.onnx" in why and "avx512_vnni" in why
+
+
+def test_auto_keeps_fp32_when_the_int8_model_has_no_metadata(tmp_path: Path) -> None:
+    model = _models(tmp_path, "detector")
+    (tmp_path / "detector-int8.onnx").write_bytes(b"")
+
+    precision, why = resolve_precision("auto", model, ARM_DOTPROD)
+
+    assert precision == "fp32" and "detector-int8.json" in why
+
+
+def test_auto_says_why_it_keeps_fp32_on_a_cpu_without_a_dot_product(tmp_path: Path) -> None:
+    model = _models(tmp_path, "detector", "detector-int8")
+
+    assert "no 8-bit dot product" in resolve_precision("auto", model, AVX2_ONLY)[1]
 
 
 @pytest.mark.slow
 def test_the_service_on_auto_loads_the_model_this_cpu_runs_best(int8_path: Path, model_path: Path) -> None:
     detector = _default_detector("onnx", 1, "auto")
 
-    expected = int8_path if resolve_precision("auto") == "int8" else model_path
+    expected = int8_path if resolve_precision("auto", model_path)[0] == "int8" else model_path
     assert isinstance(detector, Detector) and detector.config.model_path == expected

@@ -309,6 +309,7 @@ class SlowDetector:
 
     def __init__(self, seconds: float) -> None:
         self.inner = KeyColourDetector()
+        self.camera_floors = self.inner.camera_floors
         self.seconds = seconds
         self.batch_sizes: list[int] = []
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from roadside_sim.scene import Scene
 from services.roadside import convert, frames
-from services.roadside.detector import Detection, VehicleClass
+from services.roadside.detector import DEFAULT_CAMERA_FLOORS, Detection, VehicleClass
 from services.roadside.engine import CameraSession, FrameJob
 from services.roadside.model import CameraRecord
 from services.roadside.tracker import Tracker
@@ -89,7 +89,8 @@ def test_a_detection_whose_class_the_track_outvotes_is_answered_once() -> None:
     # A pickup read as a car on two frames and a truck on the third: the track answers it as a car. It was also
     # answered as an untracked truck (the engine took every detection not returned as is for untracked): in a scored
     # 300 s run 914 of the 962 false positives were such twins of a tracked box.
-    session = CameraSession(CameraRecord(convert.camera_spec(SCENE.camera("cam")), 1, T0, T0, "{}"), 2)
+    session = CameraSession(CameraRecord(convert.camera_spec(SCENE.camera("cam")), 1, T0, T0, "{}"), 2,
+                            DEFAULT_CAMERA_FLOORS)
     for k in range(3):
         cls = VehicleClass.TRUCK if k == 2 else VehicleClass.CAR
         d = Detection(cls, 0.9, 300 + 10 * k, 200, 420 + 10 * k, 280, cls.value)

@@ -1001,7 +1001,9 @@ class CameraThresholds(_message.Message):
     MIN_EVENT_CONFIDENCE_FIELD_NUMBER: _builtins.int
     FRAME_DEADLINE_MS_FIELD_NUMBER: _builtins.int
     min_detection_confidence: _builtins.float
-    """Minimum detector confidence to keep a detection, 0..1 (default 0.35)."""
+    """Minimum detector confidence to keep a detection, 0..1 (0: the detector model's default, from its
+    metadata's camera_thresholds; 0.35 for YOLOv3-tiny, 0.3 for NanoDet-g).
+    """
     min_plate_confidence: _builtins.float
     """Minimum plate reading confidence to report a plate, 0..1 (default 0.8)."""
     overspeed_tolerance_kmh: _builtins.float
@@ -1011,7 +1013,9 @@ class CameraThresholds(_message.Message):
     stop_threshold_s: _builtins.int
     """Default seconds standing before a vehicle counts as stopped (default 60)."""
     min_event_confidence: _builtins.float
-    """Minimum confidence of an event to report it to IDPS, 0..1 (default 0.5)."""
+    """Minimum confidence of an event to report it to IDPS, 0..1 (0: the detector model's default, from its
+    metadata's camera_thresholds; 0.5 for YOLOv3-tiny, 0.3 for NanoDet-g).
+    """
     frame_deadline_ms: _builtins.int
     """How long a frame may wait for inference before it is answered DEADLINE_EXCEEDED, milliseconds,
     50..60000 (default: the service's V2X_ROADSIDE_FRAME_DEADLINE_MS, 2000).
