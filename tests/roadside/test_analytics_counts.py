@@ -159,3 +159,71 @@ def test_a_car_standing_alone_beside_flowing_traffic_is_no_queue_to_the_lane_end
     passing = [drive(10 + k, 1.5 * k, 12, 68, 40, east=NB_CENTRE_E + LANE_WIDTH_M) for k in range(4)]
     queues = _queues(analytics, [stalled, *passing], 5)
     assert queues["NB"] == 5.0
+
+
+def _lane_counts(analytics: CameraAnalytics, frames: list[list[tuple[int, SimVehicle]]]) -> dict[str, int]:
+    """Feeds frame k (at k/3 s) the boxes of its (track id, vehicle) pairs, as a tracker gave them; the lane counts."""
+    for k, pairs in enumerate(frames):
+        t = k / 3
+        tracked = [(track_id, Detection(VehicleClass.CAR, 0.9, b.x1, b.y1, b.x2, b.y2, "car"))
+                   for track_id, v in pairs for b in SCENE.detections([v], t)]
+        analytics.process(T0 + timedelta(seconds=t), k, tracked, SCENE.size)
+    counts: dict[str, int] = {}
+    for m in analytics.minutes():
+        for lane in m.lanes:
+            counts[lane.lane_id] = counts.get(lane.lane_id, 0) + lane.vehicles + lane.wrong_way
+    return counts
+
+
+def test_two_cars_side_by_side_whose_tracks_the_tracker_swaps_and_back_count_once_each() -> None:
+    # Two cars driving side by side; the tracker swaps their boxes on the third frame and back on the sixth (cars whose
+    # boxes shrink alike as they drive away). Each track was counted on both lanes: 4 counts for 2 cars.
+    analytics = _two_lanes_north()
+    a = drive(1, 0, 14, 66, 40)
+    b = drive(2, 0, 14, 66, 40, east=NB_CENTRE_E + LANE_WIDTH_M)
+    frames = [[(1, a), (2, b)] if k < 2 or k >= 5 else [(1, b), (2, a)] for k in range(8)]
+    assert _lane_counts(analytics, frames) == {"NB": 1, "SB": 0, "NB2": 1}
+
+
+def test_a_track_given_the_box_of_a_car_on_the_lane_beside_on_its_second_frame_is_not_counted_there() -> None:
+    # A car of a platoon is seen once on NB, and on the next frame its track is given the box of the car following on
+    # NB2 (a track seen once has no velocity: the nearest box), whose own track misses that frame; the first car shows
+    # again on a new track. That second frame counted the track on NB2, and the following car's own track again.
+    analytics = _two_lanes_north()
+    first = drive(1, 0, 14, 66, 40)
+    following = drive(2, 0, 10, 62, 40, east=NB_CENTRE_E + LANE_WIDTH_M)
+    frames = [[(1, first), (2, following)], [(1, following), (3, first)]]
+    frames += [[(2, following), (3, first)] for _ in range(4)]
+    assert _lane_counts(analytics, frames) == {"NB": 1, "SB": 0, "NB2": 1}
+
+
+def test_a_car_parked_off_the_lanes_that_shows_on_another_track_and_pulls_out_is_not_counted_again() -> None:
+    # The car drives in on NB and parks at the kerb, off the lanes. A car passing on SB gets a new track, and on the
+    # next frame the tracker swaps them: the parked car's track takes the passing car's box, the new track the parked
+    # car. When the parked car pulls out onto NB on that track, it is the car counted on NB as it came, not a new one.
+    analytics = CameraAnalytics(spec_of(SCENE.camera("sim")))
+    kerb = NB_CENTRE_E + 3.0
+    parked = SimVehicle(1, SimClass.CAR, [(0.0, NB_CENTRE_E, 25.0), (2.0, NB_CENTRE_E, 35.0), (3.0, kerb, 38.0),
+                                          (23.0, kerb, 38.0), (24.0, NB_CENTRE_E, 41.0), (27.0, NB_CENTRE_E, 60.0)])
+    passing = drive(2, 11.0, 14, 66, 40, east=-NB_CENTRE_E)
+    frames: list[list[tuple[int, SimVehicle]]] = []
+    for k in range(27 * 3):
+        t = k / 3
+        if t < 11.0:
+            frames.append([(1, parked)])
+        elif k == 33:
+            frames.append([(1, parked), (2, passing)])
+        else:
+            frames.append([(2, parked)] + ([(1, passing)] if passing.position(t) is not None else []))
+    counts = _lane_counts(analytics, frames)
+    assert counts["NB"] == 1
+
+
+def test_a_counted_car_changing_lanes_as_it_leaves_the_view_counts_on_its_new_lane() -> None:
+    # SUMO's lane changes take one step; a car changing lanes near the picture's edge is on its new lane for one whole
+    # box before it is cut off. Counted on its first lane already, it is a vehicle on the second from that frame.
+    analytics = _two_lanes_north()
+    car = drive(1, 0, 14, 66, 40)
+    beside = drive(1, 0, 14, 66, 40, east=NB_CENTRE_E + LANE_WIDTH_M)
+    frames = [[(1, car)] for _ in range(3)] + [[(1, beside)]]
+    assert _lane_counts(analytics, frames) == {"NB": 1, "SB": 0, "NB2": 1}

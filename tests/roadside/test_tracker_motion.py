@@ -108,3 +108,15 @@ def test_merged_duplicates_are_not_untracked_and_a_weak_lone_box_is() -> None:
     tracked = tracker.update([pickup_car, pickup_truck, weak], 0)
     assert [d for _, d in tracked] == [pickup_car]
     assert tracker.untracked == [weak]
+
+
+def test_a_car_seen_once_keeps_its_track_when_the_next_car_beside_shows_up_nearer() -> None:
+    # A car seen once (no velocity yet) has driven 110 px on by the next frame, where the car following it on the lane
+    # beside, nearer the camera and so a fifth bigger, shows up for the first time half as far from the first box.
+    # By position alone (size weighted as for a track with a velocity) the track took the following car's box, and the
+    # track's count went to the lane beside (a platoon arriving in a replayed `v2x sim score` run).
+    tracker = Tracker()
+    (tid, _), = tracker.update([car(400, 200, 550, 280)], 0)
+    own, following = car(290, 185, 430, 260), car(420, 230, 600, 330)
+    ids = {d is own: track_id for track_id, d in tracker.update([own, following], FRAME)}
+    assert ids[True] == tid and ids[False] != tid
