@@ -978,6 +978,14 @@ class CameraAnalytics:
             if not inside or not vehicle or zone.id in tr.zone_active:
                 continue
             stood = t - max(tr.anchor_t, tr.zone_entered[zone.id])
+            # A vehicle queued in traffic on a no-stopping stretch of its lane waits, it has not stopped there (found
+            # by `v2x sim score`: in a jam's queue on the kerb lane, whose no-stopping strip the oblique view puts
+            # under the cars' feet, a queued car raised a false 1002). It is judged again once the queue moves off.
+            if zone.kind is ZoneKind.NO_STOPPING and lane is not None:
+                if self._waiting(tr, lane, by_lane, t) == "ahead":
+                    tr.queued_t = t
+                if tr.queued_t is not None and t - tr.queued_t < WAITED_FOLLOWS_S:
+                    continue
             if stood >= geo.zone_threshold(zone):
                 n = tr.zone_raised.get(zone.id, 0) + 1
                 tr.zone_raised[zone.id] = n

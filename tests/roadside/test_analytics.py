@@ -416,3 +416,41 @@ def test_a_stalled_car_whose_track_a_passing_car_took_keeps_its_standing_time_on
     (stopped,) = [e for e in events if e.type is EventType.STOPPED_VEHICLE]
     assert (stopped.observed_at - T0).total_seconds() == pytest.approx(20.0, abs=0.5)
     assert sum(lane.vehicles for m in analytics.minutes() for lane in m.lanes) == 1
+
+
+def _camera_with_the_no_stopping_zone_on_lane_nb() -> pb.Camera:
+    """The scene's camera with its NO_STOPPING zone moved onto lane NB (20..40 m): a no-stopping stretch of a lane,
+    as the simulator's kerb strips fall on the kerb lane in an oblique view."""
+    camera = SCENE.camera("sim", stop_threshold_s=20)
+    zone = next(z for z in camera.zones if z.id == "bus-stop")
+    del zone.polygon.points[:]
+    zone.polygon.points.extend(pb.PixelPoint(x=x, y=y) for x, y in SCENE.ground_polygon(0, 3.5, 20, 40))
+    return camera
+
+
+def _queue_driving_off(first_off_s: float) -> list[SimVehicle]:
+    """Six cars queued on NB from 68 m back to 33 m (the last in the no-stopping stretch), 7 m apart; the front one
+    drives off at `first_off_s`, each next one 3 s after the one ahead of it."""
+    cars = []
+    for i, north in enumerate((68, 61, 54, 47, 40, 33)):
+        car = drive(i, 1.5 * i, 12, north, 36)
+        car.hold(first_off_s + 3 * i - car.path[-1][0]).then(5, NB_CENTRE_E, north + 30)
+        cars.append(car)
+    return cars
+
+
+def test_a_car_queued_in_traffic_on_a_no_stopping_stretch_is_not_illegally_parked() -> None:
+    # Found by `v2x sim score`: in a jam's queue a car whose foot fell in the no-stopping zone raised a false 1002.
+    # It stands there 35 s, well over the zone's 20 s, and follows the car ahead off 3 s after it moves.
+    run = run_tracks(SCENE, _queue_driving_off(30), 55, camera=_camera_with_the_no_stopping_zone_on_lane_nb())
+
+    assert not run.of(EventType.ILLEGAL_PARKING)
+
+
+def test_a_car_standing_alone_on_a_no_stopping_stretch_of_a_lane_is_illegally_parked() -> None:
+    camera = _camera_with_the_no_stopping_zone_on_lane_nb()
+
+    run = run_tracks(SCENE, [drive(1, 0, 12, 33, 36).hold(40)], 45, camera=camera)
+
+    (parked,) = run.of(EventType.ILLEGAL_PARKING)
+    assert parked.zone_id == "bus-stop" and parked.stationary_s >= 20
