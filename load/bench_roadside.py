@@ -68,7 +68,13 @@ from v2x.roadside.v1.roadside_pb2_grpc import RoadsideServiceStub
 from roadside_sim.scene import SB_CENTRE_E, Scene, drive
 from services.common.apikeys import create_key
 from services.common.db import create_engine, migrate
-from services.roadside.detector import Detector, DetectorConfig, int8_missing, model_for_precision
+from services.roadside.detector import (
+    Detector,
+    DetectorConfig,
+    int8_missing,
+    measurable_precisions,
+    model_for_precision,
+)
 from services.roadside.settings import PRECISIONS, RoadsideSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's `load`
@@ -622,7 +628,7 @@ def main(argv: list[str] | None = None) -> None:
     model = DetectorConfig.from_env().model_path
     missing = int8_missing(model)
     if args.precisions is None:
-        args.precisions = ["fp32"] if missing else ["fp32", "int8"]
+        args.precisions = list(measurable_precisions(model))
         if missing:
             print(f"{model.name} has no int8 version ({', '.join(missing)} not beside it): fp32 only. "
                   "V2X_DETECTOR_MODEL=models/build/yolov3-tiny.onnx measures fp32 against int8.")

@@ -30,7 +30,7 @@ from services.roadside.detector import (
     SERVICE_INPUT_SIZE,
     Detector,
     DetectorConfig,
-    int8_missing,
+    measurable_precisions,
     model_for_precision,
     parse_input_size,
 )
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     def precisions(model: Path) -> tuple[str, ...]:
         if args.precision:
             return tuple(args.precision)
-        return ("fp32",) if int8_missing(model) else ("fp32", "int8")  # NanoDet-g has no int8 version
+        return measurable_precisions(model)
 
     results = [evaluate(model, sets, input_size, precisions(model)) for model in args.model or [DEFAULT_MODEL_PATH]]
     for out in results:

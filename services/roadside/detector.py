@@ -168,12 +168,18 @@ def resolve_precision(precision: str, model_path: Path, cpuinfo: str | None = No
     dot_product = sorted(cpu_flags(cpuinfo) & INT8_DOT_PRODUCT_FLAGS)
     if not dot_product:
         return "fp32", "this CPU has no 8-bit dot product (VNNI, AMX or dotprod), where int8 is no faster"
-    int8_model = model_for_precision(model_path, "int8")
     missing = int8_missing(model_path)
     if missing:
         verb = "is" if len(missing) == 1 else "are"
         return "fp32", f"the CPU has {dot_product[0]} but {' and '.join(missing)} {verb} not beside {model_path.name}"
-    return "int8", f"the CPU has {dot_product[0]} and {int8_model.name} is beside the model"
+    int8_name = model_for_precision(model_path, "int8").name
+    return "int8", f"the CPU has {dot_product[0]} and {int8_name} is beside the model"
+
+
+def measurable_precisions(model_path: Path) -> tuple[str, ...]:
+    """The precisions a benchmark of the model measures by default: fp32, and int8 when the model has an int8
+    version (NanoDet-g has none)."""
+    return ("fp32",) if int8_missing(model_path) else ("fp32", "int8")
 
 
 def int8_missing(model_path: Path) -> list[str]:

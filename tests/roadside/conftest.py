@@ -40,6 +40,7 @@ else:
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_PATH = ROOT / "models" / "build" / "yolov3-tiny.onnx"
+NANODET_PATH = ROOT / "models" / "build" / "nanodet-g.onnx"  # the default model (services/roadside/detector.py)
 SAMPLES_DIR = ROOT / "models" / ".cache" / "samples"
 SAMPLE_IMAGES = ("dog.jpg", "person.jpg", "kite.jpg", "horses.jpg", "giraffe.jpg", "eagle.jpg", "scream.jpg")
 

@@ -27,11 +27,9 @@ from services.roadside.detector import (
 from services.roadside.engine import FrameJob, InferenceEngine
 from services.roadside.model import CameraRecord, UnresolvedFloor
 from tests.conftest import Keys
-from tests.roadside.conftest import Stub
+from tests.roadside.conftest import NANODET_PATH, Stub
 from tests.roadside.helpers import T0
 
-ROOT = Path(__file__).resolve().parents[2]
-NANODET_PATH = ROOT / "models" / "build" / "nanodet-g.onnx"
 SCENE = Scene()
 NANODET_FLOORS = CameraFloors(min_detection_confidence=0.3, min_event_confidence=0.3)
 

@@ -23,9 +23,8 @@ from services.roadside.detector import (
     VehicleClass,
 )
 from services.roadside.yolo_decode import FloatArray, decode_gfl_level
+from tests.roadside.conftest import NANODET_PATH, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-NANODET_PATH = ROOT / "models" / "build" / "nanodet-g.onnx"
 LoadSample = Callable[[str], BgrImage]
 
 # The boxes of tests/roadside/test_detector.py: dog.jpg's pickup and bicycle, person.jpg's man, kite.jpg's children.
