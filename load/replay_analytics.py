@@ -1,5 +1,6 @@
-"""Replays a `v2x sim` run's frames through the service's tracker and analytics offline, and scores counts, queues and
-speeds as `v2x sim score` does: the rules' error apart from the detector's, in seconds rather than a 10-minute run.
+"""Replays a `v2x sim` run's frames through the service's tracker and analytics offline, and scores counts, queues,
+speeds and events as `v2x sim score` does: the rules' error apart from the detector's, in seconds rather than a
+10-minute run.
 
     .venv/bin/python load/replay_analytics.py RUN_DIR [--boxes truth|results] [--min-visible 0.5] [--drop 0.0]
 
@@ -14,6 +15,12 @@ detections fed to the tracker are, per frame and camera:
 Frames are replayed at their capture times in capture order, only those the service answered. The cameras'
 configuration is the simulator's own (roadside_sim/cameras.py, 4 intersections, one camera each unless the run had
 other cameras).
+
+Events: the analytics' events go to IDPS's own correlation (the functions its store applies: a report joins the
+nearest open incident of a compatible type, or opens one; a crash joining a stopped vehicle's incident makes it a
+crash), in memory, each at its frame's capture time plus the service's answer time that run (`service_latency_ms`;
+the real incident also waits for Redis and IDPS's batch, well under a second). The incidents are scored against the
+run's events.jsonl by `v2x sim score`'s own rule (roadside_sim/score.py, match_events).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import random
 import statistics
 import sys
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +41,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 from roadside_sim.cameras import CameraRig, rigs
 from roadside_sim.geometry import box_iou
 from roadside_sim.network import District
+from roadside_sim.score import SeenIncident, match_events, metres
+from services.common.config import Settings
+from services.idps import aggregate, convert, correlate
+from services.idps.model import Incident
+from services.idps.roadside import to_request
+from services.idps.settings import IdpsSettings
 from services.roadside.analytics import CameraAnalytics
-from services.roadside.convert import camera_spec
-from services.roadside.detector import DEFAULT_CAMERA_FLOORS, Detection, VehicleClass
+from services.roadside.convert import camera_spec, event_proto
+from services.roadside.detector import CameraFloors, Detection, DetectorConfig, VehicleClass, camera_floors
 from services.roadside.tracker import Tracker
 
 MIN_VISIBLE, MIN_SIDE_PX, IOU = 0.5, 16, 0.5  # as roadside_sim/score.py judges detections
@@ -57,18 +70,58 @@ def _camera_rigs(cameras: set[str]) -> dict[str, CameraRig]:
     raise SystemExit(f"cameras not of the district: {sorted(cameras - set(found))}")
 
 
-def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: float = 0.0, seed: int = 1
-           ) -> dict[str, Any]:
+class OfflineIdps:
+    """IDPS's handling of the roadside service's events, in memory: each event converted and validated as IDPS's
+    roadside consumer does, and correlated by the functions its store applies (correlate.best, aggregate.open_incident
+    and join). Records when each incident came to have each type, as `v2x sim score` watches them."""
+
+    def __init__(self, settings: IdpsSettings | None = None) -> None:
+        s = settings or IdpsSettings()
+        self.windows = correlate.Windows(s.correlation_distance_m, timedelta(seconds=s.correlation_window_s),
+                                         timedelta(seconds=s.reopen_window_s))
+        self.max_future_s = Settings().max_future_skew_s
+        self.pool: dict[str, Incident] = {}
+        self.typed: dict[tuple[str, int], tuple[datetime, Incident]] = {}
+
+    def report(self, event: Any, now: datetime) -> Incident:
+        """One `v2x.roadside.v1.AnalyticsEvent` reaching IDPS at `now`: the incident it opened or joined."""
+        r = convert.report(to_request(event), f"camera:{event.camera_id}", self.max_future_s, now)
+        inc = correlate.best(self.pool.values(), r, now, self.windows)
+        if inc is None:
+            inc = aggregate.open_incident(f"I{len(self.pool) + 1}", r, now)
+            self.pool[inc.id] = inc
+        else:
+            aggregate.join(inc, r, now)
+        self.typed.setdefault((inc.id, inc.type), (now, inc.snapshot()))
+        return inc
+
+    def seen(self) -> list[SeenIncident]:
+        return [SeenIncident(i, t, at, inc.lat, inc.lon) for (i, t), (at, inc) in self.typed.items()]
+
+
+def model_floors(model: Path | None = None) -> CameraFloors:
+    """The camera floors of the detector model (its metadata beside it; default: the service's default model), as the
+    service fills in those the cameras leave unset."""
+    path = model or DetectorConfig.from_env().model_path
+    return camera_floors(json.loads(path.with_suffix(".json").read_text(encoding="utf-8")))
+
+
+def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: float = 0.0, seed: int = 1,
+           model: Path | None = None) -> dict[str, Any]:
     frames = _load(run / "frames.jsonl")
     results = {(r["camera_id"], int(r["frame_id"])): r for r in _load(run / "results.jsonl")}
     truth_minutes = {(m["camera"], m["lane"], m["minute"]): m["vehicles"]
                      for m in _load(run / "minutes.jsonl") if "lane" in m}
     cameras = {f["camera"] for f in frames}
-    specs = {c: camera_spec(r.camera()) for c, r in _camera_rigs(cameras).items()}
+    rig_of = _camera_rigs(cameras)
+    specs = {c: camera_spec(r.camera()) for c, r in rig_of.items()}
     trackers = {c: Tracker() for c in cameras}
-    # The default model's floors: the replay has no detector; its boxes are the run's or the truth's.
-    analytics = {c: CameraAnalytics(s.with_floors(DEFAULT_CAMERA_FLOORS)) for c, s in specs.items()}
+    # The model's floors, as the service's (the replay runs no detector: its boxes are the run's or the truth's).
+    floors = model_floors(model)
+    analytics = {c: CameraAnalytics(s.with_floors(floors)) for c, s in specs.items()}
     rng = random.Random(seed)
+    idps = OfflineIdps()
+    raised: list[dict[str, Any]] = []
     queue_err: list[float] = []
     queue_busy: list[float] = []
     speed_err: list[float] = []
@@ -92,6 +145,12 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
         spec = specs[camera]
         out = analytics[camera].process(at, f["frame_id"], tracked, (spec.image_width, spec.image_height),
                                         [d for d in dets if id(d) not in ids])
+        answer = results[(camera, f["frame_id"])]
+        reached = at + timedelta(milliseconds=float(answer.get("service_latency_ms", 0.0)))
+        for e in out.events:
+            inc = idps.report(event_proto(e), reached)
+            raised.append({"camera": camera, "type": int(e.type), "at": at.isoformat(), "lane": e.lane_id,
+                           "track": e.track_id, "incident": inc.id})
         reported = {lane.lane_id: lane.queue_length_m for lane in out.lanes}
         for lane, true_m in f["queues_m"].items():
             if lane in reported:
@@ -133,6 +192,12 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
                 per_lane[(camera, lane.lane_id)][0] += n
                 per_lane[(camera, lane.lane_id)][1] += true_n
     busy = [r for r in rows if r["true"] > 0]
+    truths = _load(run / "events.jsonl") if (run / "events.jsonl").exists() else []
+    per_type, details, matched = match_events(truths, idps.seen(), [r.location for r in rig_of.values()],
+                                              datetime.fromtimestamp(end, UTC))
+    incidents = [{"incident": s.id, "type": s.type, "at": s.at.isoformat(), "matched": s.id in matched,
+                  "camera": min(rig_of.values(), key=lambda r: metres((s.lat, s.lon), r.location)).camera_id}
+                 for s in sorted(idps.seen(), key=lambda s: s.at)]
     return {
         "boxes": boxes, "frames": len(answered),
         "counts": {"mape": statistics.fmean(abs(r["reported"] - r["true"]) / r["true"] for r in busy) if busy
@@ -144,7 +209,12 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
                    "queued_samples": len(queue_busy)},
         "speed": {"rmse_kmh": math.sqrt(statistics.fmean(e * e for e in speed_err)) if speed_err else None,
                   "mean_error_kmh": statistics.fmean(speed_err) if speed_err else None, "samples": len(speed_err)},
+        "events": {"per_type": per_type, "events": details, "incidents": incidents, "raised": raised},
     }
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.0f} %"
 
 
 def main() -> None:
@@ -154,10 +224,13 @@ def main() -> None:
     p.add_argument("--min-visible", type=float, default=0.5)
     p.add_argument("--drop", type=float, default=0.0, help="fraction of truth boxes missed, at random")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--model", type=Path, default=None,
+                   help="the detector model whose camera floors the run's service used (default: the service's)")
     p.add_argument("--rows", action="store_true", help="print every lane-minute")
+    p.add_argument("--events", action="store_true", help="print every event and incident")
     p.add_argument("--json", default="")
     ns = p.parse_args()
-    s = replay(ns.run, ns.boxes, ns.min_visible, ns.drop, ns.seed)
+    s = replay(ns.run, ns.boxes, ns.min_visible, ns.drop, ns.seed, ns.model)
     c, q, sp = s["counts"], s["queues"], s["speed"]
     if ns.rows:
         for r in c["rows"]:
@@ -169,6 +242,16 @@ def main() -> None:
           f"{q['mae_m'] or 0:.2f} m, {q['mae_when_queued_m'] or 0:.2f} m when queued ({q['queued_samples']}); "
           "speed RMSE "
           f"{sp['rmse_kmh'] or 0:.2f} km/h (mean {sp['mean_error_kmh'] or 0:+.2f}, {sp['samples']} detections)")
+    print("events        events  found  recall  incidents  false  precision  latency (median)")
+    for kind, e in s["events"]["per_type"].items():
+        lat = e["median_latency_s"]
+        print(f"  {kind:<10} {e['events']:>7} {e['detected']:>6} {_pct(e['recall']):>7} {e['incidents']:>10} "
+              f"{e['false_incidents']:>6} {_pct(e['precision']):>10} {'-' if lat is None else f'{lat:.1f}':>12} s")
+    if ns.events:
+        for row in s["events"]["events"]:
+            print(row)
+        for row in s["events"]["incidents"]:
+            print(row)
     if ns.json:
         Path(ns.json).write_text(json.dumps(s, indent=1))
 

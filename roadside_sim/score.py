@@ -246,29 +246,41 @@ async def count_scores(run: SimRun, roadside: RoadsideStub, key: str) -> dict[st
             "true_total": sum(r["true"] for r in rows), "rows": rows}
 
 
-def event_scores(run: SimRun, watch: Watch) -> dict[str, Any]:
-    cams = [r.location for r in run.rigs]
-    ours = {k: v for k, v in watch.typed.items()
-            if any(metres((v[1].position.lat, v[1].position.lon), c) <= CAMERA_RADIUS_M for c in cams)
-            and ipb.SOURCE_KIND_ROADSIDE_DETECTION in v[1].source_kinds}
+@dataclass(frozen=True)
+class SeenIncident:
+    """An incident as the scorer saw it come to have a type: its id, that type, when, and where it was then."""
+
+    id: str
+    type: int
+    at: datetime
+    lat: float
+    lon: float
+
+
+def match_events(truths: list[dict[str, Any]], seen: list[SeenIncident], cameras: list[tuple[float, float]],
+                 ended: datetime | None) -> tuple[dict[str, Any], list[dict[str, Any]], set[str]]:
+    """The injected events (events.jsonl rows) against the incidents seen with their types, per event type: recall,
+    precision and latency (see the module's docstring). Only incidents within CAMERA_RADIUS_M of a camera count. One
+    rule for `v2x sim score` and the offline replay (load/replay_analytics.py). Returns the per-type scores, a row per
+    event, and the ids of the incidents that matched one."""
+    ours = [s for s in seen if any(metres((s.lat, s.lon), c) <= CAMERA_RADIUS_M for c in cameras)]
     out: dict[str, Any] = {}
     matched_incidents: set[str] = set()
     details = []
     for kind in Kind:
-        truths = [e for e in run.truth.event_truth if e["type"] == int(kind) and e["start"] is not None]
-        incidents = {i: v for (i, t), v in ours.items() if t == int(kind)}
+        kind_truths = [e for e in truths if e["type"] == int(kind) and e["start"] is not None]
+        incidents = {s.id: s for s in ours if s.type == int(kind)}
         latencies, after_hold = [], []
         found = 0
-        for e in truths:
+        for e in kind_truths:
             start = datetime.fromisoformat(e["start"])
-            end = datetime.fromisoformat(e["end"]) if e["end"] else run.ended_wall or start
+            end = datetime.fromisoformat(e["end"]) if e["end"] else ended or start
             best = None
-            for i, (created, inc) in incidents.items():
-                near = e["lat"] is None or metres((inc.position.lat, inc.position.lon), (e["lat"], e["lon"])) \
-                    <= MATCH_RADIUS_M
-                if near and start - timedelta(seconds=10) <= created <= end + timedelta(seconds=MATCH_AFTER_S) \
-                        and (best is None or created < best[1]):
-                    best = (i, created)
+            for i, inc in incidents.items():
+                near = e["lat"] is None or metres((inc.lat, inc.lon), (e["lat"], e["lon"])) <= MATCH_RADIUS_M
+                if near and start - timedelta(seconds=10) <= inc.at <= end + timedelta(seconds=MATCH_AFTER_S) \
+                        and (best is None or inc.at < best[1]):
+                    best = (i, inc.at)
             row = {"type": int(kind), "camera": e["camera"], "start": e["start"], "end": e["end"],
                    "incident": best[0] if best else None}
             if best is not None:
@@ -281,13 +293,24 @@ def event_scores(run: SimRun, watch: Watch) -> dict[str, Any]:
             details.append(row)
         false = [i for i in incidents if i not in matched_incidents]
         out[str(int(kind))] = {
-            "events": len(truths), "detected": found,
-            "recall": found / len(truths) if truths else None,
+            "events": len(kind_truths), "detected": found,
+            "recall": found / len(kind_truths) if kind_truths else None,
             "incidents": len(incidents), "false_incidents": len(false),
             "precision": (len(incidents) - len(false)) / len(incidents) if incidents else None,
             "median_latency_s": statistics.median(latencies) if latencies else None,
             "median_latency_after_hold_s": statistics.median(after_hold) if after_hold else None,
         }
+    return out, details, matched_incidents
+
+
+def event_scores(run: SimRun, watch: Watch) -> dict[str, Any]:
+    cams = [r.location for r in run.rigs]
+    ours = {k: v for k, v in watch.typed.items()
+            if any(metres((v[1].position.lat, v[1].position.lon), c) <= CAMERA_RADIUS_M for c in cams)
+            and ipb.SOURCE_KIND_ROADSIDE_DETECTION in v[1].source_kinds}
+    out, details, matched_incidents = match_events(
+        run.truth.event_truth, [SeenIncident(i, t, at, inc.position.lat, inc.position.lon)
+                                for (i, t), (at, inc) in ours.items()], cams, run.ended_wall)
     roadside_events: dict[str, int] = defaultdict(int)
     for result in run.truth.results.values():
         for ev in result.events:
