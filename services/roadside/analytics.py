@@ -260,6 +260,9 @@ class _Track:
     jumped: bool = False  # a standing track's last box lay outside its anchor's radius and was set aside
     waited_t: float | None = None  # when it last stood waiting in traffic
     queued_t: float | None = None  # when it last stood behind traffic on its own lane (or at the lane's end)
+    # Whether it came to its halt behind traffic on its lane (None: not judged yet for this halt), until traffic is seen
+    # moving on its lane ahead of it: see _judge_halts.
+    halted_queued: bool | None = None
     # When it last drove off a place it had stood at, and where that was (anchor_g, anchor_px): the vehicle itself moved
     # on, gradually, not a box of another vehicle given to its track.
     drove_off: tuple[float, Point | None, Point] | None = None
@@ -335,6 +338,7 @@ class _Vacated:
     lane_id: str
     counted: dict[str, tuple[int, bool]]
     raised: set[str]
+    halted_queued: bool | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -355,6 +359,7 @@ class _Stay:
     raised: set[str] = field(default_factory=set)
     waited_t: float | None = None
     queued_t: float | None = None
+    halted_queued: bool | None = None
     track_id: int = 0  # the track that showed it last
     # Lanes its vehicle was counted on, under any of its tracks: a vehicle parked off the lanes that shows again under
     # another track (traffic passing in front of it swaps tracks) and later pulls out is not a new vehicle on the lane
@@ -488,6 +493,8 @@ class CameraAnalytics:
         self._stays: list[_Stay] = []
         self._stay_of: dict[int, _Stay] = {}  # this frame: track id -> the stay it stands in
         self._hidden: list[_Stay] = []  # this frame: stays not seen on it, but within STAY_HIDDEN_S
+        # Vehicles seen halting or standing on a lane, WAITED_FOLLOWS_S back: (when, lane, ground position, track id).
+        self._halting: deque[tuple[float, str, Point, int]] = deque()
 
     @property
     def spec(self) -> CameraSpec:
@@ -572,6 +579,7 @@ class CameraAnalytics:
             crawling = bool(moving) and sum(moving) / len(moving) * 3.6 < CONGESTION_BANDS_KMH[1]
             events.extend(self._jam(lane, live, level, queue_m, crawling, t, captured_at, frame_id))
 
+        self._judge_halts(seen, by_lane, t)
         crashed = self._crashes(by_lane, t)
         for group, hidden in crashed:
             events.extend(self._crash_event(group, hidden, t, captured_at, frame_id))
@@ -586,6 +594,7 @@ class CameraAnalytics:
                     stay.counted.setdefault(lane_id, counted)
                 stay.waited_t = _latest(stay.waited_t, tr.waited_t)
                 stay.queued_t = _latest(stay.queued_t, tr.queued_t)
+                stay.halted_queued = tr.halted_queued
 
         spot_changes = self._update_spots(seen, t, captured_at)
         self._forget(t)
@@ -630,10 +639,11 @@ class CameraAnalytics:
             # jam's first car took its 200 s standing time as it moved up, and raised 903).
             if was_standing and self._jumped_off(tr, point, ground, box):
                 self._vacated.append(_Vacated(t, tr.anchor_px, tr.anchor_g, tr.box_h, tr.anchor_t, tr.lane_id,
-                                              dict(tr.counted), set(tr.raised)))
+                                              dict(tr.counted), set(tr.raised), tr.halted_queued))
             elif was_standing:
                 tr.drove_off = (t, tr.anchor_g, tr.anchor_px)
             tr.anchor_t, tr.anchor_px, tr.anchor_g = t, point, ground
+            tr.halted_queued = None
         tr.scores.append(d.score)
         # A position far from where the track's velocity puts it is a jump (another vehicle's box, a box cut by a
         # passing vehicle), not a motion: the velocity starts again from it.
@@ -728,7 +738,7 @@ class CameraAnalytics:
         v = best[1]
         self._vacated.remove(v)
         tr = _Track(track_id, VehicleClass.CAR, t, t, v.anchor_t, v.point, v.ground, box_h=v.box_h, lane_id=v.lane_id,
-                    counted=v.counted, raised=v.raised)
+                    counted=v.counted, raised=v.raised, halted_queued=v.halted_queued)
         tr.observations = 1  # seen before, as the track it stood on
         self._tracks[track_id] = tr
         return tr
@@ -762,6 +772,8 @@ class CameraAnalytics:
                         tr.counted.setdefault(lane_id, counted)
                 tr.waited_t = _latest(tr.waited_t, stay.waited_t)
                 tr.queued_t = _latest(tr.queued_t, stay.queued_t)
+                if stay.halted_queued is not None:
+                    tr.halted_queued = stay.halted_queued
                 # Where it was seen last (its track's anchor may lie up to the standing radius off: set as it slowed
                 # down, or on a box cut by a passing vehicle).
                 stay.point, stay.ground, stay.box_h, stay.last_t = tr.point, tr.ground, tr.box_h, t
@@ -1084,6 +1096,45 @@ class CameraAnalytics:
                                        stationary_s=int(tr.standing_s(t))))
         return out
 
+    def _judge_halts(self, seen: list[_Track], by_lane: dict[str, list[_Track]], t: float) -> None:
+        """Judges, once per halt, whether each vehicle standing on a lane came to its halt behind traffic on its lane: a
+        vehicle standing or halting (under MOVING_MPS) ahead of it within QUEUE_GAP_M, seen up to WAITED_FOLLOWS_S
+        before, or the lane's downstream end (as `_waiting`). Such a vehicle waits in traffic until traffic is seen
+        moving on its lane ahead of it, however long the detector loses the one it halted behind: in a dense queue it
+        finds each car on some frames only, and the tracker gives a lost car's track to the car beside it (found by
+        `v2x sim score`: cars of a jam's queue, nose to tail as the oblique view misjudges their gaps, their leader lost
+        as it crept to a halt, raised 1001 once they had stood the threshold; the queue's cars as it moved off did too,
+        their leaders gone unseen)."""
+        while self._halting and t - self._halting[0][0] > WAITED_FOLLOWS_S:
+            self._halting.popleft()
+        on_lanes = [tr for tr in seen if tr.lane_id and tr.object_class in VEHICLES and tr.ground is not None]
+        for tr in on_lanes:
+            lane = self._geo.lanes.get(tr.lane_id)
+            u = self._geo.lane_dir_g.get(tr.lane_id)
+            if lane is None or u is None or tr.ground is None:
+                continue
+            if tr.halted_queued and any(
+                    o.ground is not None and o.velocity_g is not None and o is not tr
+                    and o.velocity_g[0] * u[0] + o.velocity_g[1] * u[1] >= MOVING_MPS
+                    and (o.ground[0] - tr.ground[0]) * u[0] + (o.ground[1] - tr.ground[1]) * u[1] > STANDING_RADIUS_M
+                    for o in by_lane.get(tr.lane_id, [])):
+                tr.halted_queued = False  # the traffic ahead drives off: it follows within WAITED_FOLLOWS_S
+                tr.queued_t = t
+            if tr.halted_queued is not None or not self._is_standing(tr, t):
+                continue
+            stay = self._stay_of.get(tr.track_id)
+            if stay is not None and stay.halted_queued is not None:
+                tr.halted_queued = stay.halted_queued
+                continue
+            ground = tr.ground
+            tr.halted_queued = self._waiting(tr, lane, by_lane, t) == "ahead" or any(
+                lane_id == tr.lane_id and track_id != tr.track_id
+                and STANDING_RADIUS_M < (g[0] - ground[0]) * u[0] + (g[1] - ground[1]) * u[1] <= QUEUE_GAP_M
+                for _, lane_id, g, track_id in self._halting)
+        for tr in on_lanes:
+            if tr.ground is not None and (self._is_standing(tr, t) or (tr.speed is not None and tr.speed < MOVING_MPS)):
+                self._halting.append((t, tr.lane_id, tr.ground, tr.track_id))
+
     def _crashes(self, by_lane: dict[str, list[_Track]], t: float) -> list[tuple[list[_Track], list[_Stay]]]:
         """Groups of vehicles standing nose to tail on a lane, outside zones, for the stop threshold, not waiting in
         traffic: the tracks seen on this frame, and the stays of those hidden on it (a group has one seen at least)."""
@@ -1125,7 +1176,7 @@ class CameraAnalytics:
                     # (`v2x sim score` puts its crashes 38 m before the stop line, where the rush hour's red-light
                     # queues of the next lane reach: such a crash waited until 5 s after that queue drove off, up to
                     # the red's 45 s.) Traffic standing ahead of it on its own lane does hold it.
-                    if self._waiting(first, lane, by_lane, t) == "ahead":
+                    if first.halted_queued or self._waiting(first, lane, by_lane, t) == "ahead":
                         first.queued_t = t
                     elif first.queued_t is None or t - first.queued_t >= WAITED_FOLLOWS_S:
                         groups.append(([g for g in group if isinstance(g, _Track)],

@@ -311,3 +311,47 @@ def test_a_jam_counts_its_minute_from_when_its_queue_formed_not_from_when_its_la
 
     (jam,) = run.of(EventType.TRAFFIC_JAM)
     assert (jam.observed_at - T0).total_seconds() <= 140.0
+
+
+def _queue_behind(leader_halt_n: float, n: int, gap_m: float = 4.8, halt_s: float = 6.0, until_s: float = 200.0
+                  ) -> list[SimVehicle]:
+    """A leader creeping to a halt at `leader_halt_n` by `halt_s`, and `n` cars creeping to a halt behind it, nose to
+    tail as the oblique camera misjudges a queue's gaps (`gap_m`), standing until `until_s`."""
+    out = []
+    for i in range(n + 1):
+        halt = leader_halt_n - gap_m * i
+        out.append(SimVehicle(1 + i, VehicleClass.CAR, [(0.0, NB_CENTRE_E, halt - 6.0), (halt_s, NB_CENTRE_E, halt),
+                                                        (until_s, NB_CENTRE_E, halt)]))
+    return out
+
+
+def test_cars_touching_in_a_queue_whose_leader_the_detector_loses_as_it_halts_are_no_crash() -> None:
+    # A jam's queue on NB beside one on the other lane: the leader creeps to a halt at 52 m and its box is not found
+    # from 5 s on (in a dense queue the detector finds each car on some frames only; its track is given to a car
+    # beside); the three cars behind it halt nose to tail. Found by `v2x sim score`: such a queue's cars, their leader
+    # lost, raised 1001 when they had stood the threshold. They waited in traffic when they halted.
+    leader, *queue = _queue_behind(52.0, 3)
+    beside = [standing(20 + i, n, 200.0, east=SB_CENTRE_E) for i, n in enumerate((52.0, 45.0, 38.0))]
+
+    def script(t: float) -> list[tuple[int, SimVehicle | None]]:
+        return [(7, leader if t < 5.0 else None), *((8 + i, v) for i, v in enumerate(queue)),
+                *((v.id, v) for v in beside)]
+
+    events = run_script(script, 60, camera=_one_way_camera())
+
+    assert not of(events, EventType.ACCIDENT)
+
+
+def test_two_cars_touching_that_halted_behind_a_queue_which_then_drives_off_are_a_crash() -> None:
+    # The same two cars halt behind a car standing at 52 m, which drives off at 30 s (seen going): then they stand
+    # with nothing ahead of them; the crash is raised 5 s on, as for any vehicle that waited in traffic.
+    ahead = standing(3, 52.0, 30.0).then(2.0, NB_CENTRE_E, 66.0)
+    front, rear = standing(1, 45.0, 200.0), standing(2, 40.2, 200.0)
+
+    def script(t: float) -> list[tuple[int, SimVehicle | None]]:
+        return [(7, front), (8, rear), (9, ahead if t <= 32.0 else None)]
+
+    events = run_script(script, 60)
+
+    (crash,) = of(events, EventType.ACCIDENT)
+    assert 34.5 <= at_s(crash) <= 37.0
