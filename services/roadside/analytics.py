@@ -360,6 +360,10 @@ class _Stay:
     waited_t: float | None = None
     queued_t: float | None = None
     halted_queued: bool | None = None
+    # It began off the lanes or in a parking spot: a parked vehicle, whose box a vehicle pulling out beside it may
+    # stretch onto the lane for a few frames (found by `v2x sim score`, replayed: a parked car raised 903 so, with its
+    # time in the spot as its standing time on the lane).
+    parked: bool = False
     track_id: int = 0  # the track that showed it last
     # Lanes its vehicle was counted on, under any of its tracks: a vehicle parked off the lanes that shows again under
     # another track (traffic passing in front of it swaps tracks) and later pulls out is not a new vehicle on the lane
@@ -759,7 +763,8 @@ class CameraAnalytics:
                 if d is not None and (best is None or d < best[0]):
                     best = (d, stay)
             if best is None:
-                stay = _Stay(tr.point, tr.ground, tr.box_h, tr.lane_id, tr.anchor_t, t)
+                stay = _Stay(tr.point, tr.ground, tr.box_h, tr.lane_id, tr.anchor_t, t, parked=not tr.lane_id or any(
+                    point_in_polygon(tr.point, z.polygon) for z in self._geo.spot_zones))
                 self._stays.append(stay)
             else:
                 stay = best[1]
@@ -1077,8 +1082,11 @@ class CameraAnalytics:
                 out.append(self._event(EventType.SLOW_VEHICLE, tr, at, frame_id, lane.id))
 
         # Stopped on the lane, outside zones, not waiting in traffic. A vehicle standing in a parking spot is
-        # parked, not stopped (found by `v2x sim score`: kerbside spots overlap the kerb lane in an oblique view).
-        in_spot = any(point_in_polygon(tr.point, z.polygon) for z in geo.spot_zones)
+        # parked, not stopped (found by `v2x sim score`: kerbside spots overlap the kerb lane in an oblique view), and
+        # so is one whose stay began off the lanes or in a spot.
+        stay = self._stay_of.get(tr.track_id)
+        in_spot = any(point_in_polygon(tr.point, z.polygon) for z in geo.spot_zones) or (
+            stay is not None and stay.parked)
         # (A vehicle standing in contact with another is a crash once both have stood the threshold: 1001, not 903.)
         # A vehicle that waited in traffic a moment ago is not stopped the moment the traffic ahead of it moves off:
         # it follows a few seconds later (found by `v2x sim score`: the first car of a jam's queue standing 200 s

@@ -355,3 +355,15 @@ def test_two_cars_touching_that_halted_behind_a_queue_which_then_drives_off_are_
 
     (crash,) = of(events, EventType.ACCIDENT)
     assert 34.5 <= at_s(crash) <= 37.0
+
+
+def test_a_parked_car_whose_box_a_car_pulling_out_beside_it_stretches_onto_the_lane_raises_no_903() -> None:
+    # A car parked in spot S1 (east kerb) for 30 s; then a car pulling out of the spot beside it merges with it in the
+    # detector's boxes for 3 s, and the merged box's foot lies on lane NB, 1.75 m from where the parked car stood
+    # (within the standing radius: the same vehicle, standing). Found by `v2x sim score` (replayed): the parked car's
+    # track raised 903 at once, with its 30 s in the spot as its standing time on the lane.
+    parked, merged = standing(1, 17.0, 200.0, east=4.75), standing(1, 17.0, 200.0, east=3.0)
+
+    events = run_script(lambda t: [(7, merged if 30.0 <= t <= 33.0 else parked)], 40)
+
+    assert not of(events, EventType.STOPPED_VEHICLE)
