@@ -2,7 +2,7 @@
 speeds and events as `v2x sim score` does: the rules' error apart from the detector's, in seconds rather than a
 10-minute run.
 
-    .venv/bin/python load/replay_analytics.py RUN_DIR [--boxes truth|results] [--min-visible 0.5] [--drop 0.0]
+    .venv/bin/python load/replay_analytics.py RUN_DIR [--boxes truth|results|tracks] [--min-visible 0.5] [--drop 0.0]
 
 RUN_DIR is a scored run's ground truth folder (`v2x sim score --out DIR`, or the folder its table names). The
 detections fed to the tracker are, per frame and camera:
@@ -10,7 +10,10 @@ detections fed to the tracker are, per frame and camera:
 * ``truth``: the rendered boxes (their visible pixels) at least ``--min-visible`` visible, as an exact detector
   would find them (score 0.9), less a random ``--drop`` fraction of them (seeded), a detector that misses some;
 * ``results``: the detections the service answered in that run (tracked and untracked, their boxes, classes and
-  confidences), as the detector found them.
+  confidences), as the detector found them, tracked again;
+* ``tracks``: the same with the run's own track ids, as the service's tracker handed them to its analytics (tracks
+  under the detection floor, which the analytics ignore, are not in the answers): the rules' part of the run, nearly
+  exactly.
 
 Frames are replayed at their capture times in capture order, only those the service answered. The cameras'
 configuration is the simulator's own (roadside_sim/cameras.py, 4 intersections, one camera each unless the run had
@@ -135,12 +138,17 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
             dets = [Detection(VehicleClass(b["class"]), 0.9, float(b["box"][0]), float(b["box"][1]),
                               float(b["box"][2]), float(b["box"][3]), b["class"])
                     for b in f["boxes"] if b["visible"] >= min_visible and rng.random() >= drop]
-        else:
+        else:  # the run's answers, tracked again or with their track ids
             dets = [Detection(_CLASSES[d.get("object_class", "OBJECT_CLASS_CAR")], float(d.get("confidence", 0.0)),
                               float(d["box"].get("x_min", 0.0)), float(d["box"].get("y_min", 0.0)),
                               float(d["box"].get("x_max", 0.0)), float(d["box"].get("y_max", 0.0)), "")
                     for d in results[(camera, f["frame_id"])].get("detections", [])]
-        tracked = trackers[camera].update(dets, int(at.timestamp() * 1e9))
+        if boxes == "tracks":
+            answered_dets = results[(camera, f["frame_id"])].get("detections", [])
+            tracked = [(int(d["track_id"]), det) for d, det in zip(answered_dets, dets, strict=True)
+                       if int(d.get("track_id", 0))]
+        else:
+            tracked = trackers[camera].update(dets, int(at.timestamp() * 1e9))
         ids = {id(d) for _, d in tracked}
         spec = specs[camera]
         out = analytics[camera].process(at, f["frame_id"], tracked, (spec.image_width, spec.image_height),
@@ -220,7 +228,7 @@ def _pct(v: float | None) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path)
-    p.add_argument("--boxes", choices=("truth", "results"), default="truth")
+    p.add_argument("--boxes", choices=("truth", "results", "tracks"), default="truth")
     p.add_argument("--min-visible", type=float, default=0.5)
     p.add_argument("--drop", type=float, default=0.0, help="fraction of truth boxes missed, at random")
     p.add_argument("--seed", type=int, default=1)
