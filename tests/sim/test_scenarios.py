@@ -135,3 +135,18 @@ def test_the_truth_places_events_on_their_cameras_view(sim: Sim) -> None:
         along, _ = inj.rig.approach.coordinates(inj.position)
         assert NEAR_M - 5 <= along <= FAR_M + 5, (inj.kind, along)
         assert math.isfinite(inj.position[0])
+
+
+def test_the_plan_puts_no_event_where_idps_would_join_it_to_the_one_before_on_its_camera() -> None:
+    # IDPS joins a report to an open incident of a compatible type within its correlation window of the incident's
+    # last report (a stopped vehicle where an illegal parking was: found by `v2x sim score`, the third 903 joined the
+    # camera's 1002 incident 95 s before and was never an incident of its own). Reports come as events start.
+    from services.idps import taxonomy
+    from services.idps.settings import IdpsSettings
+
+    window = IdpsSettings().correlation_window_s
+    injections = sc.plan(rigs(District(), 4, 1), BEGIN, 600.0)
+    for a, b in itertools.combinations(injections, 2):
+        if a.camera_id == b.camera_id and a.at_s < b.at_s and taxonomy.compatible(int(a.kind), int(b.kind)):
+            reported_a = a.at_s + sc.STARTS_AFTER_S[a.kind] + sc.HOLD_S[a.kind]
+            assert b.at_s + sc.STARTS_AFTER_S[b.kind] - reported_a > window, (a.kind.name, b.kind.name, a.camera_id)
