@@ -342,6 +342,10 @@ class _Vacated:
     lane_id: str
     counted: dict[str, tuple[int, bool]]
     raised: set[str]
+    # Its wait in traffic goes with it too (found by `v2x sim score`, replayed: a queued car shown so as its queue drove
+    # off had stood 43 s and, its wait lost, raised 903 at once).
+    waited_t: float | None = None
+    queued_t: float | None = None
     halted_queued: bool | None = None
 
 
@@ -647,7 +651,8 @@ class CameraAnalytics:
             # jam's first car took its 200 s standing time as it moved up, and raised 903).
             if was_standing and self._jumped_off(tr, point, ground, box):
                 self._vacated.append(_Vacated(t, tr.anchor_px, tr.anchor_g, tr.box_h, tr.anchor_t, tr.lane_id,
-                                              dict(tr.counted), set(tr.raised), tr.halted_queued))
+                                              dict(tr.counted), set(tr.raised), tr.waited_t, tr.queued_t,
+                                              tr.halted_queued))
             elif was_standing:
                 tr.drove_off = (t, tr.anchor_g, tr.anchor_px)
             tr.anchor_t, tr.anchor_px, tr.anchor_g = t, point, ground
@@ -746,7 +751,8 @@ class CameraAnalytics:
         v = best[1]
         self._vacated.remove(v)
         tr = _Track(track_id, VehicleClass.CAR, t, t, v.anchor_t, v.point, v.ground, box_h=v.box_h, lane_id=v.lane_id,
-                    counted=v.counted, raised=v.raised, halted_queued=v.halted_queued)
+                    counted=v.counted, raised=v.raised, waited_t=v.waited_t, queued_t=v.queued_t,
+                    halted_queued=v.halted_queued)
         tr.observations = 1  # seen before, as the track it stood on
         self._tracks[track_id] = tr
         return tr
@@ -1104,7 +1110,8 @@ class CameraAnalytics:
         # Stopped on the lane, outside zones, not waiting in traffic. A vehicle standing in a parking spot is
         # parked, not stopped (found by `v2x sim score`: kerbside spots overlap the kerb lane in an oblique view), and
         # so is one whose stay began off the lanes or in a spot.
-        stay = self._stay_of.get(tr.track_id)
+        # (A track whose box was set aside on this frame is in no stay on it: the stay it showed last.)
+        stay = self._stay_of.get(tr.track_id) or next((s for s in self._stays if s.track_id == tr.track_id), None)
         in_spot = any(point_in_polygon(tr.point, z.polygon) for z in geo.spot_zones) or (
             stay is not None and stay.parked)
         # (A vehicle standing in contact with another is a crash once both have stood the threshold: 1001, not 903.)
