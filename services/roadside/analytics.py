@@ -1162,7 +1162,15 @@ class CameraAnalytics:
                 tr.halted_queued = stay.halted_queued
                 continue
             ground = tr.ground
-            tr.halted_queued = self._waiting(tr, lane, by_lane, t) == "ahead" or any(
+            waiting = self._waiting(tr, lane, by_lane, t)
+            if tr.standing_s(t) > STANDING_MIN_S + WAITED_FOLLOWS_S:
+                # Its halt was not seen on a lane (it stood off the lanes, its box cut by the picture's side, or its
+                # stay was never judged): traffic standing around it now, ahead or beside, is what it waits in (found
+                # by `v2x sim score`, replayed: such a car of a jam's queue, shown on its lane at last, raised 1001
+                # with the car behind it).
+                tr.halted_queued = bool(waiting)
+                continue
+            tr.halted_queued = waiting == "ahead" or any(
                 lane_id == tr.lane_id and track_id != tr.track_id
                 and STANDING_RADIUS_M < (g[0] - ground[0]) * u[0] + (g[1] - ground[1]) * u[1] <= QUEUE_GAP_M
                 for _, lane_id, g, track_id in self._halting)

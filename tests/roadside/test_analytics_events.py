@@ -464,3 +464,21 @@ def test_a_parked_car_whose_track_is_given_a_passing_cars_box_after_its_box_stre
     events = run_script(script, 40)
 
     assert not of(events, EventType.STOPPED_VEHICLE)
+
+
+def test_cars_touching_in_a_jam_whose_first_stood_off_the_lanes_until_it_showed_on_its_lane_are_no_crash() -> None:
+    # A jam on both lanes of one direction. The first car of NB's queue stands with its box's foot just off the lane
+    # (a box cut by the picture's side) from 0 s; at 30 s its box shows on the lane, 1.2 m on (the same car, its
+    # standing time kept). The car behind it on NB is nose to tail with it. Its halt was never seen on a lane; it stands
+    # beside a standing queue: it waits in traffic, and the two are no crash. Found by `v2x sim score` (replayed).
+    first_off, first_on = standing(1, 40.0, 200.0, east=3.9), standing(1, 40.0, 200.0, east=2.7)
+    behind = standing(2, 35.2, 200.0)
+    beside = [standing(20 + i, n, 200.0, east=SB_CENTRE_E) for i, n in enumerate((46.0, 39.0, 32.0))]
+
+    def script(t: float) -> list[tuple[int, SimVehicle | None]]:
+        return [(7, first_off if t < 30.0 else first_on), (8, behind if t >= 12.0 else None),
+                *((v.id, v) for v in beside)]
+
+    events = run_script(script, 60, camera=_one_way_camera())
+
+    assert not of(events, EventType.ACCIDENT)
