@@ -31,6 +31,7 @@ import random
 import statistics
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -139,7 +140,11 @@ def _counts(g: dict[str, Any]) -> bool:
 
 
 def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: float = 0.0, seed: int = 1,
-           settings: DetectorSettings | None = None) -> dict[str, Any]:
+           settings: DetectorSettings | None = None,
+           on_frame: Callable[[dict[str, Any], list[tuple[int, Detection]], CameraAnalytics], None] | None = None,
+           all_frames: bool = False) -> dict[str, Any]:
+    """The replay's scores; ``on_frame`` sees each frame's truth, its tracked detections and the camera's analytics
+    after the frame (to trace where counts go wrong)."""
     frames = _load(run / "frames.jsonl")
     results = {(r["camera_id"], int(r["frame_id"])): r for r in _load(run / "results.jsonl")}
     truth_minutes = {(m["camera"], m["lane"], m["minute"]): m["vehicles"]
@@ -147,8 +152,8 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
     cameras = {f["camera"] for f in frames}
     specs = {c: camera_spec(r.camera()) for c, r in _camera_rigs(cameras).items()}
     settings = settings or DetectorSettings()
-    answered = [f for f in frames if (f["camera"], f["frame_id"]) in results
-                and "error" not in results[(f["camera"], f["frame_id"])]]
+    answered = [f for f in frames if (all_frames and boxes == "truth") or ((f["camera"], f["frame_id"]) in results
+                and "error" not in results[(f["camera"], f["frame_id"])])]
     answered.sort(key=lambda f: (f["captured_at"], f["camera"]))
     detector: Detector | None = None
     cached: dict[tuple[str, int], tuple[Candidates, Letterbox]] = {}
@@ -193,6 +198,8 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
         spec = specs[camera]
         out = analytics[camera].process(at, f["frame_id"], tracked, (spec.image_width, spec.image_height),
                                         trackers[camera].untracked)
+        if on_frame is not None:
+            on_frame(f, tracked, analytics[camera])
         reported = {lane.lane_id: lane.queue_length_m for lane in out.lanes}
         for lane, true_m in f["queues_m"].items():
             if lane in reported:
@@ -258,12 +265,14 @@ def main() -> None:
     p.add_argument("--min-visible", type=float, default=0.5)
     p.add_argument("--drop", type=float, default=0.0, help="fraction of truth boxes missed, at random")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--all-frames", action="store_true", help="truth: every frame rendered, also those the service "
+                   "was not sent (busy): the camera's full frame rate")
     p.add_argument("--rows", action="store_true", help="print every lane-minute")
     p.add_argument("--json", default="")
     ns = p.parse_args()
     settings = DetectorSettings(ns.model, parse_input_size(ns.input_size) if ns.input_size else None, ns.floor,
                                 ns.nms_iou, ns.camera_floor, ns.track_floor)
-    s = replay(ns.run, ns.boxes, ns.min_visible, ns.drop, ns.seed, settings)
+    s = replay(ns.run, ns.boxes, ns.min_visible, ns.drop, ns.seed, settings, all_frames=ns.all_frames)
     c, q, sp, det = s["counts"], s["queues"], s["speed"], s["detection"]
     if ns.rows:
         for r in c["rows"]:
