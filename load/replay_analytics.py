@@ -2,7 +2,8 @@
 speeds and events as `v2x sim score` does: the rules' error apart from the detector's, in seconds rather than a
 10-minute run.
 
-    .venv/bin/python load/replay_analytics.py RUN_DIR [--boxes truth|results|tracks] [--min-visible 0.5] [--drop 0.0]
+    .venv/bin/python load/replay_analytics.py RUN_DIR [--boxes truth|results|tracks|detector] [--min-visible 0.5]
+        [--drop 0.0] [--input-size 416x320 --floor 0.3 --nms-iou 0.45 --camera-floor 0.3 --track-floor 0.3]
 
 RUN_DIR is a scored run's ground truth folder (`v2x sim score --out DIR`, or the folder its table names). The
 detections fed to the tracker are, per frame and camera:
@@ -13,7 +14,11 @@ detections fed to the tracker are, per frame and camera:
   confidences), as the detector found them, tracked again;
 * ``tracks``: the same with the run's own track ids, as the service's tracker handed them to its analytics (tracks
   under the detection floor, which the analytics ignore, are not in the answers): the rules' part of the run, nearly
-  exactly.
+  exactly;
+* ``detector``: the service's own Detector (services/roadside/detector.py, the default model or ``--model``) run on
+  the run's kept JPEGs (``v2x sim score --keep-every 1``), with the settings given: its input size, a score floor for
+  the vehicle classes, NMS IoU. The model runs once per input size at a low floor (DECODE_FLOOR); its decoded boxes
+  are cached in RUN_DIR, so that floors and NMS are tried in seconds (``Detector.select``, the service's own step).
 
 Frames are replayed at their capture times in capture order, only those the service answered. The cameras'
 configuration is the simulator's own (roadside_sim/cameras.py, 4 intersections, one camera each unless the run had
@@ -31,15 +36,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import pickle
 import random
 import statistics
 import sys
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's packages
+
+import cv2
 
 from roadside_sim.cameras import CameraRig, rigs
 from roadside_sim.geometry import box_iou
@@ -52,11 +62,61 @@ from services.idps.roadside import to_request
 from services.idps.settings import IdpsSettings
 from services.roadside.analytics import CameraAnalytics
 from services.roadside.convert import camera_spec, event_proto
-from services.roadside.detector import CameraFloors, Detection, DetectorConfig, VehicleClass, camera_floors
-from services.roadside.tracker import Tracker
+from services.roadside.detector import (
+    DEFAULT_MODEL_PATH,
+    BgrImage,
+    Detection,
+    Detector,
+    DetectorConfig,
+    VehicleClass,
+    parse_input_size,
+    service_input_size,
+)
+from services.roadside.tracker import Tracker, TrackerConfig
+from services.roadside.yolo_decode import Candidates, Letterbox
 
 MIN_VISIBLE, MIN_SIDE_PX, IOU = 0.5, 16, 0.5  # as roadside_sim/score.py judges detections
 _CLASSES = {f"OBJECT_CLASS_{c.name}": c for c in VehicleClass}
+DECODE_FLOOR = 0.1  # the model's boxes are cached down to this score; floors tried must be at least this
+_FLOORED = (VehicleClass.CAR, VehicleClass.BUS, VehicleClass.TRUCK, VehicleClass.MOTORCYCLE, VehicleClass.BICYCLE)
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """What the ``detector`` replay runs: the model at an input size, a score floor for the vehicle classes (None:
+    the model's own), NMS IoU (None: the service's), and the floors after it: the camera's minimum detection
+    confidence (None: the model's camera floor) and the tracker's floor to start a track (None: the tracker's)."""
+
+    model: Path = DEFAULT_MODEL_PATH
+    input_size: tuple[int, int] | None = None
+    floor: float | None = None
+    nms_iou: float | None = None
+    camera_floor: float | None = None
+    track_floor: float | None = None
+
+
+def _cached_candidates(run: Path, frames: list[dict[str, Any]], settings: DetectorSettings
+                       ) -> dict[tuple[str, int], tuple[Candidates, Letterbox]]:
+    size = settings.input_size or service_input_size(settings.model)
+    cache = run / f"detector-{settings.model.stem}-{size[0]}x{size[1]}-{DECODE_FLOOR}.pkl"
+    if cache.is_file():
+        with cache.open("rb") as stored:
+            cached: dict[tuple[str, int], tuple[Candidates, Letterbox]] = pickle.load(stored)
+        return cached
+    low = {c: DECODE_FLOOR for c in VehicleClass}
+    detector = Detector(DetectorConfig(model_path=settings.model, input_size=size, score_thresholds=low))
+    out: dict[tuple[str, int], tuple[Candidates, Letterbox]] = {}
+    for n, f in enumerate(frames):
+        path = run / "frames" / f"{f['camera']}-{f['frame_id']:06d}.jpg"
+        image: BgrImage | None = cv2.imread(str(path))  # type: ignore[assignment]
+        if image is None:
+            raise SystemExit(f"{path} missing: record the run with `v2x sim score --keep-every 1`")
+        out[(f["camera"], f["frame_id"])] = detector.candidates_batch([image])[0]
+        if n % 500 == 0:
+            print(f"detector: {n}/{len(frames)} frames", file=sys.stderr, flush=True)
+    with cache.open("wb") as written:
+        pickle.dump(out, written)
+    return out
 
 
 def _load(path: Path) -> list[dict[str, Any]]:
@@ -102,15 +162,34 @@ class OfflineIdps:
         return [SeenIncident(i, t, at, inc.lat, inc.lon) for (i, t), (at, inc) in self.typed.items()]
 
 
-def model_floors(model: Path | None = None) -> CameraFloors:
-    """The camera floors of the detector model (its metadata beside it; default: the service's default model), as the
-    service fills in those the cameras leave unset."""
-    path = model or DetectorConfig.from_env().model_path
-    return camera_floors(json.loads(path.with_suffix(".json").read_text(encoding="utf-8")))
+def match(truths: list[tuple[float, float, float, float]], found: list[tuple[float, float, float, float]]
+          ) -> list[tuple[int, int]]:
+    """(truth, found) index pairs at IoU >= 0.5, class-agnostic, best IoU first, as the scorer matches them."""
+    pairs = sorted(((box_iou(g, o), i, j) for i, g in enumerate(truths) for j, o in enumerate(found)), reverse=True)
+    used_g: set[int] = set()
+    used_o: set[int] = set()
+    out = []
+    for iou, i, j in pairs:
+        if iou < IOU or i in used_g or j in used_o:
+            continue
+        used_g.add(i)
+        used_o.add(j)
+        out.append((i, j))
+    return out
+
+
+def _counts(g: dict[str, Any]) -> bool:
+    """A truth box the scorer counts: mostly visible and not tiny."""
+    b = g["box"]
+    return bool(g["visible"] >= MIN_VISIBLE and b[2] - b[0] >= MIN_SIDE_PX and b[3] - b[1] >= MIN_SIDE_PX)
 
 
 def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: float = 0.0, seed: int = 1,
-           model: Path | None = None) -> dict[str, Any]:
+           settings: DetectorSettings | None = None,
+           on_frame: Callable[[dict[str, Any], list[tuple[int, Detection]], CameraAnalytics], None] | None = None,
+           all_frames: bool = False) -> dict[str, Any]:
+    """The replay's scores; ``on_frame`` sees each frame's truth, its tracked detections and the camera's analytics
+    after the frame (to trace where counts go wrong)."""
     frames = _load(run / "frames.jsonl")
     results = {(r["camera_id"], int(r["frame_id"])): r for r in _load(run / "results.jsonl")}
     truth_minutes = {(m["camera"], m["lane"], m["minute"]): m["vehicles"]
@@ -118,19 +197,37 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
     cameras = {f["camera"] for f in frames}
     rig_of = _camera_rigs(cameras)
     specs = {c: camera_spec(r.camera()) for c, r in rig_of.items()}
-    trackers = {c: Tracker() for c in cameras}
-    # The model's floors, as the service's (the replay runs no detector: its boxes are the run's or the truth's).
-    floors = model_floors(model)
-    analytics = {c: CameraAnalytics(s.with_floors(floors)) for c, s in specs.items()}
+    settings = settings or DetectorSettings()
+    answered = [f for f in frames if (all_frames and boxes == "truth") or ((f["camera"], f["frame_id"]) in results
+                and "error" not in results[(f["camera"], f["frame_id"])])]
+    answered.sort(key=lambda f: (f["captured_at"], f["camera"]))
+    detector: Detector | None = None
+    cached: dict[tuple[str, int], tuple[Candidates, Letterbox]] = {}
+    if boxes == "detector":
+        cached = _cached_candidates(run, answered, settings)
+        floors = {c: settings.floor for c in _FLOORED} if settings.floor is not None else None
+        config = DetectorConfig(model_path=settings.model, input_size=settings.input_size
+                                or service_input_size(settings.model), verify_sha256=False)
+        if floors is not None:
+            config = replace(config, score_thresholds={**{c: 0.35 for c in VehicleClass}, **floors})
+        if settings.nms_iou is not None:
+            config = replace(config, nms_iou=settings.nms_iou)
+        detector = Detector(config)
+    # The model's camera floors (the default model's unless --model): the run's service had them too.
+    model_floors = Detector(DetectorConfig(model_path=settings.model, verify_sha256=False)).camera_floors
+    if settings.camera_floor is not None:
+        model_floors = replace(model_floors, min_detection_confidence=settings.camera_floor)
+    tracker_config = TrackerConfig() if settings.track_floor is None \
+        else TrackerConfig(high_confidence=settings.track_floor)
+    trackers = {c: Tracker(tracker_config) for c in cameras}
+    analytics = {c: CameraAnalytics(s.with_floors(model_floors)) for c, s in specs.items()}
     rng = random.Random(seed)
     idps = OfflineIdps()
     raised: list[dict[str, Any]] = []
     queue_err: list[float] = []
     queue_busy: list[float] = []
     speed_err: list[float] = []
-    answered = [f for f in frames if (f["camera"], f["frame_id"]) in results
-                and "error" not in results[(f["camera"], f["frame_id"])]]
-    answered.sort(key=lambda f: (f["captured_at"], f["camera"]))
+    found = [0, 0, 0]  # detections answered, of them matching a counted truth box, counted truth boxes
     for f in answered:
         camera = f["camera"]
         at = datetime.fromisoformat(f["captured_at"])
@@ -138,6 +235,8 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
             dets = [Detection(VehicleClass(b["class"]), 0.9, float(b["box"][0]), float(b["box"][1]),
                               float(b["box"][2]), float(b["box"][3]), b["class"])
                     for b in f["boxes"] if b["visible"] >= min_visible and rng.random() >= drop]
+        elif detector is not None:
+            dets = detector.select(*cached[(camera, f["frame_id"])])
         else:  # the run's answers, tracked again or with their track ids
             dets = [Detection(_CLASSES[d.get("object_class", "OBJECT_CLASS_CAR")], float(d.get("confidence", 0.0)),
                               float(d["box"].get("x_min", 0.0)), float(d["box"].get("y_min", 0.0)),
@@ -147,13 +246,16 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
             answered_dets = results[(camera, f["frame_id"])].get("detections", [])
             tracked = [(int(d["track_id"]), det) for d, det in zip(answered_dets, dets, strict=True)
                        if int(d.get("track_id", 0))]
+            ids = {id(d) for _, d in tracked}
+            untracked = [d for d in dets if id(d) not in ids]
         else:
             tracked = trackers[camera].update(dets, int(at.timestamp() * 1e9))
-        ids = {id(d) for _, d in tracked}
+            untracked = list(trackers[camera].untracked)
         spec = specs[camera]
-        out = analytics[camera].process(at, f["frame_id"], tracked, (spec.image_width, spec.image_height),
-                                        [d for d in dets if id(d) not in ids])
-        answer = results[(camera, f["frame_id"])]
+        out = analytics[camera].process(at, f["frame_id"], tracked, (spec.image_width, spec.image_height), untracked)
+        if on_frame is not None:
+            on_frame(f, tracked, analytics[camera])
+        answer = results.get((camera, f["frame_id"]), {})
         reached = at + timedelta(milliseconds=float(answer.get("service_latency_ms", 0.0)))
         for e in out.events:
             inc = idps.report(event_proto(e), reached)
@@ -166,22 +268,17 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
                 queue_err.append(e)
                 if true_m > 0 or reported[lane] > 0:
                     queue_busy.append(e)
-        # Speeds of matched detections (class-agnostic, best IoU first, every truth box; a match of a box that does
-        # not count, mostly hidden or tiny, is left out), as the scorer matches them.
+        # Detections and speeds as the scorer judges them: class-agnostic matches; a match of a box that does not count
+        # (mostly hidden, tiny) is neither right nor wrong.
         truths, objs = f["boxes"], out.objects
-        pairs = sorted(((box_iou(tuple(g["box"]), (o.box.x1, o.box.y1, o.box.x2, o.box.y2)), i, j)
-                        for i, g in enumerate(truths) for j, o in enumerate(objs)), reverse=True)
-        used_g: set[int] = set()
-        used_o: set[int] = set()
-        for iou, i, j in pairs:
-            if iou < IOU or i in used_g or j in used_o:
-                continue
-            used_g.add(i)
-            used_o.add(j)
-            g, speed = truths[i], objs[j].speed_mps
-            if speed is not None and g["visible"] >= MIN_VISIBLE and g["box"][2] - g["box"][0] >= MIN_SIDE_PX \
-                    and g["box"][3] - g["box"][1] >= MIN_SIDE_PX:
-                speed_err.append((speed - g["speed_mps"]) * 3.6)
+        pairs = match([tuple(g["box"]) for g in truths], [(o.box.x1, o.box.y1, o.box.x2, o.box.y2) for o in objs])
+        found[0] += len(objs) - sum(1 for i, _ in pairs if not _counts(truths[i]))
+        found[1] += sum(1 for i, _ in pairs if _counts(truths[i]))
+        found[2] += sum(1 for g in truths if _counts(g))
+        for i, j in pairs:
+            g = truths[i]
+            if objs[j].speed_mps is not None and _counts(g):
+                speed_err.append((objs[j].speed_mps - g["speed_mps"]) * 3.6)
     start = min(datetime.fromisoformat(f["captured_at"]) for f in frames).timestamp()
     end = max(datetime.fromisoformat(f["captured_at"]) for f in frames).timestamp()
     first, last = (start // 60 + 1) * 60, (end // 60) * 60
@@ -215,6 +312,8 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
         "queues": {"mae_m": statistics.fmean(queue_err) if queue_err else None,
                    "mae_when_queued_m": statistics.fmean(queue_busy) if queue_busy else None,
                    "queued_samples": len(queue_busy)},
+        "detection": {"precision": found[1] / found[0] if found[0] else None,
+                      "recall": found[1] / found[2] if found[2] else None, "answered": found[0]},
         "speed": {"rmse_kmh": math.sqrt(statistics.fmean(e * e for e in speed_err)) if speed_err else None,
                   "mean_error_kmh": statistics.fmean(speed_err) if speed_err else None, "samples": len(speed_err)},
         "events": {"per_type": per_type, "events": details, "incidents": incidents, "raised": raised},
@@ -228,18 +327,26 @@ def _pct(v: float | None) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path)
-    p.add_argument("--boxes", choices=("truth", "results", "tracks"), default="truth")
+    p.add_argument("--boxes", choices=("truth", "results", "tracks", "detector"), default="truth")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH, help="detector model (its floors apply)")
+    p.add_argument("--input-size", default="", help="detector: WxH (default: the model's service input size)")
+    p.add_argument("--floor", type=float, default=None, help="detector: score floor of the vehicle classes")
+    p.add_argument("--nms-iou", type=float, default=None, help="detector: NMS IoU")
+    p.add_argument("--camera-floor", type=float, default=None, help="the camera's minimum detection confidence")
+    p.add_argument("--track-floor", type=float, default=None, help="the tracker's floor to start a track")
     p.add_argument("--min-visible", type=float, default=0.5)
     p.add_argument("--drop", type=float, default=0.0, help="fraction of truth boxes missed, at random")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--model", type=Path, default=None,
-                   help="the detector model whose camera floors the run's service used (default: the service's)")
+    p.add_argument("--all-frames", action="store_true", help="truth: every frame rendered, also those the service "
+                   "was not sent (busy): the camera's full frame rate")
     p.add_argument("--rows", action="store_true", help="print every lane-minute")
     p.add_argument("--events", action="store_true", help="print every event and incident")
     p.add_argument("--json", default="")
     ns = p.parse_args()
-    s = replay(ns.run, ns.boxes, ns.min_visible, ns.drop, ns.seed, ns.model)
-    c, q, sp = s["counts"], s["queues"], s["speed"]
+    settings = DetectorSettings(ns.model, parse_input_size(ns.input_size) if ns.input_size else None, ns.floor,
+                                ns.nms_iou, ns.camera_floor, ns.track_floor)
+    s = replay(ns.run, ns.boxes, ns.min_visible, ns.drop, ns.seed, settings, all_frames=ns.all_frames)
+    c, q, sp, det = s["counts"], s["queues"], s["speed"], s["detection"]
     if ns.rows:
         for r in c["rows"]:
             print(r)
@@ -249,7 +356,8 @@ def main() -> None:
           f"{c['lane_minutes']} lane-minutes (reported {c['reported']}, true {c['true']}); queue error "
           f"{q['mae_m'] or 0:.2f} m, {q['mae_when_queued_m'] or 0:.2f} m when queued ({q['queued_samples']}); "
           "speed RMSE "
-          f"{sp['rmse_kmh'] or 0:.2f} km/h (mean {sp['mean_error_kmh'] or 0:+.2f}, {sp['samples']} detections)")
+          f"{sp['rmse_kmh'] or 0:.2f} km/h (mean {sp['mean_error_kmh'] or 0:+.2f}, {sp['samples']} detections); "
+          f"detection precision {100 * (det['precision'] or 0):.1f} % recall {100 * (det['recall'] or 0):.1f} %")
     print("events        events  found  recall  incidents  false  precision  latency (median)")
     for kind, e in s["events"]["per_type"].items():
         lat = e["median_latency_s"]

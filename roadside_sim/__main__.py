@@ -50,6 +50,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-gates", action="store_true", help="no garage gate with plates (needs an operator key of "
                    "the running `v2x run`)")
     p.add_argument("--events", default="", help="only these event types, e.g. 903,904 (default: all)")
+    p.add_argument("--keep-every", type=int, default=60, help="keep every Nth frame of each camera as JPEG in "
+                   "<out>/frames (1: every frame, for replaying the detector offline; 0: none)")
     p.add_argument("--render", choices=("photo", "key"), default="photo",
                    help="vehicles from a real photo (for the real detector) or key-coloured (for the service's "
                    "V2X_ROADSIDE_DETECTOR=sim)")
@@ -81,6 +83,8 @@ def _config(ns: argparse.Namespace, seconds_default: float = 0.0) -> tuple[SimCo
         raise SystemExit("v2x sim: no admin key: give --key (no running `v2x run` of this user was found)")
     if not 1 <= ns.intersections <= 4 or not 1 <= ns.cameras_per <= 4:
         raise SystemExit("v2x sim: --intersections and --cameras-per must be 1..4")
+    if ns.keep_every < 0:
+        raise SystemExit("v2x sim: --keep-every must be 0 or more")
     if not 0.2 <= ns.fps <= 30:
         raise SystemExit("v2x sim: --fps must be 0.2..30")
     start = None
@@ -103,7 +107,7 @@ def _config(ns: argparse.Namespace, seconds_default: float = 0.0) -> tuple[SimCo
                     admin_key=admin, intersections=ns.intersections, cameras_per=ns.cameras_per, fps=ns.fps,
                     seconds=ns.seconds or seconds_default, start=start, out=Path(ns.out) if ns.out else None,
                     seed=ns.seed, scenarios=not ns.no_scenarios, kinds=kinds, spots=not ns.no_spots,
-                    render=ns.render)
+                    render=ns.render, keep_every=ns.keep_every)
     if not ns.no_chargers:
         cfg.charging = ns.charging or ("" if ns.target else run.get("targets", {}).get("charging", ""))
     operators = sorted(k.removeprefix("operator:") for k in keys

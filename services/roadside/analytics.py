@@ -81,8 +81,10 @@ Definitions (the issue leaves them open; constants below):
   already on a lane keeps it, and it is not counted until its box is whole (found by `v2x sim score`: cars entering
   or leaving at the side were put on the lane beside theirs, counted there too, and raised a false 904).
 * Lane counts: a vehicle counts once per lane, when it has been seen on the lane on 2 frames in a row (or, counted on
-  another lane already, on the first frame it is on this one: a lane change), in the minute it came onto the lane, as
-  wrong-way when it moves against the lane then (or is later found to). A track not moving (under 10 km/h) within 4 m
+  another lane already, on the first frame it is on this one: a lane change; or on its first frame there when the
+  camera's frames come 0.4 s apart or more, when a car crossing the view shows whole on one frame only), in the
+  minute it came onto the lane, as wrong-way when it moves against the lane then (or is later found to). A track not
+  moving (under 10 km/h) within 4 m
   of where a vehicle counted on the lane was last seen not moving, up to 30 s ago and not seen since, is that vehicle:
   not counted again. Two tracks that exchange lanes on a frame exchange their counts (the tracker swapped two cars side
   by side), and a track that continues the stay of a vehicle standing off the lanes takes its counts (a parked car
@@ -153,6 +155,13 @@ JUMP_M = 3.0
 # it on half of them (replayed `v2x sim score` runs, load/replay_analytics.py: with 3, count MAPE 30 % on the
 # detector's boxes, with 2 27 %; on a key-colour run's 50 % and 29 %; exact boxes 7..9 % either way).
 COUNT_AFTER_FRAMES = 2
+# ... or on its first frame on the lane when the camera's frames come this far apart (the service held frames back
+# while busy, or a camera below 2.5 frames/s): a car at 50 km/h then shows whole, not cut by the picture's edge, on
+# one frame only, and waiting for a second lost it (a replayed 600 s run at 2.4 answered frames/s,
+# load/replay_analytics.py: count MAPE on the detector's boxes 20.6 -> 14.9 %, exact boxes 10.5 -> 8.2 %; the same
+# run at its full 3 frames/s, exact boxes, 5.7 % either way: no gap there is this long, and counting on one frame
+# there did worse, 6.5 %).
+SPARSE_FRAME_GAP_S = 0.4
 # A counted vehicle lost while standing or crawling (hidden by passing traffic, missed by the detector longer than a
 # track lives) is still there for this long: a track that shows up not moving within this radius of where it was last
 # seen is that vehicle, not counted again (less than the ~7 m between queued cars). Found by replaying `v2x sim score`
@@ -500,6 +509,7 @@ class CameraAnalytics:
         self._minutes: dict[int, _Minute] = {}
         self._lock = threading.Lock()
         self.last_frame_at: datetime | None = None
+        self._frame_gap_s = 0.0  # since the camera's frame before this one
         self._vacated: list[_Vacated] = []
         self._lost_still: list[tuple[float, Point, str]] = []  # counted vehicles lost standing: (last seen, at, lane)
         self._stays: list[_Stay] = []
@@ -530,6 +540,7 @@ class CameraAnalytics:
         geo = self._geo
         spec = geo.spec
         t = captured_at.timestamp()
+        self._frame_gap_s = t - self.last_frame_at.timestamp() if self.last_frame_at is not None else 0.0
         self.last_frame_at = captured_at
         fw, fh = frame_size
         sx, sy = spec.image_width / fw, spec.image_height / fh
@@ -1058,7 +1069,8 @@ class CameraAnalytics:
         # the exchange of counts in _exchange_counts: count MAPE exact boxes 6.4 -> 5.4 %, 30 % missed 22.3 -> 21.4 %,
         # the detector's boxes 23.2 -> 20.5 %).
         if lane.id not in tr.counted and not tr.clipped and (
-                tr.lane_frames >= COUNT_AFTER_FRAMES or (tr.observations >= COUNT_AFTER_FRAMES and bool(tr.counted))):
+                tr.lane_frames >= COUNT_AFTER_FRAMES or (tr.observations >= COUNT_AFTER_FRAMES and bool(tr.counted))
+                or self._frame_gap_s >= SPARSE_FRAME_GAP_S):
             if self._counted_there(tr, lane.id, t):  # a vehicle counted already, found again: its count stands
                 tr.counted[lane.id] = (minute_key, bool(against))
             else:

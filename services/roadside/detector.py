@@ -536,9 +536,15 @@ class Detector:
 
     def detect_batch(self, bgr_images: Sequence[BgrImage]) -> list[list[Detection]]:
         """Detect on several frames, ``max_batch`` per session run (one by one for a fixed-batch model)."""
+        return [self.select(candidates, box) for candidates, box in self.candidates_batch(bgr_images)]
+
+    def candidates_batch(self, bgr_images: Sequence[BgrImage]) -> list[tuple[Candidates, Letterbox]]:
+        """The decoded boxes of each frame at this detector's score thresholds, before NMS, in model-input pixels,
+        with the frame's letterbox: ``select`` turns them into detections. Kept apart so that an offline replay
+        (load/replay_analytics.py) can run the model once at a low floor and try NMS and floors on its output."""
         step = self.config.max_batch if self.dynamic_batch else 1
         target_w, target_h = self.spec.input_size
-        results: list[list[Detection]] = []
+        results: list[tuple[Candidates, Letterbox]] = []
         for start in range(0, len(bgr_images), step):
             chunk = bgr_images[start : start + step]
             batch: FloatArray = np.empty((len(chunk), 3, target_h, target_w), dtype=np.float32)
@@ -546,7 +552,7 @@ class Detector:
             outputs = self.session.run(self._output_names, {self.spec.input_name: batch})
             for index, box in enumerate(boxes):
                 per_image = [np.asarray(out[index], dtype=np.float32) for out in outputs]
-                results.append(self._postprocess(per_image, box))
+                results.append((self._decode(per_image), box))
         return results
 
     def _decode(self, outputs: Sequence[FloatArray]) -> Candidates:
@@ -573,8 +579,11 @@ class Detector:
             return decode_yolov8(raw, self._thresholds)
         return decode_yolov5(raw, self._thresholds)
 
-    def _postprocess(self, outputs: Sequence[FloatArray], box: Letterbox) -> list[Detection]:
-        result = nms_grouped(self._decode(outputs), self.config.nms_iou, self._class_groups, self.config.max_detections)
+    def select(self, candidates: Candidates, box: Letterbox) -> list[Detection]:
+        """Detections in source-image pixels from decoded candidates: those at this detector's score thresholds
+        (decoding already applied them, unless the candidates came from a detector with lower ones), then NMS."""
+        candidates = candidates.take(candidates.scores >= self._thresholds[candidates.class_ids])
+        result = nms_grouped(candidates, self.config.nms_iou, self._class_groups, self.config.max_detections)
         kept = result.candidates
         boxes = unletterbox(kept.boxes, box)
         detections: list[Detection] = []

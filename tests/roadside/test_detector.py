@@ -165,6 +165,24 @@ def test_a_raised_class_threshold_removes_only_that_class(model_path: Path, load
     assert of_class(detections, VehicleClass.CAR, VehicleClass.TRUCK)
 
 
+def test_candidates_decoded_at_a_low_floor_select_what_the_detector_finds_at_its_own(
+    detector: Detector, model_path: Path, load_sample: LoadSample
+) -> None:
+    # The offline replay (load/replay_analytics.py --boxes detector) runs the model once at a low floor and selects
+    # at the floors it tries: select must apply its detector's own thresholds, or the replay's figures are wrong.
+    low = Detector(DetectorConfig(model_path=model_path, score_thresholds={c: 0.05 for c in VehicleClass}))
+    image = load_sample("dog.jpg")
+
+    candidates, box = low.candidates_batch([image])[0]
+
+    own = detector.detect(image)
+    selected = detector.select(candidates, box)
+    assert len(low.select(candidates, box)) > len(own)
+    assert [(d.vehicle_class, round(d.score, 4), round(d.x1, 1)) for d in selected] == [
+        (d.vehicle_class, round(d.score, 4), round(d.x1, 1)) for d in own
+    ]
+
+
 # --- the converted model ---------------------------------------------------------------------------
 
 
