@@ -482,3 +482,15 @@ def test_cars_touching_in_a_jam_whose_first_stood_off_the_lanes_until_it_showed_
     events = run_script(script, 60, camera=_one_way_camera())
 
     assert not of(events, EventType.ACCIDENT)
+
+
+def test_one_stalled_car_shown_by_two_tracks_is_a_stopped_vehicle_not_a_crash() -> None:
+    # One car stands; a second track shows it too, its ground 2.4 m back (a box over its rear half). Found by `v2x sim
+    # score`, replayed: in a jam's queue such a pair, the queue's car ahead missed, raised 1001. Two cars in contact
+    # stand a car's length apart (the test above: 4.8 m).
+    car, its_rear = standing(1, 40.0, 200.0), standing(2, 37.6, 200.0)
+
+    events = run_script(lambda t: [(7, car), (8, its_rear)], 40, camera=_one_way_camera())
+
+    assert not of(events, EventType.ACCIDENT)
+    assert of(events, EventType.STOPPED_VEHICLE)
