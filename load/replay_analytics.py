@@ -49,12 +49,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's packages
 
-import cv2
 
 from roadside_sim.cameras import CameraRig, rigs
-from roadside_sim.geometry import box_iou
 from roadside_sim.network import District
-from roadside_sim.score import SeenIncident, match_events, metres
+from roadside_sim.score import SeenIncident, greedy_matches, judged, match_events, metres
 from services.common.config import Settings
 from services.idps import aggregate, convert, correlate
 from services.idps.model import Incident
@@ -64,7 +62,6 @@ from services.roadside.analytics import CameraAnalytics
 from services.roadside.convert import camera_spec, event_proto
 from services.roadside.detector import (
     DEFAULT_MODEL_PATH,
-    BgrImage,
     Detection,
     Detector,
     DetectorConfig,
@@ -72,10 +69,10 @@ from services.roadside.detector import (
     parse_input_size,
     service_input_size,
 )
+from services.roadside.frames import decode, inspect_encoded
 from services.roadside.tracker import Tracker, TrackerConfig
 from services.roadside.yolo_decode import Candidates, Letterbox
 
-MIN_VISIBLE, MIN_SIDE_PX, IOU = 0.5, 16, 0.5  # as roadside_sim/score.py judges detections
 _CLASSES = {f"OBJECT_CLASS_{c.name}": c for c in VehicleClass}
 DECODE_FLOOR = 0.1  # the model's boxes are cached down to this score; floors tried must be at least this
 _FLOORED = (VehicleClass.CAR, VehicleClass.BUS, VehicleClass.TRUCK, VehicleClass.MOTORCYCLE, VehicleClass.BICYCLE)
@@ -108,9 +105,9 @@ def _cached_candidates(run: Path, frames: list[dict[str, Any]], settings: Detect
     out: dict[tuple[str, int], tuple[Candidates, Letterbox]] = {}
     for n, f in enumerate(frames):
         path = run / "frames" / f"{f['camera']}-{f['frame_id']:06d}.jpg"
-        image: BgrImage | None = cv2.imread(str(path))  # type: ignore[assignment]
-        if image is None:
+        if not path.is_file():
             raise SystemExit(f"{path} missing: record the run with `v2x sim score --keep-every 1`")
+        image = decode(inspect_encoded(path.read_bytes()))  # as the service decodes the frame it was sent
         out[(f["camera"], f["frame_id"])] = detector.candidates_batch([image])[0]
         if n % 500 == 0:
             print(f"detector: {n}/{len(frames)} frames", file=sys.stderr, flush=True)
@@ -160,28 +157,6 @@ class OfflineIdps:
 
     def seen(self) -> list[SeenIncident]:
         return [SeenIncident(i, t, at, inc.lat, inc.lon) for (i, t), (at, inc) in self.typed.items()]
-
-
-def match(truths: list[tuple[float, float, float, float]], found: list[tuple[float, float, float, float]]
-          ) -> list[tuple[int, int]]:
-    """(truth, found) index pairs at IoU >= 0.5, class-agnostic, best IoU first, as the scorer matches them."""
-    pairs = sorted(((box_iou(g, o), i, j) for i, g in enumerate(truths) for j, o in enumerate(found)), reverse=True)
-    used_g: set[int] = set()
-    used_o: set[int] = set()
-    out = []
-    for iou, i, j in pairs:
-        if iou < IOU or i in used_g or j in used_o:
-            continue
-        used_g.add(i)
-        used_o.add(j)
-        out.append((i, j))
-    return out
-
-
-def _counts(g: dict[str, Any]) -> bool:
-    """A truth box the scorer counts: mostly visible and not tiny."""
-    b = g["box"]
-    return bool(g["visible"] >= MIN_VISIBLE and b[2] - b[0] >= MIN_SIDE_PX and b[3] - b[1] >= MIN_SIDE_PX)
 
 
 def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: float = 0.0, seed: int = 1,
@@ -271,13 +246,15 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
         # Detections and speeds as the scorer judges them: class-agnostic matches; a match of a box that does not count
         # (mostly hidden, tiny) is neither right nor wrong.
         truths, objs = f["boxes"], out.objects
-        pairs = match([tuple(g["box"]) for g in truths], [(o.box.x1, o.box.y1, o.box.x2, o.box.y2) for o in objs])
-        found[0] += len(objs) - sum(1 for i, _ in pairs if not _counts(truths[i]))
-        found[1] += sum(1 for i, _ in pairs if _counts(truths[i]))
-        found[2] += sum(1 for g in truths if _counts(g))
+        pairs = greedy_matches([tuple(g["box"]) for g in truths],
+                               [(o.box.x1, o.box.y1, o.box.x2, o.box.y2) for o in objs])
+        judged_of = [judged(g["visible"], g["box"]) for g in truths]
+        found[0] += len(objs) - sum(1 for i, _ in pairs if not judged_of[i])
+        found[1] += sum(1 for i, _ in pairs if judged_of[i])
+        found[2] += sum(judged_of)
         for i, j in pairs:
             g = truths[i]
-            if objs[j].speed_mps is not None and _counts(g):
+            if objs[j].speed_mps is not None and judged_of[i]:
                 speed_err.append((objs[j].speed_mps - g["speed_mps"]) * 3.6)
     start = min(datetime.fromisoformat(f["captured_at"]) for f in frames).timestamp()
     end = max(datetime.fromisoformat(f["captured_at"]) for f in frames).timestamp()

@@ -22,6 +22,7 @@ import json
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -133,6 +134,37 @@ async def poll_chargers(charging: ChargingStub, key: str, stations: list[str], w
             await asyncio.wait_for(stop.wait(), 2.0)
 
 
+def judged(visible: float, box: Sequence[float]) -> bool:
+    """Whether a truth box counts in detection scores: at least half visible, and no side under MIN_SIDE_PX (a box
+    that does not count is neither missed nor, when found, a false positive)."""
+    return visible >= MIN_VISIBLE and box[2] - box[0] >= MIN_SIDE_PX and box[3] - box[1] >= MIN_SIDE_PX
+
+
+def greedy_matches(truths: Sequence[tuple[float, float, float, float]],
+                   found: Sequence[tuple[float, float, float, float]],
+                   classes: tuple[Sequence[str], Sequence[str]] | None = None) -> list[tuple[int, int]]:
+    """(truth, found) index pairs at IoU >= IOU, best IoU first, each box in one pair at most; with `classes` (the
+    truth boxes', the found boxes'), only pairs of the same class."""
+    pairs = []
+    for i, g in enumerate(truths):
+        for j, box in enumerate(found):
+            if classes is not None and classes[0][i] != classes[1][j]:
+                continue
+            iou = box_iou(g, box)
+            if iou >= IOU:
+                pairs.append((iou, i, j))
+    used_g: set[int] = set()
+    used_d: set[int] = set()
+    out = []
+    for _, i, j in sorted(pairs, reverse=True):
+        if i in used_g or j in used_d:
+            continue
+        used_g.add(i)
+        used_d.add(j)
+        out.append((i, j))
+    return out
+
+
 def detection_scores(run: SimRun) -> dict[str, Any]:
     tp: dict[str, int] = defaultdict(int)
     fp: dict[str, int] = defaultdict(int)
@@ -144,26 +176,16 @@ def detection_scores(run: SimRun) -> dict[str, Any]:
         t = truth.frames.get(key)
         if t is None or result.HasField("error"):
             continue
-        gts = [(b, b.visible >= MIN_VISIBLE and b.box[2] - b.box[0] >= MIN_SIDE_PX
-                and b.box[3] - b.box[1] >= MIN_SIDE_PX) for b in t.boxes]
+        gts = [(b, judged(b.visible, b.box)) for b in t.boxes]
         dets = [(d, CLASS_NAMES.get(d.object_class, "other"),
                  (d.box.x_min, d.box.y_min, d.box.x_max, d.box.y_max)) for d in result.detections]
-        # Class-aware greedy matching, best IoU first.
+        classes = ([str(g.object_class) for g, _ in gts], [cls for _, cls, _ in dets])
+        # Class-aware greedy matching, best IoU first, then class-agnostic.
         for agnostic_pass in (False, True):
-            pairs = []
-            for i, (g, _) in enumerate(gts):
-                for j, (_, cls, box) in enumerate(dets):
-                    if not agnostic_pass and cls != str(g.object_class):
-                        continue
-                    iou = box_iou(g.box, box)
-                    if iou >= IOU:
-                        pairs.append((iou, i, j))
-            used_g, used_d = set(), set()
-            for _, i, j in sorted(pairs, reverse=True):
-                if i in used_g or j in used_d:
-                    continue
-                used_g.add(i)
-                used_d.add(j)
+            matches = greedy_matches([g.box for g, _ in gts], [box for _, _, box in dets],
+                                     None if agnostic_pass else classes)
+            used_g, used_d = {i for i, _ in matches}, {j for _, j in matches}
+            for i, j in matches:
                 g, counts = gts[i]
                 d, cls, _ = dets[j]
                 # A detection of a truth box that does not count (mostly hidden, tiny) is neither right nor wrong.

@@ -493,6 +493,11 @@ def _velocity(samples: Sequence[tuple[float, Point]]) -> Point | None:
     return float(v[0]), float(v[1])
 
 
+def _touching(a: Point, b: Point) -> bool:
+    """Whether two standing vehicles' ground points are two vehicles in contact, nose to tail (not one shown twice)."""
+    return CRASH_MIN_APART_M <= math.dist(a, b) <= CRASH_CONTACT_M
+
+
 def _latest(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else max(a, b)
 
@@ -781,9 +786,7 @@ class CameraAnalytics:
                 continue
             best: tuple[float, _Stay] | None = None
             for stay in self._stays:
-                if id(stay) in claimed or tr.anchor_t - stay.last_t > STAY_GAP_S or self._stood_elsewhere(tr, stay):
-                    continue
-                d = _where_it_stood(tr.point, tr.ground, tr.box, stay.point, stay.ground, stay.box_h)
+                d = self._continues(tr, tr.box, stay, claimed)
                 if d is not None and (best is None or d < best[0]):
                     best = (d, stay)
             if best is None:
@@ -820,12 +823,18 @@ class CameraAnalytics:
                     or tr.speed is None or tr.speed >= MOVING_MPS:
                 continue
             for stay in self._stays:
-                if id(stay) in claimed or tr.anchor_t - stay.last_t > STAY_GAP_S or self._stood_elsewhere(tr, stay):
-                    continue
-                if _where_it_stood(tr.point, tr.ground, tr.box, stay.point, stay.ground, stay.box_h) is not None:
+                if self._continues(tr, tr.box, stay, claimed) is not None:
                     stay.last_t = t
                     break
         self._hidden = [s for s in self._stays if id(s) not in claimed and t - s.last_t <= STAY_HIDDEN_S]
+
+    def _continues(self, tr: _Track, box: Box, stay: _Stay, claimed: set[int]) -> float | None:
+        """How far from where a stay's vehicle stood a track stands, when it may be that vehicle still (the stay
+        unclaimed on this frame, its vehicle seen within STAY_GAP_S before the track stood, the track not seen
+        standing elsewhere since); else None."""
+        if id(stay) in claimed or tr.anchor_t - stay.last_t > STAY_GAP_S or self._stood_elsewhere(tr, stay):
+            return None
+        return _where_it_stood(tr.point, tr.ground, box, stay.point, stay.ground, stay.box_h)
 
     @staticmethod
     def _stood_elsewhere(tr: _Track, stay: _Stay) -> bool:
@@ -895,7 +904,7 @@ class CameraAnalytics:
         crash partner missed on the frame its stop reached the threshold raised 903, found by `v2x sim score`)."""
         ground = tr.ground
         return ground is not None and any(
-            other.ground is not None and CRASH_MIN_APART_M <= math.dist(ground, other.ground) <= CRASH_CONTACT_M
+            other.ground is not None and _touching(ground, other.ground)
             for other in self._standing_others(tr, tr.lane_id, by_lane, t))
 
     def _unseen_standing(self, lane_id: str, seen: list[_Track], t: float) -> list[_Track]:
@@ -1251,8 +1260,7 @@ class CameraAnalytics:
         least (found by `v2x sim score`, replayed: in a jam's queue a car shown by two tracks 2.4 m apart, the queue's
         car ahead of it missed, raised 1001)."""
         grounds = [m.ground for m in group if m.ground is not None]
-        return any(CRASH_MIN_APART_M <= math.dist(a, b) <= CRASH_CONTACT_M
-                   for i, a in enumerate(grounds) for b in grounds[i + 1:])
+        return any(_touching(a, b) for i, a in enumerate(grounds) for b in grounds[i + 1:])
 
     def _crash_event(self, group: list[_Track], hidden: list[_Stay], t: float, at: datetime, frame_id: int
                      ) -> list[Event]:
