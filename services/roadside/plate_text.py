@@ -42,6 +42,7 @@ SINGLE_ROW: tuple[Pattern, ...] = (
 TOP_ROW: tuple[Pattern, ...] = ((PROVINCES, LETTERS),)
 BOTTOM_ROW: tuple[Pattern, ...] = ((ALNUM,) * 5, (ALNUM, ALNUM, ALNUM, ALNUM, SUFFIXES))
 
+FORCED_CHOICES = 2  # PlateDecoder.beams(force=True)
 REC_HEIGHT = 48
 REC_MIN_WIDTH = 192  # PP-OCR pads narrower crops to 4:1
 
@@ -72,6 +73,7 @@ class PlateDecoder:
         self.chars = ("", *ALPHABET)
         self.beam = beam
         self.min_prob = min_prob
+        self.column_of = {c: i for i, c in enumerate(self.chars) if c}
 
     def restrict(self, probs: NDArray[np.float32]) -> NDArray[np.float64]:
         """[T, 1 + len(ALPHABET)]: blank and plate characters only, each frame renormalised."""
@@ -79,17 +81,27 @@ class PlateDecoder:
         out: NDArray[np.float64] = sub / np.maximum(sub.sum(axis=1, keepdims=True), 1e-12)
         return out
 
-    def decode(self, probs: NDArray[np.float32], patterns: Sequence[Pattern] = SINGLE_ROW) -> TextReading:
-        return self.decode_restricted(self.restrict(probs), patterns)
+    def decode(self, probs: NDArray[np.float32], patterns: Sequence[Pattern] = SINGLE_ROW,
+               force: bool = False) -> TextReading:
+        return self.decode_restricted(self.restrict(probs), patterns, force)
 
-    def decode_restricted(self, sub: NDArray[np.float64], patterns: Sequence[Pattern] = SINGLE_ROW) -> TextReading:
-        beams = self.beams(sub, patterns)
+    def decode_restricted(self, sub: NDArray[np.float64], patterns: Sequence[Pattern] = SINGLE_ROW,
+                          force: bool = False) -> TextReading:
+        beams = self.beams(sub, patterns, force)
         done = [(k, v) for k, v in beams.items() if fits(self.text(k), patterns)]
         best = max(done, key=lambda kv: kv[1])[0] if done else max(beams.items(), key=lambda kv: kv[1])[0]
         return self.reading(best, [sub], patterns)
 
-    def beams(self, sub: NDArray[np.float64], patterns: Sequence[Pattern]) -> dict[tuple[int, ...], float]:
-        """The prefix beam search over restricted frames: the final beams (prefix -> relative probability)."""
+    def beams(self, sub: NDArray[np.float64], patterns: Sequence[Pattern],
+              force: bool = False) -> dict[tuple[int, ...], float]:
+        """The prefix beam search over restricted frames: the final beams (prefix -> relative probability).
+
+        ``force``: where the patterns leave at most ``FORCED_CHOICES`` characters, those are tried in every frame
+        however unlikely the model finds them (else a frame offers only characters at ``min_prob`` or more). A
+        format that fixes a character can then write it: the recogniser gives the 粤 of a small black plate under
+        10^-4 in every frame on some plates of the tuning split. Such a prefix still competes for the beam: a forced
+        character that every whole reading needs (a fixed head) costs them all alike; a forced last character
+        competes with shorter prefixes and can be pruned."""
         allowed_at = [self._allowed(patterns, k) for k in range(max(len(p) for p in patterns) + 1)]
         # prefix (tuple of column indices) -> [p ending in blank, p ending in its last character]
         beams: dict[tuple[int, ...], list[float]] = {(): [1.0, 0.0]}
@@ -107,7 +119,10 @@ class PlateDecoder:
                     continue
                 consistent = self._consistent(prefix, patterns)
                 allowed = {c for p in consistent if len(p) > len(prefix) for c in p[len(prefix)]}
-                for c in candidates:
+                tried = candidates
+                if force and len(allowed) <= FORCED_CHOICES:
+                    tried = np.union1d(candidates, [self.column_of[c] for c in allowed])
+                for c in tried:
                     if self.chars[c] not in allowed:
                         continue
                     longer = (*prefix, int(c))
@@ -279,18 +294,25 @@ class PlateRecogniser:
     def evidence(self, crop: BgrImage) -> Evidence:
         return Evidence(crop, len(self.models))
 
-    def read(self, crop: BgrImage, patterns: Sequence[Pattern] = SINGLE_ROW) -> TextReading:
-        return self.decode(self.evidence(crop), patterns)
+    def read(self, crop: BgrImage, patterns: Sequence[Pattern] = SINGLE_ROW, force: bool = False) -> TextReading:
+        return self.decode(self.evidence(crop), patterns, force)
 
-    def decode(self, evidence: Evidence, patterns: Sequence[Pattern] = SINGLE_ROW) -> TextReading:
+    def likeliest(self, evidence: Evidence, texts: Sequence[str]) -> str:
+        """Of ``texts`` (plate characters, one length), the one the primary model's frames make likeliest (CTC)."""
+        labels = np.array([[self.decoder.column_of[c] for c in text] for text in texts], np.int64)
+        logp = np.log(np.maximum(evidence.restricted(0, self), 1e-30))
+        return texts[int(np.argmax(ctc_log_likelihoods(logp, labels)))]
+
+    def decode(self, evidence: Evidence, patterns: Sequence[Pattern] = SINGLE_ROW, force: bool = False) -> TextReading:
+        """``force``: characters the patterns fix are written however unlikely (PlateDecoder.beams)."""
         primary = evidence.restricted(0, self)
-        first = self.decoder.decode_restricted(primary, patterns)
+        first = self.decoder.decode_restricted(primary, patterns, force)
         if len(self.models) == 1 or (first.complete and first.weakest >= self.consult_below):
             return first
         subs = [evidence.restricted(m, self) for m in range(len(self.models))]
         candidates: set[tuple[int, ...]] = set()
         for model, sub in zip(self.models, subs, strict=True):
-            candidates.update(k for k in model.decoder.beams(sub, patterns) if k)
+            candidates.update(k for k in model.decoder.beams(sub, patterns, force) if k)
         if not candidates:
             return first
         ranked = sorted(candidates)

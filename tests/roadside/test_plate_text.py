@@ -82,6 +82,21 @@ def test_a_new_energy_plate_keeps_eight_characters_and_a_suffix_stays_last(decod
     assert decoder.decode(frames(*spelled("京A1234警"))).text == "京A1234警"
 
 
+def test_a_character_the_format_fixes_is_written_when_forced_however_unlikely(decoder: PlateDecoder) -> None:
+    # A small black plate's first six (粤Z and four): the recogniser gives its 粤 nothing (1e-6, under min_prob in
+    # every frame) and reads 青 there.
+    steps = spelled("粤Z1234")
+    steps[0] = {"青": 0.6}
+    head = (("粤", "Z", "0123456789", "0123456789", "0123456789", "0123456789"),)
+
+    assert not decoder.decode(frames(*steps), head).complete
+    forced = decoder.decode(frames(*steps), head, force=True)
+    assert (forced.text, forced.complete) == ("粤Z1234", True)
+    assert forced.weakest < 0.01  # and it says how unsure that character is
+    # Where the format leaves many characters open, nothing is forced: the open format reads the 青.
+    assert decoder.decode(frames(*spelled("青Z12345")), force=True).text == "青Z12345"
+
+
 def test_text_that_cannot_be_a_plate_is_returned_incomplete_at_half_confidence(decoder: PlateDecoder) -> None:
     reading = decoder.decode(frames(*spelled("12345")))
 
