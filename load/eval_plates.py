@@ -3,7 +3,9 @@ per plate by colour, size band and angle band, and where each miss comes from (d
 
     flock /tmp/v2x-bench.lock .venv/bin/python load/eval_plates.py [--count 600] [--split held-out] [--json out.json]
 
-``--split tune`` reads the tuning part instead (look at failures there, never at held-out ones). A plate counts as
+``--split tune`` reads the tuning part instead (look at failures there, never at held-out ones). ``--narrower-than
+80`` keeps only the plates under 80 px wide of the ``--count`` generated (the small-plate subset: 160 of the first 1600
+of the tuning split). A plate counts as
 read when the best reading's text and colour are both exact. A miss is the detector's when no reading's box
 overlaps the plate (IoU >= 0.3 with the plate's corners' box), the recogniser's when the text is wrong, the colour
 step's when only the colour is.
@@ -121,10 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=600, help="plates (colours in turn)")
     p.add_argument("--split", choices=("held-out", "tune"), default="held-out")
     p.add_argument("--misses", action="store_true", help="list every miss (tune split only)")
+    p.add_argument("--narrower-than", type=float, help="only the plates less wide than this (px) on the frame")
     p.add_argument("--json", type=Path, help="also write the figures and every plate's outcome here")
     args = p.parse_args(argv)
     load_before = [round(x, 2) for x in os.getloadavg()]
     samples = plate_set(HELD_OUT_SEED if args.split == "held-out" else TUNE_SEED, args.count)
+    if args.narrower_than is not None:
+        samples = [s for s in samples if s.width_px < args.narrower_than]
     out = evaluate(samples, PlateReader())
     out.update(split=args.split, load_average_before=load_before,
                load_average_after=[round(x, 2) for x in os.getloadavg()])
