@@ -298,7 +298,10 @@ class PlateRecogniser:
         return self.decode(self.evidence(crop), patterns, force)
 
     def likeliest(self, evidence: Evidence, texts: Sequence[str]) -> str:
-        """Of ``texts`` (plate characters, one length), the one the primary model's frames make likeliest (CTC)."""
+        """Of ``texts`` (plate characters, one length), the one the primary model's frames make likeliest (CTC).
+
+        The primary alone: for a small black plate's 港 or 澳 it chose better than the three models' summed
+        likelihood (tuning split, 30 black plates under 80 px: 24 against 20 read exactly)."""
         labels = np.array([[self.decoder.column_of[c] for c in text] for text in texts], np.int64)
         logp = np.log(np.maximum(evidence.restricted(0, self), 1e-30))
         return texts[int(np.argmax(ctc_log_likelihoods(logp, labels)))]
