@@ -43,6 +43,22 @@ def test_a_car_passing_in_front_of_a_standing_one_keeps_its_own_track() -> None:
     assert ids["standing"] != ids["passing"]
 
 
+def test_a_standing_car_hidden_for_a_second_does_not_take_the_box_of_a_car_passing_near_it() -> None:
+    # A parked car hidden by traffic for a second: the first box of a car passing in front of it, half a diagonal off,
+    # went to the parked car's track under the moving tracks' gate (0.6 + 1 diagonal a second). The passing car was
+    # then never counted (the track had counted its lane) and the parked car was counted again on its next track.
+    tracker = Tracker()
+    standing = car(300, 200, 460, 300)
+    for k in range(6):
+        (standing_id, _), = tracker.update([standing], k * FRAME)
+    passing = car(400, 230, 560, 330)  # its first box, the standing car hidden behind it for 1 s
+    (passing_id, _), = tracker.update([passing], 8 * FRAME)
+    assert passing_id != standing_id
+    out = dict((d.x1, tid) for tid, d in tracker.update([standing, car(530, 240, 690, 340)], 9 * FRAME))
+    assert out[300] == standing_id
+    assert out[530] == passing_id
+
+
 def test_a_car_moving_its_own_box_width_a_frame_keeps_one_id_across_a_missed_frame() -> None:
     # 13 m/s across a zoomed view at 3 frames/s: ~130 px a frame for a 150 px box; the detector misses it on frame 3.
     tracker = Tracker()
