@@ -381,18 +381,17 @@ class PlateReader:
         crop = warp_plate(image, corners, self.config.crop_height, self.config.extra_margin)
         # A black plate is read as one row only: GA 36-2018 issues no two-row black plate, and a small black plate
         # turned 20-35 degrees read as two rows came out as 新A + Z9164 on the tuning split.
-        black = plate_colour(crop) == BLACK
-        single = aspect >= TWO_ROW_ASPECT[0] or black
-        two_rows = aspect < TWO_ROW_ASPECT[1] and not black
+        colour = plate_colour(crop)
+        single = aspect >= TWO_ROW_ASPECT[0] or colour == BLACK
+        two_rows = aspect < TWO_ROW_ASPECT[1] and colour != BLACK
         if single:
-            tries.append((self._read_single(crop), crop))
+            tries.append((self._read_single(crop, colour), crop))
         if two_rows:
             tries.append(self._read_two_rows(image, corners))
         if not single and not tries[0][0].complete:
             # A single-row plate turned 30-35 degrees, its quad a little too high, can look two-row: read as one
             # row too when two rows give no whole plate (a black 粤Z…澳 at 232 px on the tuning split).
-            crop = warp_plate(image, corners, self.config.crop_height, self.config.extra_margin)
-            tries.append((self._read_single(crop), crop))
+            tries.append((self._read_single(crop, colour), crop))
             single = True
         best = max(tries, key=_rank)
         if best[0].complete and best[0].weakest >= self.config.second_pass_below:
@@ -414,21 +413,22 @@ class PlateReader:
         winner = max(votes, key=lambda text: votes[text])
         return max((t for t in tries if t[0].text == winner and t[0].complete), key=_rank)
 
-    def _read_single(self, crop: BgrImage) -> TextReading:
+    def _read_single(self, crop: BgrImage, colour: int | None = None) -> TextReading:
         """One row; on a white plate also as a police plate (…警), on a black one as Hong Kong/Macau (粤Z…港/澳):
-        the recogniser reads the red 警 and the 港/澳 weakly, often as a digit."""
+        the recogniser reads the red 警 and the 港/澳 weakly, often as a digit. ``colour``: the crop's plate_colour,
+        when the caller has it already."""
         police = red_suffix(crop)
         if police:
             # The red 警 is told by its colour; the recogniser reads the six characters before it (it gives 警 so
             # little probability on some plates that a decode constrained to end in 警 cannot write it).
-            head = self.recogniser.read(crop[:, : int(crop.shape[1] * SUFFIX_FROM)], (_COLOUR_PATTERNS[WHITE][0][:-1],))
+            head = self._read_head(crop, _COLOUR_PATTERNS[WHITE][0])
             if head.complete:
                 return TextReading(head.text + "警", head.confidence, head.weakest, True)
         evidence = self.recogniser.evidence(crop)
         general = self.recogniser.decode(evidence)
         if police and general.complete and len(general.text) == len(_COLOUR_PATTERNS[WHITE][0]):
             return TextReading(general.text[:-1] + "警", general.confidence, general.weakest, True)  # its 7th is red
-        colour = plate_colour(crop)
+        colour = plate_colour(crop) if colour is None else colour
         if colour == BLACK:
             black = self._read_black(crop, evidence, general)
             if black is not None:
@@ -452,11 +452,16 @@ class PlateReader:
         pattern = _COLOUR_PATTERNS[BLACK][0]
         if fits(general.text, (pattern,)):
             return general
-        head = self.recogniser.read(crop[:, : int(crop.shape[1] * SUFFIX_FROM)], (pattern[:-1],), force=True)
+        head = self._read_head(crop, pattern, force=True)
         if not head.complete:
             return None
         text = self.recogniser.likeliest(evidence, [head.text + suffix for suffix in pattern[-1]])
         return TextReading(text, head.confidence, head.weakest, True)
+
+    def _read_head(self, crop: BgrImage, pattern: Pattern, force: bool = False) -> TextReading:
+        """The characters before a plate's suffix (警, 港/澳), read from the crop's first SUFFIX_FROM under the
+        pattern less its suffix."""
+        return self.recogniser.read(crop[:, : int(crop.shape[1] * SUFFIX_FROM)], (pattern[:-1],), force=force)
 
     def _read_two_rows(self, image: BgrImage, corners: NDArray[np.float32], margin: float | None = None,
                        stretch: bool = False) -> tuple[TextReading, BgrImage]:
