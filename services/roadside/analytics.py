@@ -638,14 +638,6 @@ class CameraAnalytics:
         scaled = [self._event_to_frame(e, 1 / sx, 1 / sy) for e in kept]
         return FrameAnalysis(objects, scaled, lane_status, spot_changes)
 
-    def lane_at(self, d: Detection, frame_size: tuple[int, int]) -> str:
-        """The lane a detection on a frame of this size stands on ("" off the lanes): the tracker's lane cue."""
-        geo = self._geo
-        fw, fh = frame_size
-        box = Box(d.x1, d.y1, d.x2, d.y2).scaled(geo.spec.image_width / fw, geo.spec.image_height / fh)
-        point = box.bottom_center
-        return geo.lane_of(point, geo.mapping.to_ground(point) if geo.mapping is not None else None, box)
-
     def _observe(self, track_id: int, d: Detection, box: Box, t: float, present: set[int]) -> _Track:
         geo = self._geo
         point = box.bottom_center

@@ -10,10 +10,7 @@ prediction they lie nearest, in box diagonals, closest pairs first over the whol
   the size difference weighing double (UNKNOWN_SIZE_WEIGHT);
 * a track standing still: a quarter of a diagonal, plus a tenth per second since (a standing car hidden by passing
   traffic is still there; the moving gate gave it the passing car's box);
-* boxes of about the track's size only (half to twice its width and height);
-* for a track not standing still, a box on another lane than its last one (when the camera's lanes are given:
-  ``lane_of``) is farther by CROSS_LANE_PENALTY: a car keeps its lane from one frame to the next far more often
-  than it changes lanes.
+* boxes of about the track's size only (half to twice its width and height).
 
 A detection that no track takes starts one when its score is at least the high confidence; a track unseen for
 1.5 s is dropped. Why not ByteTrack (``edgefirst-tracker``, used before; `supervision`'s is the same scheme): its
@@ -39,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from services.roadside.detector import Detection, VehicleClass
@@ -73,15 +70,6 @@ SIZE_WEIGHT = 1.0
 # run, exact boxes: count MAPE 5.1 -> 4.6 %, 30 % missed 21.6 -> 21.4 % over 6 seeds, the detector's boxes 21.0 ->
 # 20.2 %; 3 gained no more on counts and did worse with boxes missed).
 UNKNOWN_SIZE_WEIGHT = 2.0
-# A box on another lane than the track's is this much farther (box diagonals), for a track not standing still.
-# Without it, a track whose car the detector missed on a frame took the box of the car beside it on the next lane,
-# queued or passing: traced on a replayed `v2x sim score` run, 21 of its 46 double counts were made on the frame a
-# track went over to another car. Two 600 s runs (seeds 1 and 2) replayed with the detector's boxes
-# (load/replay_analytics.py --boxes detector), count MAPE 9.4 and 11.8 % without: 0.15 7.9 / 11.7, 0.3 8.0 / 10.0,
-# **0.4 6.8 / 9.0**, 0.6 6.5 / 10.6, 0.8 6.5 / 9.5; exact boxes 3.2 / 3.2 -> 2.0 / 3.2 %; speed RMSE 3.20 / 3.49 ->
-# 3.03 / 3.44 km/h; every event type as before. On standing tracks too it did a little better on counts (6.3 / 6.6 %)
-# but kept two cars of a jam's standing queue apart as tracks touching for 95 s: a false crash (1001).
-CROSS_LANE_PENALTY = 0.4
 SIZE_RATIO = 2.0  # a track takes boxes from half to twice its width and height
 VELOCITY_BLEND = 0.7  # weight of the newest step in a track's velocity
 
@@ -103,7 +91,6 @@ class _Track:
     last_ns: int
     velocity: tuple[float, float] | None = None  # centre pixels per second
     votes: Counter[VehicleClass] = field(default_factory=Counter)
-    lane: str = ""  # the lane of its last box ("" off the lanes, or no lanes given)
 
     @property
     def centre(self) -> tuple[float, float]:
@@ -115,9 +102,9 @@ class _Track:
         cx, cy = self.centre
         return cx + vx * dt, cy + vy * dt
 
-    def distance_to(self, d: Detection, ns: int, lane: str = "") -> float | None:
-        """Distance of the detection's centre from the predicted one in box diagonals, plus its size difference and
-        a lane change (``lane``: the detection's); None outside the gate."""
+    def distance_to(self, d: Detection, ns: int) -> float | None:
+        """Distance of the detection's centre from the predicted one in box diagonals, plus its size difference; None
+        outside the gate."""
         w0, h0 = max(self.box[2] - self.box[0], 1.0), max(self.box[3] - self.box[1], 1.0)
         w, h = max(d.width, 1.0), max(d.height, 1.0)
         if not (1 / SIZE_RATIO <= w / w0 <= SIZE_RATIO and 1 / SIZE_RATIO <= h / h0 <= SIZE_RATIO):
@@ -126,15 +113,12 @@ class _Track:
         diagonal = math.hypot(w + w0, h + h0) / 2
         distance = math.hypot(px - (d.x1 + d.x2) / 2, py - (d.y1 + d.y2) / 2) / diagonal
         dt = (ns - self.last_ns) / 1e9
-        standing = self.velocity is not None and math.hypot(*self.velocity) < STANDING_SPEED * math.hypot(w0, h0)
         if self.velocity is None:
             gate = max(UNKNOWN_GATE, UNKNOWN_GATE_PER_S * dt)
-        elif standing:
+        elif math.hypot(*self.velocity) < STANDING_SPEED * math.hypot(w0, h0):
             gate = STANDING_GATE + STANDING_GATE_PER_S * dt
         else:
             gate = KNOWN_GATE + KNOWN_GATE_PER_S * dt
-        if lane and self.lane and lane != self.lane and not standing:
-            distance += CROSS_LANE_PENALTY
         if distance > gate:
             return None
         weight = SIZE_WEIGHT if self.velocity is not None else UNKNOWN_SIZE_WEIGHT
@@ -180,7 +164,6 @@ class Tracker:
     """One camera's tracker. Not thread-safe: one frame at a time, in capture order."""
 
     def __init__(self, config: TrackerConfig | None = None) -> None:
-        """``update``'s ``lane_of`` gives a detection's lane on the camera's picture ("" off the lanes)."""
         self.config = config or TrackerConfig()
         self._tracks: list[_Track] = []
         self._counter = 0
@@ -193,20 +176,17 @@ class Tracker:
         self._counter = (self._counter + 1) % 1000
         return (timestamp_ns // 1_000_000) * 1000 + self._counter
 
-    def update(self, detections: Sequence[Detection], timestamp_ns: int,
-               lane_of: Callable[[Detection], str] | None = None) -> list[tuple[int, Detection]]:
+    def update(self, detections: Sequence[Detection], timestamp_ns: int) -> list[tuple[int, Detection]]:
         """(track id, detection) for every detection that belongs to a track; unmatched low-confidence
-        detections are left out. Detections keep their boxes; the class is the track's vote. ``lane_of``: the lane
-        a detection is on, when the camera's lanes are known."""
+        detections are left out. Detections keep their boxes; the class is the track's vote."""
         ns = timestamp_ns
         lifespan_ns = int(self.config.lifespan_s * 1e9)
         self._tracks = [t for t in self._tracks if ns - t.last_ns <= lifespan_ns]
         merged = merge_duplicates(detections, self.config.duplicate_overlap)
-        lanes = [lane_of(d) for d in merged] if lane_of is not None else [""] * len(merged)
         pairs: list[tuple[float, int, int]] = []
         for k, d in enumerate(merged):
             for i, t in enumerate(self._tracks):
-                distance = t.distance_to(d, ns, lanes[k]) if t.last_ns < ns else None
+                distance = t.distance_to(d, ns) if t.last_ns < ns else None
                 if distance is not None:
                     pairs.append((distance, k, i))
         taken: dict[int, _Track] = {}
@@ -227,7 +207,6 @@ class Tracker:
                 self._tracks.append(track)
             else:
                 track.observe(d, ns)
-            track.lane = lanes[k]
             voted = track.vote(d.vehicle_class)
             if voted is not d.vehicle_class:
                 d = replace(d, vehicle_class=voted)
