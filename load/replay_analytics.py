@@ -34,6 +34,7 @@ run's events.jsonl by `v2x sim score`'s own rule (roadside_sim/score.py, match_e
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import pickle
@@ -224,7 +225,9 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
             ids = {id(d) for _, d in tracked}
             untracked = [d for d in dets if id(d) not in ids]
         else:
-            tracked = trackers[camera].update(dets, int(at.timestamp() * 1e9))
+            size = (specs[camera].image_width, specs[camera].image_height)
+            tracked = trackers[camera].update(dets, int(at.timestamp() * 1e9),
+                                              functools.partial(analytics[camera].lane_at, frame_size=size))
             untracked = list(trackers[camera].untracked)
         spec = specs[camera]
         out = analytics[camera].process(at, f["frame_id"], tracked, (spec.image_width, spec.image_height), untracked)

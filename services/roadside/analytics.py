@@ -197,6 +197,11 @@ CRASH_CONTACT_M = 6.0
 # Two standing vehicles' grounds this near are one vehicle shown twice (a second track on it, a box over part of it),
 # not two in contact: a car is 4-5 m long, and the simulator's crashed pairs read 5.0-5.1 m apart.
 CRASH_MIN_APART_M = 3.5
+# ... and in line along their lane: at most this far apart across it. Two cars of a jam's queue standing on
+# neighbouring lanes, one of them put on the other's lane by its box, are side by side, not nose to tail (found by
+# replaying `v2x sim score` runs with the tracker's lane cue, load/replay_analytics.py: a false 1001 on two of three
+# 600 s runs; 2.0 m did the same; no crash of the runs lost).
+CRASH_ASIDE_M = 1.5
 QUEUE_GAP_BOX = 2.5
 QUEUE_HEAD_END_M = 8.0  # a vehicle standing this near its lane's downstream end may wait for vehicles beyond it
 VEHICLE_LENGTH_M = 5.0
@@ -493,9 +498,12 @@ def _velocity(samples: Sequence[tuple[float, Point]]) -> Point | None:
     return float(v[0]), float(v[1])
 
 
-def _touching(a: Point, b: Point) -> bool:
-    """Whether two standing vehicles' ground points are two vehicles in contact, nose to tail (not one shown twice)."""
-    return CRASH_MIN_APART_M <= math.dist(a, b) <= CRASH_CONTACT_M
+def _touching(a: Point, b: Point, u: Point | None) -> bool:
+    """Whether two standing vehicles' ground points are two vehicles in contact, nose to tail (not one shown twice) on
+    a lane of direction ``u``: in line along it."""
+    if not CRASH_MIN_APART_M <= math.dist(a, b) <= CRASH_CONTACT_M:
+        return False
+    return u is None or abs((b[0] - a[0]) * u[1] - (b[1] - a[1]) * u[0]) <= CRASH_ASIDE_M
 
 
 def _latest(a: float | None, b: float | None) -> float | None:
@@ -637,6 +645,14 @@ class CameraAnalytics:
         kept = [e for e in events if e.confidence >= floor]
         scaled = [self._event_to_frame(e, 1 / sx, 1 / sy) for e in kept]
         return FrameAnalysis(objects, scaled, lane_status, spot_changes)
+
+    def lane_at(self, d: Detection, frame_size: tuple[int, int]) -> str:
+        """The lane a detection on a frame of this size stands on ("" off the lanes): the tracker's lane cue."""
+        geo = self._geo
+        fw, fh = frame_size
+        box = Box(d.x1, d.y1, d.x2, d.y2).scaled(geo.spec.image_width / fw, geo.spec.image_height / fh)
+        point = box.bottom_center
+        return geo.lane_of(point, geo.mapping.to_ground(point) if geo.mapping is not None else None, box)
 
     def _observe(self, track_id: int, d: Detection, box: Box, t: float, present: set[int]) -> _Track:
         geo = self._geo
@@ -904,7 +920,7 @@ class CameraAnalytics:
         crash partner missed on the frame its stop reached the threshold raised 903, found by `v2x sim score`)."""
         ground = tr.ground
         return ground is not None and any(
-            other.ground is not None and _touching(ground, other.ground)
+            other.ground is not None and _touching(ground, other.ground, self._geo.lane_dir_g.get(tr.lane_id))
             for other in self._standing_others(tr, tr.lane_id, by_lane, t))
 
     def _unseen_standing(self, lane_id: str, seen: list[_Track], t: float) -> list[_Track]:
@@ -1235,7 +1251,7 @@ class CameraAnalytics:
                             grouped.add(id(other))
                             group.append(other)
                             todo.append(other)
-                if len(group) >= 2 and self._two_vehicles(group):
+                if len(group) >= 2 and self._two_vehicles(group, self._geo.lane_dir_g.get(lane_id)):
                     first = max(group, key=lambda g: 0.0 if g.ground is None else g.ground[0] * u[0]
                                 + g.ground[1] * u[1])
                     # Standing traffic beside the group does not hold it: vehicles waiting at a red light or in a
@@ -1255,12 +1271,12 @@ class CameraAnalytics:
         return groups
 
     @staticmethod
-    def _two_vehicles(group: Sequence[_Track | _Stay]) -> bool:
+    def _two_vehicles(group: Sequence[_Track | _Stay], u: Point | None) -> bool:
         """Whether a group standing in contact holds two vehicles: two of its members apart by a vehicle's length at
         least (found by `v2x sim score`, replayed: in a jam's queue a car shown by two tracks 2.4 m apart, the queue's
         car ahead of it missed, raised 1001)."""
         grounds = [m.ground for m in group if m.ground is not None]
-        return any(_touching(a, b) for i, a in enumerate(grounds) for b in grounds[i + 1:])
+        return any(_touching(a, b, u) for i, a in enumerate(grounds) for b in grounds[i + 1:])
 
     def _crash_event(self, group: list[_Track], hidden: list[_Stay], t: float, at: datetime, frame_id: int
                      ) -> list[Event]:

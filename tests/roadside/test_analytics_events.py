@@ -181,6 +181,17 @@ def test_two_cars_touching_behind_a_standing_car_on_their_lane_are_no_crash() ->
     assert not of(events, EventType.ACCIDENT)
 
 
+def test_two_cars_standing_side_by_side_on_a_lane_are_no_crash() -> None:
+    # Two cars of a queue standing on neighbouring lanes, both put on one lane by their boxes: 3 m apart along the
+    # lane and 2.4 m across it, near enough to touch, but side by side rather than nose to tail.
+    left = standing(1, 40.0, 200.0, east=NB_CENTRE_E - 1.2)
+    right = standing(2, 37.0, 200.0, east=NB_CENTRE_E + 1.2)
+
+    events = run_script(lambda t: [(7, left), (8, right)], 40)
+
+    assert not of(events, EventType.ACCIDENT)
+
+
 def test_the_first_car_of_a_queue_moving_off_after_the_car_ahead_raises_no_903() -> None:
     # A red light: car 1 at the head of the lane beside car 3, car 2 behind car 1; all stand 40 s. At 40 s cars 1 and 3
     # drive off; car 2 follows 2 s later (it stood 40 s, and for 2 s nothing stood ahead of it or beside it).

@@ -59,6 +59,30 @@ def test_a_standing_car_hidden_for_a_second_does_not_take_the_box_of_a_car_passi
     assert out[530] == passing_id
 
 
+def test_two_cars_on_neighbouring_lanes_keep_their_tracks_when_one_brakes_towards_the_other() -> None:
+    # An oblique view puts cars of neighbouring lanes a few pixels apart on the picture. The car on lane 2 brakes: its
+    # box comes nearer the prediction of the car beside it than its own, and by distance alone the two tracks swap
+    # (each then counts the other's lane). With the lanes given, a box on another lane is farther by a lane change.
+    def lane_of(d: Detection) -> str:
+        return "1" if d.y2 < 300 else "2"
+
+    def run(lanes: bool) -> tuple[int, int, int, int]:
+        tracker = Tracker()
+        ids: dict[str, int] = {}
+        for k in range(4):
+            a, b = car(100 + 60 * k, 200, 250 + 60 * k, 290), car(150 + 60 * k, 215, 300 + 60 * k, 305)
+            out = dict((d.y1, tid) for tid, d in tracker.update([a, b], k * FRAME, lane_of if lanes else None))
+            ids = {"a": out[200], "b": out[215]}
+        a, b = car(300, 200, 450, 290), car(355, 215, 505, 305)  # a 40 px behind its prediction, b 35 px
+        out = dict((d.y1, tid) for tid, d in tracker.update([a, b], 4 * FRAME, lane_of if lanes else None))
+        return ids["a"], ids["b"], out[200], out[215]
+
+    a_before, b_before, a_after, b_after = run(lanes=False)
+    assert (a_after, b_after) == (b_before, a_before)  # swapped by distance alone
+    a_before, b_before, a_after, b_after = run(lanes=True)
+    assert (a_after, b_after) == (a_before, b_before)
+
+
 def test_a_car_moving_its_own_box_width_a_frame_keeps_one_id_across_a_missed_frame() -> None:
     # 13 m/s across a zoomed view at 3 frames/s: ~130 px a frame for a 150 px box; the detector misses it on frame 3.
     tracker = Tracker()
