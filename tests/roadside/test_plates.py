@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ from numpy.typing import NDArray
 
 from roadside_sim.plate_set import render
 from roadside_sim.plates import plate_scene, random_plate, render_plate
+from services.roadside.plate_text import TextReading
 from services.roadside.plates import (
     BLACK,
     BLUE,
@@ -81,6 +83,58 @@ def test_an_unsure_plate_counts_only_when_it_reads_as_a_whole_plate(plate_models
     (best, *_) = never_sure.read(scene)
     assert best.text == "沪A12345" and best.confidence >= never_sure.config.confirm_confidence
     assert never_enough.read(scene) == []
+
+
+def test_an_unsure_candidate_under_unsure_score_is_not_read(plate_models: Path) -> None:
+    scene, _ = plate_scene(render_plate("沪A12345", "blue"), random.Random(3))
+    never_sure_never_read = PlateReader(PlateConfig(min_detection_score=1.01, unsure_score=1.01))
+
+    assert never_sure_never_read.read(scene) == []
+
+
+def test_a_plate_seen_again_by_a_closer_look_keeps_the_frame_pass_corners(
+        reader: PlateReader, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The surroundings of a large weak candidate can hold the plate found already; seen again its corners differ
+    # (one side cut off) and may outscore the frame's by a hair.
+    scene, _ = plate_scene(render_plate("沪A12345", "blue"), random.Random(3))
+    looker = PlateReader(dataclasses.replace(reader.config, candidate_score=0.0005, max_zooms=8))
+    (frame_score, frame_box, frame_corners), *_ = looker.detect(scene)
+    shifted_box = frame_box + np.array([10, 0, 0, 0], np.float32)
+    shifted_corners = frame_corners + np.array([[10, 0], [0, 0], [0, 0], [10, 0]], np.float32)
+    looks: list[int] = []
+
+    def seen_again(image: NDArray[np.uint8], box: NDArray[np.float32]) -> tuple[float, NDArray[np.float32],
+                                                                                 NDArray[np.float32]]:
+        looks.append(1)
+        return min(1.0, frame_score + 1e-4), shifted_box, shifted_corners
+
+    monkeypatch.setattr(looker, "_zoom", seen_again)
+    (score, _, corners), *_ = looker.detect(scene)
+
+    assert looks, "no weak candidate was looked at closer"
+    assert score == frame_score
+    np.testing.assert_array_equal(corners, frame_corners)
+
+
+def test_an_unsure_first_reading_that_is_no_whole_plate_is_not_read_again(
+        reader: PlateReader, monkeypatch: pytest.MonkeyPatch) -> None:
+    noise = np.random.default_rng(7).integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    corners = np.array([[40, 45], [160, 45], [160, 82], [40, 82]], np.float32)  # 3.2:1, one row
+    reads: list[int] = []
+    single = reader._read_single
+
+    def counted(crop: NDArray[np.uint8], colour: int | None = None) -> TextReading:
+        reads.append(1)
+        return single(crop, colour)
+
+    monkeypatch.setattr(reader, "_read_single", counted)
+    reader.read_plate(noise, corners)
+    every_pass = len(reads)
+    reads.clear()
+    reader.read_plate(noise, corners, reread_from=1.01)
+
+    assert every_pass > 1  # an unsure reading is read again (other margins, contrast-stretched)
+    assert len(reads) == 1
 
 
 def test_a_single_row_plate_whose_quad_looks_two_row_is_read_as_one_row(reader: PlateReader) -> None:
