@@ -86,17 +86,12 @@ class PlateConfig:
     detector_path: Path = DEFAULT_PLATE_DETECTOR
     recognizer_path: Path | None = None  # default: the PP-OCRv6 rec model inside the rapidocr wheel
     min_detection_score: float = 0.45  # green NEV plates score 0.45..0.6; no false plate on the Darknet photos at 0.3
-    # Weaker candidates of the frame pass that get a closer look. 0.005 (was 0.02) found 3 more of the 160 small
-    # plates of the tuning subset (load/compare_plates.py, MODEL_CARD_plates.md).
-    candidate_score: float = 0.005
-    # A candidate the closer look does not confirm is read (as unsure) only from this score: reading costs far more
-    # than looking, and no plate of the tuning split was read from an unconfirmed candidate under 0.02.
-    unsure_score: float = 0.02
+    candidate_score: float = 0.02  # weaker candidates of the frame pass that get a closer look
     # An unsure candidate (the closer look did not confirm it) is kept when its reading is a whole plate this sure.
     confirm_confidence: float = 0.75
     # An unsure candidate whose first reading is not a whole plate this sure is not read again (second pass): on
     # frames without plates, reading such candidates again was three quarters of their reading's cost (CPU per
-    # 640x480 street frame 524 -> 192 ms median), and it lost no plate of the tuning split.
+    # 640x480 street frame 524 -> 192 ms median, MODEL_CARD_plates.md).
     unsure_reread_from: float = 0.5
     zoom_below_px: float = 30.0  # plates less high than this get a closer look too
     zoom_to_px: float = 56.0  # the closer look enlarges the candidate to about this height
@@ -314,14 +309,12 @@ class PlateReader:
         * when nothing is found, the frame inverted, and its weak candidates looked at closer too: the detector
           barely knows black plates with white characters (black 粤Z…港 scored 0-0.3 on 12 of 40), inverted they
           look like the white ones it knows (0.8-1.0);
-        * a candidate the closer look does not confirm is returned as unsure (from ``unsure_score``): on the tuning
-          split 11 of 12 missed plates (black ones) were the frame's best candidate at 0.01-0.2, and the recogniser
-          read 9 of them right.
+        * a candidate the closer look does not confirm is returned as unsure: on the tuning split 11 of 12 missed
+          plates (black ones) were the frame's best candidate at 0.01-0.2, and the recogniser read 9 of them right.
         """
         cfg = self.config
         found: list[Detection] = []
         unsure: list[Detection] = []
-        passed: list[Detection] = []  # looked at closer, not confirmed, too weak to be read
         looks = 0
         for view in (image, None):
             if view is None:
@@ -334,20 +327,16 @@ class PlateReader:
                 score, box, _ = candidate
                 if score >= cfg.min_detection_score and _box_height(box) >= cfg.zoom_below_px:
                     continue
-                if looks >= cfg.max_zooms or any(_iou(box, f[1]) > 0.3 for f in found + unsure + passed):
+                if looks >= cfg.max_zooms or any(_iou(box, f[1]) > 0.3 for f in found + unsure):
                     continue
                 looks += 1
                 closer = self._zoom(image, box)
                 if closer is not None and closer[0] >= cfg.min_detection_score:
-                    # The surroundings of a large weak candidate can hold a plate the frame pass found already. Seen
-                    # again it replaces the frame's only when clearly surer: scores near 1 are saturated (a 221-px
-                    # yellow plate of the tuning split, 0.9977, was seen again at 0.9979 with its province cut off),
-                    # while a 64-px plate found at 0.57 was seen again at 0.93 with better corners.
-                    if all(closer[0] >= f[0] + RESEEN_MARGIN for f in found if _iou(closer[1], f[1]) > 0.3):
-                        found.append(closer)
-                    continue
-                kept = closer if closer is not None and _iou(closer[1], box) > 0.3 and closer[0] > score else candidate
-                (unsure if kept[0] >= cfg.unsure_score else passed).append(kept)
+                    found.append(closer)
+                elif closer is not None and _iou(closer[1], box) > 0.3:
+                    unsure.append(closer if closer[0] > score else candidate)
+                else:
+                    unsure.append(candidate)
         unsure = [u for u in unsure if not any(_iou(u[1], f[1]) > 0.3 for f in found)]
         return _best(found, cfg), _best(unsure, cfg)
 
@@ -521,8 +510,6 @@ class PlateReader:
         out.sort(key=lambda p: -p.confidence)
         return out
 
-
-RESEEN_MARGIN = 0.1  # how much surer a closer look must be of a plate already found to replace the frame's
 
 # Width/height of the plate quad on the image: single-row plates are 3.1-3.4 seen square on, 2.4 and up turned
 # 35 degrees; two-row plates 2.0 and less. Between the two bounds both readings are tried.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import re
 from pathlib import Path
@@ -83,37 +82,6 @@ def test_an_unsure_plate_counts_only_when_it_reads_as_a_whole_plate(plate_models
     (best, *_) = never_sure.read(scene)
     assert best.text == "沪A12345" and best.confidence >= never_sure.config.confirm_confidence
     assert never_enough.read(scene) == []
-
-
-def test_an_unsure_candidate_under_unsure_score_is_not_read(plate_models: Path) -> None:
-    scene, _ = plate_scene(render_plate("沪A12345", "blue"), random.Random(3))
-    never_sure_never_read = PlateReader(PlateConfig(min_detection_score=1.01, unsure_score=1.01))
-
-    assert never_sure_never_read.read(scene) == []
-
-
-def test_a_plate_seen_again_by_a_closer_look_keeps_the_frame_pass_corners(
-        reader: PlateReader, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The surroundings of a large weak candidate can hold the plate found already; seen again its corners differ
-    # (one side cut off) and may outscore the frame's by a hair.
-    scene, _ = plate_scene(render_plate("沪A12345", "blue"), random.Random(3))
-    looker = PlateReader(dataclasses.replace(reader.config, candidate_score=0.0005, max_zooms=8))
-    (frame_score, frame_box, frame_corners), *_ = looker.detect(scene)
-    shifted_box = frame_box + np.array([10, 0, 0, 0], np.float32)
-    shifted_corners = frame_corners + np.array([[10, 0], [0, 0], [0, 0], [10, 0]], np.float32)
-    looks: list[int] = []
-
-    def seen_again(image: NDArray[np.uint8], box: NDArray[np.float32]) -> tuple[float, NDArray[np.float32],
-                                                                                 NDArray[np.float32]]:
-        looks.append(1)
-        return min(1.0, frame_score + 1e-4), shifted_box, shifted_corners
-
-    monkeypatch.setattr(looker, "_zoom", seen_again)
-    (score, _, corners), *_ = looker.detect(scene)
-
-    assert looks, "no weak candidate was looked at closer"
-    assert score == frame_score
-    np.testing.assert_array_equal(corners, frame_corners)
 
 
 def test_an_unsure_first_reading_that_is_no_whole_plate_is_not_read_again(
