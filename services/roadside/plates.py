@@ -89,6 +89,10 @@ class PlateConfig:
     candidate_score: float = 0.02  # weaker candidates of the frame pass that get a closer look
     # An unsure candidate (the closer look did not confirm it) is kept when its reading is a whole plate this sure.
     confirm_confidence: float = 0.75
+    # An unsure candidate whose first reading is not a whole plate this sure is not read again (second pass): on
+    # frames without plates, reading such candidates again was three quarters of their reading's cost (CPU per
+    # 640x480 street frame 524 -> 192 ms median, MODEL_CARD_plates.md).
+    unsure_reread_from: float = 0.5
     zoom_below_px: float = 30.0  # plates less high than this get a closer look too
     zoom_to_px: float = 56.0  # the closer look enlarges the candidate to about this height
     max_zoom: float = 4.0
@@ -372,10 +376,12 @@ class PlateReader:
         return PlateReading(reading.text, plate_colour(crop, reading.text), reading.confidence, box, corners,
                             detection_score)
 
-    def read_plate(self, image: BgrImage, corners: NDArray[np.float32]) -> tuple[TextReading, BgrImage]:
+    def read_plate(self, image: BgrImage, corners: NDArray[np.float32],
+                   reread_from: float = 0.0) -> tuple[TextReading, BgrImage]:
         """The best reading of the plate at ``corners``: one row, two rows when the plate is square enough to be a
-        two-row plate, and a second pass (other margins, contrast-stretched) when the first is unsure; then the
-        text the most readings agree on (summed confidence)."""
+        two-row plate, and a second pass (other margins, contrast-stretched) when the first is unsure, unless the
+        first is no whole plate at ``reread_from`` or more; then the text the most readings agree on (summed
+        confidence)."""
         aspect = quad_aspect(corners)
         tries: list[tuple[TextReading, BgrImage]] = []
         crop = warp_plate(image, corners, self.config.crop_height, self.config.extra_margin)
@@ -395,6 +401,8 @@ class PlateReader:
             single = True
         best = max(tries, key=_rank)
         if best[0].complete and best[0].weakest >= self.config.second_pass_below:
+            return best
+        if reread_from > 0 and not (best[0].complete and best[0].confidence >= reread_from):
             return best
         for margin, stretch in ((self.config.extra_margin + 0.04, False), (self.config.extra_margin - 0.02, False),
                                 (self.config.extra_margin, True)):
@@ -491,7 +499,7 @@ class PlateReader:
             found, unsure = self._candidates(image)
             readings = [(score, box, corners, *self.read_plate(image, corners)) for score, box, corners in found]
             for score, box, corners in unsure:
-                reading, crop = self.read_plate(image, corners)
+                reading, crop = self.read_plate(image, corners, self.config.unsure_reread_from)
                 if reading.complete and reading.confidence >= self.config.confirm_confidence:
                     readings.append((score, box, corners, reading, crop))
         out: list[PlateReading] = []

@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 
 from roadside_sim.plate_set import render
 from roadside_sim.plates import plate_scene, random_plate, render_plate
+from services.roadside.plate_text import TextReading
 from services.roadside.plates import (
     BLACK,
     BLUE,
@@ -81,6 +82,27 @@ def test_an_unsure_plate_counts_only_when_it_reads_as_a_whole_plate(plate_models
     (best, *_) = never_sure.read(scene)
     assert best.text == "沪A12345" and best.confidence >= never_sure.config.confirm_confidence
     assert never_enough.read(scene) == []
+
+
+def test_an_unsure_first_reading_that_is_no_whole_plate_is_not_read_again(
+        reader: PlateReader, monkeypatch: pytest.MonkeyPatch) -> None:
+    noise = np.random.default_rng(7).integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    corners = np.array([[40, 45], [160, 45], [160, 82], [40, 82]], np.float32)  # 3.2:1, one row
+    reads: list[int] = []
+    single = reader._read_single
+
+    def counted(crop: NDArray[np.uint8], colour: int | None = None) -> TextReading:
+        reads.append(1)
+        return single(crop, colour)
+
+    monkeypatch.setattr(reader, "_read_single", counted)
+    reader.read_plate(noise, corners)
+    every_pass = len(reads)
+    reads.clear()
+    reader.read_plate(noise, corners, reread_from=1.01)
+
+    assert every_pass > 1  # an unsure reading is read again (other margins, contrast-stretched)
+    assert len(reads) == 1
 
 
 def test_a_single_row_plate_whose_quad_looks_two_row_is_read_as_one_row(reader: PlateReader) -> None:
