@@ -24,13 +24,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's packages
 
-from load.eval_plates import outcome
-from roadside_sim.detection_set import VEHICLE_CLASSES, real_photos, sim_frames
-from roadside_sim.plate_set import HELD_OUT_SEED, TUNE_SEED, PlateSample, plate_set
+from load.eval_plates import outcome, split_samples
+from load.harness import percentile
+from roadside_sim.detection_set import EVALUATION_SEED, VEHICLE_CLASSES, real_photos, sim_frames
+from roadside_sim.plate_set import PlateSample
 from services.roadside.detector import BgrImage
 from services.roadside.plates import PlateConfig, PlateReader
-
-SIM_SEED = 2  # roadside_sim/detection_set.EVALUATION_SEED
 
 
 def _config(settings: list[str]) -> PlateConfig:
@@ -46,13 +45,10 @@ def _config(settings: list[str]) -> PlateConfig:
 
 def _frames(args: argparse.Namespace) -> list[tuple[BgrImage, PlateSample | None]]:
     if args.frames == "plates":
-        samples = plate_set(HELD_OUT_SEED if args.split == "held-out" else TUNE_SEED, args.count)
-        if args.narrower_than is not None:
-            samples = [s for s in samples if s.width_px < args.narrower_than]
-        return [(s.image, s) for s in samples]
+        return [(s.image, s) for s in split_samples(args.split, args.count, args.narrower_than)]
     if args.frames == "photos":
         return [(f.image, None) for f in real_photos()]
-    frames = sim_frames(SIM_SEED, args.count)
+    frames = sim_frames(EVALUATION_SEED, args.count)
     if args.frames == "sim":
         return [(f.image, None) for f in frames]
     crops: list[tuple[BgrImage, PlateSample | None]] = []
@@ -68,8 +64,7 @@ def _frames(args: argparse.Namespace) -> list[tuple[BgrImage, PlateSample | None
 
 def _stats(values: list[float]) -> dict[str, float]:
     v = sorted(values)
-    n = len(v)
-    return {"p50": round(v[n // 2], 1), "mean": round(sum(v) / n, 1), "p90": round(v[min(n - 1, n * 9 // 10)], 1)}
+    return {"p50": round(percentile(v, 0.5), 1), "mean": round(sum(v) / len(v), 1), "p90": round(percentile(v, 0.9), 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,9 +106,10 @@ def main(argv: list[str] | None = None) -> int:
                      f"recogniser misses {got.count('recogniser')}, colour misses {got.count('colour')}")
         print(line)
     if outcomes["base"] and args.split == "tune":
-        pairs = list(zip(outcomes["base"], outcomes["new"], strict=True))
-        gained = [frames[i][1].index for i, (a, b) in enumerate(pairs) if a != "ok" and b == "ok"]  # type: ignore[union-attr]
-        lost = [frames[i][1].index for i, (a, b) in enumerate(pairs) if a == "ok" and b != "ok"]  # type: ignore[union-attr]
+        plates = [sample.index for _, sample in frames if sample is not None]
+        pairs = list(zip(plates, outcomes["base"], outcomes["new"], strict=True))
+        gained = [index for index, a, b in pairs if a != "ok" and b == "ok"]
+        lost = [index for index, a, b in pairs if a == "ok" and b != "ok"]
         print(f"gained {gained}, lost {lost}")
     print(f"load average before {load_before}, after {[round(x, 2) for x in os.getloadavg()]}")
     return 0

@@ -52,6 +52,12 @@ def outcome(sample: PlateSample, readings: list[PlateReading]) -> str:
     return "ok" if best.colour == sample.colour else "colour"
 
 
+def split_samples(split: str, count: int, narrower_than: float | None = None) -> list[PlateSample]:
+    """The first ``count`` plates of a split ("tune" or "held-out"), only those less wide than ``narrower_than``."""
+    samples = plate_set(HELD_OUT_SEED if split == "held-out" else TUNE_SEED, count)
+    return samples if narrower_than is None else [s for s in samples if s.width_px < narrower_than]
+
+
 def evaluate(samples: list[PlateSample], reader: PlateReader) -> dict[str, Any]:
     reader.read(samples[0].image)
     rows: list[dict[str, Any]] = []
@@ -127,10 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the figures and every plate's outcome here")
     args = p.parse_args(argv)
     load_before = [round(x, 2) for x in os.getloadavg()]
-    samples = plate_set(HELD_OUT_SEED if args.split == "held-out" else TUNE_SEED, args.count)
-    if args.narrower_than is not None:
-        samples = [s for s in samples if s.width_px < args.narrower_than]
-    out = evaluate(samples, PlateReader())
+    out = evaluate(split_samples(args.split, args.count, args.narrower_than), PlateReader())
     out.update(split=args.split, load_average_before=load_before,
                load_average_after=[round(x, 2) for x in os.getloadavg()])
     out["goals"] = goals(out)

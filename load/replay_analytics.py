@@ -206,6 +206,8 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
     found = [0, 0, 0]  # detections answered, of them matching a counted truth box, counted truth boxes
     for f in answered:
         camera = f["camera"]
+        spec = specs[camera]
+        size = (spec.image_width, spec.image_height)
         at = datetime.fromisoformat(f["captured_at"])
         if boxes == "truth":
             dets = [Detection(VehicleClass(b["class"]), 0.9, float(b["box"][0]), float(b["box"][1]),
@@ -225,12 +227,10 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
             ids = {id(d) for _, d in tracked}
             untracked = [d for d in dets if id(d) not in ids]
         else:
-            size = (specs[camera].image_width, specs[camera].image_height)
             tracked = trackers[camera].update(dets, int(at.timestamp() * 1e9),
                                               functools.partial(analytics[camera].lane_at, frame_size=size))
             untracked = list(trackers[camera].untracked)
-        spec = specs[camera]
-        out = analytics[camera].process(at, f["frame_id"], tracked, (spec.image_width, spec.image_height), untracked)
+        out = analytics[camera].process(at, f["frame_id"], tracked, size, untracked)
         if on_frame is not None:
             on_frame(f, tracked, analytics[camera])
         answer = results.get((camera, f["frame_id"]), {})

@@ -460,6 +460,14 @@ class _Geometry:
         length = math.hypot(*d)
         return None if length == 0 else (d[0] / length, d[1] / length)
 
+    def box_of(self, d: Detection, frame_size: tuple[int, int]) -> Box:
+        """A detection's box on the camera's configured picture (frames may come at another size)."""
+        fw, fh = frame_size
+        return Box(d.x1, d.y1, d.x2, d.y2).scaled(self.spec.image_width / fw, self.spec.image_height / fh)
+
+    def ground_of(self, point: Point) -> Point | None:
+        return self.mapping.to_ground(point) if self.mapping is not None else None
+
     def lane_of(self, point: Point, ground: Point | None, box: Box) -> str:
         for lane in self.spec.lanes:
             if lane.polygon is not None and point_in_polygon(point, lane.polygon):
@@ -572,7 +580,7 @@ class CameraAnalytics:
         for track_id, d in tracked:
             if d.score < spec.thresholds.detection_floor:
                 continue
-            box = Box(d.x1, d.y1, d.x2, d.y2).scaled(sx, sy)
+            box = geo.box_of(d, frame_size)
             seen.append(self._observe(track_id, d, box, t, present))
         self._update_stays(seen, t)
         self._exchange_counts(seen)
@@ -649,15 +657,13 @@ class CameraAnalytics:
     def lane_at(self, d: Detection, frame_size: tuple[int, int]) -> str:
         """The lane a detection on a frame of this size stands on ("" off the lanes): the tracker's lane cue."""
         geo = self._geo
-        fw, fh = frame_size
-        box = Box(d.x1, d.y1, d.x2, d.y2).scaled(geo.spec.image_width / fw, geo.spec.image_height / fh)
-        point = box.bottom_center
-        return geo.lane_of(point, geo.mapping.to_ground(point) if geo.mapping is not None else None, box)
+        box = geo.box_of(d, frame_size)
+        return geo.lane_of(box.bottom_center, geo.ground_of(box.bottom_center), box)
 
     def _observe(self, track_id: int, d: Detection, box: Box, t: float, present: set[int]) -> _Track:
         geo = self._geo
         point = box.bottom_center
-        ground = geo.mapping.to_ground(point) if geo.mapping is not None else None
+        ground = geo.ground_of(point)
         tr = self._tracks.get(track_id)
         if tr is None:
             tr = self._resume_standing(track_id, point, ground, box, t, present)

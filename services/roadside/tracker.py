@@ -126,10 +126,9 @@ class _Track:
         diagonal = math.hypot(w + w0, h + h0) / 2
         distance = math.hypot(px - (d.x1 + d.x2) / 2, py - (d.y1 + d.y2) / 2) / diagonal
         dt = (ns - self.last_ns) / 1e9
-        standing = self.velocity is not None and math.hypot(*self.velocity) < STANDING_SPEED * math.hypot(w0, h0)
         if self.velocity is None:
             gate = max(UNKNOWN_GATE, UNKNOWN_GATE_PER_S * dt)
-        elif standing:
+        elif math.hypot(*self.velocity) < STANDING_SPEED * math.hypot(w0, h0):
             gate = STANDING_GATE + STANDING_GATE_PER_S * dt
         else:
             gate = KNOWN_GATE + KNOWN_GATE_PER_S * dt
@@ -180,7 +179,6 @@ class Tracker:
     """One camera's tracker. Not thread-safe: one frame at a time, in capture order."""
 
     def __init__(self, config: TrackerConfig | None = None) -> None:
-        """``update``'s ``lane_of`` gives a detection's lane on the camera's picture ("" off the lanes)."""
         self.config = config or TrackerConfig()
         self._tracks: list[_Track] = []
         self._counter = 0
@@ -197,7 +195,7 @@ class Tracker:
                lane_of: Callable[[Detection], str] | None = None) -> list[tuple[int, Detection]]:
         """(track id, detection) for every detection that belongs to a track; unmatched low-confidence
         detections are left out. Detections keep their boxes; the class is the track's vote. ``lane_of``: the lane
-        a detection is on, when the camera's lanes are known."""
+        a detection is on ("" off the lanes), when the camera's lanes are known."""
         ns = timestamp_ns
         lifespan_ns = int(self.config.lifespan_s * 1e9)
         self._tracks = [t for t in self._tracks if ns - t.last_ns <= lifespan_ns]
