@@ -11,8 +11,9 @@ prediction they lie nearest, in box diagonals, closest pairs first over the whol
 * a track standing still: a quarter of a diagonal, plus a tenth per second since (a standing car hidden by passing
   traffic is still there; the moving gate gave it the passing car's box);
 * boxes of about the track's size only (half to twice its width and height);
-* a box on another lane than the track's last one (when the camera's lanes are given: ``lane_of``) is farther by
-  CROSS_LANE_PENALTY: a car keeps its lane from one frame to the next far more often than it changes lanes.
+* a box on another lane than the track's last one (when the camera's lanes are given: ``lane_of``; off the lanes
+  counts as a lane) is farther by CROSS_LANE_PENALTY: a car keeps its lane from one frame to the next far more often
+  than it changes lanes, and a car parked beside the lanes stays off them.
 
 A detection that no track takes starts one when its score is at least the high confidence; a track unseen for
 1.5 s is dropped. Why not ByteTrack (``edgefirst-tracker``, used before; `supervision`'s is the same scheme): its
@@ -81,6 +82,11 @@ UNKNOWN_SIZE_WEIGHT = 2.0
 # 2.98 km/h; every event type as before, with the crash rule's cars in line along their lane (analytics.py,
 # CRASH_ASIDE_M): without that, two cars of a jam's queue on neighbouring lanes, kept apart by the cost, raised 1001.
 # (Spared to standing tracks, or to tracks seen once, the cost left false 707 and 901 on other runs.)
+# Off the lanes counts as a lane of its own: a car parked at the kerb beside the lanes, and one passing it on the lane,
+# are on different lanes. Without that, a passing car's track seen once took the parked car's box on its second frame
+# (nearer its first box than where the car had got to), and the parked car's standing track took the passing car's:
+# the passing car was never counted, traced on a replayed run. Two 600 s runs (seeds 1, 2) replayed with the
+# detector's boxes: count MAPE 9.0 / 10.0 -> 7.1 / 7.8 %, exact boxes and every event type unchanged.
 CROSS_LANE_PENALTY = 0.4
 SIZE_RATIO = 2.0  # a track takes boxes from half to twice its width and height
 VELOCITY_BLEND = 0.7  # weight of the newest step in a track's velocity
@@ -132,7 +138,7 @@ class _Track:
             gate = STANDING_GATE + STANDING_GATE_PER_S * dt
         else:
             gate = KNOWN_GATE + KNOWN_GATE_PER_S * dt
-        if lane and self.lane and lane != self.lane:
+        if lane != self.lane:
             distance += CROSS_LANE_PENALTY
         if distance > gate:
             return None

@@ -71,6 +71,25 @@ def test_a_car_counts_in_the_minute_it_came_onto_the_lane() -> None:
     assert counts[(T0 + timedelta(minutes=1), "NB")] == 0
 
 
+def test_a_car_the_detector_finds_only_deep_in_its_lane_counts_in_the_minute_it_came_onto_it() -> None:
+    # 50 km/h; the lane starts 10 m north, which the car reaches at 0.7 s, but the detector first finds it at 2.2 s,
+    # 20 m on, after the minute has turned at 2.0 s. It came onto the lane in the minute before (each count placed a
+    # minute late is two lane-minutes wrong): its depth into the lane at its speed puts it back there.
+    analytics = CameraAnalytics(spec_of(SCENE.camera("sim")))
+    car = drive(1, 0, 0, 66, 50)
+    start = T0 - timedelta(seconds=2.0)
+    for k in range(9):  # 3 frames/s from 0.2 s: the first six find nothing
+        t = 0.2 + k / 3
+        tracked = []
+        if t > 2.1:
+            (b,) = SCENE.detections([car], t)
+            tracked = [(7, Detection(VehicleClass.CAR, 0.9, b.x1, b.y1, b.x2, b.y2, "car"))]
+        analytics.process(start + timedelta(seconds=t), k, tracked, SCENE.size)
+    counts = {(m.minute_start, lane.lane_id): lane.vehicles for m in analytics.minutes() for lane in m.lanes}
+    assert counts[(T0 - timedelta(minutes=1), "NB")] == 1
+    assert counts.get((T0, "NB"), 0) == 0
+
+
 def test_a_track_that_jumps_reads_no_speed_from_the_jump() -> None:
     # Crawling at 5 km/h, then the track's box is 7 m on (another vehicle's, or a car put into a parking spot) and
     # stays there: the jump is not a motion. (Over the 1.2 s window it read 25, 31 and 22 km/h on the next frames.)

@@ -83,6 +83,26 @@ def test_two_cars_on_neighbouring_lanes_keep_their_tracks_when_one_brakes_toward
     assert (a_after, b_after) == (a_before, b_before)
 
 
+def test_a_car_seen_once_beside_a_parked_one_off_the_lanes_keeps_its_own_track() -> None:
+    # Traced on a replayed `v2x sim score` run: a car passing a car parked at the kerb, first seen with the parked one
+    # hidden behind it. On its second frame it had moved 110 px on, and the parked car's box, off the lanes, lay
+    # nearer its first box: its track took the parked car's box, and the passing car was never counted on its lane.
+    def lane_of(d: Detection) -> str:
+        return "" if d.y2 < 210 else "1"  # the kerb's parking above the lane
+
+    def run(lanes: bool) -> tuple[int, int, int]:
+        tracker = Tracker()
+        (first, _), = tracker.update([car(491, 175, 640, 263)], 0, lane_of if lanes else None)
+        parked, passing = car(461, 132, 607, 207), car(383, 147, 532, 228)
+        out = dict((d.x1, tid) for tid, d in tracker.update([parked, passing], FRAME, lane_of if lanes else None))
+        return first, out[461], out[383]
+
+    first, parked_id, passing_id = run(lanes=False)
+    assert parked_id == first  # by distance alone
+    first, parked_id, passing_id = run(lanes=True)
+    assert passing_id == first and parked_id != first
+
+
 def test_a_car_moving_its_own_box_width_a_frame_keeps_one_id_across_a_missed_frame() -> None:
     # 13 m/s across a zoomed view at 3 frames/s: ~130 px a frame for a 150 px box; the detector misses it on frame 3.
     tracker = Tracker()
