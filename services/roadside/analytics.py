@@ -711,10 +711,13 @@ class CameraAnalytics:
             tr.halted_queued = None
         tr.scores.append(d.score)
         # A position far from where the track's velocity puts it is a jump (another vehicle's box, a box cut by a
-        # passing vehicle), not a motion: the velocity starts again from it.
+        # passing vehicle), not a motion: the velocity starts again from it. A vehicle length or more behind it along
+        # the lane, the box is the next vehicle's, come to where this one was: it counts as the vehicle it is.
         if ground is not None and tr.ground is not None and tr.velocity_g is not None and math.dist(
                 ground, (tr.ground[0] + tr.velocity_g[0] * gap, tr.ground[1] + tr.velocity_g[1] * gap)) > JUMP_M:
             tr.history.clear()
+            if self._fell_behind(tr, ground, gap):
+                tr.counted, tr.lane_id = {}, ""
         tr.box, tr.box_h, tr.point, tr.ground = box, max(box.height, 1.0), point, ground
         tr.history.append((t, point, ground))
         while tr.history and tr.history[0][0] < t - HISTORY_S:
@@ -1454,6 +1457,23 @@ class CameraAnalytics:
             else:
                 agg.vehicles += 1
             bucket.dirty = True
+
+    def _fell_behind(self, tr: _Track, ground: Point, gap: float) -> bool:
+        """Whether the track, moving along its lane, was given a box a vehicle length or more behind where its motion
+        puts it: the box of the vehicle behind, not its own. At 3 frames/s a platoon's cars come into the picture at the
+        same place a second or so apart, and the track of a car that the tracker lost for a frame (its box went to a
+        new track) took the next car's box there; that car was never counted, as the track had counted its lane
+        already. Three 600 s runs (seeds 1, 2, 3) replayed with the detector's boxes (load/replay_analytics.py): count
+        MAPE 5.3 / 6.5 / 4.8 -> 4.9 / 5.9 / 4.7 % (3.5 m: 5.1 / 5.9 / 4.3; 6.5 m: 4.9 / 5.9 / 4.8; 8 m: 4.9 / 6.9 /
+        4.8)."""
+        u = self._geo.lane_dir_g.get(tr.lane_id) if tr.lane_id else None
+        if u is None or tr.ground is None or tr.velocity_g is None:
+            return False
+        vx, vy = tr.velocity_g
+        if vx * u[0] + vy * u[1] < MOVING_MPS:
+            return False
+        lag = (tr.ground[0] + vx * gap - ground[0]) * u[0] + (tr.ground[1] + vy * gap - ground[1]) * u[1]
+        return lag >= VEHICLE_LENGTH_M
 
     def _came_onto(self, tr: _Track, lane_id: str) -> float:
         """When the track's vehicle came onto the lane: when it was first seen there, or earlier, as far back as its

@@ -90,6 +90,22 @@ def test_a_car_the_detector_finds_only_deep_in_its_lane_counts_in_the_minute_it_
     assert counts.get((T0, "NB"), 0) == 0
 
 
+def test_a_track_given_the_box_of_the_car_behind_counts_that_car() -> None:
+    # A platoon at 50 km/h, cars 1.4 s apart: the tracker lost the first car for a frame and gave its track the next
+    # car's box, where the first car had been a second before. The track had counted the lane for the first car; the
+    # second was never counted. A box a vehicle length or more behind where the track's motion puts it is another car's.
+    analytics = CameraAnalytics(spec_of(SCENE.camera("sim")))
+    first, second = drive(1, 0, 0, 66, 50), drive(2, 1.4, 0, 66, 50)
+    for k, t in enumerate((1.0, 1.33, 1.67, 2.0, 2.33, 2.67, 3.0)):
+        tracked = []
+        if t != 2.0:  # the track's car missed on that frame
+            (b,) = SCENE.detections([first if t < 2 else second], t)
+            tracked = [(7, Detection(VehicleClass.CAR, 0.9, b.x1, b.y1, b.x2, b.y2, "car"))]
+        analytics.process(T0 + timedelta(seconds=t), k, tracked, SCENE.size)
+    counts = {lane.lane_id: lane.vehicles for m in analytics.minutes() for lane in m.lanes}
+    assert counts["NB"] == 2
+
+
 def test_a_track_that_jumps_reads_no_speed_from_the_jump() -> None:
     # Crawling at 5 km/h, then the track's box is 7 m on (another vehicle's, or a car put into a parking spot) and
     # stays there: the jump is not a motion. (Over the 1.2 s window it read 25, 31 and 22 km/h on the next frames.)
