@@ -106,6 +106,29 @@ def test_a_track_given_the_box_of_the_car_behind_counts_that_car() -> None:
     assert counts["NB"] == 2
 
 
+def test_a_queued_car_found_again_on_a_new_track_between_two_standing_ones_is_not_counted_again() -> None:
+    # A jam's queue, three cars standing 7 m apart. The detector loses the middle one for a while (a queue's cars score
+    # 0.30..0.39 and come and go), then finds it again on a new track whose first boxes jitter by a metre, so it
+    # reads as moving (13 km/h) and the count memory, which holds for standing vehicles, let it count again (a scored
+    # run's jammed lane: 7 counts in a minute for 2 cars come onto it). A car between two standing cars of its own
+    # lane, each a queue's gap away at most, is in their queue, not one come onto the lane.
+    analytics = CameraAnalytics(spec_of(SCENE.camera("sim")))
+    cars = [SimVehicle(k, SimClass.CAR, [(0.0, NB_CENTRE_E, north), (90.0, NB_CENTRE_E, north)])
+            for k, north in enumerate((40.0, 33.0, 26.0), start=1)]
+    for k in range(60):
+        t = k / 3
+        shown = [c for c in cars if k < 15 or c.id != 2]
+        tracked = [(c.id, Detection(VehicleClass.CAR, 0.9, b.x1, b.y1, b.x2, b.y2, "car"))
+                   for c in shown for b in SCENE.detections([c], t)]
+        if k >= 57:  # the middle car again, on a new track, its box 6 px higher on each frame (about a metre)
+            (b,) = SCENE.detections([cars[1]], t)
+            dy = -6.0 * (k - 57)
+            tracked.append((9, Detection(VehicleClass.CAR, 0.9, b.x1, b.y1 + dy, b.x2, b.y2 + dy, "car")))
+        analytics.process(T0 + timedelta(seconds=t), k, tracked, SCENE.size)
+    counts = {lane.lane_id: lane.vehicles + lane.wrong_way for m in analytics.minutes() for lane in m.lanes}
+    assert counts["NB"] == 3
+
+
 def test_a_track_that_jumps_reads_no_speed_from_the_jump() -> None:
     # Crawling at 5 km/h, then the track's box is 7 m on (another vehicle's, or a car put into a parking spot) and
     # stays there: the jump is not a motion. (Over the 1.2 s window it read 25, 31 and 22 km/h on the next frames.)
