@@ -83,12 +83,15 @@ Definitions (the issue leaves them open; constants below):
 * Lane counts: a vehicle counts once per lane, when it has been seen on the lane on 2 frames in a row (or, counted on
   another lane already, on the first frame it is on this one: a lane change; or on its first frame there when the
   camera's frames come 0.4 s apart or more, when a car crossing the view shows whole on one frame only), in the
-  minute it came onto the lane, as wrong-way when it moves against the lane then (or is later found to). A track not
-  moving (under 10 km/h) within 4 m
-  of where a vehicle counted on the lane was last seen not moving, up to 30 s ago and not seen since, is that vehicle:
-  not counted again. Two tracks that exchange lanes on a frame exchange their counts (the tracker swapped two cars side
-  by side), and a track that continues the stay of a vehicle standing off the lanes takes its counts (a parked car
-  pulling out is not new on the lane it came by). Line counts: each time a
+  minute it came onto the lane (estimated back from its depth into the lane at its speed along it, by up to 3 s:
+  the detector finds a car a few frames after it comes on), as wrong-way when it moves against the lane then (or is
+  later found to). A track not moving (under 10 km/h) within 4 m of where a vehicle counted on the lane was last seen
+  not moving, up to 30 s ago and not seen since, is that vehicle: not counted again; so is a track between two
+  standing vehicles of its lane, a queue's gap from each (a car of their queue found again). A track given a box a
+  vehicle length or more behind where its motion along the lane puts it shows the vehicle behind, which counts as
+  itself. Two tracks that exchange lanes on a frame exchange their counts (the tracker swapped two cars side by side),
+  and a track that continues the stay of a vehicle standing off the lanes takes its counts (a parked car pulling out
+  is not new on the lane it came by). Line counts: each time a
   track's position changes side of the line (beyond 2 px), within the line's ends.
 * Parking spots: OCCUPIED once a vehicle has stood in the spot zone for its threshold (default 10 s), the
   stay going on across track changes; FREE once no standing vehicle has been in it for 5 s.
