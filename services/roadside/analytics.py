@@ -280,6 +280,7 @@ class _Track:
     clipped: bool = False  # its box touches the picture's left, right or bottom edge
     lane_id: str = ""
     came_from: str = ""  # the lane it was on before, when it came onto this one on this frame
+    lane_before: str = ""  # the lane it was on before its current one
     counted: dict[str, tuple[int, bool]] = field(default_factory=dict)  # lane -> (minute, as wrong-way)
     line_sides: dict[str, tuple[int, Point]] = field(default_factory=dict)
     zone_entered: dict[str, float] = field(default_factory=dict)
@@ -746,6 +747,7 @@ class CameraAnalytics:
             tr.came_from = tr.lane_id
         if lane != tr.lane_id or tr.observations == 1:
             tr.lane_since, tr.lane_frames = t, 0
+            tr.lane_before = tr.lane_id if tr.observations > 1 else ""
         tr.lane_id = lane
         tr.lane_frames += 1
         return tr
@@ -1507,11 +1509,13 @@ class CameraAnalytics:
 
     def _came_onto(self, tr: _Track, lane_id: str) -> float:
         """When the track's vehicle came onto the lane: when it was first seen there, or earlier, as far back as its
-        depth into the lane at its speed along it puts it (see ENTRY_BACKDATE_MAX_S)."""
+        depth into the lane at its speed along it puts it (see ENTRY_BACKDATE_MAX_S), unless it came from another lane:
+        then when it changed lanes (the estimate put a car changing lanes just after a minute turned into the minute
+        before; five replayed runs: count MAPE 4.8 / 3.9 / 4.8 / 5.4 / 5.7 -> 4.8 / 3.8 / 4.8 / 5.4 / 5.3 %)."""
         geo = self._geo
         u, start = geo.lane_dir_g.get(lane_id), geo.lane_start_along.get(lane_id)
-        if u is None or start is None or tr.velocity_g is None or tr.ground is None:
-            return tr.lane_since
+        if u is None or start is None or tr.velocity_g is None or tr.ground is None or tr.lane_before:
+            return tr.lane_since  # (a lane change: it came onto the lane where it was seen changing, not upstream)
         speed = tr.velocity_g[0] * u[0] + tr.velocity_g[1] * u[1]
         if speed < ENTRY_MIN_MPS:
             return tr.lane_since

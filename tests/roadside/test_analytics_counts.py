@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from v2x.roadside.v1 import roadside_pb2 as pb
 
-from roadside_sim.scene import FAR_N, LANE_WIDTH_M, NB_CENTRE_E, NEAR_N, Scene, SimVehicle, drive
+from roadside_sim.scene import FAR_N, LANE_WIDTH_M, NB_CENTRE_E, NEAR_N, SB_CENTRE_E, Scene, SimVehicle, drive
 from roadside_sim.truth import VehicleClass as SimClass
 from services.roadside.analytics import CameraAnalytics
 from services.roadside.detector import Detection, VehicleClass
@@ -309,3 +309,24 @@ def test_a_car_seen_whole_once_while_the_cameras_frames_come_a_second_apart_is_c
 def test_a_car_seen_once_among_frames_a_third_of_a_second_apart_waits_for_a_second() -> None:
     counts = _counts_of_one_sighting((0.33, 0.67, 1.0, 1.33), seen_at=1.0)
     assert counts.get("NB", 0) == 0
+
+
+def test_a_car_changing_lanes_just_after_the_minute_turns_counts_on_its_new_lane_in_the_new_minute() -> None:
+    # Both lanes one way; the car drives 50 km/h on NB, changes to SB 40 m on, as the minute turns (3.0 s). Its NB count
+    # is in the minute before, its SB count in the new one: it came onto SB where it changed lanes, not at SB's upstream
+    # end (estimated back from its depth into SB, it went into the minute before).
+    camera = SCENE.camera("sim")
+    camera.lanes[1].direction_vector.CopyFrom(camera.lanes[0].direction_vector)
+    analytics = CameraAnalytics(spec_of(camera))
+    v = 50 / 3.6
+    car = SimVehicle(1, SimClass.CAR, [(0.0, NB_CENTRE_E, 0.0), (2.8, NB_CENTRE_E, 2.8 * v),
+                                       (3.2, SB_CENTRE_E, 3.2 * v), (6.0, SB_CENTRE_E, 6.0 * v)])
+    start = T0 - timedelta(seconds=3.0)
+    for k in range(14):
+        t = 0.2 + k / 3
+        tracked = [(7, Detection(VehicleClass.CAR, 0.9, b.x1, b.y1, b.x2, b.y2, "car"))
+                   for b in SCENE.detections([car], t)]
+        analytics.process(start + timedelta(seconds=t), k, tracked, SCENE.size)
+    counts = {(m.minute_start, lane.lane_id): lane.vehicles for m in analytics.minutes() for lane in m.lanes}
+    before = T0 - timedelta(minutes=1)
+    assert (counts[(before, "NB")], counts[(before, "SB")], counts[(T0, "NB")], counts[(T0, "SB")]) == (1, 0, 0, 1)
