@@ -279,8 +279,7 @@ class _Track:
     lane_frames: int = 0  # the frames of that row it was seen on
     clipped: bool = False  # its box touches the picture's left, right or bottom edge
     lane_id: str = ""
-    came_from: str = ""  # the lane it was on before, when it came onto this one on this frame
-    lane_before: str = ""  # the lane it was on before its current one
+    lane_before: str = ""  # the lane it was on before its current one ("": none, or off the lanes)
     counted: dict[str, tuple[int, bool]] = field(default_factory=dict)  # lane -> (minute, as wrong-way)
     line_sides: dict[str, tuple[int, Point]] = field(default_factory=dict)
     zone_entered: dict[str, float] = field(default_factory=dict)
@@ -304,6 +303,11 @@ class _Track:
     @property
     def confidence(self) -> float:
         return float(sum(self.scores) / len(self.scores)) if self.scores else 0.0
+
+    @property
+    def came_from(self) -> str:
+        """The lane it was on before, when it came onto this one on this frame."""
+        return self.lane_before if self.lane_since == self.last_t else ""
 
     @property
     def speed(self) -> float | None:
@@ -457,7 +461,7 @@ class _Geometry:
         if u is None or self.mapping is None or not pts:
             return []
         grounds = [self.mapping.to_ground(p) for p in pts]
-        return [g[0] * u[0] + g[1] * u[1] for g in grounds if g is not None]
+        return [_along(g, u) for g in grounds if g is not None]
 
     def _ground_direction(self, lane: Lane) -> Point | None:
         if lane.direction_heading_deg is not None:
@@ -519,6 +523,11 @@ def _velocity(samples: Sequence[tuple[float, Point]]) -> Point | None:
         return None
     v = (t[:, None] * (xy - xy.mean(axis=0))).sum(axis=0) / denom
     return float(v[0]), float(v[1])
+
+
+def _along(p: Point, u: Point, origin: Point = (0.0, 0.0)) -> float:
+    """How far ``p`` lies from ``origin`` along the unit direction ``u`` (ground metres, or a velocity's part)."""
+    return (p[0] - origin[0]) * u[0] + (p[1] - origin[1]) * u[1]
 
 
 def _touching(a: Point, b: Point, u: Point | None) -> bool:
@@ -689,7 +698,6 @@ class CameraAnalytics:
         was_standing = tr.observations > 0 and tr.last_t - tr.anchor_t >= STANDING_MIN_S
         tr.last_t = t
         tr.observations += 1
-        tr.came_from = ""
         # Standing: re-anchor when the object leaves the anchor's radius. A standing vehicle's first box outside it
         # may be another vehicle's, given to its track for a frame while the standing one was hidden by it (found by
         # `v2x sim score`: each car passing in front of a stalled one reset its standing time, and its 903 came 10..
@@ -717,11 +725,12 @@ class CameraAnalytics:
         # A position far from where the track's velocity puts it is a jump (another vehicle's box, a box cut by a
         # passing vehicle), not a motion: the velocity starts again from it. A vehicle length or more behind it along
         # the lane, the box is the next vehicle's, come to where this one was: it counts as the vehicle it is.
-        if ground is not None and tr.ground is not None and tr.velocity_g is not None and math.dist(
-                ground, (tr.ground[0] + tr.velocity_g[0] * gap, tr.ground[1] + tr.velocity_g[1] * gap)) > JUMP_M:
-            tr.history.clear()
-            if self._fell_behind(tr, ground, gap):
-                tr.counted, tr.lane_id = {}, ""
+        if ground is not None and tr.ground is not None and tr.velocity_g is not None:
+            predicted = (tr.ground[0] + tr.velocity_g[0] * gap, tr.ground[1] + tr.velocity_g[1] * gap)
+            if math.dist(ground, predicted) > JUMP_M:
+                tr.history.clear()
+                if self._fell_behind(tr, ground, predicted):
+                    tr.counted, tr.lane_id = {}, ""
         tr.box, tr.box_h, tr.point, tr.ground = box, max(box.height, 1.0), point, ground
         tr.history.append((t, point, ground))
         while tr.history and tr.history[0][0] < t - HISTORY_S:
@@ -743,8 +752,6 @@ class CameraAnalytics:
         # (Only while the track is seen frame after frame: one that comes back after a gap may be another vehicle.)
         keep = tr.clipped and tr.lane_id and gap <= CLIPPED_KEEP_LANE_S
         lane = tr.lane_id if keep else geo.lane_of(point, ground, box)
-        if lane != tr.lane_id and tr.observations > 1:
-            tr.came_from = tr.lane_id
         if lane != tr.lane_id or tr.observations == 1:
             tr.lane_since, tr.lane_frames = t, 0
             tr.lane_before = tr.lane_id if tr.observations > 1 else ""
@@ -917,11 +924,11 @@ class CameraAnalytics:
         # 1001, its leaders standing beyond the lane's end).
         end = self._geo.lane_end_along.get(lane.id)
         if u is not None and end is not None and tr.ground is not None \
-                and end - (tr.ground[0] * u[0] + tr.ground[1] * u[1]) <= QUEUE_HEAD_END_M:
+                and end - _along(tr.ground, u) <= QUEUE_HEAD_END_M:
             return "ahead"
         for other in self._standing_others(tr, lane.id, by_lane, t):
             if u is not None and tr.ground is not None and other.ground is not None:
-                ahead = (other.ground[0] - tr.ground[0]) * u[0] + (other.ground[1] - tr.ground[1]) * u[1]
+                ahead = _along(other.ground, u, tr.ground)
                 if 0 < ahead <= QUEUE_GAP_M:
                     return "ahead"
             elif tr.ground is not None and other.ground is not None:
@@ -972,7 +979,7 @@ class CameraAnalytics:
             a, b = max(((p, q) for p in points for q in points), key=lambda pq: math.dist(*pq))
             length = math.dist(a, b) or 1.0
             u, lane_end = ((b[0] - a[0]) / length, (b[1] - a[1]) / length), None
-        along = sorted(((tr.ground[0] * u[0] + tr.ground[1] * u[1], tr) for tr in tracks if tr.ground is not None),
+        along = sorted(((_along(tr.ground, u), tr) for tr in tracks if tr.ground is not None),
                        key=lambda at: -at[0])
         end, head = along[0]
         last = end
@@ -989,7 +996,7 @@ class CameraAnalytics:
         on_lane = [] if by_lane is None else by_lane.get(lane.id, [])
         if lane_end is not None and lane_end > end and by_lane is not None and self._waiting(head, lane, by_lane, t) \
                 and not any(tr.ground is not None and tr.speed is not None and tr.speed >= MOVING_MPS
-                            and tr.ground[0] * u[0] + tr.ground[1] * u[1] > end for tr in on_lane):
+                            and _along(tr.ground, u) > end for tr in on_lane):
             return lane_end - last + VEHICLE_LENGTH_M / 2
         return end - last + VEHICLE_LENGTH_M
 
@@ -1047,7 +1054,7 @@ class CameraAnalytics:
             else:
                 return None
             step = math.hypot(*d)
-            if not least <= step <= most or d[0] * u[0] + d[1] * u[1] >= limit * step:
+            if not least <= step <= most or _along(d, u) >= limit * step:
                 return None
         return steps[-1][0] - steps[0][0]
 
@@ -1223,8 +1230,8 @@ class CameraAnalytics:
                 continue
             if tr.halted_queued and any(
                     o.ground is not None and o.velocity_g is not None and o is not tr
-                    and o.velocity_g[0] * u[0] + o.velocity_g[1] * u[1] >= MOVING_MPS
-                    and (o.ground[0] - tr.ground[0]) * u[0] + (o.ground[1] - tr.ground[1]) * u[1] > STANDING_RADIUS_M
+                    and _along(o.velocity_g, u) >= MOVING_MPS
+                    and _along(o.ground, u, tr.ground) > STANDING_RADIUS_M
                     for o in by_lane.get(tr.lane_id, [])):
                 tr.halted_queued = False  # the traffic ahead drives off: it follows within WAITED_FOLLOWS_S
                 tr.queued_t = t
@@ -1245,7 +1252,7 @@ class CameraAnalytics:
                 continue
             tr.halted_queued = waiting == "ahead" or any(
                 lane_id == tr.lane_id and track_id != tr.track_id
-                and STANDING_RADIUS_M < (g[0] - ground[0]) * u[0] + (g[1] - ground[1]) * u[1] <= QUEUE_GAP_M
+                and STANDING_RADIUS_M < _along(g, u, ground) <= QUEUE_GAP_M
                 for _, lane_id, g, track_id in self._halting)
         for tr in on_lanes:
             if tr.ground is not None and (self._is_standing(tr, t) or (tr.speed is not None and tr.speed < MOVING_MPS)):
@@ -1471,22 +1478,18 @@ class CameraAnalytics:
                 agg.vehicles += 1
             bucket.dirty = True
 
-    def _fell_behind(self, tr: _Track, ground: Point, gap: float) -> bool:
+    def _fell_behind(self, tr: _Track, ground: Point, predicted: Point) -> bool:
         """Whether the track, moving along its lane, was given a box a vehicle length or more behind where its motion
-        puts it: the box of the vehicle behind, not its own. At 3 frames/s a platoon's cars come into the picture at the
-        same place a second or so apart, and the track of a car that the tracker lost for a frame (its box went to a
-        new track) took the next car's box there; that car was never counted, as the track had counted its lane
-        already. Three 600 s runs (seeds 1, 2, 3) replayed with the detector's boxes (load/replay_analytics.py): count
-        MAPE 5.3 / 6.5 / 4.8 -> 4.9 / 5.9 / 4.7 % (3.5 m: 5.1 / 5.9 / 4.3; 6.5 m: 4.9 / 5.9 / 4.8; 8 m: 4.9 / 6.9 /
-        4.8)."""
+        puts it (``predicted``): the box of the vehicle behind, not its own. At 3 frames/s a platoon's cars come into
+        the picture at the same place a second or so apart, and the track of a car that the tracker lost for a frame
+        (its box went to a new track) took the next car's box there; that car was never counted, as the track had
+        counted its lane already. Three 600 s runs (seeds 1, 2, 3) replayed with the detector's boxes
+        (load/replay_analytics.py): count MAPE 5.3 / 6.5 / 4.8 -> 4.9 / 5.9 / 4.7 % (3.5 m: 5.1 / 5.9 / 4.3; 6.5 m:
+        4.9 / 5.9 / 4.8; 8 m: 4.9 / 6.9 / 4.8)."""
         u = self._geo.lane_dir_g.get(tr.lane_id) if tr.lane_id else None
-        if u is None or tr.ground is None or tr.velocity_g is None:
+        if u is None or tr.velocity_g is None or _along(tr.velocity_g, u) < MOVING_MPS:
             return False
-        vx, vy = tr.velocity_g
-        if vx * u[0] + vy * u[1] < MOVING_MPS:
-            return False
-        lag = (tr.ground[0] + vx * gap - ground[0]) * u[0] + (tr.ground[1] + vy * gap - ground[1]) * u[1]
-        return lag >= VEHICLE_LENGTH_M
+        return _along(predicted, u, ground) >= VEHICLE_LENGTH_M
 
     def _inside_queue(self, tr: _Track, lane_id: str, by_lane: dict[str, list[_Track]], t: float) -> bool:
         """Whether the track is between two standing vehicles of its lane, each a queue's gap away at most: a vehicle
@@ -1502,7 +1505,7 @@ class CameraAnalytics:
         for other in self._standing_others(tr, lane_id, by_lane, t):
             if other.ground is None:
                 continue
-            d = (other.ground[0] - tr.ground[0]) * u[0] + (other.ground[1] - tr.ground[1]) * u[1]
+            d = _along(other.ground, u, tr.ground)
             ahead = ahead or 0 < d <= QUEUE_GAP_M
             behind = behind or -QUEUE_GAP_M <= d < 0
         return ahead and behind
@@ -1514,12 +1517,12 @@ class CameraAnalytics:
         before; five replayed runs: count MAPE 4.8 / 3.9 / 4.8 / 5.4 / 5.7 -> 4.8 / 3.8 / 4.8 / 5.4 / 5.3 %)."""
         geo = self._geo
         u, start = geo.lane_dir_g.get(lane_id), geo.lane_start_along.get(lane_id)
-        if u is None or start is None or tr.velocity_g is None or tr.ground is None or tr.lane_before:
-            return tr.lane_since  # (a lane change: it came onto the lane where it was seen changing, not upstream)
-        speed = tr.velocity_g[0] * u[0] + tr.velocity_g[1] * u[1]
+        if tr.lane_before or u is None or start is None or tr.velocity_g is None or tr.ground is None:
+            return tr.lane_since
+        speed = _along(tr.velocity_g, u)
         if speed < ENTRY_MIN_MPS:
             return tr.lane_since
-        depth = max(0.0, tr.ground[0] * u[0] + tr.ground[1] * u[1] - start)
+        depth = max(0.0, _along(tr.ground, u) - start)
         return max(min(tr.lane_since, tr.last_t - depth / speed), tr.lane_since - ENTRY_BACKDATE_MAX_S)
 
     def _counted_there(self, tr: _Track, lane_id: str, t: float) -> bool:
