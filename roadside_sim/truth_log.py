@@ -2,8 +2,9 @@
 
 * ``frames.jsonl``: per camera and frame, every visible vehicle's box (its visible pixels), class, visible
   fraction, speed and lane, and the queue length of each lane coming in (E2 detectors, metres);
-* ``minutes.jsonl``: per camera, lane and minute, the vehicles that entered the camera's stretch of the lane, and
-  per counting line the crossings in each direction, the longest queue and the mean speed;
+* ``minutes.jsonl``: per camera, lane and minute, the vehicles that entered the camera's stretch of the lane (and
+  which, when: to trace a wrong count to its vehicle), and per counting line the crossings in each direction, the
+  longest queue and the mean speed;
 * ``events.jsonl``: every injected event with its start, end, hold and position (WGS-84);
 * ``spots.jsonl``: every change of an on-street spot's true state;
 * ``results.jsonl``: what the roadside service answered per frame (detections, lane states, events).
@@ -49,6 +50,7 @@ class FrameTruth:
 @dataclass
 class LaneMinuteTruth:
     vehicles: int = 0
+    entered: list[tuple[str, float]] = field(default_factory=list)  # vehicle id, capture time (epoch s)
     max_queue_m: float = 0.0
     speeds: list[float] = field(default_factory=list)
 
@@ -68,7 +70,7 @@ class TruthLog:
         self.results: dict[tuple[str, int], rpb.FrameResult] = {}
         self.minutes: dict[tuple[str, str, int], LaneMinuteTruth] = defaultdict(LaneMinuteTruth)
         self.lines: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0])
-        self._counted: set[tuple[str, str, str]] = set()
+        self._counted: dict[tuple[str, str], set[str]] = defaultdict(set)  # (camera, vehicle) -> lanes counted on
         self._along: dict[tuple[str, str], float] = {}
         self.spot_truth: dict[tuple[str, str], SpotTruth] = {}
         self.spot_history: list[tuple[datetime, str, str, str]] = []
@@ -93,8 +95,11 @@ class TruthLog:
                 continue
             speeds[b.vid] = v.speed_mps
             lanes[b.vid] = v.lane_id if v.lane_id in lanes_all and not v.parked else ""
-        # Lane counts: a vehicle counts once per lane, when it is first seen on the camera's stretch of it.
+        # Lane counts: a vehicle counts once per lane, when it is first seen on the camera's stretch of it, and again
+        # after it parked: driving off a kerbside spot it comes onto the lane a second time, a trip of its own.
         for v in vehicles:
+            if v.parked:
+                self._counted.pop((rig.camera_id, v.vid), None)
             if v.lane_id not in lanes_all or v.parked:
                 continue
             cx = v.east - math.sin(math.radians(v.heading_deg)) * v.length / 2
@@ -107,10 +112,12 @@ class TruthLog:
                 moving_in = along < before
                 if (before - COUNT_LINE_M) * (along - COUNT_LINE_M) < 0:
                     self.lines[(rig.camera_id, "in", minute)][0 if moving_in else 1] += 1
-            if NEAR_M <= along <= FAR_M and (rig.camera_id, v.lane_id, v.vid) not in self._counted \
+            if NEAR_M <= along <= FAR_M and v.lane_id not in self._counted[(rig.camera_id, v.vid)] \
                     and v.vid in speeds:
-                self._counted.add((rig.camera_id, v.lane_id, v.vid))
-                self.minutes[(rig.camera_id, v.lane_id, minute)].vehicles += 1
+                self._counted[(rig.camera_id, v.vid)].add(v.lane_id)
+                m = self.minutes[(rig.camera_id, v.lane_id, minute)]
+                m.vehicles += 1
+                m.entered.append((v.vid, round(captured.timestamp(), 3)))
             if NEAR_M <= along <= FAR_M:
                 self.minutes[(rig.camera_id, v.lane_id, minute)].speeds.append(v.speed_mps)
         for lane, q in queues.items():
@@ -188,6 +195,7 @@ class TruthLog:
         with (self.out / "minutes.jsonl").open("w") as f:
             for (camera, lane, minute), m in sorted(self.minutes.items()):
                 f.write(json.dumps({"camera": camera, "lane": lane, "minute": minute, "vehicles": m.vehicles,
+                                    "entered": m.entered,
                                     "max_queue_m": round(m.max_queue_m, 2),
                                     "mean_speed_mps": round(sum(m.speeds) / len(m.speeds), 3) if m.speeds else None})
                         + "\n")

@@ -39,3 +39,32 @@ def test_a_failed_frames_answer_with_error_details_is_logged(tmp_path: Path) -> 
     logged = json.loads(line)
     assert logged["error"]["details"] == [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
                                            "reason": "FRAME_EXPIRED"}]
+
+
+def test_a_vehicle_counts_once_per_lane_and_again_after_it_parked_and_drove_off(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from roadside_sim.cameras import FAR_M, NEAR_M, rigs
+    from roadside_sim.network import District
+    from roadside_sim.render import RenderedBox, VehicleState
+    from roadside_sim.truth import VehicleClass
+    from roadside_sim.truth_log import TruthLog
+
+    rig = rigs(District(), 1, 1)[0]
+    a = rig.approach
+    lane = a.lanes_in[0]
+    # The vehicle's reference point (length 0) in the middle of the camera's stretch of the kerb lane coming in.
+    quad = a.lane_quad(lane, NEAR_M, FAR_M)
+    east, north = sum(p[0] for p in quad) / 4, sum(p[1] for p in quad) / 4
+    log = TruthLog(tmp_path, [rig])
+    start = datetime(2026, 12, 7, 8, 0, 5, tzinfo=UTC)
+    box = RenderedBox("v1", VehicleClass.CAR, (10, 10, 60, 40), 1.0, (10, 10, 60, 40), 1500)
+    steady = RenderedBox("v2", VehicleClass.CAR, (100, 10, 150, 40), 1.0, (100, 10, 150, 40), 1500)
+    for n, parked in enumerate((False, False, True, True, False, False)):
+        v1 = VehicleState("v1", east, north, lane.heading_deg, 0.0 if parked else 5.0, 0.0, 1.8, 1.5, lane.id,
+                          parked=parked)
+        v2 = VehicleState("v2", east, north, lane.heading_deg, 5.0, 0.0, 1.8, 1.5, lane.id)
+        log.frame(rig, n, start + timedelta(seconds=n), float(n), [box, steady], [v1, v2], {})
+    [minute] = [m for key, m in log.minutes.items() if key[1] == lane.id]
+    assert sorted(vid for vid, _ in minute.entered) == ["v1", "v1", "v2"]
+    assert minute.vehicles == 3
