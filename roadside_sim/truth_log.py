@@ -95,11 +95,10 @@ class TruthLog:
                 continue
             speeds[b.vid] = v.speed_mps
             lanes[b.vid] = v.lane_id if v.lane_id in lanes_all and not v.parked else ""
-        # Lane counts: a vehicle counts once per lane, when it is first seen on the camera's stretch of it, and again
-        # after it parked: driving off a kerbside spot it comes onto the lane a second time, a trip of its own.
+        # Lane counts: a vehicle counts once per lane, when it is first seen on the camera's stretch of it (once: a car
+        # that parks at the kerb there and drives off again has come onto the stretch once, as a track that follows it
+        # through its stay counts it once).
         for v in vehicles:
-            if v.parked:
-                self._counted.pop((rig.camera_id, v.vid), None)
             if v.lane_id not in lanes_all or v.parked:
                 continue
             cx = v.east - math.sin(math.radians(v.heading_deg)) * v.length / 2
