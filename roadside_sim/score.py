@@ -289,7 +289,7 @@ def match_events(truths: list[dict[str, Any]], seen: list[SeenIncident], cameras
     out: dict[str, Any] = {}
     matched_incidents: set[str] = set()
     details = []
-    counted: dict[Kind, tuple[int, int, dict[str, SeenIncident], list[float], list[float]]] = {}
+    incidents_of: dict[str, dict[str, SeenIncident]] = {}
     for kind in Kind:
         kind_truths = [e for e in truths if e["type"] == int(kind) and e["start"] is not None]
         incidents = {s.id: s for s in ours if s.type == int(kind)}
@@ -314,20 +314,21 @@ def match_events(truths: list[dict[str, Any]], seen: list[SeenIncident], cameras
                 after_hold.append(lat - HOLD_S[kind])
                 row["latency_s"] = round(lat, 2)
             details.append(row)
-        counted[kind] = (len(kind_truths), found, incidents, latencies, after_hold)
-    # An incident that matched an event is no false one of any type it had: a crash's incident first opened for one of
-    # its standing cars (903), the crash joining it a second later, is the crash's (judged after every type is matched:
-    # in Kind's order a 903 came before the 1001 that made it one).
-    for kind, (events, found, incidents, latencies, after_hold) in counted.items():
-        false = [i for i in incidents if i not in matched_incidents]
+        incidents_of[str(int(kind))] = incidents
         out[str(int(kind))] = {
-            "events": events, "detected": found,
-            "recall": found / events if events else None,
-            "incidents": len(incidents), "false_incidents": len(false),
-            "precision": (len(incidents) - len(false)) / len(incidents) if incidents else None,
+            "events": len(kind_truths), "detected": found,
+            "recall": found / len(kind_truths) if kind_truths else None,
+            "incidents": len(incidents), "false_incidents": 0, "precision": None,
             "median_latency_s": statistics.median(latencies) if latencies else None,
             "median_latency_after_hold_s": statistics.median(after_hold) if after_hold else None,
         }
+    # An incident that matched an event is no false one of any type it had: a crash's incident first opened for one of
+    # its standing cars (903), the crash joining it a second later, is the crash's (judged after every type is matched:
+    # in Kind's order a 903 came before the 1001 that made it one).
+    for key, incidents in incidents_of.items():
+        false = sum(1 for i in incidents if i not in matched_incidents)
+        out[key]["false_incidents"] = false
+        out[key]["precision"] = (len(incidents) - false) / len(incidents) if incidents else None
     return out, details, matched_incidents
 
 

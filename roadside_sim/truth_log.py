@@ -70,7 +70,7 @@ class TruthLog:
         self.results: dict[tuple[str, int], rpb.FrameResult] = {}
         self.minutes: dict[tuple[str, str, int], LaneMinuteTruth] = defaultdict(LaneMinuteTruth)
         self.lines: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0])
-        self._counted: dict[tuple[str, str], set[str]] = defaultdict(set)  # (camera, vehicle) -> lanes counted on
+        self._counted: set[tuple[str, str, str]] = set()
         self._along: dict[tuple[str, str], float] = {}
         self.spot_truth: dict[tuple[str, str], SpotTruth] = {}
         self.spot_history: list[tuple[datetime, str, str, str]] = []
@@ -111,9 +111,9 @@ class TruthLog:
                 moving_in = along < before
                 if (before - COUNT_LINE_M) * (along - COUNT_LINE_M) < 0:
                     self.lines[(rig.camera_id, "in", minute)][0 if moving_in else 1] += 1
-            if NEAR_M <= along <= FAR_M and v.lane_id not in self._counted[(rig.camera_id, v.vid)] \
+            if NEAR_M <= along <= FAR_M and (rig.camera_id, v.lane_id, v.vid) not in self._counted \
                     and v.vid in speeds:
-                self._counted[(rig.camera_id, v.vid)].add(v.lane_id)
+                self._counted.add((rig.camera_id, v.lane_id, v.vid))
                 m = self.minutes[(rig.camera_id, v.lane_id, minute)]
                 m.vehicles += 1
                 m.entered.append((v.vid, round(captured.timestamp(), 3)))

@@ -79,7 +79,7 @@ async def test_a_one_minute_scenario_scores_every_injected_event_as_an_incident(
     assert "events        events  found  recall" in report
     for name in ("frames.jsonl", "minutes.jsonl", "events.jsonl", "spots.jsonl", "results.jsonl"):
         assert (tmp_path / "run" / name).stat().st_size > 0, name
-    # Each lane-minute names the vehicles it counted, each once on its lane (to trace a wrong count to a vehicle).
+    # Each lane-minute names the vehicles it counted and when they came on (to trace a wrong count to a vehicle).
     lane_minutes = [m for m in map(json.loads, (tmp_path / "run" / "minutes.jsonl").read_text().splitlines())
                     if "lane" in m]
     assert sum(m["vehicles"] for m in lane_minutes) > 0

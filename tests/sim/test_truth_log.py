@@ -7,7 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from roadside_sim.cameras import FAR_M, NEAR_M, rigs
+from roadside_sim.network import District
+from roadside_sim.render import RenderedBox, VehicleState
+from roadside_sim.truth import VehicleClass
+from roadside_sim.truth_log import TruthLog
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,14 +49,6 @@ def test_a_failed_frames_answer_with_error_details_is_logged(tmp_path: Path) -> 
 
 
 def test_a_vehicle_counts_once_per_lane_and_names_itself_in_its_minute(tmp_path: Path) -> None:
-    from datetime import UTC, datetime, timedelta
-
-    from roadside_sim.cameras import FAR_M, NEAR_M, rigs
-    from roadside_sim.network import District
-    from roadside_sim.render import RenderedBox, VehicleState
-    from roadside_sim.truth import VehicleClass
-    from roadside_sim.truth_log import TruthLog
-
     # v1 parks at the kerb for two frames and drives on; v2 drives on. Each came onto the stretch once: one count each,
     # named with its time (the service's track follows a parked car through its stay and counts it once too).
     rig = rigs(District(), 1, 1)[0]
