@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 SPOT_OCCUPIED_AFTER_S = 10.0  # the roadside rule: standing in the spot this long
 SPOT_FREE_AFTER_S = 5.0
+CROSSING_MAX_GAP_S = 1.0  # frames further apart than this (a stall of the simulator) give no crossing time between them
 
 
 @dataclass
@@ -62,6 +63,21 @@ class SpotTruth:
     empty_since: float | None = 0.0
 
 
+def came_on(previous: tuple[float, float] | None, along: float, t: float) -> float:
+    """When a vehicle first found on the stretch at ``t`` (its centre ``along`` the approach) came onto it: where its
+    last frame had it outside the stretch, the moment it crossed the stretch's end, between the two frames at its
+    speed over them; otherwise at ``t`` (it came into view there, or changed lanes between the frames). The frame's own
+    time is up to a frame interval after the crossing (a third of a second at 3 frames/s), which at a minute's turn
+    puts the vehicle in the next minute, while the service's count estimates the crossing itself."""
+    if previous is None:
+        return t
+    before, then = previous
+    if NEAR_M <= before <= FAR_M or before == along or not 0 < t - then <= CROSSING_MAX_GAP_S:
+        return t
+    end = FAR_M if before > FAR_M else NEAR_M
+    return then + (before - end) / (before - along) * (t - then)
+
+
 class TruthLog:
     def __init__(self, out: Path, rigs: list[CameraRig]) -> None:
         self.out = out
@@ -71,7 +87,7 @@ class TruthLog:
         self.minutes: dict[tuple[str, str, int], LaneMinuteTruth] = defaultdict(LaneMinuteTruth)
         self.lines: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0])
         self._counted: set[tuple[str, str, str]] = set()
-        self._along: dict[tuple[str, str], float] = {}
+        self._along: dict[tuple[str, str], tuple[float, float]] = {}  # (camera, vehicle) -> (along, capture time)
         self.spot_truth: dict[tuple[str, str], SpotTruth] = {}
         self.spot_history: list[tuple[datetime, str, str, str]] = []
         self._spots_logged: set[tuple[str, str]] = set()
@@ -105,8 +121,9 @@ class TruthLog:
             cy = v.north - math.cos(math.radians(v.heading_deg)) * v.length / 2
             along, _ = a.coordinates((cx, cy))
             key = (rig.camera_id, v.vid)
-            before = self._along.get(key)
-            self._along[key] = along
+            previous = self._along.get(key)
+            before = previous[0] if previous is not None else None
+            self._along[key] = (along, captured.timestamp())
             if v.lane_id in lanes_in and before is not None and v.speed_mps > 0.3:
                 moving_in = along < before
                 if (before - COUNT_LINE_M) * (along - COUNT_LINE_M) < 0:
@@ -114,9 +131,10 @@ class TruthLog:
             if NEAR_M <= along <= FAR_M and (rig.camera_id, v.lane_id, v.vid) not in self._counted \
                     and v.vid in speeds:
                 self._counted.add((rig.camera_id, v.lane_id, v.vid))
-                m = self.minutes[(rig.camera_id, v.lane_id, minute)]
+                at = came_on(previous, along, captured.timestamp())
+                m = self.minutes[(rig.camera_id, v.lane_id, int(at // 60) * 60)]
                 m.vehicles += 1
-                m.entered.append((v.vid, round(captured.timestamp(), 3)))
+                m.entered.append((v.vid, round(at, 3)))
             if NEAR_M <= along <= FAR_M:
                 self.minutes[(rig.camera_id, v.lane_id, minute)].speeds.append(v.speed_mps)
         for lane, q in queues.items():

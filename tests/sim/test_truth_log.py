@@ -10,6 +10,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from roadside_sim.cameras import FAR_M, NEAR_M, rigs
 from roadside_sim.network import District
 from roadside_sim.render import RenderedBox, VehicleState
@@ -23,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import sys
 from pathlib import Path
+
+import pytest
 from v2x.roadside.v1 import roadside_pb2 as rpb
 from roadside_sim.truth_log import TruthLog
 
@@ -70,3 +74,45 @@ def test_a_vehicle_counts_once_per_lane_and_names_itself_in_its_minute(tmp_path:
     assert sorted(vid for vid, _ in minute.entered) == ["v1", "v2"]
     assert minute.vehicles == 2
     assert all(start <= datetime.fromtimestamp(at, UTC) < start + timedelta(seconds=60) for _, at in minute.entered)
+
+
+def test_a_vehicle_comes_onto_the_stretch_when_it_crosses_its_end_between_two_frames(tmp_path: Path) -> None:
+    # Its last frame had it 1 m short of the stretch, this one (a third of a second later, after the minute turned) 3 m
+    # into it: it came on a quarter of the way between the two frames, in the minute before, as the service's count
+    # estimates the crossing itself rather than the frame that first shows the vehicle past it.
+    rig = rigs(District(), 1, 1)[0]
+    a = rig.approach
+    lane = a.lanes_in[0]
+
+    def at(along: float) -> tuple[float, float]:
+        quad = a.lane_quad(lane, along - 0.5, along + 0.5)
+        return sum(p[0] for p in quad) / 4, sum(p[1] for p in quad) / 4
+
+    log = TruthLog(tmp_path, [rig])
+    turn = datetime(2026, 12, 7, 8, 1, 0, tzinfo=UTC)
+    box = RenderedBox("v1", VehicleClass.CAR, (10, 10, 60, 40), 1.0, (10, 10, 60, 40), 1500)
+    for n, (dt, along) in enumerate(((-0.2, FAR_M + 1.0), (0.2 - 1 / 15, FAR_M - 3.0))):
+        east, north = at(along)
+        assert a.coordinates((east, north))[0] == pytest.approx(along, abs=1e-6)
+        v1 = VehicleState("v1", east, north, lane.heading_deg, 12.0, 0.0, 1.8, 1.5, lane.id)
+        log.frame(rig, n, turn + timedelta(seconds=dt), float(n), [box], [v1], {})
+    [(key, minute)] = [(key, m) for key, m in log.minutes.items() if key[1] == lane.id and m.vehicles]
+    assert key[2] == int((turn - timedelta(minutes=1)).timestamp())
+    [(vid, entered)] = minute.entered
+    assert vid == "v1"
+    assert entered == pytest.approx((turn - timedelta(seconds=0.2 - 1 / 12)).timestamp(), abs=1e-3)
+
+
+def test_a_vehicle_first_found_inside_the_stretch_comes_on_at_that_frame(tmp_path: Path) -> None:
+    rig = rigs(District(), 1, 1)[0]
+    a = rig.approach
+    lane = a.lanes_in[0]
+    quad = a.lane_quad(lane, NEAR_M, FAR_M)
+    east, north = sum(p[0] for p in quad) / 4, sum(p[1] for p in quad) / 4
+    log = TruthLog(tmp_path, [rig])
+    t = datetime(2026, 12, 7, 8, 1, 0, 100_000, tzinfo=UTC)
+    box = RenderedBox("v1", VehicleClass.CAR, (10, 10, 60, 40), 1.0, (10, 10, 60, 40), 1500)
+    log.frame(rig, 0, t, 0.0, [box], [VehicleState("v1", east, north, lane.heading_deg, 12.0, 0.0, 1.8, 1.5, lane.id)],
+              {})
+    [minute] = [m for key, m in log.minutes.items() if key[1] == lane.id and m.vehicles]
+    assert minute.entered == [("v1", round(t.timestamp(), 3))]
