@@ -168,18 +168,17 @@ class OfflineIdps:
 
 
 class _TimedAnalytics(CameraAnalytics):
-    """The service's analytics, also keeping when each count's vehicle came onto its lane (the moment the count's
-    minute is taken from), so that the counts can be put into minutes beginning at any second (``--phases``)."""
+    """The service's analytics, also keeping the time each count is placed at (the moment its minute is taken from),
+    so that the counts can be put into minutes beginning at any second (``phase_mapes``)."""
 
     def __init__(self, spec: CameraSpec) -> None:
         super().__init__(spec)
         self.count_times: list[tuple[str, float]] = []  # (lane, when its vehicle came onto it)
 
-    def _count(self, tr: _Track, lane_id: str, wrong: bool, minute_key: int) -> None:
-        entered = self._came_onto(tr, lane_id)
-        # As _count does: the current minute when the one it came on in has gone.
-        self.count_times.append((lane_id, entered if int(entered // 60) * 60 in self._minutes else tr.last_t))
-        super()._count(tr, lane_id, wrong, minute_key)
+    def _count_time(self, tr: _Track, lane_id: str) -> float:
+        at = super()._count_time(tr, lane_id)
+        self.count_times.append((lane_id, at))
+        return at
 
 
 def phase_mapes(counted: dict[str, list[tuple[str, float]]], entered: list[tuple[str, str, float]],
@@ -215,8 +214,8 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
     after the frame (to trace where counts go wrong)."""
     frames = _load(run / "frames.jsonl")
     results = {(r["camera_id"], int(r["frame_id"])): r for r in _load(run / "results.jsonl")}
-    truth_minutes = {(m["camera"], m["lane"], m["minute"]): m["vehicles"]
-                     for m in _load(run / "minutes.jsonl") if "lane" in m}
+    lane_minutes = [m for m in _load(run / "minutes.jsonl") if "lane" in m]
+    truth_minutes = {(m["camera"], m["lane"], m["minute"]): m["vehicles"] for m in lane_minutes}
     cameras = {f["camera"] for f in frames}
     rig_of = _camera_rigs(cameras)
     specs = {c: camera_spec(r.camera()) for c, r in rig_of.items()}
@@ -324,8 +323,7 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
                 per_lane[(camera, lane.lane_id)][0] += n
                 per_lane[(camera, lane.lane_id)][1] += true_n
     busy = [r for r in rows if r["true"] > 0]
-    entered = [(m["camera"], m["lane"], float(t)) for m in _load(run / "minutes.jsonl") if "lane" in m
-               for _, t in m.get("entered", [])]
+    entered = [(m["camera"], m["lane"], float(t)) for m in lane_minutes for _, t in m.get("entered", [])]
     phases = phase_mapes({c: a.count_times for c, a in analytics.items()}, entered,
                          {c: [lane.id for lane in s.lanes] for c, s in specs.items()}, start, end, PHASES)
     truths = _load(run / "events.jsonl") if (run / "events.jsonl").exists() else []

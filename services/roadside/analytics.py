@@ -1465,9 +1465,7 @@ class CameraAnalytics:
 
     def _count(self, tr: _Track, lane_id: str, wrong: bool, minute_key: int) -> None:
         """Counts the track on the lane, in the minute it came onto the lane (or this one, when that has gone)."""
-        entered = int(self._came_onto(tr, lane_id) // 60) * 60
-        if entered not in self._minutes:
-            entered = minute_key
+        entered = int(self._count_time(tr, lane_id) // 60) * 60
         tr.counted[lane_id] = (entered, wrong)
         with self._lock:
             bucket = self._bucket(entered)
@@ -1477,6 +1475,12 @@ class CameraAnalytics:
             else:
                 agg.vehicles += 1
             bucket.dirty = True
+
+    def _count_time(self, tr: _Track, lane_id: str) -> float:
+        """When a count of the track on the lane is placed: when its vehicle came onto the lane, or now (the frame that
+        counts it) when that minute has gone."""
+        came = self._came_onto(tr, lane_id)
+        return came if int(came // 60) * 60 in self._minutes else tr.last_t
 
     def _fell_behind(self, tr: _Track, ground: Point, predicted: Point) -> bool:
         """Whether the track, moving along its lane, was given a box a vehicle length or more behind where its motion
