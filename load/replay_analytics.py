@@ -274,7 +274,8 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
             untracked = [d for d in dets if id(d) not in ids]
         else:
             tracked = trackers[camera].update(dets, int(at.timestamp() * 1e9),
-                                              functools.partial(analytics[camera].lane_at, frame_size=size))
+                                              functools.partial(analytics[camera].lane_at, frame_size=size),
+                                              analytics[camera].lanes_opposed)
             untracked = list(trackers[camera].untracked)
         out = analytics[camera].process(at, f["frame_id"], tracked, size, untracked)
         if on_frame is not None:

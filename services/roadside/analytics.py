@@ -443,11 +443,22 @@ class _Geometry:
                 self.lane_centerline_g[lane.id] = None if any(p is None for p in pts) else [
                     p for p in pts if p is not None]
         self.lanes = {lane.id: lane for lane in spec.lanes}
+        self.opposed = frozenset((a.id, b.id) for a in spec.lanes for b in spec.lanes if self._run_against(a, b))
         ends = {lane.id: self._alongs(lane) for lane in spec.lanes}
         self.lane_end_along = {k: max(a) if a else None for k, a in ends.items()}
         self.lane_start_along = {k: min(a) if a else None for k, a in ends.items()}
         self.stop_zones = [z for z in spec.zones if z.kind in (ZoneKind.NO_STOPPING, ZoneKind.GENERIC)]
         self.spot_zones = [z for z in spec.zones if z.kind is ZoneKind.PARKING_SPOT]
+
+    def _run_against(self, a: Lane, b: Lane) -> bool:
+        """Whether traffic on the two lanes runs opposite ways (more than WRONG_WAY_ANGLE_DEG apart, as a vehicle going
+        against a lane): on the ground when both directions are known there, else in the picture."""
+        u, v = self.lane_dir_g.get(a.id), self.lane_dir_g.get(b.id)
+        if u is None or v is None:
+            if a.direction_px is None or b.direction_px is None:
+                return False
+            u, v = a.direction_px, b.direction_px
+        return angle_between_deg(heading_deg(*u), heading_deg(*v)) > WRONG_WAY_ANGLE_DEG
 
     def _reference_point(self, lane: Lane) -> Point:
         pts = lane.polygon or lane.centerline or ((0.0, 0.0),)
@@ -683,6 +694,11 @@ class CameraAnalytics:
         geo = self._geo
         box = geo.box_of(d, frame_size)
         return geo.lane_of(box.bottom_center, geo.ground_of(box.bottom_center), box)
+
+    def lanes_opposed(self, a: str, b: str) -> bool:
+        """Whether traffic on the two lanes runs opposite ways: the tracker's cue that a box on one is not the vehicle
+        of a track on the other."""
+        return (a, b) in self._geo.opposed
 
     def _observe(self, track_id: int, d: Detection, box: Box, t: float, present: set[int]) -> _Track:
         geo = self._geo

@@ -11,6 +11,7 @@ from roadside_sim.scene import FAR_N, LANE_WIDTH_M, NB_CENTRE_E, NEAR_N, SB_CENT
 from roadside_sim.truth import VehicleClass as SimClass
 from services.roadside.analytics import CameraAnalytics
 from services.roadside.detector import Detection, VehicleClass
+from services.roadside.model import CameraSpec, Lane
 from tests.roadside.helpers import T0, run_tracks, spec_of
 
 SCENE = Scene()
@@ -330,3 +331,18 @@ def test_a_car_changing_lanes_just_after_the_minute_turns_counts_on_its_new_lane
     counts = {(m.minute_start, lane.lane_id): lane.vehicles for m in analytics.minutes() for lane in m.lanes}
     before = T0 - timedelta(minutes=1)
     assert (counts[(before, "NB")], counts[(before, "SB")], counts[(T0, "NB")], counts[(T0, "SB")]) == (1, 0, 0, 1)
+
+
+def test_lanes_whose_traffic_runs_against_each_other_are_opposed_for_the_tracker() -> None:
+    # The tracker's cue that a box on one of them is not the vehicle of a track on the other (tracker.py): by the
+    # lanes' ground directions when the camera is calibrated, by their directions in the picture when it is not.
+    calibrated = CameraAnalytics(spec_of(SCENE.camera("sim")))
+    assert calibrated.lanes_opposed("NB", "SB") and calibrated.lanes_opposed("SB", "NB")
+    assert not calibrated.lanes_opposed("NB", "NB")
+    assert not calibrated.lanes_opposed("NB", "")
+    box = ((0.0, 0.0), (10.0, 0.0), (10.0, 10.0), (0.0, 10.0))
+    lanes = (Lane("east", polygon=box, direction_px=(1.0, 0.0)), Lane("east2", polygon=box, direction_px=(1.0, 0.2)),
+             Lane("north", polygon=box, direction_px=(0.0, -1.0)), Lane("west", polygon=box, direction_px=(-1.0, 0.1)))
+    uncalibrated = CameraAnalytics(CameraSpec("c", "c", 0.0, 0.0, 0.0, 640, 480, lanes=lanes))
+    opposed = {(a.id, b.id) for a in lanes for b in lanes if uncalibrated.lanes_opposed(a.id, b.id)}
+    assert opposed == {("east", "west"), ("west", "east"), ("east2", "west"), ("west", "east2")}

@@ -83,6 +83,33 @@ def test_two_cars_on_neighbouring_lanes_keep_their_tracks_when_one_brakes_toward
     assert (a_after, b_after) == (a_before, b_before)
 
 
+def test_a_track_never_takes_the_box_of_a_car_coming_the_other_way() -> None:
+    # Traced on a replayed `v2x sim score` run (camera B0, 8:00): a car driving into the junction was missed on a frame,
+    # and its track took the box of a car coming out of the junction on the lane beside it, near where the first car
+    # would have got to. That car was counted on its lane under the first car's track (as a lane change), and again on
+    # its own next track. Traffic on the two lanes runs opposite ways; a car does not cross between them in a frame.
+    def lane_of(d: Detection) -> str:
+        return "out" if d.y2 < 300 else "in"
+
+    def opposed(a: str, b: str) -> bool:
+        return {a, b} == {"in", "out"}
+
+    def run(lanes_opposed: bool) -> tuple[int, int]:
+        tracker = Tracker()
+        for k in range(3):
+            (going_in, _), = tracker.update([car(300 + 60 * k, 250, 460 + 60 * k, 350)], k * FRAME, lane_of,
+                                            opposed if lanes_opposed else None)
+        # The car going in is missed; the one coming out shows 0.4 of a diagonal from its prediction.
+        (coming_out, _), = tracker.update([car(420, 210, 580, 295)], 3 * FRAME, lane_of,
+                                          opposed if lanes_opposed else None)
+        return going_in, coming_out
+
+    going_in, coming_out = run(lanes_opposed=False)
+    assert coming_out == going_in  # taken over, by distance and a lane change
+    going_in, coming_out = run(lanes_opposed=True)
+    assert coming_out != going_in
+
+
 def test_a_car_seen_once_beside_a_parked_one_off_the_lanes_keeps_its_own_track() -> None:
     # Traced on a replayed `v2x sim score` run: a car passing a car parked at the kerb, first seen with the parked one
     # hidden behind it. On its second frame it had moved 110 px on, and the parked car's box, off the lanes, lay
