@@ -39,7 +39,6 @@ run's events.jsonl by `v2x sim score`'s own rule (roadside_sim/score.py, match_e
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import pickle
@@ -273,9 +272,7 @@ def replay(run: Path, boxes: str = "truth", min_visible: float = 0.5, drop: floa
             ids = {id(d) for _, d in tracked}
             untracked = [d for d in dets if id(d) not in ids]
         else:
-            tracked = trackers[camera].update(dets, int(at.timestamp() * 1e9),
-                                              functools.partial(analytics[camera].lane_at, frame_size=size),
-                                              analytics[camera].lanes_opposed)
+            tracked = analytics[camera].track(trackers[camera], dets, int(at.timestamp() * 1e9), size)
             untracked = list(trackers[camera].untracked)
         out = analytics[camera].process(at, f["frame_id"], tracked, size, untracked)
         if on_frame is not None:

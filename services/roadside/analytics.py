@@ -138,6 +138,7 @@ from services.roadside.model import (
     Zone,
     ZoneKind,
 )
+from services.roadside.tracker import Tracker
 
 STANDING_RADIUS_M = 2.0
 STANDING_RADIUS_BOX = 0.25  # of the box height, uncalibrated
@@ -695,6 +696,12 @@ class CameraAnalytics:
         box = geo.box_of(d, frame_size)
         return geo.lane_of(box.bottom_center, geo.ground_of(box.bottom_center), box)
 
+    def track(self, tracker: Tracker, detections: Sequence[Detection], timestamp_ns: int,
+              frame_size: tuple[int, int]) -> list[tuple[int, Detection]]:
+        """A frame's detections through the camera's tracker, with this camera's lanes as its cues: the lane each box
+        stands on, and which lanes run against each other."""
+        return tracker.update(detections, timestamp_ns, lambda d: self.lane_at(d, frame_size), self.lanes_opposed)
+
     def lanes_opposed(self, a: str, b: str) -> bool:
         """Whether traffic on the two lanes runs opposite ways: the tracker's cue that a box on one is not the vehicle
         of a track on the other."""
@@ -1152,7 +1159,7 @@ class CameraAnalytics:
             if self._counted_there(tr, lane.id, t) or self._inside_queue(tr, lane.id, by_lane, t):
                 tr.counted[lane.id] = (minute_key, bool(against))
             else:
-                self._count(tr, lane.id, bool(against), minute_key)
+                self._count(tr, lane.id, bool(against))
 
         # Wrong way.
         key = f"904:{lane.id}"
@@ -1479,7 +1486,7 @@ class CameraAnalytics:
             if tr.ground is not None and tr.counted and (tr.speed is None or tr.speed < STILL_MPS):
                 self._lost_still.extend((tr.last_t, tr.ground, lane_id) for lane_id in tr.counted)
 
-    def _count(self, tr: _Track, lane_id: str, wrong: bool, minute_key: int) -> None:
+    def _count(self, tr: _Track, lane_id: str, wrong: bool) -> None:
         """Counts the track on the lane, in the minute it came onto the lane (or this one, when that has gone)."""
         entered = int(self._count_time(tr, lane_id) // 60) * 60
         tr.counted[lane_id] = (entered, wrong)

@@ -184,8 +184,7 @@ class CameraSession:
 
     def process(self, job: FrameJob, detections: list[Detection], size: tuple[int, int]) -> FrameAnalysis:
         ns = int(job.captured_at.timestamp() * 1e9)
-        tracked = self.tracker.update(detections, ns, lambda d: self.analytics.lane_at(d, size),
-                                      self.analytics.lanes_opposed)
+        tracked = self.analytics.track(self.tracker, detections, ns, size)
         return self.analytics.process(job.captured_at, job.frame_id, tracked, size, self.tracker.untracked)
 
 
