@@ -3,6 +3,7 @@ a `v2x sim score` run's frames (load/replay_analytics.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from roadside_sim.scene import Scene
@@ -215,7 +216,7 @@ PLATOON_PLACES = [car(0, 175, 114, 260), car(52, 196, 208, 291), car(186, 236, 3
                   car(442, 316, 640, 452)]
 
 
-def _platoon_tracks(found: list[tuple[bool, ...]]) -> dict[int, set[int]]:
+def _platoon_tracks(found: Sequence[tuple[bool, ...]]) -> dict[int, set[int]]:
     """The cars (by number) each track was given; ``found[c][k]``: whether car c's box at place k was detected."""
     tracker = Tracker()
     cars_of: dict[int, set[int]] = {}
