@@ -159,6 +159,8 @@ class _Track:
         if self.velocity is None:
             gate = max(UNKNOWN_GATE, UNKNOWN_GATE_PER_S * dt)
         elif math.hypot(*self.velocity) < STANDING_SPEED * math.hypot(w0, h0):
+            # More than STANDING_MAX_MISSED frames missed is a gap of STANDING_MAX_MISSED + 2 intervals or more; the
+            # bound sits half an interval short of that, as capture times jitter.
             if frame_ns and min(ns - self.last_ns, self.gap_ns) > (STANDING_MAX_MISSED + 1.5) * frame_ns:
                 return None
             gate = STANDING_GATE + STANDING_GATE_PER_S * dt
